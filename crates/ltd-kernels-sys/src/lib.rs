@@ -1,0 +1,46 @@
+//! Raw CUDA kernels of the `ltd` crates, with their C parameter structs. **No safe API here**:
+//! use `ltd-core` and `ltd-sparse-attn`, which validate every argument before a launch.
+//!
+//! Layout (after cudarc's `sys` crates and candle's `candle-kernels`):
+//! - `include/ltd_kernels.h` declares one by-value parameter struct per kernel family;
+//! - [`bindings`](crate) (`src/bindings.rs`) is bindgen's output for it, committed, with bindgen's
+//!   layout tests; regenerate with `cargo build -p ltd-kernels-sys --features bindgen`;
+//! - with feature `cuda`, `build.rs` compiles `kernels/*.cu` with nvcc and [`fatbin`] embeds the
+//!   images; the kernels are then loaded and launched through the CUDA driver API (cudarc), so
+//!   nothing links against the CUDA runtime.
+//!
+//! ```
+//! use ltd_kernels_sys::LtdStridedCopy2dParams;
+//! // Parameter structs are plain data with a C layout; pointers are 64-bit device addresses.
+//! let p = LtdStridedCopy2dParams { rows: 2, cols: 3, src_row_stride: 3, src_col_stride: 1, dst_row_stride: 3, ..Default::default() };
+//! assert_eq!(std::mem::size_of::<LtdStridedCopy2dParams>(), 7 * 8);
+//! assert_eq!(p.src, 0);
+//! ```
+
+#[allow(missing_docs)]
+mod bindings;
+pub use bindings::*;
+
+/// The compiled kernel images, one `&[u8]` fatbin per `kernels/*.cu` file (feature `cuda`).
+///
+/// Each is a complete fatbin (sm_80 and sm_90 machine code plus compute_90 PTX unless
+/// `LTD_CUDA_ARCHS` said otherwise at build time), ready for `cuModuleLoadData`.
+#[cfg(feature = "cuda")]
+pub mod fatbin {
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}
+
+/// Kernel entry points, by name, grouped with the fatbin that holds them (feature `cuda`).
+#[cfg(feature = "cuda")]
+pub mod names {
+    /// In [`super::fatbin::COPY`]: strided 2-D copy of 2-byte elements ([`super::LtdStridedCopy2dParams`]).
+    pub const STRIDED_COPY_2D_U16: &str = "ltd_strided_copy_2d_u16";
+    /// In [`super::fatbin::COPY`]: strided 2-D copy of 4-byte elements ([`super::LtdStridedCopy2dParams`]).
+    pub const STRIDED_COPY_2D_U32: &str = "ltd_strided_copy_2d_u32";
+}
+
+// SAFETY: the parameter structs are `#[repr(C)]` plain data (integers and 64-bit device
+// addresses) generated from the header the kernels include, so a pointer to one is a valid
+// by-value kernel argument of the matching kernel.
+#[cfg(feature = "cuda")]
+unsafe impl cudarc::driver::DeviceRepr for LtdStridedCopy2dParams {}
