@@ -1,0 +1,215 @@
+//! The CUDA side of `ltd-core` (feature `cuda`): opening a device, loading the embedded kernel
+//! images of `ltd-kernels-sys` once per device, and launching them.
+//!
+//! This is one of the two places in the workspace (with `ltd-kernels-sys`) where `unsafe` lives:
+//! kernel launches. Every launch is preceded by host-side validation of every size, stride and
+//! buffer length, so the kernel can never index outside the buffers it is given, and every
+//! launch's result is checked.
+
+mod copy;
+
+pub use copy::copy_strided_2d_cuda;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr};
+
+use crate::{CoreError, Result};
+
+/// An open CUDA device: a context on GPU `ordinal`, one stream all ops of this handle are
+/// ordered on, and the kernel modules loaded so far. Cheap to clone (shared handle).
+///
+/// ```no_run
+/// use ltd_core::CudaDevice;
+/// let dev = CudaDevice::new(0)?;
+/// println!("{dev}"); // cuda:0 (NVIDIA H100 80GB HBM3, sm_90)
+/// # Ok::<(), ltd_core::CoreError>(())
+/// ```
+#[derive(Clone)]
+pub struct CudaDevice {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ordinal: usize,
+    name: String,
+    compute_capability: (i32, i32),
+    stream: Arc<CudaStream>,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaDevice")
+            .field("ordinal", &self.inner.ordinal)
+            .field("name", &self.inner.name)
+            .field("compute_capability", &self.inner.compute_capability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Display for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (major, minor) = self.inner.compute_capability;
+        write!(f, "cuda:{} ({}, sm_{major}{minor})", self.inner.ordinal, self.inner.name)
+    }
+}
+
+pub(crate) fn driver_err(during: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> CoreError {
+    move |source| CoreError::Cuda { during, source }
+}
+
+impl CudaDevice {
+    /// Opens GPU `ordinal` (its primary context) and creates a stream for this handle.
+    ///
+    /// Checks that the driver library exists before the first driver call, so a machine with no
+    /// NVIDIA driver gets [`CoreError::NoCudaDriver`] instead of a panic.
+    ///
+    /// # Errors
+    /// [`CoreError::NoCudaDriver`], [`CoreError::InvalidSize`] for an ordinal not below the
+    /// device count, [`CoreError::Cuda`] for driver failures.
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// assert_eq!(dev.ordinal(), 0);
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn new(ordinal: usize) -> Result<CudaDevice> {
+        // SAFETY: `is_culib_present` only tries to dlopen the driver library by its usual names
+        // and drops the handle; it calls no driver function.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(CoreError::NoCudaDriver);
+        }
+        cudarc::driver::result::init().map_err(driver_err("cuInit"))?;
+        let count = CudaContext::device_count().map_err(driver_err("counting devices"))?;
+        let count = usize::try_from(count).unwrap_or(0);
+        if ordinal >= count {
+            return Err(CoreError::InvalidSize {
+                what: "CUDA device ordinal",
+                got: ordinal,
+                expected: format!("an ordinal below the device count {count}"),
+            });
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver_err("creating the context"))?;
+        let name = ctx.name().map_err(driver_err("reading the device name"))?;
+        let compute_capability =
+            ctx.compute_capability().map_err(driver_err("reading the compute capability"))?;
+        let stream = ctx.new_stream().map_err(driver_err("creating a stream"))?;
+        Ok(CudaDevice {
+            inner: Arc::new(Inner {
+                ordinal,
+                name,
+                compute_capability,
+                stream,
+                modules: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The device ordinal this handle was opened with.
+    ///
+    /// ```no_run
+    /// assert_eq!(ltd_core::CudaDevice::new(0)?.ordinal(), 0);
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn ordinal(&self) -> usize {
+        self.inner.ordinal
+    }
+
+    /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
+    ///
+    /// ```no_run
+    /// println!("{}", ltd_core::CudaDevice::new(0)?.name());
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// `(major, minor)` compute capability, e.g. `(9, 0)` for an H100.
+    ///
+    /// ```no_run
+    /// let (major, _) = ltd_core::CudaDevice::new(0)?.compute_capability();
+    /// assert!(major >= 8, "the kernels are built for sm_80 and newer");
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.inner.compute_capability
+    }
+
+    /// The stream every op of this handle is launched on. Use it to allocate and copy buffers
+    /// with cudarc (`stream.clone_htod(..)`, `stream.alloc_zeros(..)`, `stream.clone_dtoh(..)`).
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// let buf = dev.stream().clone_htod(&[1.0f32, 2.0]).unwrap();
+    /// assert_eq!(dev.stream().clone_dtoh(&buf).unwrap(), vec![1.0, 2.0]);
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.inner.stream
+    }
+
+    /// Copies a host slice to a new device buffer on this handle's stream.
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// let d = dev.upload(&[1u32, 2, 3])?;
+    /// assert_eq!(d.len(), 3);
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+        self.stream().clone_htod(host).map_err(driver_err("copying host to device"))
+    }
+
+    /// Copies a device buffer back to a new host vector (waits for the stream).
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// let d = dev.upload(&[1u32, 2, 3])?;
+    /// assert_eq!(dev.download(&d)?, vec![1, 2, 3]);
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn download<T: DeviceRepr>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
+        self.stream().clone_dtoh(dev).map_err(driver_err("copying device to host"))
+    }
+
+    /// Waits until all work queued on this handle's stream has finished.
+    ///
+    /// ```no_run
+    /// ltd_core::CudaDevice::new(0)?.synchronize()?;
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream().synchronize().map_err(driver_err("synchronizing the stream"))
+    }
+
+    /// Loads (once per device handle) the module `image` named `module` and returns the kernel
+    /// `function` from it.
+    pub(crate) fn function(
+        &self,
+        module: &'static str,
+        image: &'static [u8],
+        function: &'static str,
+    ) -> Result<CudaFunction> {
+        let loaded = {
+            let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
+            match modules.get(module) {
+                Some(m) => m.clone(),
+                None => {
+                    // The driver wants the fatbin at an aligned address: copy it into a fresh
+                    // allocation (a few hundred KB, once per module and device).
+                    let m = self
+                        .stream()
+                        .context()
+                        .load_module(cudarc::nvrtc::Ptx::from_binary(image.to_vec()))
+                        .map_err(driver_err("loading a kernel module"))?;
+                    modules.insert(module, m.clone());
+                    m
+                }
+            }
+        };
+        loaded.load_function(function).map_err(driver_err("looking up a kernel"))
+    }
+}
