@@ -32,6 +32,7 @@ fn regenerate_bindings() {
         .header("include/ltd_kernels.h")
         .allowlist_type("Ltd.*")
         .allowlist_type("ltd_.*")
+        .allowlist_var("LTD_.*")
         .derive_default(true)
         .derive_copy(true)
         .derive_debug(true)

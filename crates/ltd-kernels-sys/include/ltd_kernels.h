@@ -39,6 +39,109 @@ typedef struct LtdStridedCopy2dParams {
     long long dst_row_stride;
 } LtdStridedCopy2dParams;
 
+/* ---------------------------------------------------------------------------------------------
+ * Random-LTD (kernels/random_ltd.cu)
+ * ------------------------------------------------------------------------------------------- */
+
+/**
+ * Keyed-ChaCha token sampler (design section 4). One thread block per (layer, row): grid.x =
+ * layers * batch. For row (l, b), key[i] is word i of the ChaCha8 stream with 32-byte key
+ * (seed_le ++ step_le ++ zeros), stream l*batch + b; the kernel keeps the `reserved` positions
+ * with the smallest (key[i], i) pairs and writes them ascending to
+ * out[(l*batch + b)*reserved + k] (int32). Kernel `ltd_sample_tokens` (keys recomputed on the
+ * fly) or `ltd_sample_tokens_smem` (keys cached in dynamic shared memory: needs seq * 4 bytes).
+ * 1 <= reserved <= seq < 2^31. blockDim.x must be LTD_SAMPLER_THREADS.
+ */
+#define LTD_SAMPLER_THREADS 512
+typedef struct LtdSampleParams {
+    ltd_devptr_t out;
+    unsigned long long seed;
+    unsigned long long step;
+    long long layers;
+    long long batch;
+    long long seq;
+    long long reserved;
+} LtdSampleParams;
+
+/**
+ * Row copies through an index map, for hidden states whose channel dimension is contiguous.
+ * A "row" is the C channels of one (batch, position) token; row (b, s) of a tensor starts at
+ * b * batch_stride + s * seq_stride (in elements; [B,S,C] and [S,B,C] only differ in strides).
+ * idx is int32 [batch, reserved] with row stride idx_batch_stride.
+ *   mode LTD_ROWS_GATHER:  dst(b, k)          = src(b, idx[b,k])      (k < reserved)
+ *   mode LTD_ROWS_SCATTER: dst(b, idx[b,k])   = src(b, k)             (in place into dst)
+ * Kernels `ltd_index_rows_v16` (16-byte vectors: every base address and row offset in bytes
+ * a multiple of 16, C * elem_bytes a multiple of 16), `ltd_index_rows_b4`, `ltd_index_rows_b2`
+ * (4- and 2-byte words). Launch: blockDim.x = 128, grid.x = ceil(batch * reserved / rows_per_block)
+ * with rows_per_block = 4 (one warp per row).
+ */
+#define LTD_ROWS_GATHER 0
+#define LTD_ROWS_SCATTER 1
+typedef struct LtdIndexRowsParams {
+    ltd_devptr_t src;
+    ltd_devptr_t dst;
+    ltd_devptr_t idx;
+    int mode;
+    int elem_bytes;
+    long long batch;
+    long long reserved;
+    long long row_bytes;
+    long long src_batch_stride_bytes;
+    long long src_seq_stride_bytes;
+    long long dst_batch_stride_bytes;
+    long long dst_seq_stride_bytes;
+    long long idx_batch_stride;
+} LtdIndexRowsParams;
+
+/**
+ * Out-of-place route: y(b, s) = part(b, k) if idx[b, k] == s for some k, else h(b, s); every row
+ * of y written exactly once, every source row read once. idx rows must be sorted ascending
+ * (binary search). Strides in bytes; the `part` tensor has strides part_*. Kernels
+ * `ltd_route_rows_v16`, `ltd_route_rows_b4`, `ltd_route_rows_b2`; launch as
+ * LtdIndexRowsParams with batch * seq rows.
+ */
+typedef struct LtdRouteRowsParams {
+    ltd_devptr_t h;
+    ltd_devptr_t part;
+    ltd_devptr_t y;
+    ltd_devptr_t idx;
+    int elem_bytes;
+    int reserved_pad;
+    long long batch;
+    long long seq;
+    long long reserved;
+    long long row_bytes;
+    long long h_batch_stride_bytes;
+    long long h_seq_stride_bytes;
+    long long part_batch_stride_bytes;
+    long long part_seq_stride_bytes;
+    long long y_batch_stride_bytes;
+    long long y_seq_stride_bytes;
+    long long idx_batch_stride;
+} LtdRouteRowsParams;
+
+/**
+ * Mask gather for all layers in one launch:
+ *   out[((l*batch + b)*out_rows + i)*reserved + j] =
+ *       mask[b*mask_batch_stride + row(i)*mask_row_stride + idx[l,b,j]*mask_col_stride]
+ * with row(i) = idx[l,b,i] when out_rows == reserved (a [B,1,S,S] mask) and row(i) = 0 when
+ * out_rows == 1 (a [B,1,1,S] key-padding mask). idx is int32 contiguous [layers, batch,
+ * reserved]. Element width by kernel name: `ltd_mask_gather_b1`, `_b2`, `_b4`.
+ * Launch: grid (ceil(reserved / 128) , out_rows, layers * batch), blockDim.x = 128.
+ */
+typedef struct LtdMaskGatherParams {
+    ltd_devptr_t mask;
+    ltd_devptr_t idx;
+    ltd_devptr_t out;
+    long long layers;
+    long long batch;
+    long long reserved;
+    long long out_rows;
+    long long mask_batch_stride;
+    long long mask_row_stride;
+    long long mask_col_stride;
+} LtdMaskGatherParams;
+
 #ifdef __cplusplus
 }
 #endif

@@ -37,10 +37,33 @@ pub mod names {
     pub const STRIDED_COPY_2D_U16: &str = "ltd_strided_copy_2d_u16";
     /// In [`super::fatbin::COPY`]: strided 2-D copy of 4-byte elements ([`super::LtdStridedCopy2dParams`]).
     pub const STRIDED_COPY_2D_U32: &str = "ltd_strided_copy_2d_u32";
+    /// In [`super::fatbin::RANDOM_LTD`]: keyed-ChaCha sampler, keys recomputed ([`super::LtdSampleParams`]).
+    pub const SAMPLE_TOKENS: &str = "ltd_sample_tokens";
+    /// In [`super::fatbin::RANDOM_LTD`]: keyed-ChaCha sampler, keys in dynamic shared memory (`seq * 4` bytes).
+    pub const SAMPLE_TOKENS_SMEM: &str = "ltd_sample_tokens_smem";
+    /// In [`super::fatbin::RANDOM_LTD`]: row gather/scatter by index, by word width 16/4/2 bytes ([`super::LtdIndexRowsParams`]).
+    pub const INDEX_ROWS: [&str; 3] = ["ltd_index_rows_v16", "ltd_index_rows_b4", "ltd_index_rows_b2"];
+    /// In [`super::fatbin::RANDOM_LTD`]: out-of-place route, by word width 16/4/2 bytes ([`super::LtdRouteRowsParams`]).
+    pub const ROUTE_ROWS: [&str; 3] = ["ltd_route_rows_v16", "ltd_route_rows_b4", "ltd_route_rows_b2"];
+    /// In [`super::fatbin::RANDOM_LTD`]: mask gather by element width 1/2/4 bytes ([`super::LtdMaskGatherParams`]).
+    pub const MASK_GATHER: [&str; 3] = ["ltd_mask_gather_b1", "ltd_mask_gather_b2", "ltd_mask_gather_b4"];
 }
 
 // SAFETY: the parameter structs are `#[repr(C)]` plain data (integers and 64-bit device
 // addresses) generated from the header the kernels include, so a pointer to one is a valid
 // by-value kernel argument of the matching kernel.
 #[cfg(feature = "cuda")]
-unsafe impl cudarc::driver::DeviceRepr for LtdStridedCopy2dParams {}
+mod device_repr {
+    use super::*;
+    use cudarc::driver::DeviceRepr;
+    // SAFETY: see above; each is a `#[repr(C)]` struct of integers and device addresses.
+    unsafe impl DeviceRepr for LtdStridedCopy2dParams {}
+    // SAFETY: as above.
+    unsafe impl DeviceRepr for LtdSampleParams {}
+    // SAFETY: as above.
+    unsafe impl DeviceRepr for LtdIndexRowsParams {}
+    // SAFETY: as above.
+    unsafe impl DeviceRepr for LtdRouteRowsParams {}
+    // SAFETY: as above.
+    unsafe impl DeviceRepr for LtdMaskGatherParams {}
+}
