@@ -9,7 +9,7 @@
 //! gives zeros (output and gradients) and logsumexp `-inf`.
 
 use crate::element::{RefElement, from_f64_vec, to_f64_vec};
-use crate::error::{RefError, Result, check_len, nonzero, same_dim};
+use crate::error::{RefError, Result, check_len, nonzero, product, same_dim};
 use crate::layout::Layout;
 use crate::modifiers::{Mask, MaskMode, Modifiers, softmax_row};
 
@@ -305,6 +305,7 @@ fn validate_and_convert<T: RefElement>(
     check_len("q", q, &qkv)?;
     check_len("k", k, &qkv)?;
     check_len("v", v, &qkv)?;
+    product("scores [B, H, L, L]", &[batch, heads, seq, seq])?;
     if !opts.scale.is_finite() {
         return Err(RefError::NonFiniteScale(opts.scale));
     }

@@ -578,7 +578,19 @@ pub fn block_sparse_softmax<T: RefElement>(
         key_padding: kpm.as_ref().map(|(v, mode)| (&v[..], *mode)),
         attn_mask: am.as_ref().map(|(v, mode)| (&v[..], *mode)),
     };
-    let x = to_f64_vec(x);
+    let y = softmax_f64(&to_f64_vec(x), batch, layout, &mods);
+    Ok(from_f64_vec(&y))
+}
+
+/// Block-sparse softmax forward in f64 on validated inputs (`x [Z, nnz, b, b]`).
+pub(crate) fn softmax_f64(
+    x: &[f64],
+    batch: usize,
+    layout: &Layout<'_>,
+    mods: &Modifiers<'_>,
+) -> Vec<f64> {
+    let (heads, blk, nnz) = (layout.heads, layout.block, layout.nnz());
+    let seq = layout.block_rows * blk;
     let mut y = vec![0.0; x.len()];
     let rows = row_tiles(layout);
     for z in 0..batch {
@@ -605,7 +617,7 @@ pub fn block_sparse_softmax<T: RefElement>(
             }
         }
     }
-    Ok(from_f64_vec(&y))
+    y
 }
 
 /// Block-sparse softmax backward (spec §2.7): `dx = y ⊙ (dy − Σ_j y_j·dy_j) · scale`, the sum
@@ -636,7 +648,19 @@ pub fn block_sparse_softmax_backward<T: RefElement>(
     if !scale.is_finite() {
         return Err(RefError::NonFiniteScale(scale));
     }
-    let (y, dy) = (to_f64_vec(y), to_f64_vec(dy));
+    let dx = softmax_backward_f64(&to_f64_vec(y), &to_f64_vec(dy), batch, layout, scale);
+    Ok(from_f64_vec(&dx))
+}
+
+/// Block-sparse softmax backward in f64 on validated inputs.
+pub(crate) fn softmax_backward_f64(
+    y: &[f64],
+    dy: &[f64],
+    batch: usize,
+    layout: &Layout<'_>,
+    scale: f64,
+) -> Vec<f64> {
+    let (blk, nnz) = (layout.block, layout.nnz());
     let mut dx = vec![0.0; y.len()];
     let rows = row_tiles(layout);
     for z in 0..batch {
@@ -658,5 +682,5 @@ pub fn block_sparse_softmax_backward<T: RefElement>(
             }
         }
     }
-    Ok(from_f64_vec(&dx))
+    dx
 }
