@@ -70,6 +70,8 @@ typedef struct LtdSampleParams {
  * idx is int32 [batch, reserved] with row stride idx_batch_stride.
  *   mode LTD_ROWS_GATHER:  dst(b, k)          = src(b, idx[b,k])      (k < reserved)
  *   mode LTD_ROWS_SCATTER: dst(b, idx[b,k])   = src(b, k)             (in place into dst)
+ * Rows whose index is outside [0, seq) are skipped (the host validates indices; this guard only
+ * makes an invalid index unable to touch memory outside the tensors).
  * Kernels `ltd_index_rows_v16` (16-byte vectors: every base address and row offset in bytes
  * a multiple of 16, C * elem_bytes a multiple of 16), `ltd_index_rows_b4`, `ltd_index_rows_b2`
  * (4- and 2-byte words). Launch: blockDim.x = 128, grid.x = ceil(batch * reserved / rows_per_block)
@@ -84,6 +86,7 @@ typedef struct LtdIndexRowsParams {
     int mode;
     int elem_bytes;
     long long batch;
+    long long seq;
     long long reserved;
     long long row_bytes;
     long long src_batch_stride_bytes;
@@ -126,7 +129,8 @@ typedef struct LtdRouteRowsParams {
  *       mask[b*mask_batch_stride + row(i)*mask_row_stride + idx[l,b,j]*mask_col_stride]
  * with row(i) = idx[l,b,i] when out_rows == reserved (a [B,1,S,S] mask) and row(i) = 0 when
  * out_rows == 1 (a [B,1,1,S] key-padding mask). idx is int32 contiguous [layers, batch,
- * reserved]. Element width by kernel name: `ltd_mask_gather_b1`, `_b2`, `_b4`.
+ * reserved]; entries whose index is outside [0, seq) are left unwritten (guard only; the host
+ * validates). Element width by kernel name: `ltd_mask_gather_b1`, `_b2`, `_b4`.
  * Launch: grid (ceil(reserved / 128) , out_rows, layers * batch), blockDim.x = 128.
  */
 typedef struct LtdMaskGatherParams {
@@ -135,6 +139,7 @@ typedef struct LtdMaskGatherParams {
     ltd_devptr_t out;
     long long layers;
     long long batch;
+    long long seq;
     long long reserved;
     long long out_rows;
     long long mask_batch_stride;

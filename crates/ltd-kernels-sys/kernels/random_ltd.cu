@@ -238,21 +238,19 @@ __device__ __forceinline__ void index_rows(const LtdIndexRowsParams& p) {
     if (r >= p.batch * p.reserved) return;
     const long long b = r / p.reserved;
     const long long k = r - b * p.reserved;
-    const long long pos = reinterpret_cast<const int*>(p.idx)[b * p.idx_batch_stride + k];
-    const char* src = reinterpret_cast<const char*>(p.src);
-    char* dst = reinterpret_cast<char*>(p.dst);
-    if (p.mode == LTD_ROWS_GATHER) {
-        copy_row<V>(src + b * p.src_batch_stride_bytes + pos * p.src_seq_stride_bytes,
-                    dst + b * p.dst_batch_stride_bytes + k * p.dst_seq_stride_bytes, p.row_bytes);
-    } else {
-        copy_row<V>(src + b * p.src_batch_stride_bytes + k * p.src_seq_stride_bytes,
-                    dst + b * p.dst_batch_stride_bytes + pos * p.dst_seq_stride_bytes, p.row_bytes);
-    }
+    const int pos = __ldg(reinterpret_cast<const int*>(p.idx) + b * p.idx_batch_stride + k);
+    if (pos < 0 || (long long)pos >= p.seq) return;
+    const bool gather = p.mode == LTD_ROWS_GATHER;
+    const long long src_row = gather ? (long long)pos : k;
+    const long long dst_row = gather ? k : (long long)pos;
+    copy_row<V>(reinterpret_cast<const char*>(p.src) + b * p.src_batch_stride_bytes + src_row * p.src_seq_stride_bytes,
+                reinterpret_cast<char*>(p.dst) + b * p.dst_batch_stride_bytes + dst_row * p.dst_seq_stride_bytes,
+                p.row_bytes);
 }
 
-extern "C" __global__ void __launch_bounds__(128) ltd_index_rows_v16(const LtdIndexRowsParams p) { index_rows<uint4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ltd_index_rows_b4(const LtdIndexRowsParams p) { index_rows<uint32_t>(p); }
-extern "C" __global__ void __launch_bounds__(128) ltd_index_rows_b2(const LtdIndexRowsParams p) { index_rows<uint16_t>(p); }
+extern "C" __global__ void ltd_index_rows_v16(const LtdIndexRowsParams p) { index_rows<uint4>(p); }
+extern "C" __global__ void ltd_index_rows_b4(const LtdIndexRowsParams p) { index_rows<uint32_t>(p); }
+extern "C" __global__ void ltd_index_rows_b2(const LtdIndexRowsParams p) { index_rows<uint16_t>(p); }
 
 template <typename V>
 __device__ __forceinline__ void route_rows(const LtdRouteRowsParams& p) {
@@ -277,9 +275,9 @@ __device__ __forceinline__ void route_rows(const LtdRouteRowsParams& p) {
     copy_row<V>(src, dst, p.row_bytes);
 }
 
-extern "C" __global__ void __launch_bounds__(128) ltd_route_rows_v16(const LtdRouteRowsParams p) { route_rows<uint4>(p); }
-extern "C" __global__ void __launch_bounds__(128) ltd_route_rows_b4(const LtdRouteRowsParams p) { route_rows<uint32_t>(p); }
-extern "C" __global__ void __launch_bounds__(128) ltd_route_rows_b2(const LtdRouteRowsParams p) { route_rows<uint16_t>(p); }
+extern "C" __global__ void ltd_route_rows_v16(const LtdRouteRowsParams p) { route_rows<uint4>(p); }
+extern "C" __global__ void ltd_route_rows_b4(const LtdRouteRowsParams p) { route_rows<uint32_t>(p); }
+extern "C" __global__ void ltd_route_rows_b2(const LtdRouteRowsParams p) { route_rows<uint16_t>(p); }
 
 // ------------------------------------------------------------------------------------------------
 // Mask gathers (decoder [B,1,S,S] at kept positions; encoder [B,1,S,S] and [B,1,1,S] for all
@@ -296,8 +294,10 @@ __device__ __forceinline__ void mask_gather(const LtdMaskGatherParams& p) {
         const long long b = lb % p.batch;
         const int* row_idx = idx + lb * p.reserved;
         const long long col = row_idx[j];
+        if (col < 0 || col >= p.seq) continue;
         for (long long i = blockIdx.y; i < p.out_rows; i += gridDim.y) {
             const long long mrow = p.out_rows == 1 ? 0 : (long long)row_idx[i];
+            if (mrow < 0 || mrow >= p.seq) continue;
             out[(lb * p.out_rows + i) * p.reserved + j] =
                 mask[b * p.mask_batch_stride + mrow * p.mask_row_stride + col * p.mask_col_stride];
         }

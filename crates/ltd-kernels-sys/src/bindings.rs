@@ -79,6 +79,7 @@ pub struct LtdIndexRowsParams {
     pub mode: ::std::os::raw::c_int,
     pub elem_bytes: ::std::os::raw::c_int,
     pub batch: ::std::os::raw::c_longlong,
+    pub seq: ::std::os::raw::c_longlong,
     pub reserved: ::std::os::raw::c_longlong,
     pub row_bytes: ::std::os::raw::c_longlong,
     pub src_batch_stride_bytes: ::std::os::raw::c_longlong,
@@ -89,7 +90,7 @@ pub struct LtdIndexRowsParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdIndexRowsParams"][::std::mem::size_of::<LtdIndexRowsParams>() - 96usize];
+    ["Size of LtdIndexRowsParams"][::std::mem::size_of::<LtdIndexRowsParams>() - 104usize];
     ["Alignment of LtdIndexRowsParams"][::std::mem::align_of::<LtdIndexRowsParams>() - 8usize];
     ["Offset of field: LtdIndexRowsParams::src"]
         [::std::mem::offset_of!(LtdIndexRowsParams, src) - 0usize];
@@ -103,20 +104,22 @@ const _: () = {
         [::std::mem::offset_of!(LtdIndexRowsParams, elem_bytes) - 28usize];
     ["Offset of field: LtdIndexRowsParams::batch"]
         [::std::mem::offset_of!(LtdIndexRowsParams, batch) - 32usize];
+    ["Offset of field: LtdIndexRowsParams::seq"]
+        [::std::mem::offset_of!(LtdIndexRowsParams, seq) - 40usize];
     ["Offset of field: LtdIndexRowsParams::reserved"]
-        [::std::mem::offset_of!(LtdIndexRowsParams, reserved) - 40usize];
+        [::std::mem::offset_of!(LtdIndexRowsParams, reserved) - 48usize];
     ["Offset of field: LtdIndexRowsParams::row_bytes"]
-        [::std::mem::offset_of!(LtdIndexRowsParams, row_bytes) - 48usize];
+        [::std::mem::offset_of!(LtdIndexRowsParams, row_bytes) - 56usize];
     ["Offset of field: LtdIndexRowsParams::src_batch_stride_bytes"]
-        [::std::mem::offset_of!(LtdIndexRowsParams, src_batch_stride_bytes) - 56usize];
+        [::std::mem::offset_of!(LtdIndexRowsParams, src_batch_stride_bytes) - 64usize];
     ["Offset of field: LtdIndexRowsParams::src_seq_stride_bytes"]
-        [::std::mem::offset_of!(LtdIndexRowsParams, src_seq_stride_bytes) - 64usize];
+        [::std::mem::offset_of!(LtdIndexRowsParams, src_seq_stride_bytes) - 72usize];
     ["Offset of field: LtdIndexRowsParams::dst_batch_stride_bytes"]
-        [::std::mem::offset_of!(LtdIndexRowsParams, dst_batch_stride_bytes) - 72usize];
+        [::std::mem::offset_of!(LtdIndexRowsParams, dst_batch_stride_bytes) - 80usize];
     ["Offset of field: LtdIndexRowsParams::dst_seq_stride_bytes"]
-        [::std::mem::offset_of!(LtdIndexRowsParams, dst_seq_stride_bytes) - 80usize];
+        [::std::mem::offset_of!(LtdIndexRowsParams, dst_seq_stride_bytes) - 88usize];
     ["Offset of field: LtdIndexRowsParams::idx_batch_stride"]
-        [::std::mem::offset_of!(LtdIndexRowsParams, idx_batch_stride) - 88usize];
+        [::std::mem::offset_of!(LtdIndexRowsParams, idx_batch_stride) - 96usize];
 };
 #[doc = " Out-of-place route: y(b, s) = part(b, k) if idx[b, k] == s for some k, else h(b, s); every row\n of y written exactly once, every source row read once. idx rows must be sorted ascending\n (binary search). Strides in bytes; the `part` tensor has strides part_*. Kernels\n `ltd_route_rows_v16`, `ltd_route_rows_b4`, `ltd_route_rows_b2`; launch as\n LtdIndexRowsParams with batch * seq rows."]
 #[repr(C)]
@@ -179,7 +182,7 @@ const _: () = {
     ["Offset of field: LtdRouteRowsParams::idx_batch_stride"]
         [::std::mem::offset_of!(LtdRouteRowsParams, idx_batch_stride) - 120usize];
 };
-#[doc = " Mask gather for all layers in one launch:\n   out[((l*batch + b)*out_rows + i)*reserved + j] =\n       mask[b*mask_batch_stride + row(i)*mask_row_stride + idx[l,b,j]*mask_col_stride]\n with row(i) = idx[l,b,i] when out_rows == reserved (a [B,1,S,S] mask) and row(i) = 0 when\n out_rows == 1 (a [B,1,1,S] key-padding mask). idx is int32 contiguous [layers, batch,\n reserved]. Element width by kernel name: `ltd_mask_gather_b1`, `_b2`, `_b4`.\n Launch: grid (ceil(reserved / 128) , out_rows, layers * batch), blockDim.x = 128."]
+#[doc = " Mask gather for all layers in one launch:\n   out[((l*batch + b)*out_rows + i)*reserved + j] =\n       mask[b*mask_batch_stride + row(i)*mask_row_stride + idx[l,b,j]*mask_col_stride]\n with row(i) = idx[l,b,i] when out_rows == reserved (a [B,1,S,S] mask) and row(i) = 0 when\n out_rows == 1 (a [B,1,1,S] key-padding mask). idx is int32 contiguous [layers, batch,\n reserved]; entries whose index is outside [0, seq) are left unwritten (guard only; the host\n validates). Element width by kernel name: `ltd_mask_gather_b1`, `_b2`, `_b4`.\n Launch: grid (ceil(reserved / 128) , out_rows, layers * batch), blockDim.x = 128."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdMaskGatherParams {
@@ -188,6 +191,7 @@ pub struct LtdMaskGatherParams {
     pub out: ltd_devptr_t,
     pub layers: ::std::os::raw::c_longlong,
     pub batch: ::std::os::raw::c_longlong,
+    pub seq: ::std::os::raw::c_longlong,
     pub reserved: ::std::os::raw::c_longlong,
     pub out_rows: ::std::os::raw::c_longlong,
     pub mask_batch_stride: ::std::os::raw::c_longlong,
@@ -196,7 +200,7 @@ pub struct LtdMaskGatherParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdMaskGatherParams"][::std::mem::size_of::<LtdMaskGatherParams>() - 80usize];
+    ["Size of LtdMaskGatherParams"][::std::mem::size_of::<LtdMaskGatherParams>() - 88usize];
     ["Alignment of LtdMaskGatherParams"][::std::mem::align_of::<LtdMaskGatherParams>() - 8usize];
     ["Offset of field: LtdMaskGatherParams::mask"]
         [::std::mem::offset_of!(LtdMaskGatherParams, mask) - 0usize];
@@ -208,14 +212,16 @@ const _: () = {
         [::std::mem::offset_of!(LtdMaskGatherParams, layers) - 24usize];
     ["Offset of field: LtdMaskGatherParams::batch"]
         [::std::mem::offset_of!(LtdMaskGatherParams, batch) - 32usize];
+    ["Offset of field: LtdMaskGatherParams::seq"]
+        [::std::mem::offset_of!(LtdMaskGatherParams, seq) - 40usize];
     ["Offset of field: LtdMaskGatherParams::reserved"]
-        [::std::mem::offset_of!(LtdMaskGatherParams, reserved) - 40usize];
+        [::std::mem::offset_of!(LtdMaskGatherParams, reserved) - 48usize];
     ["Offset of field: LtdMaskGatherParams::out_rows"]
-        [::std::mem::offset_of!(LtdMaskGatherParams, out_rows) - 48usize];
+        [::std::mem::offset_of!(LtdMaskGatherParams, out_rows) - 56usize];
     ["Offset of field: LtdMaskGatherParams::mask_batch_stride"]
-        [::std::mem::offset_of!(LtdMaskGatherParams, mask_batch_stride) - 56usize];
+        [::std::mem::offset_of!(LtdMaskGatherParams, mask_batch_stride) - 64usize];
     ["Offset of field: LtdMaskGatherParams::mask_row_stride"]
-        [::std::mem::offset_of!(LtdMaskGatherParams, mask_row_stride) - 64usize];
+        [::std::mem::offset_of!(LtdMaskGatherParams, mask_row_stride) - 72usize];
     ["Offset of field: LtdMaskGatherParams::mask_col_stride"]
-        [::std::mem::offset_of!(LtdMaskGatherParams, mask_col_stride) - 72usize];
+        [::std::mem::offset_of!(LtdMaskGatherParams, mask_col_stride) - 80usize];
 };
