@@ -203,13 +203,13 @@ impl ReservedLengthSchedule {
         // ceil(min / k) * k without overflow: min <= u64::MAX, so compute via the remainder.
         let aligned_min = match config.min_value % k {
             0 => config.min_value,
-            rem => config.min_value.checked_add(k - rem).unwrap_or(u64::MAX),
+            rem => config.min_value.saturating_add(k - rem),
         };
         let inverse_degree = match config.schedule_type {
             ScheduleType::FixedLinear => None,
             // Degree 1 takes the linear path, so it is bit-identical to fixed_linear whatever the
             // platform's pow does (x.powf(1.0) is x on IEEE pow anyway).
-            ScheduleType::FixedRoot { root_degree } if root_degree == 1.0 => None,
+            ScheduleType::FixedRoot { root_degree: 1.0 } => None,
             ScheduleType::FixedRoot { root_degree } => Some(1.0 / root_degree),
         };
         Ok(Self {

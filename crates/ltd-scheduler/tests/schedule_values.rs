@@ -102,7 +102,10 @@ fn floor_fix_cases_of_spec_3_2() {
             values.push(scheduler.update_seq(step).unwrap());
         }
         assert!(values.iter().all(|&v| v >= min_value), "{values:?}");
-        assert!(values.iter().all(|&v| v % seq_per_step == 0), "{values:?}");
+        assert!(
+            values.iter().all(|&v| v.is_multiple_of(seq_per_step)),
+            "{values:?}"
+        );
         assert_eq!(*values.last().unwrap(), 64);
     }
 }
