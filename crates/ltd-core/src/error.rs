@@ -69,11 +69,52 @@ pub enum CoreError {
         /// Why it is bad, with the expected range or order.
         reason: String,
     },
+    /// A mutable (output) view whose rows would overlap, so one element would be written twice.
+    #[error(
+        "{what} rows overlap: {detail}; expected strides that give every (batch, position) row its own elements"
+    )]
+    OverlappingRows {
+        /// Which argument.
+        what: &'static str,
+        /// The shape and strides that overlap, in words.
+        detail: String,
+    },
+    /// Shape arithmetic (element counts, offsets) overflows `usize`.
+    #[error("{what} is too large: its element count or last offset overflows usize")]
+    SizeOverflow {
+        /// Which argument.
+        what: &'static str,
+    },
+    /// An argument that must be given is missing, or one argument does not go with another.
+    #[error("{what}: got {got}, expected {expected}")]
+    InvalidArgument {
+        /// Which argument.
+        what: &'static str,
+        /// What was passed, in words.
+        got: String,
+        /// What is accepted, in words.
+        expected: String,
+    },
+    /// A wrapped [`Layer`](crate::Layer) failed; its own error is the source.
+    #[error("layer {layer_index} failed in {during}: {source}")]
+    Layer {
+        /// The model layer index the router was called with.
+        layer_index: usize,
+        /// `"forward"` or `"backward"`.
+        during: &'static str,
+        /// The layer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The CUDA feature was not compiled in.
-    #[error("CUDA support is not compiled in: rebuild with `--features cuda` (needs nvcc; see the README)")]
+    #[error(
+        "CUDA support is not compiled in: rebuild with `--features cuda` (needs nvcc; see the README)"
+    )]
     CudaNotCompiled,
     /// No CUDA driver library (`libcuda.so`) could be loaded on this machine.
-    #[error("no CUDA driver found (libcuda.so could not be loaded): install an NVIDIA driver (580 / CUDA 13.0 or newer) or use Device::Cpu")]
+    #[error(
+        "no CUDA driver found (libcuda.so could not be loaded): install an NVIDIA driver (580 / CUDA 13.0 or newer) or use Device::Cpu"
+    )]
     NoCudaDriver,
     /// A CUDA driver call failed.
     #[error("CUDA driver error in {during}: {source}")]
