@@ -124,7 +124,11 @@ mod tests {
 
     #[test]
     fn sizes_and_names() {
-        for (d, s, n) in [(DType::F32, 4, "f32"), (DType::F16, 2, "f16"), (DType::BF16, 2, "bf16")] {
+        for (d, s, n) in [
+            (DType::F32, 4, "f32"),
+            (DType::F16, 2, "f16"),
+            (DType::BF16, 2, "bf16"),
+        ] {
             assert_eq!(d.size_in_bytes(), s);
             assert_eq!(d.as_str(), n);
         }
@@ -133,7 +137,10 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        assert_eq!(f16::from_f32_lossy(0.1).to_f32(), f16::from_f32(0.1).to_f32());
+        assert_eq!(
+            f16::from_f32_lossy(0.1).to_f32(),
+            f16::from_f32(0.1).to_f32()
+        );
         assert_eq!(bf16::from_f32_lossy(-3.0).to_f32(), -3.0);
         assert_eq!(<f32 as Element>::from_f32_lossy(0.1), 0.1);
     }
