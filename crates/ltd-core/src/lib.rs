@@ -34,7 +34,7 @@ pub mod chacha;
 mod check;
 mod copy;
 #[cfg(feature = "cuda")]
-mod cuda;
+pub mod cuda;
 mod device;
 mod dtype;
 mod error;

@@ -55,7 +55,11 @@ pub fn copy_strided_2d_cuda<T: Element + cudarc::driver::DeviceRepr>(
     let total = layout.rows * layout.cols;
     let threads = 256u32;
     let blocks = total.div_ceil(threads as usize).clamp(1, 65_535 * 8) as u32;
-    let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let mut launch = stream.launch_builder(&func);
     launch.arg(&params);
     // SAFETY: the kernel takes exactly one `LtdStridedCopy2dParams` by value (kernels/copy.cu).

@@ -7,8 +7,13 @@
 //! launch's result is checked.
 
 mod copy;
+mod random_ltd;
 
 pub use copy::copy_strided_2d_cuda;
+pub use random_ltd::{
+    CudaHidden, CudaHiddenMut, CudaSampledIndices, MaskForm, gather_cuda, mask_gather_cuda,
+    route_cuda, sample_tokens_cuda, scatter_cuda,
+};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +40,7 @@ struct Inner {
     ordinal: usize,
     name: String,
     compute_capability: (i32, i32),
+    max_dynamic_shared_bytes: usize,
     stream: Arc<CudaStream>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
 }
@@ -52,11 +58,17 @@ impl std::fmt::Debug for CudaDevice {
 impl std::fmt::Display for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (major, minor) = self.inner.compute_capability;
-        write!(f, "cuda:{} ({}, sm_{major}{minor})", self.inner.ordinal, self.inner.name)
+        write!(
+            f,
+            "cuda:{} ({}, sm_{major}{minor})",
+            self.inner.ordinal, self.inner.name
+        )
     }
 }
 
-pub(crate) fn driver_err(during: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> CoreError {
+pub(crate) fn driver_err(
+    during: &'static str,
+) -> impl FnOnce(cudarc::driver::DriverError) -> CoreError {
     move |source| CoreError::Cuda { during, source }
 }
 
@@ -93,14 +105,21 @@ impl CudaDevice {
         }
         let ctx = CudaContext::new(ordinal).map_err(driver_err("creating the context"))?;
         let name = ctx.name().map_err(driver_err("reading the device name"))?;
-        let compute_capability =
-            ctx.compute_capability().map_err(driver_err("reading the compute capability"))?;
+        let compute_capability = ctx
+            .compute_capability()
+            .map_err(driver_err("reading the compute capability"))?;
+        let optin = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(driver_err("reading the shared-memory limit"))?;
+        // Leave room for the kernels' static shared memory (a few KB).
+        let max_dynamic_shared_bytes = usize::try_from(optin).unwrap_or(0).saturating_sub(8 * 1024);
         let stream = ctx.new_stream().map_err(driver_err("creating a stream"))?;
         Ok(CudaDevice {
             inner: Arc::new(Inner {
                 ordinal,
                 name,
                 compute_capability,
+                max_dynamic_shared_bytes,
                 stream,
                 modules: Mutex::new(HashMap::new()),
             }),
@@ -160,7 +179,9 @@ impl CudaDevice {
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
-        self.stream().clone_htod(host).map_err(driver_err("copying host to device"))
+        self.stream()
+            .clone_htod(host)
+            .map_err(driver_err("copying host to device"))
     }
 
     /// Copies a device buffer back to a new host vector (waits for the stream).
@@ -172,7 +193,9 @@ impl CudaDevice {
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
     pub fn download<T: DeviceRepr>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
-        self.stream().clone_dtoh(dev).map_err(driver_err("copying device to host"))
+        self.stream()
+            .clone_dtoh(dev)
+            .map_err(driver_err("copying device to host"))
     }
 
     /// Waits until all work queued on this handle's stream has finished.
@@ -182,7 +205,15 @@ impl CudaDevice {
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
     pub fn synchronize(&self) -> Result<()> {
-        self.stream().synchronize().map_err(driver_err("synchronizing the stream"))
+        self.stream()
+            .synchronize()
+            .map_err(driver_err("synchronizing the stream"))
+    }
+
+    /// The most dynamic shared memory a kernel of ours may ask for on this device (the opt-in
+    /// limit less room for static shared memory).
+    pub(crate) fn max_dynamic_shared_bytes(&self) -> usize {
+        self.inner.max_dynamic_shared_bytes
     }
 
     /// Loads (once per device handle) the module `image` named `module` and returns the kernel
@@ -210,6 +241,8 @@ impl CudaDevice {
                 }
             }
         };
-        loaded.load_function(function).map_err(driver_err("looking up a kernel"))
+        loaded
+            .load_function(function)
+            .map_err(driver_err("looking up a kernel"))
     }
 }

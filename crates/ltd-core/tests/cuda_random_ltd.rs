@@ -1,0 +1,437 @@
+//! GPU Random-LTD ops against the CPU sampler (bit for bit) and `ltd-reference` (gather, scatter,
+//! route, mask gathers), all dtypes, both orders, odd and even C, padded strides. Outputs are
+//! poisoned before each launch. Without a GPU every test prints why and checks nothing.
+#![cfg(feature = "cuda")]
+
+use half::{bf16, f16};
+use ltd_core::cuda::{
+    CudaHidden, CudaHiddenMut, CudaSampledIndices, MaskForm, gather_cuda, mask_gather_cuda,
+    route_cuda, sample_tokens_cuda, scatter_cuda,
+};
+use ltd_core::{CoreError, CudaDevice, Element, HiddenLayout, HiddenOrder, TokenSampler};
+use ltd_reference as reference;
+use proptest::prelude::*;
+
+fn gpu() -> Option<CudaDevice> {
+    match CudaDevice::new(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipping GPU check: {e}");
+            None
+        }
+    }
+}
+
+fn sampler_matches(
+    dev: &CudaDevice,
+    seed: u64,
+    step: u64,
+    layers: usize,
+    batch: usize,
+    seq: usize,
+    r: usize,
+) {
+    let gpu = sample_tokens_cuda(dev, seed, step, layers, batch, seq, r)
+        .unwrap()
+        .download(dev)
+        .unwrap();
+    let cpu = TokenSampler::new(seed)
+        .sample(step, layers, batch, seq, r)
+        .unwrap();
+    assert_eq!(
+        gpu.as_slice(),
+        cpu.as_slice(),
+        "seed {seed} step {step} L{layers} B{batch} S{seq} r{r}"
+    );
+    reference::check_sampled_indices(gpu.as_slice(), layers, batch, r, seq).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+    #[test]
+    fn gpu_sampler_is_bit_identical_to_cpu(
+        seed in any::<u64>(), step in any::<u64>(), layers in 1usize..4, batch in 1usize..5,
+        seq in 1usize..3000, frac in 0.0f64..=1.0,
+    ) {
+        let Some(dev) = gpu() else { return Ok(()) };
+        let r = ((seq as f64 * frac).round() as usize).clamp(1, seq);
+        sampler_matches(&dev, seed, step, layers, batch, seq, r);
+    }
+}
+
+#[test]
+fn gpu_sampler_edge_sizes() {
+    let Some(dev) = gpu() else { return };
+    sampler_matches(&dev, 1, 2, 1, 1, 1, 1); // S = 1
+    sampler_matches(&dev, 3, 4, 2, 3, 777, 777); // r = S, S not a multiple of anything
+    sampler_matches(&dev, 5, 6, 22, 8, 2048, 1024); // the paper's shape
+    sampler_matches(&dev, 7, 8, 1, 2, 2049, 2048); // just past upstream's limit
+    sampler_matches(&dev, 9, 10, 1, 1, 40_000, 12_345); // keys in opted-in shared memory
+    sampler_matches(&dev, 11, 12, 1, 1, 131_072, 65_536); // keys recomputed per pass
+    sampler_matches(&dev, 13, 14, 2, 2, 131_072, 131_072);
+}
+
+#[test]
+fn gpu_resample_matches_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut idx = sample_tokens_cuda(&dev, 4, 0, 3, 2, 500, 100).unwrap();
+    for step in [1u64, 2, u64::MAX] {
+        idx.resample(&dev, 4, step).unwrap();
+        let cpu = TokenSampler::new(4).sample(step, 3, 2, 500, 100).unwrap();
+        assert_eq!(idx.download(&dev).unwrap().as_slice(), cpu.as_slice());
+    }
+}
+
+#[test]
+fn gpu_sampler_writes_every_slot() {
+    // Poison a buffer of the size the sampler allocates, free it, and check the sampler's output
+    // (likely the same memory) has no poison left: every slot was written.
+    let Some(dev) = gpu() else { return };
+    for (l, b, s, r) in [(3, 4, 1000, 999), (1, 1, 5000, 1)] {
+        let poison = dev.upload(&vec![-1i32; l * b * r]).unwrap();
+        drop(poison);
+        let out = sample_tokens_cuda(&dev, 99, 1, l, b, s, r)
+            .unwrap()
+            .download(&dev)
+            .unwrap();
+        assert!(out.as_slice().iter().all(|&v| v >= 0));
+    }
+}
+
+#[test]
+fn gpu_sampler_rejects_bad_sizes() {
+    let Some(dev) = gpu() else { return };
+    for (l, b, s, r) in [
+        (0, 1, 8, 4),
+        (1, 0, 8, 4),
+        (1, 1, 0, 1),
+        (1, 1, 8, 0),
+        (1, 1, 8, 9),
+    ] {
+        let e = sample_tokens_cuda(&dev, 0, 0, l, b, s, r)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(e, CoreError::InvalidSize { .. }),
+            "{l} {b} {s} {r}: {e}"
+        );
+    }
+}
+
+/// Host copy of a contiguous tensor placed in a buffer with `layout` (padding = `pad_value`).
+fn place<T: Copy>(dense: &[T], layout: &HiddenLayout, pad_value: T) -> Vec<T> {
+    let mut buf = vec![pad_value; layout.min_buffer_len()];
+    let c = layout.channels();
+    for b in 0..layout.batch() {
+        for s in 0..layout.seq() {
+            let src = match layout.order() {
+                HiddenOrder::BatchSeq => (b * layout.seq() + s) * c,
+                HiddenOrder::SeqBatch => (s * layout.batch() + b) * c,
+            };
+            let dst = layout.offset(b, s);
+            buf[dst..dst + c].copy_from_slice(&dense[src..src + c]);
+        }
+    }
+    buf
+}
+
+/// The inverse of [`place`].
+fn extract<T: Copy + Default>(buf: &[T], layout: &HiddenLayout) -> Vec<T> {
+    let c = layout.channels();
+    let mut dense = vec![T::default(); layout.batch() * layout.seq() * c];
+    for b in 0..layout.batch() {
+        for s in 0..layout.seq() {
+            let dst = match layout.order() {
+                HiddenOrder::BatchSeq => (b * layout.seq() + s) * c,
+                HiddenOrder::SeqBatch => (s * layout.batch() + b) * c,
+            };
+            let src = layout.offset(b, s);
+            dense[dst..dst + c].copy_from_slice(&buf[src..src + c]);
+        }
+    }
+    dense
+}
+
+/// A layout with `pad` extra elements after every row (pad 0 = contiguous).
+fn padded(order: HiddenOrder, batch: usize, seq: usize, c: usize, pad: usize) -> HiddenLayout {
+    let pitch = c + pad;
+    let (bs, ss) = match order {
+        HiddenOrder::BatchSeq => (seq * pitch, pitch),
+        HiddenOrder::SeqBatch => (pitch, batch * pitch),
+    };
+    HiddenLayout::strided(order, batch, seq, c, bs, ss).unwrap()
+}
+
+fn ref_dims(order: HiddenOrder, batch: usize, seq: usize, channels: usize) -> reference::Hidden {
+    let order = match order {
+        HiddenOrder::BatchSeq => reference::HiddenOrder::BatchSeq,
+        HiddenOrder::SeqBatch => reference::HiddenOrder::SeqBatch,
+    };
+    reference::Hidden {
+        batch,
+        seq,
+        channels,
+        order,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_ops<T: Element + cudarc::driver::DeviceRepr + Default>(
+    dev: &CudaDevice,
+    order: HiddenOrder,
+    batch: usize,
+    seq: usize,
+    c: usize,
+    r: usize,
+    pads: (usize, usize, usize),
+    seed: u64,
+) {
+    let poison = T::from_f32_lossy(-7777.0);
+    let val = |i: usize, salt: usize| {
+        T::from_f32_lossy(((i * 31 + salt * 7919 + seed as usize) % 1000) as f32 / 8.0)
+    };
+    let n_full = batch * seq * c;
+    let n_part = batch * r * c;
+    let h: Vec<T> = (0..n_full).map(|i| val(i, 1)).collect();
+    let part: Vec<T> = (0..n_part).map(|i| val(i, 2)).collect();
+    let layers = 2;
+    let idx = sample_tokens_cuda(dev, seed, 5, layers, batch, seq, r).unwrap();
+    let host_idx = idx.download(dev).unwrap();
+    let full_l = padded(order, batch, seq, c, pads.0);
+    let part_l = padded(order, batch, r, c, pads.1);
+    let out_full_l = padded(order, batch, seq, c, pads.2);
+    let out_part_l = padded(order, batch, r, c, pads.2);
+    let dims = ref_dims(order, batch, seq, c);
+    for layer in 0..layers {
+        let li = &host_idx.as_slice()[layer * batch * r..(layer + 1) * batch * r];
+        // gather
+        let d_h = dev.upload(&place(&h, &full_l, poison)).unwrap();
+        let mut d_out = dev
+            .upload(&vec![poison; out_part_l.min_buffer_len()])
+            .unwrap();
+        gather_cuda(
+            dev,
+            CudaHidden::new(&d_h, full_l).unwrap(),
+            &idx,
+            layer,
+            CudaHiddenMut::new(&mut d_out, out_part_l).unwrap(),
+        )
+        .unwrap();
+        let got = extract(&dev.download(&d_out).unwrap(), &out_part_l);
+        assert_eq!(
+            got,
+            reference::gather(&h, dims, li, r).unwrap(),
+            "gather {order:?} B{batch} S{seq} C{c} r{r}"
+        );
+        // scatter in place into a copy of h
+        let d_part = dev.upload(&place(&part, &part_l, poison)).unwrap();
+        let mut d_y = dev.upload(&place(&h, &out_full_l, poison)).unwrap();
+        scatter_cuda(
+            dev,
+            CudaHidden::new(&d_part, part_l).unwrap(),
+            &idx,
+            layer,
+            CudaHiddenMut::new(&mut d_y, out_full_l).unwrap(),
+        )
+        .unwrap();
+        let got = extract(&dev.download(&d_y).unwrap(), &out_full_l);
+        let expected = reference::scatter(&h, dims, &part, li, r).unwrap();
+        assert_eq!(got, expected, "scatter {order:?} B{batch} S{seq} C{c} r{r}");
+        // route out of place into a poisoned y: every row must be written
+        let mut d_y = dev
+            .upload(&vec![poison; out_full_l.min_buffer_len()])
+            .unwrap();
+        route_cuda(
+            dev,
+            CudaHidden::new(&d_h, full_l).unwrap(),
+            CudaHidden::new(&d_part, part_l).unwrap(),
+            &idx,
+            layer,
+            CudaHiddenMut::new(&mut d_y, out_full_l).unwrap(),
+        )
+        .unwrap();
+        let got = extract(&dev.download(&d_y).unwrap(), &out_full_l);
+        assert_eq!(got, expected, "route {order:?} B{batch} S{seq} C{c} r{r}");
+        // gather backward = route(g_pass, g_part); scatter backward's g_part = gather(g_y): both
+        // are the ops above, checked against the reference's backward oracles here.
+        let g_h = reference::gather_backward(&h, dims, &part, li, r).unwrap();
+        assert_eq!(got, g_h, "gather backward via route");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn gpu_gather_scatter_route_match_reference(
+        seq_major in any::<bool>(), batch in 1usize..4, seq in 1usize..200, frac in 0.0f64..=1.0,
+        c in prop_oneof![Just(1usize), Just(3), Just(8), Just(64), Just(67), Just(256), 1usize..300],
+        pads in (0usize..3, 0usize..9, 0usize..5), seed in any::<u64>(), dtype in 0u8..3,
+    ) {
+        let Some(dev) = gpu() else { return Ok(()) };
+        let order = if seq_major { HiddenOrder::SeqBatch } else { HiddenOrder::BatchSeq };
+        let r = ((seq as f64 * frac).round() as usize).clamp(1, seq);
+        match dtype {
+            0 => check_ops::<f32>(&dev, order, batch, seq, c, r, pads, seed),
+            1 => check_ops::<f16>(&dev, order, batch, seq, c, r, pads, seed),
+            _ => check_ops::<bf16>(&dev, order, batch, seq, c, r, pads, seed),
+        }
+    }
+}
+
+#[test]
+fn gpu_ops_large_rows_vector_path() {
+    // C = 4096 bf16 rows (8 KB): the 16-byte path with the unrolled loop, both orders.
+    let Some(dev) = gpu() else { return };
+    for order in [HiddenOrder::BatchSeq, HiddenOrder::SeqBatch] {
+        check_ops::<bf16>(&dev, order, 2, 300, 4096, 150, (0, 0, 0), 3);
+        check_ops::<f32>(&dev, order, 2, 64, 1024, 17, (4, 8, 0), 4);
+    }
+}
+
+#[test]
+fn gpu_ops_reject_mismatched_shapes() {
+    let Some(dev) = gpu() else { return };
+    let idx = sample_tokens_cuda(&dev, 0, 0, 1, 2, 16, 4).unwrap();
+    let h = dev.upload(&vec![0.0f32; 2 * 16 * 8]).unwrap();
+    let mut part = dev.upload(&vec![0.0f32; 2 * 5 * 8]).unwrap();
+    let full = HiddenLayout::contiguous(HiddenOrder::BatchSeq, 2, 16, 8).unwrap();
+    let wrong_r = HiddenLayout::contiguous(HiddenOrder::BatchSeq, 2, 5, 8).unwrap();
+    let e = gather_cuda(
+        &dev,
+        CudaHidden::new(&h, full).unwrap(),
+        &idx,
+        0,
+        CudaHiddenMut::new(&mut part, wrong_r).unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, CoreError::ShapeMismatch { what: "part", .. }),
+        "{e}"
+    );
+    let right = HiddenLayout::contiguous(HiddenOrder::BatchSeq, 2, 4, 8).unwrap();
+    let e = gather_cuda(
+        &dev,
+        CudaHidden::new(&h, full).unwrap(),
+        &idx,
+        1,
+        CudaHiddenMut::new(&mut part, right).unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, CoreError::InvalidSize { what: "layer", .. }),
+        "{e}"
+    );
+    let other_seq = HiddenLayout::contiguous(HiddenOrder::BatchSeq, 2, 8, 8).unwrap();
+    let e = gather_cuda(
+        &dev,
+        CudaHidden::new(&h, other_seq).unwrap(),
+        &idx,
+        0,
+        CudaHiddenMut::new(&mut part, right).unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CoreError::ShapeMismatch {
+                what: "indices",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let small = dev.upload(&[0.0f32; 10]).unwrap();
+    assert!(matches!(
+        CudaHidden::new(&small, full),
+        Err(CoreError::BufferTooSmall { .. })
+    ));
+}
+
+fn check_masks<M>(
+    dev: &CudaDevice,
+    layers: usize,
+    batch: usize,
+    seq: usize,
+    r: usize,
+    seed: u64,
+    make: impl Fn(usize) -> M,
+) where
+    M: cudarc::driver::DeviceRepr + Copy + PartialEq + std::fmt::Debug,
+{
+    let idx = sample_tokens_cuda(dev, seed, 0, layers, batch, seq, r).unwrap();
+    let host_idx = idx.download(dev).unwrap();
+    let full: Vec<M> = (0..batch * seq * seq).map(&make).collect();
+    let kpm: Vec<M> = (0..batch * seq).map(|i| make(i * 7 + 3)).collect();
+    let d_full = dev.upload(&full).unwrap();
+    let mut out = dev
+        .upload(&vec![make(usize::MAX / 2); layers * batch * r * r])
+        .unwrap();
+    mask_gather_cuda(dev, &d_full, MaskForm::Full, &idx, &mut out).unwrap();
+    let expected = reference::encoder_mask_gather(
+        &full,
+        reference::EncoderMaskForm::Full,
+        host_idx.as_slice(),
+        layers,
+        batch,
+        r,
+        seq,
+    )
+    .unwrap();
+    assert_eq!(
+        dev.download(&out).unwrap(),
+        expected,
+        "full mask L{layers} B{batch} S{seq} r{r}"
+    );
+    if layers == 1 {
+        let dec =
+            reference::decoder_mask_gather(&full, host_idx.as_slice(), batch, r, seq).unwrap();
+        assert_eq!(dev.download(&out).unwrap(), dec, "decoder mask");
+    }
+    let d_kpm = dev.upload(&kpm).unwrap();
+    let mut out = dev
+        .upload(&vec![make(usize::MAX / 2); layers * batch * r])
+        .unwrap();
+    mask_gather_cuda(dev, &d_kpm, MaskForm::KeyPadding, &idx, &mut out).unwrap();
+    let expected = reference::encoder_mask_gather(
+        &kpm,
+        reference::EncoderMaskForm::KeyPadding,
+        host_idx.as_slice(),
+        layers,
+        batch,
+        r,
+        seq,
+    )
+    .unwrap();
+    assert_eq!(dev.download(&out).unwrap(), expected, "key-padding mask");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    #[test]
+    fn gpu_mask_gathers_match_reference(layers in 1usize..4, batch in 1usize..4, seq in 1usize..150, frac in 0.0f64..=1.0, seed in any::<u64>()) {
+        let Some(dev) = gpu() else { return Ok(()) };
+        let r = ((seq as f64 * frac).round() as usize).clamp(1, seq);
+        check_masks(&dev, layers, batch, seq, r, seed, |i| (i % 3 == 0) as u8);
+        check_masks(&dev, layers, batch, seq, r, seed, |i| f16::from_f32((i % 1000) as f32));
+        check_masks(&dev, layers, batch, seq, r, seed, |i| (i % 100_000) as f32 * -1.0);
+    }
+}
+
+#[test]
+fn gpu_mask_gather_rejects_wrong_sizes() {
+    let Some(dev) = gpu() else { return };
+    let idx =
+        CudaSampledIndices::upload(&dev, &TokenSampler::new(1).sample(0, 1, 2, 16, 4).unwrap())
+            .unwrap();
+    let mask = dev.upload(&vec![0u8; 2 * 16 * 15]).unwrap();
+    let mut out = dev.upload(&vec![0u8; 2 * 4 * 4]).unwrap();
+    let e = mask_gather_cuda(&dev, &mask, MaskForm::Full, &idx, &mut out).unwrap_err();
+    assert!(
+        matches!(e, CoreError::ShapeMismatch { what: "mask", .. }),
+        "{e}"
+    );
+    let mask = dev.upload(&vec![0u64; 2 * 16 * 16]).unwrap();
+    let mut out = dev.upload(&vec![0u64; 2 * 4 * 4]).unwrap();
+    let e = mask_gather_cuda(&dev, &mask, MaskForm::Full, &idx, &mut out).unwrap_err();
+    assert!(matches!(e, CoreError::InvalidArgument { .. }), "{e}");
+}
