@@ -1,1 +1,52 @@
-//! TODO
+//! Block-sparse self-attention on the CPU, compatible with DeepSpeed's `sparse_attention`.
+//!
+//! - [`layout`]: the six layout families ([`DenseConfig`], [`FixedConfig`], [`VariableConfig`],
+//!   [`BigBirdConfig`], [`BSLongformerConfig`], [`LocalSlidingWindowConfig`]) building a
+//!   [`Layout`] with CSR/CSC lookup tables; deterministic layouts are bit-identical to upstream,
+//!   random blocks come from a seeded ChaCha8 generator.
+//! - [`LayoutCache`]: one layout per sequence length, per instance, thread-safe.
+//! - [`parse_sparse_attention`]: DeepSpeed's JSON `sparse_attention` section.
+//! - [`ops`]: block-sparse `sdd`/`dsd`/`dds` products and softmax, with backward.
+//! - [`SparseSelfAttention`], [`attention_forward`], [`attention_backward`]: fused flash-style
+//!   attention with causal option, key-padding mask and additive bias.
+//! - [`render_text`], [`render_png`], [`write_png`]: pictures of layouts.
+//!
+//! All ops take slices (`[B, H, L, D]` row-major), compute in `f32` for `f32`, `f16` and `bf16`,
+//! and return [`SparseAttnError`] on bad input. The CUDA path will take device buffers through
+//! the same layouts (the CSR/CSC tables are plain `i32` vectors ready to upload).
+//!
+//! ```
+//! use ltd_sparse_attn::*;
+//! let attn = SparseSelfAttention::new(parse_sparse_attention(r#"{"mode": "fixed"}"#, 2).unwrap()).unwrap();
+//! let shape = AttentionShape { batch: 1, heads: 2, seq_len: 50, head_dim: 8 };
+//! let x = vec![0.25f32; shape.qkv_len()];
+//! let (mut out, mut lse) = (vec![0.0f32; shape.qkv_len()], vec![0.0f32; shape.lse_len()]);
+//! attn.forward(shape, &AttentionInputs { q: &x, k: &x, v: &x }, &AttentionOptions::new(), &mut out, &mut lse).unwrap();
+//! assert!((out[0] - 0.25).abs() < 1e-6);
+//! println!("{}", render_text(&attn.layout(50).unwrap()));
+//! ```
+
+mod attention;
+mod cache;
+mod config;
+mod error;
+pub mod layout;
+pub mod ops;
+mod render;
+
+pub use attention::{
+    AttentionGrads, AttentionInputs, AttentionOptions, AttentionShape, KeyPaddingMask,
+    SparseSelfAttention, attention_backward, attention_forward,
+};
+pub use cache::LayoutCache;
+pub use config::{SPARSE_ATTENTION_KEYS, parse_sparse_attention, sparse_attention_from_value};
+pub use error::{Result, SparseAttnError};
+pub use layout::{
+    BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout,
+    LocalSlidingWindowConfig, SUPPORTED_BLOCKS, SparsityConfig, VariableConfig,
+};
+pub use ops::{
+    BlockSparseMatMul, MaskMode, MatMulMode, SoftmaxOptions, softmax_backward, softmax_forward,
+    softmax_forward_in_place,
+};
+pub use render::{PngOptions, render_head_text, render_png, render_text, write_png};

@@ -1,0 +1,307 @@
+//! DeepSpeed's `sparse_attention` JSON section (spec §2.5).
+//!
+//! Keys, defaults and the modes that use them:
+//!
+//! | key | default | used by modes |
+//! |---|---|---|
+//! | `mode` | `"fixed"` | dense, fixed, variable, bigbird, bslongformer |
+//! | `block` | 16 | all |
+//! | `different_layout_per_head` | false | all but dense |
+//! | `num_local_blocks` | 4 | fixed |
+//! | `num_global_blocks` | 1 | fixed, bigbird |
+//! | `attention` | `"bidirectional"` | fixed, variable |
+//! | `horizontal_global_attention` | false | fixed, variable |
+//! | `num_different_global_patterns` | 1 | fixed |
+//! | `num_random_blocks` | 0 | variable, bigbird |
+//! | `local_window_blocks` | `[4]` | variable |
+//! | `global_block_indices` | `[0]` | variable, bslongformer |
+//! | `global_block_end_indices` | null | variable, bslongformer |
+//! | `num_sliding_window_blocks` | 3 | bigbird, bslongformer |
+//!
+//! As upstream, a key that exists but does not apply to the chosen mode is **ignored** (its value
+//! is not even type-checked), so `attention` is never passed to bigbird or bslongformer and they
+//! are always bidirectional from JSON; `local_sliding_window` is not reachable from JSON.
+//! Unlike upstream, a key that no mode knows is an error naming it
+//! ([`SparseAttnError::UnknownKeys`]), every used value is type-checked, and every config
+//! check names the key path (`sparse_attention.num_local_blocks: ...`). Block indices must be
+//! non-negative integers (upstream would let a negative index wrap around like a Python index).
+
+use crate::error::{Result, SparseAttnError};
+use crate::layout::{
+    BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, SparsityConfig,
+    VariableConfig,
+};
+use serde_json::{Map, Value};
+
+/// The section's name in a DeepSpeed config.
+const SECTION: &str = "sparse_attention";
+
+/// Every key the section accepts.
+pub const SPARSE_ATTENTION_KEYS: [&str; 13] = [
+    "mode",
+    "block",
+    "different_layout_per_head",
+    "num_local_blocks",
+    "num_global_blocks",
+    "attention",
+    "horizontal_global_attention",
+    "num_different_global_patterns",
+    "num_random_blocks",
+    "local_window_blocks",
+    "global_block_indices",
+    "global_block_end_indices",
+    "num_sliding_window_blocks",
+];
+
+/// Parses a DeepSpeed JSON config into a layout config for `num_heads` heads (the JSON does not
+/// carry the head count; models supply it).
+///
+/// `text` may be a whole DeepSpeed config (an object with a `sparse_attention` key; an object
+/// without one is [`SparseAttnError::MissingSection`] unless every key is a section key) or the
+/// section alone. The config's random seed is 0; set it on the returned config if needed.
+///
+/// ```
+/// use ltd_sparse_attn::{SparsityConfig, parse_sparse_attention};
+/// let cfg = parse_sparse_attention(
+///     r#"{"train_batch_size": 8, "sparse_attention": {"mode": "fixed", "num_local_blocks": 8}}"#, 4,
+/// ).unwrap();
+/// let SparsityConfig::Fixed(f) = cfg else { panic!() };
+/// assert_eq!((f.num_heads, f.num_local_blocks, f.num_global_blocks), (4, 8, 1));
+///
+/// let err = parse_sparse_attention(
+///     r#"{"mode": "fixed", "num_local_blocks": 5, "num_global_blocks": 2}"#, 4).unwrap_err();
+/// assert_eq!(err.to_string(),
+///     "sparse_attention.num_local_blocks: 5 is not a multiple of num_global_blocks 2");
+/// ```
+pub fn parse_sparse_attention(text: &str, num_heads: usize) -> Result<SparsityConfig> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| SparseAttnError::Json(e.to_string()))?;
+    sparse_attention_from_value(&value, num_heads)
+}
+
+/// [`parse_sparse_attention`] on an already parsed JSON value.
+///
+/// ```
+/// let v = serde_json::json!({"mode": "dense", "block": 32});
+/// let cfg = ltd_sparse_attn::sparse_attention_from_value(&v, 2).unwrap();
+/// assert_eq!((cfg.mode_name(), cfg.block()), ("dense", 32));
+/// ```
+pub fn sparse_attention_from_value(value: &Value, num_heads: usize) -> Result<SparsityConfig> {
+    let root = value.as_object().ok_or_else(|| {
+        SparseAttnError::Json(format!(
+            "expected a JSON object at the top level, got {}",
+            kind(value)
+        ))
+    })?;
+    let section = if let Some(s) = root.get(SECTION) {
+        s.as_object().ok_or_else(|| {
+            SparseAttnError::config(SECTION, format!("expected an object, got {}", kind(s)))
+        })?
+    } else if root
+        .keys()
+        .all(|k| SPARSE_ATTENTION_KEYS.contains(&k.as_str()))
+    {
+        root
+    } else {
+        return Err(SparseAttnError::MissingSection);
+    };
+    section_to_config(section, num_heads)
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Typed reads of one section object, with key paths in errors.
+struct Section<'a> {
+    map: &'a Map<String, Value>,
+}
+
+impl Section<'_> {
+    fn err(key: &str, msg: String) -> SparseAttnError {
+        SparseAttnError::config(format!("{SECTION}.{key}"), msg)
+    }
+
+    fn usize(&self, key: &str, default: usize) -> Result<usize> {
+        match self.map.get(key) {
+            None => Ok(default),
+            Some(v) => as_index(v).ok_or_else(|| {
+                Self::err(
+                    key,
+                    format!("{v} is not a valid value; expected a non-negative integer"),
+                )
+            }),
+        }
+    }
+
+    fn bool(&self, key: &str, default: bool) -> Result<bool> {
+        match self.map.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(Self::err(
+                key,
+                format!("{v} is not a valid value; expected true or false"),
+            )),
+        }
+    }
+
+    fn string(&self, key: &str, default: &'static str) -> Result<String> {
+        match self.map.get(key) {
+            None => Ok(default.to_string()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(v) => Err(Self::err(
+                key,
+                format!("{v} is not a valid value; expected a string"),
+            )),
+        }
+    }
+
+    fn direction(&self) -> Result<Direction> {
+        let s = self.string("attention", "bidirectional")?;
+        Direction::parse(&s, &format!("{SECTION}.attention"))
+    }
+
+    fn list(&self, key: &str, default: &[usize]) -> Result<Vec<usize>> {
+        match self.map.get(key) {
+            None => Ok(default.to_vec()),
+            Some(v) => self.list_value(key, v),
+        }
+    }
+
+    fn list_value(&self, key: &str, v: &Value) -> Result<Vec<usize>> {
+        let arr = v.as_array().ok_or_else(|| {
+            Self::err(
+                key,
+                format!("{v} is not a valid value; expected a list of non-negative integers"),
+            )
+        })?;
+        arr.iter()
+            .enumerate()
+            .map(|(i, x)| {
+                as_index(x).ok_or_else(|| {
+                    Self::err(
+                        &format!("{key}[{i}]"),
+                        format!("{x} is not a valid value; expected a non-negative integer"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn optional_list(&self, key: &str) -> Result<Option<Vec<usize>>> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => self.list_value(key, v).map(Some),
+        }
+    }
+}
+
+fn as_index(v: &Value) -> Option<usize> {
+    v.as_u64().and_then(|x| usize::try_from(x).ok())
+}
+
+fn section_to_config(map: &Map<String, Value>, num_heads: usize) -> Result<SparsityConfig> {
+    let mut unknown: Vec<String> = map
+        .keys()
+        .filter(|k| !SPARSE_ATTENTION_KEYS.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort();
+        return Err(SparseAttnError::UnknownKeys {
+            path: SECTION.into(),
+            keys: unknown,
+            expected: SPARSE_ATTENTION_KEYS.join(", "),
+        });
+    }
+    let s = Section { map };
+    let mode = s.string("mode", "fixed")?;
+    let block = s.usize("block", 16)?;
+    let config: SparsityConfig = match mode.as_str() {
+        "dense" => {
+            let mut c = DenseConfig::new(num_heads);
+            c.block = block;
+            c.into()
+        }
+        "fixed" => {
+            let mut c = FixedConfig::new(num_heads);
+            c.block = block;
+            c.different_layout_per_head = s.bool("different_layout_per_head", false)?;
+            c.num_local_blocks = s.usize("num_local_blocks", 4)?;
+            c.num_global_blocks = s.usize("num_global_blocks", 1)?;
+            c.attention = s.direction()?;
+            c.horizontal_global_attention = s.bool("horizontal_global_attention", false)?;
+            c.num_different_global_patterns = s.usize("num_different_global_patterns", 1)?;
+            c.into()
+        }
+        "variable" => {
+            let mut c = VariableConfig::new(num_heads);
+            c.block = block;
+            c.different_layout_per_head = s.bool("different_layout_per_head", false)?;
+            c.num_random_blocks = s.usize("num_random_blocks", 0)?;
+            c.local_window_blocks = s.list("local_window_blocks", &[4])?;
+            c.global_block_indices = s.list("global_block_indices", &[0])?;
+            c.global_block_end_indices = s.optional_list("global_block_end_indices")?;
+            c.attention = s.direction()?;
+            c.horizontal_global_attention = s.bool("horizontal_global_attention", false)?;
+            c.into()
+        }
+        "bigbird" => {
+            let mut c = BigBirdConfig::new(num_heads);
+            c.block = block;
+            c.different_layout_per_head = s.bool("different_layout_per_head", false)?;
+            c.num_random_blocks = s.usize("num_random_blocks", 0)?;
+            c.num_sliding_window_blocks = s.usize("num_sliding_window_blocks", 3)?;
+            c.num_global_blocks = s.usize("num_global_blocks", 1)?;
+            c.into()
+        }
+        "bslongformer" => {
+            let mut c = BSLongformerConfig::new(num_heads);
+            c.block = block;
+            c.different_layout_per_head = s.bool("different_layout_per_head", false)?;
+            c.num_sliding_window_blocks = s.usize("num_sliding_window_blocks", 3)?;
+            c.global_block_indices = s.list("global_block_indices", &[0])?;
+            c.global_block_end_indices = s.optional_list("global_block_end_indices")?;
+            c.into()
+        }
+        other => {
+            return Err(Section::err(
+                "mode",
+                format!(
+                    "{other:?} is not a supported mode; expected one of \"dense\", \"fixed\", \"variable\", \"bigbird\", \"bslongformer\""
+                ),
+            ));
+        }
+    };
+    config.validate().map_err(|e| e.with_key_prefix(SECTION))?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_fixed() {
+        let c = parse_sparse_attention("{}", 2).unwrap();
+        assert_eq!(c, SparsityConfig::Fixed(FixedConfig::new(2)));
+        let c = parse_sparse_attention(r#"{"sparse_attention": {}}"#, 2).unwrap();
+        assert_eq!(c, SparsityConfig::Fixed(FixedConfig::new(2)));
+    }
+
+    #[test]
+    fn bigbird_json_default_has_no_random_blocks() {
+        let c = parse_sparse_attention(r#"{"mode": "bigbird"}"#, 1).unwrap();
+        let SparsityConfig::BigBird(b) = c else {
+            panic!("not bigbird")
+        };
+        assert_eq!(b.num_random_blocks, 0);
+    }
+}
