@@ -411,3 +411,177 @@ pub fn attention_backward<T: RefElement>(
         dbias: from_f64_vec(&dbias),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed pseudo-random sequence in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn loss(pb: &Problem<'_>, dout: &[f64]) -> f64 {
+        let (out, _) = forward_f64(pb);
+        out.iter().zip(dout).map(|(o, g)| o * g).sum()
+    }
+
+    /// Central difference of `loss` with respect to element `e` of the buffer that `with`
+    /// substitutes into the problem.
+    fn central(buf: &[f64], e: usize, eval: &dyn Fn(&[f64]) -> f64) -> f64 {
+        let h = 1e-6;
+        let mut plus = buf.to_vec();
+        plus[e] += h;
+        let mut minus = buf.to_vec();
+        minus[e] -= h;
+        (eval(&plus) - eval(&minus)) / (2.0 * h)
+    }
+
+    fn assert_near(analytic: f64, numeric: f64, what: &str, e: usize) {
+        assert!(
+            (analytic - numeric).abs() <= 1e-7 * (1.0 + numeric.abs()),
+            "{what}[{e}]: analytic {analytic}, finite difference {numeric}"
+        );
+    }
+
+    #[test]
+    fn gradients_match_central_differences() {
+        // B=1, H=2, L=5, D=3, with everything on: bias, key padding (add), attention mask (mul,
+        // with a fully masked row), causal, and a layout with a partial last block (block 2).
+        let dims = AttnDims {
+            batch: 1,
+            heads: 2,
+            seq: 5,
+            head_dim: 3,
+        };
+        let n = dims.numel();
+        let (q, k, v, dout) = (values(n, 1), values(n, 2), values(n, 3), values(n, 4));
+        let bias = values(2 * 5 * 5, 5);
+        let kpm = values(5, 6);
+        let mut am = vec![1.0; 25];
+        am[2 * 5] = 0.0; // row 2 loses key 0
+        am[3 * 5..4 * 5].fill(0.0); // row 3 fully masked
+        #[rustfmt::skip]
+        let layout_values = [1u8, 0, 0,  1, 1, 0,  0, 1, 1,
+                             1, 1, 1,  1, 1, 1,  1, 0, 1];
+        let layout = Layout::square(&layout_values, 2, 3, 2);
+        let problem = |q: &'_ [f64], k: &'_ [f64], v: &'_ [f64], bias: &'_ [f64]| -> f64 {
+            let pb = Problem {
+                q,
+                k,
+                v,
+                dims,
+                mods: Modifiers {
+                    scale: 0.8,
+                    bias: Some(bias),
+                    key_padding: Some((&kpm, MaskMode::Add)),
+                    attn_mask: Some((&am, MaskMode::Mul)),
+                },
+                causal: true,
+                layout: Some(layout),
+            };
+            loss(&pb, &dout)
+        };
+        let pb = Problem {
+            q: &q,
+            k: &k,
+            v: &v,
+            dims,
+            mods: Modifiers {
+                scale: 0.8,
+                bias: Some(&bias),
+                key_padding: Some((&kpm, MaskMode::Add)),
+                attn_mask: Some((&am, MaskMode::Mul)),
+            },
+            causal: true,
+            layout: Some(layout),
+        };
+        let (dq, dk, dv, dbias) = backward_f64(&pb, &dout);
+        for e in 0..n {
+            assert_near(
+                dq[e],
+                central(&q, e, &|x| problem(x, &k, &v, &bias)),
+                "dq",
+                e,
+            );
+            assert_near(
+                dk[e],
+                central(&k, e, &|x| problem(&q, x, &v, &bias)),
+                "dk",
+                e,
+            );
+            assert_near(
+                dv[e],
+                central(&v, e, &|x| problem(&q, &k, x, &bias)),
+                "dv",
+                e,
+            );
+        }
+        for e in 0..bias.len() {
+            assert_near(
+                dbias[e],
+                central(&bias, e, &|x| problem(&q, &k, &v, x)),
+                "dbias",
+                e,
+            );
+        }
+        // The fully masked row 3 of head 0 and excluded keys have zero dbias.
+        assert!(dbias[3 * 5..4 * 5].iter().all(|&x| x == 0.0));
+        assert_eq!(dbias[4], 0.0); // head 0, row 0, key 4: causal
+        // And some gradients are genuinely nonzero.
+        assert!(dq.iter().any(|&x| x.abs() > 1e-3));
+        assert!(dbias.iter().any(|&x| x.abs() > 1e-3));
+    }
+
+    #[test]
+    fn probabilities_sum_to_one_and_lse_matches() {
+        let dims = AttnDims {
+            batch: 2,
+            heads: 1,
+            seq: 4,
+            head_dim: 2,
+        };
+        let n = dims.numel();
+        let (q, k) = (values(n, 7), values(n, 8));
+        let pb = Problem {
+            q: &q,
+            k: &k,
+            v: &q,
+            dims,
+            mods: Modifiers {
+                scale: 1.3,
+                bias: None,
+                key_padding: None,
+                attn_mask: None,
+            },
+            causal: false,
+            layout: None,
+        };
+        for b in 0..2 {
+            let (p, lse) = pb.probs(b, 0);
+            for i in 0..4 {
+                let sum: f64 = p[i].iter().sum();
+                assert!((sum - 1.0).abs() < 1e-12);
+                // lse = log Σ exp(s); check against the raw scores.
+                let direct: f64 = (0..4)
+                    .map(|j| {
+                        let s: f64 = (0..2)
+                            .map(|d| q[dims.at(b, 0, i, d)] * k[dims.at(b, 0, j, d)])
+                            .sum();
+                        (1.3 * s).exp()
+                    })
+                    .sum::<f64>()
+                    .ln();
+                assert!((lse[i] - direct).abs() < 1e-12);
+            }
+        }
+    }
+}

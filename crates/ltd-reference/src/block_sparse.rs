@@ -684,3 +684,86 @@ pub(crate) fn softmax_backward_f64(
     }
     dx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modifiers::MaskMode;
+
+    fn values(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn softmax_backward_matches_central_differences() {
+        // Z=2, H=2, S=6, block 2, with rpe, kpm (mul, one key dropped) and attention mask
+        // (add, one row fully -inf).
+        #[rustfmt::skip]
+        let values_layout = [1u8, 0, 1,  1, 1, 0,  0, 1, 1,
+                             0, 1, 0,  1, 0, 1,  1, 1, 1];
+        let layout = Layout::square(&values_layout, 2, 3, 2);
+        let (z, s) = (2, 6);
+        let nnz = layout.nnz();
+        let x = values(z * nnz * 4, 1);
+        let dy = values(z * nnz * 4, 2);
+        let rpe = values(z * 2 * s * s, 3);
+        let mut kpm = vec![1.0; z * s];
+        kpm[4] = 0.0;
+        let mut am = vec![0.0; s * s];
+        am[2 * s..3 * s].fill(f64::NEG_INFINITY);
+        let scale = 0.7;
+        let mods = Modifiers {
+            scale,
+            bias: Some(&rpe),
+            key_padding: Some((&kpm, MaskMode::Mul)),
+            attn_mask: Some((&am, MaskMode::Add)),
+        };
+        let loss = |x: &[f64]| -> f64 {
+            softmax_f64(x, z, &layout, &mods)
+                .iter()
+                .zip(&dy)
+                .map(|(a, b)| a * b)
+                .sum()
+        };
+        let y = softmax_f64(&x, z, &layout, &mods);
+        let dx = softmax_backward_f64(&y, &dy, z, &layout, scale);
+        let h = 1e-6;
+        for e in 0..x.len() {
+            let mut plus = x.clone();
+            plus[e] += h;
+            let mut minus = x.clone();
+            minus[e] -= h;
+            let numeric = (loss(&plus) - loss(&minus)) / (2.0 * h);
+            assert!(
+                (dx[e] - numeric).abs() <= 1e-7 * (1.0 + numeric.abs()),
+                "dx[{e}]: analytic {}, finite difference {numeric}",
+                dx[e]
+            );
+        }
+        assert!(dx.iter().any(|&v| v.abs() > 1e-3));
+        // Each row's probabilities sum to 1 or (fully masked row 2) to 0.
+        let rows = row_tiles(&layout);
+        for zz in 0..z {
+            for (hi, tiles) in rows.iter().enumerate() {
+                for r in 0..2 {
+                    let sum: f64 = tiles
+                        .iter()
+                        .flat_map(|&(k, _)| (0..2).map(move |c| (k, c)))
+                        .map(|(k, c)| y[sparse_at(zz, k, r, c, nnz, 2)])
+                        .sum();
+                    let query = (hi % 3) * 2 + r;
+                    let want = if query == 2 { 0.0 } else { 1.0 };
+                    assert!((sum - want).abs() < 1e-12, "z {zz} row {hi}/{r}: {sum}");
+                }
+            }
+        }
+    }
+}
