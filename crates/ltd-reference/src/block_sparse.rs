@@ -231,7 +231,7 @@ fn prepare<T: RefElement>(
     check_dims(dims)?;
     let nnz = check_layout(dims.batch, layout)?;
     let blk = layout.block;
-    let n = dims.batch * dims.heads;
+    product("c", &[dims.batch, dims.heads, dims.m, dims.n])?;
     let (ar, ac) = stored(dims.m, dims.k, trans_a);
     let (br, bc) = stored(dims.k, dims.n, trans_b);
     let sparse_shape = [dims.batch, nnz, blk, blk];
@@ -262,6 +262,8 @@ fn prepare<T: RefElement>(
     if mode == Mode::Sdd {
         check_sparse_fit(layout, dims.heads, dims.m, dims.n, "M", "N")?;
     }
+    // Every length is now known to fit, so plain arithmetic below cannot overflow.
+    let n = dims.batch * dims.heads;
     Ok(Operands {
         op_a: op(a_dense, n, ar, ac, trans_a),
         op_b: op(b_dense, n, br, bc, trans_b),

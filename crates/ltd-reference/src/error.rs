@@ -169,6 +169,14 @@ impl fmt::Display for IndexProblem {
 }
 
 /// The crate's result type.
+///
+/// ```
+/// fn first_row(idx: &[i32]) -> ltd_reference::Result<()> {
+///     ltd_reference::check_sampled_indices(idx, 1, 1, idx.len(), 8)
+/// }
+/// assert!(first_row(&[1, 5]).is_ok());
+/// assert!(first_row(&[5, 1]).is_err());
+/// ```
 pub type Result<T> = std::result::Result<T, RefError>;
 
 /// Errors with [`RefError::ZeroSize`] when `value` is zero.

@@ -29,8 +29,12 @@ pub(crate) fn check_indices(
     nonzero("r", r)?;
     let n_layers = layers.unwrap_or(1);
     check_len(what, idx, &[n_layers, batch, r])?;
-    // first_seen[v] = position of the first occurrence of v in the current row.
-    let mut first_seen: Vec<Option<usize>> = vec![None; seq];
+    // first_seen[v] = position of the first occurrence of v in the current row. Only the
+    // distinctness rule needs it (and only then is `seq` known to be backed by a real tensor).
+    let mut first_seen: Vec<Option<usize>> = match rules {
+        Rules::Distinct => vec![None; seq],
+        Rules::InRange | Rules::StrictlyAscending => Vec::new(),
+    };
     for l in 0..n_layers {
         for b in 0..batch {
             let row = &idx[(l * batch + b) * r..(l * batch + b + 1) * r];
@@ -66,8 +70,10 @@ pub(crate) fn check_indices(
                     }
                 }
             }
-            for &value in row {
-                first_seen[value as usize] = None;
+            if !first_seen.is_empty() {
+                for &value in row {
+                    first_seen[value as usize] = None;
+                }
             }
         }
     }

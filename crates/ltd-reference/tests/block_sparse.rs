@@ -855,3 +855,25 @@ fn softmax_rejects_bad_input() {
         RefError::BadLayoutValue { value: 2, .. }
     ));
 }
+
+#[test]
+fn huge_dims_report_errors_not_panics() {
+    let layout = Layout::square(&TRI, 1, 2, 2);
+    let dims = MatmulDims {
+        batch: usize::MAX,
+        ..single(4, 4, 2)
+    };
+    assert!(matches!(
+        sdd(&A, &B, dims, &layout, false, false).unwrap_err(),
+        RefError::TooLarge { .. }
+    ));
+    let huge_block = Layout::square(&TRI, 1, 2, usize::MAX);
+    assert!(matches!(
+        sparse_to_dense(&[0.0f32; 4], 1, &huge_block, 0.0).unwrap_err(),
+        RefError::TooLarge { .. }
+    ));
+    assert!(matches!(
+        block_sparse_softmax(&[0.0f32; 4], 1, &huge_block, &SoftmaxOptions::new(1.0)).unwrap_err(),
+        RefError::TooLarge { .. }
+    ));
+}

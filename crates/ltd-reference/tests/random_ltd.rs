@@ -562,3 +562,12 @@ fn sampler_check_rejects_bad_sizes() {
         RefError::ZeroSize { what: "seq" }
     );
 }
+
+#[test]
+fn huge_seq_in_the_sampler_check_does_not_allocate_or_panic() {
+    check_sampled_indices(&[0, 1 << 30], 1, 1, 2, usize::MAX).unwrap();
+    assert!(matches!(
+        check_sampled_indices(&[0, 1], 1, usize::MAX, 2, 4).unwrap_err(),
+        RefError::TooLarge { what: "idx", .. }
+    ));
+}
