@@ -28,6 +28,8 @@
 //! # Ok::<(), ltd_scheduler::SchedulerError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod config;
 mod error;
 mod lr;

@@ -255,3 +255,67 @@ fn step_counts_reaching_max() {
     );
     assert_eq!(linear(8, 64, 100, 16).first_step_at_max(), Some(100));
 }
+
+/// Golden values from an independent Python restatement of upstream's `get_value` (Python floats,
+/// `float(t) / T`, `** (1.0 / degree)`, `math.floor`, the later revision's floor fix): for steps
+/// `0..2T+50`, the sum of the values and a rolling hash `h = (h·1000003 + v) mod 2^61`.
+#[test]
+fn matches_python_restatement_at_every_step() {
+    let golden: [((u64, u64, u64, u64, f64), u64, u64); 9] = [
+        (
+            (128, 2048, 200_000, 16, 1.0),
+            625_701_760,
+            797_468_818_413_054_080,
+        ),
+        ((8, 64, 100, 16, 1.0), 12_560, 668_639_504_406_089_104),
+        ((10, 64, 100, 8, 1.0), 12_960, 2_185_932_625_304_962_928),
+        (
+            (100, 3000, 77_777, 8, 1.0),
+            353_723_448,
+            749_442_388_326_333_512,
+        ),
+        (
+            (128, 2050, 200_000, 16, 1.0),
+            626_300_098,
+            2_152_496_880_547_886_274,
+        ),
+        ((1, 98, 3, 1, 1.0), 5_293, 800_063_058_717_218_953),
+        (
+            (128, 2048, 200_000, 16, 2.0),
+            689_697_376,
+            104_591_175_085_467_520,
+        ),
+        (
+            (64, 4096, 123_457, 24, 3.0),
+            885_626_128,
+            1_264_710_913_185_159_008,
+        ),
+        ((33, 1000, 999, 7, 0.5), 1_400_275, 85_748_687_398_478_745),
+    ];
+    for ((min_value, max_value, require_steps, seq_per_step, degree), sum, hash) in golden {
+        let schedule_type = if degree == 1.0 {
+            ScheduleType::FixedLinear
+        } else {
+            ScheduleType::FixedRoot {
+                root_degree: degree,
+            }
+        };
+        let schedule = ReservedLengthSchedule::new(ReservedLengthScheduleConfig {
+            min_value,
+            max_value,
+            schedule_type,
+            require_steps,
+            seq_per_step,
+        })
+        .unwrap();
+        let (mut our_sum, mut our_hash) = (0u64, 0u128);
+        for step in 0..2 * require_steps + 50 {
+            let value = schedule.value_at(step);
+            our_sum += value;
+            our_hash = (our_hash * 1_000_003 + u128::from(value)) % (1u128 << 61);
+        }
+        let label = (min_value, max_value, require_steps, seq_per_step, degree);
+        assert_eq!(our_sum, sum, "{label:?}");
+        assert_eq!(our_hash, u128::from(hash), "{label:?}");
+    }
+}
