@@ -259,9 +259,12 @@ fn step_counts_reaching_max() {
 /// Golden values from an independent Python restatement of upstream's `get_value` (Python floats,
 /// `float(t) / T`, `** (1.0 / degree)`, `math.floor`, the later revision's floor fix): for steps
 /// `0..2T+50`, the sum of the values and a rolling hash `h = (h·1000003 + v) mod 2^61`.
+/// `(min_value, max_value, require_steps, seq_per_step, root_degree)`.
+type GoldenConfig = (u64, u64, u64, u64, f64);
+
 #[test]
 fn matches_python_restatement_at_every_step() {
-    let golden: [((u64, u64, u64, u64, f64), u64, u64); 9] = [
+    let golden: [(GoldenConfig, u64, u64); 9] = [
         (
             (128, 2048, 200_000, 16, 1.0),
             625_701_760,
