@@ -37,6 +37,7 @@ mod copy;
 pub mod cuda;
 mod device;
 mod dtype;
+mod dynamic;
 mod error;
 mod gather;
 mod mask;
@@ -49,6 +50,10 @@ pub use copy::{StridedLayout2d, copy_strided_2d};
 pub use cuda::copy_strided_2d_cuda;
 pub use device::{CudaDevice, Device};
 pub use dtype::{DType, Element};
+pub use dynamic::{
+    AnyHiddenView, AnyHiddenViewMut, gather_any, gather_backward_any, route_any,
+    scatter_backward_any,
+};
 pub use error::{CoreError, CudaDriverError, Result};
 pub use gather::{
     PARALLEL_MIN_ELEMENTS, gather, gather_backward, gather_tensor, route, route_backward_to_hidden,

@@ -37,7 +37,11 @@ impl TestMask for f32 {
         f32::NAN
     }
     fn random(rng: &mut Rng) -> Self {
-        if rng.below(3) == 0 { f32::NEG_INFINITY } else { rng.unit() }
+        if rng.below(3) == 0 {
+            f32::NEG_INFINITY
+        } else {
+            rng.unit()
+        }
     }
 }
 impl TestMask for f16 {
@@ -45,7 +49,11 @@ impl TestMask for f16 {
         f16::NAN
     }
     fn random(rng: &mut Rng) -> Self {
-        if rng.below(3) == 0 { f16::NEG_INFINITY } else { f16::from_f32(rng.unit()) }
+        if rng.below(3) == 0 {
+            f16::NEG_INFINITY
+        } else {
+            f16::from_f32(rng.unit())
+        }
     }
 }
 impl TestMask for bf16 {
@@ -53,18 +61,32 @@ impl TestMask for bf16 {
         bf16::NAN
     }
     fn random(rng: &mut Rng) -> Self {
-        if rng.below(3) == 0 { bf16::NEG_INFINITY } else { bf16::from_f32(rng.unit()) }
+        if rng.below(3) == 0 {
+            bf16::NEG_INFINITY
+        } else {
+            bf16::from_f32(rng.unit())
+        }
     }
 }
 
 /// A `[B,1,rows,S]` mask stored with padding (or a zero batch stride), and its contiguous copy.
-fn strided_mask<M: TestMask>(rng: &mut Rng, b: usize, rows: usize, s: usize, kind: usize) -> (Vec<M>, usize, usize, Vec<M>) {
+fn strided_mask<M: TestMask>(
+    rng: &mut Rng,
+    b: usize,
+    rows: usize,
+    s: usize,
+    kind: usize,
+) -> (Vec<M>, usize, usize, Vec<M>) {
     let (batch_stride, row_stride) = match kind % 3 {
         0 => (rows * s, s),
         1 => (rows * (s + 2) + 1, s + 2),
         _ => (0, s), // one mask broadcast over the batch
     };
-    let len = if b == 0 { 0 } else { (b - 1) * batch_stride + (rows - 1) * row_stride + s };
+    let len = if b == 0 {
+        0
+    } else {
+        (b - 1) * batch_stride + (rows - 1) * row_stride + s
+    };
     let buf: Vec<M> = (0..len).map(|_| M::random(rng)).collect();
     let mut dense = Vec::with_capacity(b * rows * s);
     for bb in 0..b {
@@ -86,28 +108,54 @@ fn same<M: TestMask>(a: &[M], b: &[M]) -> bool {
         })
 }
 
-fn check_masks<M: TestMask>(l: usize, b: usize, s: usize, r: usize, kind: usize, seed: u64) -> Result<(), TestCaseError> {
+fn check_masks<M: TestMask>(
+    l: usize,
+    b: usize,
+    s: usize,
+    r: usize,
+    kind: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
     let mut rng = Rng(seed);
-    let idx: Vec<i32> = (0..l).flat_map(|_| if seed % 2 == 0 { rng.sorted_indices(b, s, r) } else { rng.any_indices(b, s, r) }).collect();
+    let idx: Vec<i32> = (0..l)
+        .flat_map(|_| {
+            if seed % 2 == 0 {
+                rng.sorted_indices(b, s, r)
+            } else {
+                rng.any_indices(b, s, r)
+            }
+        })
+        .collect();
     let all = LayerIndicesView::new(&idx, l, b, r).unwrap();
 
     // Full [B,1,S,S] masks: decoder (per layer and all layers) and encoder.
     let (buf, bs, rs, dense) = strided_mask::<M>(&mut rng, b, s, s, kind);
     let mask = MaskView::strided(&buf, b, s, s, bs, rs).unwrap();
-    let want_all = ltd_reference::encoder_mask_gather(&dense, EncoderMaskForm::Full, &idx, l, b, r, s).unwrap();
+    let want_all =
+        ltd_reference::encoder_mask_gather(&dense, EncoderMaskForm::Full, &idx, l, b, r, s)
+            .unwrap();
     let mut out = vec![M::poison(); l * b * r * r];
     gather_masks_into(&mask, &all, &mut out).unwrap();
     prop_assert!(same(&out, &want_all), "full mask gather_masks_into");
     let t = gather_masks(&mask, &all).unwrap();
     prop_assert_eq!(t.shape(), [l, b, 1, r, r]);
     prop_assert!(same(t.as_slice(), &want_all));
-    let GatheredDecoderMask::Tensor(d) = gather_decoder_masks(&DecoderMask::Tensor(mask), &all).unwrap() else {
+    let GatheredDecoderMask::Tensor(d) =
+        gather_decoder_masks(&DecoderMask::Tensor(mask), &all).unwrap()
+    else {
         return Err(TestCaseError::fail("tensor in, tensor out"));
     };
     prop_assert!(same(d.as_slice(), &want_all));
     for layer in 0..l {
         let li = all.layer(layer).unwrap();
-        let want = ltd_reference::decoder_mask_gather(&dense, &idx[layer * b * r..(layer + 1) * b * r], b, r, s).unwrap();
+        let want = ltd_reference::decoder_mask_gather(
+            &dense,
+            &idx[layer * b * r..(layer + 1) * b * r],
+            b,
+            r,
+            s,
+        )
+        .unwrap();
         let mut out = vec![M::poison(); b * r * r];
         gather_mask(&mask, &li, &mut out).unwrap();
         prop_assert!(same(&out, &want), "decoder mask layer {}", layer);
@@ -115,7 +163,10 @@ fn check_masks<M: TestMask>(l: usize, b: usize, s: usize, r: usize, kind: usize,
         for bb in 0..b {
             for i in 0..r {
                 for j in 0..r {
-                    prop_assert_eq!(format!("{:?}", per_layer.get(bb, i, j).unwrap()), format!("{:?}", want[(bb * r + i) * r + j]));
+                    prop_assert_eq!(
+                        format!("{:?}", per_layer.get(bb, i, j).unwrap()),
+                        format!("{:?}", want[(bb * r + i) * r + j])
+                    );
                 }
             }
         }
@@ -124,7 +175,9 @@ fn check_masks<M: TestMask>(l: usize, b: usize, s: usize, r: usize, kind: usize,
     // Key-padding [B,1,1,S] masks.
     let (buf, bs, rs, dense) = strided_mask::<M>(&mut rng, b, 1, s, kind + 1);
     let mask = MaskView::strided(&buf, b, 1, s, bs, rs).unwrap();
-    let want = ltd_reference::encoder_mask_gather(&dense, EncoderMaskForm::KeyPadding, &idx, l, b, r, s).unwrap();
+    let want =
+        ltd_reference::encoder_mask_gather(&dense, EncoderMaskForm::KeyPadding, &idx, l, b, r, s)
+            .unwrap();
     let mut out = vec![M::poison(); l * b * r];
     gather_masks_into(&mask, &all, &mut out).unwrap();
     prop_assert!(same(&out, &want), "key padding gather");
@@ -134,7 +187,14 @@ fn check_masks<M: TestMask>(l: usize, b: usize, s: usize, r: usize, kind: usize,
     Ok(())
 }
 
-fn check_all_types(l: usize, b: usize, s: usize, r: usize, kind: usize, seed: u64) -> Result<(), TestCaseError> {
+fn check_all_types(
+    l: usize,
+    b: usize,
+    s: usize,
+    r: usize,
+    kind: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
     check_masks::<bool>(l, b, s, r, kind, seed)?;
     check_masks::<u8>(l, b, s, r, kind, seed)?;
     check_masks::<f32>(l, b, s, r, kind, seed)?;
@@ -181,10 +241,17 @@ fn decoder_mask_follows_kept_positions_not_the_top_left_corner() {
     }
     let idx = [1, 2, 4]; // r = 3
     let mut out = [9u8; 9];
-    gather_mask(&MaskView::new(&mask, 1, s, s).unwrap(), &IndexView::new(&idx, 1, 3).unwrap(), &mut out).unwrap();
+    gather_mask(
+        &MaskView::new(&mask, 1, s, s).unwrap(),
+        &IndexView::new(&idx, 1, 3).unwrap(),
+        &mut out,
+    )
+    .unwrap();
     // Position 4 sees itself only (3 dropped, 1 and 2 in another document).
     assert_eq!(out, [1, 0, 0, 1, 1, 0, 0, 0, 1]);
     let m = &mask;
-    let corner: Vec<u8> = (0..3).flat_map(|i| (0..3).map(move |j| m[i * s + j])).collect();
+    let corner: Vec<u8> = (0..3)
+        .flat_map(|i| (0..3).map(move |j| m[i * s + j]))
+        .collect();
     assert_ne!(&out[..], &corner[..]);
 }

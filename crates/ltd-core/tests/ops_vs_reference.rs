@@ -20,12 +20,20 @@ fn poisoned<T: Element>(layout: &HiddenLayout) -> Vec<T> {
 
 /// Checks an output buffer: its logical content equals `want` bit for bit, everything outside its
 /// rows is still NaN.
-fn check_output<T: Element>(what: &str, buf: &[T], layout: &HiddenLayout, want: &[T]) -> Result<(), TestCaseError> {
+fn check_output<T: Element>(
+    what: &str,
+    buf: &[T],
+    layout: &HiddenLayout,
+    want: &[T],
+) -> Result<(), TestCaseError> {
     let got = logical(buf, layout);
     prop_assert!(same_bits(&got, want), "{what}: got {got:?}\nwant {want:?}");
     let cov = covered(buf.len(), layout);
     for (i, (x, c)) in buf.iter().zip(cov).enumerate() {
-        prop_assert!(c || x.to_f32().is_nan(), "{what}: element {i} outside the view was written");
+        prop_assert!(
+            c || x.to_f32().is_nan(),
+            "{what}: element {i} outside the view was written"
+        );
     }
     Ok(())
 }
@@ -43,7 +51,16 @@ struct Case {
 }
 
 fn check_ops<T: Element + ltd_reference::RefElement>(case: Case) -> Result<(), TestCaseError> {
-    let Case { order, b, s, c, r, input, output, seed } = case;
+    let Case {
+        order,
+        b,
+        s,
+        c,
+        r,
+        input,
+        output,
+        seed,
+    } = case;
     let mut rng = Rng(seed);
     let dims = ref_dims(order, b, s, c);
     let lh = layout(order, b, s, c, input_stride(input));
@@ -64,7 +81,12 @@ fn check_ops<T: Element + ltd_reference::RefElement>(case: Case) -> Result<(), T
     // gather (any in-range indices) and gather_tensor.
     let want = ltd_reference::gather(&h_log, dims, &any, r).unwrap();
     let mut ob = poisoned::<T>(&lpart_out);
-    gather(&hidden, &idx_any, &mut HiddenViewMut::strided(&mut ob, lpart_out).unwrap()).unwrap();
+    gather(
+        &hidden,
+        &idx_any,
+        &mut HiddenViewMut::strided(&mut ob, lpart_out).unwrap(),
+    )
+    .unwrap();
     check_output("gather", &ob, &lpart_out, &want)?;
     let t = gather_tensor(&hidden, &idx_any).unwrap();
     prop_assert!(same_bits(t.as_slice(), &want), "gather_tensor");
@@ -72,10 +94,22 @@ fn check_ops<T: Element + ltd_reference::RefElement>(case: Case) -> Result<(), T
     // scatter / route out of place, route_tensor.
     let want = ltd_reference::scatter(&h_log, dims, &p_log, &sorted, r).unwrap();
     let mut ob = poisoned::<T>(&lfull_out);
-    scatter(&hidden, &part, &idx_sorted, &mut HiddenViewMut::strided(&mut ob, lfull_out).unwrap()).unwrap();
+    scatter(
+        &hidden,
+        &part,
+        &idx_sorted,
+        &mut HiddenViewMut::strided(&mut ob, lfull_out).unwrap(),
+    )
+    .unwrap();
     check_output("scatter", &ob, &lfull_out, &want)?;
     let mut ob = poisoned::<T>(&lfull_out);
-    route(&hidden, &part, &idx_sorted, &mut HiddenViewMut::strided(&mut ob, lfull_out).unwrap()).unwrap();
+    route(
+        &hidden,
+        &part,
+        &idx_sorted,
+        &mut HiddenViewMut::strided(&mut ob, lfull_out).unwrap(),
+    )
+    .unwrap();
     check_output("route", &ob, &lfull_out, &want)?;
     let t = route_tensor(&hidden, &part, &idx_sorted).unwrap();
     prop_assert!(same_bits(t.as_slice(), &want), "route_tensor");
@@ -83,26 +117,53 @@ fn check_ops<T: Element + ltd_reference::RefElement>(case: Case) -> Result<(), T
     // scatter in place into a strided buffer holding h.
     let mut ob = poisoned::<T>(&lfull_out);
     fill_from_logical(&mut ob, &lfull_out, &h_log);
-    scatter_in_place(&mut HiddenViewMut::strided(&mut ob, lfull_out).unwrap(), &part, &idx_sorted).unwrap();
+    scatter_in_place(
+        &mut HiddenViewMut::strided(&mut ob, lfull_out).unwrap(),
+        &part,
+        &idx_sorted,
+    )
+    .unwrap();
     check_output("scatter_in_place", &ob, &lfull_out, &want)?;
 
     // Backward: gather_backward(g_pass = hidden, g_part = part) and the route's second half.
     let want = ltd_reference::gather_backward(&h_log, dims, &p_log, &sorted, r).unwrap();
     let mut ob = poisoned::<T>(&lfull_out);
-    gather_backward(&hidden, &part, &idx_sorted, &mut HiddenViewMut::strided(&mut ob, lfull_out).unwrap()).unwrap();
+    gather_backward(
+        &hidden,
+        &part,
+        &idx_sorted,
+        &mut HiddenViewMut::strided(&mut ob, lfull_out).unwrap(),
+    )
+    .unwrap();
     check_output("gather_backward", &ob, &lfull_out, &want)?;
     let mut ob = poisoned::<T>(&lfull_out);
-    route_backward_to_hidden(&hidden, &part, &idx_sorted, &mut HiddenViewMut::strided(&mut ob, lfull_out).unwrap()).unwrap();
+    route_backward_to_hidden(
+        &hidden,
+        &part,
+        &idx_sorted,
+        &mut HiddenViewMut::strided(&mut ob, lfull_out).unwrap(),
+    )
+    .unwrap();
     check_output("route_backward_to_hidden", &ob, &lfull_out, &want)?;
 
     // scatter_backward (g_y = hidden) and the route's first half.
     let (g_full, want) = ltd_reference::scatter_backward(&h_log, dims, &sorted, r).unwrap();
     prop_assert!(same_bits(&g_full, &h_log));
     let mut ob = poisoned::<T>(&lpart_out);
-    scatter_backward(&hidden, &idx_sorted, &mut HiddenViewMut::strided(&mut ob, lpart_out).unwrap()).unwrap();
+    scatter_backward(
+        &hidden,
+        &idx_sorted,
+        &mut HiddenViewMut::strided(&mut ob, lpart_out).unwrap(),
+    )
+    .unwrap();
     check_output("scatter_backward", &ob, &lpart_out, &want)?;
     let mut ob = poisoned::<T>(&lpart_out);
-    route_backward_to_layer(&hidden, &idx_sorted, &mut HiddenViewMut::strided(&mut ob, lpart_out).unwrap()).unwrap();
+    route_backward_to_layer(
+        &hidden,
+        &idx_sorted,
+        &mut HiddenViewMut::strided(&mut ob, lpart_out).unwrap(),
+    )
+    .unwrap();
     check_output("route_backward_to_layer", &ob, &lpart_out, &want)?;
     Ok(())
 }
@@ -141,12 +202,41 @@ fn large_calls_take_the_parallel_path_and_match() {
     for order in [HiddenOrder::BatchSeq, HiddenOrder::SeqBatch] {
         for input in 0..4 {
             for output in 0..3 {
-                let case = Case { order, b, s, c, r, input, output, seed: (input * 3 + output) as u64 };
+                let case = Case {
+                    order,
+                    b,
+                    s,
+                    c,
+                    r,
+                    input,
+                    output,
+                    seed: (input * 3 + output) as u64,
+                };
                 check_ops::<bf16>(case).unwrap();
             }
         }
-        check_ops::<f32>(Case { order, b, s, c, r, input: 1, output: 2, seed: 99 }).unwrap();
-        check_ops::<f16>(Case { order, b, s, c, r, input: 2, output: 1, seed: 98 }).unwrap();
+        check_ops::<f32>(Case {
+            order,
+            b,
+            s,
+            c,
+            r,
+            input: 1,
+            output: 2,
+            seed: 99,
+        })
+        .unwrap();
+        check_ops::<f16>(Case {
+            order,
+            b,
+            s,
+            c,
+            r,
+            input: 2,
+            output: 1,
+            seed: 98,
+        })
+        .unwrap();
     }
 }
 
@@ -155,7 +245,17 @@ fn large_calls_take_the_parallel_path_and_match() {
 fn edge_sizes() {
     for (s, r) in [(1, 1), (5, 5), (7, 1)] {
         for order in [HiddenOrder::BatchSeq, HiddenOrder::SeqBatch] {
-            check_all_dtypes(Case { order, b: 2, s, c: 3, r, input: 1, output: 1, seed: s as u64 }).unwrap();
+            check_all_dtypes(Case {
+                order,
+                b: 2,
+                s,
+                c: 3,
+                r,
+                input: 1,
+                output: 1,
+                seed: s as u64,
+            })
+            .unwrap();
         }
     }
 }

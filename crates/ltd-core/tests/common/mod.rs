@@ -49,7 +49,10 @@ impl Rng {
 pub enum Stride {
     Contiguous,
     /// Rows padded by `row_pad`, outer dimension padded by `outer_pad`.
-    Padded { row_pad: usize, outer_pad: usize },
+    Padded {
+        row_pad: usize,
+        outer_pad: usize,
+    },
     /// Memory in the other order than the logical one (a transposed view).
     Transposed,
     /// Batch stride 0 (inputs only): every batch entry reads the same rows.
@@ -60,21 +63,33 @@ pub fn layout(order: HiddenOrder, b: usize, s: usize, c: usize, stride: Stride) 
     match (stride, order) {
         (Stride::Contiguous, _) => HiddenLayout::contiguous(order, b, s, c).unwrap(),
         (Stride::Padded { row_pad, outer_pad }, HiddenOrder::BatchSeq) => {
-            HiddenLayout::strided(order, b, s, c, s * (c + row_pad) + outer_pad, c + row_pad).unwrap()
+            HiddenLayout::strided(order, b, s, c, s * (c + row_pad) + outer_pad, c + row_pad)
+                .unwrap()
         }
         (Stride::Padded { row_pad, outer_pad }, HiddenOrder::SeqBatch) => {
-            HiddenLayout::strided(order, b, s, c, c + row_pad, b * (c + row_pad) + outer_pad).unwrap()
+            HiddenLayout::strided(order, b, s, c, c + row_pad, b * (c + row_pad) + outer_pad)
+                .unwrap()
         }
-        (Stride::Transposed, HiddenOrder::BatchSeq) => HiddenLayout::strided(order, b, s, c, c, b * c).unwrap(),
-        (Stride::Transposed, HiddenOrder::SeqBatch) => HiddenLayout::strided(order, b, s, c, s * c, c).unwrap(),
-        (Stride::BroadcastBatch, HiddenOrder::BatchSeq) => HiddenLayout::strided(order, b, s, c, 0, c).unwrap(),
-        (Stride::BroadcastBatch, HiddenOrder::SeqBatch) => HiddenLayout::strided(order, b, s, c, 0, c).unwrap(),
+        (Stride::Transposed, HiddenOrder::BatchSeq) => {
+            HiddenLayout::strided(order, b, s, c, c, b * c).unwrap()
+        }
+        (Stride::Transposed, HiddenOrder::SeqBatch) => {
+            HiddenLayout::strided(order, b, s, c, s * c, c).unwrap()
+        }
+        (Stride::BroadcastBatch, HiddenOrder::BatchSeq) => {
+            HiddenLayout::strided(order, b, s, c, 0, c).unwrap()
+        }
+        (Stride::BroadcastBatch, HiddenOrder::SeqBatch) => {
+            HiddenLayout::strided(order, b, s, c, 0, c).unwrap()
+        }
     }
 }
 
 /// A buffer of random values covering `layout` (plus a few spare elements at the end).
 pub fn random_buffer<T: Element>(rng: &mut Rng, layout: &HiddenLayout) -> Vec<T> {
-    (0..layout.min_buffer_len() + 3).map(|_| T::from_f32_lossy(rng.unit() * 8.0)).collect()
+    (0..layout.min_buffer_len() + 3)
+        .map(|_| T::from_f32_lossy(rng.unit() * 8.0))
+        .collect()
 }
 
 /// The logical contiguous tensor (in `layout.order()`) a strided buffer holds.
@@ -104,7 +119,9 @@ pub fn covered(len: usize, layout: &HiddenLayout) -> Vec<bool> {
     for b in 0..layout.batch() {
         for s in 0..layout.seq() {
             let off = layout.offset(b, s);
-            m[off..off + layout.channels()].iter_mut().for_each(|x| *x = true);
+            m[off..off + layout.channels()]
+                .iter_mut()
+                .for_each(|x| *x = true);
         }
     }
     m
@@ -112,7 +129,10 @@ pub fn covered(len: usize, layout: &HiddenLayout) -> Vec<bool> {
 
 /// Bit-exact comparison through f32 (exact for all three element types); NaN never equals.
 pub fn same_bits<T: Element>(a: &[T], b: &[T]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_f32().to_bits() == y.to_f32().to_bits() && !x.to_f32().is_nan())
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_f32().to_bits() == y.to_f32().to_bits() && !x.to_f32().is_nan())
 }
 
 pub fn ref_order(order: HiddenOrder) -> ltd_reference::HiddenOrder {
@@ -123,7 +143,12 @@ pub fn ref_order(order: HiddenOrder) -> ltd_reference::HiddenOrder {
 }
 
 pub fn ref_dims(order: HiddenOrder, b: usize, s: usize, c: usize) -> ltd_reference::Hidden {
-    ltd_reference::Hidden { batch: b, seq: s, channels: c, order: ref_order(order) }
+    ltd_reference::Hidden {
+        batch: b,
+        seq: s,
+        channels: c,
+        order: ref_order(order),
+    }
 }
 
 /// Writes a logical contiguous tensor into the rows of a strided buffer.
@@ -144,8 +169,23 @@ pub fn fill_from_logical<T: Element>(buf: &mut [T], layout: &HiddenLayout, value
 
 /// The four input stride kinds and three output ones, by number.
 pub fn input_stride(k: usize) -> Stride {
-    [Stride::Contiguous, Stride::Padded { row_pad: 3, outer_pad: 5 }, Stride::Transposed, Stride::BroadcastBatch][k % 4]
+    [
+        Stride::Contiguous,
+        Stride::Padded {
+            row_pad: 3,
+            outer_pad: 5,
+        },
+        Stride::Transposed,
+        Stride::BroadcastBatch,
+    ][k % 4]
 }
 pub fn output_stride(k: usize) -> Stride {
-    [Stride::Contiguous, Stride::Padded { row_pad: 1, outer_pad: 2 }, Stride::Transposed][k % 3]
+    [
+        Stride::Contiguous,
+        Stride::Padded {
+            row_pad: 1,
+            outer_pad: 2,
+        },
+        Stride::Transposed,
+    ][k % 3]
 }
