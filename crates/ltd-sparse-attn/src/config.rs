@@ -56,9 +56,9 @@ pub const SPARSE_ATTENTION_KEYS: [&str; 13] = [
 /// Parses a DeepSpeed JSON config into a layout config for `num_heads` heads (the JSON does not
 /// carry the head count; models supply it).
 ///
-/// `text` may be a whole DeepSpeed config (an object with a `sparse_attention` key; an object
-/// without one is [`SparseAttnError::MissingSection`] unless every key is a section key) or the
-/// section alone. The config's random seed is 0; set it on the returned config if needed.
+/// `text` may be a whole DeepSpeed config (an object with a `sparse_attention` key) or the
+/// section alone (an object with at least one section key, or `{}`; its other keys are then
+/// rejected as unknown). An object with neither is [`SparseAttnError::MissingSection`]. The config's random seed is 0; set it on the returned config if needed.
 ///
 /// ```
 /// use ltd_sparse_attn::{SparsityConfig, parse_sparse_attention};
@@ -97,9 +97,10 @@ pub fn sparse_attention_from_value(value: &Value, num_heads: usize) -> Result<Sp
         s.as_object().ok_or_else(|| {
             SparseAttnError::config(SECTION, format!("expected an object, got {}", kind(s)))
         })?
-    } else if root
-        .keys()
-        .all(|k| SPARSE_ATTENTION_KEYS.contains(&k.as_str()))
+    } else if root.is_empty()
+        || root
+            .keys()
+            .any(|k| SPARSE_ATTENTION_KEYS.contains(&k.as_str()))
     {
         root
     } else {

@@ -1,0 +1,119 @@
+//! Helpers shared by the property tests: seeded data, random layouts, dtype tolerances.
+#![allow(dead_code)]
+
+use half::{bf16, f16};
+use ltd_core::Element;
+use ltd_reference::RefElement;
+use ltd_sparse_attn::Layout;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+/// An element type both crates accept.
+pub trait TestElement: Element + RefElement {
+    /// (rtol, atol) of spec §3.1 (bf16 per the issue).
+    const TOL: (f32, f32);
+}
+impl TestElement for f32 {
+    const TOL: (f32, f32) = (5e-4, 5e-5);
+}
+impl TestElement for f16 {
+    const TOL: (f32, f32) = (3e-2, 2e-3);
+}
+impl TestElement for bf16 {
+    const TOL: (f32, f32) = (5e-2, 1e-2);
+}
+
+/// Seeded test data.
+pub struct Data(ChaCha8Rng);
+
+impl Data {
+    pub fn new(seed: u64) -> Self {
+        Data(ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f32 {
+        (self.0.next_u32() >> 8) as f32 / (1u32 << 24) as f32
+    }
+
+    /// Uniform in `[lo, hi)`, rounded to `T`.
+    pub fn vec<T: Element>(&mut self, n: usize, lo: f32, hi: f32) -> Vec<T> {
+        (0..n)
+            .map(|_| T::from_f32_lossy(lo + (hi - lo) * self.unit()))
+            .collect()
+    }
+
+    /// `true` with probability `p`.
+    pub fn coin(&mut self, p: f32) -> bool {
+        self.unit() < p
+    }
+
+    /// A random `[H, nb, nb]` mask with the given density.
+    pub fn mask(&mut self, heads: usize, nb: usize, density: f32) -> Vec<u8> {
+        (0..heads * nb * nb)
+            .map(|_| self.coin(density) as u8)
+            .collect()
+    }
+
+    /// A random layout.
+    pub fn layout(&mut self, heads: usize, nb: usize, block: usize, density: f32) -> Layout {
+        Layout::from_mask(heads, nb, block, self.mask(heads, nb, density)).expect("valid layout")
+    }
+}
+
+/// The reference's view of our layout.
+pub fn ref_layout(l: &Layout) -> ltd_reference::Layout<'_> {
+    ltd_reference::Layout::square(l.mask(), l.num_heads(), l.num_blocks(), l.block())
+}
+
+/// A buffer full of NaN, so an unwritten element fails the comparison.
+pub fn poisoned<T: Element>(n: usize) -> Vec<T> {
+    vec![T::from_f32_lossy(f32::NAN); n]
+}
+
+/// Checks `got` against `want` elementwise with `T`'s tolerance; panics naming the first bad
+/// element. Equal infinities (and `-inf`) match.
+pub fn assert_close<T: TestElement>(what: &str, got: &[T], want: &[T]) {
+    let (rtol, atol) = T::TOL;
+    assert_close_f32(what, &widen(got), &widen(want), rtol, atol);
+}
+
+pub fn widen<T: Element>(x: &[T]) -> Vec<f32> {
+    x.iter().map(|v| v.to_f32()).collect()
+}
+
+pub fn assert_close_f32(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = if w.is_infinite() || g.is_infinite() {
+            g == w
+        } else {
+            (g - w).abs() <= atol + rtol * w.abs()
+        };
+        assert!(
+            ok,
+            "{what}[{i}]: got {g}, want {w} (rtol {rtol}, atol {atol})"
+        );
+    }
+}
+
+/// Runs `$body` with `$t` bound to f32, f16 or bf16 according to `$which` (0, 1, 2).
+#[macro_export]
+macro_rules! for_dtype {
+    ($which:expr, $t:ident => $body:expr) => {
+        match $which {
+            0 => {
+                type $t = f32;
+                $body
+            }
+            1 => {
+                type $t = half::f16;
+                $body
+            }
+            _ => {
+                type $t = half::bf16;
+                $body
+            }
+        }
+    };
+}
