@@ -14,7 +14,12 @@ use ltd_sparse_attn::{
     attention_forward,
 };
 
-const SHAPE: AttentionShape = AttentionShape { batch: 1, heads: 2, seq_len: 512, head_dim: 64 };
+const SHAPE: AttentionShape = AttentionShape {
+    batch: 1,
+    heads: 2,
+    seq_len: 512,
+    head_dim: 64,
+};
 const BLOCK: usize = 64;
 
 /// Deterministic pseudo-random values in [-1, 1).
@@ -48,12 +53,22 @@ fn layout_with(per_row: usize) -> Layout {
 fn fused(c: &mut Criterion) {
     let n = SHAPE.qkv_len();
     let (q, k, v, dout) = (values(n, 1), values(n, 2), values(n, 3), values(n, 4));
-    let inputs = AttentionInputs { q: &q, k: &k, v: &v };
-    let opts = AttentionOptions::<f32> { causal: false, ..AttentionOptions::new() };
+    let inputs = AttentionInputs {
+        q: &q,
+        k: &k,
+        v: &v,
+    };
+    let opts = AttentionOptions::<f32> {
+        causal: false,
+        ..AttentionOptions::new()
+    };
     let nb = SHAPE.seq_len / BLOCK;
 
     let mut group = c.benchmark_group("sparse_attn/fused_f32_L512_D64_b64");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     for per_row in [1usize, 2, 4, 8] {
         let layout = layout_with(per_row);
         let density = format!("density_{:.3}", per_row as f64 / nb as f64);
@@ -61,16 +76,35 @@ fn fused(c: &mut Criterion) {
         let mut lse = vec![0.0f32; SHAPE.lse_len()];
         group.bench_function(format!("forward/{density}"), |b| {
             b.iter(|| {
-                attention_forward(&layout, SHAPE, black_box(&inputs), &opts, &mut out, &mut lse)
-                    .expect("forward")
+                attention_forward(
+                    &layout,
+                    SHAPE,
+                    black_box(&inputs),
+                    &opts,
+                    &mut out,
+                    &mut lse,
+                )
+                .expect("forward")
             })
         });
         let (mut dq, mut dk, mut dv) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
         group.bench_function(format!("forward_backward/{density}"), |b| {
             b.iter(|| {
-                attention_forward(&layout, SHAPE, black_box(&inputs), &opts, &mut out, &mut lse)
-                    .expect("forward");
-                let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv, dbias: None };
+                attention_forward(
+                    &layout,
+                    SHAPE,
+                    black_box(&inputs),
+                    &opts,
+                    &mut out,
+                    &mut lse,
+                )
+                .expect("forward");
+                let grads = AttentionGrads {
+                    dq: &mut dq,
+                    dk: &mut dk,
+                    dv: &mut dv,
+                    dbias: None,
+                };
                 attention_backward(&layout, SHAPE, &inputs, &opts, &out, &dout, &lse, grads)
                     .expect("backward")
             })
@@ -79,7 +113,10 @@ fn fused(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("sparse_attn/reference_dense_f64_L512_D64");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
     let dims = ltd_reference::AttnDims {
         batch: SHAPE.batch,
         heads: SHAPE.heads,
@@ -88,7 +125,10 @@ fn fused(c: &mut Criterion) {
     };
     let ropts = ltd_reference::AttentionOptions::<f32>::new(1.0 / 8.0);
     group.bench_function("forward", |b| {
-        b.iter(|| ltd_reference::attention_forward(black_box(&q), &k, &v, dims, &ropts).expect("reference"))
+        b.iter(|| {
+            ltd_reference::attention_forward(black_box(&q), &k, &v, dims, &ropts)
+                .expect("reference")
+        })
     });
     group.finish();
 }
