@@ -49,7 +49,7 @@ impl AttentionShape {
     /// assert_eq!(s.qkv_len(), 6);
     /// ```
     pub fn qkv_len(&self) -> usize {
-        self.batch * self.heads * self.seq_len * self.head_dim
+        self.lse_len().saturating_mul(self.head_dim)
     }
 
     /// Elements of the `[B, H, L]` logsumexp.
@@ -59,7 +59,9 @@ impl AttentionShape {
     /// assert_eq!(s.lse_len(), 30);
     /// ```
     pub fn lse_len(&self) -> usize {
-        self.batch * self.heads * self.seq_len
+        self.batch
+            .saturating_mul(self.heads)
+            .saturating_mul(self.seq_len)
     }
 
     /// Elements of a `[B, H, L, L]` bias.
@@ -69,7 +71,7 @@ impl AttentionShape {
     /// assert_eq!(s.bias_len(), 50);
     /// ```
     pub fn bias_len(&self) -> usize {
-        self.batch * self.heads * self.seq_len * self.seq_len
+        self.lse_len().saturating_mul(self.seq_len)
     }
 }
 
@@ -165,12 +167,18 @@ impl<T> Default for AttentionOptions<'_, T> {
     }
 }
 
-/// The `[B, H, L, D]` inputs of attention.
+/// The `[B, H, L, D]` inputs of attention. All three share one element type, so a dtype
+/// mismatch between them (or with the bias and the outputs) cannot be expressed:
 ///
 /// ```
 /// let (q, k, v) = (vec![0.0f32; 4], vec![0.0f32; 4], vec![0.0f32; 4]);
 /// let x = ltd_sparse_attn::AttentionInputs { q: &q, k: &k, v: &v };
 /// assert_eq!(x.q.len(), 4);
+/// ```
+///
+/// ```compile_fail
+/// let (q, k) = (vec![0.0f32; 4], vec![half::f16::ZERO; 4]);
+/// let x = ltd_sparse_attn::AttentionInputs { q: &q, k: &k, v: &q }; // f16 keys, f32 queries
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionInputs<'a, T> {

@@ -37,6 +37,10 @@ use serde_json::{Map, Value};
 const SECTION: &str = "sparse_attention";
 
 /// Every key the section accepts.
+///
+/// ```
+/// assert!(ltd_sparse_attn::SPARSE_ATTENTION_KEYS.contains(&"num_local_blocks"));
+/// ```
 pub const SPARSE_ATTENTION_KEYS: [&str; 13] = [
     "mode",
     "block",

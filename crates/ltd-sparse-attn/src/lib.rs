@@ -26,6 +26,8 @@
 //! println!("{}", render_text(&attn.layout(50).unwrap()));
 //! ```
 
+#![deny(missing_docs)]
+
 mod attention;
 mod cache;
 mod config;

@@ -99,8 +99,8 @@ pub fn render_png(layout: &Layout, options: &PngOptions) -> Result<Vec<u8>> {
     let (width, height, pixels) = if nb == 0 {
         (1usize, 1usize, vec![GAP])
     } else {
-        let cells_w = heads * nb + (heads - 1) * gap;
-        let (w, h) = (cells_w * cell, nb * cell);
+        let cells_w = (heads * nb).saturating_add((heads - 1).saturating_mul(gap));
+        let (w, h) = (cells_w.saturating_mul(cell), nb.saturating_mul(cell));
         if w > u32::MAX as usize || h > u32::MAX as usize || w.saturating_mul(h) > (1 << 31) {
             return Err(SparseAttnError::InvalidArgument {
                 what: "picture size".into(),

@@ -296,3 +296,60 @@ fn primitive_shape_errors() {
     );
     assert!(MaskMode::parse("and").is_err());
 }
+
+#[test]
+fn absurd_values_give_errors_not_panics() {
+    // Too many blocks for i32 lookup tables: an error before any allocation.
+    let e = DenseConfig::new(4).make_layout(usize::MAX).unwrap_err();
+    assert!(matches!(e, SparseAttnError::InvalidLayout(_)), "{e}");
+    assert!(
+        LayoutCache::new(DenseConfig::new(1).into())
+            .unwrap()
+            .get(1 << 40)
+            .is_err()
+    );
+    // Huge window sizes and indices behave like Python's clamping slices.
+    let mut f = FixedConfig::new(1);
+    f.num_local_blocks = usize::MAX;
+    assert_eq!(f.make_layout_blocks(3).unwrap().nnz(), 9);
+    let mut v = VariableConfig::new(1);
+    v.local_window_blocks = vec![usize::MAX, 2];
+    v.global_block_indices = vec![usize::MAX];
+    assert_eq!(v.make_layout_blocks(3).unwrap().nnz(), 9);
+    let mut b = BSLongformerConfig::new(1);
+    b.global_block_indices = vec![usize::MAX - 1];
+    b.global_block_end_indices = Some(vec![usize::MAX]);
+    assert!(b.make_layout_blocks(4).is_ok());
+    // Huge pictures are refused.
+    let l = DenseConfig::new(2).make_layout_blocks(4).unwrap();
+    let huge = PngOptions {
+        cell_pixels: u32::MAX,
+        gap_cells: u32::MAX,
+    };
+    assert!(render_png(&l, &huge).is_err());
+    // Shapes whose element counts overflow are length errors.
+    let s = AttentionShape {
+        batch: usize::MAX,
+        heads: 2,
+        seq_len: 64,
+        head_dim: 8,
+    };
+    let x = vec![0.0f32; 8];
+    let (mut o, mut lse) = (x.clone(), x.clone());
+    let e = attention_forward(
+        &l,
+        s,
+        &AttentionInputs {
+            q: &x,
+            k: &x,
+            v: &x,
+        },
+        &AttentionOptions::new(),
+        &mut o,
+        &mut lse,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SparseAttnError::ShapeMismatch { .. }), "{e}");
+    let mm = BlockSparseMatMul::dds(true, true);
+    assert!(mm.forward(&l, &x, &x, usize::MAX, 3, &mut o).is_err());
+}

@@ -102,7 +102,7 @@ impl BSLongformerConfig {
             None => self
                 .global_block_indices
                 .iter()
-                .map(|&i| (i, i + 1))
+                .map(|&i| (i, i.saturating_add(1)))
                 .collect(),
             Some(ends) => self
                 .global_block_indices

@@ -145,11 +145,11 @@ impl FixedConfig {
         let (nl, ng) = (self.num_local_blocks, self.num_global_blocks);
         let uni = self.attention == Direction::Unidirectional;
         // 1. Local windows.
-        let mut ws = 0;
+        let mut ws: usize = 0;
         while ws < nb {
-            let we = (ws + nl).min(nb);
+            let we = ws.saturating_add(nl).min(nb);
             g.local_window(ws, we, self.attention);
-            ws += nl;
+            ws = ws.saturating_add(nl);
         }
         // 2. First global column of each window for this head's pattern.
         let g0 = nl - (1 + h % self.num_different_global_patterns) * ng;
@@ -158,21 +158,22 @@ impl FixedConfig {
         let mut c = g0;
         while c < full_end {
             let r0 = if uni { c } else { 0 };
-            let cols = c..(c + ng).min(nb);
+            let cols = c..c.saturating_add(ng).min(nb);
             g.fill(r0..nb, cols.clone());
             if self.horizontal_global_attention {
                 g.fill(cols, 0..nb);
             }
-            c += nl;
+            c = c.saturating_add(nl);
         }
         // 4. Partial last window (Python slicing: a negative start wraps).
         if full_end < nb {
-            let s = ((full_end + g0) as i64).min(nb as i64 - ng as i64);
-            let cols = py_slice(s, s + ng as i64, nb);
-            let rows = py_slice(if uni { s } else { 0 }, nb as i64, nb);
+            let (nb_i, ng_i) = (nb as i128, ng as i128);
+            let s = (full_end as i128 + g0 as i128).min(nb_i - ng_i);
+            let cols = py_slice(s, s + ng_i, nb);
+            let rows = py_slice(if uni { s } else { 0 }, nb_i, nb);
             g.fill(rows, cols);
             if self.horizontal_global_attention {
-                g.fill(py_slice(s, s + ng as i64, nb), 0..nb);
+                g.fill(py_slice(s, s + ng_i, nb), 0..nb);
             }
         }
     }

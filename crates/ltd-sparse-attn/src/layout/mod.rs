@@ -20,6 +20,15 @@
 //! `below(m)` is Lemire's multiply-and-reject on `next_u32()`: `x = next_u32() as u64 * m`; if
 //! `(x as u32) < (2^32 - m) % m`, draw again; the result is `x >> 32`. Same seed, same layout, on
 //! every machine.
+//!
+//! ```
+//! use ltd_sparse_attn::layout::{BigBirdConfig, SparsityConfig};
+//! let mut cfg = BigBirdConfig::new(2);
+//! cfg.seed = 1234;
+//! let a = SparsityConfig::from(cfg.clone()).make_layout(256).unwrap();
+//! let b = SparsityConfig::from(cfg).make_layout(256).unwrap();
+//! assert_eq!(a, b); // same seed, same layout
+//! ```
 
 mod bigbird;
 mod bslongformer;
@@ -685,9 +694,9 @@ impl HeadGrid<'_> {
 
 /// Python slice `start:stop` normalised for a dimension of length `n` (negative indices wrap
 /// once, then clamp), as numpy/torch slicing does.
-pub(crate) fn py_slice(start: i64, stop: i64, n: usize) -> std::ops::Range<usize> {
-    let n = n as i64;
-    let norm = |i: i64| if i < 0 { (i + n).max(0) } else { i.min(n) };
+pub(crate) fn py_slice(start: i128, stop: i128, n: usize) -> std::ops::Range<usize> {
+    let n = n as i128;
+    let norm = |i: i128| if i < 0 { (i + n).max(0) } else { i.min(n) };
     let s = norm(start);
     let e = norm(stop).max(s);
     s as usize..e as usize
@@ -709,6 +718,12 @@ pub(crate) fn build_layout(
     let total = per
         .checked_mul(num_heads)
         .ok_or_else(|| SparseAttnError::InvalidLayout(format!("{num_heads} x {nb}^2 overflows")))?;
+    if total > i32::MAX as usize {
+        return Err(SparseAttnError::InvalidLayout(format!(
+            "{num_heads} heads x {nb}^2 blocks = {total} tiles; expected at most {} (i32 lookup tables)",
+            i32::MAX
+        )));
+    }
     let mut mask = vec![0u8; total];
     let layout_heads = if per_head {
         num_heads

@@ -147,24 +147,24 @@ impl VariableConfig {
             }
         }
         // 2. Local windows from the list, then the last size tiles the rest.
-        let mut start = 0;
+        let mut start: usize = 0;
         for &w in &self.local_window_blocks {
-            let end = (start + w).min(nb);
+            let end = start.saturating_add(w).min(nb);
             g.local_window(start, end, self.attention);
-            start += w;
+            start = start.saturating_add(w);
         }
         let last = self.local_window_blocks.last().copied().unwrap_or(1);
         while start < nb {
-            let end = (start + last).min(nb);
+            let end = start.saturating_add(last).min(nb);
             g.local_window(start, end, self.attention);
-            start += last;
+            start = start.saturating_add(last);
         }
         // 3. Global blocks or spans.
         let spans: Vec<(usize, usize)> = match &self.global_block_end_indices {
             None => self
                 .global_block_indices
                 .iter()
-                .map(|&i| (i, i + 1))
+                .map(|&i| (i, i.saturating_add(1)))
                 .collect(),
             Some(ends) => self
                 .global_block_indices

@@ -160,8 +160,11 @@ impl BlockSparseMatMul {
         dense_dim: usize,
     ) -> (usize, usize, usize) {
         let d = Dims::of(layout, batch);
-        let dense = d.z * d.h * d.s() * dense_dim;
-        let sparse = d.z * layout.nnz() * d.b * d.b;
+        let dense =
+            d.z.saturating_mul(d.h)
+                .saturating_mul(d.s())
+                .saturating_mul(dense_dim);
+        let sparse = d.z.saturating_mul(layout.nnz()).saturating_mul(d.b * d.b);
         match self.mode {
             MatMulMode::Sdd => (dense, dense, sparse),
             MatMulMode::Dsd => (sparse, dense, dense),

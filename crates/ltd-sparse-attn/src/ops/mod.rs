@@ -10,6 +10,23 @@
 //!
 //! Layouts are square (`nb x nb` blocks), as attention needs; upstream's rectangular `sdd`
 //! layouts are not supported.
+//!
+//! Upstream's attention as three primitives (scores, softmax, weighted sum):
+//!
+//! ```
+//! use ltd_sparse_attn::ops::{BlockSparseMatMul, SoftmaxOptions, softmax_forward_in_place};
+//! use ltd_sparse_attn::Layout;
+//! let layout = Layout::from_mask(1, 2, 16, vec![1, 0, 1, 1]).unwrap();
+//! let (s, d) = (32, 8);
+//! let q = vec![0.1f32; s * d];
+//! let mut scores = vec![0.0f32; 3 * 16 * 16];
+//! BlockSparseMatMul::sdd(false, true).forward(&layout, &q, &q, 1, d, &mut scores).unwrap();
+//! let opts = SoftmaxOptions { scale: 0.35, ..SoftmaxOptions::new() };
+//! softmax_forward_in_place(&layout, &mut scores, 1, &opts).unwrap();
+//! let mut out = vec![0.0f32; s * d];
+//! BlockSparseMatMul::dsd(false, false).forward(&layout, &scores, &q, 1, d, &mut out).unwrap();
+//! assert!(out.iter().all(|&x| (x - 0.1).abs() < 1e-6));
+//! ```
 
 mod matmul;
 mod softmax;
