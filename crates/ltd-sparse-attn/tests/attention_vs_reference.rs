@@ -213,3 +213,63 @@ fn fully_masked_rows_give_zero_output_and_gradients() {
         assert!(g[80..].iter().all(|v| v.is_finite()));
     }
 }
+
+#[test]
+fn sparse_self_attention_with_family_layouts_matches_reference() {
+    use ltd_sparse_attn::{
+        BigBirdConfig, Direction, FixedConfig, SparseSelfAttention, SparsityConfig,
+    };
+    let mut fixed = FixedConfig::new(2);
+    fixed.attention = Direction::Unidirectional;
+    fixed.num_local_blocks = 2;
+    let mut bigbird = BigBirdConfig::new(2);
+    bigbird.different_layout_per_head = true;
+    bigbird.block = 32;
+    bigbird.seed = 9;
+    for (config, causal) in [(SparsityConfig::from(fixed), true), (bigbird.into(), false)] {
+        let attn = SparseSelfAttention::new(config).unwrap();
+        for seq in [100usize, 130] {
+            let shape = AttentionShape {
+                batch: 2,
+                heads: 2,
+                seq_len: seq,
+                head_dim: 16,
+            };
+            let mut data = Data::new(seq as u64);
+            let n = shape.qkv_len();
+            let (q, k, v): (Vec<half::bf16>, Vec<_>, Vec<_>) = (
+                data.vec(n, -1.0, 1.0),
+                data.vec(n, -1.0, 1.0),
+                data.vec(n, -1.0, 1.0),
+            );
+            let opts = AttentionOptions {
+                causal,
+                ..AttentionOptions::new()
+            };
+            let inputs = AttentionInputs {
+                q: &q,
+                k: &k,
+                v: &v,
+            };
+            let mut out = poisoned(n);
+            let mut lse = vec![f32::NAN; shape.lse_len()];
+            attn.forward(shape, &inputs, &opts, &mut out, &mut lse)
+                .unwrap();
+            let layout = attn.layout(seq).unwrap();
+            let ropts = ltd_reference::AttentionOptions {
+                causal,
+                layout: Some(ref_layout(&layout)),
+                ..ltd_reference::AttentionOptions::new(0.25)
+            };
+            let dims = AttnDims {
+                batch: 2,
+                heads: 2,
+                seq,
+                head_dim: 16,
+            };
+            let want = ltd_reference::attention_forward(&q, &k, &v, dims, &ropts).unwrap();
+            assert_close("out", &out, &want.out);
+        }
+        assert_eq!(attn.cache().len(), 2);
+    }
+}
