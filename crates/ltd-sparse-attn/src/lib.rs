@@ -11,6 +11,20 @@
 //!   attention with causal option, key-padding mask and additive bias.
 //! - [`render_text`], [`render_png`], [`write_png`]: pictures of layouts.
 //!
+//! # Differences from upstream DeepSpeed (all deliberate, spec §2.12)
+//! - Any sequence length: layouts have `ceil(L / b)` blocks and the fused op masks the padding
+//!   keys itself (upstream raises unless `L % b == 0`).
+//! - Layouts are built for each length and cached per instance (upstream crops one
+//!   max-length layout and shares its ops cache between all instances).
+//! - A row whose keys are all masked gives zeros (output and gradients), not NaN.
+//! - bf16 everywhere; f32 accumulation for every dtype.
+//! - Variable's random blocks are causal when unidirectional (upstream leaks the future).
+//! - Random blocks come from a documented seeded ChaCha8 generator, not Python's `random`.
+//! - Proper errors where upstream crashes: `num_global_blocks = 0`, empty or zero local
+//!   windows, unknown JSON keys, negative JSON indices, head-count mismatch.
+//! - The fused attention has a token-level causal flag and a bias with a gradient; the
+//!   primitives keep upstream's semantics (no gradient to rpe or masks) and square layouts only.
+//!
 //! All ops take slices (`[B, H, L, D]` row-major), compute in `f32` for `f32`, `f16` and `bf16`,
 //! and return [`SparseAttnError`] on bad input. The CUDA path will take device buffers through
 //! the same layouts (the CSR/CSC tables are plain `i32` vectors ready to upload).

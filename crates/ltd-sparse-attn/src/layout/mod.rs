@@ -7,7 +7,7 @@
 //! [`SparsityConfig`] enum.
 //!
 //! Deterministic layouts are bit-identical to upstream. Random blocks (Variable, BigBird) come
-//! from a seeded ChaCha8 generator, see [`random`](crate::layout#random-blocks):
+//! from a seeded ChaCha8 generator (see "Random blocks" below).
 //!
 //! # Random blocks
 //!
