@@ -3,10 +3,20 @@
 #![cfg(feature = "cuda")]
 
 use half::{bf16, f16};
-use ltd_core::{CoreError, CudaDevice, Device, Element, StridedLayout2d, copy_strided_2d, copy_strided_2d_cuda};
+use ltd_core::{
+    CoreError, CudaDevice, Device, Element, StridedLayout2d, copy_strided_2d, copy_strided_2d_cuda,
+};
 use proptest::prelude::*;
 
 /// The GPU, or `None` with the reason printed (the test then checks nothing on the GPU).
+/// Proptest case count: `n`, or `LTD_GPU_CASES` when set (the sanitizer runs use fewer).
+fn cases(n: u32) -> u32 {
+    std::env::var("LTD_GPU_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n)
+}
+
 fn gpu() -> Option<CudaDevice> {
     match CudaDevice::new(0) {
         Ok(d) => Some(d),
@@ -26,7 +36,12 @@ fn opening_cuda_returns_a_result_never_panics() {
         }
         Err(e) => {
             assert!(
-                matches!(e, CoreError::NoCudaDriver | CoreError::InvalidSize { .. } | CoreError::Cuda { .. }),
+                matches!(
+                    e,
+                    CoreError::NoCudaDriver
+                        | CoreError::InvalidSize { .. }
+                        | CoreError::Cuda { .. }
+                ),
                 "unexpected error kind: {e:?}"
             );
             assert!(Device::cuda_if_available(0).is_cpu());
@@ -34,7 +49,13 @@ fn opening_cuda_returns_a_result_never_panics() {
     }
     // An ordinal no machine has is always an error, with or without a driver.
     let e = CudaDevice::new(4096).unwrap_err();
-    assert!(matches!(e, CoreError::NoCudaDriver | CoreError::InvalidSize { .. } | CoreError::Cuda { .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            CoreError::NoCudaDriver | CoreError::InvalidSize { .. } | CoreError::Cuda { .. }
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -46,10 +67,18 @@ fn no_driver_on_a_machine_without_nvidia_devices() {
         return;
     }
     let e = CudaDevice::new(0).unwrap_err();
-    assert!(matches!(e, CoreError::NoCudaDriver | CoreError::Cuda { .. }), "{e:?}");
+    assert!(
+        matches!(e, CoreError::NoCudaDriver | CoreError::Cuda { .. }),
+        "{e:?}"
+    );
 }
 
-fn check_copy<T: Element + cudarc::driver::DeviceRepr>(dev: &CudaDevice, src_host: &[T], layout: StridedLayout2d, poison: T) {
+fn check_copy<T: Element + cudarc::driver::DeviceRepr>(
+    dev: &CudaDevice,
+    src_host: &[T],
+    layout: StridedLayout2d,
+    poison: T,
+) {
     let expected = copy_strided_2d(src_host, layout).expect("valid layout");
     let src = dev.upload(src_host).unwrap();
     // One extra element past the end must stay untouched.
@@ -62,19 +91,31 @@ fn check_copy<T: Element + cudarc::driver::DeviceRepr>(dev: &CudaDevice, src_hos
 }
 
 fn layouts() -> impl Strategy<Value = (StridedLayout2d, usize)> {
-    (1usize..40, 1usize..70, 0usize..5, 1usize..4, any::<bool>()).prop_map(|(rows, cols, pad, cs, transposed)| {
-        let l = if transposed {
-            // Column-major source: rows are 1 apart, columns `rows + pad` apart.
-            StridedLayout2d { rows, cols, row_stride: 1, col_stride: rows + pad }
-        } else {
-            StridedLayout2d { rows, cols, row_stride: cols * cs + pad, col_stride: cs }
-        };
-        (l, l.min_buffer_len())
-    })
+    (1usize..40, 1usize..70, 0usize..5, 1usize..4, any::<bool>()).prop_map(
+        |(rows, cols, pad, cs, transposed)| {
+            let l = if transposed {
+                // Column-major source: rows are 1 apart, columns `rows + pad` apart.
+                StridedLayout2d {
+                    rows,
+                    cols,
+                    row_stride: 1,
+                    col_stride: rows + pad,
+                }
+            } else {
+                StridedLayout2d {
+                    rows,
+                    cols,
+                    row_stride: cols * cs + pad,
+                    col_stride: cs,
+                }
+            };
+            (l, l.min_buffer_len())
+        },
+    )
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(cases(48)))]
     #[test]
     fn gpu_copy_matches_cpu_all_dtypes((layout, len) in layouts(), seed in any::<u32>()) {
         let Some(dev) = gpu() else { return Ok(()) };
@@ -94,10 +135,19 @@ fn gpu_copy_rejects_bad_buffers() {
     let src = dev.upload(&[0.0f32; 5]).unwrap();
     let mut dst = dev.upload(&[0.0f32; 6]).unwrap();
     let l = StridedLayout2d::contiguous(2, 3);
-    assert!(matches!(copy_strided_2d_cuda(&dev, &src, l, &mut dst), Err(CoreError::BufferTooSmall { what: "source", .. })));
+    assert!(matches!(
+        copy_strided_2d_cuda(&dev, &src, l, &mut dst),
+        Err(CoreError::BufferTooSmall { what: "source", .. })
+    ));
     let src = dev.upload(&[0.0f32; 6]).unwrap();
     let mut small = dev.upload(&[0.0f32; 5]).unwrap();
-    assert!(matches!(copy_strided_2d_cuda(&dev, &src, l, &mut small), Err(CoreError::BufferTooSmall { what: "destination", .. })));
+    assert!(matches!(
+        copy_strided_2d_cuda(&dev, &src, l, &mut small),
+        Err(CoreError::BufferTooSmall {
+            what: "destination",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -106,8 +156,15 @@ fn gpu_copy_large_grid() {
     let Some(dev) = gpu() else { return };
     let rows = 3000;
     let cols = 1000;
-    let l = StridedLayout2d { rows, cols, row_stride: 1, col_stride: rows };
+    let l = StridedLayout2d {
+        rows,
+        cols,
+        row_stride: 1,
+        col_stride: rows,
+    };
     // Bit patterns below 0x7c00 are finite non-negative halves, so `==` compares bits.
-    let host: Vec<f16> = (0..rows * cols).map(|i| f16::from_bits((i % 30_011) as u16)).collect();
+    let host: Vec<f16> = (0..rows * cols)
+        .map(|i| f16::from_bits((i % 30_011) as u16))
+        .collect();
     check_copy(&dev, &host, l, f16::from_f32(-7777.0));
 }

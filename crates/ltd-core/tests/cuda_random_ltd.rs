@@ -12,6 +12,14 @@ use ltd_core::{CoreError, CudaDevice, Element, HiddenLayout, HiddenOrder, TokenS
 use ltd_reference as reference;
 use proptest::prelude::*;
 
+/// Proptest case count: `n`, or `LTD_GPU_CASES` when set (the sanitizer runs use fewer).
+fn cases(n: u32) -> u32 {
+    std::env::var("LTD_GPU_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n)
+}
+
 fn gpu() -> Option<CudaDevice> {
     match CudaDevice::new(0) {
         Ok(d) => Some(d),
@@ -47,7 +55,7 @@ fn sampler_matches(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(40))]
+    #![proptest_config(ProptestConfig::with_cases(cases(40)))]
     #[test]
     fn gpu_sampler_is_bit_identical_to_cpu(
         seed in any::<u64>(), step in any::<u64>(), layers in 1usize..4, batch in 1usize..5,
@@ -260,7 +268,7 @@ fn check_ops<T: Element + cudarc::driver::DeviceRepr + Default>(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(cases(24)))]
     #[test]
     fn gpu_gather_scatter_route_match_reference(
         seq_major in any::<bool>(), batch in 1usize..4, seq in 1usize..200, frac in 0.0f64..=1.0,
@@ -406,7 +414,7 @@ fn check_masks<M>(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(16))]
+    #![proptest_config(ProptestConfig::with_cases(cases(16)))]
     #[test]
     fn gpu_mask_gathers_match_reference(layers in 1usize..4, batch in 1usize..4, seq in 1usize..150, frac in 0.0f64..=1.0, seed in any::<u64>()) {
         let Some(dev) = gpu() else { return Ok(()) };
@@ -414,6 +422,16 @@ proptest! {
         check_masks(&dev, layers, batch, seq, r, seed, |i| (i % 3 == 0) as u8);
         check_masks(&dev, layers, batch, seq, r, seed, |i| f16::from_f32((i % 1000) as f32));
         check_masks(&dev, layers, batch, seq, r, seed, |i| (i % 100_000) as f32 * -1.0);
+    }
+}
+
+#[test]
+fn gpu_mask_gather_single_kept_token() {
+    // r = 1: a full mask gathers one element per row, a key-padding mask one per row too; the
+    // kernel must not confuse the two forms (it once did).
+    let Some(dev) = gpu() else { return };
+    for seq in [1, 2, 7, 300] {
+        check_masks(&dev, 3, 2, seq, 1, seq as u64, |i| (i % 1000) as f32);
     }
 }
 

@@ -127,8 +127,8 @@ typedef struct LtdRouteRowsParams {
  * Mask gather for all layers in one launch:
  *   out[((l*batch + b)*out_rows + i)*reserved + j] =
  *       mask[b*mask_batch_stride + row(i)*mask_row_stride + idx[l,b,j]*mask_col_stride]
- * with row(i) = idx[l,b,i] when out_rows == reserved (a [B,1,S,S] mask) and row(i) = 0 when
- * out_rows == 1 (a [B,1,1,S] key-padding mask). idx is int32 contiguous [layers, batch,
+ * with row(i) = idx[l,b,i] when gather_rows != 0 (a [B,1,S,S] mask, out_rows == reserved) and
+ * row(i) = 0 when gather_rows == 0 (a [B,1,1,S] key-padding mask, out_rows == 1). idx is int32 contiguous [layers, batch,
  * reserved]; entries whose index is outside [0, seq) are left unwritten (guard only; the host
  * validates). Element width by kernel name: `ltd_mask_gather_b1`, `_b2`, `_b4`.
  * Launch: grid (ceil(reserved / 128) , out_rows, layers * batch), blockDim.x = 128.
@@ -142,6 +142,7 @@ typedef struct LtdMaskGatherParams {
     long long seq;
     long long reserved;
     long long out_rows;
+    long long gather_rows;
     long long mask_batch_stride;
     long long mask_row_stride;
     long long mask_col_stride;

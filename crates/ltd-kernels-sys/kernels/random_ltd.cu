@@ -296,7 +296,7 @@ __device__ __forceinline__ void mask_gather(const LtdMaskGatherParams& p) {
         const long long col = row_idx[j];
         if (col < 0 || col >= p.seq) continue;
         for (long long i = blockIdx.y; i < p.out_rows; i += gridDim.y) {
-            const long long mrow = p.out_rows == 1 ? 0 : (long long)row_idx[i];
+            const long long mrow = p.gather_rows ? (long long)row_idx[i] : 0;
             if (mrow < 0 || mrow >= p.seq) continue;
             out[(lb * p.out_rows + i) * p.reserved + j] =
                 mask[b * p.mask_batch_stride + mrow * p.mask_row_stride + col * p.mask_col_stride];

@@ -182,7 +182,7 @@ const _: () = {
     ["Offset of field: LtdRouteRowsParams::idx_batch_stride"]
         [::std::mem::offset_of!(LtdRouteRowsParams, idx_batch_stride) - 120usize];
 };
-#[doc = " Mask gather for all layers in one launch:\n   out[((l*batch + b)*out_rows + i)*reserved + j] =\n       mask[b*mask_batch_stride + row(i)*mask_row_stride + idx[l,b,j]*mask_col_stride]\n with row(i) = idx[l,b,i] when out_rows == reserved (a [B,1,S,S] mask) and row(i) = 0 when\n out_rows == 1 (a [B,1,1,S] key-padding mask). idx is int32 contiguous [layers, batch,\n reserved]; entries whose index is outside [0, seq) are left unwritten (guard only; the host\n validates). Element width by kernel name: `ltd_mask_gather_b1`, `_b2`, `_b4`.\n Launch: grid (ceil(reserved / 128) , out_rows, layers * batch), blockDim.x = 128."]
+#[doc = " Mask gather for all layers in one launch:\n   out[((l*batch + b)*out_rows + i)*reserved + j] =\n       mask[b*mask_batch_stride + row(i)*mask_row_stride + idx[l,b,j]*mask_col_stride]\n with row(i) = idx[l,b,i] when gather_rows != 0 (a [B,1,S,S] mask, out_rows == reserved) and\n row(i) = 0 when gather_rows == 0 (a [B,1,1,S] key-padding mask, out_rows == 1). idx is int32 contiguous [layers, batch,\n reserved]; entries whose index is outside [0, seq) are left unwritten (guard only; the host\n validates). Element width by kernel name: `ltd_mask_gather_b1`, `_b2`, `_b4`.\n Launch: grid (ceil(reserved / 128) , out_rows, layers * batch), blockDim.x = 128."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdMaskGatherParams {
@@ -194,13 +194,14 @@ pub struct LtdMaskGatherParams {
     pub seq: ::std::os::raw::c_longlong,
     pub reserved: ::std::os::raw::c_longlong,
     pub out_rows: ::std::os::raw::c_longlong,
+    pub gather_rows: ::std::os::raw::c_longlong,
     pub mask_batch_stride: ::std::os::raw::c_longlong,
     pub mask_row_stride: ::std::os::raw::c_longlong,
     pub mask_col_stride: ::std::os::raw::c_longlong,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdMaskGatherParams"][::std::mem::size_of::<LtdMaskGatherParams>() - 88usize];
+    ["Size of LtdMaskGatherParams"][::std::mem::size_of::<LtdMaskGatherParams>() - 96usize];
     ["Alignment of LtdMaskGatherParams"][::std::mem::align_of::<LtdMaskGatherParams>() - 8usize];
     ["Offset of field: LtdMaskGatherParams::mask"]
         [::std::mem::offset_of!(LtdMaskGatherParams, mask) - 0usize];
@@ -218,10 +219,12 @@ const _: () = {
         [::std::mem::offset_of!(LtdMaskGatherParams, reserved) - 48usize];
     ["Offset of field: LtdMaskGatherParams::out_rows"]
         [::std::mem::offset_of!(LtdMaskGatherParams, out_rows) - 56usize];
+    ["Offset of field: LtdMaskGatherParams::gather_rows"]
+        [::std::mem::offset_of!(LtdMaskGatherParams, gather_rows) - 64usize];
     ["Offset of field: LtdMaskGatherParams::mask_batch_stride"]
-        [::std::mem::offset_of!(LtdMaskGatherParams, mask_batch_stride) - 64usize];
+        [::std::mem::offset_of!(LtdMaskGatherParams, mask_batch_stride) - 72usize];
     ["Offset of field: LtdMaskGatherParams::mask_row_stride"]
-        [::std::mem::offset_of!(LtdMaskGatherParams, mask_row_stride) - 72usize];
+        [::std::mem::offset_of!(LtdMaskGatherParams, mask_row_stride) - 80usize];
     ["Offset of field: LtdMaskGatherParams::mask_col_stride"]
-        [::std::mem::offset_of!(LtdMaskGatherParams, mask_col_stride) - 80usize];
+        [::std::mem::offset_of!(LtdMaskGatherParams, mask_col_stride) - 88usize];
 };

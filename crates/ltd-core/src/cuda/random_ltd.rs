@@ -840,6 +840,7 @@ pub fn mask_gather_cuda<M: DeviceRepr>(
         seq: s as i64,
         reserved: r as i64,
         out_rows: out_rows as i64,
+        gather_rows: i64::from(form == MaskForm::Full),
         mask_batch_stride: batch_stride as i64,
         mask_row_stride: row_stride as i64,
         mask_col_stride: 1,
