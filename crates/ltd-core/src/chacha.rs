@@ -144,6 +144,7 @@ pub fn chacha8_word(key: &[u32; 8], stream: u64, word_pos: u64) -> u32 {
 const LANES: usize = 8;
 
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // lane loops, written for the vectoriser
 fn quarter_round_lanes(x: &mut [[u32; LANES]; 16], a: usize, b: usize, c: usize, d: usize) {
     for l in 0..LANES {
         x[a][l] = x[a][l].wrapping_add(x[b][l]);
@@ -159,6 +160,7 @@ fn quarter_round_lanes(x: &mut [[u32; LANES]; 16], a: usize, b: usize, c: usize,
 
 /// `LANES` consecutive blocks starting at `first_block`, written word-major into `out`
 /// (`out[16 * lane + word]`).
+#[allow(clippy::needless_range_loop)]
 fn blocks_lanes(
     key: &[u32; 8],
     first_block: u64,

@@ -119,7 +119,7 @@ fn check_masks<M: TestMask>(
     let mut rng = Rng(seed);
     let idx: Vec<i32> = (0..l)
         .flat_map(|_| {
-            if seed % 2 == 0 {
+            if seed.is_multiple_of(2) {
                 rng.sorted_indices(b, s, r)
             } else {
                 rng.any_indices(b, s, r)
