@@ -49,10 +49,11 @@ typedef struct LtdStridedCopy2dParams {
  * (seed_le ++ step_le ++ zeros), stream l*batch + b; the kernel keeps the `reserved` positions
  * with the smallest (key[i], i) pairs and writes them ascending to
  * out[(l*batch + b)*reserved + k] (int32). Kernel `ltd_sample_tokens` (keys recomputed on the
- * fly) or `ltd_sample_tokens_smem` (keys cached in dynamic shared memory: needs seq * 4 bytes).
- * 1 <= reserved <= seq < 2^31. blockDim.x must be LTD_SAMPLER_THREADS.
+ * fly) or `ltd_sample_tokens_smem` (keys cached in dynamic shared memory: needs seq * 4 bytes),
+ * blockDim.x = 256; the `_wide` variants take blockDim.x = 512 (used for seq above
+ * LTD_SAMPLER_WIDE_MIN_SEQ). 1 <= reserved <= seq < 2^31.
  */
-#define LTD_SAMPLER_THREADS 512
+#define LTD_SAMPLER_WIDE_MIN_SEQ 4096
 typedef struct LtdSampleParams {
     ltd_devptr_t out;
     unsigned long long seed;
@@ -147,6 +148,41 @@ typedef struct LtdMaskGatherParams {
     long long mask_row_stride;
     long long mask_col_stride;
 } LtdMaskGatherParams;
+
+/* ---------------------------------------------------------------------------------------------
+ * Block-sparse attention (kernels/sparse_attn.cu)
+ * ------------------------------------------------------------------------------------------- */
+
+/**
+ * Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.
+ * q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no
+ * key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block:
+ * for head h and query tile t (rows 64t..64t+63), tile_cols[tile_row_ptr[h*num_qtiles + t] ..
+ * tile_row_ptr[h*num_qtiles + t + 1]) lists the active 64-key chunks, and tile_masks (same
+ * index) has bit 4i+j set when the 16x16 sub-block (query rows 16i.., keys 16j..) of that
+ * tile is in the layout. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.
+ * kpm: optional f32 [B, L] additive key-padding mask (0 = none). causal != 0 also hides keys
+ * after the query. Keys >= seq are always hidden. scale_log2 = softmax scale * log2(e).
+ * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}`; grid (num_qtiles, H, B), 128 threads,
+ * dynamic shared memory 5 * 64 * D * 2 bytes.
+ */
+typedef struct LtdSparseAttnFwdParams {
+    ltd_devptr_t q;
+    ltd_devptr_t k;
+    ltd_devptr_t v;
+    ltd_devptr_t o;
+    ltd_devptr_t lse;
+    ltd_devptr_t tile_row_ptr;
+    ltd_devptr_t tile_cols;
+    ltd_devptr_t tile_masks;
+    ltd_devptr_t kpm;
+    long long batch;
+    long long heads;
+    long long seq;
+    long long num_qtiles;
+    float scale_log2;
+    int causal;
+} LtdSparseAttnFwdParams;
 
 #ifdef __cplusplus
 }

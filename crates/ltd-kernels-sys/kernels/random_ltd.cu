@@ -42,13 +42,14 @@ __device__ __forceinline__ void chacha8_block(const uint32_t key[8], uint64_t co
     for (int i = 0; i < 16; ++i) out[i] += x[i];
 }
 
-// Block-wide inclusive scan of one u64 per thread (blockDim.x == LTD_SAMPLER_THREADS).
-// Returns the inclusive prefix; *total gets the block total. Uses `warp_sums` (>= 16 entries).
+// Block-wide inclusive scan of one u64 per thread (blockDim.x == THREADS <= 1024).
+// Returns the inclusive prefix; *total gets the block total. Uses `warp_sums` (>= 32 entries).
+template <int THREADS>
 __device__ __forceinline__ unsigned long long block_inclusive_scan_u64(unsigned long long v,
                                                                       unsigned long long* warp_sums,
                                                                       unsigned long long* total) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    constexpr int kWarps = LTD_SAMPLER_THREADS / 32;
+    constexpr int kWarps = THREADS / 32;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
         unsigned long long n = __shfl_up_sync(0xffffffffu, v, o);
@@ -74,7 +75,7 @@ __device__ __forceinline__ unsigned long long block_inclusive_scan_u64(unsigned 
 
 // The sampler. SMEM: keys cached in dynamic shared memory (seq * 4 bytes), else recomputed from
 // ChaCha in every pass (no memory at all, any seq).
-template <bool SMEM>
+template <bool SMEM, int THREADS>
 __device__ __forceinline__ void sample_tokens(const LtdSampleParams& p) {
     extern __shared__ uint32_t smem_keys[];
     __shared__ uint32_t hist[256];
@@ -130,7 +131,7 @@ __device__ __forceinline__ void sample_tokens(const LtdSampleParams& p) {
         // Inclusive scan of the 256 bins (threads 0..255 hold one bin each).
         const unsigned long long h = threadIdx.x < 256 ? hist[threadIdx.x] : 0ull;
         unsigned long long tot;
-        const unsigned long long incl = block_inclusive_scan_u64(h, warp_sums, &tot);
+        const unsigned long long incl = block_inclusive_scan_u64<THREADS>(h, warp_sums, &tot);
         if (threadIdx.x < 256) {
             const unsigned long long excl = incl - h;
             if (excl < rank && rank <= incl) {
@@ -179,7 +180,7 @@ __device__ __forceinline__ void sample_tokens(const LtdSampleParams& p) {
         }
         const unsigned long long mine = ((unsigned long long)eq << 32) | lt;
         unsigned long long tile_total;
-        const unsigned long long incl = block_inclusive_scan_u64(mine, warp_sums, &tile_total);
+        const unsigned long long incl = block_inclusive_scan_u64<THREADS>(mine, warp_sums, &tile_total);
         const unsigned long long before = carry + incl - mine;
         uint32_t lt_before = (uint32_t)before, eq_before = (uint32_t)(before >> 32);
         if (blk < nblk) {
@@ -201,19 +202,26 @@ __device__ __forceinline__ void sample_tokens(const LtdSampleParams& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(LTD_SAMPLER_THREADS) ltd_sample_tokens(const LtdSampleParams p) {
-    sample_tokens<false>(p);
+// Two widths: 256 threads per row for S <= LTD_SAMPLER_WIDE_MIN_SEQ (more rows resident per SM),
+// 512 beyond (more threads per long row).
+extern "C" __global__ void __launch_bounds__(256) ltd_sample_tokens(const LtdSampleParams p) {
+    sample_tokens<false, 256>(p);
 }
-
-extern "C" __global__ void __launch_bounds__(LTD_SAMPLER_THREADS) ltd_sample_tokens_smem(const LtdSampleParams p) {
-    sample_tokens<true>(p);
+extern "C" __global__ void __launch_bounds__(256) ltd_sample_tokens_smem(const LtdSampleParams p) {
+    sample_tokens<true, 256>(p);
+}
+extern "C" __global__ void __launch_bounds__(512) ltd_sample_tokens_wide(const LtdSampleParams p) {
+    sample_tokens<false, 512>(p);
+}
+extern "C" __global__ void __launch_bounds__(512) ltd_sample_tokens_smem_wide(const LtdSampleParams p) {
+    sample_tokens<true, 512>(p);
 }
 
 // ------------------------------------------------------------------------------------------------
 // Row copies. One warp per row; each lane moves `V`-sized words with 4 loads in flight.
 // ------------------------------------------------------------------------------------------------
 constexpr int kRowsPerBlock = 4;  // blockDim.x = 128
-constexpr int kUnroll = 4;
+constexpr int kUnroll = 8;
 
 template <typename V>
 __device__ __forceinline__ void copy_row(const char* __restrict__ src, char* __restrict__ dst, long long row_bytes) {

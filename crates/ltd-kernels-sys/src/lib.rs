@@ -41,6 +41,10 @@ pub mod names {
     pub const SAMPLE_TOKENS: &str = "ltd_sample_tokens";
     /// In [`super::fatbin::RANDOM_LTD`]: keyed-ChaCha sampler, keys in dynamic shared memory (`seq * 4` bytes).
     pub const SAMPLE_TOKENS_SMEM: &str = "ltd_sample_tokens_smem";
+    /// [`SAMPLE_TOKENS`] with 512 threads per row (long rows).
+    pub const SAMPLE_TOKENS_WIDE: &str = "ltd_sample_tokens_wide";
+    /// [`SAMPLE_TOKENS_SMEM`] with 512 threads per row (long rows).
+    pub const SAMPLE_TOKENS_SMEM_WIDE: &str = "ltd_sample_tokens_smem_wide";
     /// In [`super::fatbin::RANDOM_LTD`]: row gather/scatter by index, by word width 16/4/2 bytes ([`super::LtdIndexRowsParams`]).
     pub const INDEX_ROWS: [&str; 3] = ["ltd_index_rows_v16", "ltd_index_rows_b4", "ltd_index_rows_b2"];
     /// In [`super::fatbin::RANDOM_LTD`]: out-of-place route, by word width 16/4/2 bytes ([`super::LtdRouteRowsParams`]).
@@ -66,4 +70,6 @@ mod device_repr {
     unsafe impl DeviceRepr for LtdRouteRowsParams {}
     // SAFETY: as above.
     unsafe impl DeviceRepr for LtdMaskGatherParams {}
+    // SAFETY: as above.
+    unsafe impl DeviceRepr for LtdSparseAttnFwdParams {}
 }

@@ -95,6 +95,9 @@ pub enum SparseAttnError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A device-side failure from `ltd-core` (no driver, a CUDA error, a bad device buffer).
+    #[error(transparent)]
+    Core(#[from] ltd_core::CoreError),
 }
 
 /// `Result` with [`SparseAttnError`].

@@ -45,6 +45,8 @@
 mod attention;
 mod cache;
 mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 pub mod layout;
 pub mod ops;

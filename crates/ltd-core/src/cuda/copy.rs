@@ -38,7 +38,7 @@ pub fn copy_strided_2d_cuda<T: Element + cudarc::driver::DeviceRepr>(
         2 => names::STRIDED_COPY_2D_U16,
         _ => names::STRIDED_COPY_2D_U32,
     };
-    let func = dev.function("copy", fatbin::COPY, function)?;
+    let func = dev.load_function("copy", fatbin::COPY, function)?;
     let stream = dev.stream();
     let (src_ptr, src_guard) = src.device_ptr(stream);
     let (dst_ptr, dst_guard) = dst.device_ptr_mut(stream);

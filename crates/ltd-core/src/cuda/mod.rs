@@ -216,9 +216,20 @@ impl CudaDevice {
         self.inner.max_dynamic_shared_bytes
     }
 
-    /// Loads (once per device handle) the module `image` named `module` and returns the kernel
-    /// `function` from it.
-    pub(crate) fn function(
+    /// Loads (once per device handle) the kernel image `image` under the name `module` and
+    /// returns its entry point `function`. For the kernel crates of this workspace
+    /// (`ltd-sparse-attn` launches its kernels through it); images come from
+    /// `ltd_kernels_sys::fatbin`.
+    ///
+    /// # Errors
+    /// [`CoreError::Cuda`] when the image does not load on this device or has no such function.
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// let f = dev.load_function("copy", ltd_kernels_sys::fatbin::COPY, "ltd_strided_copy_2d_u32")?;
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn load_function(
         &self,
         module: &'static str,
         image: &'static [u8],

@@ -6,7 +6,7 @@ use cudarc::driver::{
     CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use ltd_kernels_sys::{
-    LTD_ROWS_GATHER, LTD_ROWS_SCATTER, LTD_SAMPLER_THREADS, LtdIndexRowsParams,
+    LTD_ROWS_GATHER, LTD_ROWS_SCATTER, LTD_SAMPLER_WIDE_MIN_SEQ, LtdIndexRowsParams,
     LtdMaskGatherParams, LtdRouteRowsParams, LtdSampleParams, fatbin, names,
 };
 
@@ -259,8 +259,13 @@ fn sample_tokens_into(
     // Keys in shared memory when they fit (one ChaCha pass instead of five), else recomputed.
     let key_bytes = seq * 4;
     let use_smem = key_bytes <= dev.max_dynamic_shared_bytes();
+    // Measured on an H100 (docs/gpu-notes.md): 256 threads per row win for S <= 4096 (more rows
+    // resident per SM), 512 for longer rows.
+    let wide = seq > LTD_SAMPLER_WIDE_MIN_SEQ as usize;
+    let threads = if wide { 512 } else { 256 };
     let func = if use_smem {
-        let f = dev.function(MODULE, fatbin::RANDOM_LTD, names::SAMPLE_TOKENS_SMEM)?;
+        let name = if wide { names::SAMPLE_TOKENS_SMEM_WIDE } else { names::SAMPLE_TOKENS_SMEM };
+        let f = dev.load_function(MODULE, fatbin::RANDOM_LTD, name)?;
         if key_bytes > 48 * 1024 {
             f.set_attribute(
                 CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -270,7 +275,8 @@ fn sample_tokens_into(
         }
         f
     } else {
-        dev.function(MODULE, fatbin::RANDOM_LTD, names::SAMPLE_TOKENS)?
+        let name = if wide { names::SAMPLE_TOKENS_WIDE } else { names::SAMPLE_TOKENS };
+        dev.load_function(MODULE, fatbin::RANDOM_LTD, name)?
     };
     let stream = dev.stream();
     let (out_ptr, out_guard) = out.device_ptr_mut(stream);
@@ -285,7 +291,7 @@ fn sample_tokens_into(
     };
     let cfg = LaunchConfig {
         grid_dim: ((layers * batch) as u32, 1, 1),
-        block_dim: (LTD_SAMPLER_THREADS, 1, 1),
+        block_dim: (threads, 1, 1),
         shared_mem_bytes: if use_smem { key_bytes as u32 } else { 0 },
     };
     let mut launch = stream.launch_builder(&func);
@@ -505,7 +511,7 @@ fn launch_index_rows<T: Element + DeviceRepr>(
         dst_layout.seq_stride() * e,
     ];
     let (which, _) = word_width::<T>(&[src_ptr, dst_ptr], &strides, row_bytes);
-    let func = dev.function(MODULE, fatbin::RANDOM_LTD, names::INDEX_ROWS[which])?;
+    let func = dev.load_function(MODULE, fatbin::RANDOM_LTD, names::INDEX_ROWS[which])?;
     let batch = src_layout.batch();
     let params = LtdIndexRowsParams {
         src: src_ptr,
@@ -707,7 +713,7 @@ pub fn route_cuda<T: Element + DeviceRepr>(
         y.layout.seq_stride() * e,
     ];
     let (which, _) = word_width::<T>(&[h_ptr, p_ptr, y_ptr], &strides, row_bytes);
-    let func = dev.function(MODULE, fatbin::RANDOM_LTD, names::ROUTE_ROWS[which])?;
+    let func = dev.load_function(MODULE, fatbin::RANDOM_LTD, names::ROUTE_ROWS[which])?;
     let params = LtdRouteRowsParams {
         h: h_ptr,
         part: p_ptr,
@@ -822,7 +828,7 @@ pub fn mask_gather_cuda<M: DeviceRepr>(
             expected: format!("[L={layers}, B={b}, 1, {out_rows}, r={r}] = {out_len} elements"),
         });
     }
-    let func = dev.function(MODULE, fatbin::RANDOM_LTD, names::MASK_GATHER[which])?;
+    let func = dev.load_function(MODULE, fatbin::RANDOM_LTD, names::MASK_GATHER[which])?;
     let stream = dev.stream();
     let (m_ptr, m_guard) = mask.device_ptr(stream);
     let (i_ptr, i_guard) = idx.data.device_ptr(stream);

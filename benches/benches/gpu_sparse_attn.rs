@@ -1,0 +1,127 @@
+//! GPU fused block-sparse attention forward (feature `cuda`): time and effective TFLOP/s
+//! (`4 · B · active_blocks · block² · D / t`, active blocks summed over heads) for the layouts
+//! of design §5. With `LTD_BENCH_DIR=dir` it also writes each layout (`layout_<name>.u8`, the
+//! `[H, nb, nb]` 0/1 bytes) and `ours.json` there, which `benches/peers/sparse_attn_peer.py`
+//! reads to time FlexAttention on the same layouts and dense SDPA, and print our/peer ratios.
+
+#[cfg(not(feature = "cuda"))]
+fn main() {
+    println!("gpu_sparse_attn: built without `--features cuda`; nothing to measure");
+}
+
+#[cfg(feature = "cuda")]
+fn main() {
+    if let Err(e) = gpu::run() {
+        println!("gpu_sparse_attn: {e}");
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use half::bf16;
+    use ltd_core::CudaDevice;
+    use ltd_sparse_attn::cuda::{CudaAttentionLayout, CudaAttentionOptions, attention_forward_cuda};
+    use ltd_sparse_attn::{AttentionShape, BSLongformerConfig, BigBirdConfig, FixedConfig, Layout};
+
+    type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+    fn layouts(seq: usize) -> Res<Vec<(String, Layout)>> {
+        let heads = 16;
+        let mut out = Vec::new();
+        let mut f16b = FixedConfig::new(heads);
+        f16b.block = 16;
+        f16b.num_local_blocks = 16;
+        out.push(("fixed_b16".to_string(), f16b.make_layout(seq)?));
+        let mut f64b = FixedConfig::new(heads);
+        f64b.block = 64;
+        f64b.num_local_blocks = 4;
+        out.push(("fixed_b64".to_string(), f64b.make_layout(seq)?));
+        for block in [64, 128] {
+            let mut bb = BigBirdConfig::new(heads);
+            bb.block = block;
+            bb.num_random_blocks = 1;
+            bb.seed = 1;
+            out.push((format!("bigbird_b{block}"), bb.make_layout(seq)?));
+        }
+        let mut bsl = BSLongformerConfig::new(heads);
+        bsl.block = 64;
+        out.push(("bslongformer_b64".to_string(), bsl.make_layout(seq)?));
+        Ok(out)
+    }
+
+    pub fn run() -> Res<()> {
+        let dev = CudaDevice::new(0)?;
+        println!("gpu_sparse_attn on {dev}");
+        let dir = std::env::var("LTD_BENCH_DIR").ok();
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut json = format!("{{\"device\": {:?}, \"runs\": [\n", dev.to_string());
+        let mut first = true;
+        println!(
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>14}",
+            "layout", "S", "B", "D", "density", "fwd us", "TFLOP/s", "kernel tiles"
+        );
+        for seq in [4096usize, 16384] {
+            let batch = 16384 / seq;
+            for (name, layout) in layouts(seq)? {
+                if let Some(dir) = &dir {
+                    std::fs::write(format!("{dir}/layout_{name}_s{seq}.u8"), layout.mask())?;
+                }
+                let gl = CudaAttentionLayout::new(&dev, &layout)?;
+                for d in [64usize, 128] {
+                    let shape = AttentionShape { batch, heads: 16, seq_len: seq, head_dim: d };
+                    let n = shape.qkv_len();
+                    let host: Vec<bf16> =
+                        (0..n).map(|i| bf16::from_f32(((i * 2_654_435_761) % 2001) as f32 / 1000.0 - 1.0)).collect();
+                    let q = dev.upload(&host)?;
+                    let mut out = dev.upload(&vec![bf16::ZERO; n])?;
+                    let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()])?;
+                    let opts = CudaAttentionOptions::default();
+                    let mut call = || attention_forward_cuda(&dev, &gl, shape, (&q, &q, &q), &opts, &mut out, &mut lse);
+                    for _ in 0..3 {
+                        call()?;
+                    }
+                    let mut samples = Vec::new();
+                    for _ in 0..7 {
+                        let start = dev.stream().record_event(flags)?;
+                        for _ in 0..5 {
+                            call()?;
+                        }
+                        let end = dev.stream().record_event(flags)?;
+                        samples.push(start.elapsed_ms(&end)? as f64 * 1000.0 / 5.0);
+                    }
+                    samples.sort_by(|a, b| a.total_cmp(b));
+                    let us = samples[3];
+                    let block = layout.block() as f64;
+                    let flops = 4.0 * batch as f64 * layout.nnz() as f64 * block * block * d as f64;
+                    let tflops = flops / us / 1e6;
+                    println!(
+                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>14}",
+                        name,
+                        seq,
+                        batch,
+                        d,
+                        layout.density(),
+                        us,
+                        tflops,
+                        gl.active_kernel_tiles()
+                    );
+                    json.push_str(&format!(
+                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}}}",
+                        if first { "" } else { ",\n" },
+                        layout.block(),
+                        layout.num_blocks(),
+                        layout.nnz(),
+                        layout.density()
+                    ));
+                    first = false;
+                }
+            }
+        }
+        json.push_str("\n]}\n");
+        if let Some(dir) = &dir {
+            std::fs::write(format!("{dir}/ours.json"), json)?;
+            println!("\nwrote {dir}/ours.json and the layouts");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""FlexAttention (on our exported layouts) and dense SDPA peers for the GPU sparse-attention
+bench, with our/peer ratios.
+
+    LTD_BENCH_DIR=dir <gpu_sparse_attn bench binary> --bench
+    python3 benches/peers/sparse_attn_peer.py dir
+
+Effective TFLOP/s for everyone: 4 * B * active_blocks * block^2 * D / t (active blocks of our
+layout summed over heads); dense SDPA is also shown on its own dense FLOPs (4 * B * H * S^2 * D).
+"""
+import json
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+
+def median_us(fn, iters=5, reps=7, warmup=3):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        s = torch.cuda.Event(enable_timing=True)
+        e = torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(iters):
+            fn()
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e) * 1000.0 / iters)
+    times.sort()
+    return times[len(times) // 2]
+
+
+FLEX_BLOCK = 128
+
+
+def block_mask_from_layout(lay, blk, seq, dev):
+    """A FlexAttention BlockMask at 128 x 128 granularity built directly from our [H, nb, nb]
+    layout (no S x S mask is materialised): a 128-tile is "full" when every layout block in it
+    is active, "partial" (mask_mod decides per token) when some are."""
+    h, nb, _ = lay.shape
+    f = FLEX_BLOCK // blk
+    nt = -(-nb // f)
+    padded = np.zeros((h, nt * f, nt * f), dtype=bool)
+    padded[:, :nb, :nb] = lay
+    tiles = padded.reshape(h, nt, f, nt, f)
+    any_ = tiles.any(axis=(2, 4))
+    all_ = tiles.all(axis=(2, 4))
+    partial = any_ & ~all_
+
+    def pack(sel):
+        num = sel.sum(-1).astype(np.int32)
+        idx = np.argsort(~sel, axis=-1, kind="stable").astype(np.int32)
+        return torch.from_numpy(num)[None].to(dev), torch.from_numpy(idx)[None].to(dev)
+
+    kv_num, kv_idx = pack(partial)
+    full_num, full_idx = pack(all_)
+    lay_t = torch.from_numpy(lay).to(dev)
+
+    def mask_mod(b, hh, q, k):
+        return lay_t[hh, q // blk, k // blk]
+
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=FLEX_BLOCK,
+                                    mask_mod=mask_mod, seq_lengths=(seq, seq))
+
+
+def main():
+    d = sys.argv[1]
+    ours = json.load(open(f"{d}/ours.json"))
+    dev = torch.device("cuda")
+    print(f"peer: torch {torch.__version__} on {torch.cuda.get_device_name(0)}")
+    flex = torch.compile(flex_attention)
+    print(f"\n{'layout':<18} {'S':>6} {'D':>4} {'dens':>6} {'ours us':>9} {'flex us':>9} {'sdpa us':>9} "
+          f"{'ours TF':>8} {'flex TF':>8} {'sdpa TF':>8} {'vs flex':>8} {'TF/sdpaTF':>9} {'vs sdpa t':>9}")
+    masks = {}
+    for run in ours["runs"]:
+        name, seq, b, h, hd = run["layout"], run["seq"], run["batch"], run["heads"], run["head_dim"]
+        blk, nb = run["block"], run["nb"]
+        key = (name, seq)
+        if key not in masks:
+            lay = np.fromfile(f"{d}/layout_{name}_s{seq}.u8", dtype=np.uint8).reshape(h, nb, nb).astype(bool)
+            masks[key] = block_mask_from_layout(lay, blk, seq, dev)
+        bm = masks[key]
+        q = torch.randn(b, h, seq, hd, device=dev, dtype=torch.bfloat16)
+        k = torch.randn_like(q)
+        v = torch.randn_like(q)
+        flex_us = median_us(lambda: flex(q, k, v, block_mask=bm))
+        sdpa_us = median_us(lambda: F.scaled_dot_product_attention(q, k, v))
+        eff = 4.0 * b * run["nnz"] * blk * blk * hd
+        dense = 4.0 * b * h * seq * seq * hd
+        ours_tf, flex_tf = eff / run["fwd_us"] / 1e6, eff / flex_us / 1e6
+        sdpa_tf = dense / sdpa_us / 1e6
+        print(f"{name:<18} {seq:>6} {hd:>4} {run['density']:>6.3f} {run['fwd_us']:>9.1f} {flex_us:>9.1f} {sdpa_us:>9.1f} "
+              f"{ours_tf:>8.1f} {flex_tf:>8.1f} {sdpa_tf:>8.1f} {flex_us / run['fwd_us']:>8.2f} {ours_tf / sdpa_tf:>9.2f} "
+              f"{sdpa_us / run['fwd_us']:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+// Fused flash-style block-sparse attention (forward), FA2 structure on mma.sync m16n8k16
+// (sm_80+): one CTA of 4 warps per (query tile of 64 rows, head, batch); each warp owns 16 query
+// rows; the CTA walks the active 64-key chunks of its tile (a 64x64 coarsening of the layout with
+// a 16-bit sub-block mask, so layout blocks of 16/32 still use full MMA tiles), double-buffering
+// K and V through shared memory with cp.async. Scores never leave registers. Contract:
+// include/ltd_kernels.h (LtdSparseAttnFwdParams).
+#include <stdint.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include "ltd_kernels.h"
+
+namespace {
+
+constexpr int kTile = 64;     // query rows per CTA and keys per chunk
+constexpr int kThreads = 128; // 4 warps x 16 query rows
+
+// ---- element traits --------------------------------------------------------------------------
+template <typename T> struct Elem;
+template <> struct Elem<__nv_bfloat16> {
+    static __device__ __forceinline__ uint32_t pack(float a, float b) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+        return *reinterpret_cast<uint32_t*>(&h);
+    }
+    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+template <> struct Elem<__half> {
+    static __device__ __forceinline__ uint32_t pack(float a, float b) {
+        __half2 h = __floats2half2_rn(a, b);
+        return *reinterpret_cast<uint32_t*>(&h);
+    }
+    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+
+// ---- shared-memory tiles: [64 rows][D] 2-byte elements, 16-byte chunks XOR-swizzled by row ----
+template <int D>
+__device__ __forceinline__ uint32_t swz(int row, int col) {  // element offset
+    const int chunk = (col >> 3) ^ (row & 7);
+    return row * D + chunk * 8 + (col & 7);
+}
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+    const int bytes = valid ? 16 : 0;  // 0: zero-fill (rows past the sequence end)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Loads rows [row0, row0 + 64) of a [seq][D] matrix into a swizzled tile; rows >= seq become 0.
+template <typename T, int D>
+__device__ __forceinline__ void load_tile(T* tile, const T* __restrict__ base, long long row0, long long seq) {
+    constexpr int kChunks = kTile * D / 8;
+    for (int c = threadIdx.x; c < kChunks; c += kThreads) {
+        const int row = c / (D / 8);
+        const int col = (c % (D / 8)) * 8;
+        const long long g = row0 + row;
+        const bool valid = g < seq;
+        const T* src = base + (valid ? g : 0) * D + col;
+        cp_async16(tile + swz<D>(row, col), src, valid);
+    }
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* sQ = reinterpret_cast<T*>(smem_raw);
+    T* sK = sQ + kTile * D;      // 2 buffers
+    T* sV = sK + 2 * kTile * D;  // 2 buffers
+
+    const int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const long long seq = p.seq;
+    const long long bh = (long long)b * p.heads + h;
+    const T* Q = reinterpret_cast<const T*>(p.q) + bh * seq * D;
+    const T* K = reinterpret_cast<const T*>(p.k) + bh * seq * D;
+    const T* V = reinterpret_cast<const T*>(p.v) + bh * seq * D;
+    const int* row_ptr = reinterpret_cast<const int*>(p.tile_row_ptr) + (long long)h * p.num_qtiles + qt;
+    const int begin = row_ptr[0], end = row_ptr[1];
+    const int* cols = reinterpret_cast<const int*>(p.tile_cols);
+    const int* masks = reinterpret_cast<const int*>(p.tile_masks);
+    const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
+    const long long q0 = (long long)qt * kTile;
+
+    load_tile<T, D>(sQ, Q, q0, seq);
+    if (begin < end) load_tile<T, D>(sK, K, (long long)cols[begin] * kTile, seq), load_tile<T, D>(sV, V, (long long)cols[begin] * kTile, seq);
+    cp_async_commit();
+
+    // Running softmax state for rows g and g + 8 of this warp (log2 domain).
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    float oacc[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.f;
+    uint32_t qf[D / 16][4];
+    bool q_loaded = false;
+    const long long row_g[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+
+    for (int it = begin; it < end; ++it) {
+        const int buf = (it - begin) & 1;
+        if (it + 1 < end) {
+            const long long k0n = (long long)cols[it + 1] * kTile;
+            load_tile<T, D>(sK + (buf ^ 1) * kTile * D, K, k0n, seq);
+            load_tile<T, D>(sV + (buf ^ 1) * kTile * D, V, k0n, seq);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        if (!q_loaded) {
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ++ks) {
+                const int row = warp * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+                const int col = ks * 16 + 8 * (lane >> 4);
+                ldmatrix_x4(qf[ks], sQ + swz<D>(row, col));
+            }
+            q_loaded = true;
+        }
+        const int kc = cols[it];
+        const unsigned bits = ((unsigned)masks[it] >> (4 * warp)) & 0xFu;  // this warp's 16 rows
+        if (bits) {
+            const T* tK = sK + buf * kTile * D;
+            const T* tV = sV + buf * kTile * D;
+            float s[8][4];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ++ks) {
+#pragma unroll
+                for (int np = 0; np < 4; ++np) {
+                    if (!(bits & (1u << np))) continue;  // 16 keys of an inactive sub-block
+                    uint32_t kb[4];
+                    const int row = np * 16 + (lane & 7) + 8 * (lane >> 4);
+                    const int col = ks * 16 + 8 * ((lane >> 3) & 1);
+                    ldmatrix_x4(kb, tK + swz<D>(row, col));
+                    Elem<T>::mma(s[2 * np], qf[ks], kb[0], kb[1]);
+                    Elem<T>::mma(s[2 * np + 1], qf[ks], kb[2], kb[3]);
+                }
+            }
+            // Scale, mask, and the online softmax update.
+            float rowmax[2] = {-INFINITY, -INFINITY};
+            // Fast path: every key of the chunk is visible to every row of this warp.
+            const long long key_last = (long long)kc * kTile + kTile - 1;
+            const bool plain = bits == 0xFu && !kpm && key_last < seq &&
+                               (!p.causal || key_last <= q0 + warp * 16);
+            if (plain) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        s[j][e] *= p.scale_log2;
+                        rowmax[e >> 1] = fmaxf(rowmax[e >> 1], s[j][e]);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int r = e >> 1;
+                        const long long key = (long long)kc * kTile + 8 * j + 2 * t + (e & 1);
+                        float v = s[j][e] * p.scale_log2;
+                        const bool active = (bits >> (j >> 1)) & 1u;
+                        if (!active || key >= seq || (p.causal && key > row_g[r])) v = -INFINITY;
+                        else if (kpm) v += kpm[key] * 1.4426950408889634f;
+                        s[j][e] = v;
+                        rowmax[r] = fmaxf(rowmax[r], v);
+                    }
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 1));
+                rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 2));
+            }
+            float alpha[2], base[2], rowsum[2] = {0.f, 0.f};
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const float m_new = fmaxf(m[r], rowmax[r]);
+                base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far stays 0
+                alpha[r] = exp2f(m[r] - base[r]);
+                m[r] = m_new;
+            }
+            uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const float p0 = exp2f(s[j][0] - base[0]), p1 = exp2f(s[j][1] - base[0]);
+                const float p2 = exp2f(s[j][2] - base[1]), p3 = exp2f(s[j][3] - base[1]);
+                rowsum[0] += p0 + p1;
+                rowsum[1] += p2 + p3;
+                pf[j >> 1][(j & 1) * 2 + 0] = Elem<T>::pack(p0, p1);
+                pf[j >> 1][(j & 1) * 2 + 1] = Elem<T>::pack(p2, p3);
+            }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 1);
+                rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 2);
+                l[r] = l[r] * alpha[r] + rowsum[r];
+            }
+#pragma unroll
+            for (int i = 0; i < D / 8; ++i) {
+                oacc[i][0] *= alpha[0]; oacc[i][1] *= alpha[0];
+                oacc[i][2] *= alpha[1]; oacc[i][3] *= alpha[1];
+            }
+            // O += P V
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) {
+                if (!(bits & (1u << ks))) continue;  // P is exactly 0 there
+#pragma unroll
+                for (int dp = 0; dp < D / 16; ++dp) {
+                    uint32_t vb[4];
+                    const int row = ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+                    const int col = dp * 16 + 8 * (lane >> 4);
+                    ldmatrix_x4_trans(vb, tV + swz<D>(row, col));
+                    Elem<T>::mma(oacc[2 * dp], pf[ks], vb[0], vb[1]);
+                    Elem<T>::mma(oacc[2 * dp + 1], pf[ks], vb[2], vb[3]);
+                }
+            }
+        }
+        __syncthreads();  // the buffer is overwritten by the next iteration's prefetch
+    }
+    cp_async_wait<0>();
+
+    // Normalise and store (rows < seq only). A row with no visible key gives 0 and lse = -inf.
+    T* O = reinterpret_cast<T*>(p.o) + bh * seq * D;
+    float* lse = reinterpret_cast<float*>(p.lse) + bh * seq;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const long long row = row_g[r];
+        if (row >= seq) continue;
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+            const uint32_t packed = Elem<T>::pack(oacc[i][2 * r] * inv, oacc[i][2 * r + 1] * inv);
+            *reinterpret_cast<uint32_t*>(O + row * D + 8 * i + 2 * t) = packed;
+        }
+        if (t == 0) lse[row] = l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : -INFINITY;
+    }
+}
+
+}  // namespace
+
+#define LTD_SPARSE_FWD(NAME, T, D) \
+    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd<T, D>(p); }
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d64, __half, 64)
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d128, __half, 128)

@@ -1,0 +1,247 @@
+//! The fused GPU attention forward against `ltd-reference` (dense attention restricted to the
+//! layout, f64), bf16 and f16, head dims 64 and 128, layout blocks 16/32/64/128, every layout
+//! family, lengths that are and are not multiples of the block, causal and key-padding masks.
+//! Outputs are poisoned (NaN) first. Without a GPU each test prints why and checks nothing.
+#![cfg(feature = "cuda")]
+
+use half::{bf16, f16};
+use ltd_core::{CudaDevice, Element};
+use ltd_reference as reference;
+use ltd_reference::RefElement;
+use ltd_sparse_attn::cuda::{CoarseTables, CudaAttentionLayout, CudaAttentionOptions, attention_forward_cuda};
+use ltd_sparse_attn::{
+    AttentionShape, BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout, SparseAttnError,
+    VariableConfig,
+};
+use proptest::prelude::*;
+
+fn cases(n: u32) -> u32 {
+    std::env::var("LTD_GPU_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(n)
+}
+
+fn gpu() -> Option<CudaDevice> {
+    match CudaDevice::new(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("skipping GPU check: {e}");
+            None
+        }
+    }
+}
+
+fn make_layout(family: u8, heads: usize, block: usize, seq: usize, uni: bool, seed: u64) -> Layout {
+    let dir = if uni { Direction::Unidirectional } else { Direction::Bidirectional };
+    match family {
+        0 => {
+            let mut c = FixedConfig::new(heads);
+            c.block = block;
+            c.attention = dir;
+            c.num_local_blocks = 2;
+            c.num_global_blocks = 1;
+            c.make_layout(seq).unwrap()
+        }
+        1 => {
+            let mut c = BigBirdConfig::new(heads);
+            c.block = block;
+            c.num_random_blocks = 1;
+            c.num_sliding_window_blocks = 1;
+            c.different_layout_per_head = true;
+            c.seed = seed;
+            c.make_layout(seq).unwrap()
+        }
+        2 => {
+            let mut c = BSLongformerConfig::new(heads);
+            c.block = block;
+            c.num_sliding_window_blocks = 1;
+            c.attention = dir;
+            c.make_layout(seq).unwrap()
+        }
+        3 => {
+            let mut c = VariableConfig::new(heads);
+            c.block = block;
+            c.num_random_blocks = 1;
+            c.local_window_blocks = vec![1, 2];
+            c.attention = dir;
+            c.different_layout_per_head = true;
+            c.seed = seed;
+            c.make_layout(seq).unwrap()
+        }
+        _ => {
+            let mut c = DenseConfig::new(heads);
+            c.block = block;
+            c.make_layout(seq).unwrap()
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
+    dev: &CudaDevice,
+    layout: &Layout,
+    batch: usize,
+    heads: usize,
+    seq: usize,
+    d: usize,
+    causal: bool,
+    with_kpm: bool,
+    seed: u64,
+) {
+    let shape = AttentionShape { batch, heads, seq_len: seq, head_dim: d };
+    let n = shape.qkv_len();
+    let mut state = seed | 1;
+    let mut rnd = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+    };
+    let q: Vec<T> = (0..n).map(|_| T::from_f32_lossy(rnd())).collect();
+    let k: Vec<T> = (0..n).map(|_| T::from_f32_lossy(rnd())).collect();
+    let v: Vec<T> = (0..n).map(|_| T::from_f32_lossy(rnd())).collect();
+    // Drop the last quarter of the keys of batch row 0 (padding) when a mask is used.
+    let kpm: Vec<f32> = (0..batch * seq)
+        .map(|i| if with_kpm && i < seq && i >= seq - seq / 4 { f32::NEG_INFINITY } else { 0.0 })
+        .collect();
+    let kpm_t: Vec<T> = kpm.iter().map(|&x| T::from_f32_lossy(x)).collect();
+
+    let gpu_layout = CudaAttentionLayout::new(dev, layout).unwrap();
+    let (dq, dk, dv) = (dev.upload(&q).unwrap(), dev.upload(&k).unwrap(), dev.upload(&v).unwrap());
+    let d_kpm = dev.upload(&kpm).unwrap();
+    let mut out = dev.upload(&vec![T::from_f32_lossy(f32::NAN); n]).unwrap();
+    let mut lse = dev.upload(&vec![f32::NAN; shape.lse_len()]).unwrap();
+    let opts = CudaAttentionOptions { scale: None, causal, key_padding_mask: with_kpm.then_some(&d_kpm) };
+    attention_forward_cuda(dev, &gpu_layout, shape, (&dq, &dk, &dv), &opts, &mut out, &mut lse).unwrap();
+    let got = dev.download(&out).unwrap();
+    let got_lse = dev.download(&lse).unwrap();
+
+    let nb = layout.num_blocks();
+    let mut ropts = reference::AttentionOptions::new(1.0 / (d as f64).sqrt());
+    ropts.causal = causal;
+    ropts.layout = Some(reference::Layout::new(layout.mask(), heads, nb, nb, layout.block()));
+    if with_kpm {
+        ropts.key_padding = Some(reference::Mask { values: &kpm_t, mode: reference::MaskMode::Add });
+    }
+    let dims = reference::AttnDims { batch, heads, seq, head_dim: d };
+    let expected = reference::attention_forward(&q, &k, &v, dims, &ropts).unwrap();
+    let (rtol, atol) = match T::DTYPE {
+        ltd_core::DType::F16 => (3e-2, 2e-3),
+        _ => (5e-2, 1e-2),
+    };
+    let ctx = format!("{:?} B{batch} H{heads} L{seq} D{d} block {} causal {causal} kpm {with_kpm}", T::DTYPE, layout.block());
+    for (i, (g, e)) in got.iter().zip(&expected.out).enumerate() {
+        let (g, e) = (g.to_f32() as f64, RefElement::to_f64(*e));
+        assert!((g - e).abs() <= atol + rtol * e.abs(), "out[{i}] = {g}, expected {e} ({ctx})");
+    }
+    for (i, (g, e)) in got_lse.iter().zip(&expected.lse).enumerate() {
+        if e.is_infinite() {
+            assert!(*g == f32::NEG_INFINITY, "lse[{i}] = {g}, expected -inf ({ctx})");
+        } else {
+            assert!((*g as f64 - e).abs() <= 1e-3 + 1e-3 * e.abs(), "lse[{i}] = {g}, expected {e} ({ctx})");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(40)))]
+    #[test]
+    fn gpu_fused_forward_matches_reference(
+        family in 0u8..5, block in prop_oneof![Just(16usize), Just(32), Just(64), Just(128)],
+        seq_blocks in 1usize..6, ragged in 0usize..16, batch in 1usize..3, heads in 1usize..4,
+        d in prop_oneof![Just(64usize), Just(128)], causal in any::<bool>(), uni in any::<bool>(),
+        kpm in any::<bool>(), bf in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let Some(dev) = gpu() else { return Ok(()) };
+        let seq = (seq_blocks * block).saturating_sub(ragged).max(1);
+        let layout = make_layout(family, heads, block, seq, uni, seed);
+        if bf {
+            check::<bf16>(&dev, &layout, batch, heads, seq, d, causal, kpm, seed);
+        } else {
+            check::<f16>(&dev, &layout, batch, heads, seq, d, causal, kpm, seed);
+        }
+    }
+}
+
+#[test]
+fn gpu_fused_forward_long_sequence() {
+    // Many chunks per query tile (online softmax across chunks), block 16 and 128.
+    let Some(dev) = gpu() else { return };
+    for (block, family) in [(16, 0u8), (128, 2), (64, 1)] {
+        let layout = make_layout(family, 2, block, 1000, false, 3);
+        check::<bf16>(&dev, &layout, 1, 2, 1000, 64, true, true, 7);
+    }
+}
+
+#[test]
+fn gpu_fully_masked_rows_are_zero() {
+    let Some(dev) = gpu() else { return };
+    let layout = make_layout(4, 1, 16, 40, false, 0);
+    let shape = AttentionShape { batch: 1, heads: 1, seq_len: 40, head_dim: 64 };
+    let x = dev.upload(&vec![bf16::from_f32(0.25); shape.qkv_len()]).unwrap();
+    let kpm = dev.upload(&vec![f32::NEG_INFINITY; 40]).unwrap();
+    let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
+    let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
+    let mut lse = dev.upload(&vec![f32::NAN; 40]).unwrap();
+    let opts = CudaAttentionOptions { key_padding_mask: Some(&kpm), ..Default::default() };
+    attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &opts, &mut out, &mut lse).unwrap();
+    assert!(dev.download(&out).unwrap().iter().all(|v| v.to_f32() == 0.0));
+    assert!(dev.download(&lse).unwrap().iter().all(|&v| v == f32::NEG_INFINITY));
+}
+
+#[test]
+fn gpu_rejects_bad_input() {
+    let Some(dev) = gpu() else { return };
+    let layout = make_layout(0, 2, 16, 64, false, 0);
+    let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
+    let shape = AttentionShape { batch: 1, heads: 2, seq_len: 64, head_dim: 64 };
+    let x = dev.upload(&vec![bf16::ZERO; shape.qkv_len()]).unwrap();
+    let mut out = dev.upload(&vec![bf16::ZERO; shape.qkv_len()]).unwrap();
+    let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()]).unwrap();
+    let o = CudaAttentionOptions::default();
+    let wrong_heads = AttentionShape { heads: 1, ..shape };
+    let e = attention_forward_cuda(&dev, &gl, wrong_heads, (&x, &x, &x), &o, &mut out, &mut lse).unwrap_err();
+    assert!(matches!(e, SparseAttnError::HeadMismatch { expected: 2, actual: 1 }), "{e}");
+    let wrong_d = AttentionShape { head_dim: 32, ..shape };
+    let e = attention_forward_cuda(&dev, &gl, wrong_d, (&x, &x, &x), &o, &mut out, &mut lse).unwrap_err();
+    assert!(matches!(e, SparseAttnError::InvalidArgument { .. }), "{e}");
+    let wrong_len = AttentionShape { seq_len: 100, ..shape };
+    let e = attention_forward_cuda(&dev, &gl, wrong_len, (&x, &x, &x), &o, &mut out, &mut lse).unwrap_err();
+    assert!(matches!(e, SparseAttnError::ShapeMismatch { .. }), "{e}");
+    let f = dev.upload(&vec![0.0f32; shape.qkv_len()]).unwrap();
+    let mut fo = dev.upload(&vec![0.0f32; shape.qkv_len()]).unwrap();
+    let e = attention_forward_cuda(&dev, &gl, shape, (&f, &f, &f), &o, &mut fo, &mut lse).unwrap_err();
+    assert!(matches!(e, SparseAttnError::InvalidArgument { .. }), "{e}");
+}
+
+#[test]
+fn coarse_tables_cover_exactly_the_layout() {
+    // CPU-only check of the table builder: every 16x16 sub-block bit equals the layout entry.
+    for block in [16, 32, 64, 128] {
+        for family in 0u8..5 {
+            let layout = make_layout(family, 3, block, 700, family % 2 == 0, 9);
+            let t = CoarseTables::new(&layout);
+            let nsub = layout.padded_len() / 16;
+            let mut seen = vec![false; 3 * nsub * nsub];
+            for h in 0..3 {
+                for qt in 0..t.num_qtiles {
+                    let r = h * t.num_qtiles + qt;
+                    for e in t.row_ptr[r] as usize..t.row_ptr[r + 1] as usize {
+                        for bit in 0..16 {
+                            if t.masks[e] >> bit & 1 == 1 {
+                                let (sr, sc) = (qt * 4 + bit / 4, t.cols[e] as usize * 4 + bit % 4);
+                                seen[(h * nsub + sr) * nsub + sc] = true;
+                            }
+                        }
+                    }
+                }
+            }
+            for h in 0..3 {
+                for sr in 0..nsub {
+                    for sc in 0..nsub {
+                        let want = layout.is_active(h, sr * 16 / block, sc * 16 / block);
+                        assert_eq!(seen[(h * nsub + sr) * nsub + sc], want, "block {block} family {family} h{h} {sr},{sc}");
+                    }
+                }
+            }
+        }
+    }
+}
