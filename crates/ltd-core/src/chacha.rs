@@ -141,7 +141,7 @@ pub fn chacha8_word(key: &[u32; 8], stream: u64, word_pos: u64) -> u32 {
 
 /// Blocks computed side by side in [`fill_words`] (lanes of the same arithmetic, so the compiler
 /// vectorises them).
-const LANES: usize = 8;
+const LANES: usize = 16;
 
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // lane loops, written for the vectoriser

@@ -42,24 +42,43 @@ fn sample_row(key: &[u32; 8], stream: u64, seq: usize, out: &mut [i32], scratch:
     }
     scratch.keys.resize(seq, 0);
     fill_words(key, stream, &mut scratch.keys);
-    // (key, position) as one u64: key in the high half, position (< 2^31) in the low half, so the
-    // u64 order is the pair order and all values are distinct.
+    // Radix select, as the GPU kernel does: a histogram of the top 8 key bits finds the bucket that
+    // holds the r-th smallest key; only that bucket's (key, position) pairs (about S / 256) are
+    // selected exactly. A pair is one u64 (key high, position < 2^31 low), so u64 order is the pair
+    // order and all pairs are distinct.
+    let mut hist = [0usize; 256];
+    for &k in &scratch.keys {
+        hist[(k >> 24) as usize] += 1;
+    }
+    let (mut below, mut bucket) = (0usize, 0usize);
+    for (b, &count) in hist.iter().enumerate() {
+        if below + count >= r {
+            bucket = b;
+            break;
+        }
+        below += count;
+    }
     scratch.packed.clear();
     scratch.packed.extend(
         scratch
             .keys
             .iter()
             .enumerate()
+            .filter(|&(_, &k)| (k >> 24) as usize == bucket)
             .map(|(i, &k)| (u64::from(k) << 32) | i as u64),
     );
-    let (_, &mut threshold, _) = scratch.packed.select_nth_unstable(r - 1);
+    // 1 <= r - below <= the bucket's count, by the choice of the bucket.
+    let (_, &mut threshold, _) = scratch.packed.select_nth_unstable(r - below - 1);
     // Exactly r pairs are <= the r-th smallest; scanning positions in order writes them sorted.
+    // Branch-free: every position is written at the next free slot, which only advances for a
+    // kept one (a dropped position's write is overwritten by the next kept one).
     let mut n = 0;
     for (i, &k) in scratch.keys.iter().enumerate() {
-        if (u64::from(k) << 32) | i as u64 <= threshold {
-            out[n] = i as i32;
-            n += 1;
+        if n == r {
+            break;
         }
+        out[n] = i as i32;
+        n += usize::from((u64::from(k) << 32) | i as u64 <= threshold);
     }
     debug_assert_eq!(n, r);
 }
