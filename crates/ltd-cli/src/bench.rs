@@ -1,0 +1,459 @@
+//! `ltd bench`: the kernel benchmarks of design section 5 on whatever device is present, printed
+//! as ratio tables against a ceiling measured in the same run.
+//!
+//! - CPU: gather / scatter / route against `memcpy` of the same bytes (target: gather and scatter
+//!   within 1.25x of memcpy), the token sampler, and the fused block-sparse attention at several
+//!   densities against the same op on a dense layout.
+//! - GPU (`--features cuda` and a device): gather / scatter / route against a device-to-device
+//!   copy of the same bytes, and the sampler (the method of `benches/benches/gpu_random_ltd.rs`).
+
+use std::hint::black_box;
+use std::io::Write;
+
+use clap::Args;
+use half::bf16;
+use indicatif::{ProgressBar, ProgressStyle};
+use ltd_core::{
+    HiddenOrder, HiddenTensor, IndexView, TokenSampler, gather, route, scatter_in_place,
+};
+use ltd_sparse_attn::{
+    AttentionGrads, AttentionInputs, AttentionOptions, AttentionShape, Layout, attention_backward,
+    attention_forward,
+};
+
+use crate::block::SplitMix;
+use crate::demo::DeviceChoice;
+use crate::error::{CliError, Result};
+use crate::timing::{Budget, median_us};
+
+/// Arguments of `ltd bench`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  ltd bench --quick          small sizes, a few seconds
+  ltd bench                  the full tables (about a minute on 2 cores)
+  ltd bench --device cpu     the CPU tables even on a GPU machine (cuda builds)
+
+Times are medians. Ratios compare with a ceiling measured in the same run: memcpy of the same
+bytes on the CPU, a device-to-device copy on the GPU, the fused op on a dense layout for attention.
+For criterion statistics use `cargo bench -p ltd-benches --bench core` (and scheduler, sparse_attn).")]
+pub struct BenchArgs {
+    /// Small sizes and short measurements: a few seconds in total.
+    #[arg(long)]
+    pub quick: bool,
+    /// Which device to benchmark.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+/// Sizes of a CPU run.
+struct CpuSizes {
+    rows: (usize, usize, usize, usize),
+    samplers: Vec<(usize, usize, usize, usize)>,
+    attn: AttentionShape,
+    attn_block: usize,
+    per_row: Vec<usize>,
+    budget: Budget,
+}
+
+impl CpuSizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            CpuSizes {
+                rows: (2, 1024, 1024, 512),
+                samplers: vec![(22, 8, 2048, 1024)],
+                attn: AttentionShape {
+                    batch: 1,
+                    heads: 2,
+                    seq_len: 512,
+                    head_dim: 64,
+                },
+                attn_block: 64,
+                per_row: vec![1, 2, 4, 8],
+                budget: Budget::QUICK,
+            }
+        } else {
+            CpuSizes {
+                rows: (4, 2048, 1024, 1024),
+                samplers: vec![(22, 8, 2048, 1024), (46, 16, 2048, 512)],
+                attn: AttentionShape {
+                    batch: 1,
+                    heads: 4,
+                    seq_len: 2048,
+                    head_dim: 64,
+                },
+                attn_block: 64,
+                per_row: vec![1, 2, 4, 8, 16, 32],
+                budget: Budget::FULL,
+            }
+        }
+    }
+}
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix(seed);
+    (0..n).map(|_| rng.uniform() as f32).collect()
+}
+
+/// A layout with exactly `per_row` active blocks in every block row (the diagonal first, then a
+/// rotating set), so its density is `per_row / nb`.
+fn layout_with(heads: usize, nb: usize, block: usize, per_row: usize) -> Result<Layout> {
+    let mut mask = vec![0u8; heads * nb * nb];
+    for h in 0..heads {
+        for r in 0..nb {
+            let mut placed = 0;
+            let mut k = 0;
+            while placed < per_row.min(nb) {
+                let c = (r + k * 3) % nb;
+                let slot = &mut mask[(h * nb + r) * nb + c];
+                if *slot == 0 {
+                    *slot = 1;
+                    placed += 1;
+                }
+                k += 1;
+            }
+        }
+    }
+    Ok(Layout::from_mask(heads, nb, block, mask)?)
+}
+
+fn progress(len: u64) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{bar:32}] {pos}/{len} {msg}") {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+/// Runs `ltd bench`.
+pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
+    match args.device {
+        DeviceChoice::Cpu => run_cpu(args.quick, out),
+        choice => {
+            if run_gpu(args.quick, choice == DeviceChoice::Cuda, out)? {
+                Ok(())
+            } else {
+                run_cpu(args.quick, out)
+            }
+        }
+    }
+}
+
+fn run_cpu(quick: bool, out: &mut impl Write) -> Result<()> {
+    let sizes = CpuSizes::new(quick);
+    let threads = rayon_threads();
+    writeln!(
+        out,
+        "ltd bench{} on the CPU ({threads} threads); medians of repeated runs\n",
+        if quick { " --quick" } else { "" }
+    )?;
+    let cases = 6 + sizes.samplers.len() + sizes.per_row.len() + 1;
+    let pb = progress(cases as u64);
+
+    // Row ops.
+    let (b, s, c, r) = sizes.rows;
+    let idx = TokenSampler::new(1).sample(0, 1, b, s, r)?.into_vec();
+    let iv = IndexView::new(&idx, b, r)?;
+    let elem = std::mem::size_of::<bf16>();
+    let part_elems = b * r * c;
+    let full_elems = b * s * c;
+    let src_part = vec![bf16::ONE; part_elems];
+    let mut dst_part = vec![bf16::ZERO; part_elems];
+    let src_full = vec![bf16::ONE; full_elems];
+    let mut dst_full = vec![bf16::ZERO; full_elems];
+    pb.set_message("memcpy");
+    let memcpy_part = median_us::<CliError>(sizes.budget, || {
+        dst_part.copy_from_slice(black_box(&src_part));
+        Ok(())
+    })?;
+    let memcpy_full = median_us::<CliError>(sizes.budget, || {
+        dst_full.copy_from_slice(black_box(&src_full));
+        Ok(())
+    })?;
+    let mut row_results = Vec::new();
+    for order in [HiddenOrder::BatchSeq, HiddenOrder::SeqBatch] {
+        let data: Vec<bf16> = (0..full_elems)
+            .map(|i| bf16::from_f32((i % 251) as f32))
+            .collect();
+        let h = HiddenTensor::from_vec(data, order, b, s, c)?;
+        let part = HiddenTensor::from_vec(
+            (0..part_elems)
+                .map(|i| bf16::from_f32((i % 13) as f32))
+                .collect(),
+            order,
+            b,
+            r,
+            c,
+        )?;
+        let mut kept = HiddenTensor::<bf16>::zeros(order, b, r, c)?;
+        let mut y = HiddenTensor::<bf16>::zeros(order, b, s, c)?;
+        pb.set_message(format!("gather {order:?}"));
+        let g = median_us::<CliError>(sizes.budget, || {
+            gather(black_box(&h.view()), &iv, &mut kept.view_mut())?;
+            Ok(())
+        })?;
+        pb.inc(1);
+        pb.set_message(format!("scatter {order:?}"));
+        let sc = median_us::<CliError>(sizes.budget, || {
+            scatter_in_place(&mut y.view_mut(), black_box(&part.view()), &iv)?;
+            Ok(())
+        })?;
+        pb.inc(1);
+        pb.set_message(format!("route {order:?}"));
+        let ro = median_us::<CliError>(sizes.budget, || {
+            route(black_box(&h.view()), &part.view(), &iv, &mut y.view_mut())?;
+            Ok(())
+        })?;
+        pb.inc(1);
+        let name = match order {
+            HiddenOrder::BatchSeq => "[B,S,C]",
+            HiddenOrder::SeqBatch => "[S,B,C]",
+        };
+        row_results.push(("gather", name, g, memcpy_part, 2 * part_elems * elem));
+        row_results.push(("scatter", name, sc, memcpy_part, 2 * part_elems * elem));
+        row_results.push(("route", name, ro, memcpy_full, 2 * full_elems * elem));
+    }
+
+    // Samplers.
+    let mut sampler_results = Vec::new();
+    for &(l, bb, ss, rr) in &sizes.samplers {
+        pb.set_message(format!("sampler {l}x{bb}x{ss}"));
+        let sampler = TokenSampler::new(1);
+        let mut buf = vec![0i32; l * bb * rr];
+        let mut step = 0u64;
+        let t = median_us::<CliError>(sizes.budget, || {
+            step += 1;
+            sampler.sample_into(step, l, bb, ss, rr, &mut buf)?;
+            Ok(())
+        })?;
+        sampler_results.push(((l, bb, ss, rr), t));
+        pb.inc(1);
+    }
+
+    // Attention.
+    let shape = sizes.attn;
+    let blk = sizes.attn_block;
+    let nb = shape.seq_len.div_ceil(blk);
+    let n = shape.qkv_len();
+    let (q, k, v, dout) = (values(n, 1), values(n, 2), values(n, 3), values(n, 4));
+    let inputs = AttentionInputs {
+        q: &q,
+        k: &k,
+        v: &v,
+    };
+    let opts = AttentionOptions::<f32>::new();
+    let attn_budget = Budget {
+        min_iters: sizes.budget.min_iters.min(3),
+        ..sizes.budget
+    };
+    let mut attn_results = Vec::new();
+    let mut per_rows = sizes.per_row.clone();
+    if !per_rows.contains(&nb) {
+        per_rows.push(nb);
+    }
+    for &per_row in &per_rows {
+        pb.set_message(format!("attention {per_row}/{nb} blocks per row"));
+        let layout = layout_with(shape.heads, nb, blk, per_row)?;
+        let mut o = vec![0.0f32; n];
+        let mut lse = vec![0.0f32; shape.lse_len()];
+        let fwd = median_us::<CliError>(attn_budget, || {
+            attention_forward(&layout, shape, &inputs, &opts, &mut o, &mut lse)?;
+            Ok(())
+        })?;
+        let (mut dq, mut dk, mut dv) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+        let both = median_us::<CliError>(attn_budget, || {
+            attention_forward(&layout, shape, &inputs, &opts, &mut o, &mut lse)?;
+            attention_backward(
+                &layout,
+                shape,
+                &inputs,
+                &opts,
+                &o,
+                &dout,
+                &lse,
+                AttentionGrads {
+                    dq: &mut dq,
+                    dk: &mut dk,
+                    dv: &mut dv,
+                    dbias: None,
+                },
+            )?;
+            Ok(())
+        })?;
+        attn_results.push((layout.density(), layout.nnz(), fwd, both));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+
+    writeln!(
+        out,
+        "Random-LTD row ops, B {b} x S {s} x C {c} bf16, r {r} (design target: gather and scatter <= 1.25x memcpy)"
+    )?;
+    writeln!(
+        out,
+        "  {:<8} {:<8} {:>10} {:>10} {:>12} {:>8}",
+        "op", "order", "ours us", "memcpy us", "ours/memcpy", "GB/s"
+    )?;
+    for (op, order, ours, copy, bytes) in &row_results {
+        writeln!(
+            out,
+            "  {op:<8} {order:<8} {ours:>10.1} {copy:>10.1} {:>11.2}x {:>8.1}",
+            ours / copy,
+            *bytes as f64 / ours / 1e3
+        )?;
+    }
+    writeln!(
+        out,
+        "  (memcpy of the same bytes: the kept part for gather and scatter, the full tensor for route)"
+    )?;
+
+    writeln!(
+        out,
+        "\nToken sampler (keyed ChaCha8, sorted output, all layers in one call)"
+    )?;
+    writeln!(
+        out,
+        "  {:<24} {:>10} {:>12}",
+        "L x B x S -> r", "time us", "us per row"
+    )?;
+    for ((l, bb, ss, rr), t) in &sampler_results {
+        writeln!(
+            out,
+            "  {:<24} {t:>10.1} {:>12.2}",
+            format!("{l} x {bb} x {ss} -> {rr}"),
+            t / (l * bb) as f64
+        )?;
+    }
+
+    let dense_fwd = attn_results.last().map_or(1.0, |x| x.2);
+    let dense_both = attn_results.last().map_or(1.0, |x| x.3);
+    writeln!(
+        out,
+        "\nFused block-sparse attention, f32, B {} H {} L {} D {} block {blk} ({nb} x {nb} blocks)",
+        shape.batch, shape.heads, shape.seq_len, shape.head_dim
+    )?;
+    writeln!(
+        out,
+        "  {:>8} {:>7} {:>10} {:>10} {:>12} {:>10} {:>10}",
+        "density", "tiles", "fwd ms", "vs dense", "fwd+bwd ms", "vs dense", "GFLOP/s"
+    )?;
+    for (density, tiles, fwd, both) in &attn_results {
+        let flops = 4.0 * (shape.batch * tiles * blk * blk * shape.head_dim) as f64;
+        writeln!(
+            out,
+            "  {:>7.1}% {tiles:>7} {:>10.3} {:>9.2}x {:>12.3} {:>9.2}x {:>10.2}",
+            100.0 * density,
+            fwd / 1e3,
+            fwd / dense_fwd,
+            both / 1e3,
+            both / dense_both,
+            flops / fwd / 1e3
+        )?;
+    }
+    writeln!(
+        out,
+        "  (vs dense: time relative to the same op on a dense layout; GFLOP/s counts active tiles only,\n   4 * B * tiles * block^2 * D per forward)"
+    )?;
+    Ok(())
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(feature = "cuda")]
+fn run_gpu(quick: bool, required: bool, out: &mut impl Write) -> Result<bool> {
+    use crate::gpu;
+    let dev = match ltd_core::CudaDevice::new(0) {
+        Ok(d) => d,
+        Err(e) if required => return Err(CliError::usage(format!("--device cuda: {e}"))),
+        Err(_) => return Ok(false),
+    };
+    writeln!(
+        out,
+        "ltd bench{} on {dev}; device-event timings, medians\n",
+        if quick { " --quick" } else { "" }
+    )?;
+    let cases = gpu::gpu_cases(quick);
+    let samplers = gpu::sampler_cases(quick);
+    let pb = progress((cases.len() + samplers.len()) as u64);
+    let mut rows = Vec::new();
+    for (case, order) in cases {
+        pb.set_message("row ops");
+        rows.extend(gpu::bench_case(&dev, case, order, quick)?);
+        pb.inc(1);
+    }
+    let mut sampler_rows = Vec::new();
+    for case in samplers {
+        pb.set_message("sampler");
+        sampler_rows.push((case, gpu::bench_sampler(&dev, case, quick)?));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    writeln!(
+        out,
+        "Random-LTD row ops vs a device-to-device copy of the same bytes (targets: gather/scatter >= 0.92 of copy bandwidth, route <= 1.1x the full copy)"
+    )?;
+    writeln!(
+        out,
+        "  {:<28} {:<8} {:<8} {:>10} {:>10} {:>8} {:>12}",
+        "shape", "order", "op", "ours us", "copy us", "TB/s", "vs copy"
+    )?;
+    for row in &rows {
+        let vs = if row.op == "route" {
+            format!("{:.3}x time", row.ours_us / row.copy_us)
+        } else {
+            format!("{:.3} bw", row.copy_us / row.ours_us)
+        };
+        writeln!(
+            out,
+            "  {:<28} {:<8} {:<8} {:>10.1} {:>10.1} {:>8.3} {:>12}",
+            row.shape,
+            row.order,
+            row.op,
+            row.ours_us,
+            row.copy_us,
+            row.bytes / row.ours_us / 1e6,
+            vs
+        )?;
+    }
+    writeln!(
+        out,
+        "\nToken sampler on the GPU (one launch, buffer reused)"
+    )?;
+    writeln!(out, "  {:<24} {:>10}", "L x B x S -> r", "time us")?;
+    for ((l, b, s, r), t) in sampler_rows {
+        writeln!(out, "  {:<24} {t:>10.1}", format!("{l} x {b} x {s} -> {r}"))?;
+    }
+    writeln!(
+        out,
+        "\n(the fused sparse attention runs on the CPU only until the GPU attention lands: `ltd bench --device cpu`)"
+    )?;
+    Ok(true)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_gpu(_quick: bool, required: bool, _out: &mut impl Write) -> Result<bool> {
+    if required {
+        return Err(CliError::usage(
+            "--device cuda: this ltd was built without CUDA support; rebuild with --features cuda",
+        ));
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_layouts_have_the_asked_density() {
+        for per_row in [1, 3, 8] {
+            let l = layout_with(2, 8, 16, per_row).unwrap();
+            assert_eq!(l.nnz(), 2 * 8 * per_row);
+            for r in 0..8 {
+                assert!(l.is_active(1, r, r));
+            }
+        }
+    }
+}
