@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Which device to benchmark.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// Tiny sizes and single measurements, to test the command itself (not a benchmark).
+    #[arg(long, hide = true)]
+    pub smoke: bool,
 }
 
 /// Sizes of a CPU run.
@@ -56,8 +59,27 @@ struct CpuSizes {
 }
 
 impl CpuSizes {
-    fn new(quick: bool) -> Self {
-        if quick {
+    fn new(quick: bool, smoke: bool) -> Self {
+        if smoke {
+            CpuSizes {
+                rows: (2, 64, 32, 16),
+                samplers: vec![(2, 2, 64, 16)],
+                attn: AttentionShape {
+                    batch: 1,
+                    heads: 1,
+                    seq_len: 64,
+                    head_dim: 16,
+                },
+                attn_block: 16,
+                per_row: vec![1, 2],
+                budget: Budget {
+                    warmup: 0,
+                    min_iters: 1,
+                    max_iters: 1,
+                    time: std::time::Duration::ZERO,
+                },
+            }
+        } else if quick {
             CpuSizes {
                 rows: (2, 1024, 1024, 512),
                 samplers: vec![(22, 8, 2048, 1024)],
@@ -128,19 +150,19 @@ fn progress(len: u64) -> ProgressBar {
 /// Runs `ltd bench`.
 pub fn run(args: &BenchArgs, out: &mut impl Write) -> Result<()> {
     match args.device {
-        DeviceChoice::Cpu => run_cpu(args.quick, out),
+        DeviceChoice::Cpu => run_cpu(args.quick, args.smoke, out),
         choice => {
-            if run_gpu(args.quick, choice == DeviceChoice::Cuda, out)? {
+            if run_gpu(args.quick || args.smoke, choice == DeviceChoice::Cuda, out)? {
                 Ok(())
             } else {
-                run_cpu(args.quick, out)
+                run_cpu(args.quick, args.smoke, out)
             }
         }
     }
 }
 
-fn run_cpu(quick: bool, out: &mut impl Write) -> Result<()> {
-    let sizes = CpuSizes::new(quick);
+fn run_cpu(quick: bool, smoke: bool, out: &mut impl Write) -> Result<()> {
+    let sizes = CpuSizes::new(quick, smoke);
     let threads = rayon_threads();
     writeln!(
         out,
