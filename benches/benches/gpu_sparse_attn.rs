@@ -20,7 +20,9 @@ fn main() {
 mod gpu {
     use half::bf16;
     use ltd_core::CudaDevice;
-    use ltd_sparse_attn::cuda::{CudaAttentionLayout, CudaAttentionOptions, attention_forward_cuda};
+    use ltd_sparse_attn::cuda::{
+        CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions, attention_backward_cuda, attention_forward_cuda,
+    };
     use ltd_sparse_attn::{AttentionShape, BSLongformerConfig, BigBirdConfig, FixedConfig, Layout};
 
     type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -57,8 +59,8 @@ mod gpu {
         let mut json = format!("{{\"device\": {:?}, \"runs\": [\n", dev.to_string());
         let mut first = true;
         println!(
-            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>14}",
-            "layout", "S", "B", "D", "density", "fwd us", "TFLOP/s", "kernel tiles"
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>14}",
+            "layout", "S", "B", "D", "density", "fwd us", "TFLOP/s", "fwd+bwd us", "kernel tiles"
         );
         for seq in [4096usize, 16384] {
             let batch = 16384 / seq;
@@ -76,26 +78,38 @@ mod gpu {
                     let mut out = dev.upload(&vec![bf16::ZERO; n])?;
                     let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()])?;
                     let opts = CudaAttentionOptions::default();
-                    let mut call = || attention_forward_cuda(&dev, &gl, shape, (&q, &q, &q), &opts, &mut out, &mut lse);
-                    for _ in 0..3 {
-                        call()?;
-                    }
-                    let mut samples = Vec::new();
-                    for _ in 0..7 {
-                        let start = dev.stream().record_event(flags)?;
-                        for _ in 0..5 {
+                    let (mut gq, mut gk, mut gv) = (dev.upload(&host)?, dev.upload(&host)?, dev.upload(&host)?);
+                    let mut time = |with_backward: bool| -> Res<f64> {
+                        let mut call = || -> Res<()> {
+                            attention_forward_cuda(&dev, &gl, shape, (&q, &q, &q), &opts, &mut out, &mut lse)?;
+                            if with_backward {
+                                let grads = CudaAttentionGrads { dq: &mut gq, dk: &mut gk, dv: &mut gv };
+                                attention_backward_cuda(&dev, &gl, shape, (&q, &q, &q), (&out, &lse), &q, &opts, grads)?;
+                            }
+                            Ok(())
+                        };
+                        for _ in 0..3 {
                             call()?;
                         }
-                        let end = dev.stream().record_event(flags)?;
-                        samples.push(start.elapsed_ms(&end)? as f64 * 1000.0 / 5.0);
-                    }
-                    samples.sort_by(|a, b| a.total_cmp(b));
-                    let us = samples[3];
+                        let mut samples = Vec::new();
+                        for _ in 0..7 {
+                            let start = dev.stream().record_event(flags)?;
+                            for _ in 0..5 {
+                                call()?;
+                            }
+                            let end = dev.stream().record_event(flags)?;
+                            samples.push(start.elapsed_ms(&end)? as f64 * 1000.0 / 5.0);
+                        }
+                        samples.sort_by(|a, b| a.total_cmp(b));
+                        Ok(samples[3])
+                    };
+                    let us = time(false)?;
+                    let fb_us = time(true)?;
                     let block = layout.block() as f64;
                     let flops = 4.0 * batch as f64 * layout.nnz() as f64 * block * block * d as f64;
                     let tflops = flops / us / 1e6;
                     println!(
-                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>14}",
+                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>14}",
                         name,
                         seq,
                         batch,
@@ -103,10 +117,11 @@ mod gpu {
                         layout.density(),
                         us,
                         tflops,
+                        fb_us,
                         gl.active_kernel_tiles()
                     );
                     json.push_str(&format!(
-                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}}}",
+                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}}}",
                         if first { "" } else { ",\n" },
                         layout.block(),
                         layout.num_blocks(),

@@ -77,6 +77,7 @@ def main():
     print(f"\n{'layout':<18} {'S':>6} {'D':>4} {'dens':>6} {'ours us':>9} {'flex us':>9} {'sdpa us':>9} "
           f"{'ours TF':>8} {'flex TF':>8} {'sdpa TF':>8} {'vs flex':>8} {'TF/sdpaTF':>9} {'vs sdpa t':>9}")
     masks = {}
+    fb_rows = []
     for run in ours["runs"]:
         name, seq, b, h, hd = run["layout"], run["seq"], run["batch"], run["heads"], run["head_dim"]
         blk, nb = run["block"], run["nb"]
@@ -90,6 +91,18 @@ def main():
         v = torch.randn_like(q)
         flex_us = median_us(lambda: flex(q, k, v, block_mask=bm))
         sdpa_us = median_us(lambda: F.scaled_dot_product_attention(q, k, v))
+        qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+        dout = torch.randn_like(q)
+
+        def flex_fb():
+            flex(qg, kg, vg, block_mask=bm).backward(dout)
+
+        def sdpa_fb():
+            F.scaled_dot_product_attention(qg, kg, vg).backward(dout)
+
+        flex_fb_us = median_us(flex_fb)
+        sdpa_fb_us = median_us(sdpa_fb)
+        fb_rows.append((name, seq, hd, run["fwdbwd_us"], flex_fb_us, sdpa_fb_us))
         eff = 4.0 * b * run["nnz"] * blk * blk * hd
         dense = 4.0 * b * h * seq * seq * hd
         ours_tf, flex_tf = eff / run["fwd_us"] / 1e6, eff / flex_us / 1e6
@@ -97,6 +110,10 @@ def main():
         print(f"{name:<18} {seq:>6} {hd:>4} {run['density']:>6.3f} {run['fwd_us']:>9.1f} {flex_us:>9.1f} {sdpa_us:>9.1f} "
               f"{ours_tf:>8.1f} {flex_tf:>8.1f} {sdpa_tf:>8.1f} {flex_us / run['fwd_us']:>8.2f} {ours_tf / sdpa_tf:>9.2f} "
               f"{sdpa_us / run['fwd_us']:>9.2f}")
+
+    print(f"\n{'fwd+bwd':<18} {'S':>6} {'D':>4} {'ours us':>9} {'flex us':>9} {'sdpa us':>9} {'vs flex':>8} {'vs sdpa t':>9}")
+    for name, seq, hd, o, fl, sd in fb_rows:
+        print(f"{name:<18} {seq:>6} {hd:>4} {o:>9.1f} {fl:>9.1f} {sd:>9.1f} {fl / o:>8.2f} {sd / o:>9.2f}")
 
 
 if __name__ == "__main__":

@@ -297,6 +297,43 @@ fn gpu_ops_large_rows_vector_path() {
 }
 
 #[test]
+fn gpu_ops_tensors_over_2_pow_31_elements() {
+    // [B=1, S=70000, C=32768] bf16 = 2.29e9 elements (4.6 GB): rows past position 65536 start
+    // beyond 2^31 elements, so 32-bit offsets would wrap. Only the kept rows carry data.
+    let Some(dev) = gpu() else { return };
+    let (b, s, c, r) = (1usize, 70_000usize, 32_768usize, 2_000usize);
+    let idx = sample_tokens_cuda(&dev, 77, 0, 1, b, s, r).unwrap();
+    let kept = idx.download(&dev).unwrap().as_slice().to_vec();
+    assert!(kept.iter().filter(|&&p| p as usize * c >= 1 << 31).count() > 50);
+    let Ok(mut h) = dev.stream().alloc_zeros::<bf16>(b * s * c) else {
+        eprintln!("skipping: could not allocate 4.6 GB");
+        return;
+    };
+    let row = |p: usize| -> Vec<bf16> { (0..c).map(|j| bf16::from_f32(((p * 7 + j) % 251) as f32)).collect() };
+    for &p in &kept {
+        let p = p as usize;
+        dev.stream().memcpy_htod(&row(p), &mut h.slice_mut(p * c..(p + 1) * c)).unwrap();
+    }
+    let full = HiddenLayout::contiguous(HiddenOrder::BatchSeq, b, s, c).unwrap();
+    let part_l = HiddenLayout::contiguous(HiddenOrder::BatchSeq, b, r, c).unwrap();
+    let mut part = dev.upload(&vec![bf16::from_f32(-1.0); b * r * c]).unwrap();
+    gather_cuda(&dev, CudaHidden::new(&h, full).unwrap(), &idx, 0, CudaHiddenMut::new(&mut part, part_l).unwrap()).unwrap();
+    let got = dev.download(&part).unwrap();
+    for (k, &p) in kept.iter().enumerate() {
+        assert!(got[k * c..(k + 1) * c] == row(p as usize)[..], "gathered row {k} (position {p})");
+    }
+    // Scatter the rows back doubled into h (in place) and read two far rows back.
+    let doubled: Vec<bf16> = got.iter().map(|v| bf16::from_f32(v.to_f32() * 2.0)).collect();
+    let d_doubled = dev.upload(&doubled).unwrap();
+    scatter_cuda(&dev, CudaHidden::new(&d_doubled, part_l).unwrap(), &idx, 0, CudaHiddenMut::new(&mut h, full).unwrap()).unwrap();
+    for k in [r - 1, r - 2] {
+        let p = kept[k] as usize;
+        let back = dev.stream().clone_dtoh(&h.slice(p * c..(p + 1) * c)).unwrap();
+        assert!(back[..] == doubled[k * c..(k + 1) * c], "scattered row {k} (position {p})");
+    }
+}
+
+#[test]
 fn gpu_ops_reject_mismatched_shapes() {
     let Some(dev) = gpu() else { return };
     let idx = sample_tokens_cuda(&dev, 0, 0, 1, 2, 16, 4).unwrap();

@@ -184,6 +184,45 @@ typedef struct LtdSparseAttnFwdParams {
     int causal;
 } LtdSparseAttnFwdParams;
 
+/**
+ * Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.
+ * Three kernels, all on these params:
+ *   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]
+ *       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).
+ *   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}`: one CTA (128 threads) per (64-key chunk, head,
+ *       batch), grid (num_qtiles, H, B), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +
+ *       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse
+ *       tables (tile_col_ptr / tile_rows / tile_col_masks, same bit meaning as the forward's),
+ *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).
+ *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.
+ * lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).
+ */
+typedef struct LtdSparseAttnBwdParams {
+    ltd_devptr_t q;
+    ltd_devptr_t k;
+    ltd_devptr_t v;
+    ltd_devptr_t o;
+    ltd_devptr_t dout;
+    ltd_devptr_t lse;
+    ltd_devptr_t dvec;
+    ltd_devptr_t dq_acc;
+    ltd_devptr_t dq;
+    ltd_devptr_t dk;
+    ltd_devptr_t dv;
+    ltd_devptr_t tile_col_ptr;
+    ltd_devptr_t tile_rows;
+    ltd_devptr_t tile_col_masks;
+    ltd_devptr_t kpm;
+    long long batch;
+    long long heads;
+    long long seq;
+    long long num_qtiles;
+    float scale;
+    float scale_log2;
+    int causal;
+    int pad_;
+} LtdSparseAttnBwdParams;
+
 #ifdef __cplusplus
 }
 #endif

@@ -269,3 +269,269 @@ LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d64, __nv_bfloat16, 64)
 LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d128, __nv_bfloat16, 128)
 LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d64, __half, 64)
 LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d128, __half, 128)
+
+// =================================================================================================
+// Backward. dvec = rowsum(dO * O); then per 64-key chunk: for each query tile that sees it,
+// recompute P^T = exp(S^T - lse), dV += P^T dO, dP^T = V dO^T, dS^T = P^T (dP^T - dvec),
+// dK += dS^T Q, and dQ += dS K through shared memory and f32 atomics. Finally dq = dq_acc.
+// =================================================================================================
+namespace {
+
+template <typename T, int D>
+__device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams& p) {
+    const long long row = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);
+    const long long rows = p.batch * p.heads * p.seq;
+    if (row >= rows) return;
+    const int lane = threadIdx.x & 31;
+    const T* o = reinterpret_cast<const T*>(p.o) + row * D;
+    const T* d = reinterpret_cast<const T*>(p.dout) + row * D;
+    float acc = 0.f;
+    for (int i = lane; i < D; i += 32) acc += (float)o[i] * (float)d[i];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (lane == 0) reinterpret_cast<float*>(p.dvec)[row] = acc;
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* sK = reinterpret_cast<T*>(smem_raw);
+    T* sV = sK + kTile * D;
+    T* sQ = sV + kTile * D;          // 2 buffers
+    T* sdO = sQ + 2 * kTile * D;     // 2 buffers
+    T* sdS = sdO + 2 * kTile * D;    // [64 keys][64 queries], swizzled
+    float* sLse = reinterpret_cast<float*>(sdS + kTile * kTile);  // 2 x 64, log2 domain
+    float* sDvec = sLse + 2 * kTile;                               // 2 x 64
+
+    const int kc = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const long long seq = p.seq;
+    const long long bh = (long long)b * p.heads + h;
+    const T* Q = reinterpret_cast<const T*>(p.q) + bh * seq * D;
+    const T* K = reinterpret_cast<const T*>(p.k) + bh * seq * D;
+    const T* V = reinterpret_cast<const T*>(p.v) + bh * seq * D;
+    const T* dO = reinterpret_cast<const T*>(p.dout) + bh * seq * D;
+    const float* lse = reinterpret_cast<const float*>(p.lse) + bh * seq;
+    const float* dvec = reinterpret_cast<const float*>(p.dvec) + bh * seq;
+    float* dq_acc = reinterpret_cast<float*>(p.dq_acc) + bh * seq * D;
+    const int* col_ptr = reinterpret_cast<const int*>(p.tile_col_ptr) + (long long)h * p.num_qtiles + kc;
+    const int begin = col_ptr[0], end = col_ptr[1];
+    const int* rows = reinterpret_cast<const int*>(p.tile_rows);
+    const int* masks = reinterpret_cast<const int*>(p.tile_col_masks);
+    const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
+    const long long k0 = (long long)kc * kTile;
+    const long long key_g[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
+    constexpr float kLog2e = 1.4426950408889634f;
+    float kpm_l2[2] = {0.f, 0.f};
+    if (kpm) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) kpm_l2[r] = key_g[r] < seq ? kpm[key_g[r]] * kLog2e : -INFINITY;
+    }
+
+    auto load_row_stats = [&](int buf, long long q0) {
+        if (threadIdx.x < kTile) {
+            const long long q = q0 + threadIdx.x;
+            const float l = q < seq ? lse[q] : -INFINITY;
+            sLse[buf * kTile + threadIdx.x] = l * kLog2e;
+            sDvec[buf * kTile + threadIdx.x] = q < seq ? dvec[q] : 0.f;
+        }
+    };
+
+    load_tile<T, D>(sK, K, k0, seq);
+    load_tile<T, D>(sV, V, k0, seq);
+    if (begin < end) {
+        const long long q0 = (long long)rows[begin] * kTile;
+        load_tile<T, D>(sQ, Q, q0, seq);
+        load_tile<T, D>(sdO, dO, q0, seq);
+        load_row_stats(0, q0);
+    }
+    cp_async_commit();
+
+    float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dk[i][e] = dv[i][e] = 0.f;
+
+    for (int it = begin; it < end; ++it) {
+        const int buf = (it - begin) & 1;
+        if (it + 1 < end) {
+            const long long q0n = (long long)rows[it + 1] * kTile;
+            load_tile<T, D>(sQ + (buf ^ 1) * kTile * D, Q, q0n, seq);
+            load_tile<T, D>(sdO + (buf ^ 1) * kTile * D, dO, q0n, seq);
+            load_row_stats(buf ^ 1, q0n);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const int qt = rows[it];
+        const long long q0 = (long long)qt * kTile;
+        const T* tQ = sQ + buf * kTile * D;
+        const T* tdO = sdO + buf * kTile * D;
+        // This warp's keys are sub-block `warp` of the chunk; query sub-block i is bit 4i + warp.
+        const unsigned m = (unsigned)masks[it];
+        unsigned qbits = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qbits |= ((m >> (4 * i + warp)) & 1u) << i;
+
+        uint32_t dsf[4][4];  // dS^T as A fragments (k = queries), zero where inactive
+        if (qbits) {
+            float st[8][4], dpt[8][4];
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) st[j][e] = dpt[j][e] = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < D / 16; ++ks) {
+                uint32_t ka[4], va[4];
+                const int arow = warp * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+                const int acol = ks * 16 + 8 * (lane >> 4);
+                ldmatrix_x4(ka, sK + swz<D>(arow, acol));
+                ldmatrix_x4(va, sV + swz<D>(arow, acol));
+#pragma unroll
+                for (int np = 0; np < 4; ++np) {
+                    if (!(qbits & (1u << np))) continue;
+                    uint32_t qb[4], ob[4];
+                    const int brow = np * 16 + (lane & 7) + 8 * (lane >> 4);
+                    const int bcol = ks * 16 + 8 * ((lane >> 3) & 1);
+                    ldmatrix_x4(qb, tQ + swz<D>(brow, bcol));
+                    ldmatrix_x4(ob, tdO + swz<D>(brow, bcol));
+                    Elem<T>::mma(st[2 * np], ka, qb[0], qb[1]);
+                    Elem<T>::mma(st[2 * np + 1], ka, qb[2], qb[3]);
+                    Elem<T>::mma(dpt[2 * np], va, ob[0], ob[1]);
+                    Elem<T>::mma(dpt[2 * np + 1], va, ob[2], ob[3]);
+                }
+            }
+            uint32_t pf[4][4];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                float pv[4], dsv[4];
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int ql = 8 * j + 2 * t + (e & 1);
+                    const long long q = q0 + ql;
+                    const long long key = key_g[e >> 1];
+                    const float l2 = sLse[buf * kTile + ql];
+                    const bool visible = ((qbits >> (j >> 1)) & 1u) && key < seq && q < seq &&
+                                         !(p.causal && key > q) && l2 != -INFINITY;
+                    const float pe = visible ? exp2f(st[j][e] * p.scale_log2 + kpm_l2[e >> 1] - l2) : 0.f;
+                    pv[e] = pe;
+                    dsv[e] = pe * (dpt[j][e] - sDvec[buf * kTile + ql]);
+                }
+                // st/dpt n-tile j covers queries 8j..8j+7: k-slice j/2, registers (j&1)*2 + row half.
+                pf[j >> 1][(j & 1) * 2 + 0] = Elem<T>::pack(pv[0], pv[1]);
+                pf[j >> 1][(j & 1) * 2 + 1] = Elem<T>::pack(pv[2], pv[3]);
+                dsf[j >> 1][(j & 1) * 2 + 0] = Elem<T>::pack(dsv[0], dsv[1]);
+                dsf[j >> 1][(j & 1) * 2 + 1] = Elem<T>::pack(dsv[2], dsv[3]);
+            }
+            // dV += P^T dO and dK += dS^T Q (k = queries).
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) {
+                if (!(qbits & (1u << ks))) continue;
+#pragma unroll
+                for (int dp = 0; dp < D / 16; ++dp) {
+                    uint32_t ob[4], qb[4];
+                    const int row = ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+                    const int col = dp * 16 + 8 * (lane >> 4);
+                    ldmatrix_x4_trans(ob, tdO + swz<D>(row, col));
+                    ldmatrix_x4_trans(qb, tQ + swz<D>(row, col));
+                    Elem<T>::mma(dv[2 * dp], pf[ks], ob[0], ob[1]);
+                    Elem<T>::mma(dv[2 * dp + 1], pf[ks], ob[2], ob[3]);
+                    Elem<T>::mma(dk[2 * dp], dsf[ks], qb[0], qb[1]);
+                    Elem<T>::mma(dk[2 * dp + 1], dsf[ks], qb[2], qb[3]);
+                }
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) dsf[i][0] = dsf[i][1] = dsf[i][2] = dsf[i][3] = 0u;
+        }
+        // dS^T to shared memory as [key][query] for the dQ product.
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const int ql = 8 * j + 2 * t;
+            const int kl = warp * 16 + g;
+            *reinterpret_cast<uint32_t*>(sdS + swz<kTile>(kl, ql)) = dsf[j >> 1][(j & 1) * 2 + 0];
+            *reinterpret_cast<uint32_t*>(sdS + swz<kTile>(kl + 8, ql)) = dsf[j >> 1][(j & 1) * 2 + 1];
+        }
+        __syncthreads();
+        // dQ rows 16*warp.. += scale * dS K, 32 columns of D at a time, straight to f32 atomics.
+        const long long qrow0 = q0 + warp * 16;
+        if (qrow0 < seq) {
+            uint32_t dsa[4][4];  // dS as A fragments (m = queries, k = keys), from the transpose
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) {
+                const int row = ks * 16 + (lane & 7) + 8 * (lane >> 4);
+                const int col = warp * 16 + 8 * ((lane >> 3) & 1);
+                ldmatrix_x4_trans(dsa[ks], sdS + swz<kTile>(row, col));
+            }
+#pragma unroll
+            for (int dp = 0; dp < D / 16; ++dp) {
+                float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+                for (int ks = 0; ks < 4; ++ks) {
+                    uint32_t kb[4];
+                    const int row = ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+                    const int col = dp * 16 + 8 * (lane >> 4);
+                    ldmatrix_x4_trans(kb, sK + swz<D>(row, col));
+                    Elem<T>::mma(acc[0], dsa[ks], kb[0], kb[1]);
+                    Elem<T>::mma(acc[1], dsa[ks], kb[2], kb[3]);
+                }
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const long long q = qrow0 + g + 8 * (e >> 1);
+                        const int col = dp * 16 + half * 8 + 2 * t + (e & 1);
+                        if (q < seq && acc[half][e] != 0.f) atomicAdd(dq_acc + q * D + col, acc[half][e] * p.scale);
+                    }
+                }
+            }
+        }
+        __syncthreads();
+    }
+    cp_async_wait<0>();
+
+    T* dK = reinterpret_cast<T*>(p.dk) + bh * seq * D;
+    T* dV = reinterpret_cast<T*>(p.dv) + bh * seq * D;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const long long key = key_g[r];
+        if (key >= seq) continue;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+            *reinterpret_cast<uint32_t*>(dK + key * D + 8 * i + 2 * t) =
+                Elem<T>::pack(dk[i][2 * r] * p.scale, dk[i][2 * r + 1] * p.scale);
+            *reinterpret_cast<uint32_t*>(dV + key * D + 8 * i + 2 * t) = Elem<T>::pack(dv[i][2 * r], dv[i][2 * r + 1]);
+        }
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void sparse_attn_bwd_dq(const LtdSparseAttnBwdParams& p, long long d) {
+    const long long n = p.batch * p.heads * p.seq * d;
+    const float* acc = reinterpret_cast<const float*>(p.dq_acc);
+    T* dq = reinterpret_cast<T*>(p.dq);
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        dq[i] = (T)acc[i];
+    }
+}
+
+}  // namespace
+
+#define LTD_SPARSE_BWD(SUFFIX, T, D)                                                                            \
+    extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_pre_##SUFFIX(const LtdSparseAttnBwdParams p) { \
+        sparse_attn_bwd_pre<T, D>(p);                                                                            \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_##SUFFIX(const LtdSparseAttnBwdParams p) { \
+        sparse_attn_bwd<T, D>(p);                                                                                \
+    }
+LTD_SPARSE_BWD(bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_BWD(bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_BWD(f16_d64, __half, 64)
+LTD_SPARSE_BWD(f16_d128, __half, 128)
+
+extern "C" __global__ void ltd_sparse_attn_bwd_dq_bf16(const LtdSparseAttnBwdParams p, long long d) { sparse_attn_bwd_dq<__nv_bfloat16>(p, d); }
+extern "C" __global__ void ltd_sparse_attn_bwd_dq_f16(const LtdSparseAttnBwdParams p, long long d) { sparse_attn_bwd_dq<__half>(p, d); }

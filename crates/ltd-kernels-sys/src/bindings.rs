@@ -284,3 +284,83 @@ const _: () = {
     ["Offset of field: LtdSparseAttnFwdParams::causal"]
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, causal) - 108usize];
 };
+#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}`: one CTA (128 threads) per (64-key chunk, head,\n       batch), grid (num_qtiles, H, B), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_col_ptr / tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e)."]
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct LtdSparseAttnBwdParams {
+    pub q: ltd_devptr_t,
+    pub k: ltd_devptr_t,
+    pub v: ltd_devptr_t,
+    pub o: ltd_devptr_t,
+    pub dout: ltd_devptr_t,
+    pub lse: ltd_devptr_t,
+    pub dvec: ltd_devptr_t,
+    pub dq_acc: ltd_devptr_t,
+    pub dq: ltd_devptr_t,
+    pub dk: ltd_devptr_t,
+    pub dv: ltd_devptr_t,
+    pub tile_col_ptr: ltd_devptr_t,
+    pub tile_rows: ltd_devptr_t,
+    pub tile_col_masks: ltd_devptr_t,
+    pub kpm: ltd_devptr_t,
+    pub batch: ::std::os::raw::c_longlong,
+    pub heads: ::std::os::raw::c_longlong,
+    pub seq: ::std::os::raw::c_longlong,
+    pub num_qtiles: ::std::os::raw::c_longlong,
+    pub scale: f32,
+    pub scale_log2: f32,
+    pub causal: ::std::os::raw::c_int,
+    pub pad_: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LtdSparseAttnBwdParams"][::std::mem::size_of::<LtdSparseAttnBwdParams>() - 168usize];
+    ["Alignment of LtdSparseAttnBwdParams"]
+        [::std::mem::align_of::<LtdSparseAttnBwdParams>() - 8usize];
+    ["Offset of field: LtdSparseAttnBwdParams::q"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, q) - 0usize];
+    ["Offset of field: LtdSparseAttnBwdParams::k"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, k) - 8usize];
+    ["Offset of field: LtdSparseAttnBwdParams::v"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, v) - 16usize];
+    ["Offset of field: LtdSparseAttnBwdParams::o"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, o) - 24usize];
+    ["Offset of field: LtdSparseAttnBwdParams::dout"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dout) - 32usize];
+    ["Offset of field: LtdSparseAttnBwdParams::lse"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, lse) - 40usize];
+    ["Offset of field: LtdSparseAttnBwdParams::dvec"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dvec) - 48usize];
+    ["Offset of field: LtdSparseAttnBwdParams::dq_acc"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dq_acc) - 56usize];
+    ["Offset of field: LtdSparseAttnBwdParams::dq"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dq) - 64usize];
+    ["Offset of field: LtdSparseAttnBwdParams::dk"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dk) - 72usize];
+    ["Offset of field: LtdSparseAttnBwdParams::dv"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dv) - 80usize];
+    ["Offset of field: LtdSparseAttnBwdParams::tile_col_ptr"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_col_ptr) - 88usize];
+    ["Offset of field: LtdSparseAttnBwdParams::tile_rows"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_rows) - 96usize];
+    ["Offset of field: LtdSparseAttnBwdParams::tile_col_masks"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_col_masks) - 104usize];
+    ["Offset of field: LtdSparseAttnBwdParams::kpm"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, kpm) - 112usize];
+    ["Offset of field: LtdSparseAttnBwdParams::batch"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 120usize];
+    ["Offset of field: LtdSparseAttnBwdParams::heads"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 128usize];
+    ["Offset of field: LtdSparseAttnBwdParams::seq"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 136usize];
+    ["Offset of field: LtdSparseAttnBwdParams::num_qtiles"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_qtiles) - 144usize];
+    ["Offset of field: LtdSparseAttnBwdParams::scale"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 152usize];
+    ["Offset of field: LtdSparseAttnBwdParams::scale_log2"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 156usize];
+    ["Offset of field: LtdSparseAttnBwdParams::causal"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 160usize];
+    ["Offset of field: LtdSparseAttnBwdParams::pad_"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 164usize];
+};

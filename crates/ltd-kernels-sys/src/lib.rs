@@ -72,4 +72,6 @@ mod device_repr {
     unsafe impl DeviceRepr for LtdMaskGatherParams {}
     // SAFETY: as above.
     unsafe impl DeviceRepr for LtdSparseAttnFwdParams {}
+    // SAFETY: as above.
+    unsafe impl DeviceRepr for LtdSparseAttnBwdParams {}
 }

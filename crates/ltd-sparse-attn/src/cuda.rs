@@ -1,10 +1,11 @@
-//! Fused block-sparse attention on the GPU (feature `cuda`): the forward pass, fp16/bf16, head
+//! Fused block-sparse attention on the GPU (feature `cuda`): forward and backward, fp16/bf16, head
 //! dims 64 and 128, layout blocks 16/32/64/128, token-level causal option, additive or boolean
 //! key-padding mask, any sequence length. Same semantics as [`crate::attention_forward`]
 //! (including zeros and `lse = -inf` for a row with no visible key).
 //!
-//! Not on the GPU yet (use the CPU path): the backward pass, an additive bias, f32 inputs and
-//! other head dims. Each returns [`SparseAttnError::InvalidArgument`] naming what to do.
+//! The backward pass ([`attention_backward_cuda`]) gives dq, dk, dv. Not on the GPU yet (use
+//! the CPU path): an additive bias and its gradient, f32 inputs and other head dims; each
+//! returns [`SparseAttnError::InvalidArgument`] naming what to do.
 //!
 //! The kernel works on a 64 x 64 coarsening of the layout (one MMA-sized tile of query rows
 //! and keys) with a 16-bit mask of the 16 x 16 sub-blocks in the layout, so small layout blocks
@@ -55,6 +56,13 @@ pub struct CoarseTables {
     pub cols: Vec<i32>,
     /// Sub-block mask of each entry.
     pub masks: Vec<i32>,
+    /// The transpose, for the backward pass: `[heads * num_qtiles + 1]` offsets per (head, key
+    /// chunk) into `col_rows` / `col_masks` (same bit meaning).
+    pub col_ptr: Vec<i32>,
+    /// Query tile of each transposed entry.
+    pub col_rows: Vec<i32>,
+    /// Sub-block mask of each transposed entry.
+    pub col_masks: Vec<i32>,
 }
 
 impl CoarseTables {
@@ -74,7 +82,11 @@ impl CoarseTables {
         let mut row_ptr = Vec::with_capacity(heads * num_qtiles + 1);
         let mut cols = Vec::new();
         let mut masks = Vec::new();
+        let mut col_ptr = Vec::with_capacity(heads * num_qtiles + 1);
+        let mut col_rows = Vec::new();
+        let mut col_masks = Vec::new();
         row_ptr.push(0);
+        col_ptr.push(0);
         for h in 0..heads {
             // chunk -> mask, per query tile of this head.
             let mut tiles: Vec<BTreeMap<usize, u32>> = vec![BTreeMap::new(); num_qtiles];
@@ -93,15 +105,24 @@ impl CoarseTables {
                     }
                 }
             }
-            for tile in tiles {
+            let mut transposed: Vec<Vec<(i32, i32)>> = vec![Vec::new(); num_qtiles];
+            for (qt, tile) in tiles.into_iter().enumerate() {
                 for (kc, m) in tile {
                     cols.push(kc as i32);
                     masks.push(m as i32);
+                    transposed[kc].push((qt as i32, m as i32));
                 }
                 row_ptr.push(cols.len() as i32);
             }
+            for chunk in transposed {
+                for (qt, m) in chunk {
+                    col_rows.push(qt);
+                    col_masks.push(m);
+                }
+                col_ptr.push(col_rows.len() as i32);
+            }
         }
-        CoarseTables { heads, num_qtiles, row_ptr, cols, masks }
+        CoarseTables { heads, num_qtiles, row_ptr, cols, masks, col_ptr, col_rows, col_masks }
     }
 }
 
@@ -127,6 +148,9 @@ pub struct CudaAttentionLayout {
     row_ptr: CudaSlice<i32>,
     cols: CudaSlice<i32>,
     masks: CudaSlice<i32>,
+    col_ptr: CudaSlice<i32>,
+    col_rows: CudaSlice<i32>,
+    col_masks: CudaSlice<i32>,
 }
 
 impl CudaAttentionLayout {
@@ -143,8 +167,7 @@ impl CudaAttentionLayout {
     pub fn new(dev: &CudaDevice, layout: &Layout) -> Result<CudaAttentionLayout> {
         let t = CoarseTables::new(layout);
         // An empty table still needs a valid device pointer.
-        let cols = if t.cols.is_empty() { vec![0] } else { t.cols.clone() };
-        let masks = if t.masks.is_empty() { vec![0] } else { t.masks.clone() };
+        let nonempty = |v: &Vec<i32>| if v.is_empty() { vec![0] } else { v.clone() };
         Ok(CudaAttentionLayout {
             heads: t.heads,
             num_blocks: layout.num_blocks(),
@@ -152,8 +175,11 @@ impl CudaAttentionLayout {
             num_qtiles: t.num_qtiles,
             active_tiles: t.cols.len(),
             row_ptr: dev.upload(&t.row_ptr)?,
-            cols: dev.upload(&cols)?,
-            masks: dev.upload(&masks)?,
+            cols: dev.upload(&nonempty(&t.cols))?,
+            masks: dev.upload(&nonempty(&t.masks))?,
+            col_ptr: dev.upload(&t.col_ptr)?,
+            col_rows: dev.upload(&nonempty(&t.col_rows))?,
+            col_masks: dev.upload(&nonempty(&t.col_masks))?,
         })
     }
 
@@ -199,37 +225,13 @@ pub struct CudaAttentionOptions<'a> {
     pub key_padding_mask: Option<&'a CudaSlice<f32>>,
 }
 
-/// Fused block-sparse attention forward on the GPU: writes `out` `[B, H, L, D]` and `lse`
-/// `[B, H, L]` (natural log). Inputs `[B, H, L, D]` contiguous, fp16 or bf16, `D` 64 or 128.
-///
-/// # Errors
-/// [`SparseAttnError::HeadMismatch`], [`SparseAttnError::ShapeMismatch`] (buffer lengths, a
-/// layout built for another length), [`SparseAttnError::InvalidArgument`] for f32 inputs or
-/// another head dim (use [`crate::attention_forward`] on the CPU), driver failures.
-///
-/// ```no_run
-/// use half::bf16;
-/// use ltd_core::CudaDevice;
-/// use ltd_sparse_attn::{AttentionShape, FixedConfig};
-/// use ltd_sparse_attn::cuda::{CudaAttentionLayout, CudaAttentionOptions, attention_forward_cuda};
-/// let dev = CudaDevice::new(0)?;
-/// let shape = AttentionShape { batch: 1, heads: 4, seq_len: 1000, head_dim: 64 };
-/// let layout = CudaAttentionLayout::new(&dev, &FixedConfig::new(4).make_layout(1000)?)?;
-/// let x = dev.upload(&vec![bf16::from_f32(0.5); shape.qkv_len()])?;
-/// let mut out = dev.upload(&vec![bf16::ZERO; shape.qkv_len()])?;
-/// let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()])?;
-/// attention_forward_cuda(&dev, &layout, shape, (&x, &x, &x), &CudaAttentionOptions::default(), &mut out, &mut lse)?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn attention_forward_cuda<T: Element + DeviceRepr>(
-    dev: &CudaDevice,
+/// Validates a GPU attention call; returns the kernel type suffix and the scale.
+fn check_call<T: Element>(
     layout: &CudaAttentionLayout,
     shape: AttentionShape,
-    (q, k, v): (&CudaSlice<T>, &CudaSlice<T>, &CudaSlice<T>),
+    (q_len, k_len, v_len): (usize, usize, usize),
     options: &CudaAttentionOptions<'_>,
-    out: &mut CudaSlice<T>,
-    lse: &mut CudaSlice<f32>,
-) -> Result<()> {
+) -> Result<(&'static str, f32)> {
     let AttentionShape { batch, heads, seq_len, head_dim } = shape;
     let type_name = match T::DTYPE {
         DType::BF16 => "bf16",
@@ -262,13 +264,10 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         return Err(invalid("shape", format!("{shape:?}"), "batch and heads at most 65535, L below 2^31"));
     }
     let n = shape.qkv_len();
-    for (what, len) in [("q", q.len()), ("k", k.len()), ("v", v.len()), ("out", out.len())] {
+    for (what, len) in [("q", q_len), ("k", k_len), ("v", v_len)] {
         if len != n {
             return Err(SparseAttnError::shape(what, format!("[B={batch}, H={heads}, L={seq_len}, D={head_dim}] = {n}"), len));
         }
-    }
-    if lse.len() != shape.lse_len() {
-        return Err(SparseAttnError::shape("lse", format!("[B, H, L] = {}", shape.lse_len()), lse.len()));
     }
     if let Some(m) = options.key_padding_mask
         && m.len() != batch * seq_len
@@ -279,13 +278,69 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     if !scale.is_finite() {
         return Err(invalid("scale", scale, "a finite number"));
     }
-    let name = format!("ltd_sparse_attn_fwd_{type_name}_d{head_dim}");
-    let name: &'static str = match name.as_str() {
-        "ltd_sparse_attn_fwd_bf16_d64" => "ltd_sparse_attn_fwd_bf16_d64",
-        "ltd_sparse_attn_fwd_bf16_d128" => "ltd_sparse_attn_fwd_bf16_d128",
-        "ltd_sparse_attn_fwd_f16_d64" => "ltd_sparse_attn_fwd_f16_d64",
-        _ => "ltd_sparse_attn_fwd_f16_d128",
-    };
+    Ok((type_name, scale))
+}
+
+/// `'static` kernel name from its parts (the names exist in `kernels/sparse_attn.cu`).
+fn kernel_name(kind: &str, type_name: &str, head_dim: usize) -> &'static str {
+    match (kind, type_name, head_dim) {
+        ("fwd", "bf16", 64) => "ltd_sparse_attn_fwd_bf16_d64",
+        ("fwd", "bf16", _) => "ltd_sparse_attn_fwd_bf16_d128",
+        ("fwd", _, 64) => "ltd_sparse_attn_fwd_f16_d64",
+        ("fwd", _, _) => "ltd_sparse_attn_fwd_f16_d128",
+        ("bwd_pre", "bf16", 64) => "ltd_sparse_attn_bwd_pre_bf16_d64",
+        ("bwd_pre", "bf16", _) => "ltd_sparse_attn_bwd_pre_bf16_d128",
+        ("bwd_pre", _, 64) => "ltd_sparse_attn_bwd_pre_f16_d64",
+        ("bwd_pre", _, _) => "ltd_sparse_attn_bwd_pre_f16_d128",
+        ("bwd", "bf16", 64) => "ltd_sparse_attn_bwd_bf16_d64",
+        ("bwd", "bf16", _) => "ltd_sparse_attn_bwd_bf16_d128",
+        ("bwd", _, 64) => "ltd_sparse_attn_bwd_f16_d64",
+        ("bwd", _, _) => "ltd_sparse_attn_bwd_f16_d128",
+        (_, "bf16", _) => "ltd_sparse_attn_bwd_dq_bf16",
+        _ => "ltd_sparse_attn_bwd_dq_f16",
+    }
+}
+
+/// Fused block-sparse attention forward on the GPU: writes `out` `[B, H, L, D]` and `lse`
+/// `[B, H, L]` (natural log). Inputs `[B, H, L, D]` contiguous, fp16 or bf16, `D` 64 or 128.
+///
+/// # Errors
+/// [`SparseAttnError::HeadMismatch`], [`SparseAttnError::ShapeMismatch`] (buffer lengths, a
+/// layout built for another length), [`SparseAttnError::InvalidArgument`] for f32 inputs or
+/// another head dim (use [`crate::attention_forward`] on the CPU), driver failures.
+///
+/// ```no_run
+/// use half::bf16;
+/// use ltd_core::CudaDevice;
+/// use ltd_sparse_attn::{AttentionShape, FixedConfig};
+/// use ltd_sparse_attn::cuda::{CudaAttentionLayout, CudaAttentionOptions, attention_forward_cuda};
+/// let dev = CudaDevice::new(0)?;
+/// let shape = AttentionShape { batch: 1, heads: 4, seq_len: 1000, head_dim: 64 };
+/// let layout = CudaAttentionLayout::new(&dev, &FixedConfig::new(4).make_layout(1000)?)?;
+/// let x = dev.upload(&vec![bf16::from_f32(0.5); shape.qkv_len()])?;
+/// let mut out = dev.upload(&vec![bf16::ZERO; shape.qkv_len()])?;
+/// let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()])?;
+/// attention_forward_cuda(&dev, &layout, shape, (&x, &x, &x), &CudaAttentionOptions::default(), &mut out, &mut lse)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn attention_forward_cuda<T: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    layout: &CudaAttentionLayout,
+    shape: AttentionShape,
+    (q, k, v): (&CudaSlice<T>, &CudaSlice<T>, &CudaSlice<T>),
+    options: &CudaAttentionOptions<'_>,
+    out: &mut CudaSlice<T>,
+    lse: &mut CudaSlice<f32>,
+) -> Result<()> {
+    let (type_name, scale) = check_call::<T>(layout, shape, (q.len(), k.len(), v.len()), options)?;
+    let AttentionShape { batch, heads, seq_len, head_dim } = shape;
+    if out.len() != shape.qkv_len() {
+        return Err(SparseAttnError::shape("out", format!("[B, H, L, D] = {}", shape.qkv_len()), out.len()));
+    }
+    if lse.len() != shape.lse_len() {
+        return Err(SparseAttnError::shape("lse", format!("[B, H, L] = {}", shape.lse_len()), lse.len()));
+    }
+    let name = kernel_name("fwd", type_name, head_dim);
     let func = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, name)?;
     let smem = 5 * KERNEL_TILE * head_dim * 2;
     func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
@@ -332,5 +387,159 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // shared memory is exactly the 5 tiles of 64 x D the kernel uses.
     unsafe { launch.launch(cfg) }.map_err(cuda_err("launching the sparse attention kernel"))?;
     drop((g1, g2, g3, g4, g5, g6, g7, g8, kpm));
+    Ok(())
+}
+
+/// Gradients of [`attention_backward_cuda`], written in place (`[B, H, L, D]` each).
+///
+/// ```no_run
+/// # use half::bf16;
+/// # let dev = ltd_core::CudaDevice::new(0)?;
+/// let n = 1 * 4 * 128 * 64;
+/// let (mut dq, mut dk, mut dv) = (dev.upload(&vec![bf16::ZERO; n])?, dev.upload(&vec![bf16::ZERO; n])?, dev.upload(&vec![bf16::ZERO; n])?);
+/// let grads = ltd_sparse_attn::cuda::CudaAttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CudaAttentionGrads<'a, T> {
+    /// Gradient of the queries.
+    pub dq: &'a mut CudaSlice<T>,
+    /// Gradient of the keys.
+    pub dk: &'a mut CudaSlice<T>,
+    /// Gradient of the values.
+    pub dv: &'a mut CudaSlice<T>,
+}
+
+/// Fused block-sparse attention backward on the GPU: given the forward's inputs, its output
+/// `out` and `lse`, and `dout`, writes dq, dk, dv (FA2 structure: one CTA per 64-key chunk
+/// walking the query tiles that see it; dq through f32 atomics, then rounded). Same options
+/// and limits as [`attention_forward_cuda`]; no bias gradient on the GPU yet.
+///
+/// # Errors
+/// As [`attention_forward_cuda`], plus length checks of `out`, `lse`, `dout` and the gradients.
+///
+/// ```no_run
+/// use half::bf16;
+/// use ltd_core::CudaDevice;
+/// use ltd_sparse_attn::{AttentionShape, FixedConfig};
+/// use ltd_sparse_attn::cuda::*;
+/// let dev = CudaDevice::new(0)?;
+/// let shape = AttentionShape { batch: 1, heads: 4, seq_len: 256, head_dim: 64 };
+/// let layout = CudaAttentionLayout::new(&dev, &FixedConfig::new(4).make_layout(256)?)?;
+/// let n = shape.qkv_len();
+/// let x = dev.upload(&vec![bf16::from_f32(0.5); n])?;
+/// let (mut out, mut lse) = (dev.upload(&vec![bf16::ZERO; n])?, dev.upload(&vec![0.0f32; shape.lse_len()])?);
+/// let opts = CudaAttentionOptions::default();
+/// attention_forward_cuda(&dev, &layout, shape, (&x, &x, &x), &opts, &mut out, &mut lse)?;
+/// let (mut dq, mut dk, mut dv) = (dev.upload(&vec![bf16::ZERO; n])?, dev.upload(&vec![bf16::ZERO; n])?, dev.upload(&vec![bf16::ZERO; n])?);
+/// attention_backward_cuda(&dev, &layout, shape, (&x, &x, &x), (&out, &lse), &x, &opts,
+///     CudaAttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_cuda<T: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    layout: &CudaAttentionLayout,
+    shape: AttentionShape,
+    (q, k, v): (&CudaSlice<T>, &CudaSlice<T>, &CudaSlice<T>),
+    (out, lse): (&CudaSlice<T>, &CudaSlice<f32>),
+    dout: &CudaSlice<T>,
+    options: &CudaAttentionOptions<'_>,
+    grads: CudaAttentionGrads<'_, T>,
+) -> Result<()> {
+    let (type_name, scale) = check_call::<T>(layout, shape, (q.len(), k.len(), v.len()), options)?;
+    let AttentionShape { batch, heads, seq_len, head_dim } = shape;
+    let n = shape.qkv_len();
+    for (what, len) in [
+        ("out", out.len()),
+        ("dout", dout.len()),
+        ("dq", grads.dq.len()),
+        ("dk", grads.dk.len()),
+        ("dv", grads.dv.len()),
+    ] {
+        if len != n {
+            return Err(SparseAttnError::shape(what, format!("[B, H, L, D] = {n}"), len));
+        }
+    }
+    if lse.len() != shape.lse_len() {
+        return Err(SparseAttnError::shape("lse", format!("[B, H, L] = {}", shape.lse_len()), lse.len()));
+    }
+    let stream = dev.stream();
+    let mut dq_acc = stream.alloc_zeros::<f32>(n).map_err(cuda_err("allocating the dq accumulator"))?;
+    let mut dvec = stream.alloc_zeros::<f32>(shape.lse_len()).map_err(cuda_err("allocating the row dots"))?;
+    let pre = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, kernel_name("bwd_pre", type_name, head_dim))?;
+    let main = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, kernel_name("bwd", type_name, head_dim))?;
+    let post = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, kernel_name("bwd_dq", type_name, head_dim))?;
+    let smem = (6 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE) * 2 + 4 * KERNEL_TILE * 4;
+    main.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+        .map_err(cuda_err("raising the attention backward kernel's shared-memory limit"))?;
+
+    let (q_ptr, g1) = q.device_ptr(stream);
+    let (k_ptr, g2) = k.device_ptr(stream);
+    let (v_ptr, g3) = v.device_ptr(stream);
+    let (o_ptr, g4) = out.device_ptr(stream);
+    let (do_ptr, g5) = dout.device_ptr(stream);
+    let (lse_ptr, g6) = lse.device_ptr(stream);
+    let (dvec_ptr, g7) = dvec.device_ptr_mut(stream);
+    let (acc_ptr, g8) = dq_acc.device_ptr_mut(stream);
+    let (dq_ptr, g9) = grads.dq.device_ptr_mut(stream);
+    let (dk_ptr, g10) = grads.dk.device_ptr_mut(stream);
+    let (dv_ptr, g11) = grads.dv.device_ptr_mut(stream);
+    let (cp_ptr, g12) = layout.col_ptr.device_ptr(stream);
+    let (cr_ptr, g13) = layout.col_rows.device_ptr(stream);
+    let (cm_ptr, g14) = layout.col_masks.device_ptr(stream);
+    let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
+    let params = ltd_kernels_sys::LtdSparseAttnBwdParams {
+        q: q_ptr,
+        k: k_ptr,
+        v: v_ptr,
+        o: o_ptr,
+        dout: do_ptr,
+        lse: lse_ptr,
+        dvec: dvec_ptr,
+        dq_acc: acc_ptr,
+        dq: dq_ptr,
+        dk: dk_ptr,
+        dv: dv_ptr,
+        tile_col_ptr: cp_ptr,
+        tile_rows: cr_ptr,
+        tile_col_masks: cm_ptr,
+        kpm: kpm.as_ref().map_or(0, |(p, _)| *p),
+        batch: batch as i64,
+        heads: heads as i64,
+        seq: seq_len as i64,
+        num_qtiles: layout.num_qtiles as i64,
+        scale,
+        scale_log2: scale * std::f32::consts::LOG2_E,
+        causal: i32::from(options.causal),
+        pad_: 0,
+    };
+    let rows = batch * heads * seq_len;
+    let pre_cfg = LaunchConfig { grid_dim: (rows.div_ceil(4) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let main_cfg = LaunchConfig {
+        grid_dim: (layout.num_qtiles as u32, heads as u32, batch as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: smem as u32,
+    };
+    let post_cfg = LaunchConfig { grid_dim: (n.div_ceil(256).min(65_535 * 16) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let d = head_dim as i64;
+    // SAFETY: each kernel takes `LtdSparseAttnBwdParams` by value (the dq kernel also the head
+    // dim as a second i64). All [B,H,L,D] buffers hold exactly n elements and the row buffers
+    // B*H*L (checked above and by check_call); the kernels touch rows < L only; the transposed
+    // tables were built for this layout, whose padded length covers L, so every chunk and tile
+    // index is below num_qtiles; dq_acc is zeroed before the main kernel adds into it; the three
+    // launches are ordered on one stream; the dynamic shared memory is exactly what the main
+    // kernel carves (K, V, 2 Q, 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats).
+    unsafe {
+        let mut l = stream.launch_builder(&pre);
+        l.arg(&params);
+        l.launch(pre_cfg).map_err(cuda_err("launching the attention backward pre-pass"))?;
+        let mut l = stream.launch_builder(&main);
+        l.arg(&params);
+        l.launch(main_cfg).map_err(cuda_err("launching the attention backward kernel"))?;
+        let mut l = stream.launch_builder(&post);
+        l.arg(&params).arg(&d);
+        l.launch(post_cfg).map_err(cuda_err("launching the dq conversion"))?;
+    }
+    drop((g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, g14, kpm));
     Ok(())
 }

@@ -8,7 +8,9 @@ use half::{bf16, f16};
 use ltd_core::{CudaDevice, Element};
 use ltd_reference as reference;
 use ltd_reference::RefElement;
-use ltd_sparse_attn::cuda::{CoarseTables, CudaAttentionLayout, CudaAttentionOptions, attention_forward_cuda};
+use ltd_sparse_attn::cuda::{
+    CoarseTables, CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions, attention_backward_cuda, attention_forward_cuda,
+};
 use ltd_sparse_attn::{
     AttentionShape, BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout, SparseAttnError,
     VariableConfig,
@@ -139,6 +141,46 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
             assert!((*g as f64 - e).abs() <= 1e-3 + 1e-3 * e.abs(), "lse[{i}] = {g}, expected {e} ({ctx})");
         }
     }
+
+    // Backward: dq, dk, dv against the reference gradients of the same inputs.
+    let dout: Vec<T> = (0..n).map(|_| T::from_f32_lossy(rnd())).collect();
+    let d_dout = dev.upload(&dout).unwrap();
+    let poison = || dev.upload(&vec![T::from_f32_lossy(f32::NAN); n]).unwrap();
+    let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
+    attention_backward_cuda(
+        dev,
+        &gpu_layout,
+        shape,
+        (&dq, &dk, &dv),
+        (&out, &lse),
+        &d_dout,
+        &opts,
+        CudaAttentionGrads { dq: &mut gq, dk: &mut gk, dv: &mut gv },
+    )
+    .unwrap();
+    let want = reference::attention_backward(&q, &k, &v, &dout, dims, &ropts).unwrap();
+    // Relative L2 error (bf16/f16 operands: 1e-3..1e-2 expected) and no element off by more than
+    // 5% of the tensor's largest magnitude (catches a wrong row or tile the norm would hide).
+    let (rel_limit, elem_frac) = match T::DTYPE {
+        ltd_core::DType::F16 => (1e-2, 0.03),
+        _ => (3e-2, 0.05),
+    };
+    for (what, got, want) in [("dq", &gq, &want.dq), ("dk", &gk, &want.dk), ("dv", &gv, &want.dv)] {
+        let got: Vec<f64> = dev.download(got).unwrap().iter().map(|x| x.to_f32() as f64).collect();
+        let want: Vec<f64> = want.iter().map(|x| RefElement::to_f64(*x)).collect();
+        let max = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let (mut num, mut den) = (0.0, 0.0);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(g.is_finite(), "{what}[{i}] = {g} ({ctx})");
+            assert!((g - w).abs() <= elem_frac * max + 1e-6, "{what}[{i}] = {g}, expected {w} (max {max}) ({ctx})");
+            num += (g - w) * (g - w);
+            den += w * w;
+        }
+        if den > 0.0 {
+            let rel = (num / den).sqrt();
+            assert!(rel <= rel_limit, "{what} relative error {rel} ({ctx})");
+        }
+    }
 }
 
 proptest! {
@@ -185,6 +227,15 @@ fn gpu_fully_masked_rows_are_zero() {
     attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &opts, &mut out, &mut lse).unwrap();
     assert!(dev.download(&out).unwrap().iter().all(|v| v.to_f32() == 0.0));
     assert!(dev.download(&lse).unwrap().iter().all(|&v| v == f32::NEG_INFINITY));
+    // Their gradients are zero too (not NaN).
+    let n = shape.qkv_len();
+    let (mut gq, mut gk, mut gv) =
+        (dev.upload(&vec![bf16::NAN; n]).unwrap(), dev.upload(&vec![bf16::NAN; n]).unwrap(), dev.upload(&vec![bf16::NAN; n]).unwrap());
+    attention_backward_cuda(&dev, &gl, shape, (&x, &x, &x), (&out, &lse), &x, &opts, CudaAttentionGrads { dq: &mut gq, dk: &mut gk, dv: &mut gv })
+        .unwrap();
+    for g in [&gq, &gk, &gv] {
+        assert!(dev.download(g).unwrap().iter().all(|v| v.to_f32() == 0.0));
+    }
 }
 
 #[test]
