@@ -48,7 +48,10 @@ impl TokenPositions<'_> {
     pub fn position(&self, b: usize, k: usize) -> Option<usize> {
         match self {
             TokenPositions::All { seq } => (k < *seq).then_some(k),
-            TokenPositions::Kept(idx) => idx.row(b).and_then(|row| row.get(k)).map(|&p| p as usize),
+            TokenPositions::Kept(idx) => idx
+                .row(b)
+                .and_then(|row| row.get(k))
+                .and_then(|&p| usize::try_from(p).ok()),
         }
     }
 
