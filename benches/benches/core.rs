@@ -16,12 +16,17 @@ const C: usize = 1024;
 const R: usize = 1024;
 
 fn hidden(order: HiddenOrder, seq: usize) -> HiddenTensor<bf16> {
-    let data: Vec<bf16> = (0..B * seq * C).map(|i| bf16::from_f32((i % 251) as f32)).collect();
+    let data: Vec<bf16> = (0..B * seq * C)
+        .map(|i| bf16::from_f32((i % 251) as f32))
+        .collect();
     HiddenTensor::from_vec(data, order, B, seq, C).unwrap()
 }
 
 fn indices() -> Vec<i32> {
-    TokenSampler::new(1).sample(0, 1, B, S, R).unwrap().into_vec()
+    TokenSampler::new(1)
+        .sample(0, 1, B, S, R)
+        .unwrap()
+        .into_vec()
 }
 
 fn bench_gather(c: &mut Criterion) {
@@ -34,7 +39,9 @@ fn bench_gather(c: &mut Criterion) {
     g.throughput(Throughput::Bytes((2 * part_elems * 2) as u64));
     let src = vec![bf16::ONE; part_elems];
     let mut dst = vec![bf16::ZERO; part_elems];
-    g.bench_function("memcpy_same_bytes", |b| b.iter(|| dst.copy_from_slice(black_box(&src))));
+    g.bench_function("memcpy_same_bytes", |b| {
+        b.iter(|| dst.copy_from_slice(black_box(&src)))
+    });
     for order in [HiddenOrder::BatchSeq, HiddenOrder::SeqBatch] {
         let h = hidden(order, S);
         let mut out = HiddenTensor::<bf16>::zeros(order, B, R, C).unwrap();
@@ -54,7 +61,9 @@ fn bench_scatter(c: &mut Criterion) {
     g.throughput(Throughput::Bytes((2 * full_elems * 2) as u64));
     let src = vec![bf16::ONE; full_elems];
     let mut dst = vec![bf16::ZERO; full_elems];
-    g.bench_function("memcpy_full_tensor", |b| b.iter(|| dst.copy_from_slice(black_box(&src))));
+    g.bench_function("memcpy_full_tensor", |b| {
+        b.iter(|| dst.copy_from_slice(black_box(&src)))
+    });
     for order in [HiddenOrder::BatchSeq, HiddenOrder::SeqBatch] {
         let h = hidden(order, S);
         let part = hidden(order, R);
@@ -71,7 +80,9 @@ fn bench_scatter(c: &mut Criterion) {
     g.throughput(Throughput::Bytes((2 * part_elems * 2) as u64));
     let src = vec![bf16::ONE; part_elems];
     let mut dst = vec![bf16::ZERO; part_elems];
-    g.bench_function("memcpy_same_bytes", |b| b.iter(|| dst.copy_from_slice(black_box(&src))));
+    g.bench_function("memcpy_same_bytes", |b| {
+        b.iter(|| dst.copy_from_slice(black_box(&src)))
+    });
     for order in [HiddenOrder::BatchSeq, HiddenOrder::SeqBatch] {
         let mut h = hidden(order, S);
         let part = hidden(order, R);
@@ -90,7 +101,11 @@ fn bench_samplers(c: &mut Criterion) {
     for (layers, batch, seq, r) in [(22, 8, 2048, 1024), (46, 16, 2048, 512)] {
         let mut out = vec![0i32; layers * batch * r];
         g.bench_function(format!("L{layers}_B{batch}_S{seq}_r{r}"), |b| {
-            b.iter(|| sampler.sample_into(black_box(3), layers, batch, seq, r, &mut out).unwrap())
+            b.iter(|| {
+                sampler
+                    .sample_into(black_box(3), layers, batch, seq, r, &mut out)
+                    .unwrap()
+            })
         });
     }
     g.finish();

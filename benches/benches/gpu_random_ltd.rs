@@ -21,7 +21,9 @@ fn main() {
 mod gpu {
     use cudarc::driver::{CudaSlice, DeviceRepr};
     use half::{bf16, f16};
-    use ltd_core::cuda::{CudaHidden, CudaHiddenMut, gather_cuda, route_cuda, sample_tokens_cuda, scatter_cuda};
+    use ltd_core::cuda::{
+        CudaHidden, CudaHiddenMut, gather_cuda, route_cuda, sample_tokens_cuda, scatter_cuda,
+    };
     use ltd_core::{CoreError, CudaDevice, Element, HiddenLayout, HiddenOrder};
 
     type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -48,7 +50,11 @@ mod gpu {
         Ok(samples[reps / 2])
     }
 
-    fn random_tensor<T: Element + DeviceRepr>(dev: &CudaDevice, n: usize, salt: u64) -> Res<CudaSlice<T>> {
+    fn random_tensor<T: Element + DeviceRepr>(
+        dev: &CudaDevice,
+        n: usize,
+        salt: u64,
+    ) -> Res<CudaSlice<T>> {
         // Not zeros (zeros can hide bugs and run faster): a cheap hash of the index.
         let host: Vec<T> = (0..n as u64)
             .map(|i| {
@@ -87,19 +93,46 @@ mod gpu {
         let copy_part = time_us(dev, || {
             stream
                 .memcpy_dtod(&h.slice(..b * r * c), &mut part.slice_mut(..))
-                .map_err(|source| CoreError::Cuda { during: "memcpy", source })
+                .map_err(|source| CoreError::Cuda {
+                    during: "memcpy",
+                    source,
+                })
         })?;
         let copy_full = time_us(dev, || {
-            stream.memcpy_dtod(&h, &mut y).map_err(|source| CoreError::Cuda { during: "memcpy", source })
+            stream
+                .memcpy_dtod(&h, &mut y)
+                .map_err(|source| CoreError::Cuda {
+                    during: "memcpy",
+                    source,
+                })
         })?;
         let gather = time_us(dev, || {
-            gather_cuda(dev, CudaHidden::new(&h, full)?, &idx, 0, CudaHiddenMut::new(&mut part, kept)?)
+            gather_cuda(
+                dev,
+                CudaHidden::new(&h, full)?,
+                &idx,
+                0,
+                CudaHiddenMut::new(&mut part, kept)?,
+            )
         })?;
         let scatter = time_us(dev, || {
-            scatter_cuda(dev, CudaHidden::new(&part_src, kept)?, &idx, 0, CudaHiddenMut::new(&mut y, full)?)
+            scatter_cuda(
+                dev,
+                CudaHidden::new(&part_src, kept)?,
+                &idx,
+                0,
+                CudaHiddenMut::new(&mut y, full)?,
+            )
         })?;
         let route = time_us(dev, || {
-            route_cuda(dev, CudaHidden::new(&h, full)?, CudaHidden::new(&part_src, kept)?, &idx, 0, CudaHiddenMut::new(&mut y, full)?)
+            route_cuda(
+                dev,
+                CudaHidden::new(&h, full)?,
+                CudaHidden::new(&part_src, kept)?,
+                &idx,
+                0,
+                CudaHiddenMut::new(&mut y, full)?,
+            )
         })?;
         let shape = format!("B{b} S{s} C{c} r{r} {}", T::DTYPE);
         let order_name = match order {
@@ -113,7 +146,14 @@ mod gpu {
             ("scatter", scatter, copy_part, part_bytes),
             ("route", route, copy_full, full_bytes),
         ] {
-            rows.push(Row { shape: shape.clone(), order: order_name, op, ours_us: ours, copy_us: copy, bytes });
+            rows.push(Row {
+                shape: shape.clone(),
+                order: order_name,
+                op,
+                ours_us: ours,
+                copy_us: copy,
+                bytes,
+            });
         }
         Ok(())
     }
@@ -162,7 +202,11 @@ mod gpu {
         }
         json.push_str("  ],\n  \"sampler\": [\n");
         println!("\n{:<28} {:>10}", "sampler (L x B x S -> r)", "ours us");
-        let cases = [(22, 8, 2048, 1024), (46, 16, 2048, 512), (24, 4, 8192, 4096)];
+        let cases = [
+            (22, 8, 2048, 1024),
+            (46, 16, 2048, 512),
+            (24, 4, 8192, 4096),
+        ];
         for (i, &(l, b, s, r)) in cases.iter().enumerate() {
             let mut idx = sample_tokens_cuda(&dev, 1, 0, l, b, s, r)?;
             let mut step = 0;

@@ -21,7 +21,8 @@ mod gpu {
     use half::bf16;
     use ltd_core::CudaDevice;
     use ltd_sparse_attn::cuda::{
-        CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions, attention_backward_cuda, attention_forward_cuda,
+        CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions, attention_backward_cuda,
+        attention_forward_cuda,
     };
     use ltd_sparse_attn::{AttentionShape, BSLongformerConfig, BigBirdConfig, FixedConfig, Layout};
 
@@ -70,21 +71,49 @@ mod gpu {
                 }
                 let gl = CudaAttentionLayout::new(&dev, &layout)?;
                 for d in [64usize, 128] {
-                    let shape = AttentionShape { batch, heads: 16, seq_len: seq, head_dim: d };
+                    let shape = AttentionShape {
+                        batch,
+                        heads: 16,
+                        seq_len: seq,
+                        head_dim: d,
+                    };
                     let n = shape.qkv_len();
-                    let host: Vec<bf16> =
-                        (0..n).map(|i| bf16::from_f32(((i * 2_654_435_761) % 2001) as f32 / 1000.0 - 1.0)).collect();
+                    let host: Vec<bf16> = (0..n)
+                        .map(|i| bf16::from_f32(((i * 2_654_435_761) % 2001) as f32 / 1000.0 - 1.0))
+                        .collect();
                     let q = dev.upload(&host)?;
                     let mut out = dev.upload(&vec![bf16::ZERO; n])?;
                     let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()])?;
                     let opts = CudaAttentionOptions::default();
-                    let (mut gq, mut gk, mut gv) = (dev.upload(&host)?, dev.upload(&host)?, dev.upload(&host)?);
+                    let (mut gq, mut gk, mut gv) =
+                        (dev.upload(&host)?, dev.upload(&host)?, dev.upload(&host)?);
                     let mut time = |with_backward: bool| -> Res<f64> {
                         let mut call = || -> Res<()> {
-                            attention_forward_cuda(&dev, &gl, shape, (&q, &q, &q), &opts, &mut out, &mut lse)?;
+                            attention_forward_cuda(
+                                &dev,
+                                &gl,
+                                shape,
+                                (&q, &q, &q),
+                                &opts,
+                                &mut out,
+                                &mut lse,
+                            )?;
                             if with_backward {
-                                let grads = CudaAttentionGrads { dq: &mut gq, dk: &mut gk, dv: &mut gv };
-                                attention_backward_cuda(&dev, &gl, shape, (&q, &q, &q), (&out, &lse), &q, &opts, grads)?;
+                                let grads = CudaAttentionGrads {
+                                    dq: &mut gq,
+                                    dk: &mut gk,
+                                    dv: &mut gv,
+                                };
+                                attention_backward_cuda(
+                                    &dev,
+                                    &gl,
+                                    shape,
+                                    (&q, &q, &q),
+                                    (&out, &lse),
+                                    &q,
+                                    &opts,
+                                    grads,
+                                )?;
                             }
                             Ok(())
                         };

@@ -31,7 +31,12 @@ impl StridedLayout2d {
     /// assert_eq!(ltd_core::StridedLayout2d::contiguous(4, 5).row_stride, 5);
     /// ```
     pub fn contiguous(rows: usize, cols: usize) -> StridedLayout2d {
-        StridedLayout2d { rows, cols, row_stride: cols, col_stride: 1 }
+        StridedLayout2d {
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
     /// The fewest elements a buffer needs to hold this view (0 for an empty view); saturates
@@ -47,26 +52,46 @@ impl StridedLayout2d {
         }
         (self.rows - 1)
             .checked_mul(self.row_stride)
-            .and_then(|a| (self.cols - 1).checked_mul(self.col_stride).and_then(|b| a.checked_add(b)))
+            .and_then(|a| {
+                (self.cols - 1)
+                    .checked_mul(self.col_stride)
+                    .and_then(|b| a.checked_add(b))
+            })
             .and_then(|last| last.checked_add(1))
             .unwrap_or(usize::MAX)
     }
 }
 
 /// Checks a strided copy's arguments (shared by the CPU and GPU versions).
-pub(crate) fn check_strided_copy(src_len: usize, layout: StridedLayout2d, dst_len: usize) -> Result<()> {
+pub(crate) fn check_strided_copy(
+    src_len: usize,
+    layout: StridedLayout2d,
+    dst_len: usize,
+) -> Result<()> {
     for (what, got) in [("rows", layout.rows), ("cols", layout.cols)] {
         if got == 0 {
-            return Err(CoreError::InvalidSize { what, got, expected: "at least 1".into() });
+            return Err(CoreError::InvalidSize {
+                what,
+                got,
+                expected: "at least 1".into(),
+            });
         }
     }
     let needed = layout.min_buffer_len();
     if src_len < needed {
-        return Err(CoreError::BufferTooSmall { what: "source", got: src_len, needed });
+        return Err(CoreError::BufferTooSmall {
+            what: "source",
+            got: src_len,
+            needed,
+        });
     }
-    let needed = layout.rows.checked_mul(layout.cols).unwrap_or(usize::MAX);
+    let needed = layout.rows.saturating_mul(layout.cols);
     if dst_len < needed {
-        return Err(CoreError::BufferTooSmall { what: "destination", got: dst_len, needed });
+        return Err(CoreError::BufferTooSmall {
+            what: "destination",
+            got: dst_len,
+            needed,
+        });
     }
     if i64::try_from(needed).is_err() || i64::try_from(src_len).is_err() {
         return Err(CoreError::InvalidSize {
@@ -114,8 +139,16 @@ mod tests {
     #[test]
     fn transpose_by_hand() {
         let m = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let t = StridedLayout2d { rows: 3, cols: 2, row_stride: 1, col_stride: 3 };
-        assert_eq!(copy_strided_2d(&m, t).unwrap(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        let t = StridedLayout2d {
+            rows: 3,
+            cols: 2,
+            row_stride: 1,
+            col_stride: 3,
+        };
+        assert_eq!(
+            copy_strided_2d(&m, t).unwrap(),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
     }
 
     #[test]
@@ -123,20 +156,48 @@ mod tests {
         // 2x2 view of a buffer with row pitch 3.
         let m = [1u16, 2, 99, 3, 4];
         let v: Vec<half::f16> = m.iter().map(|&x| half::f16::from_f32(x as f32)).collect();
-        let l = StridedLayout2d { rows: 2, cols: 2, row_stride: 3, col_stride: 1 };
-        let got: Vec<f32> = copy_strided_2d(&v, l).unwrap().iter().map(|x| x.to_f32()).collect();
+        let l = StridedLayout2d {
+            rows: 2,
+            cols: 2,
+            row_stride: 3,
+            col_stride: 1,
+        };
+        let got: Vec<f32> = copy_strided_2d(&v, l)
+            .unwrap()
+            .iter()
+            .map(|x| x.to_f32())
+            .collect();
         assert_eq!(got, vec![1.0, 2.0, 3.0, 4.0]);
     }
 
     #[test]
     fn bad_input_is_an_error() {
         let m = [0.0f32; 5];
-        let l = StridedLayout2d { rows: 2, cols: 3, row_stride: 3, col_stride: 1 };
+        let l = StridedLayout2d {
+            rows: 2,
+            cols: 3,
+            row_stride: 3,
+            col_stride: 1,
+        };
         let e = copy_strided_2d(&m, l).unwrap_err();
-        assert_eq!(e.to_string(), "source buffer has 5 elements, but its shape and strides need at least 6");
+        assert_eq!(
+            e.to_string(),
+            "source buffer has 5 elements, but its shape and strides need at least 6"
+        );
         let e = copy_strided_2d(&m, StridedLayout2d::contiguous(0, 3)).unwrap_err();
         assert_eq!(e.to_string(), "rows = 0 is invalid: expected at least 1");
-        let huge = StridedLayout2d { rows: 3, cols: 1, row_stride: usize::MAX, col_stride: 1 };
-        assert!(matches!(copy_strided_2d(&m, huge), Err(CoreError::BufferTooSmall { needed: usize::MAX, .. })));
+        let huge = StridedLayout2d {
+            rows: 3,
+            cols: 1,
+            row_stride: usize::MAX,
+            col_stride: 1,
+        };
+        assert!(matches!(
+            copy_strided_2d(&m, huge),
+            Err(CoreError::BufferTooSmall {
+                needed: usize::MAX,
+                ..
+            })
+        ));
     }
 }

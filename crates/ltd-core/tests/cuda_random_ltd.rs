@@ -309,27 +309,59 @@ fn gpu_ops_tensors_over_2_pow_31_elements() {
         eprintln!("skipping: could not allocate 4.6 GB");
         return;
     };
-    let row = |p: usize| -> Vec<bf16> { (0..c).map(|j| bf16::from_f32(((p * 7 + j) % 251) as f32)).collect() };
+    let row = |p: usize| -> Vec<bf16> {
+        (0..c)
+            .map(|j| bf16::from_f32(((p * 7 + j) % 251) as f32))
+            .collect()
+    };
     for &p in &kept {
         let p = p as usize;
-        dev.stream().memcpy_htod(&row(p), &mut h.slice_mut(p * c..(p + 1) * c)).unwrap();
+        dev.stream()
+            .memcpy_htod(&row(p), &mut h.slice_mut(p * c..(p + 1) * c))
+            .unwrap();
     }
     let full = HiddenLayout::contiguous(HiddenOrder::BatchSeq, b, s, c).unwrap();
     let part_l = HiddenLayout::contiguous(HiddenOrder::BatchSeq, b, r, c).unwrap();
     let mut part = dev.upload(&vec![bf16::from_f32(-1.0); b * r * c]).unwrap();
-    gather_cuda(&dev, CudaHidden::new(&h, full).unwrap(), &idx, 0, CudaHiddenMut::new(&mut part, part_l).unwrap()).unwrap();
+    gather_cuda(
+        &dev,
+        CudaHidden::new(&h, full).unwrap(),
+        &idx,
+        0,
+        CudaHiddenMut::new(&mut part, part_l).unwrap(),
+    )
+    .unwrap();
     let got = dev.download(&part).unwrap();
     for (k, &p) in kept.iter().enumerate() {
-        assert!(got[k * c..(k + 1) * c] == row(p as usize)[..], "gathered row {k} (position {p})");
+        assert!(
+            got[k * c..(k + 1) * c] == row(p as usize)[..],
+            "gathered row {k} (position {p})"
+        );
     }
     // Scatter the rows back doubled into h (in place) and read two far rows back.
-    let doubled: Vec<bf16> = got.iter().map(|v| bf16::from_f32(v.to_f32() * 2.0)).collect();
+    let doubled: Vec<bf16> = got
+        .iter()
+        .map(|v| bf16::from_f32(v.to_f32() * 2.0))
+        .collect();
     let d_doubled = dev.upload(&doubled).unwrap();
-    scatter_cuda(&dev, CudaHidden::new(&d_doubled, part_l).unwrap(), &idx, 0, CudaHiddenMut::new(&mut h, full).unwrap()).unwrap();
+    scatter_cuda(
+        &dev,
+        CudaHidden::new(&d_doubled, part_l).unwrap(),
+        &idx,
+        0,
+        CudaHiddenMut::new(&mut h, full).unwrap(),
+    )
+    .unwrap();
     for k in [r - 1, r - 2] {
         let p = kept[k] as usize;
-        let back = dev.stream().clone_dtoh(&h.slice(p * c..(p + 1) * c)).unwrap();
-        assert!(back[..] == doubled[k * c..(k + 1) * c], "scattered row {k} (position {p})");
+        let back = dev
+            .stream()
+            .clone_dtoh(&h.slice(p * c..(p + 1) * c))
+            .unwrap();
+        assert!(
+            back[..] == doubled[k * c..(k + 1) * c],
+            "scattered row {k} (position {p})"
+        );
     }
 }
 
@@ -458,7 +490,7 @@ proptest! {
         let r = ((seq as f64 * frac).round() as usize).clamp(1, seq);
         check_masks(&dev, layers, batch, seq, r, seed, |i| (i % 3 == 0) as u8);
         check_masks(&dev, layers, batch, seq, r, seed, |i| f16::from_f32((i % 1000) as f32));
-        check_masks(&dev, layers, batch, seq, r, seed, |i| (i % 100_000) as f32 * -1.0);
+        check_masks(&dev, layers, batch, seq, r, seed, |i| -((i % 100_000) as f32));
     }
 }
 
@@ -479,7 +511,7 @@ fn gpu_mask_gather_rejects_wrong_sizes() {
         CudaSampledIndices::upload(&dev, &TokenSampler::new(1).sample(0, 1, 2, 16, 4).unwrap())
             .unwrap();
     let mask = dev.upload(&vec![0u8; 2 * 16 * 15]).unwrap();
-    let mut out = dev.upload(&vec![0u8; 2 * 4 * 4]).unwrap();
+    let mut out = dev.upload(&[0u8; 2 * 4 * 4]).unwrap();
     let e = mask_gather_cuda(&dev, &mask, MaskForm::Full, &idx, &mut out).unwrap_err();
     assert!(
         matches!(e, CoreError::ShapeMismatch { what: "mask", .. }),

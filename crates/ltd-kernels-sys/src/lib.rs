@@ -46,11 +46,23 @@ pub mod names {
     /// [`SAMPLE_TOKENS_SMEM`] with 512 threads per row (long rows).
     pub const SAMPLE_TOKENS_SMEM_WIDE: &str = "ltd_sample_tokens_smem_wide";
     /// In [`super::fatbin::RANDOM_LTD`]: row gather/scatter by index, by word width 16/4/2 bytes ([`super::LtdIndexRowsParams`]).
-    pub const INDEX_ROWS: [&str; 3] = ["ltd_index_rows_v16", "ltd_index_rows_b4", "ltd_index_rows_b2"];
+    pub const INDEX_ROWS: [&str; 3] = [
+        "ltd_index_rows_v16",
+        "ltd_index_rows_b4",
+        "ltd_index_rows_b2",
+    ];
     /// In [`super::fatbin::RANDOM_LTD`]: out-of-place route, by word width 16/4/2 bytes ([`super::LtdRouteRowsParams`]).
-    pub const ROUTE_ROWS: [&str; 3] = ["ltd_route_rows_v16", "ltd_route_rows_b4", "ltd_route_rows_b2"];
+    pub const ROUTE_ROWS: [&str; 3] = [
+        "ltd_route_rows_v16",
+        "ltd_route_rows_b4",
+        "ltd_route_rows_b2",
+    ];
     /// In [`super::fatbin::RANDOM_LTD`]: mask gather by element width 1/2/4 bytes ([`super::LtdMaskGatherParams`]).
-    pub const MASK_GATHER: [&str; 3] = ["ltd_mask_gather_b1", "ltd_mask_gather_b2", "ltd_mask_gather_b4"];
+    pub const MASK_GATHER: [&str; 3] = [
+        "ltd_mask_gather_b1",
+        "ltd_mask_gather_b2",
+        "ltd_mask_gather_b4",
+    ];
 }
 
 // SAFETY: the parameter structs are `#[repr(C)]` plain data (integers and 64-bit device

@@ -30,7 +30,11 @@ fn cuda_err(during: &'static str) -> impl FnOnce(cudarc::driver::DriverError) ->
 }
 
 fn invalid(what: &str, value: impl std::fmt::Display, expected: &str) -> SparseAttnError {
-    SparseAttnError::InvalidArgument { what: what.into(), value: value.to_string(), expected: expected.into() }
+    SparseAttnError::InvalidArgument {
+        what: what.into(),
+        value: value.to_string(),
+        expected: expected.into(),
+    }
 }
 
 /// The kernel's view of a layout: for every (head, 64-row query tile) the active 64-key chunks
@@ -122,7 +126,16 @@ impl CoarseTables {
                 col_ptr.push(col_rows.len() as i32);
             }
         }
-        CoarseTables { heads, num_qtiles, row_ptr, cols, masks, col_ptr, col_rows, col_masks }
+        CoarseTables {
+            heads,
+            num_qtiles,
+            row_ptr,
+            cols,
+            masks,
+            col_ptr,
+            col_rows,
+            col_masks,
+        }
     }
 }
 
@@ -232,7 +245,12 @@ fn check_call<T: Element>(
     (q_len, k_len, v_len): (usize, usize, usize),
     options: &CudaAttentionOptions<'_>,
 ) -> Result<(&'static str, f32)> {
-    let AttentionShape { batch, heads, seq_len, head_dim } = shape;
+    let AttentionShape {
+        batch,
+        heads,
+        seq_len,
+        head_dim,
+    } = shape;
     let type_name = match T::DTYPE {
         DType::BF16 => "bf16",
         DType::F16 => "f16",
@@ -245,34 +263,61 @@ fn check_call<T: Element>(
         }
     };
     if head_dim != 64 && head_dim != 128 {
-        return Err(invalid("head_dim", head_dim, "64 or 128 for the fused GPU kernel (other sizes: the CPU path)"));
+        return Err(invalid(
+            "head_dim",
+            head_dim,
+            "64 or 128 for the fused GPU kernel (other sizes: the CPU path)",
+        ));
     }
     if heads != layout.heads {
-        return Err(SparseAttnError::HeadMismatch { expected: layout.heads, actual: heads });
+        return Err(SparseAttnError::HeadMismatch {
+            expected: layout.heads,
+            actual: heads,
+        });
     }
     if batch == 0 || seq_len == 0 {
-        return Err(invalid("batch and seq_len", format!("{batch} and {seq_len}"), "both at least 1"));
+        return Err(invalid(
+            "batch and seq_len",
+            format!("{batch} and {seq_len}"),
+            "both at least 1",
+        ));
     }
     if seq_len.div_ceil(layout.block) != layout.num_blocks {
         return Err(SparseAttnError::shape(
             "layout",
-            format!("{} blocks of {} for L = {seq_len}", seq_len.div_ceil(layout.block), layout.block),
+            format!(
+                "{} blocks of {} for L = {seq_len}",
+                seq_len.div_ceil(layout.block),
+                layout.block
+            ),
             format!("{} blocks (built for another length)", layout.num_blocks),
         ));
     }
     if batch > 65_535 || heads > 65_535 || seq_len > i32::MAX as usize {
-        return Err(invalid("shape", format!("{shape:?}"), "batch and heads at most 65535, L below 2^31"));
+        return Err(invalid(
+            "shape",
+            format!("{shape:?}"),
+            "batch and heads at most 65535, L below 2^31",
+        ));
     }
     let n = shape.qkv_len();
     for (what, len) in [("q", q_len), ("k", k_len), ("v", v_len)] {
         if len != n {
-            return Err(SparseAttnError::shape(what, format!("[B={batch}, H={heads}, L={seq_len}, D={head_dim}] = {n}"), len));
+            return Err(SparseAttnError::shape(
+                what,
+                format!("[B={batch}, H={heads}, L={seq_len}, D={head_dim}] = {n}"),
+                len,
+            ));
         }
     }
     if let Some(m) = options.key_padding_mask
         && m.len() != batch * seq_len
     {
-        return Err(SparseAttnError::shape("key_padding_mask", format!("[B={batch}, L={seq_len}]"), m.len()));
+        return Err(SparseAttnError::shape(
+            "key_padding_mask",
+            format!("[B={batch}, L={seq_len}]"),
+            m.len(),
+        ));
     }
     let scale = options.scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
     if !scale.is_finite() {
@@ -333,18 +378,36 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     lse: &mut CudaSlice<f32>,
 ) -> Result<()> {
     let (type_name, scale) = check_call::<T>(layout, shape, (q.len(), k.len(), v.len()), options)?;
-    let AttentionShape { batch, heads, seq_len, head_dim } = shape;
+    let AttentionShape {
+        batch,
+        heads,
+        seq_len,
+        head_dim,
+    } = shape;
     if out.len() != shape.qkv_len() {
-        return Err(SparseAttnError::shape("out", format!("[B, H, L, D] = {}", shape.qkv_len()), out.len()));
+        return Err(SparseAttnError::shape(
+            "out",
+            format!("[B, H, L, D] = {}", shape.qkv_len()),
+            out.len(),
+        ));
     }
     if lse.len() != shape.lse_len() {
-        return Err(SparseAttnError::shape("lse", format!("[B, H, L] = {}", shape.lse_len()), lse.len()));
+        return Err(SparseAttnError::shape(
+            "lse",
+            format!("[B, H, L] = {}", shape.lse_len()),
+            lse.len(),
+        ));
     }
     let name = kernel_name("fwd", type_name, head_dim);
     let func = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, name)?;
     let smem = 5 * KERNEL_TILE * head_dim * 2;
-    func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-        .map_err(cuda_err("raising the attention kernel's shared-memory limit"))?;
+    func.set_attribute(
+        CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        smem as i32,
+    )
+    .map_err(cuda_err(
+        "raising the attention kernel's shared-memory limit",
+    ))?;
     let stream = dev.stream();
     let (q_ptr, g1) = q.device_ptr(stream);
     let (k_ptr, g2) = k.device_ptr(stream);
@@ -447,7 +510,12 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr>(
     grads: CudaAttentionGrads<'_, T>,
 ) -> Result<()> {
     let (type_name, scale) = check_call::<T>(layout, shape, (q.len(), k.len(), v.len()), options)?;
-    let AttentionShape { batch, heads, seq_len, head_dim } = shape;
+    let AttentionShape {
+        batch,
+        heads,
+        seq_len,
+        head_dim,
+    } = shape;
     let n = shape.qkv_len();
     for (what, len) in [
         ("out", out.len()),
@@ -457,21 +525,50 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr>(
         ("dv", grads.dv.len()),
     ] {
         if len != n {
-            return Err(SparseAttnError::shape(what, format!("[B, H, L, D] = {n}"), len));
+            return Err(SparseAttnError::shape(
+                what,
+                format!("[B, H, L, D] = {n}"),
+                len,
+            ));
         }
     }
     if lse.len() != shape.lse_len() {
-        return Err(SparseAttnError::shape("lse", format!("[B, H, L] = {}", shape.lse_len()), lse.len()));
+        return Err(SparseAttnError::shape(
+            "lse",
+            format!("[B, H, L] = {}", shape.lse_len()),
+            lse.len(),
+        ));
     }
     let stream = dev.stream();
-    let mut dq_acc = stream.alloc_zeros::<f32>(n).map_err(cuda_err("allocating the dq accumulator"))?;
-    let mut dvec = stream.alloc_zeros::<f32>(shape.lse_len()).map_err(cuda_err("allocating the row dots"))?;
-    let pre = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, kernel_name("bwd_pre", type_name, head_dim))?;
-    let main = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, kernel_name("bwd", type_name, head_dim))?;
-    let post = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, kernel_name("bwd_dq", type_name, head_dim))?;
+    let mut dq_acc = stream
+        .alloc_zeros::<f32>(n)
+        .map_err(cuda_err("allocating the dq accumulator"))?;
+    let mut dvec = stream
+        .alloc_zeros::<f32>(shape.lse_len())
+        .map_err(cuda_err("allocating the row dots"))?;
+    let pre = dev.load_function(
+        "sparse_attn",
+        fatbin::SPARSE_ATTN,
+        kernel_name("bwd_pre", type_name, head_dim),
+    )?;
+    let main = dev.load_function(
+        "sparse_attn",
+        fatbin::SPARSE_ATTN,
+        kernel_name("bwd", type_name, head_dim),
+    )?;
+    let post = dev.load_function(
+        "sparse_attn",
+        fatbin::SPARSE_ATTN,
+        kernel_name("bwd_dq", type_name, head_dim),
+    )?;
     let smem = (6 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE) * 2 + 4 * KERNEL_TILE * 4;
-    main.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-        .map_err(cuda_err("raising the attention backward kernel's shared-memory limit"))?;
+    main.set_attribute(
+        CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        smem as i32,
+    )
+    .map_err(cuda_err(
+        "raising the attention backward kernel's shared-memory limit",
+    ))?;
 
     let (q_ptr, g1) = q.device_ptr(stream);
     let (k_ptr, g2) = k.device_ptr(stream);
@@ -514,13 +611,21 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr>(
         pad_: 0,
     };
     let rows = batch * heads * seq_len;
-    let pre_cfg = LaunchConfig { grid_dim: (rows.div_ceil(4) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let pre_cfg = LaunchConfig {
+        grid_dim: (rows.div_ceil(4) as u32, 1, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let main_cfg = LaunchConfig {
         grid_dim: (layout.num_qtiles as u32, heads as u32, batch as u32),
         block_dim: (128, 1, 1),
         shared_mem_bytes: smem as u32,
     };
-    let post_cfg = LaunchConfig { grid_dim: (n.div_ceil(256).min(65_535 * 16) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let post_cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(256).min(65_535 * 16) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let d = head_dim as i64;
     // SAFETY: each kernel takes `LtdSparseAttnBwdParams` by value (the dq kernel also the head
     // dim as a second i64). All [B,H,L,D] buffers hold exactly n elements and the row buffers
@@ -532,14 +637,19 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr>(
     unsafe {
         let mut l = stream.launch_builder(&pre);
         l.arg(&params);
-        l.launch(pre_cfg).map_err(cuda_err("launching the attention backward pre-pass"))?;
+        l.launch(pre_cfg)
+            .map_err(cuda_err("launching the attention backward pre-pass"))?;
         let mut l = stream.launch_builder(&main);
         l.arg(&params);
-        l.launch(main_cfg).map_err(cuda_err("launching the attention backward kernel"))?;
+        l.launch(main_cfg)
+            .map_err(cuda_err("launching the attention backward kernel"))?;
         let mut l = stream.launch_builder(&post);
         l.arg(&params).arg(&d);
-        l.launch(post_cfg).map_err(cuda_err("launching the dq conversion"))?;
+        l.launch(post_cfg)
+            .map_err(cuda_err("launching the dq conversion"))?;
     }
-    drop((g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, g14, kpm));
+    drop((
+        g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, g14, kpm,
+    ));
     Ok(())
 }

@@ -9,16 +9,20 @@ use ltd_core::{CudaDevice, Element};
 use ltd_reference as reference;
 use ltd_reference::RefElement;
 use ltd_sparse_attn::cuda::{
-    CoarseTables, CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions, attention_backward_cuda, attention_forward_cuda,
+    CoarseTables, CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions,
+    attention_backward_cuda, attention_forward_cuda,
 };
 use ltd_sparse_attn::{
-    AttentionShape, BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout, SparseAttnError,
-    VariableConfig,
+    AttentionShape, BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout,
+    SparseAttnError, VariableConfig,
 };
 use proptest::prelude::*;
 
 fn cases(n: u32) -> u32 {
-    std::env::var("LTD_GPU_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(n)
+    std::env::var("LTD_GPU_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n)
 }
 
 fn gpu() -> Option<CudaDevice> {
@@ -32,7 +36,11 @@ fn gpu() -> Option<CudaDevice> {
 }
 
 fn make_layout(family: u8, heads: usize, block: usize, seq: usize, uni: bool, seed: u64) -> Layout {
-    let dir = if uni { Direction::Unidirectional } else { Direction::Bidirectional };
+    let dir = if uni {
+        Direction::Unidirectional
+    } else {
+        Direction::Bidirectional
+    };
     match family {
         0 => {
             let mut c = FixedConfig::new(heads);
@@ -88,7 +96,12 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
     with_kpm: bool,
     seed: u64,
 ) {
-    let shape = AttentionShape { batch, heads, seq_len: seq, head_dim: d };
+    let shape = AttentionShape {
+        batch,
+        heads,
+        seq_len: seq,
+        head_dim: d,
+    };
     let n = shape.qkv_len();
     let mut state = seed | 1;
     let mut rnd = || {
@@ -102,43 +115,93 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
     let v: Vec<T> = (0..n).map(|_| T::from_f32_lossy(rnd())).collect();
     // Drop the last quarter of the keys of batch row 0 (padding) when a mask is used.
     let kpm: Vec<f32> = (0..batch * seq)
-        .map(|i| if with_kpm && i < seq && i >= seq - seq / 4 { f32::NEG_INFINITY } else { 0.0 })
+        .map(|i| {
+            if with_kpm && i < seq && i >= seq - seq / 4 {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
         .collect();
     let kpm_t: Vec<T> = kpm.iter().map(|&x| T::from_f32_lossy(x)).collect();
 
     let gpu_layout = CudaAttentionLayout::new(dev, layout).unwrap();
-    let (dq, dk, dv) = (dev.upload(&q).unwrap(), dev.upload(&k).unwrap(), dev.upload(&v).unwrap());
+    let (dq, dk, dv) = (
+        dev.upload(&q).unwrap(),
+        dev.upload(&k).unwrap(),
+        dev.upload(&v).unwrap(),
+    );
     let d_kpm = dev.upload(&kpm).unwrap();
     let mut out = dev.upload(&vec![T::from_f32_lossy(f32::NAN); n]).unwrap();
     let mut lse = dev.upload(&vec![f32::NAN; shape.lse_len()]).unwrap();
-    let opts = CudaAttentionOptions { scale: None, causal, key_padding_mask: with_kpm.then_some(&d_kpm) };
-    attention_forward_cuda(dev, &gpu_layout, shape, (&dq, &dk, &dv), &opts, &mut out, &mut lse).unwrap();
+    let opts = CudaAttentionOptions {
+        scale: None,
+        causal,
+        key_padding_mask: with_kpm.then_some(&d_kpm),
+    };
+    attention_forward_cuda(
+        dev,
+        &gpu_layout,
+        shape,
+        (&dq, &dk, &dv),
+        &opts,
+        &mut out,
+        &mut lse,
+    )
+    .unwrap();
     let got = dev.download(&out).unwrap();
     let got_lse = dev.download(&lse).unwrap();
 
     let nb = layout.num_blocks();
     let mut ropts = reference::AttentionOptions::new(1.0 / (d as f64).sqrt());
     ropts.causal = causal;
-    ropts.layout = Some(reference::Layout::new(layout.mask(), heads, nb, nb, layout.block()));
+    ropts.layout = Some(reference::Layout::new(
+        layout.mask(),
+        heads,
+        nb,
+        nb,
+        layout.block(),
+    ));
     if with_kpm {
-        ropts.key_padding = Some(reference::Mask { values: &kpm_t, mode: reference::MaskMode::Add });
+        ropts.key_padding = Some(reference::Mask {
+            values: &kpm_t,
+            mode: reference::MaskMode::Add,
+        });
     }
-    let dims = reference::AttnDims { batch, heads, seq, head_dim: d };
+    let dims = reference::AttnDims {
+        batch,
+        heads,
+        seq,
+        head_dim: d,
+    };
     let expected = reference::attention_forward(&q, &k, &v, dims, &ropts).unwrap();
     let (rtol, atol) = match T::DTYPE {
         ltd_core::DType::F16 => (3e-2, 2e-3),
         _ => (5e-2, 1e-2),
     };
-    let ctx = format!("{:?} B{batch} H{heads} L{seq} D{d} block {} causal {causal} kpm {with_kpm}", T::DTYPE, layout.block());
+    let ctx = format!(
+        "{:?} B{batch} H{heads} L{seq} D{d} block {} causal {causal} kpm {with_kpm}",
+        T::DTYPE,
+        layout.block()
+    );
     for (i, (g, e)) in got.iter().zip(&expected.out).enumerate() {
         let (g, e) = (g.to_f32() as f64, RefElement::to_f64(*e));
-        assert!((g - e).abs() <= atol + rtol * e.abs(), "out[{i}] = {g}, expected {e} ({ctx})");
+        assert!(
+            (g - e).abs() <= atol + rtol * e.abs(),
+            "out[{i}] = {g}, expected {e} ({ctx})"
+        );
     }
     for (i, (g, e)) in got_lse.iter().zip(&expected.lse).enumerate() {
         if e.is_infinite() {
-            assert!(*g == f32::NEG_INFINITY, "lse[{i}] = {g}, expected -inf ({ctx})");
+            assert!(
+                *g == f32::NEG_INFINITY,
+                "lse[{i}] = {g}, expected -inf ({ctx})"
+            );
         } else {
-            assert!((*g as f64 - e).abs() <= 1e-3 + 1e-3 * e.abs(), "lse[{i}] = {g}, expected {e} ({ctx})");
+            assert!(
+                (*g as f64 - e).abs() <= 1e-3 + 1e-3 * e.abs(),
+                "lse[{i}] = {g}, expected {e} ({ctx})"
+            );
         }
     }
 
@@ -155,7 +218,11 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
         (&out, &lse),
         &d_dout,
         &opts,
-        CudaAttentionGrads { dq: &mut gq, dk: &mut gk, dv: &mut gv },
+        CudaAttentionGrads {
+            dq: &mut gq,
+            dk: &mut gk,
+            dv: &mut gv,
+        },
     )
     .unwrap();
     let want = reference::attention_backward(&q, &k, &v, &dout, dims, &ropts).unwrap();
@@ -165,14 +232,26 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
         ltd_core::DType::F16 => (1e-2, 0.03),
         _ => (3e-2, 0.05),
     };
-    for (what, got, want) in [("dq", &gq, &want.dq), ("dk", &gk, &want.dk), ("dv", &gv, &want.dv)] {
-        let got: Vec<f64> = dev.download(got).unwrap().iter().map(|x| x.to_f32() as f64).collect();
+    for (what, got, want) in [
+        ("dq", &gq, &want.dq),
+        ("dk", &gk, &want.dk),
+        ("dv", &gv, &want.dv),
+    ] {
+        let got: Vec<f64> = dev
+            .download(got)
+            .unwrap()
+            .iter()
+            .map(|x| x.to_f32() as f64)
+            .collect();
         let want: Vec<f64> = want.iter().map(|x| RefElement::to_f64(*x)).collect();
         let max = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
         let (mut num, mut den) = (0.0, 0.0);
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(g.is_finite(), "{what}[{i}] = {g} ({ctx})");
-            assert!((g - w).abs() <= elem_frac * max + 1e-6, "{what}[{i}] = {g}, expected {w} (max {max}) ({ctx})");
+            assert!(
+                (g - w).abs() <= elem_frac * max + 1e-6,
+                "{what}[{i}] = {g}, expected {w} (max {max}) ({ctx})"
+            );
             num += (g - w) * (g - w);
             den += w * w;
         }
@@ -217,22 +296,58 @@ fn gpu_fused_forward_long_sequence() {
 fn gpu_fully_masked_rows_are_zero() {
     let Some(dev) = gpu() else { return };
     let layout = make_layout(4, 1, 16, 40, false, 0);
-    let shape = AttentionShape { batch: 1, heads: 1, seq_len: 40, head_dim: 64 };
-    let x = dev.upload(&vec![bf16::from_f32(0.25); shape.qkv_len()]).unwrap();
-    let kpm = dev.upload(&vec![f32::NEG_INFINITY; 40]).unwrap();
+    let shape = AttentionShape {
+        batch: 1,
+        heads: 1,
+        seq_len: 40,
+        head_dim: 64,
+    };
+    let x = dev
+        .upload(&vec![bf16::from_f32(0.25); shape.qkv_len()])
+        .unwrap();
+    let kpm = dev.upload(&[f32::NEG_INFINITY; 40]).unwrap();
     let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
     let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
-    let mut lse = dev.upload(&vec![f32::NAN; 40]).unwrap();
-    let opts = CudaAttentionOptions { key_padding_mask: Some(&kpm), ..Default::default() };
+    let mut lse = dev.upload(&[f32::NAN; 40]).unwrap();
+    let opts = CudaAttentionOptions {
+        key_padding_mask: Some(&kpm),
+        ..Default::default()
+    };
     attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &opts, &mut out, &mut lse).unwrap();
-    assert!(dev.download(&out).unwrap().iter().all(|v| v.to_f32() == 0.0));
-    assert!(dev.download(&lse).unwrap().iter().all(|&v| v == f32::NEG_INFINITY));
+    assert!(
+        dev.download(&out)
+            .unwrap()
+            .iter()
+            .all(|v| v.to_f32() == 0.0)
+    );
+    assert!(
+        dev.download(&lse)
+            .unwrap()
+            .iter()
+            .all(|&v| v == f32::NEG_INFINITY)
+    );
     // Their gradients are zero too (not NaN).
     let n = shape.qkv_len();
-    let (mut gq, mut gk, mut gv) =
-        (dev.upload(&vec![bf16::NAN; n]).unwrap(), dev.upload(&vec![bf16::NAN; n]).unwrap(), dev.upload(&vec![bf16::NAN; n]).unwrap());
-    attention_backward_cuda(&dev, &gl, shape, (&x, &x, &x), (&out, &lse), &x, &opts, CudaAttentionGrads { dq: &mut gq, dk: &mut gk, dv: &mut gv })
-        .unwrap();
+    let (mut gq, mut gk, mut gv) = (
+        dev.upload(&vec![bf16::NAN; n]).unwrap(),
+        dev.upload(&vec![bf16::NAN; n]).unwrap(),
+        dev.upload(&vec![bf16::NAN; n]).unwrap(),
+    );
+    attention_backward_cuda(
+        &dev,
+        &gl,
+        shape,
+        (&x, &x, &x),
+        (&out, &lse),
+        &x,
+        &opts,
+        CudaAttentionGrads {
+            dq: &mut gq,
+            dk: &mut gk,
+            dv: &mut gv,
+        },
+    )
+    .unwrap();
     for g in [&gq, &gk, &gv] {
         assert!(dev.download(g).unwrap().iter().all(|v| v.to_f32() == 0.0));
     }
@@ -243,23 +358,47 @@ fn gpu_rejects_bad_input() {
     let Some(dev) = gpu() else { return };
     let layout = make_layout(0, 2, 16, 64, false, 0);
     let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
-    let shape = AttentionShape { batch: 1, heads: 2, seq_len: 64, head_dim: 64 };
+    let shape = AttentionShape {
+        batch: 1,
+        heads: 2,
+        seq_len: 64,
+        head_dim: 64,
+    };
     let x = dev.upload(&vec![bf16::ZERO; shape.qkv_len()]).unwrap();
     let mut out = dev.upload(&vec![bf16::ZERO; shape.qkv_len()]).unwrap();
     let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()]).unwrap();
     let o = CudaAttentionOptions::default();
     let wrong_heads = AttentionShape { heads: 1, ..shape };
-    let e = attention_forward_cuda(&dev, &gl, wrong_heads, (&x, &x, &x), &o, &mut out, &mut lse).unwrap_err();
-    assert!(matches!(e, SparseAttnError::HeadMismatch { expected: 2, actual: 1 }), "{e}");
-    let wrong_d = AttentionShape { head_dim: 32, ..shape };
-    let e = attention_forward_cuda(&dev, &gl, wrong_d, (&x, &x, &x), &o, &mut out, &mut lse).unwrap_err();
+    let e = attention_forward_cuda(&dev, &gl, wrong_heads, (&x, &x, &x), &o, &mut out, &mut lse)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SparseAttnError::HeadMismatch {
+                expected: 2,
+                actual: 1
+            }
+        ),
+        "{e}"
+    );
+    let wrong_d = AttentionShape {
+        head_dim: 32,
+        ..shape
+    };
+    let e = attention_forward_cuda(&dev, &gl, wrong_d, (&x, &x, &x), &o, &mut out, &mut lse)
+        .unwrap_err();
     assert!(matches!(e, SparseAttnError::InvalidArgument { .. }), "{e}");
-    let wrong_len = AttentionShape { seq_len: 100, ..shape };
-    let e = attention_forward_cuda(&dev, &gl, wrong_len, (&x, &x, &x), &o, &mut out, &mut lse).unwrap_err();
+    let wrong_len = AttentionShape {
+        seq_len: 100,
+        ..shape
+    };
+    let e = attention_forward_cuda(&dev, &gl, wrong_len, (&x, &x, &x), &o, &mut out, &mut lse)
+        .unwrap_err();
     assert!(matches!(e, SparseAttnError::ShapeMismatch { .. }), "{e}");
     let f = dev.upload(&vec![0.0f32; shape.qkv_len()]).unwrap();
     let mut fo = dev.upload(&vec![0.0f32; shape.qkv_len()]).unwrap();
-    let e = attention_forward_cuda(&dev, &gl, shape, (&f, &f, &f), &o, &mut fo, &mut lse).unwrap_err();
+    let e =
+        attention_forward_cuda(&dev, &gl, shape, (&f, &f, &f), &o, &mut fo, &mut lse).unwrap_err();
     assert!(matches!(e, SparseAttnError::InvalidArgument { .. }), "{e}");
 }
 
@@ -289,7 +428,11 @@ fn coarse_tables_cover_exactly_the_layout() {
                 for sr in 0..nsub {
                     for sc in 0..nsub {
                         let want = layout.is_active(h, sr * 16 / block, sc * 16 / block);
-                        assert_eq!(seen[(h * nsub + sr) * nsub + sc], want, "block {block} family {family} h{h} {sr},{sc}");
+                        assert_eq!(
+                            seen[(h * nsub + sr) * nsub + sc],
+                            want,
+                            "block {block} family {family} h{h} {sr},{sc}"
+                        );
                     }
                 }
             }

@@ -209,11 +209,7 @@ pub fn sample_tokens_cuda(
         ));
     }
     if seq > i32::MAX as usize {
-        return Err(invalid(
-            "seq",
-            seq,
-            format!("below 2^31 (positions are i32)"),
-        ));
+        return Err(invalid("seq", seq, "below 2^31 (positions are i32)"));
     }
     let rows = layers
         .checked_mul(batch)
@@ -264,7 +260,11 @@ fn sample_tokens_into(
     let wide = seq > LTD_SAMPLER_WIDE_MIN_SEQ as usize;
     let threads = if wide { 512 } else { 256 };
     let func = if use_smem {
-        let name = if wide { names::SAMPLE_TOKENS_SMEM_WIDE } else { names::SAMPLE_TOKENS_SMEM };
+        let name = if wide {
+            names::SAMPLE_TOKENS_SMEM_WIDE
+        } else {
+            names::SAMPLE_TOKENS_SMEM
+        };
         let f = dev.load_function(MODULE, fatbin::RANDOM_LTD, name)?;
         if key_bytes > 48 * 1024 {
             f.set_attribute(
@@ -275,7 +275,11 @@ fn sample_tokens_into(
         }
         f
     } else {
-        let name = if wide { names::SAMPLE_TOKENS_WIDE } else { names::SAMPLE_TOKENS };
+        let name = if wide {
+            names::SAMPLE_TOKENS_WIDE
+        } else {
+            names::SAMPLE_TOKENS
+        };
         dev.load_function(MODULE, fatbin::RANDOM_LTD, name)?
     };
     let stream = dev.stream();
