@@ -75,19 +75,16 @@ pub fn matmul<T: Real>(a: &[T], b: &[T], m: usize, k: usize, n: usize) -> Vec<T>
     c
 }
 
-/// `a [m, k] x b^T` with `b [n, k]`.
+/// `a [m, k] x b^T` with `b [n, k]` (transposes `b`, then [`matmul`], whose inner loop
+/// vectorizes).
 pub fn matmul_bt<T: Real>(a: &[T], b: &[T], m: usize, k: usize, n: usize) -> Vec<T> {
-    let mut c = vec![T::default(); m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let mut s = T::default();
-            for (&x, &y) in a[i * k..(i + 1) * k].iter().zip(&b[j * k..(j + 1) * k]) {
-                s += x * y;
-            }
-            c[i * n + j] = s;
+    let mut bt = vec![T::default(); k * n];
+    for j in 0..n {
+        for p in 0..k {
+            bt[p * n + j] = b[j * k + p];
         }
     }
-    c
+    matmul(a, &bt, m, k, n)
 }
 
 /// `a^T x b` with `a [m, k]`, `b [m, n]`: `[k, n]`.

@@ -45,7 +45,7 @@ pub fn explicit_gpu(ctx: &Ctx, dev: &CudaDevice) -> Result<StepResult> {
         )?)
     });
     let idx_d = idx_d?;
-    times.push(("sample on the GPU (all LTD layers)", t));
+    times.push(("sample on the GPU (first launch loads kernels)", t));
     let idx_all = idx_d.download(dev)?.into_vec();
     let cpu = TokenSampler::new(ctx.seed).sample(ctx.step, ctx.layers, b, s, r)?;
     if cpu.as_slice() != idx_all.as_slice() {

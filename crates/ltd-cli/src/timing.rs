@@ -60,6 +60,42 @@ pub fn median_us<E>(budget: Budget, mut f: impl FnMut() -> Result<(), E>) -> Res
     Ok(samples[samples.len() / 2])
 }
 
+/// Median times in microseconds of several calls measured in turn (one call of each per round),
+/// so slow drifts of the machine (other processes, frequency) affect all of them alike and their
+/// ratios stay meaningful.
+///
+/// # Errors
+/// The first error a call returns.
+pub fn interleaved_medians_us<E>(
+    budget: Budget,
+    fs: &mut [&mut dyn FnMut() -> Result<(), E>],
+) -> Result<Vec<f64>, E> {
+    for _ in 0..budget.warmup {
+        for f in fs.iter_mut() {
+            f()?;
+        }
+    }
+    let mut samples = vec![Vec::new(); fs.len()];
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < budget.min_iters || (rounds < budget.max_iters && start.elapsed() < budget.time)
+    {
+        for (f, s) in fs.iter_mut().zip(samples.iter_mut()) {
+            let t = Instant::now();
+            f()?;
+            s.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        rounds += 1;
+    }
+    Ok(samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(f64::total_cmp);
+            s[s.len() / 2]
+        })
+        .collect())
+}
+
 /// A duration as milliseconds with 3 decimals, e.g. `1.234 ms`.
 pub fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
@@ -86,5 +122,21 @@ mod tests {
         assert_eq!(calls, 5);
         assert!(t >= 0.0);
         assert_eq!(ms(Duration::from_micros(1500)), "1.500 ms");
+        let (mut a, mut b) = (0, 0);
+        let t = interleaved_medians_us::<()>(
+            budget,
+            &mut [
+                &mut || {
+                    a += 1;
+                    Ok(())
+                },
+                &mut || {
+                    b += 1;
+                    Ok(())
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!((t.len(), a, b), (2, 5, 5));
     }
 }
