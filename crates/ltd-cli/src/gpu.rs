@@ -13,6 +13,13 @@ use ltd_core::{
     CoreError, CudaDevice, Element, HiddenLayout, HiddenOrder, HiddenView, TokenSampler,
 };
 
+use ltd_sparse_attn::cuda::{
+    CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions, attention_backward_cuda,
+    attention_forward_cuda,
+};
+use ltd_sparse_attn::{AttentionShape, Layout};
+
+use crate::block::AttentionBackend;
 use crate::demo::{Ctx, StepResult, from_rows, to_rows};
 use crate::error::{CliError, Result};
 use crate::timing::timed;
@@ -45,7 +52,7 @@ pub fn explicit_gpu(ctx: &Ctx, dev: &CudaDevice) -> Result<StepResult> {
         )?)
     });
     let idx_d = idx_d?;
-    times.push(("sample on the GPU (first launch loads kernels)", t));
+    times.push(("sample on the GPU (incl. kernel load)", t));
     let idx_all = idx_d.download(dev)?.into_vec();
     let cpu = TokenSampler::new(ctx.seed).sample(ctx.step, ctx.layers, b, s, r)?;
     if cpu.as_slice() != idx_all.as_slice() {
@@ -142,6 +149,127 @@ pub fn explicit_gpu(ctx: &Ctx, dev: &CudaDevice) -> Result<StepResult> {
         grad_w: grads.weights,
         times,
     })
+}
+
+/// The block's attention on the GPU in bf16: inputs are rounded to bf16 and uploaded, the fused
+/// kernels of `ltd_sparse_attn::cuda` run, results come back as f32. Keeps the device buffers of
+/// the forward for the backward.
+pub struct GpuAttention {
+    dev: CudaDevice,
+    layout: CudaAttentionLayout,
+    shape: AttentionShape,
+    causal: bool,
+    saved: Option<Saved>,
+}
+
+struct Saved {
+    q: CudaSlice<bf16>,
+    k: CudaSlice<bf16>,
+    v: CudaSlice<bf16>,
+    out: CudaSlice<bf16>,
+    lse: CudaSlice<f32>,
+}
+
+fn to_bf16(x: &[f32]) -> Vec<bf16> {
+    x.iter().map(|&v| bf16::from_f32(v)).collect()
+}
+
+fn to_f32(x: &[bf16]) -> Vec<f32> {
+    x.iter().map(|v| v.to_f32()).collect()
+}
+
+impl GpuAttention {
+    /// Uploads the kernel tables of `layout` (built for `shape.seq_len`).
+    pub fn new(
+        dev: &CudaDevice,
+        layout: &Layout,
+        shape: AttentionShape,
+        causal: bool,
+    ) -> Result<Self> {
+        Ok(GpuAttention {
+            dev: dev.clone(),
+            layout: CudaAttentionLayout::new(dev, layout)?,
+            shape,
+            causal,
+            saved: None,
+        })
+    }
+
+    fn options(&self) -> CudaAttentionOptions<'static> {
+        CudaAttentionOptions {
+            causal: self.causal,
+            ..Default::default()
+        }
+    }
+}
+
+impl AttentionBackend<f32> for GpuAttention {
+    fn forward(&mut self, q: &[f32], k: &[f32], v: &[f32]) -> Result<Vec<f32>> {
+        let dev = &self.dev;
+        let stream = dev.stream().clone();
+        let (q, k, v) = (
+            dev.upload(&to_bf16(q))?,
+            dev.upload(&to_bf16(k))?,
+            dev.upload(&to_bf16(v))?,
+        );
+        let mut out = stream.alloc_zeros::<bf16>(self.shape.qkv_len())?;
+        let mut lse = stream.alloc_zeros::<f32>(self.shape.lse_len())?;
+        attention_forward_cuda(
+            dev,
+            &self.layout,
+            self.shape,
+            (&q, &k, &v),
+            &self.options(),
+            &mut out,
+            &mut lse,
+        )?;
+        let host = to_f32(&dev.download(&out)?);
+        self.saved = Some(Saved { q, k, v, out, lse });
+        Ok(host)
+    }
+
+    fn backward(
+        &mut self,
+        _q: &[f32],
+        _k: &[f32],
+        _v: &[f32],
+        _out: &[f32],
+        dout: &[f32],
+    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        let Some(saved) = &self.saved else {
+            return Err(CliError::CheckFailed(
+                "the GPU attention's backward ran before its forward".to_owned(),
+            ));
+        };
+        let dev = &self.dev;
+        let stream = dev.stream().clone();
+        let dout = dev.upload(&to_bf16(dout))?;
+        let n = self.shape.qkv_len();
+        let (mut dq, mut dk, mut dv) = (
+            stream.alloc_zeros::<bf16>(n)?,
+            stream.alloc_zeros::<bf16>(n)?,
+            stream.alloc_zeros::<bf16>(n)?,
+        );
+        attention_backward_cuda(
+            dev,
+            &self.layout,
+            self.shape,
+            (&saved.q, &saved.k, &saved.v),
+            (&saved.out, &saved.lse),
+            &dout,
+            &self.options(),
+            CudaAttentionGrads {
+                dq: &mut dq,
+                dk: &mut dk,
+                dv: &mut dv,
+            },
+        )?;
+        Ok((
+            to_f32(&dev.download(&dq)?),
+            to_f32(&dev.download(&dk)?),
+            to_f32(&dev.download(&dv)?),
+        ))
+    }
 }
 
 /// Median over `reps` of the mean time of `iters` back-to-back calls, in microseconds, measured

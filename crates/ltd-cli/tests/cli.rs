@@ -391,7 +391,10 @@ fn demo_bad_input() {
         "cannot read",
     );
     #[cfg(not(feature = "cuda"))]
-    fails(&["demo", "--device", "cuda"], 2, "without CUDA support");
+    {
+        fails(&["demo", "--device", "cuda"], 2, "without CUDA support");
+        fails(&["demo", "--gpu-attention"], 2, "without CUDA support");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
