@@ -97,21 +97,37 @@ pub struct DemoArgs {
 
 /// Everything one demo step needs.
 pub(crate) struct Ctx {
+    /// Hidden-state order (from the config's `hidden_state_order`).
     pub order: HiddenOrder,
+    /// Batch `B`.
     pub batch: usize,
+    /// Sequence length `S`.
     pub seq: usize,
+    /// Hidden size `C`.
     pub channels: usize,
+    /// Kept tokens per sequence `r`.
     pub reserved: usize,
+    /// Token-dropping layers (all are sampled in one call).
     pub layers: usize,
+    /// Compact id of the demo's layer among the token-dropping layers.
     pub ltd_id: usize,
+    /// Model index of the demo's layer.
     pub layer_index: usize,
+    /// Sampler seed.
     pub seed: u64,
+    /// Training step (keys the sampler).
     pub step: u64,
+    /// Token-level causal attention (decoders).
     pub causal: bool,
+    /// Block sizes (with `tokens = r`).
     pub dims: Dims,
+    /// Block parameters.
     pub weights: Weights<f32>,
+    /// The sparse attention module (layouts cached per length).
     pub attn: SparseSelfAttention,
+    /// Hidden states, in `order`.
     pub h: Vec<f32>,
+    /// Gradient of the loss with respect to the routed output, in `order`.
     pub gy: Vec<f32>,
     /// Run the block's attention on this GPU (bf16) instead of the CPU.
     #[cfg(feature = "cuda")]
@@ -120,10 +136,15 @@ pub(crate) struct Ctx {
 
 /// What the path under test produced.
 pub(crate) struct StepResult {
+    /// Kept positions of every token-dropping layer, `[L, B, r]`.
     pub idx_all: Vec<i32>,
+    /// Routed output.
     pub y: Vec<f32>,
+    /// Gradient with respect to the hidden states.
     pub grad_h: Vec<f32>,
+    /// Gradients of the block's parameters.
     pub grad_w: Weights<f32>,
+    /// Time of every step, in order.
     pub times: Vec<(&'static str, Duration)>,
 }
 
