@@ -271,9 +271,11 @@ fn plan_random_ltd(
     }
     writeln!(out, "{header}")?;
     let rows = args.rows;
-    for i in 0..rows {
-        let step = ((steps as u128 * i as u128) / (rows - 1) as u128) as u64;
-        let step = step.min(steps);
+    let mut table_steps: Vec<u64> = (0..rows)
+        .map(|i| (((steps as u128 * i as u128) / (rows - 1) as u128) as u64).min(steps))
+        .collect();
+    table_steps.dedup();
+    for step in table_steps {
         let r = scheduler.reserved_length_at(step);
         let per_step =
             (r * l_ltd as u64 + sched.max_value * (l_tot - l_ltd) as u64) as f64 / full_per_step;
