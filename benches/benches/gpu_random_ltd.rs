@@ -28,26 +28,9 @@ mod gpu {
 
     type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-    /// Median over `reps` of the mean time of `iters` back-to-back calls, in microseconds,
-    /// measured with device events (after `warmup` untimed calls).
-    fn time_us(dev: &CudaDevice, mut f: impl FnMut() -> Result<(), CoreError>) -> Res<f64> {
-        let (warmup, iters, reps) = (3, 10, 7);
-        for _ in 0..warmup {
-            f()?;
-        }
-        let stream = dev.stream();
-        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let mut samples = Vec::with_capacity(reps);
-        for _ in 0..reps {
-            let start = stream.record_event(flags)?;
-            for _ in 0..iters {
-                f()?;
-            }
-            let end = stream.record_event(flags)?;
-            samples.push(start.elapsed_ms(&end)? as f64 * 1000.0 / iters as f64);
-        }
-        samples.sort_by(|a, b| a.total_cmp(b));
-        Ok(samples[reps / 2])
+    /// Median of 7 batches of 10 calls after 3 warm-up calls, in microseconds.
+    fn time_us(dev: &CudaDevice, f: impl FnMut() -> Result<(), CoreError>) -> Res<f64> {
+        Ok(dev.median_time_us(3, 10, 7, f)?)
     }
 
     fn random_tensor<T: Element + DeviceRepr>(

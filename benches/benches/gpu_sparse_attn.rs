@@ -56,7 +56,6 @@ mod gpu {
         let dev = CudaDevice::new(0)?;
         println!("gpu_sparse_attn on {dev}");
         let dir = std::env::var("LTD_BENCH_DIR").ok();
-        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let mut json = format!("{{\"device\": {:?}, \"runs\": [\n", dev.to_string());
         let mut first = true;
         println!(
@@ -88,7 +87,7 @@ mod gpu {
                     let (mut gq, mut gk, mut gv) =
                         (dev.upload(&host)?, dev.upload(&host)?, dev.upload(&host)?);
                     let mut time = |with_backward: bool| -> Res<f64> {
-                        let mut call = || -> Res<()> {
+                        dev.median_time_us(3, 5, 7, || -> Res<()> {
                             attention_forward_cuda(
                                 &dev,
                                 &gl,
@@ -116,21 +115,7 @@ mod gpu {
                                 )?;
                             }
                             Ok(())
-                        };
-                        for _ in 0..3 {
-                            call()?;
-                        }
-                        let mut samples = Vec::new();
-                        for _ in 0..7 {
-                            let start = dev.stream().record_event(flags)?;
-                            for _ in 0..5 {
-                                call()?;
-                            }
-                            let end = dev.stream().record_event(flags)?;
-                            samples.push(start.elapsed_ms(&end)? as f64 * 1000.0 / 5.0);
-                        }
-                        samples.sort_by(|a, b| a.total_cmp(b));
-                        Ok(samples[3])
+                        })
                     };
                     let us = time(false)?;
                     let fb_us = time(true)?;

@@ -272,30 +272,15 @@ impl AttentionBackend<f32> for GpuAttention {
     }
 }
 
-/// Median over `reps` of the mean time of `iters` back-to-back calls, in microseconds, measured
-/// with device events after `warmup` untimed calls.
+/// Median time per call in microseconds ([`CudaDevice::median_time_us`]); `quick` uses fewer
+/// calls.
 fn time_us(
     dev: &CudaDevice,
     quick: bool,
-    mut f: impl FnMut() -> std::result::Result<(), CoreError>,
+    f: impl FnMut() -> std::result::Result<(), CoreError>,
 ) -> Result<f64> {
     let (warmup, iters, reps) = if quick { (2, 5, 5) } else { (3, 10, 7) };
-    for _ in 0..warmup {
-        f()?;
-    }
-    let stream = dev.stream();
-    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-    let mut samples = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let start = stream.record_event(flags)?;
-        for _ in 0..iters {
-            f()?;
-        }
-        let end = stream.record_event(flags)?;
-        samples.push(f64::from(start.elapsed_ms(&end)?) * 1000.0 / iters as f64);
-    }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples[reps / 2])
+    Ok(dev.median_time_us(warmup, iters, reps, f)?)
 }
 
 fn random_tensor<T: Element + DeviceRepr>(

@@ -210,6 +210,60 @@ impl CudaDevice {
             .map_err(driver_err("synchronizing the stream"))
     }
 
+    /// Times GPU work: runs `f` `warmup` times untimed, then `reps` times a batch of `iters`
+    /// back-to-back calls between two events on this handle's stream, and returns the median
+    /// over the batches of the mean time per call, in microseconds. `f` must queue its work on
+    /// [`stream`](Self::stream) (every op of this crate does). Zero `iters` or `reps` is
+    /// treated as 1.
+    ///
+    /// # Errors
+    /// `f`'s first error, or [`CoreError::Cuda`] from the events.
+    ///
+    /// ```no_run
+    /// use ltd_core::{CoreError, CudaDevice, cuda::sample_tokens_cuda};
+    /// let dev = CudaDevice::new(0)?;
+    /// let mut idx = sample_tokens_cuda(&dev, 1, 0, 22, 8, 2048, 1024)?;
+    /// let mut step = 0;
+    /// let us = dev.median_time_us(3, 10, 7, || {
+    ///     step += 1;
+    ///     idx.resample(&dev, 1, step)
+    /// })?;
+    /// println!("sampler: {us:.1} us");
+    /// # Ok::<(), CoreError>(())
+    /// ```
+    pub fn median_time_us<E: From<CoreError>>(
+        &self,
+        warmup: usize,
+        iters: usize,
+        reps: usize,
+        mut f: impl FnMut() -> std::result::Result<(), E>,
+    ) -> std::result::Result<f64, E> {
+        let (iters, reps) = (iters.max(1), reps.max(1));
+        for _ in 0..warmup {
+            f()?;
+        }
+        let stream = self.stream();
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut samples = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let start = stream
+                .record_event(flags)
+                .map_err(driver_err("recording an event"))?;
+            for _ in 0..iters {
+                f()?;
+            }
+            let end = stream
+                .record_event(flags)
+                .map_err(driver_err("recording an event"))?;
+            let ms = start
+                .elapsed_ms(&end)
+                .map_err(driver_err("reading an event time"))?;
+            samples.push(f64::from(ms) * 1000.0 / iters as f64);
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok(samples[reps / 2])
+    }
+
     /// The most dynamic shared memory a kernel of ours may ask for on this device (the opt-in
     /// limit less room for static shared memory).
     pub(crate) fn max_dynamic_shared_bytes(&self) -> usize {
