@@ -18,6 +18,7 @@
 //! ```
 
 #[allow(missing_docs)]
+#[rustfmt::skip] // bindgen's output as generated, so the CI freshness check can diff it
 mod bindings;
 pub use bindings::*;
 
