@@ -629,6 +629,10 @@ pub fn attention_backward<T: Element>(
 #[derive(Debug)]
 pub struct SparseSelfAttention {
     cache: LayoutCache,
+    /// The layouts' GPU kernel tables, uploaded once per (device, length); see
+    /// `SparseSelfAttention::cuda_layout` (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    pub(crate) cuda_tables: crate::cuda::CudaLayoutCache,
 }
 
 impl SparseSelfAttention {
@@ -643,6 +647,8 @@ impl SparseSelfAttention {
     pub fn new(config: SparsityConfig) -> Result<Self> {
         Ok(SparseSelfAttention {
             cache: LayoutCache::new(config)?,
+            #[cfg(feature = "cuda")]
+            cuda_tables: crate::cuda::CudaLayoutCache::default(),
         })
     }
 

@@ -12,14 +12,15 @@
 //! still fill the tensor cores; [`CudaAttentionLayout`] builds and uploads those tables once
 //! per layout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use ltd_core::{CoreError, CudaDevice, DType, Element};
 use ltd_kernels_sys::{LtdSparseAttnFwdParams, fatbin};
 
-use crate::{AttentionShape, Layout, Result, SparseAttnError};
+use crate::{AttentionShape, Layout, Result, SparseAttnError, SparseSelfAttention};
 
 /// Query rows per kernel tile and keys per chunk.
 pub const KERNEL_TILE: usize = 64;
@@ -218,6 +219,86 @@ impl CudaAttentionLayout {
     /// ```
     pub fn active_kernel_tiles(&self) -> usize {
         self.active_tiles
+    }
+}
+
+/// Uploaded kernel tables per (device ordinal, block count), shared between threads; the cache
+/// behind [`SparseSelfAttention::cuda_layout`].
+///
+/// ```
+/// let cache = ltd_sparse_attn::cuda::CudaLayoutCache::default();
+/// assert_eq!(cache.len(), 0);
+/// ```
+#[derive(Default)]
+pub struct CudaLayoutCache {
+    map: RwLock<HashMap<(usize, usize), Arc<CudaAttentionLayout>>>,
+}
+
+impl std::fmt::Debug for CudaLayoutCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaLayoutCache")
+            .field("entries", &self.len())
+            .finish()
+    }
+}
+
+impl CudaLayoutCache {
+    /// Number of cached tables.
+    ///
+    /// ```
+    /// assert!(ltd_sparse_attn::cuda::CudaLayoutCache::default().is_empty());
+    /// ```
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether nothing is cached.
+    ///
+    /// ```
+    /// assert_eq!(ltd_sparse_attn::cuda::CudaLayoutCache::default().len(), 0);
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SparseSelfAttention {
+    /// The GPU kernel tables of this module's layout for `seq_len` on `dev`: built from the
+    /// cached layout and uploaded on first use, then reused (per device and block count).
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_sparse_attn::{FixedConfig, SparseSelfAttention};
+    /// let dev = CudaDevice::new(0)?;
+    /// let attn = SparseSelfAttention::new(FixedConfig::new(16).into())?;
+    /// let a = attn.cuda_layout(&dev, 4096)?;
+    /// let b = attn.cuda_layout(&dev, 4096)?;
+    /// assert!(std::sync::Arc::ptr_eq(&a, &b));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cuda_layout(
+        &self,
+        dev: &CudaDevice,
+        seq_len: usize,
+    ) -> Result<Arc<CudaAttentionLayout>> {
+        let layout = self.layout(seq_len)?;
+        let key = (dev.ordinal(), layout.num_blocks());
+        if let Some(found) = self
+            .cuda_tables
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(found.clone());
+        }
+        let built = Arc::new(CudaAttentionLayout::new(dev, &layout)?);
+        let mut map = self
+            .cuda_tables
+            .map
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(map.entry(key).or_insert(built).clone())
     }
 }
 

@@ -354,6 +354,18 @@ fn gpu_fully_masked_rows_are_zero() {
 }
 
 #[test]
+fn gpu_tables_are_cached_per_length() {
+    let Some(dev) = gpu() else { return };
+    let attn = ltd_sparse_attn::SparseSelfAttention::new(FixedConfig::new(2).into()).unwrap();
+    let a = attn.cuda_layout(&dev, 100).unwrap();
+    let b = attn.cuda_layout(&dev, 110).unwrap(); // same block count (7 blocks of 16)
+    let c = attn.cuda_layout(&dev, 200).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    assert!(!std::sync::Arc::ptr_eq(&a, &c));
+    assert_eq!(c.heads(), 2);
+}
+
+#[test]
 fn gpu_rejects_bad_input() {
     let Some(dev) = gpu() else { return };
     let layout = make_layout(0, 2, 16, 64, false, 0);
