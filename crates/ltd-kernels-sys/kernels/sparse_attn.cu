@@ -160,10 +160,11 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
                     Elem<T>::mma(s[2 * np + 1], qf[ks], kb[2], kb[3]);
                 }
             }
-            // Scale, mask, and the online softmax update.
+            // Scale, mask, and the online softmax update. Masks are checked with 32-bit offsets
+            // inside the chunk; whole 16-key sub-blocks outside the layout skip all of it.
             float rowmax[2] = {-INFINITY, -INFINITY};
-            // Fast path: every key of the chunk is visible to every row of this warp.
-            const long long key_last = (long long)kc * kTile + kTile - 1;
+            const long long kbase = (long long)kc * kTile;
+            const long long key_last = kbase + kTile - 1;
             const bool plain = bits == 0xFu && !kpm && key_last < seq &&
                                (!p.causal || key_last <= q0 + warp * 16);
             if (plain) {
@@ -176,18 +177,30 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
                     }
                 }
             } else {
+                // Keys at offsets >= keys_left are past the sequence end; with causal masking a
+                // key at offset > row_lim[r] is in row r's future.
+                const int keys_left = (int)min((long long)kTile, seq - kbase);
+                int row_lim[2];
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    const long long d = row_g[r] - kbase;
+                    row_lim[r] = p.causal ? (int)max(-1ll, min((long long)kTile, d)) : kTile;
+                }
 #pragma unroll
                 for (int j = 0; j < 8; ++j) {
+                    const bool on = (bits >> (j >> 1)) & 1u;
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
-                        const int r = e >> 1;
-                        const long long key = (long long)kc * kTile + 8 * j + 2 * t + (e & 1);
-                        float v = s[j][e] * p.scale_log2;
-                        const bool active = (bits >> (j >> 1)) & 1u;
-                        if (!active || key >= seq || (p.causal && key > row_g[r])) v = -INFINITY;
-                        else if (kpm) v += kpm[key] * 1.4426950408889634f;
+                        float v = -INFINITY;
+                        if (on) {
+                            const int col = 8 * j + 2 * t + (e & 1);
+                            if (col < keys_left && col <= row_lim[e >> 1]) {
+                                v = s[j][e] * p.scale_log2;
+                                if (kpm) v += kpm[kbase + col] * 1.4426950408889634f;
+                            }
+                        }
                         s[j][e] = v;
-                        rowmax[r] = fmaxf(rowmax[r], v);
+                        rowmax[e >> 1] = fmaxf(rowmax[e >> 1], v);
                     }
                 }
             }
@@ -205,14 +218,27 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
                 m[r] = m_new;
             }
             uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                const float p0 = exp2f(s[j][0] - base[0]), p1 = exp2f(s[j][1] - base[0]);
-                const float p2 = exp2f(s[j][2] - base[1]), p3 = exp2f(s[j][3] - base[1]);
+            // P = exp2(s - base); sub-blocks outside the layout are exactly 0 and skip the
+            // exponentials. Two loops so the all-active case (bits is warp-uniform) has no branch.
+            auto p_tile = [&](int j, bool on) {
+                float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
+                if (on) {
+                    p0 = exp2f(s[j][0] - base[0]);
+                    p1 = exp2f(s[j][1] - base[0]);
+                    p2 = exp2f(s[j][2] - base[1]);
+                    p3 = exp2f(s[j][3] - base[1]);
+                }
                 rowsum[0] += p0 + p1;
                 rowsum[1] += p2 + p3;
                 pf[j >> 1][(j & 1) * 2 + 0] = Elem<T>::pack(p0, p1);
                 pf[j >> 1][(j & 1) * 2 + 1] = Elem<T>::pack(p2, p3);
+            };
+            if (bits == 0xFu) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) p_tile(j, true);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) p_tile(j, (bits >> (j >> 1)) & 1u);
             }
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
@@ -405,18 +431,25 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
                     Elem<T>::mma(dpt[2 * np + 1], va, ob[2], ob[3]);
                 }
             }
+            // Visibility with 32-bit offsets in the tile: query offset ql sees this thread's key r
+            // when ql < q_left (inside the sequence) and ql >= q_min[r] (causal), and the key exists.
+            const int q_left = (int)min((long long)kTile, seq - q0);
+            int q_min[2];
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const long long d = key_g[r] - q0;
+                q_min[r] = key_g[r] >= seq ? kTile : (p.causal ? (int)max(0ll, min((long long)kTile, d)) : 0);
+            }
             uint32_t pf[4][4];
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
+                const bool on = (qbits >> (j >> 1)) & 1u;
                 float pv[4], dsv[4];
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int ql = 8 * j + 2 * t + (e & 1);
-                    const long long q = q0 + ql;
-                    const long long key = key_g[e >> 1];
                     const float l2 = sLse[buf * kTile + ql];
-                    const bool visible = ((qbits >> (j >> 1)) & 1u) && key < seq && q < seq &&
-                                         !(p.causal && key > q) && l2 != -INFINITY;
+                    const bool visible = on && ql < q_left && ql >= q_min[e >> 1] && l2 != -INFINITY;
                     const float pe = visible ? exp2f(st[j][e] * p.scale_log2 + kpm_l2[e >> 1] - l2) : 0.f;
                     pv[e] = pe;
                     dsv[e] = pe * (dpt[j][e] - sDvec[buf * kTile + ql]);
