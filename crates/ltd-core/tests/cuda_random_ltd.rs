@@ -75,6 +75,7 @@ fn gpu_sampler_edge_sizes() {
     sampler_matches(&dev, 5, 6, 22, 8, 2048, 1024); // the paper's shape
     sampler_matches(&dev, 7, 8, 1, 2, 2049, 2048); // just past upstream's limit
     sampler_matches(&dev, 9, 10, 1, 1, 40_000, 12_345); // keys in opted-in shared memory
+    sampler_matches(&dev, 15, 16, 2, 1, 12_100, 6_000); // keys just under 48 KB + static smem
     sampler_matches(&dev, 11, 12, 1, 1, 131_072, 65_536); // keys recomputed per pass
     sampler_matches(&dev, 13, 14, 2, 2, 131_072, 131_072);
 }

@@ -1,4 +1,5 @@
-//! Block-sparse self-attention on the CPU, compatible with DeepSpeed's `sparse_attention`.
+//! Block-sparse self-attention on the CPU and (feature `cuda`) NVIDIA GPUs, compatible with
+//! DeepSpeed's `sparse_attention`.
 //!
 //! - [`layout`]: the six layout families ([`DenseConfig`], [`FixedConfig`], [`VariableConfig`],
 //!   [`BigBirdConfig`], [`BSLongformerConfig`], [`LocalSlidingWindowConfig`]) building a
@@ -10,6 +11,8 @@
 //! - [`SparseSelfAttention`], [`attention_forward`], [`attention_backward`]: fused flash-style
 //!   attention with causal option, key-padding mask and additive bias.
 //! - [`render_text`], [`render_png`], [`write_png`]: pictures of layouts.
+//! - `cuda` (feature `cuda`): the fused attention forward and backward on the GPU (fp16/bf16,
+//!   head dims 64 and 128), with the layout's kernel tables cached per device and length.
 //!
 //! # Differences from upstream DeepSpeed (all deliberate, spec §2.12)
 //! - Any sequence length: layouts have `ceil(L / b)` blocks and the fused op masks the padding
