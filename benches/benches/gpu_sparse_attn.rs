@@ -102,6 +102,7 @@ mod gpu {
                                     dq: &mut gq,
                                     dk: &mut gk,
                                     dv: &mut gv,
+                                    dbias: None,
                                 };
                                 attention_backward_cuda(
                                     &dev,

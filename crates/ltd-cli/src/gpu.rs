@@ -195,7 +195,7 @@ impl GpuAttention {
         })
     }
 
-    fn options(&self) -> CudaAttentionOptions<'static> {
+    fn options(&self) -> CudaAttentionOptions<'static, bf16> {
         CudaAttentionOptions {
             causal: self.causal,
             ..Default::default()
@@ -262,6 +262,7 @@ impl AttentionBackend<f32> for GpuAttention {
                 dq: &mut dq,
                 dk: &mut dk,
                 dv: &mut dv,
+                dbias: None,
             },
         )?;
         Ok((

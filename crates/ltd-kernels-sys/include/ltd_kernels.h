@@ -161,8 +161,10 @@ typedef struct LtdMaskGatherParams {
  * tile_row_ptr[h*num_qtiles + t + 1]) lists the active 64-key chunks, and tile_masks (same
  * index) has bit 4i+j set when the 16x16 sub-block (query rows 16i.., keys 16j..) of that
  * tile is in the layout. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.
- * kpm: optional f32 [B, L] additive key-padding mask (0 = none). causal != 0 also hides keys
- * after the query. Keys >= seq are always hidden. scale_log2 = softmax scale * log2(e).
+ * kpm: optional f32 [B, L] additive key-padding mask (0 = none). bias: optional additive bias
+ * [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).
+ * causal != 0 also hides keys after the query. Keys >= seq are always hidden.
+ * scale_log2 = softmax scale * log2(e).
  * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}`; grid (num_qtiles, H, B), 128 threads,
  * dynamic shared memory 5 * 64 * D * 2 bytes.
  */
@@ -176,6 +178,7 @@ typedef struct LtdSparseAttnFwdParams {
     ltd_devptr_t tile_cols;
     ltd_devptr_t tile_masks;
     ltd_devptr_t kpm;
+    ltd_devptr_t bias;
     long long batch;
     long long heads;
     long long seq;
@@ -189,13 +192,16 @@ typedef struct LtdSparseAttnFwdParams {
  * Three kernels, all on these params:
  *   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]
  *       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).
- *   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}`: one CTA (128 threads) per (64-key chunk, head,
+ *   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with
+ *       bias / dbias): one CTA (128 threads) per (64-key chunk, head,
  *       batch), grid (num_qtiles, H, B), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +
  *       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse
  *       tables (tile_col_ptr / tile_rows / tile_col_masks, same bit meaning as the forward's),
  *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).
  *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.
  * lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).
+ * bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be
+ * zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.
  */
 typedef struct LtdSparseAttnBwdParams {
     ltd_devptr_t q;
@@ -213,6 +219,8 @@ typedef struct LtdSparseAttnBwdParams {
     ltd_devptr_t tile_rows;
     ltd_devptr_t tile_col_masks;
     ltd_devptr_t kpm;
+    ltd_devptr_t bias;
+    ltd_devptr_t dbias;
     long long batch;
     long long heads;
     long long seq;

@@ -103,6 +103,7 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
     const int* cols = reinterpret_cast<const int*>(p.tile_cols);
     const int* masks = reinterpret_cast<const int*>(p.tile_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
+    const T* bias = p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
     const long long q0 = (long long)qt * kTile;
 
     load_tile<T, D>(sQ, Q, q0, seq);
@@ -165,7 +166,7 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
             float rowmax[2] = {-INFINITY, -INFINITY};
             const long long kbase = (long long)kc * kTile;
             const long long key_last = kbase + kTile - 1;
-            const bool plain = bits == 0xFu && !kpm && key_last < seq &&
+            const bool plain = bits == 0xFu && !kpm && !bias && key_last < seq &&
                                (!p.causal || key_last <= q0 + warp * 16);
             if (plain) {
 #pragma unroll
@@ -196,6 +197,9 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
                             const int col = 8 * j + 2 * t + (e & 1);
                             if (col < keys_left && col <= row_lim[e >> 1]) {
                                 v = s[j][e] * p.scale_log2;
+                                // Rows past the sequence end are computed but never stored: no bias row.
+                                if (bias && row_g[e >> 1] < seq)
+                                    v += (float)bias[row_g[e >> 1] * seq + kbase + col] * 1.4426950408889634f;
                                 if (kpm) v += kpm[kbase + col] * 1.4426950408889634f;
                             }
                         }
@@ -318,7 +322,7 @@ __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams
     if (lane == 0) reinterpret_cast<float*>(p.dvec)[row] = acc;
 }
 
-template <typename T, int D>
+template <typename T, int D, bool BIAS>
 __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* sK = reinterpret_cast<T*>(smem_raw);
@@ -346,6 +350,9 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
     const int* rows = reinterpret_cast<const int*>(p.tile_rows);
     const int* masks = reinterpret_cast<const int*>(p.tile_col_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
+    // BIAS: compiled in only for calls with a bias (it costs registers).
+    const T* bias = BIAS && p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
+    T* dbias = BIAS && p.dbias ? reinterpret_cast<T*>(p.dbias) + bh * seq * seq : nullptr;
     const long long k0 = (long long)kc * kTile;
     const long long key_g[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
     constexpr float kLog2e = 1.4426950408889634f;
@@ -450,9 +457,12 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
                     const int ql = 8 * j + 2 * t + (e & 1);
                     const float l2 = sLse[buf * kTile + ql];
                     const bool visible = on && ql < q_left && ql >= q_min[e >> 1] && l2 != -INFINITY;
-                    const float pe = visible ? exp2f(st[j][e] * p.scale_log2 + kpm_l2[e >> 1] - l2) : 0.f;
+                    float logit = st[j][e] * p.scale_log2 + kpm_l2[e >> 1] - l2;
+                    if (BIAS && bias && visible) logit += (float)bias[(q0 + ql) * seq + key_g[e >> 1]] * kLog2e;
+                    const float pe = visible ? exp2f(logit) : 0.f;
                     pv[e] = pe;
                     dsv[e] = pe * (dpt[j][e] - sDvec[buf * kTile + ql]);
+                    if (BIAS && dbias && visible) dbias[(q0 + ql) * seq + key_g[e >> 1]] = (T)dsv[e];
                 }
                 // st/dpt n-tile j covers queries 8j..8j+7: k-slice j/2, registers (j&1)*2 + row half.
                 pf[j >> 1][(j & 1) * 2 + 0] = Elem<T>::pack(pv[0], pv[1]);
@@ -559,7 +569,10 @@ __device__ __forceinline__ void sparse_attn_bwd_dq(const LtdSparseAttnBwdParams&
         sparse_attn_bwd_pre<T, D>(p);                                                                            \
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_##SUFFIX(const LtdSparseAttnBwdParams p) { \
-        sparse_attn_bwd<T, D>(p);                                                                                \
+        sparse_attn_bwd<T, D, false>(p);                                                                         \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_bias_##SUFFIX(const LtdSparseAttnBwdParams p) { \
+        sparse_attn_bwd<T, D, true>(p);                                                                          \
     }
 LTD_SPARSE_BWD(bf16_d64, __nv_bfloat16, 64)
 LTD_SPARSE_BWD(bf16_d128, __nv_bfloat16, 128)

@@ -228,7 +228,7 @@ const _: () = {
     ["Offset of field: LtdMaskGatherParams::mask_col_stride"]
         [::std::mem::offset_of!(LtdMaskGatherParams, mask_col_stride) - 88usize];
 };
-#[doc = " Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.\n q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no\n key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block:\n for head h and query tile t (rows 64t..64t+63), tile_cols[tile_row_ptr[h*num_qtiles + t] ..\n tile_row_ptr[h*num_qtiles + t + 1]) lists the active 64-key chunks, and tile_masks (same\n index) has bit 4i+j set when the 16x16 sub-block (query rows 16i.., keys 16j..) of that\n tile is in the layout. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.\n kpm: optional f32 [B, L] additive key-padding mask (0 = none). causal != 0 also hides keys\n after the query. Keys >= seq are always hidden. scale_log2 = softmax scale * log2(e).\n Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}`; grid (num_qtiles, H, B), 128 threads,\n dynamic shared memory 5 * 64 * D * 2 bytes."]
+#[doc = " Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.\n q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no\n key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block:\n for head h and query tile t (rows 64t..64t+63), tile_cols[tile_row_ptr[h*num_qtiles + t] ..\n tile_row_ptr[h*num_qtiles + t + 1]) lists the active 64-key chunks, and tile_masks (same\n index) has bit 4i+j set when the 16x16 sub-block (query rows 16i.., keys 16j..) of that\n tile is in the layout. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.\n kpm: optional f32 [B, L] additive key-padding mask (0 = none). bias: optional additive bias\n [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).\n causal != 0 also hides keys after the query. Keys >= seq are always hidden.\n scale_log2 = softmax scale * log2(e).\n Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}`; grid (num_qtiles, H, B), 128 threads,\n dynamic shared memory 5 * 64 * D * 2 bytes."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnFwdParams {
@@ -241,6 +241,7 @@ pub struct LtdSparseAttnFwdParams {
     pub tile_cols: ltd_devptr_t,
     pub tile_masks: ltd_devptr_t,
     pub kpm: ltd_devptr_t,
+    pub bias: ltd_devptr_t,
     pub batch: ::std::os::raw::c_longlong,
     pub heads: ::std::os::raw::c_longlong,
     pub seq: ::std::os::raw::c_longlong,
@@ -250,7 +251,7 @@ pub struct LtdSparseAttnFwdParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdSparseAttnFwdParams"][::std::mem::size_of::<LtdSparseAttnFwdParams>() - 112usize];
+    ["Size of LtdSparseAttnFwdParams"][::std::mem::size_of::<LtdSparseAttnFwdParams>() - 120usize];
     ["Alignment of LtdSparseAttnFwdParams"]
         [::std::mem::align_of::<LtdSparseAttnFwdParams>() - 8usize];
     ["Offset of field: LtdSparseAttnFwdParams::q"]
@@ -271,20 +272,22 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, tile_masks) - 56usize];
     ["Offset of field: LtdSparseAttnFwdParams::kpm"]
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, kpm) - 64usize];
+    ["Offset of field: LtdSparseAttnFwdParams::bias"]
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, bias) - 72usize];
     ["Offset of field: LtdSparseAttnFwdParams::batch"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, batch) - 72usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, batch) - 80usize];
     ["Offset of field: LtdSparseAttnFwdParams::heads"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, heads) - 80usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, heads) - 88usize];
     ["Offset of field: LtdSparseAttnFwdParams::seq"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, seq) - 88usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, seq) - 96usize];
     ["Offset of field: LtdSparseAttnFwdParams::num_qtiles"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_qtiles) - 96usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_qtiles) - 104usize];
     ["Offset of field: LtdSparseAttnFwdParams::scale_log2"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, scale_log2) - 104usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, scale_log2) - 112usize];
     ["Offset of field: LtdSparseAttnFwdParams::causal"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, causal) - 108usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, causal) - 116usize];
 };
-#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}`: one CTA (128 threads) per (64-key chunk, head,\n       batch), grid (num_qtiles, H, B), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_col_ptr / tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e)."]
+#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}`: one CTA (128 threads) per (64-key chunk, head,\n       batch), grid (num_qtiles, H, B), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_col_ptr / tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnBwdParams {
@@ -303,6 +306,8 @@ pub struct LtdSparseAttnBwdParams {
     pub tile_rows: ltd_devptr_t,
     pub tile_col_masks: ltd_devptr_t,
     pub kpm: ltd_devptr_t,
+    pub bias: ltd_devptr_t,
+    pub dbias: ltd_devptr_t,
     pub batch: ::std::os::raw::c_longlong,
     pub heads: ::std::os::raw::c_longlong,
     pub seq: ::std::os::raw::c_longlong,
@@ -314,7 +319,7 @@ pub struct LtdSparseAttnBwdParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdSparseAttnBwdParams"][::std::mem::size_of::<LtdSparseAttnBwdParams>() - 168usize];
+    ["Size of LtdSparseAttnBwdParams"][::std::mem::size_of::<LtdSparseAttnBwdParams>() - 184usize];
     ["Alignment of LtdSparseAttnBwdParams"]
         [::std::mem::align_of::<LtdSparseAttnBwdParams>() - 8usize];
     ["Offset of field: LtdSparseAttnBwdParams::q"]
@@ -347,20 +352,24 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_col_masks) - 104usize];
     ["Offset of field: LtdSparseAttnBwdParams::kpm"]
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, kpm) - 112usize];
+    ["Offset of field: LtdSparseAttnBwdParams::bias"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, bias) - 120usize];
+    ["Offset of field: LtdSparseAttnBwdParams::dbias"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dbias) - 128usize];
     ["Offset of field: LtdSparseAttnBwdParams::batch"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 120usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 136usize];
     ["Offset of field: LtdSparseAttnBwdParams::heads"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 128usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 144usize];
     ["Offset of field: LtdSparseAttnBwdParams::seq"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 136usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 152usize];
     ["Offset of field: LtdSparseAttnBwdParams::num_qtiles"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_qtiles) - 144usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_qtiles) - 160usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 152usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 168usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale_log2"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 156usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 172usize];
     ["Offset of field: LtdSparseAttnBwdParams::causal"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 160usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 176usize];
     ["Offset of field: LtdSparseAttnBwdParams::pad_"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 164usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 180usize];
 };

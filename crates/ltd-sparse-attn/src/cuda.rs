@@ -3,9 +3,9 @@
 //! key-padding mask, any sequence length. Same semantics as [`crate::attention_forward`]
 //! (including zeros and `lse = -inf` for a row with no visible key).
 //!
-//! The backward pass ([`attention_backward_cuda`]) gives dq, dk, dv. Not on the GPU yet (use
-//! the CPU path): an additive bias and its gradient, f32 inputs and other head dims; each
-//! returns [`SparseAttnError::InvalidArgument`] naming what to do.
+//! The backward pass ([`attention_backward_cuda`]) gives dq, dk, dv and, with an additive bias,
+//! dbias. Not on the GPU yet (use the CPU path): f32 inputs and other head dims; each returns
+//! [`SparseAttnError::InvalidArgument`] naming what to do.
 //!
 //! The kernel works on a 64 x 64 coarsening of the layout (one MMA-sized tile of query rows
 //! and keys) with a 16-bit mask of the 16 x 16 sub-blocks in the layout, so small layout blocks
@@ -302,14 +302,15 @@ impl SparseSelfAttention {
     }
 }
 
-/// Options of a GPU attention call.
+/// Options of a GPU attention call (`T`: the element type of the inputs, for the bias).
 ///
 /// ```
-/// let o = ltd_sparse_attn::cuda::CudaAttentionOptions { causal: true, ..Default::default() };
-/// assert!(o.scale.is_none() && o.key_padding_mask.is_none());
+/// use half::bf16;
+/// let o = ltd_sparse_attn::cuda::CudaAttentionOptions::<bf16> { causal: true, ..Default::default() };
+/// assert!(o.scale.is_none() && o.key_padding_mask.is_none() && o.bias.is_none());
 /// ```
 #[derive(Clone, Copy, Default)]
-pub struct CudaAttentionOptions<'a> {
+pub struct CudaAttentionOptions<'a, T> {
     /// Softmax scale; `None` means `1 / sqrt(D)`.
     pub scale: Option<f32>,
     /// Hide keys after the query (token-level causality inside diagonal blocks).
@@ -317,6 +318,9 @@ pub struct CudaAttentionOptions<'a> {
     /// Additive key-padding mask `[B, L]` in f32 (`0` keeps a key, `-inf` drops it; convert a
     /// boolean mask with `if keep { 0.0 } else { f32::NEG_INFINITY }`).
     pub key_padding_mask: Option<&'a CudaSlice<f32>>,
+    /// Additive bias `[B, H, L, L]` (upstream's `rpe`), added after the scale; its gradient is
+    /// [`CudaAttentionGrads::dbias`]. Quadratic memory, as upstream's.
+    pub bias: Option<&'a CudaSlice<T>>,
 }
 
 /// Validates a GPU attention call; returns the kernel type suffix and the scale.
@@ -324,7 +328,7 @@ fn check_call<T: Element>(
     layout: &CudaAttentionLayout,
     shape: AttentionShape,
     (q_len, k_len, v_len): (usize, usize, usize),
-    options: &CudaAttentionOptions<'_>,
+    options: &CudaAttentionOptions<'_, T>,
 ) -> Result<(&'static str, f32)> {
     let AttentionShape {
         batch,
@@ -400,6 +404,16 @@ fn check_call<T: Element>(
             m.len(),
         ));
     }
+    if let Some(bias) = options.bias {
+        let want = n.checked_div(head_dim).and_then(|x| x.checked_mul(seq_len));
+        if want != Some(bias.len()) {
+            return Err(SparseAttnError::shape(
+                "bias",
+                format!("[B={batch}, H={heads}, L={seq_len}, L={seq_len}]"),
+                bias.len(),
+            ));
+        }
+    }
     let scale = options.scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
     if !scale.is_finite() {
         return Err(invalid("scale", scale, "a finite number"));
@@ -422,6 +436,10 @@ fn kernel_name(kind: &str, type_name: &str, head_dim: usize) -> &'static str {
         ("bwd", "bf16", _) => "ltd_sparse_attn_bwd_bf16_d128",
         ("bwd", _, 64) => "ltd_sparse_attn_bwd_f16_d64",
         ("bwd", _, _) => "ltd_sparse_attn_bwd_f16_d128",
+        ("bwd_bias", "bf16", 64) => "ltd_sparse_attn_bwd_bias_bf16_d64",
+        ("bwd_bias", "bf16", _) => "ltd_sparse_attn_bwd_bias_bf16_d128",
+        ("bwd_bias", _, 64) => "ltd_sparse_attn_bwd_bias_f16_d64",
+        ("bwd_bias", _, _) => "ltd_sparse_attn_bwd_bias_f16_d128",
         (_, "bf16", _) => "ltd_sparse_attn_bwd_dq_bf16",
         _ => "ltd_sparse_attn_bwd_dq_f16",
     }
@@ -454,7 +472,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     layout: &CudaAttentionLayout,
     shape: AttentionShape,
     (q, k, v): (&CudaSlice<T>, &CudaSlice<T>, &CudaSlice<T>),
-    options: &CudaAttentionOptions<'_>,
+    options: &CudaAttentionOptions<'_, T>,
     out: &mut CudaSlice<T>,
     lse: &mut CudaSlice<f32>,
 ) -> Result<()> {
@@ -499,6 +517,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     let (c_ptr, g7) = layout.cols.device_ptr(stream);
     let (m_ptr, g8) = layout.masks.device_ptr(stream);
     let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
+    let bias = options.bias.map(|m| m.device_ptr(stream));
     let params = LtdSparseAttnFwdParams {
         q: q_ptr,
         k: k_ptr,
@@ -509,6 +528,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         tile_cols: c_ptr,
         tile_masks: m_ptr,
         kpm: kpm.as_ref().map_or(0, |(p, _)| *p),
+        bias: bias.as_ref().map_or(0, |(p, _)| *p),
         batch: batch as i64,
         heads: heads as i64,
         seq: seq_len as i64,
@@ -527,10 +547,11 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // exactly B*H*L*D elements and lse B*H*L (checked above); the kernel reads rows < L only
     // (cp.async zero-fills the rest) and writes rows < L only; the tables were built for this
     // layout, whose padded length covers L (checked: ceil(L / block) blocks), so every chunk
-    // index is below ceil(L_padded / 64); the key-padding mask has B*L elements; the dynamic
+    // index is below ceil(L_padded / 64); the key-padding mask has B*L elements and the bias
+    // B*H*L*L (checked by check_call), read only at query and key positions < L; the dynamic
     // shared memory is exactly the 5 tiles of 64 x D the kernel uses.
     unsafe { launch.launch(cfg) }.map_err(cuda_err("launching the sparse attention kernel"))?;
-    drop((g1, g2, g3, g4, g5, g6, g7, g8, kpm));
+    drop((g1, g2, g3, g4, g5, g6, g7, g8, kpm, bias));
     Ok(())
 }
 
@@ -541,7 +562,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
 /// # let dev = ltd_core::CudaDevice::new(0)?;
 /// let n = 1 * 4 * 128 * 64;
 /// let (mut dq, mut dk, mut dv) = (dev.upload(&vec![bf16::ZERO; n])?, dev.upload(&vec![bf16::ZERO; n])?, dev.upload(&vec![bf16::ZERO; n])?);
-/// let grads = ltd_sparse_attn::cuda::CudaAttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
+/// let grads = ltd_sparse_attn::cuda::CudaAttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv, dbias: None };
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct CudaAttentionGrads<'a, T> {
@@ -551,12 +572,16 @@ pub struct CudaAttentionGrads<'a, T> {
     pub dk: &'a mut CudaSlice<T>,
     /// Gradient of the values.
     pub dv: &'a mut CudaSlice<T>,
+    /// Gradient of the additive bias, `[B, H, L, L]` (zero outside the layout and at masked
+    /// positions), or `None` to skip it.
+    pub dbias: Option<&'a mut CudaSlice<T>>,
 }
 
 /// Fused block-sparse attention backward on the GPU: given the forward's inputs, its output
 /// `out` and `lse`, and `dout`, writes dq, dk, dv (FA2 structure: one CTA per 64-key chunk
 /// walking the query tiles that see it; dq through f32 atomics, then rounded). Same options
-/// and limits as [`attention_forward_cuda`]; no bias gradient on the GPU yet.
+/// and limits as [`attention_forward_cuda`]; with a bias in the options (or a `dbias` buffer)
+/// the bias kernel variant runs and fills `dbias`.
 ///
 /// # Errors
 /// As [`attention_forward_cuda`], plus length checks of `out`, `lse`, `dout` and the gradients.
@@ -576,18 +601,18 @@ pub struct CudaAttentionGrads<'a, T> {
 /// attention_forward_cuda(&dev, &layout, shape, (&x, &x, &x), &opts, &mut out, &mut lse)?;
 /// let (mut dq, mut dk, mut dv) = (dev.upload(&vec![bf16::ZERO; n])?, dev.upload(&vec![bf16::ZERO; n])?, dev.upload(&vec![bf16::ZERO; n])?);
 /// attention_backward_cuda(&dev, &layout, shape, (&x, &x, &x), (&out, &lse), &x, &opts,
-///     CudaAttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv })?;
+///     CudaAttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv, dbias: None })?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[allow(clippy::too_many_arguments)]
-pub fn attention_backward_cuda<T: Element + DeviceRepr>(
+pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAsZeroBits>(
     dev: &CudaDevice,
     layout: &CudaAttentionLayout,
     shape: AttentionShape,
     (q, k, v): (&CudaSlice<T>, &CudaSlice<T>, &CudaSlice<T>),
     (out, lse): (&CudaSlice<T>, &CudaSlice<f32>),
     dout: &CudaSlice<T>,
-    options: &CudaAttentionOptions<'_>,
+    options: &CudaAttentionOptions<'_, T>,
     grads: CudaAttentionGrads<'_, T>,
 ) -> Result<()> {
     let (type_name, scale) = check_call::<T>(layout, shape, (q.len(), k.len(), v.len()), options)?;
@@ -620,7 +645,21 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr>(
             lse.len(),
         ));
     }
+    if let Some(db) = grads.dbias.as_deref()
+        && Some(db.len()) != n.checked_div(head_dim).and_then(|x| x.checked_mul(seq_len))
+    {
+        return Err(SparseAttnError::shape(
+            "dbias",
+            format!("[B={batch}, H={heads}, L={seq_len}, L={seq_len}]"),
+            db.len(),
+        ));
+    }
+    let with_bias = options.bias.is_some() || grads.dbias.is_some();
     let stream = dev.stream();
+    let mut dbias = grads.dbias;
+    if let Some(db) = dbias.as_deref_mut() {
+        stream.memset_zeros(db).map_err(cuda_err("zeroing dbias"))?;
+    }
     let mut dq_acc = stream
         .alloc_zeros::<f32>(n)
         .map_err(cuda_err("allocating the dq accumulator"))?;
@@ -635,7 +674,11 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr>(
     let main = dev.load_function(
         "sparse_attn",
         fatbin::SPARSE_ATTN,
-        kernel_name("bwd", type_name, head_dim),
+        kernel_name(
+            if with_bias { "bwd_bias" } else { "bwd" },
+            type_name,
+            head_dim,
+        ),
     )?;
     let post = dev.load_function(
         "sparse_attn",
@@ -666,6 +709,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr>(
     let (cr_ptr, g13) = layout.col_rows.device_ptr(stream);
     let (cm_ptr, g14) = layout.col_masks.device_ptr(stream);
     let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
+    let bias = options.bias.map(|m| m.device_ptr(stream));
+    let db = dbias.as_mut().map(|m| m.device_ptr_mut(stream));
     let params = ltd_kernels_sys::LtdSparseAttnBwdParams {
         q: q_ptr,
         k: k_ptr,
@@ -682,6 +727,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr>(
         tile_rows: cr_ptr,
         tile_col_masks: cm_ptr,
         kpm: kpm.as_ref().map_or(0, |(p, _)| *p),
+        bias: bias.as_ref().map_or(0, |(p, _)| *p),
+        dbias: db.as_ref().map_or(0, |(p, _)| *p),
         batch: batch as i64,
         heads: heads as i64,
         seq: seq_len as i64,
@@ -714,7 +761,9 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr>(
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
     // index is below num_qtiles; dq_acc is zeroed before the main kernel adds into it; the three
     // launches are ordered on one stream; the dynamic shared memory is exactly what the main
-    // kernel carves (K, V, 2 Q, 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats).
+    // kernel carves (K, V, 2 Q, 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats);
+    // bias and dbias hold B*H*L*L elements (checked) and are touched only at positions < L,
+    // dbias zeroed above on the same stream.
     unsafe {
         let mut l = stream.launch_builder(&pre);
         l.arg(&params);

@@ -85,7 +85,7 @@ fn make_layout(family: u8, heads: usize, block: usize, seq: usize, uni: bool, se
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
+fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
     dev: &CudaDevice,
     layout: &Layout,
     batch: usize,
@@ -94,6 +94,7 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
     d: usize,
     causal: bool,
     with_kpm: bool,
+    with_bias: bool,
     seed: u64,
 ) {
     let shape = AttentionShape {
@@ -124,6 +125,11 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
         })
         .collect();
     let kpm_t: Vec<T> = kpm.iter().map(|&x| T::from_f32_lossy(x)).collect();
+    // A relative-position-like additive bias [B, H, L, L] (small, so it shifts but does not
+    // swamp the scores).
+    let bias: Vec<T> = (0..n / d * seq)
+        .map(|_| T::from_f32_lossy(rnd() * 0.5))
+        .collect();
 
     let gpu_layout = CudaAttentionLayout::new(dev, layout).unwrap();
     let (dq, dk, dv) = (
@@ -132,12 +138,14 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
         dev.upload(&v).unwrap(),
     );
     let d_kpm = dev.upload(&kpm).unwrap();
+    let d_bias = dev.upload(&bias).unwrap();
     let mut out = dev.upload(&vec![T::from_f32_lossy(f32::NAN); n]).unwrap();
     let mut lse = dev.upload(&vec![f32::NAN; shape.lse_len()]).unwrap();
     let opts = CudaAttentionOptions {
         scale: None,
         causal,
         key_padding_mask: with_kpm.then_some(&d_kpm),
+        bias: with_bias.then_some(&d_bias),
     };
     attention_forward_cuda(
         dev,
@@ -162,6 +170,9 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
         nb,
         layout.block(),
     ));
+    if with_bias {
+        ropts.bias = Some(&bias);
+    }
     if with_kpm {
         ropts.key_padding = Some(reference::Mask {
             values: &kpm_t,
@@ -180,7 +191,7 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
         _ => (5e-2, 1e-2),
     };
     let ctx = format!(
-        "{:?} B{batch} H{heads} L{seq} D{d} block {} causal {causal} kpm {with_kpm}",
+        "{:?} B{batch} H{heads} L{seq} D{d} block {} causal {causal} kpm {with_kpm} bias {with_bias}",
         T::DTYPE,
         layout.block()
     );
@@ -210,6 +221,10 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
     let d_dout = dev.upload(&dout).unwrap();
     let poison = || dev.upload(&vec![T::from_f32_lossy(f32::NAN); n]).unwrap();
     let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
+    // dbias starts poisoned: the op must zero it and fill every visible position.
+    let mut gbias = dev
+        .upload(&vec![T::from_f32_lossy(f32::NAN); bias.len()])
+        .unwrap();
     attention_backward_cuda(
         dev,
         &gpu_layout,
@@ -222,6 +237,7 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
             dq: &mut gq,
             dk: &mut gk,
             dv: &mut gv,
+            dbias: with_bias.then_some(&mut gbias),
         },
     )
     .unwrap();
@@ -232,11 +248,15 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr>(
         ltd_core::DType::F16 => (1e-2, 0.03),
         _ => (3e-2, 0.05),
     };
-    for (what, got, want) in [
+    let mut checks = vec![
         ("dq", &gq, &want.dq),
         ("dk", &gk, &want.dk),
         ("dv", &gv, &want.dv),
-    ] {
+    ];
+    if with_bias {
+        checks.push(("dbias", &gbias, &want.dbias));
+    }
+    for (what, got, want) in checks {
         let got: Vec<f64> = dev
             .download(got)
             .unwrap()
@@ -269,15 +289,15 @@ proptest! {
         family in 0u8..5, block in prop_oneof![Just(16usize), Just(32), Just(64), Just(128)],
         seq_blocks in 1usize..6, ragged in 0usize..16, batch in 1usize..3, heads in 1usize..4,
         d in prop_oneof![Just(64usize), Just(128)], causal in any::<bool>(), uni in any::<bool>(),
-        kpm in any::<bool>(), bf in any::<bool>(), seed in any::<u64>(),
+        kpm in any::<bool>(), bias in any::<bool>(), bf in any::<bool>(), seed in any::<u64>(),
     ) {
         let Some(dev) = gpu() else { return Ok(()) };
         let seq = (seq_blocks * block).saturating_sub(ragged).max(1);
         let layout = make_layout(family, heads, block, seq, uni, seed);
         if bf {
-            check::<bf16>(&dev, &layout, batch, heads, seq, d, causal, kpm, seed);
+            check::<bf16>(&dev, &layout, batch, heads, seq, d, causal, kpm, bias, seed);
         } else {
-            check::<f16>(&dev, &layout, batch, heads, seq, d, causal, kpm, seed);
+            check::<f16>(&dev, &layout, batch, heads, seq, d, causal, kpm, bias, seed);
         }
     }
 }
@@ -288,7 +308,7 @@ fn gpu_fused_forward_long_sequence() {
     let Some(dev) = gpu() else { return };
     for (block, family) in [(16, 0u8), (128, 2), (64, 1)] {
         let layout = make_layout(family, 2, block, 1000, false, 3);
-        check::<bf16>(&dev, &layout, 1, 2, 1000, 64, true, true, 7);
+        check::<bf16>(&dev, &layout, 1, 2, 1000, 64, true, true, block == 64, 7);
     }
 }
 
@@ -345,6 +365,7 @@ fn gpu_fully_masked_rows_are_zero() {
             dq: &mut gq,
             dk: &mut gk,
             dv: &mut gv,
+            dbias: None,
         },
     )
     .unwrap();
@@ -409,9 +430,34 @@ fn gpu_rejects_bad_input() {
     assert!(matches!(e, SparseAttnError::ShapeMismatch { .. }), "{e}");
     let f = dev.upload(&vec![0.0f32; shape.qkv_len()]).unwrap();
     let mut fo = dev.upload(&vec![0.0f32; shape.qkv_len()]).unwrap();
-    let e =
-        attention_forward_cuda(&dev, &gl, shape, (&f, &f, &f), &o, &mut fo, &mut lse).unwrap_err();
+    let e = attention_forward_cuda(
+        &dev,
+        &gl,
+        shape,
+        (&f, &f, &f),
+        &CudaAttentionOptions::default(),
+        &mut fo,
+        &mut lse,
+    )
+    .unwrap_err();
     assert!(matches!(e, SparseAttnError::InvalidArgument { .. }), "{e}");
+    // A bias of the wrong size.
+    let short_bias = dev.upload(&[bf16::ZERO; 10]).unwrap();
+    let with_bias = CudaAttentionOptions {
+        bias: Some(&short_bias),
+        ..Default::default()
+    };
+    let e = attention_forward_cuda(
+        &dev,
+        &gl,
+        shape,
+        (&x, &x, &x),
+        &with_bias,
+        &mut out,
+        &mut lse,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SparseAttnError::ShapeMismatch { .. }), "{e}");
 }
 
 #[test]
