@@ -478,6 +478,26 @@ fn check_indices_match(idx: &CudaSampledIndices, full: &HiddenLayout) -> Result<
     Ok(())
 }
 
+/// The checks every row op shares: `idx` was sampled for `full`'s batch and length, `part` has
+/// `[B, r, C]` in `full`'s order, and `layer` exists. Returns that layer's `[B, r]` indices.
+fn checked_layer<'a>(
+    idx: &'a CudaSampledIndices,
+    full: &HiddenLayout,
+    part: &HiddenLayout,
+    layer: usize,
+) -> Result<CudaView<'a, i32>> {
+    check_indices_match(idx, full)?;
+    check_same_rows(
+        "part",
+        part,
+        full.batch(),
+        idx.reserved,
+        full.channels(),
+        full.order(),
+    )?;
+    idx.layer(layer)
+}
+
 const ROWS_PER_BLOCK: usize = 4;
 
 fn rows_launch(rows: usize) -> Result<LaunchConfig> {
@@ -580,17 +600,8 @@ pub fn gather_cuda<T: Element + DeviceRepr>(
     layer: usize,
     part: CudaHiddenMut<'_, T>,
 ) -> Result<()> {
-    check_indices_match(idx, &h.layout)?;
+    let view = checked_layer(idx, &h.layout, &part.layout, layer)?;
     let l = &h.layout;
-    check_same_rows(
-        "part",
-        &part.layout,
-        l.batch(),
-        idx.reserved,
-        l.channels(),
-        l.order(),
-    )?;
-    let view = idx.layer(layer)?;
     launch_index_rows(
         dev,
         LTD_ROWS_GATHER,
@@ -636,17 +647,8 @@ pub fn scatter_cuda<T: Element + DeviceRepr>(
     layer: usize,
     y: CudaHiddenMut<'_, T>,
 ) -> Result<()> {
-    check_indices_match(idx, &y.layout)?;
+    let view = checked_layer(idx, &y.layout, &part.layout, layer)?;
     let l = y.layout;
-    check_same_rows(
-        "part",
-        &part.layout,
-        l.batch(),
-        idx.reserved,
-        l.channels(),
-        l.order(),
-    )?;
-    let view = idx.layer(layer)?;
     launch_index_rows(
         dev,
         LTD_ROWS_SCATTER,
@@ -691,18 +693,9 @@ pub fn route_cuda<T: Element + DeviceRepr>(
     layer: usize,
     y: CudaHiddenMut<'_, T>,
 ) -> Result<()> {
-    check_indices_match(idx, &h.layout)?;
+    let view = checked_layer(idx, &h.layout, &part.layout, layer)?;
     let l = h.layout;
-    check_same_rows(
-        "part",
-        &part.layout,
-        l.batch(),
-        idx.reserved,
-        l.channels(),
-        l.order(),
-    )?;
     check_same_rows("y", &y.layout, l.batch(), l.seq(), l.channels(), l.order())?;
-    let view = idx.layer(layer)?;
     let stream = dev.stream();
     let e = T::DTYPE.size_in_bytes();
     let row_bytes = l.channels() * e;
