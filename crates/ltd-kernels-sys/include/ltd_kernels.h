@@ -231,6 +231,39 @@ typedef struct LtdSparseAttnBwdParams {
     int pad_;
 } LtdSparseAttnBwdParams;
 
+/**
+ * Block-sparse softmax over the layout's active tiles (upstream's `Softmax`), forward and
+ * backward. Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order;
+ * row_offsets ([H * nb + 1]) / row_columns ([nnz]) are the layout's CSR (CSR position = tile).
+ * Forward (`ltd_sparse_softmax_fwd_{f32,f16,bf16}`): for query q = i*b + r and key = j*b + c,
+ * s = x * scale (+ rpe[z,h,q,key]) (+ kpm term [z,key]) (+ attn-mask term [q,key]); a term is
+ * the value (mode 0, add) or -inf where the value is 0 and 0 elsewhere (mode 1, mul); y =
+ * softmax over the row's active keys, 0 for a row with no finite score. rpe/kpm/am: input dtype,
+ * [Z,H,S,S] / [Z,S] / [S,S] with S = nb * b, 0 = none.
+ * Backward (`ltd_sparse_softmax_bwd_{...}`): dx = y * (dy - sum_row(y * dy)) * scale.
+ * Launch: one warp per (z, h, query row): grid ceil(Z*H*S / 4), 128 threads.
+ */
+typedef struct LtdSparseSoftmaxParams {
+    ltd_devptr_t x;
+    ltd_devptr_t y;
+    ltd_devptr_t dy;
+    ltd_devptr_t dx;
+    ltd_devptr_t row_offsets;
+    ltd_devptr_t row_columns;
+    ltd_devptr_t rpe;
+    ltd_devptr_t kpm;
+    ltd_devptr_t attn_mask;
+    long long batch;
+    long long heads;
+    long long num_blocks;
+    long long block;
+    long long nnz;
+    float scale;
+    int kpm_mul;
+    int attn_mask_mul;
+    int pad_;
+} LtdSparseSoftmaxParams;
+
 #ifdef __cplusplus
 }
 #endif

@@ -373,3 +373,68 @@ const _: () = {
     ["Offset of field: LtdSparseAttnBwdParams::pad_"]
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 180usize];
 };
+#[doc = " Block-sparse softmax over the layout's active tiles (upstream's `Softmax`), forward and\n backward. Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order;\n row_offsets ([H * nb + 1]) / row_columns ([nnz]) are the layout's CSR (CSR position = tile).\n Forward (`ltd_sparse_softmax_fwd_{f32,f16,bf16}`): for query q = i*b + r and key = j*b + c,\n s = x * scale (+ rpe[z,h,q,key]) (+ kpm term [z,key]) (+ attn-mask term [q,key]); a term is\n the value (mode 0, add) or -inf where the value is 0 and 0 elsewhere (mode 1, mul); y =\n softmax over the row's active keys, 0 for a row with no finite score. rpe/kpm/am: input dtype,\n [Z,H,S,S] / [Z,S] / [S,S] with S = nb * b, 0 = none.\n Backward (`ltd_sparse_softmax_bwd_{...}`): dx = y * (dy - sum_row(y * dy)) * scale.\n Launch: one warp per (z, h, query row): grid ceil(Z*H*S / 4), 128 threads."]
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct LtdSparseSoftmaxParams {
+    pub x: ltd_devptr_t,
+    pub y: ltd_devptr_t,
+    pub dy: ltd_devptr_t,
+    pub dx: ltd_devptr_t,
+    pub row_offsets: ltd_devptr_t,
+    pub row_columns: ltd_devptr_t,
+    pub rpe: ltd_devptr_t,
+    pub kpm: ltd_devptr_t,
+    pub attn_mask: ltd_devptr_t,
+    pub batch: ::std::os::raw::c_longlong,
+    pub heads: ::std::os::raw::c_longlong,
+    pub num_blocks: ::std::os::raw::c_longlong,
+    pub block: ::std::os::raw::c_longlong,
+    pub nnz: ::std::os::raw::c_longlong,
+    pub scale: f32,
+    pub kpm_mul: ::std::os::raw::c_int,
+    pub attn_mask_mul: ::std::os::raw::c_int,
+    pub pad_: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LtdSparseSoftmaxParams"][::std::mem::size_of::<LtdSparseSoftmaxParams>() - 128usize];
+    ["Alignment of LtdSparseSoftmaxParams"]
+        [::std::mem::align_of::<LtdSparseSoftmaxParams>() - 8usize];
+    ["Offset of field: LtdSparseSoftmaxParams::x"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, x) - 0usize];
+    ["Offset of field: LtdSparseSoftmaxParams::y"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, y) - 8usize];
+    ["Offset of field: LtdSparseSoftmaxParams::dy"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, dy) - 16usize];
+    ["Offset of field: LtdSparseSoftmaxParams::dx"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, dx) - 24usize];
+    ["Offset of field: LtdSparseSoftmaxParams::row_offsets"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, row_offsets) - 32usize];
+    ["Offset of field: LtdSparseSoftmaxParams::row_columns"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, row_columns) - 40usize];
+    ["Offset of field: LtdSparseSoftmaxParams::rpe"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, rpe) - 48usize];
+    ["Offset of field: LtdSparseSoftmaxParams::kpm"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, kpm) - 56usize];
+    ["Offset of field: LtdSparseSoftmaxParams::attn_mask"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, attn_mask) - 64usize];
+    ["Offset of field: LtdSparseSoftmaxParams::batch"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, batch) - 72usize];
+    ["Offset of field: LtdSparseSoftmaxParams::heads"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, heads) - 80usize];
+    ["Offset of field: LtdSparseSoftmaxParams::num_blocks"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, num_blocks) - 88usize];
+    ["Offset of field: LtdSparseSoftmaxParams::block"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, block) - 96usize];
+    ["Offset of field: LtdSparseSoftmaxParams::nnz"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, nnz) - 104usize];
+    ["Offset of field: LtdSparseSoftmaxParams::scale"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, scale) - 112usize];
+    ["Offset of field: LtdSparseSoftmaxParams::kpm_mul"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, kpm_mul) - 116usize];
+    ["Offset of field: LtdSparseSoftmaxParams::attn_mask_mul"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, attn_mask_mul) - 120usize];
+    ["Offset of field: LtdSparseSoftmaxParams::pad_"]
+        [::std::mem::offset_of!(LtdSparseSoftmaxParams, pad_) - 124usize];
+};

@@ -87,4 +87,6 @@ mod device_repr {
     unsafe impl DeviceRepr for LtdSparseAttnFwdParams {}
     // SAFETY: as above.
     unsafe impl DeviceRepr for LtdSparseAttnBwdParams {}
+    // SAFETY: as above.
+    unsafe impl DeviceRepr for LtdSparseSoftmaxParams {}
 }

@@ -4,7 +4,8 @@
 //! (including zeros and `lse = -inf` for a row with no visible key).
 //!
 //! The backward pass ([`attention_backward_cuda`]) gives dq, dk, dv and, with an additive bias,
-//! dbias. Not on the GPU yet (use the CPU path): f32 inputs and other head dims; each returns
+//! dbias. The block-sparse softmax primitive runs here too ([`softmax_forward_cuda`],
+//! [`softmax_backward_cuda`]); the sdd/dsd/dds matmuls are CPU-only so far. Not on the GPU yet (use the CPU path): f32 inputs and other head dims; each returns
 //! [`SparseAttnError::InvalidArgument`] naming what to do.
 //!
 //! The kernel works on a 64 x 64 coarsening of the layout (one MMA-sized tile of query rows
@@ -20,7 +21,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfi
 use ltd_core::{CoreError, CudaDevice, DType, Element};
 use ltd_kernels_sys::{LtdSparseAttnFwdParams, fatbin};
 
-use crate::{AttentionShape, Layout, Result, SparseAttnError, SparseSelfAttention};
+use crate::{AttentionShape, Layout, MaskMode, Result, SparseAttnError, SparseSelfAttention};
 
 /// Query rows per kernel tile and keys per chunk.
 pub const KERNEL_TILE: usize = 64;
@@ -165,6 +166,11 @@ pub struct CudaAttentionLayout {
     col_ptr: CudaSlice<i32>,
     col_rows: CudaSlice<i32>,
     col_masks: CudaSlice<i32>,
+    /// The layout's own CSR (per block-row: active tile columns; position = tile index), for the
+    /// block-sparse primitives.
+    csr_offsets: CudaSlice<i32>,
+    csr_columns: CudaSlice<i32>,
+    nnz: usize,
 }
 
 impl CudaAttentionLayout {
@@ -194,6 +200,9 @@ impl CudaAttentionLayout {
             col_ptr: dev.upload(&t.col_ptr)?,
             col_rows: dev.upload(&nonempty(&t.col_rows))?,
             col_masks: dev.upload(&nonempty(&t.col_masks))?,
+            csr_offsets: dev.upload(layout.row_offsets())?,
+            csr_columns: dev.upload(&nonempty(&layout.row_columns().to_vec()))?,
+            nnz: layout.nnz(),
         })
     }
 
@@ -781,5 +790,263 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     drop((
         g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, g14, kpm,
     ));
+    Ok(())
+}
+
+/// Options of [`softmax_forward_cuda`], as [`crate::SoftmaxOptions`] with device buffers (all in
+/// the scores' element type): `rpe` `[Z, H, S, S]`, `key_padding_mask` `[Z, S]`, `attn_mask`
+/// `[S, S]`, `S = num_blocks * block`.
+///
+/// ```
+/// let o = ltd_sparse_attn::cuda::CudaSoftmaxOptions::<f32>::default();
+/// assert_eq!(o.scale, 1.0);
+/// ```
+#[derive(Clone, Copy)]
+pub struct CudaSoftmaxOptions<'a, T> {
+    /// Multiplies the scores first.
+    pub scale: f32,
+    /// Dense relative-position bias, added after the scale.
+    pub rpe: Option<&'a CudaSlice<T>>,
+    /// Key-padding mask.
+    pub key_padding_mask: Option<&'a CudaSlice<T>>,
+    /// How the key-padding mask applies.
+    pub key_padding_mask_mode: MaskMode,
+    /// Attention mask shared by batch and heads.
+    pub attn_mask: Option<&'a CudaSlice<T>>,
+    /// How the attention mask applies.
+    pub attn_mask_mode: MaskMode,
+}
+
+impl<T> Default for CudaSoftmaxOptions<'_, T> {
+    fn default() -> Self {
+        CudaSoftmaxOptions {
+            scale: 1.0,
+            rpe: None,
+            key_padding_mask: None,
+            key_padding_mask_mode: MaskMode::Add,
+            attn_mask: None,
+            attn_mask_mode: MaskMode::Add,
+        }
+    }
+}
+
+fn softmax_kernel(kind: &str, dtype: DType) -> &'static str {
+    match (kind, dtype) {
+        ("fwd", DType::F32) => "ltd_sparse_softmax_fwd_f32",
+        ("fwd", DType::F16) => "ltd_sparse_softmax_fwd_f16",
+        ("fwd", DType::BF16) => "ltd_sparse_softmax_fwd_bf16",
+        (_, DType::F32) => "ltd_sparse_softmax_bwd_f32",
+        (_, DType::F16) => "ltd_sparse_softmax_bwd_f16",
+        (_, DType::BF16) => "ltd_sparse_softmax_bwd_bf16",
+    }
+}
+
+impl CudaAttentionLayout {
+    /// Elements of a sparse `[Z, nnz, b, b]` tensor of this layout for batch `z`.
+    fn sparse_len(&self, batch: usize) -> Option<usize> {
+        batch
+            .checked_mul(self.nnz)?
+            .checked_mul(self.block * self.block)
+    }
+
+    fn check_sparse(&self, what: &str, batch: usize, len: usize) -> Result<()> {
+        let want = self.sparse_len(batch);
+        if want != Some(len) {
+            return Err(SparseAttnError::shape(
+                what,
+                format!(
+                    "[Z={batch}, nnz={}, b={}, b={}]",
+                    self.nnz, self.block, self.block
+                ),
+                len,
+            ));
+        }
+        Ok(())
+    }
+
+    fn softmax_launch(&self, batch: usize) -> Result<LaunchConfig> {
+        let rows = self
+            .sparse_len(batch)
+            .map(|_| batch * self.heads * self.num_blocks * self.block);
+        match rows
+            .map(|r| r.div_ceil(4))
+            .filter(|&g| g > 0 && g <= i32::MAX as usize)
+        {
+            Some(g) => Ok(LaunchConfig {
+                grid_dim: (g as u32, 1, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            }),
+            None => Err(invalid(
+                "batch",
+                batch,
+                "at least 1, with Z * H * S rows below 2^33",
+            )),
+        }
+    }
+}
+
+/// Block-sparse softmax forward on the GPU (upstream's `Softmax`, spec §2.7): `y` gets the
+/// softmax of each query row of the sparse scores `x` `[Z, nnz, b, b]` over the row's active
+/// keys, after scale, rpe, key-padding and attention masks (in that order); a row with no
+/// finite score gives zeros, not NaN. f32, f16 and bf16 (f32 arithmetic).
+///
+/// # Errors
+/// [`SparseAttnError::ShapeMismatch`] for any buffer of the wrong length, driver failures.
+///
+/// ```no_run
+/// use ltd_core::CudaDevice;
+/// use ltd_sparse_attn::FixedConfig;
+/// use ltd_sparse_attn::cuda::{CudaAttentionLayout, CudaSoftmaxOptions, softmax_forward_cuda};
+/// let dev = CudaDevice::new(0)?;
+/// let layout = FixedConfig::new(2).make_layout(128)?;
+/// let gl = CudaAttentionLayout::new(&dev, &layout)?;
+/// let n = 1 * layout.nnz() * 16 * 16;
+/// let x = dev.upload(&vec![0.5f32; n])?;
+/// let mut y = dev.upload(&vec![0.0f32; n])?;
+/// softmax_forward_cuda(&dev, &gl, 1, &x, &CudaSoftmaxOptions::default(), &mut y)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn softmax_forward_cuda<T: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    layout: &CudaAttentionLayout,
+    batch: usize,
+    x: &CudaSlice<T>,
+    options: &CudaSoftmaxOptions<'_, T>,
+    y: &mut CudaSlice<T>,
+) -> Result<()> {
+    layout.check_sparse("x", batch, x.len())?;
+    layout.check_sparse("y", batch, y.len())?;
+    let s = layout.num_blocks * layout.block;
+    for (what, buf, want) in [
+        ("rpe", options.rpe, batch * layout.heads * s * s),
+        ("key_padding_mask", options.key_padding_mask, batch * s),
+        ("attn_mask", options.attn_mask, s * s),
+    ] {
+        if let Some(b) = buf
+            && b.len() != want
+        {
+            return Err(SparseAttnError::shape(what, want, b.len()));
+        }
+    }
+    if !options.scale.is_finite() {
+        return Err(invalid("scale", options.scale, "a finite number"));
+    }
+    let cfg = layout.softmax_launch(batch)?;
+    let func = dev.load_function(
+        "sparse_softmax",
+        fatbin::SPARSE_SOFTMAX,
+        softmax_kernel("fwd", T::DTYPE),
+    )?;
+    let stream = dev.stream();
+    let (x_ptr, g1) = x.device_ptr(stream);
+    let (y_ptr, g2) = y.device_ptr_mut(stream);
+    let (o_ptr, g3) = layout.csr_offsets.device_ptr(stream);
+    let (c_ptr, g4) = layout.csr_columns.device_ptr(stream);
+    let rpe = options.rpe.map(|m| m.device_ptr(stream));
+    let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
+    let am = options.attn_mask.map(|m| m.device_ptr(stream));
+    let params = ltd_kernels_sys::LtdSparseSoftmaxParams {
+        x: x_ptr,
+        y: y_ptr,
+        dy: 0,
+        dx: 0,
+        row_offsets: o_ptr,
+        row_columns: c_ptr,
+        rpe: rpe.as_ref().map_or(0, |(p, _)| *p),
+        kpm: kpm.as_ref().map_or(0, |(p, _)| *p),
+        attn_mask: am.as_ref().map_or(0, |(p, _)| *p),
+        batch: batch as i64,
+        heads: layout.heads as i64,
+        num_blocks: layout.num_blocks as i64,
+        block: layout.block as i64,
+        nnz: layout.nnz as i64,
+        scale: options.scale,
+        kpm_mul: i32::from(options.key_padding_mask_mode == MaskMode::Mul),
+        attn_mask_mul: i32::from(options.attn_mask_mode == MaskMode::Mul),
+        pad_: 0,
+    };
+    let mut launch = stream.launch_builder(&func);
+    launch.arg(&params);
+    // SAFETY: one `LtdSparseSoftmaxParams` by value. x and y hold Z*nnz*b*b elements and the
+    // masks exactly the sizes above (checked); the CSR tables are the layout's own, so every tile
+    // index is below nnz and every column below nb; one warp per row of Z*H*S rows (grid checked).
+    unsafe { launch.launch(cfg) }.map_err(cuda_err("launching the block-sparse softmax"))?;
+    drop((g1, g2, g3, g4, rpe, kpm, am));
+    Ok(())
+}
+
+/// Block-sparse softmax backward on the GPU: `dx = y * (dy - sum_row(y * dy)) * scale` over
+/// each row's active keys (no gradient to rpe or the masks, as upstream).
+///
+/// # Errors
+/// [`SparseAttnError::ShapeMismatch`] for a buffer of the wrong length, driver failures.
+///
+/// ```no_run
+/// # use ltd_core::CudaDevice;
+/// # use ltd_sparse_attn::{FixedConfig, cuda::*};
+/// let dev = CudaDevice::new(0)?;
+/// let layout = FixedConfig::new(2).make_layout(128)?;
+/// let gl = CudaAttentionLayout::new(&dev, &layout)?;
+/// let n = layout.nnz() * 16 * 16;
+/// let (y, dy) = (dev.upload(&vec![0.1f32; n])?, dev.upload(&vec![1.0f32; n])?);
+/// let mut dx = dev.upload(&vec![0.0f32; n])?;
+/// softmax_backward_cuda(&dev, &gl, 1, &y, &dy, 1.0, &mut dx)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn softmax_backward_cuda<T: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    layout: &CudaAttentionLayout,
+    batch: usize,
+    y: &CudaSlice<T>,
+    dy: &CudaSlice<T>,
+    scale: f32,
+    dx: &mut CudaSlice<T>,
+) -> Result<()> {
+    layout.check_sparse("y", batch, y.len())?;
+    layout.check_sparse("dy", batch, dy.len())?;
+    layout.check_sparse("dx", batch, dx.len())?;
+    if !scale.is_finite() {
+        return Err(invalid("scale", scale, "a finite number"));
+    }
+    let cfg = layout.softmax_launch(batch)?;
+    let func = dev.load_function(
+        "sparse_softmax",
+        fatbin::SPARSE_SOFTMAX,
+        softmax_kernel("bwd", T::DTYPE),
+    )?;
+    let stream = dev.stream();
+    let (y_ptr, g1) = y.device_ptr(stream);
+    let (dy_ptr, g2) = dy.device_ptr(stream);
+    let (dx_ptr, g3) = dx.device_ptr_mut(stream);
+    let (o_ptr, g4) = layout.csr_offsets.device_ptr(stream);
+    let (c_ptr, g5) = layout.csr_columns.device_ptr(stream);
+    let params = ltd_kernels_sys::LtdSparseSoftmaxParams {
+        x: 0,
+        y: y_ptr,
+        dy: dy_ptr,
+        dx: dx_ptr,
+        row_offsets: o_ptr,
+        row_columns: c_ptr,
+        rpe: 0,
+        kpm: 0,
+        attn_mask: 0,
+        batch: batch as i64,
+        heads: layout.heads as i64,
+        num_blocks: layout.num_blocks as i64,
+        block: layout.block as i64,
+        nnz: layout.nnz as i64,
+        scale,
+        kpm_mul: 0,
+        attn_mask_mul: 0,
+        pad_: 0,
+    };
+    let mut launch = stream.launch_builder(&func);
+    launch.arg(&params);
+    // SAFETY: as in softmax_forward_cuda: y, dy, dx hold Z*nnz*b*b elements (checked) and the
+    // CSR tables are the layout's own.
+    unsafe { launch.launch(cfg) }
+        .map_err(cuda_err("launching the block-sparse softmax backward"))?;
+    drop((g1, g2, g3, g4, g5));
     Ok(())
 }
