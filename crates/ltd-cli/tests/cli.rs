@@ -4,8 +4,25 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+/// The `ltd` binary: `$LTD_BIN`, else the one cargo built for this test, else `./ltd` (the GPU
+/// bundle copies both the test binaries and `ltd` to another machine, where cargo's path does
+/// not exist).
+fn ltd_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LTD_BIN") {
+        return PathBuf::from(p);
+    }
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_ltd"));
+    if built.exists() {
+        return built;
+    }
+    let bundled = std::env::current_dir()
+        .map(|d| d.join("ltd"))
+        .unwrap_or_default();
+    if bundled.exists() { bundled } else { built }
+}
+
 fn ltd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ltd"))
+    Command::new(ltd_bin())
         .args(args)
         .output()
         .expect("the ltd binary runs")
