@@ -74,7 +74,7 @@ typedef struct LtdSampleParams {
  * Rows whose index is outside [0, seq) are skipped (the host validates indices; this guard only
  * makes an invalid index unable to touch memory outside the tensors).
  * Kernels `ltd_index_rows_v16` (16-byte vectors: every base address and row offset in bytes
- * a multiple of 16, C * elem_bytes a multiple of 16), `ltd_index_rows_b4`, `ltd_index_rows_b2`
+ * a multiple of 16, the row length in bytes a multiple of 16), `ltd_index_rows_b4`, `ltd_index_rows_b2`
  * (4- and 2-byte words). Launch: blockDim.x = 128, grid.x = ceil(batch * reserved / rows_per_block)
  * with rows_per_block = 4 (one warp per row).
  */
@@ -85,7 +85,7 @@ typedef struct LtdIndexRowsParams {
     ltd_devptr_t dst;
     ltd_devptr_t idx;
     int mode;
-    int elem_bytes;
+    int pad_;
     long long batch;
     long long seq;
     long long reserved;
@@ -109,8 +109,6 @@ typedef struct LtdRouteRowsParams {
     ltd_devptr_t part;
     ltd_devptr_t y;
     ltd_devptr_t idx;
-    int elem_bytes;
-    int reserved_pad;
     long long batch;
     long long seq;
     long long reserved;

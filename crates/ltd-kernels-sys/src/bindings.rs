@@ -77,7 +77,7 @@ pub struct LtdIndexRowsParams {
     pub dst: ltd_devptr_t,
     pub idx: ltd_devptr_t,
     pub mode: ::std::os::raw::c_int,
-    pub elem_bytes: ::std::os::raw::c_int,
+    pub pad_: ::std::os::raw::c_int,
     pub batch: ::std::os::raw::c_longlong,
     pub seq: ::std::os::raw::c_longlong,
     pub reserved: ::std::os::raw::c_longlong,
@@ -100,8 +100,8 @@ const _: () = {
         [::std::mem::offset_of!(LtdIndexRowsParams, idx) - 16usize];
     ["Offset of field: LtdIndexRowsParams::mode"]
         [::std::mem::offset_of!(LtdIndexRowsParams, mode) - 24usize];
-    ["Offset of field: LtdIndexRowsParams::elem_bytes"]
-        [::std::mem::offset_of!(LtdIndexRowsParams, elem_bytes) - 28usize];
+    ["Offset of field: LtdIndexRowsParams::pad_"]
+        [::std::mem::offset_of!(LtdIndexRowsParams, pad_) - 28usize];
     ["Offset of field: LtdIndexRowsParams::batch"]
         [::std::mem::offset_of!(LtdIndexRowsParams, batch) - 32usize];
     ["Offset of field: LtdIndexRowsParams::seq"]
@@ -129,8 +129,6 @@ pub struct LtdRouteRowsParams {
     pub part: ltd_devptr_t,
     pub y: ltd_devptr_t,
     pub idx: ltd_devptr_t,
-    pub elem_bytes: ::std::os::raw::c_int,
-    pub reserved_pad: ::std::os::raw::c_int,
     pub batch: ::std::os::raw::c_longlong,
     pub seq: ::std::os::raw::c_longlong,
     pub reserved: ::std::os::raw::c_longlong,
@@ -145,7 +143,7 @@ pub struct LtdRouteRowsParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdRouteRowsParams"][::std::mem::size_of::<LtdRouteRowsParams>() - 128usize];
+    ["Size of LtdRouteRowsParams"][::std::mem::size_of::<LtdRouteRowsParams>() - 120usize];
     ["Alignment of LtdRouteRowsParams"][::std::mem::align_of::<LtdRouteRowsParams>() - 8usize];
     ["Offset of field: LtdRouteRowsParams::h"]
         [::std::mem::offset_of!(LtdRouteRowsParams, h) - 0usize];
@@ -155,32 +153,28 @@ const _: () = {
         [::std::mem::offset_of!(LtdRouteRowsParams, y) - 16usize];
     ["Offset of field: LtdRouteRowsParams::idx"]
         [::std::mem::offset_of!(LtdRouteRowsParams, idx) - 24usize];
-    ["Offset of field: LtdRouteRowsParams::elem_bytes"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, elem_bytes) - 32usize];
-    ["Offset of field: LtdRouteRowsParams::reserved_pad"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, reserved_pad) - 36usize];
     ["Offset of field: LtdRouteRowsParams::batch"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, batch) - 40usize];
+        [::std::mem::offset_of!(LtdRouteRowsParams, batch) - 32usize];
     ["Offset of field: LtdRouteRowsParams::seq"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, seq) - 48usize];
+        [::std::mem::offset_of!(LtdRouteRowsParams, seq) - 40usize];
     ["Offset of field: LtdRouteRowsParams::reserved"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, reserved) - 56usize];
+        [::std::mem::offset_of!(LtdRouteRowsParams, reserved) - 48usize];
     ["Offset of field: LtdRouteRowsParams::row_bytes"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, row_bytes) - 64usize];
+        [::std::mem::offset_of!(LtdRouteRowsParams, row_bytes) - 56usize];
     ["Offset of field: LtdRouteRowsParams::h_batch_stride_bytes"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, h_batch_stride_bytes) - 72usize];
+        [::std::mem::offset_of!(LtdRouteRowsParams, h_batch_stride_bytes) - 64usize];
     ["Offset of field: LtdRouteRowsParams::h_seq_stride_bytes"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, h_seq_stride_bytes) - 80usize];
+        [::std::mem::offset_of!(LtdRouteRowsParams, h_seq_stride_bytes) - 72usize];
     ["Offset of field: LtdRouteRowsParams::part_batch_stride_bytes"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, part_batch_stride_bytes) - 88usize];
+        [::std::mem::offset_of!(LtdRouteRowsParams, part_batch_stride_bytes) - 80usize];
     ["Offset of field: LtdRouteRowsParams::part_seq_stride_bytes"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, part_seq_stride_bytes) - 96usize];
+        [::std::mem::offset_of!(LtdRouteRowsParams, part_seq_stride_bytes) - 88usize];
     ["Offset of field: LtdRouteRowsParams::y_batch_stride_bytes"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, y_batch_stride_bytes) - 104usize];
+        [::std::mem::offset_of!(LtdRouteRowsParams, y_batch_stride_bytes) - 96usize];
     ["Offset of field: LtdRouteRowsParams::y_seq_stride_bytes"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, y_seq_stride_bytes) - 112usize];
+        [::std::mem::offset_of!(LtdRouteRowsParams, y_seq_stride_bytes) - 104usize];
     ["Offset of field: LtdRouteRowsParams::idx_batch_stride"]
-        [::std::mem::offset_of!(LtdRouteRowsParams, idx_batch_stride) - 120usize];
+        [::std::mem::offset_of!(LtdRouteRowsParams, idx_batch_stride) - 112usize];
 };
 #[doc = " Mask gather for all layers in one launch:\n   out[((l*batch + b)*out_rows + i)*reserved + j] =\n       mask[b*mask_batch_stride + row(i)*mask_row_stride + idx[l,b,j]*mask_col_stride]\n with row(i) = idx[l,b,i] when gather_rows != 0 (a [B,1,S,S] mask, out_rows == reserved) and\n row(i) = 0 when gather_rows == 0 (a [B,1,1,S] key-padding mask, out_rows == 1). idx is int32 contiguous [layers, batch,\n reserved]; entries whose index is outside [0, seq) are left unwritten (guard only; the host\n validates). Element width by kernel name: `ltd_mask_gather_b1`, `_b2`, `_b4`.\n Launch: grid (ceil(reserved / 128) , out_rows, layers * batch), blockDim.x = 128."]
 #[repr(C)]
