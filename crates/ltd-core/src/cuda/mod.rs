@@ -43,6 +43,8 @@ struct Inner {
     max_dynamic_shared_bytes: usize,
     stream: Arc<CudaStream>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Entry points already looked up, so a launch costs no driver call to find its kernel.
+    functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -122,6 +124,7 @@ impl CudaDevice {
                 max_dynamic_shared_bytes,
                 stream,
                 modules: Mutex::new(HashMap::new()),
+                functions: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -271,7 +274,7 @@ impl CudaDevice {
     }
 
     /// Loads (once per device handle) the kernel image `image` under the name `module` and
-    /// returns its entry point `function`. For the kernel crates of this workspace
+    /// returns its entry point `function` (looked up once, then cached). For the kernel crates of this workspace
     /// (`ltd-sparse-attn` launches its kernels through it); images come from
     /// `ltd_kernels_sys::fatbin`.
     ///
@@ -289,6 +292,16 @@ impl CudaDevice {
         image: &'static [u8],
         function: &'static str,
     ) -> Result<CudaFunction> {
+        let key = (module, function);
+        if let Some(f) = self
+            .inner
+            .functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(f.clone());
+        }
         let loaded = {
             let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
             match modules.get(module) {
@@ -306,8 +319,14 @@ impl CudaDevice {
                 }
             }
         };
-        loaded
+        let f = loaded
             .load_function(function)
-            .map_err(driver_err("looking up a kernel"))
+            .map_err(driver_err("looking up a kernel"))?;
+        self.inner
+            .functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, f.clone());
+        Ok(f)
     }
 }
