@@ -262,6 +262,54 @@ typedef struct LtdSparseSoftmaxParams {
     int pad_;
 } LtdSparseSoftmaxParams;
 
+/* ---------------------------------------------------------------------------------------------
+ * Block-sparse matmul (kernels/sparse_matmul.cu)
+ * ------------------------------------------------------------------------------------------- */
+
+/**
+ * Block-sparse products C = op(A) op(B) (upstream's MatMul, spec 2.6), op(X) = X^T when the
+ * trans flag is non-zero. S = num_blocks * block, F = dense_dim (>= 1), Z = batch, H = heads.
+ * Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order; dense
+ * tensors are row-major [Z, H, rows, cols], stored transposed when their trans flag is set:
+ *   sdd: op(A) [Z,H,S,F], op(B) [Z,H,F,S] -> C sparse (only layout tiles; any F: K zero-filled);
+ *   dsd: op(A) sparse [S,S], op(B) [Z,H,S,F] -> C dense [Z,H,S,F];
+ *   dds: op(A) [Z,H,F,S], op(B) sparse [S,S] -> C dense [Z,H,F,S].
+ * A transposed sparse operand transposes each tile and reads the layout transposed. Every
+ * output element is written (dense rows/columns with no tile get 0). f32 accumulation.
+ * Layout tables (int32, the layout's own): row_offsets / col_offsets [H*nb + 1] (CSR / CSC
+ * pointers, row or column h*nb + i); row_columns [nnz] (block column of each tile, CSR position
+ * = tile); col_rows / col_tiles [nnz] (block row and tile of each CSC entry); tile_rows [nnz]
+ * (h*nb + block_row of each tile, sdd only). Tables of a layout with nnz = 0 may be any valid
+ * address. The block size is fixed by the kernel name:
+ * `ltd_sparse_mm_{sdd,dsd,dds}_{f32,f16,bf16}_b{16,32,64,128}` (f16/bf16 on mma.sync tensor
+ * cores; f32 on FMA). Launch (s = 1 for blocks up to 64, 2 for block 128; no dynamic shared
+ * memory; threads: sdd 32 for block 16 else 128; dsd/dds 128):
+ *   sdd: grid (nnz * s * s, Z), one CTA per 64 x 64 (or b x b) piece of a tile;
+ *   dsd: grid (H * nb * s, ceil(F / 64), Z), one CTA per (head, row block [, half]) and
+ *        64-column slab of F;
+ *   dds: grid (H * nb * s, ceil(F / 64), Z), one CTA per (head, column block [, half]) and
+ *        64-row slab of F.
+ * Host checks: buffer lengths, Z <= 65535, ceil(F / 64) <= 65535, grid.x below 2^31.
+ */
+typedef struct LtdSparseMatmulParams {
+    ltd_devptr_t a;
+    ltd_devptr_t b;
+    ltd_devptr_t c;
+    ltd_devptr_t row_offsets;
+    ltd_devptr_t row_columns;
+    ltd_devptr_t col_offsets;
+    ltd_devptr_t col_rows;
+    ltd_devptr_t col_tiles;
+    ltd_devptr_t tile_rows;
+    long long batch;
+    long long heads;
+    long long num_blocks;
+    long long nnz;
+    long long dense_dim;
+    int trans_a;
+    int trans_b;
+} LtdSparseMatmulParams;
+
 #ifdef __cplusplus
 }
 #endif

@@ -432,3 +432,62 @@ const _: () = {
     ["Offset of field: LtdSparseSoftmaxParams::pad_"]
         [::std::mem::offset_of!(LtdSparseSoftmaxParams, pad_) - 124usize];
 };
+#[doc = " Block-sparse products C = op(A) op(B) (upstream's MatMul, spec 2.6), op(X) = X^T when the\n trans flag is non-zero. S = num_blocks * block, F = dense_dim (>= 1), Z = batch, H = heads.\n Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order; dense\n tensors are row-major [Z, H, rows, cols], stored transposed when their trans flag is set:\n   sdd: op(A) [Z,H,S,F], op(B) [Z,H,F,S] -> C sparse (only layout tiles; any F: K zero-filled);\n   dsd: op(A) sparse [S,S], op(B) [Z,H,S,F] -> C dense [Z,H,S,F];\n   dds: op(A) [Z,H,F,S], op(B) sparse [S,S] -> C dense [Z,H,F,S].\n A transposed sparse operand transposes each tile and reads the layout transposed. Every\n output element is written (dense rows/columns with no tile get 0). f32 accumulation.\n Layout tables (int32, the layout's own): row_offsets / col_offsets [H*nb + 1] (CSR / CSC\n pointers, row or column h*nb + i); row_columns [nnz] (block column of each tile, CSR position\n = tile); col_rows / col_tiles [nnz] (block row and tile of each CSC entry); tile_rows [nnz]\n (h*nb + block_row of each tile, sdd only). Tables of a layout with nnz = 0 may be any valid\n address. The block size is fixed by the kernel name:\n `ltd_sparse_mm_{sdd,dsd,dds}_{f32,f16,bf16}_b{16,32,64,128}` (f16/bf16 on mma.sync tensor\n cores; f32 on FMA). Launch (s = 1 for blocks up to 64, 2 for block 128; no dynamic shared\n memory; threads: sdd 32 for block 16 else 128; dsd/dds 128):\n   sdd: grid (nnz * s * s, Z), one CTA per 64 x 64 (or b x b) piece of a tile;\n   dsd: grid (H * nb * s, ceil(F / 64), Z), one CTA per (head, row block [, half]) and\n        64-column slab of F;\n   dds: grid (H * nb * s, ceil(F / 64), Z), one CTA per (head, column block [, half]) and\n        64-row slab of F.\n Host checks: buffer lengths, Z <= 65535, ceil(F / 64) <= 65535, grid.x below 2^31."]
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct LtdSparseMatmulParams {
+    pub a: ltd_devptr_t,
+    pub b: ltd_devptr_t,
+    pub c: ltd_devptr_t,
+    pub row_offsets: ltd_devptr_t,
+    pub row_columns: ltd_devptr_t,
+    pub col_offsets: ltd_devptr_t,
+    pub col_rows: ltd_devptr_t,
+    pub col_tiles: ltd_devptr_t,
+    pub tile_rows: ltd_devptr_t,
+    pub batch: ::std::os::raw::c_longlong,
+    pub heads: ::std::os::raw::c_longlong,
+    pub num_blocks: ::std::os::raw::c_longlong,
+    pub nnz: ::std::os::raw::c_longlong,
+    pub dense_dim: ::std::os::raw::c_longlong,
+    pub trans_a: ::std::os::raw::c_int,
+    pub trans_b: ::std::os::raw::c_int,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LtdSparseMatmulParams"][::std::mem::size_of::<LtdSparseMatmulParams>() - 120usize];
+    ["Alignment of LtdSparseMatmulParams"]
+        [::std::mem::align_of::<LtdSparseMatmulParams>() - 8usize];
+    ["Offset of field: LtdSparseMatmulParams::a"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, a) - 0usize];
+    ["Offset of field: LtdSparseMatmulParams::b"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, b) - 8usize];
+    ["Offset of field: LtdSparseMatmulParams::c"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, c) - 16usize];
+    ["Offset of field: LtdSparseMatmulParams::row_offsets"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, row_offsets) - 24usize];
+    ["Offset of field: LtdSparseMatmulParams::row_columns"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, row_columns) - 32usize];
+    ["Offset of field: LtdSparseMatmulParams::col_offsets"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, col_offsets) - 40usize];
+    ["Offset of field: LtdSparseMatmulParams::col_rows"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, col_rows) - 48usize];
+    ["Offset of field: LtdSparseMatmulParams::col_tiles"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, col_tiles) - 56usize];
+    ["Offset of field: LtdSparseMatmulParams::tile_rows"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, tile_rows) - 64usize];
+    ["Offset of field: LtdSparseMatmulParams::batch"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, batch) - 72usize];
+    ["Offset of field: LtdSparseMatmulParams::heads"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, heads) - 80usize];
+    ["Offset of field: LtdSparseMatmulParams::num_blocks"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, num_blocks) - 88usize];
+    ["Offset of field: LtdSparseMatmulParams::nnz"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, nnz) - 96usize];
+    ["Offset of field: LtdSparseMatmulParams::dense_dim"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, dense_dim) - 104usize];
+    ["Offset of field: LtdSparseMatmulParams::trans_a"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, trans_a) - 112usize];
+    ["Offset of field: LtdSparseMatmulParams::trans_b"]
+        [::std::mem::offset_of!(LtdSparseMatmulParams, trans_b) - 116usize];
+};

@@ -64,6 +64,71 @@ pub mod names {
         "ltd_mask_gather_b2",
         "ltd_mask_gather_b4",
     ];
+    /// In [`super::fatbin::SPARSE_MATMUL`]: block-sparse matmul ([`super::LtdSparseMatmulParams`]),
+    /// indexed `[mode][dtype][block]`: mode 0 `sdd`, 1 `dsd`, 2 `dds`; dtype 0 f32, 1 f16, 2 bf16;
+    /// block 0..4 = 16, 32, 64, 128.
+    pub const SPARSE_MATMUL: [[[&str; 4]; 3]; 3] = [
+        [
+            [
+                "ltd_sparse_mm_sdd_f32_b16",
+                "ltd_sparse_mm_sdd_f32_b32",
+                "ltd_sparse_mm_sdd_f32_b64",
+                "ltd_sparse_mm_sdd_f32_b128",
+            ],
+            [
+                "ltd_sparse_mm_sdd_f16_b16",
+                "ltd_sparse_mm_sdd_f16_b32",
+                "ltd_sparse_mm_sdd_f16_b64",
+                "ltd_sparse_mm_sdd_f16_b128",
+            ],
+            [
+                "ltd_sparse_mm_sdd_bf16_b16",
+                "ltd_sparse_mm_sdd_bf16_b32",
+                "ltd_sparse_mm_sdd_bf16_b64",
+                "ltd_sparse_mm_sdd_bf16_b128",
+            ],
+        ],
+        [
+            [
+                "ltd_sparse_mm_dsd_f32_b16",
+                "ltd_sparse_mm_dsd_f32_b32",
+                "ltd_sparse_mm_dsd_f32_b64",
+                "ltd_sparse_mm_dsd_f32_b128",
+            ],
+            [
+                "ltd_sparse_mm_dsd_f16_b16",
+                "ltd_sparse_mm_dsd_f16_b32",
+                "ltd_sparse_mm_dsd_f16_b64",
+                "ltd_sparse_mm_dsd_f16_b128",
+            ],
+            [
+                "ltd_sparse_mm_dsd_bf16_b16",
+                "ltd_sparse_mm_dsd_bf16_b32",
+                "ltd_sparse_mm_dsd_bf16_b64",
+                "ltd_sparse_mm_dsd_bf16_b128",
+            ],
+        ],
+        [
+            [
+                "ltd_sparse_mm_dds_f32_b16",
+                "ltd_sparse_mm_dds_f32_b32",
+                "ltd_sparse_mm_dds_f32_b64",
+                "ltd_sparse_mm_dds_f32_b128",
+            ],
+            [
+                "ltd_sparse_mm_dds_f16_b16",
+                "ltd_sparse_mm_dds_f16_b32",
+                "ltd_sparse_mm_dds_f16_b64",
+                "ltd_sparse_mm_dds_f16_b128",
+            ],
+            [
+                "ltd_sparse_mm_dds_bf16_b16",
+                "ltd_sparse_mm_dds_bf16_b32",
+                "ltd_sparse_mm_dds_bf16_b64",
+                "ltd_sparse_mm_dds_bf16_b128",
+            ],
+        ],
+    ];
 }
 
 // SAFETY: the parameter structs are `#[repr(C)]` plain data (integers and 64-bit device
@@ -89,4 +154,6 @@ mod device_repr {
     unsafe impl DeviceRepr for LtdSparseAttnBwdParams {}
     // SAFETY: as above.
     unsafe impl DeviceRepr for LtdSparseSoftmaxParams {}
+    // SAFETY: as above.
+    unsafe impl DeviceRepr for LtdSparseMatmulParams {}
 }

@@ -13,6 +13,8 @@
 //! - [`render_text`], [`render_png`], [`write_png`]: pictures of layouts.
 //! - `cuda` (feature `cuda`): the fused attention forward and backward on the GPU (fp16/bf16,
 //!   head dims 64 and 128), with the layout's kernel tables cached per device and length.
+//! - `cuda_matmul` (feature `cuda`): the `sdd`/`dsd`/`dds` products on the GPU (f32, f16, bf16,
+//!   every transpose, forward and backward), [`BlockSparseMatMul`] semantics.
 //!
 //! # Differences from upstream DeepSpeed (all deliberate, spec §2.12)
 //! - Any sequence length: layouts have `ceil(L / b)` blocks and the fused op masks the padding
@@ -50,6 +52,8 @@ mod cache;
 mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cuda")]
+pub mod cuda_matmul;
 mod error;
 pub mod layout;
 pub mod ops;
@@ -61,6 +65,8 @@ pub use attention::{
 };
 pub use cache::LayoutCache;
 pub use config::{SPARSE_ATTENTION_KEYS, parse_sparse_attention, sparse_attention_from_value};
+#[cfg(feature = "cuda")]
+pub use cuda_matmul::{CudaMatMulLayout, matmul_backward_cuda, matmul_forward_cuda};
 pub use error::{Result, SparseAttnError};
 pub use layout::{
     BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout,

@@ -172,7 +172,8 @@ impl BlockSparseMatMul {
         }
     }
 
-    fn check(
+    /// Checks the three buffer lengths `lens` (named, in A, B, C order) against the table above.
+    pub(crate) fn check(
         &self,
         layout: &Layout,
         batch: usize,

@@ -1,0 +1,519 @@
+//! Block-sparse matrix products on the GPU (feature `cuda`): [`BlockSparseMatMul`]'s `sdd`,
+//! `dsd` and `dds` with every `trans_a` / `trans_b` combination, forward
+//! ([`matmul_forward_cuda`]) and backward ([`matmul_backward_cuda`]), in f32, f16 and bf16,
+//! layout blocks 16, 32, 64 and 128. Same shapes and semantics as the CPU
+//! [`BlockSparseMatMul::forward`] / [`BlockSparseMatMul::backward`] (spec §2.6): results equal
+//! the dense product of the densified operands, dense output rows or columns with no tile are
+//! zero, accumulation is f32 and the output is rounded once.
+//!
+//! f16 and bf16 run on tensor cores (`mma.sync` m16n8k16), f32 on FMA tiles. Any `dense_dim`
+//! works: `sdd`'s reduction (`K = dense_dim`) is zero-filled up to the kernel's chunk size, so,
+//! unlike upstream, `K` need not be a multiple of 16 (a `dense_dim` whose rows are not a
+//! multiple of 16 bytes takes a slower scalar load path).
+//!
+//! The layout's lookup tables (CSR, CSC and the row of every tile) are uploaded once into a
+//! [`CudaMatMulLayout`] and reused by every call.
+
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
+use ltd_core::{CoreError, CudaDevice, DType, Element};
+use ltd_kernels_sys::{LtdSparseMatmulParams, fatbin, names};
+
+use crate::{BlockSparseMatMul, Layout, MatMulMode, Result, SparseAttnError};
+
+fn cuda_err(during: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> SparseAttnError {
+    move |source| SparseAttnError::Core(CoreError::Cuda { during, source })
+}
+
+fn invalid(
+    what: &str,
+    value: impl std::fmt::Display,
+    expected: impl Into<String>,
+) -> SparseAttnError {
+    SparseAttnError::InvalidArgument {
+        what: what.into(),
+        value: value.to_string(),
+        expected: expected.into(),
+    }
+}
+
+/// A layout's lookup tables in GPU memory for the block-sparse matmuls: the CSR (row offsets
+/// and the block column of every tile), the CSC (column offsets, block row and tile of every
+/// entry) and the block row of every tile. Build once per layout and device, reuse for every
+/// call (forward and backward, any batch and `dense_dim`).
+///
+/// ```no_run
+/// use ltd_core::CudaDevice;
+/// use ltd_sparse_attn::{FixedConfig, cuda_matmul::CudaMatMulLayout};
+/// let dev = CudaDevice::new(0)?;
+/// let layout = FixedConfig::new(16).make_layout(4096)?;
+/// let gl = CudaMatMulLayout::new(&dev, &layout)?;
+/// assert_eq!(gl.layout().nnz(), layout.nnz());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CudaMatMulLayout {
+    layout: Layout,
+    ordinal: usize,
+    row_offsets: CudaSlice<i32>,
+    row_columns: CudaSlice<i32>,
+    col_offsets: CudaSlice<i32>,
+    col_rows: CudaSlice<i32>,
+    col_tiles: CudaSlice<i32>,
+    tile_rows: CudaSlice<i32>,
+}
+
+impl std::fmt::Debug for CudaMatMulLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaMatMulLayout")
+            .field("ordinal", &self.ordinal)
+            .field("heads", &self.layout.num_heads())
+            .field("num_blocks", &self.layout.num_blocks())
+            .field("block", &self.layout.block())
+            .field("nnz", &self.layout.nnz())
+            .finish()
+    }
+}
+
+impl CudaMatMulLayout {
+    /// Builds the tables of `layout` and uploads them to `dev` (a host copy of the layout is
+    /// kept to validate calls).
+    ///
+    /// # Errors
+    /// Driver failures (no memory, no device).
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_sparse_attn::{Layout, cuda_matmul::CudaMatMulLayout};
+    /// let dev = CudaDevice::new(0)?;
+    /// let gl = CudaMatMulLayout::new(&dev, &Layout::from_mask(1, 2, 16, vec![1, 0, 1, 1])?)?;
+    /// assert_eq!(gl.layout().nnz(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(dev: &CudaDevice, layout: &Layout) -> Result<CudaMatMulLayout> {
+        let nb = layout.num_blocks();
+        let mut tile_rows = Vec::with_capacity(layout.nnz());
+        for (row, w) in layout.row_offsets().windows(2).enumerate() {
+            tile_rows.extend(std::iter::repeat_n(row as i32, (w[1] - w[0]) as usize));
+        }
+        debug_assert_eq!(tile_rows.len(), layout.nnz());
+        debug_assert!(
+            tile_rows
+                .iter()
+                .all(|&r| (r as usize) < layout.num_heads() * nb.max(1))
+        );
+        // A zero-length upload is not a valid allocation: empty tables get one unused entry.
+        let up = |v: &[i32]| {
+            if v.is_empty() {
+                dev.upload(&[0i32])
+            } else {
+                dev.upload(v)
+            }
+        };
+        Ok(CudaMatMulLayout {
+            layout: layout.clone(),
+            ordinal: dev.ordinal(),
+            row_offsets: up(layout.row_offsets())?,
+            row_columns: up(layout.row_columns())?,
+            col_offsets: up(layout.column_offsets())?,
+            col_rows: up(layout.column_rows())?,
+            col_tiles: up(layout.column_tiles())?,
+            tile_rows: up(&tile_rows)?,
+        })
+    }
+
+    /// The host layout these tables were built from.
+    ///
+    /// ```no_run
+    /// # use ltd_core::CudaDevice;
+    /// # use ltd_sparse_attn::{DenseConfig, cuda_matmul::CudaMatMulLayout};
+    /// let dev = CudaDevice::new(0)?;
+    /// let gl = CudaMatMulLayout::new(&dev, &DenseConfig::new(2).make_layout(64)?)?;
+    /// assert_eq!(gl.layout().num_heads(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+}
+
+/// Which buffer of a backward call feeds a product.
+#[derive(Clone, Copy)]
+enum Src {
+    A,
+    B,
+    Dc,
+}
+
+/// One forward product `(op, x, y)` of the backward pass, as the CPU `backward` computes it.
+type Step = (BlockSparseMatMul, Src, Src);
+
+/// The products giving `dA` and `dB` (upstream: `dA` by mode `m[1]m[0]m[2]`, `dB` by
+/// `m[2]m[1]m[0]`, with the trans flags folded in exactly as [`BlockSparseMatMul::backward`]).
+fn backward_steps(op: BlockSparseMatMul) -> (Step, Step) {
+    use MatMulMode::{Dds, Dsd, Sdd};
+    let (ta, tb) = (op.trans_a, op.trans_b);
+    let mm = BlockSparseMatMul::new;
+    match op.mode {
+        Sdd => (
+            if !ta {
+                (mm(Dsd, false, !tb), Src::Dc, Src::B)
+            } else {
+                (mm(Dds, tb, true), Src::B, Src::Dc)
+            },
+            if !tb {
+                (mm(Dds, !ta, false), Src::A, Src::Dc)
+            } else {
+                (mm(Dsd, true, ta), Src::Dc, Src::A)
+            },
+        ),
+        Dsd => (
+            if !ta {
+                (mm(Sdd, false, !tb), Src::Dc, Src::B)
+            } else {
+                (mm(Sdd, tb, true), Src::B, Src::Dc)
+            },
+            if !tb {
+                (mm(Dsd, !ta, false), Src::A, Src::Dc)
+            } else {
+                (mm(Dds, true, ta), Src::Dc, Src::A)
+            },
+        ),
+        Dds => (
+            if !ta {
+                (mm(Dds, false, !tb), Src::Dc, Src::B)
+            } else {
+                (mm(Dsd, tb, true), Src::B, Src::Dc)
+            },
+            if !tb {
+                (mm(Sdd, !ta, false), Src::A, Src::Dc)
+            } else {
+                (mm(Sdd, true, ta), Src::Dc, Src::A)
+            },
+        ),
+    }
+}
+
+/// Checks the scalar arguments and that every buffer lives on `dev` (the lengths are checked
+/// per product by [`BlockSparseMatMul::check`]).
+fn check_common(
+    dev: &CudaDevice,
+    layout: &CudaMatMulLayout,
+    batch: usize,
+    dense_dim: usize,
+    ordinals: &[(&str, usize)],
+) -> Result<()> {
+    if layout.ordinal != dev.ordinal() {
+        return Err(invalid(
+            "layout",
+            format!("tables on cuda:{}", layout.ordinal),
+            format!(
+                "tables uploaded to cuda:{} (the device of the call)",
+                dev.ordinal()
+            ),
+        ));
+    }
+    for (what, ordinal) in ordinals {
+        if *ordinal != dev.ordinal() {
+            return Err(invalid(
+                what,
+                format!("a buffer on cuda:{ordinal}"),
+                format!("a buffer on cuda:{}", dev.ordinal()),
+            ));
+        }
+    }
+    if batch == 0 || batch > 65_535 {
+        return Err(invalid("batch", batch, "1 to 65535"));
+    }
+    if dense_dim == 0 || dense_dim.div_ceil(64) > 65_535 {
+        return Err(invalid(
+            "dense_dim",
+            dense_dim,
+            "1 to 65535 * 64 (the K of sdd, N of dsd, M of dds)",
+        ));
+    }
+    let l = &layout.layout;
+    let per = if l.block() > 64 { 2 } else { 1 };
+    let grid_x = l
+        .nnz()
+        .max(l.num_heads() * l.num_blocks())
+        .checked_mul(per * per);
+    if grid_x.is_none_or(|g| g > i32::MAX as usize) {
+        return Err(invalid(
+            "layout",
+            format!(
+                "{} tiles, {} block rows",
+                l.nnz(),
+                l.num_heads() * l.num_blocks()
+            ),
+            "fewer than 2^29 tiles",
+        ));
+    }
+    Ok(())
+}
+
+/// Launches one product `out = op(x) op(y)`; lengths are checked here too.
+#[allow(clippy::too_many_arguments)]
+fn launch<T: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    layout: &CudaMatMulLayout,
+    op: BlockSparseMatMul,
+    batch: usize,
+    dense_dim: usize,
+    (xn, x): (&str, &CudaSlice<T>),
+    (yn, y): (&str, &CudaSlice<T>),
+    (on, out): (&str, &mut CudaSlice<T>),
+) -> Result<()> {
+    let l = &layout.layout;
+    op.check(
+        l,
+        batch,
+        dense_dim,
+        [(xn, x.len()), (yn, y.len()), (on, out.len())],
+    )?;
+    let (block, nb, heads, nnz) = (l.block(), l.num_blocks(), l.num_heads(), l.nnz());
+    let bi = match block {
+        16 => 0,
+        32 => 1,
+        64 => 2,
+        128 => 3,
+        other => return Err(invalid("block", other, "16, 32, 64 or 128")),
+    };
+    let di = match T::DTYPE {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::BF16 => 2,
+    };
+    let mi = match op.mode {
+        MatMulMode::Sdd => 0,
+        MatMulMode::Dsd => 1,
+        MatMulMode::Dds => 2,
+    };
+    let per = if block > 64 { 2 } else { 1 };
+    let cfg = match op.mode {
+        MatMulMode::Sdd => {
+            if out.is_empty() {
+                return Ok(()); // no tile to compute
+            }
+            LaunchConfig {
+                grid_dim: ((nnz * per * per) as u32, batch as u32, 1),
+                block_dim: (if block == 16 { 32 } else { 128 }, 1, 1),
+                shared_mem_bytes: 0,
+            }
+        }
+        MatMulMode::Dsd | MatMulMode::Dds => {
+            if out.is_empty() {
+                return Ok(());
+            }
+            LaunchConfig {
+                grid_dim: (
+                    (heads * nb * per) as u32,
+                    dense_dim.div_ceil(64) as u32,
+                    batch as u32,
+                ),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            }
+        }
+    };
+    let func = dev.load_function(
+        "sparse_matmul",
+        fatbin::SPARSE_MATMUL,
+        names::SPARSE_MATMUL[mi][di][bi],
+    )?;
+    let stream = dev.stream();
+    let (x_ptr, g1) = x.device_ptr(stream);
+    let (y_ptr, g2) = y.device_ptr(stream);
+    let (c_ptr, g3) = out.device_ptr_mut(stream);
+    let (ro, g4) = layout.row_offsets.device_ptr(stream);
+    let (rc, g5) = layout.row_columns.device_ptr(stream);
+    let (co, g6) = layout.col_offsets.device_ptr(stream);
+    let (cr, g7) = layout.col_rows.device_ptr(stream);
+    let (ct, g8) = layout.col_tiles.device_ptr(stream);
+    let (tr, g9) = layout.tile_rows.device_ptr(stream);
+    let params = LtdSparseMatmulParams {
+        a: x_ptr,
+        b: y_ptr,
+        c: c_ptr,
+        row_offsets: ro,
+        row_columns: rc,
+        col_offsets: co,
+        col_rows: cr,
+        col_tiles: ct,
+        tile_rows: tr,
+        batch: batch as i64,
+        heads: heads as i64,
+        num_blocks: nb as i64,
+        nnz: nnz as i64,
+        dense_dim: dense_dim as i64,
+        trans_a: i32::from(op.trans_a),
+        trans_b: i32::from(op.trans_b),
+    };
+    let mut builder = stream.launch_builder(&func);
+    builder.arg(&params);
+    // SAFETY: one `LtdSparseMatmulParams` by value, as the kernel takes. Every buffer length
+    // was checked against the layout, batch and dense_dim by `op.check` (A, B and C exactly as
+    // the header's shapes for this mode and trans flags); the tables are this layout's own
+    // (uploaded by `CudaMatMulLayout::new` on this device), so every tile index is below nnz and
+    // every block index below nb; the grid matches the header (checked against the u32/i32 and
+    // 65535 limits in `check_common`); the kernels use static shared memory only. `out` is a
+    // distinct `&mut` buffer, so it aliases no input.
+    unsafe { builder.launch(cfg) }.map_err(cuda_err("launching the block-sparse matmul"))?;
+    drop((g1, g2, g3, g4, g5, g6, g7, g8, g9));
+    Ok(())
+}
+
+/// `C = op(A) x op(B)` on the GPU (upstream's `MatMul(layout, block, mode, trans_a, trans_b)`
+/// forward), shapes as [`BlockSparseMatMul`] documents: with `Z = batch`, `H` = the layout's
+/// heads, `S = num_blocks * block` and `F = dense_dim`,
+/// `sdd`: op(A) `[Z,H,S,F]`, op(B) `[Z,H,F,S]`, C sparse `[Z,nnz,b,b]`;
+/// `dsd`: op(A) sparse, op(B) `[Z,H,S,F]`, C `[Z,H,S,F]`;
+/// `dds`: op(A) `[Z,H,F,S]`, op(B) sparse, C `[Z,H,F,S]`
+/// (a dense operand with its trans flag set is stored transposed). Every element of `c` is
+/// written. The work is queued on `dev`'s stream.
+///
+/// # Errors
+/// [`SparseAttnError::ShapeMismatch`] for a buffer of the wrong length (naming it and the shape
+/// it should have), [`SparseAttnError::InvalidArgument`] for `batch` or `dense_dim` of 0 or past
+/// the grid limits, or a buffer or table on another device; driver failures.
+///
+/// ```no_run
+/// use ltd_core::CudaDevice;
+/// use ltd_sparse_attn::{BlockSparseMatMul, Layout};
+/// use ltd_sparse_attn::cuda_matmul::{CudaMatMulLayout, matmul_forward_cuda};
+/// let dev = CudaDevice::new(0)?;
+/// let layout = Layout::from_mask(1, 1, 16, vec![1])?;
+/// let gl = CudaMatMulLayout::new(&dev, &layout)?;
+/// let a = dev.upload(&vec![1.0f32; 16 * 4])?; // [1,1,16,4]
+/// let b = dev.upload(&vec![0.5f32; 4 * 16])?; // [1,1,4,16]
+/// let mut c = dev.upload(&vec![0.0f32; 16 * 16])?; // [1,1,16,16]
+/// matmul_forward_cuda(&dev, &gl, BlockSparseMatMul::sdd(false, false), 1, 4, &a, &b, &mut c)?;
+/// assert!(dev.download(&c)?.iter().all(|&x| x == 2.0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward_cuda<T: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    layout: &CudaMatMulLayout,
+    op: BlockSparseMatMul,
+    batch: usize,
+    dense_dim: usize,
+    a: &CudaSlice<T>,
+    b: &CudaSlice<T>,
+    c: &mut CudaSlice<T>,
+) -> Result<()> {
+    check_common(
+        dev,
+        layout,
+        batch,
+        dense_dim,
+        &[("a", a.ordinal()), ("b", b.ordinal()), ("c", c.ordinal())],
+    )?;
+    launch(
+        dev,
+        layout,
+        op,
+        batch,
+        dense_dim,
+        ("a", a),
+        ("b", b),
+        ("c", c),
+    )
+}
+
+/// Gradients of [`matmul_forward_cuda`] on the GPU: given `dc` (shaped like `C`), writes `da`
+/// (shaped like `A`) and `db` (shaped like `B`); sparse gradients are restricted to the layout.
+/// As upstream and the CPU [`BlockSparseMatMul::backward`]: `dA` is one product of mode
+/// `sdd→dsd, dsd→sdd, dds→dds` and `dB` one of `sdd→dds, dsd→dsd, dds→sdd`, with the trans
+/// flags adjusted (a transposed operand's gradient may use the other dense mode). Two launches
+/// on `dev`'s stream; every element of `da` and `db` is written.
+///
+/// # Errors
+/// As [`matmul_forward_cuda`], for `a`, `b`, `dc`, `da` (must match `a`) and `db` (must match
+/// `b`).
+///
+/// ```no_run
+/// use ltd_core::CudaDevice;
+/// use ltd_sparse_attn::{BlockSparseMatMul, Layout};
+/// use ltd_sparse_attn::cuda_matmul::{CudaMatMulLayout, matmul_backward_cuda};
+/// let dev = CudaDevice::new(0)?;
+/// let gl = CudaMatMulLayout::new(&dev, &Layout::from_mask(1, 1, 16, vec![1])?)?;
+/// let (a, b) = (dev.upload(&vec![1.0f32; 32])?, dev.upload(&vec![3.0f32; 32])?);
+/// let dc = dev.upload(&vec![1.0f32; 256])?;
+/// let (mut da, mut db) = (dev.upload(&vec![0.0f32; 32])?, dev.upload(&vec![0.0f32; 32])?);
+/// matmul_backward_cuda(&dev, &gl, BlockSparseMatMul::sdd(false, false), 1, 2, &a, &b, &dc, &mut da, &mut db)?;
+/// assert!(dev.download(&da)?.iter().all(|&x| x == 48.0));
+/// assert!(dev.download(&db)?.iter().all(|&x| x == 16.0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_cuda<T: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    layout: &CudaMatMulLayout,
+    op: BlockSparseMatMul,
+    batch: usize,
+    dense_dim: usize,
+    a: &CudaSlice<T>,
+    b: &CudaSlice<T>,
+    dc: &CudaSlice<T>,
+    da: &mut CudaSlice<T>,
+    db: &mut CudaSlice<T>,
+) -> Result<()> {
+    check_common(
+        dev,
+        layout,
+        batch,
+        dense_dim,
+        &[
+            ("a", a.ordinal()),
+            ("b", b.ordinal()),
+            ("dc", dc.ordinal()),
+            ("da", da.ordinal()),
+            ("db", db.ordinal()),
+        ],
+    )?;
+    op.check(
+        &layout.layout,
+        batch,
+        dense_dim,
+        [("a", a.len()), ("b", b.len()), ("dc", dc.len())],
+    )?;
+    if da.len() != a.len() {
+        return Err(SparseAttnError::shape(
+            "da",
+            format!("{} elements (len(a))", a.len()),
+            da.len(),
+        ));
+    }
+    if db.len() != b.len() {
+        return Err(SparseAttnError::shape(
+            "db",
+            format!("{} elements (len(b))", b.len()),
+            db.len(),
+        ));
+    }
+    let pick = |s: Src| match s {
+        Src::A => ("a", a),
+        Src::B => ("b", b),
+        Src::Dc => ("dc", dc),
+    };
+    let ((op_a, xa, ya), (op_b, xb, yb)) = backward_steps(op);
+    launch(
+        dev,
+        layout,
+        op_a,
+        batch,
+        dense_dim,
+        pick(xa),
+        pick(ya),
+        ("da", da),
+    )?;
+    launch(
+        dev,
+        layout,
+        op_b,
+        batch,
+        dense_dim,
+        pick(xb),
+        pick(yb),
+        ("db", db),
+    )
+}
