@@ -21,8 +21,8 @@ mod gpu {
     use half::bf16;
     use ltd_core::CudaDevice;
     use ltd_sparse_attn::cuda::{
-        CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions, attention_backward_cuda,
-        attention_forward_cuda,
+        CudaAttentionGrads, CudaAttentionKernel, CudaAttentionLayout, CudaAttentionOptions,
+        attention_backward_cuda, attention_forward_cuda,
     };
     use ltd_sparse_attn::{AttentionShape, BSLongformerConfig, BigBirdConfig, FixedConfig, Layout};
 
@@ -59,8 +59,17 @@ mod gpu {
         let mut json = format!("{{\"device\": {:?}, \"runs\": [\n", dev.to_string());
         let mut first = true;
         println!(
-            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>14}",
-            "layout", "S", "B", "D", "density", "fwd us", "TFLOP/s", "fwd+bwd us", "kernel tiles"
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>14}",
+            "layout",
+            "S",
+            "B",
+            "D",
+            "density",
+            "fwd us",
+            "TFLOP/s",
+            "fwd+bwd us",
+            "mma.sync us",
+            "kernel tiles"
         );
         for seq in [4096usize, 16384] {
             let batch = 16384 / seq;
@@ -83,48 +92,54 @@ mod gpu {
                     let q = dev.upload(&host)?;
                     let mut out = dev.upload(&vec![bf16::ZERO; n])?;
                     let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()])?;
-                    let opts = CudaAttentionOptions::default();
+                    let auto = CudaAttentionOptions::default();
+                    let sm80 = CudaAttentionOptions {
+                        kernel: CudaAttentionKernel::MmaSync,
+                        ..Default::default()
+                    };
                     let (mut gq, mut gk, mut gv) =
                         (dev.upload(&host)?, dev.upload(&host)?, dev.upload(&host)?);
-                    let mut time = |with_backward: bool| -> Res<f64> {
-                        dev.median_time_us(3, 5, 7, || -> Res<()> {
-                            attention_forward_cuda(
-                                &dev,
-                                &gl,
-                                shape,
-                                (&q, &q, &q),
-                                &opts,
-                                &mut out,
-                                &mut lse,
-                            )?;
-                            if with_backward {
-                                let grads = CudaAttentionGrads {
-                                    dq: &mut gq,
-                                    dk: &mut gk,
-                                    dv: &mut gv,
-                                    dbias: None,
-                                };
-                                attention_backward_cuda(
+                    let mut time =
+                        |with_backward: bool, opts: &CudaAttentionOptions<'_, bf16>| -> Res<f64> {
+                            dev.median_time_us(3, 5, 7, || -> Res<()> {
+                                attention_forward_cuda(
                                     &dev,
                                     &gl,
                                     shape,
                                     (&q, &q, &q),
-                                    (&out, &lse),
-                                    &q,
-                                    &opts,
-                                    grads,
+                                    opts,
+                                    &mut out,
+                                    &mut lse,
                                 )?;
-                            }
-                            Ok(())
-                        })
-                    };
-                    let us = time(false)?;
-                    let fb_us = time(true)?;
+                                if with_backward {
+                                    let grads = CudaAttentionGrads {
+                                        dq: &mut gq,
+                                        dk: &mut gk,
+                                        dv: &mut gv,
+                                        dbias: None,
+                                    };
+                                    attention_backward_cuda(
+                                        &dev,
+                                        &gl,
+                                        shape,
+                                        (&q, &q, &q),
+                                        (&out, &lse),
+                                        &q,
+                                        opts,
+                                        grads,
+                                    )?;
+                                }
+                                Ok(())
+                            })
+                        };
+                    let us = time(false, &auto)?;
+                    let fb_us = time(true, &auto)?;
+                    let sm80_us = time(false, &sm80)?;
                     let block = layout.block() as f64;
                     let flops = 4.0 * batch as f64 * layout.nnz() as f64 * block * block * d as f64;
                     let tflops = flops / us / 1e6;
                     println!(
-                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>14}",
+                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>14}",
                         name,
                         seq,
                         batch,
@@ -133,15 +148,18 @@ mod gpu {
                         us,
                         tflops,
                         fb_us,
+                        sm80_us,
                         gl.active_kernel_tiles()
                     );
                     json.push_str(&format!(
-                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}}}",
+                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}, \"fwd_mma_sync_us\": {sm80_us:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}}}",
                         if first { "" } else { ",\n" },
                         layout.block(),
                         layout.num_blocks(),
                         layout.nnz(),
-                        layout.density()
+                        layout.density(),
+                        auto.kernel.resolve(dev.compute_capability()),
+                        gl.active_kernel_tiles()
                     ));
                     first = false;
                 }

@@ -7,6 +7,12 @@ bench, with our/peer ratios.
 
 Effective TFLOP/s for everyone: 4 * B * active_blocks * block^2 * D / t (active blocks of our
 layout summed over heads); dense SDPA is also shown on its own dense FLOPs (4 * B * H * S^2 * D).
+
+Ceilings measured in the same run: copy bandwidth (device-to-device clone of 1 GiB, read + write
+bytes / t) and the dense bf16 matrix rate (torch.matmul 8192^3). For our forward the table also
+gives the share of each it reaches: bytes = Q read + O write + K and V of every active 64 x 64
+kernel tile; issued FLOPs = 4 * B * kernel_tiles * 64 * 64 * D (what the tensor cores execute,
+inactive 16 x 16 sub-blocks included).
 """
 import json
 import sys
@@ -74,6 +80,14 @@ def main():
     dev = torch.device("cuda")
     print(f"peer: torch {torch.__version__} on {torch.cuda.get_device_name(0)}")
     torch._dynamo.config.recompile_limit = 64
+    big = torch.empty(1 << 29, device=dev, dtype=torch.bfloat16)
+    copy_gbs = 2 * big.numel() * 2 / median_us(lambda: big.clone()) / 1e3
+    del big
+    a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
+    mm_tf = 2 * 8192 ** 3 / median_us(lambda: a @ a) / 1e6
+    del a
+    torch.cuda.empty_cache()
+    print(f"ceilings (same run): copy {copy_gbs:.0f} GB/s, dense bf16 matmul {mm_tf:.0f} TFLOP/s")
     flex = torch.compile(flex_attention)
     print(f"\n{'layout':<18} {'S':>6} {'D':>4} {'dens':>6} {'ours us':>9} {'flex us':>9} {'sdpa us':>9} "
           f"{'ours TF':>8} {'flex TF':>8} {'sdpa TF':>8} {'vs flex':>8} {'TF/sdpaTF':>9} {'vs sdpa t':>9}")
@@ -122,6 +136,16 @@ def main():
         print(f"{name:<18} {seq:>6} {hd:>4} {run['density']:>6.3f} {run['fwd_us']:>9.1f} {flex_us:>9.1f} {sdpa_us:>9.1f} "
               f"{ours_tf:>8.1f} {flex_tf:>8.1f} {sdpa_tf:>8.1f} {flex_us / run['fwd_us']:>8.2f} {ours_tf / sdpa_tf:>9.2f} "
               f"{sdpa_us / run['fwd_us']:>9.2f}")
+
+    print(f"\nours vs the ceilings ({copy_gbs:.0f} GB/s, {mm_tf:.0f} TFLOP/s) and the mma.sync kernel")
+    print(f"{'layout':<18} {'S':>6} {'D':>4} {'kernel':>8} {'GB/s':>7} {'of copy':>8} {'issued TF':>9} {'of mm':>6} {'mma.sync us':>11} {'speedup':>8}")
+    for run in ours["runs"]:
+        b, h, seq, hd = run["batch"], run["heads"], run["seq"], run["head_dim"]
+        byts = b * (2 * h * seq * hd * 2 + run["kernel_tiles"] * 2 * 64 * hd * 2)
+        gbs = byts / run["fwd_us"] / 1e3
+        issued = 4.0 * b * run["kernel_tiles"] * 64 * 64 * hd / run["fwd_us"] / 1e6
+        print(f"{run['layout']:<18} {seq:>6} {hd:>4} {run['fwd_kernel']:>8} {gbs:>7.0f} {gbs / copy_gbs:>8.2f} {issued:>9.1f} "
+              f"{issued / mm_tf:>6.2f} {run['fwd_mma_sync_us']:>11.1f} {run['fwd_mma_sync_us'] / run['fwd_us']:>8.2f}")
 
     print(f"\n{'fwd+bwd':<18} {'S':>6} {'D':>4} {'ours us':>9} {'flex us':>9} {'sdpa us':>9} {'vs flex':>8} {'vs sdpa t':>9}")
     for name, seq, hd, o, fl, sd in fb_rows:

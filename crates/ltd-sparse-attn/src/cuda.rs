@@ -330,6 +330,62 @@ pub struct CudaAttentionOptions<'a, T> {
     /// Additive bias `[B, H, L, L]` (upstream's `rpe`), added after the scale; its gradient is
     /// [`CudaAttentionGrads::dbias`]. Quadratic memory, as upstream's.
     pub bias: Option<&'a CudaSlice<T>>,
+    /// Which forward kernel runs ([`CudaAttentionKernel::Auto`] unless you are comparing them).
+    pub kernel: CudaAttentionKernel,
+}
+
+/// The forward kernel family. Both compute the same thing from the same tables; they differ in
+/// the tensor-core instructions, so results agree to rounding (f32 accumulation in both).
+///
+/// ```
+/// use ltd_sparse_attn::cuda::CudaAttentionKernel;
+/// assert_eq!(CudaAttentionKernel::default(), CudaAttentionKernel::Auto);
+/// assert!(CudaAttentionKernel::Wgmma.runs_on((9, 0)));
+/// assert!(!CudaAttentionKernel::Wgmma.runs_on((8, 0)) && CudaAttentionKernel::MmaSync.runs_on((8, 6)));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CudaAttentionKernel {
+    /// [`Wgmma`](Self::Wgmma) on compute capability 9.0 (H100/H200), [`MmaSync`](Self::MmaSync)
+    /// elsewhere.
+    #[default]
+    Auto,
+    /// `mma.sync` warp MMAs, 4 warps x 16 query rows (sm_80 and newer: A100, H100, ...).
+    MmaSync,
+    /// Hopper warpgroup MMAs (`wgmma.mma_async`, sm_90a machine code): compute capability 9.0
+    /// only; asking for it elsewhere is an [`SparseAttnError::InvalidArgument`].
+    Wgmma,
+}
+
+impl CudaAttentionKernel {
+    /// Whether this choice can run on a device of compute capability `(major, minor)`.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::cuda::CudaAttentionKernel;
+    /// assert!(CudaAttentionKernel::Auto.runs_on((8, 0)));
+    /// assert!(!CudaAttentionKernel::MmaSync.runs_on((7, 5)));
+    /// ```
+    pub fn runs_on(self, (major, minor): (i32, i32)) -> bool {
+        match self {
+            CudaAttentionKernel::Auto | CudaAttentionKernel::MmaSync => major >= 8,
+            CudaAttentionKernel::Wgmma => (major, minor) == (9, 0),
+        }
+    }
+
+    /// The concrete kernel `Auto` picks on a device of compute capability `cc`; other choices
+    /// are returned as they are.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::cuda::CudaAttentionKernel;
+    /// assert_eq!(CudaAttentionKernel::Auto.resolve((9, 0)), CudaAttentionKernel::Wgmma);
+    /// assert_eq!(CudaAttentionKernel::Auto.resolve((8, 0)), CudaAttentionKernel::MmaSync);
+    /// ```
+    pub fn resolve(self, cc: (i32, i32)) -> CudaAttentionKernel {
+        match self {
+            CudaAttentionKernel::Auto if cc == (9, 0) => CudaAttentionKernel::Wgmma,
+            CudaAttentionKernel::Auto => CudaAttentionKernel::MmaSync,
+            other => other,
+        }
+    }
 }
 
 /// Validates a GPU attention call; returns the kernel type suffix and the scale.
@@ -430,13 +486,18 @@ fn check_call<T: Element>(
     Ok((type_name, scale))
 }
 
-/// `'static` kernel name from its parts (the names exist in `kernels/sparse_attn.cu`).
+/// `'static` kernel name from its parts (the names exist in `kernels/sparse_attn.cu` and, for
+/// `fwd_sm90`, `kernels/sparse_attn.sm90a.cu`).
 fn kernel_name(kind: &str, type_name: &str, head_dim: usize) -> &'static str {
     match (kind, type_name, head_dim) {
         ("fwd", "bf16", 64) => "ltd_sparse_attn_fwd_bf16_d64",
         ("fwd", "bf16", _) => "ltd_sparse_attn_fwd_bf16_d128",
         ("fwd", _, 64) => "ltd_sparse_attn_fwd_f16_d64",
         ("fwd", _, _) => "ltd_sparse_attn_fwd_f16_d128",
+        ("fwd_sm90", "bf16", 64) => "ltd_sparse_attn_fwd_sm90_bf16_d64",
+        ("fwd_sm90", "bf16", _) => "ltd_sparse_attn_fwd_sm90_bf16_d128",
+        ("fwd_sm90", _, 64) => "ltd_sparse_attn_fwd_sm90_f16_d64",
+        ("fwd_sm90", _, _) => "ltd_sparse_attn_fwd_sm90_f16_d128",
         ("bwd_pre", "bf16", 64) => "ltd_sparse_attn_bwd_pre_bf16_d64",
         ("bwd_pre", "bf16", _) => "ltd_sparse_attn_bwd_pre_bf16_d128",
         ("bwd_pre", _, 64) => "ltd_sparse_attn_bwd_pre_f16_d64",
@@ -506,9 +567,28 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
             lse.len(),
         ));
     }
-    let name = kernel_name("fwd", type_name, head_dim);
-    let func = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, name)?;
-    let smem = 5 * KERNEL_TILE * head_dim * 2;
+    let cc = dev.compute_capability();
+    if !options.kernel.runs_on(cc) {
+        return Err(invalid(
+            "kernel",
+            format!(
+                "{:?} on a device of compute capability {}.{}",
+                options.kernel, cc.0, cc.1
+            ),
+            "Wgmma only on compute capability 9.0 (use Auto or MmaSync)",
+        ));
+    }
+    // Both kernels use five 64 x D tiles (Q, two K and two V buffers); the Hopper kernel aligns
+    // them to 1 KB (its swizzled layout) and needs 1 KB of slack for that.
+    let (func, smem) = if options.kernel.resolve(cc) == CudaAttentionKernel::Wgmma {
+        let name = kernel_name("fwd_sm90", type_name, head_dim);
+        let func = dev.load_function("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, name)?;
+        (func, 5 * KERNEL_TILE * head_dim * 2 + 1024)
+    } else {
+        let name = kernel_name("fwd", type_name, head_dim);
+        let func = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, name)?;
+        (func, 5 * KERNEL_TILE * head_dim * 2)
+    };
     func.set_attribute(
         CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
         smem as i32,
@@ -558,7 +638,8 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // layout, whose padded length covers L (checked: ceil(L / block) blocks), so every chunk
     // index is below ceil(L_padded / 64); the key-padding mask has B*L elements and the bias
     // B*H*L*L (checked by check_call), read only at query and key positions < L; the dynamic
-    // shared memory is exactly the 5 tiles of 64 x D the kernel uses.
+    // shared memory is the 5 tiles of 64 x D the kernel uses (plus the Hopper kernel's 1 KB
+    // alignment slack); the Hopper kernel is only chosen on a compute capability 9.0 device.
     unsafe { launch.launch(cfg) }.map_err(cuda_err("launching the sparse attention kernel"))?;
     drop((g1, g2, g3, g4, g5, g6, g7, g8, kpm, bias));
     Ok(())

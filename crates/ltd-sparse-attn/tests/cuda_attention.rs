@@ -9,8 +9,8 @@ use ltd_core::{CudaDevice, Element};
 use ltd_reference as reference;
 use ltd_reference::RefElement;
 use ltd_sparse_attn::cuda::{
-    CoarseTables, CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions,
-    attention_backward_cuda, attention_forward_cuda,
+    CoarseTables, CudaAttentionGrads, CudaAttentionKernel, CudaAttentionLayout,
+    CudaAttentionOptions, attention_backward_cuda, attention_forward_cuda,
 };
 use ltd_sparse_attn::{
     AttentionShape, BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout,
@@ -96,6 +96,7 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
     with_kpm: bool,
     with_bias: bool,
     seed: u64,
+    kernel: CudaAttentionKernel,
 ) {
     let shape = AttentionShape {
         batch,
@@ -146,6 +147,7 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
         causal,
         key_padding_mask: with_kpm.then_some(&d_kpm),
         bias: with_bias.then_some(&d_bias),
+        kernel,
     };
     attention_forward_cuda(
         dev,
@@ -191,9 +193,10 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
         _ => (5e-2, 1e-2),
     };
     let ctx = format!(
-        "{:?} B{batch} H{heads} L{seq} D{d} block {} causal {causal} kpm {with_kpm} bias {with_bias}",
+        "{:?} B{batch} H{heads} L{seq} D{d} block {} causal {causal} kpm {with_kpm} bias {with_bias} kernel {:?}",
         T::DTYPE,
-        layout.block()
+        layout.block(),
+        kernel.resolve(dev.compute_capability())
     );
     for (i, (g, e)) in got.iter().zip(&expected.out).enumerate() {
         let (g, e) = (g.to_f32() as f64, RefElement::to_f64(*e));
@@ -290,14 +293,17 @@ proptest! {
         seq_blocks in 1usize..6, ragged in 0usize..16, batch in 1usize..3, heads in 1usize..4,
         d in prop_oneof![Just(64usize), Just(128)], causal in any::<bool>(), uni in any::<bool>(),
         kpm in any::<bool>(), bias in any::<bool>(), bf in any::<bool>(), seed in any::<u64>(),
+        sm80 in any::<bool>(),
     ) {
         let Some(dev) = gpu() else { return Ok(()) };
         let seq = (seq_blocks * block).saturating_sub(ragged).max(1);
         let layout = make_layout(family, heads, block, seq, uni, seed);
+        // Auto is the Hopper kernel on an H100: both families get half the cases there.
+        let kernel = if sm80 { CudaAttentionKernel::MmaSync } else { CudaAttentionKernel::Auto };
         if bf {
-            check::<bf16>(&dev, &layout, batch, heads, seq, d, causal, kpm, bias, seed);
+            check::<bf16>(&dev, &layout, batch, heads, seq, d, causal, kpm, bias, seed, kernel);
         } else {
-            check::<f16>(&dev, &layout, batch, heads, seq, d, causal, kpm, bias, seed);
+            check::<f16>(&dev, &layout, batch, heads, seq, d, causal, kpm, bias, seed, kernel);
         }
     }
 }
@@ -306,9 +312,23 @@ proptest! {
 fn gpu_fused_forward_long_sequence() {
     // Many chunks per query tile (online softmax across chunks), block 16 and 128.
     let Some(dev) = gpu() else { return };
-    for (block, family) in [(16, 0u8), (128, 2), (64, 1)] {
-        let layout = make_layout(family, 2, block, 1000, false, 3);
-        check::<bf16>(&dev, &layout, 1, 2, 1000, 64, true, true, block == 64, 7);
+    for kernel in [CudaAttentionKernel::MmaSync, CudaAttentionKernel::Auto] {
+        for (block, family, d) in [(16, 0u8, 64), (128, 2, 128), (64, 1, 64), (32, 3, 128)] {
+            let layout = make_layout(family, 2, block, 1000, false, 3);
+            check::<bf16>(
+                &dev,
+                &layout,
+                1,
+                2,
+                1000,
+                d,
+                true,
+                true,
+                block == 64,
+                7,
+                kernel,
+            );
+        }
     }
 }
 
@@ -329,23 +349,37 @@ fn gpu_fully_masked_rows_are_zero() {
     let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
     let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
     let mut lse = dev.upload(&[f32::NAN; 40]).unwrap();
+    // Both forward kernels; the last (Auto) leaves out/lse for the backward below.
+    for kernel in [CudaAttentionKernel::MmaSync, CudaAttentionKernel::Auto] {
+        let opts = CudaAttentionOptions {
+            key_padding_mask: Some(&kpm),
+            kernel,
+            ..Default::default()
+        };
+        attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &opts, &mut out, &mut lse).unwrap();
+        assert!(
+            dev.download(&out)
+                .unwrap()
+                .iter()
+                .all(|v| v.to_f32() == 0.0),
+            "{kernel:?}"
+        );
+        assert!(
+            dev.download(&lse)
+                .unwrap()
+                .iter()
+                .all(|&v| v == f32::NEG_INFINITY),
+            "{kernel:?}"
+        );
+        // Poison again so the next call must write everything.
+        out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
+        lse = dev.upload(&[f32::NAN; 40]).unwrap();
+    }
     let opts = CudaAttentionOptions {
         key_padding_mask: Some(&kpm),
         ..Default::default()
     };
     attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &opts, &mut out, &mut lse).unwrap();
-    assert!(
-        dev.download(&out)
-            .unwrap()
-            .iter()
-            .all(|v| v.to_f32() == 0.0)
-    );
-    assert!(
-        dev.download(&lse)
-            .unwrap()
-            .iter()
-            .all(|&v| v == f32::NEG_INFINITY)
-    );
     // Their gradients are zero too (not NaN).
     let n = shape.qkv_len();
     let (mut gq, mut gk, mut gv) = (
@@ -649,4 +683,41 @@ fn gpu_softmax_rejects_bad_buffers() {
     let mut y = dev.upload(&vec![0.0f32; n]).unwrap();
     let e = softmax_forward_cuda(&dev, &gl, 1, &x, &opts, &mut y).unwrap_err();
     assert!(matches!(e, SparseAttnError::ShapeMismatch { .. }), "{e}");
+}
+
+#[test]
+fn gpu_wgmma_kernel_only_where_it_runs() {
+    let Some(dev) = gpu() else { return };
+    let layout = make_layout(0, 1, 16, 64, false, 0);
+    let shape = AttentionShape {
+        batch: 1,
+        heads: 1,
+        seq_len: 64,
+        head_dim: 64,
+    };
+    let x = dev.upload(&vec![bf16::ONE; shape.qkv_len()]).unwrap();
+    let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
+    let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
+    let mut lse = dev.upload(&[f32::NAN; 64]).unwrap();
+    let opts = CudaAttentionOptions::<bf16> {
+        kernel: CudaAttentionKernel::Wgmma,
+        ..Default::default()
+    };
+    let r = attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &opts, &mut out, &mut lse);
+    if dev.compute_capability() == (9, 0) {
+        r.unwrap();
+        // Every key equals every query: the output is v = 1 everywhere.
+        assert!(
+            dev.download(&out)
+                .unwrap()
+                .iter()
+                .all(|v| v.to_f32() == 1.0)
+        );
+    } else {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(e, SparseAttnError::InvalidArgument { ref what, .. } if what == "kernel"),
+            "{e}"
+        );
+    }
 }

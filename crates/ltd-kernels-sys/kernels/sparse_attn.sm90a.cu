@@ -1,0 +1,358 @@
+// Fused flash-style block-sparse attention forward for Hopper (sm_90a only): the same contract
+// and layout tables as `ltd_sparse_attn_fwd_*` in sparse_attn.cu (LtdSparseAttnFwdParams), with
+// the two products on warpgroup MMAs (wgmma.mma_async): one CTA = one warpgroup (128 threads)
+// per (64-row query tile, head, batch). S = Q K^T is an m64n64k16 wgmma with both operands in
+// shared memory (K-major, 128-byte swizzle); P stays in registers (the accumulator layout is the
+// A-fragment layout) and O += P V is an m64nDk16 wgmma with V read MN-major from shared memory.
+// K/V chunks are double-buffered with cp.async; a proxy fence makes them visible to wgmma.
+#include <stdint.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include "ltd_kernels.h"
+
+namespace {
+
+constexpr int kTile = 64;      // query rows per CTA and keys per chunk
+constexpr int kThreads = 128;  // one warpgroup; warp w owns query rows 16w..16w+15
+
+template <typename T> struct Elem;
+template <> struct Elem<__nv_bfloat16> {
+    static __device__ __forceinline__ uint32_t pack(float a, float b) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+        return *reinterpret_cast<uint32_t*>(&h);
+    }
+};
+template <> struct Elem<__half> {
+    static __device__ __forceinline__ uint32_t pack(float a, float b) {
+        __half2 h = __floats2half2_rn(a, b);
+        return *reinterpret_cast<uint32_t*>(&h);
+    }
+};
+
+// ---- wgmma wrappers (generated operand lists) -------------------------------------------------
+// ss_n64: D[64x64] (+)= A[64x16] B[16x64], A and B K-major in shared memory; scale_d = 0 ignores D.
+// rs_nN: D[64xN] += A[64x16] (registers) B[16xN], B MN-major in shared memory (trans-b = 1).
+template <typename T> struct Wgmma;
+template <> struct Wgmma<__nv_bfloat16> {
+    static __device__ __forceinline__ void ss_n64(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+            : "l"(da), "l"(db), "r"(scale_d));
+    }
+    static __device__ __forceinline__ void rs_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+    }
+    static __device__ __forceinline__ void rs_n128(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+    }
+};
+template <> struct Wgmma<__half> {
+    static __device__ __forceinline__ void ss_n64(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+            : "l"(da), "l"(db), "r"(scale_d));
+    }
+    static __device__ __forceinline__ void rs_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t db) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+    }
+    static __device__ __forceinline__ void rs_n128(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+    }
+};
+
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Keeps the compiler from moving accumulator reads/writes across the asynchronous MMAs.
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&r)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+// cp.async writes through the generic proxy; wgmma reads through the async proxy.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Shared-memory matrix descriptor, 128-byte swizzle (PTX ISA "matrix descriptor format").
+__device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+    return (uint64_t)((addr & 0x3FFFFu) >> 4) | ((uint64_t)(lbo_bytes >> 4) << 16) |
+           ((uint64_t)(sbo_bytes >> 4) << 32) | (1ull << 62);
+}
+
+// Tiles are [64 rows][D] stored as D/64 column blocks of [64 rows][64 cols] (8 KB each, 1024-byte
+// aligned); in a block each row is 128 bytes whose 16-byte chunks are XOR-swizzled by row % 8:
+// exactly the canonical 128-byte-swizzle layout wgmma reads (K-major for Q and K, MN-major for V).
+constexpr uint32_t kBlockBytes = kTile * 64 * 2;
+template <int D>
+__device__ __forceinline__ uint32_t sw128(int row, int col) {  // element offset
+    return (col >> 6) * (kTile * 64) + row * 64 + ((((col & 63) >> 3) ^ (row & 7)) << 3) + (col & 7);
+}
+// K-major operand (Q or K tile), k-step kk of 16 elements along D.
+__device__ __forceinline__ uint64_t desc_kmajor(uint32_t tile, int kk) {
+    return make_desc(tile + (kk >> 2) * kBlockBytes + (kk & 3) * 32, 16, 1024);
+}
+// MN-major operand (V tile), k-step ks of 16 keys: 8-key groups 1024 bytes apart (SBO), 64-column
+// blocks kBlockBytes apart (LBO).
+__device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int ks) {
+    return make_desc(tile + ks * 2048, kBlockBytes, 1024);
+}
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+    const int bytes = valid ? 16 : 0;  // 0: zero-fill (rows past the sequence end)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Loads rows [row0, row0 + 64) of a [seq][D] matrix into a tile; rows >= seq become 0.
+template <typename T, int D>
+__device__ __forceinline__ void load_tile(uint32_t tile, const T* __restrict__ base, long long row0, long long seq) {
+    constexpr int kChunks = kTile * D / 8;
+#pragma unroll
+    for (int c = threadIdx.x; c < kChunks; c += kThreads) {
+        const int row = c / (D / 8);
+        const int col = (c % (D / 8)) * 8;
+        const long long g = row0 + row;
+        const bool valid = g < seq;
+        const T* src = base + (valid ? g : 0) * D + col;
+        cp_async16(tile + sw128<D>(row, col) * 2, src, valid);
+    }
+}
+
+template <typename T, int D>
+__device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParams& p) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    // Swizzled tiles must start on 1024-byte boundaries; the launcher adds 1 KB of slack.
+    const uint32_t raw = smem_addr(smem_raw);
+    const uint32_t sQ = (raw + 1023u) & ~1023u;
+    constexpr uint32_t kTileBytes = kTile * D * 2;
+    const uint32_t sK = sQ + kTileBytes;        // 2 buffers
+    const uint32_t sV = sK + 2 * kTileBytes;    // 2 buffers
+
+    const int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const long long seq = p.seq;
+    const long long bh = (long long)b * p.heads + h;
+    const T* Q = reinterpret_cast<const T*>(p.q) + bh * seq * D;
+    const T* K = reinterpret_cast<const T*>(p.k) + bh * seq * D;
+    const T* V = reinterpret_cast<const T*>(p.v) + bh * seq * D;
+    const int* row_ptr = reinterpret_cast<const int*>(p.tile_row_ptr) + (long long)h * p.num_qtiles + qt;
+    const int begin = row_ptr[0], end = row_ptr[1];
+    const int* cols = reinterpret_cast<const int*>(p.tile_cols);
+    const int* masks = reinterpret_cast<const int*>(p.tile_masks);
+    const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
+    const T* bias = p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
+    const long long q0 = (long long)qt * kTile;
+    constexpr float kLog2e = 1.4426950408889634f;
+
+    load_tile<T, D>(sQ, Q, q0, seq);
+    if (begin < end) {
+        const long long k0 = (long long)cols[begin] * kTile;
+        load_tile<T, D>(sK, K, k0, seq);
+        load_tile<T, D>(sV, V, k0, seq);
+    }
+    cp_async_commit();
+
+    // Running softmax state for rows g and g + 8 of this warp (log2 domain).
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    float o[D / 2];  // O accumulator, wgmma layout: o[4i + e], columns 8i + 2t + (e & 1), row g + 8 (e >> 1)
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+    float s[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) s[i] = 0.f;
+    const long long row_g[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+
+    for (int it = begin; it < end; ++it) {
+        const int buf = (it - begin) & 1;
+        if (it + 1 < end) {
+            const long long k0n = (long long)cols[it + 1] * kTile;
+            load_tile<T, D>(sK + (buf ^ 1) * kTileBytes, K, k0n, seq);
+            load_tile<T, D>(sV + (buf ^ 1) * kTileBytes, V, k0n, seq);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        fence_proxy_async();
+        __syncthreads();
+        const int kc = cols[it];
+        const unsigned tmask = (unsigned)masks[it];
+        const unsigned bits = (tmask >> (4 * warp)) & 0xFu;  // this warp's 16 rows
+        const unsigned colbits = (tmask | (tmask >> 4) | (tmask >> 8) | (tmask >> 12)) & 0xFu;
+        const uint32_t tK = sK + buf * kTileBytes;
+        const uint32_t tV = sV + buf * kTileBytes;
+
+        // S = Q K^T (the whole warpgroup, 64 x 64).
+        fence_regs(s);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(s, desc_kmajor(sQ, kk), desc_kmajor(tK, kk), kk > 0);
+        wg_commit();
+        wg_wait0();
+        fence_regs(s);
+
+        uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
+        if (bits) {
+            // Scale, mask, online softmax (same arithmetic as the sm_80 kernel).
+            float rowmax[2] = {-INFINITY, -INFINITY};
+            const long long kbase = (long long)kc * kTile;
+            const long long key_last = kbase + kTile - 1;
+            const bool plain = bits == 0xFu && !kpm && !bias && key_last < seq &&
+                               (!p.causal || key_last <= q0 + warp * 16);
+            if (plain) {
+#pragma unroll
+                for (int i = 0; i < 32; ++i) {
+                    s[i] *= p.scale_log2;
+                    rowmax[(i >> 1) & 1] = fmaxf(rowmax[(i >> 1) & 1], s[i]);
+                }
+            } else {
+                const int keys_left = (int)min((long long)kTile, seq - kbase);
+                int row_lim[2];
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    const long long d = row_g[r] - kbase;
+                    row_lim[r] = p.causal ? (int)max(-1ll, min((long long)kTile, d)) : kTile;
+                }
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    const bool on = (bits >> (j >> 1)) & 1u;
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        float v = -INFINITY;
+                        if (on) {
+                            const int col = 8 * j + 2 * t + (e & 1);
+                            if (col < keys_left && col <= row_lim[e >> 1]) {
+                                v = s[4 * j + e] * p.scale_log2;
+                                if (bias && row_g[e >> 1] < seq)
+                                    v += (float)bias[row_g[e >> 1] * seq + kbase + col] * kLog2e;
+                                if (kpm) v += kpm[kbase + col] * kLog2e;
+                            }
+                        }
+                        s[4 * j + e] = v;
+                        rowmax[e >> 1] = fmaxf(rowmax[e >> 1], v);
+                    }
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 1));
+                rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 2));
+            }
+            float alpha[2], base[2], rowsum[2] = {0.f, 0.f};
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const float m_new = fmaxf(m[r], rowmax[r]);
+                base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far stays 0
+                alpha[r] = exp2f(m[r] - base[r]);
+                m[r] = m_new;
+            }
+            auto p_tile = [&](int j, bool on) {
+                float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
+                if (on) {
+                    p0 = exp2f(s[4 * j + 0] - base[0]);
+                    p1 = exp2f(s[4 * j + 1] - base[0]);
+                    p2 = exp2f(s[4 * j + 2] - base[1]);
+                    p3 = exp2f(s[4 * j + 3] - base[1]);
+                }
+                rowsum[0] += p0 + p1;
+                rowsum[1] += p2 + p3;
+                pf[j >> 1][(j & 1) * 2 + 0] = Elem<T>::pack(p0, p1);
+                pf[j >> 1][(j & 1) * 2 + 1] = Elem<T>::pack(p2, p3);
+            };
+            if (bits == 0xFu) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) p_tile(j, true);
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) p_tile(j, (bits >> (j >> 1)) & 1u);
+            }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 1);
+                rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 2);
+                l[r] = l[r] * alpha[r] + rowsum[r];
+            }
+#pragma unroll
+            for (int i = 0; i < D / 8; ++i) {
+                o[4 * i + 0] *= alpha[0]; o[4 * i + 1] *= alpha[0];
+                o[4 * i + 2] *= alpha[1]; o[4 * i + 3] *= alpha[1];
+            }
+        } else {
+            // No layout block in this warp's rows: P = 0, the state is unchanged.
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) pf[ks][0] = pf[ks][1] = pf[ks][2] = pf[ks][3] = 0u;
+        }
+
+        // O += P V; 16-key slices outside the layout for all 64 rows are skipped (P is 0 there).
+        fence_regs(o);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) {
+            if (!((colbits >> ks) & 1u)) continue;
+            if constexpr (D == 64) Wgmma<T>::rs_n64(o, pf[ks], desc_mnmajor(tV, ks));
+            else Wgmma<T>::rs_n128(o, pf[ks], desc_mnmajor(tV, ks));
+        }
+        wg_commit();
+        wg_wait0();
+        fence_regs(o);
+        __syncthreads();  // the buffer is overwritten by the next iteration's prefetch
+    }
+    cp_async_wait<0>();
+
+    // Normalise and store (rows < seq only). A row with no visible key gives 0 and lse = -inf.
+    T* O = reinterpret_cast<T*>(p.o) + bh * seq * D;
+    float* lse = reinterpret_cast<float*>(p.lse) + bh * seq;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const long long row = row_g[r];
+        if (row >= seq) continue;
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+            const uint32_t packed = Elem<T>::pack(o[4 * i + 2 * r] * inv, o[4 * i + 2 * r + 1] * inv);
+            *reinterpret_cast<uint32_t*>(O + row * D + 8 * i + 2 * t) = packed;
+        }
+        if (t == 0) lse[row] = l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : -INFINITY;
+    }
+}
+
+}  // namespace
+
+#define LTD_SPARSE_FWD_SM90(NAME, T, D) \
+    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd_sm90<T, D>(p); }
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d64, __half, 64)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d128, __half, 128)
