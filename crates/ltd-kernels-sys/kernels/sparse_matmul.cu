@@ -117,6 +117,7 @@ __device__ __forceinline__ void load_2d(T* s, const T* g, long long ld, int vr, 
             cp_async16(s + swz<C, VEC>(r, c), src, n * (int)sizeof(T));
         }
     } else {
+#pragma unroll 1
         for (int i = threadIdx.x; i < R * C; i += NT) {
             const int r = i / C, c = i % C;
             s[swz<C, VEC>(r, c)] = (r < vr && c < vc) ? g[(long long)r * ld + c] : Elem<T>::from(0.f);
@@ -137,9 +138,10 @@ struct Cfg {
     static constexpr int KC_H = MODE == kSdd ? (BLOCK <= 32 ? 32 : 64) : SUB;
     static constexpr int KC = sizeof(T) == 4 && KC_H > 32 ? 32 : KC_H;  // f32: 32 KB of smem at most
     static constexpr int WTM = BM / WM, WTN = BN / WN;
-    // At most 128 registers per thread for the tensor-core kernels (4+ CTAs of 4 warps per SM);
-    // the f32 FMA tiles get up to 255 so that they do not spill.
-    static constexpr int MIN_CTAS = sizeof(T) == 4 ? (NT >= 128 ? 2 : 8) : 512 / NT;
+    // Tensor-core kernels: at most 102 registers per thread for the small tiles (16 x 16 per
+    // warp: 20 warps per SM) and 128 for the 64 x 64 tiles (4 CTAs of 4 warps), so that more
+    // loads are in flight; the f32 FMA tiles get up to 255 so that they do not spill.
+    static constexpr int MIN_CTAS = sizeof(T) == 4 ? (NT >= 128 ? 2 : 8) : (BM * BN <= 32 * 64 ? 640 / NT : 4);
     static_assert(WTM % 16 == 0 && WTN % 16 == 0 && KC % 16 == 0 && (MODE == kSdd || SUB % KC == 0), "tile shape");
 };
 

@@ -142,6 +142,13 @@ fn check_dtype(dev: &CudaDevice, dtype: usize, c: &Case) {
 fn gpu_matmul_every_combination_matches_reference() {
     let Some(dev) = gpu() else { return };
     let dims = [24usize, 13, 72, 8, 100, 40];
+    // `LTD_GPU_COMBO_STEP=k` runs every k-th combination only (for compute-sanitizer runs).
+    let step: usize = std::env::var("LTD_GPU_COMBO_STEP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut failures = Vec::new();
     let mut i = 0usize;
     for mode in MODES {
         for trans_a in [false, true] {
@@ -160,13 +167,35 @@ fn gpu_matmul_every_combination_matches_reference() {
                             density: 0.45,
                             seed: 1000 + i as u64,
                         };
-                        check_dtype(&dev, dtype, &case);
+                        if i.is_multiple_of(step) {
+                            // Run them all and list every failing combination at the end.
+                            let run =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    check_dtype(&dev, dtype, &case)
+                                }));
+                            if let Err(e) = run {
+                                let msg = e
+                                    .downcast_ref::<String>()
+                                    .cloned()
+                                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                                    .unwrap_or_default();
+                                failures.push(format!(
+                                    "{mode:?} ta {trans_a} tb {trans_b} dtype {dtype} block {block}: {msg}"
+                                ));
+                            }
+                        }
                         i += 1;
                     }
                 }
             }
         }
     }
+    assert!(
+        failures.is_empty(),
+        "{} combinations failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// (block, blocks per side, dense dim).
