@@ -163,8 +163,21 @@ typedef struct LtdMaskGatherParams {
  * [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).
  * causal != 0 also hides keys after the query. Keys >= seq are always hidden.
  * scale_log2 = softmax scale * log2(e).
- * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}`; grid (num_qtiles, H, B), 128 threads,
- * dynamic shared memory 5 * 64 * D * 2 bytes.
+ *
+ * Work items: work_items is int32 [num_items][4] = (head, query tile, first, end): the CTA walks
+ * tile_cols[first..end) of that row, a whole row (it writes o and lse) or one piece of a row
+ * split because it is much longer than the rest (global rows); a piece with slot s >= 0
+ * (work_slots[item], int32, -1 = whole row) writes its normalised partial output to
+ * part_o[(b*num_slots + s)*64*D ..] (f32 [64][D]) and its lse (natural log) to
+ * part_lse[(b*num_slots + s)*64 ..] instead. Every (head, query tile) is covered by its items,
+ * rows with no chunk by an empty item. Items are ordered longest first.
+ * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync) and
+ * `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}` (sparse_attn.sm90a.cu, wgmma, compute
+ * capability 9.0 only): grid (num_items * B) with item = blockIdx.x / B, b = blockIdx.x % B;
+ * 128 threads; dynamic shared memory 5 * 64 * D * 2 bytes (+ 1024 for the sm90 kernels).
+ * `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:
+ * split_rows is int32 [num_split][4] = (head, query tile, first slot, slot count); grid
+ * (num_split * B) with the same item/batch order, 128 threads.
  */
 typedef struct LtdSparseAttnFwdParams {
     ltd_devptr_t q;
@@ -177,10 +190,18 @@ typedef struct LtdSparseAttnFwdParams {
     ltd_devptr_t tile_masks;
     ltd_devptr_t kpm;
     ltd_devptr_t bias;
+    ltd_devptr_t work_items;
+    ltd_devptr_t work_slots;
+    ltd_devptr_t split_rows;
+    ltd_devptr_t part_o;
+    ltd_devptr_t part_lse;
     long long batch;
     long long heads;
     long long seq;
     long long num_qtiles;
+    long long num_items;
+    long long num_slots;
+    long long num_split;
     float scale_log2;
     int causal;
 } LtdSparseAttnFwdParams;
@@ -191,8 +212,8 @@ typedef struct LtdSparseAttnFwdParams {
  *   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]
  *       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).
  *   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with
- *       bias / dbias): one CTA (128 threads) per (64-key chunk, head,
- *       batch), grid (num_qtiles, H, B), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +
+ *       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a
+ *       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +
  *       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse
  *       tables (tile_col_ptr / tile_rows / tile_col_masks, same bit meaning as the forward's),
  *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).
@@ -200,6 +221,12 @@ typedef struct LtdSparseAttnFwdParams {
  * lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).
  * bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be
  * zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.
+ * Work items as in the forward, over key chunks: the main kernel's grid is (num_items * B),
+ * item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end)
+ * over tile_rows; an item with work_slots[item] = s >= 0 writes f32 partial dK (scaled) / dV
+ * rows to part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] instead of dk / dv, and
+ * `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid num_split * B, 128 threads) sums
+ * the pieces of every split column (split_cols[i] = (head, key chunk, first slot, count)).
  */
 typedef struct LtdSparseAttnBwdParams {
     ltd_devptr_t q;
@@ -219,10 +246,18 @@ typedef struct LtdSparseAttnBwdParams {
     ltd_devptr_t kpm;
     ltd_devptr_t bias;
     ltd_devptr_t dbias;
+    ltd_devptr_t work_items;
+    ltd_devptr_t work_slots;
+    ltd_devptr_t split_cols;
+    ltd_devptr_t part_dk;
+    ltd_devptr_t part_dv;
     long long batch;
     long long heads;
     long long seq;
     long long num_qtiles;
+    long long num_items;
+    long long num_slots;
+    long long num_split;
     float scale;
     float scale_log2;
     int causal;

@@ -8,6 +8,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include "ltd_kernels.h"
+#include "sparse_attn_common.cuh"
 
 namespace {
 
@@ -90,7 +91,8 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
     T* sK = sQ + kTile * D;      // 2 buffers
     T* sV = sK + 2 * kTile * D;  // 2 buffers
 
-    const int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const ltd_attn::FwdWork work = ltd_attn::fwd_work(p);
+    const int qt = work.qt, h = work.h, b = work.b, begin = work.begin, end = work.end;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
@@ -98,8 +100,6 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
     const T* Q = reinterpret_cast<const T*>(p.q) + bh * seq * D;
     const T* K = reinterpret_cast<const T*>(p.k) + bh * seq * D;
     const T* V = reinterpret_cast<const T*>(p.v) + bh * seq * D;
-    const int* row_ptr = reinterpret_cast<const int*>(p.tile_row_ptr) + (long long)h * p.num_qtiles + qt;
-    const int begin = row_ptr[0], end = row_ptr[1];
     const int* cols = reinterpret_cast<const int*>(p.tile_cols);
     const int* masks = reinterpret_cast<const int*>(p.tile_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
@@ -274,20 +274,46 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
     }
     cp_async_wait<0>();
 
-    // Normalise and store (rows < seq only). A row with no visible key gives 0 and lse = -inf.
-    T* O = reinterpret_cast<T*>(p.o) + bh * seq * D;
-    float* lse = reinterpret_cast<float*>(p.lse) + bh * seq;
+    // Normalise and store. A row with no visible key gives 0 and lse = -inf.
+    ltd_attn::fwd_store<T, D>(p, work, warp, g, t, reinterpret_cast<const float(&)[D / 2]>(oacc), m, l);
+}
+
+// Merges the pieces of a split row: lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i
+// (pieces with no visible key have lse_i = -inf and weigh 0). Warp w handles rows 16w..16w+15.
+template <typename T, int D>
+__device__ __forceinline__ void sparse_attn_fwd_combine(const LtdSparseAttnFwdParams& p) {
+    const long long item = blockIdx.x / p.batch;
+    const int b = (int)(blockIdx.x % p.batch);
+    const int* sr = reinterpret_cast<const int*>(p.split_rows) + item * 4;
+    const int h = sr[0], qt = sr[1], s0 = sr[2], cnt = sr[3];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long long seq = p.seq;
+    const long long bh = (long long)b * p.heads + h;
+    const float* plse = reinterpret_cast<const float*>(p.part_lse);
+    const float* po = reinterpret_cast<const float*>(p.part_o);
+    for (int local = warp * 16; local < warp * 16 + 16; ++local) {
+        const long long row = (long long)qt * 64 + local;
+        if (row >= seq) break;
+        float mx = -INFINITY;
+        for (int i = 0; i < cnt; ++i) mx = fmaxf(mx, plse[((long long)b * p.num_slots + s0 + i) * 64 + local]);
+        float acc[D / 32];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const long long row = row_g[r];
-        if (row >= seq) continue;
-        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+        for (int j = 0; j < D / 32; ++j) acc[j] = 0.f;
+        float total = 0.f;
+        if (mx != -INFINITY) {
+            for (int i = 0; i < cnt; ++i) {
+                const long long part = ((long long)b * p.num_slots + s0 + i) * 64 + local;
+                const float wgt = __expf(plse[part] - mx);
+                total += wgt;
 #pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-            const uint32_t packed = Elem<T>::pack(oacc[i][2 * r] * inv, oacc[i][2 * r + 1] * inv);
-            *reinterpret_cast<uint32_t*>(O + row * D + 8 * i + 2 * t) = packed;
+                for (int j = 0; j < D / 32; ++j) acc[j] += wgt * po[part * D + lane + 32 * j];
+            }
         }
-        if (t == 0) lse[row] = l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : -INFINITY;
+        const float inv = total > 0.f ? 1.f / total : 0.f;
+        T* O = reinterpret_cast<T*>(p.o) + (bh * seq + row) * D;
+#pragma unroll
+        for (int j = 0; j < D / 32; ++j) O[lane + 32 * j] = (T)(acc[j] * inv);
+        if (lane == 0) reinterpret_cast<float*>(p.lse)[bh * seq + row] = total > 0.f ? mx + logf(total) : -INFINITY;
     }
 }
 
@@ -299,6 +325,13 @@ LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d64, __nv_bfloat16, 64)
 LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d128, __nv_bfloat16, 128)
 LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d64, __half, 64)
 LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d128, __half, 128)
+
+#define LTD_SPARSE_FWD_COMBINE(NAME, T, D) \
+    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd_combine<T, D>(p); }
+LTD_SPARSE_FWD_COMBINE(ltd_sparse_attn_fwd_combine_bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_FWD_COMBINE(ltd_sparse_attn_fwd_combine_bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_FWD_COMBINE(ltd_sparse_attn_fwd_combine_f16_d64, __half, 64)
+LTD_SPARSE_FWD_COMBINE(ltd_sparse_attn_fwd_combine_f16_d128, __half, 128)
 
 // =================================================================================================
 // Backward. dvec = rowsum(dO * O); then per 64-key chunk: for each query tile that sees it,
@@ -333,7 +366,11 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
     float* sLse = reinterpret_cast<float*>(sdS + kTile * kTile);  // 2 x 64, log2 domain
     float* sDvec = sLse + 2 * kTile;                               // 2 x 64
 
-    const int kc = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const long long item = blockIdx.x / p.batch;
+    const int b = (int)(blockIdx.x % p.batch);
+    const int* work = reinterpret_cast<const int*>(p.work_items) + item * 4;
+    const int h = work[0], kc = work[1], begin = work[2], end = work[3];
+    const int slot = reinterpret_cast<const int*>(p.work_slots)[item];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
@@ -345,8 +382,6 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
     const float* lse = reinterpret_cast<const float*>(p.lse) + bh * seq;
     const float* dvec = reinterpret_cast<const float*>(p.dvec) + bh * seq;
     float* dq_acc = reinterpret_cast<float*>(p.dq_acc) + bh * seq * D;
-    const int* col_ptr = reinterpret_cast<const int*>(p.tile_col_ptr) + (long long)h * p.num_qtiles + kc;
-    const int begin = col_ptr[0], end = col_ptr[1];
     const int* rows = reinterpret_cast<const int*>(p.tile_rows);
     const int* masks = reinterpret_cast<const int*>(p.tile_col_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
@@ -537,18 +572,61 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
     }
     cp_async_wait<0>();
 
-    T* dK = reinterpret_cast<T*>(p.dk) + bh * seq * D;
-    T* dV = reinterpret_cast<T*>(p.dv) + bh * seq * D;
+    if (slot < 0) {
+        T* dK = reinterpret_cast<T*>(p.dk) + bh * seq * D;
+        T* dV = reinterpret_cast<T*>(p.dv) + bh * seq * D;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const long long key = key_g[r];
-        if (key >= seq) continue;
+        for (int r = 0; r < 2; ++r) {
+            const long long key = key_g[r];
+            if (key >= seq) continue;
 #pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-            *reinterpret_cast<uint32_t*>(dK + key * D + 8 * i + 2 * t) =
-                Elem<T>::pack(dk[i][2 * r] * p.scale, dk[i][2 * r + 1] * p.scale);
-            *reinterpret_cast<uint32_t*>(dV + key * D + 8 * i + 2 * t) = Elem<T>::pack(dv[i][2 * r], dv[i][2 * r + 1]);
+            for (int i = 0; i < D / 8; ++i) {
+                *reinterpret_cast<uint32_t*>(dK + key * D + 8 * i + 2 * t) =
+                    Elem<T>::pack(dk[i][2 * r] * p.scale, dk[i][2 * r + 1] * p.scale);
+                *reinterpret_cast<uint32_t*>(dV + key * D + 8 * i + 2 * t) = Elem<T>::pack(dv[i][2 * r], dv[i][2 * r + 1]);
+            }
         }
+    } else {
+        // A piece of a long column: f32 partial sums, added up by the combine kernel.
+        const long long part = ((long long)b * p.num_slots + slot) * kTile;
+        float* pk = reinterpret_cast<float*>(p.part_dk) + part * D;
+        float* pv = reinterpret_cast<float*>(p.part_dv) + part * D;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int local = warp * 16 + g + 8 * r;
+#pragma unroll
+            for (int i = 0; i < D / 8; ++i) {
+                *reinterpret_cast<float2*>(pk + local * D + 8 * i + 2 * t) =
+                    make_float2(dk[i][2 * r] * p.scale, dk[i][2 * r + 1] * p.scale);
+                *reinterpret_cast<float2*>(pv + local * D + 8 * i + 2 * t) = make_float2(dv[i][2 * r], dv[i][2 * r + 1]);
+            }
+        }
+    }
+}
+
+// Sums the pieces of a split key column into dk / dv (keys < seq).
+template <typename T, int D>
+__device__ __forceinline__ void sparse_attn_bwd_combine(const LtdSparseAttnBwdParams& p) {
+    const long long item = blockIdx.x / p.batch;
+    const int b = (int)(blockIdx.x % p.batch);
+    const int* sc = reinterpret_cast<const int*>(p.split_cols) + item * 4;
+    const int h = sc[0], kc = sc[1], s0 = sc[2], cnt = sc[3];
+    const long long seq = p.seq;
+    const long long bh = (long long)b * p.heads + h;
+    const float* pk = reinterpret_cast<const float*>(p.part_dk);
+    const float* pv = reinterpret_cast<const float*>(p.part_dv);
+    for (int e = threadIdx.x; e < kTile * D; e += blockDim.x) {
+        const int local = e / D, col = e % D;
+        const long long key = (long long)kc * kTile + local;
+        if (key >= seq) break;
+        float ak = 0.f, av = 0.f;
+        for (int i = 0; i < cnt; ++i) {
+            const long long at = (((long long)b * p.num_slots + s0 + i) * kTile + local) * D + col;
+            ak += pk[at];
+            av += pv[at];
+        }
+        reinterpret_cast<T*>(p.dk)[(bh * seq + key) * D + col] = (T)ak;
+        reinterpret_cast<T*>(p.dv)[(bh * seq + key) * D + col] = (T)av;
     }
 }
 
@@ -573,6 +651,9 @@ __device__ __forceinline__ void sparse_attn_bwd_dq(const LtdSparseAttnBwdParams&
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_bias_##SUFFIX(const LtdSparseAttnBwdParams p) { \
         sparse_attn_bwd<T, D, true>(p);                                                                          \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_combine_##SUFFIX(const LtdSparseAttnBwdParams p) { \
+        sparse_attn_bwd_combine<T, D>(p);                                                                        \
     }
 LTD_SPARSE_BWD(bf16_d64, __nv_bfloat16, 64)
 LTD_SPARSE_BWD(bf16_d128, __nv_bfloat16, 128)

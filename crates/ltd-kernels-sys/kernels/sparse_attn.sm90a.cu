@@ -9,25 +9,13 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include "ltd_kernels.h"
+#include "sparse_attn_common.cuh"
 
 namespace {
 
 constexpr int kTile = 64;      // query rows per CTA and keys per chunk
 constexpr int kThreads = 128;  // one warpgroup; warp w owns query rows 16w..16w+15
 
-template <typename T> struct Elem;
-template <> struct Elem<__nv_bfloat16> {
-    static __device__ __forceinline__ uint32_t pack(float a, float b) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-        return *reinterpret_cast<uint32_t*>(&h);
-    }
-};
-template <> struct Elem<__half> {
-    static __device__ __forceinline__ uint32_t pack(float a, float b) {
-        __half2 h = __floats2half2_rn(a, b);
-        return *reinterpret_cast<uint32_t*>(&h);
-    }
-};
 
 // ---- wgmma wrappers (generated operand lists) -------------------------------------------------
 // ss_n64: D[64x64] (+)= A[64x16] B[16x64], A and B K-major in shared memory; scale_d = 0 ignores D.
@@ -159,7 +147,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const uint32_t sK = sQ + kTileBytes;        // 2 buffers
     const uint32_t sV = sK + 2 * kTileBytes;    // 2 buffers
 
-    const int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const ltd_attn::FwdWork work = ltd_attn::fwd_work(p);
+    const int qt = work.qt, h = work.h, b = work.b, begin = work.begin, end = work.end;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
@@ -167,8 +156,6 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const T* Q = reinterpret_cast<const T*>(p.q) + bh * seq * D;
     const T* K = reinterpret_cast<const T*>(p.k) + bh * seq * D;
     const T* V = reinterpret_cast<const T*>(p.v) + bh * seq * D;
-    const int* row_ptr = reinterpret_cast<const int*>(p.tile_row_ptr) + (long long)h * p.num_qtiles + qt;
-    const int begin = row_ptr[0], end = row_ptr[1];
     const int* cols = reinterpret_cast<const int*>(p.tile_cols);
     const int* masks = reinterpret_cast<const int*>(p.tile_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
@@ -288,8 +275,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
                 }
                 rowsum[0] += p0 + p1;
                 rowsum[1] += p2 + p3;
-                pf[j >> 1][(j & 1) * 2 + 0] = Elem<T>::pack(p0, p1);
-                pf[j >> 1][(j & 1) * 2 + 1] = Elem<T>::pack(p2, p3);
+                pf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(p0, p1);
+                pf[j >> 1][(j & 1) * 2 + 1] = ltd_attn::pack2<T>(p2, p3);
             };
             if (bits == 0xFu) {
 #pragma unroll
@@ -331,21 +318,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     }
     cp_async_wait<0>();
 
-    // Normalise and store (rows < seq only). A row with no visible key gives 0 and lse = -inf.
-    T* O = reinterpret_cast<T*>(p.o) + bh * seq * D;
-    float* lse = reinterpret_cast<float*>(p.lse) + bh * seq;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const long long row = row_g[r];
-        if (row >= seq) continue;
-        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-            const uint32_t packed = Elem<T>::pack(o[4 * i + 2 * r] * inv, o[4 * i + 2 * r + 1] * inv);
-            *reinterpret_cast<uint32_t*>(O + row * D + 8 * i + 2 * t) = packed;
-        }
-        if (t == 0) lse[row] = l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : -INFINITY;
-    }
+    // Normalise and store. A row with no visible key gives 0 and lse = -inf.
+    ltd_attn::fwd_store<T, D>(p, work, warp, g, t, o, m, l);
 }
 
 }  // namespace

@@ -222,7 +222,7 @@ const _: () = {
     ["Offset of field: LtdMaskGatherParams::mask_col_stride"]
         [::std::mem::offset_of!(LtdMaskGatherParams, mask_col_stride) - 88usize];
 };
-#[doc = " Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.\n q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no\n key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block:\n for head h and query tile t (rows 64t..64t+63), tile_cols[tile_row_ptr[h*num_qtiles + t] ..\n tile_row_ptr[h*num_qtiles + t + 1]) lists the active 64-key chunks, and tile_masks (same\n index) has bit 4i+j set when the 16x16 sub-block (query rows 16i.., keys 16j..) of that\n tile is in the layout. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.\n kpm: optional f32 [B, L] additive key-padding mask (0 = none). bias: optional additive bias\n [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).\n causal != 0 also hides keys after the query. Keys >= seq are always hidden.\n scale_log2 = softmax scale * log2(e).\n Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}`; grid (num_qtiles, H, B), 128 threads,\n dynamic shared memory 5 * 64 * D * 2 bytes."]
+#[doc = " Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.\n q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no\n key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block:\n for head h and query tile t (rows 64t..64t+63), tile_cols[tile_row_ptr[h*num_qtiles + t] ..\n tile_row_ptr[h*num_qtiles + t + 1]) lists the active 64-key chunks, and tile_masks (same\n index) has bit 4i+j set when the 16x16 sub-block (query rows 16i.., keys 16j..) of that\n tile is in the layout. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.\n kpm: optional f32 [B, L] additive key-padding mask (0 = none). bias: optional additive bias\n [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).\n causal != 0 also hides keys after the query. Keys >= seq are always hidden.\n scale_log2 = softmax scale * log2(e).\n\n Work items: work_items is int32 [num_items][4] = (head, query tile, first, end): the CTA walks\n tile_cols[first..end) of that row, a whole row (it writes o and lse) or one piece of a row\n split because it is much longer than the rest (global rows); a piece with slot s >= 0\n (work_slots[item], int32, -1 = whole row) writes its normalised partial output to\n part_o[(b*num_slots + s)*64*D ..] (f32 [64][D]) and its lse (natural log) to\n part_lse[(b*num_slots + s)*64 ..] instead. Every (head, query tile) is covered by its items,\n rows with no chunk by an empty item. Items are ordered longest first.\n Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync) and\n `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}` (sparse_attn.sm90a.cu, wgmma, compute\n capability 9.0 only): grid (num_items * B) with item = blockIdx.x / B, b = blockIdx.x % B;\n 128 threads; dynamic shared memory 5 * 64 * D * 2 bytes (+ 1024 for the sm90 kernels).\n `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:\n split_rows is int32 [num_split][4] = (head, query tile, first slot, slot count); grid\n (num_split * B) with the same item/batch order, 128 threads."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnFwdParams {
@@ -236,16 +236,24 @@ pub struct LtdSparseAttnFwdParams {
     pub tile_masks: ltd_devptr_t,
     pub kpm: ltd_devptr_t,
     pub bias: ltd_devptr_t,
+    pub work_items: ltd_devptr_t,
+    pub work_slots: ltd_devptr_t,
+    pub split_rows: ltd_devptr_t,
+    pub part_o: ltd_devptr_t,
+    pub part_lse: ltd_devptr_t,
     pub batch: ::std::os::raw::c_longlong,
     pub heads: ::std::os::raw::c_longlong,
     pub seq: ::std::os::raw::c_longlong,
     pub num_qtiles: ::std::os::raw::c_longlong,
+    pub num_items: ::std::os::raw::c_longlong,
+    pub num_slots: ::std::os::raw::c_longlong,
+    pub num_split: ::std::os::raw::c_longlong,
     pub scale_log2: f32,
     pub causal: ::std::os::raw::c_int,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdSparseAttnFwdParams"][::std::mem::size_of::<LtdSparseAttnFwdParams>() - 120usize];
+    ["Size of LtdSparseAttnFwdParams"][::std::mem::size_of::<LtdSparseAttnFwdParams>() - 184usize];
     ["Alignment of LtdSparseAttnFwdParams"]
         [::std::mem::align_of::<LtdSparseAttnFwdParams>() - 8usize];
     ["Offset of field: LtdSparseAttnFwdParams::q"]
@@ -268,20 +276,36 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, kpm) - 64usize];
     ["Offset of field: LtdSparseAttnFwdParams::bias"]
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, bias) - 72usize];
+    ["Offset of field: LtdSparseAttnFwdParams::work_items"]
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, work_items) - 80usize];
+    ["Offset of field: LtdSparseAttnFwdParams::work_slots"]
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, work_slots) - 88usize];
+    ["Offset of field: LtdSparseAttnFwdParams::split_rows"]
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, split_rows) - 96usize];
+    ["Offset of field: LtdSparseAttnFwdParams::part_o"]
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, part_o) - 104usize];
+    ["Offset of field: LtdSparseAttnFwdParams::part_lse"]
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, part_lse) - 112usize];
     ["Offset of field: LtdSparseAttnFwdParams::batch"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, batch) - 80usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, batch) - 120usize];
     ["Offset of field: LtdSparseAttnFwdParams::heads"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, heads) - 88usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, heads) - 128usize];
     ["Offset of field: LtdSparseAttnFwdParams::seq"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, seq) - 96usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, seq) - 136usize];
     ["Offset of field: LtdSparseAttnFwdParams::num_qtiles"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_qtiles) - 104usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_qtiles) - 144usize];
+    ["Offset of field: LtdSparseAttnFwdParams::num_items"]
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_items) - 152usize];
+    ["Offset of field: LtdSparseAttnFwdParams::num_slots"]
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_slots) - 160usize];
+    ["Offset of field: LtdSparseAttnFwdParams::num_split"]
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_split) - 168usize];
     ["Offset of field: LtdSparseAttnFwdParams::scale_log2"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, scale_log2) - 112usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, scale_log2) - 176usize];
     ["Offset of field: LtdSparseAttnFwdParams::causal"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, causal) - 116usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, causal) - 180usize];
 };
-#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per (64-key chunk, head,\n       batch), grid (num_qtiles, H, B), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_col_ptr / tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position."]
+#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a\n       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_col_ptr / tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.\n Work items as in the forward, over key chunks: the main kernel's grid is (num_items * B),\n item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end)\n over tile_rows; an item with work_slots[item] = s >= 0 writes f32 partial dK (scaled) / dV\n rows to part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] instead of dk / dv, and\n `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid num_split * B, 128 threads) sums\n the pieces of every split column (split_cols[i] = (head, key chunk, first slot, count))."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnBwdParams {
@@ -302,10 +326,18 @@ pub struct LtdSparseAttnBwdParams {
     pub kpm: ltd_devptr_t,
     pub bias: ltd_devptr_t,
     pub dbias: ltd_devptr_t,
+    pub work_items: ltd_devptr_t,
+    pub work_slots: ltd_devptr_t,
+    pub split_cols: ltd_devptr_t,
+    pub part_dk: ltd_devptr_t,
+    pub part_dv: ltd_devptr_t,
     pub batch: ::std::os::raw::c_longlong,
     pub heads: ::std::os::raw::c_longlong,
     pub seq: ::std::os::raw::c_longlong,
     pub num_qtiles: ::std::os::raw::c_longlong,
+    pub num_items: ::std::os::raw::c_longlong,
+    pub num_slots: ::std::os::raw::c_longlong,
+    pub num_split: ::std::os::raw::c_longlong,
     pub scale: f32,
     pub scale_log2: f32,
     pub causal: ::std::os::raw::c_int,
@@ -313,7 +345,7 @@ pub struct LtdSparseAttnBwdParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdSparseAttnBwdParams"][::std::mem::size_of::<LtdSparseAttnBwdParams>() - 184usize];
+    ["Size of LtdSparseAttnBwdParams"][::std::mem::size_of::<LtdSparseAttnBwdParams>() - 248usize];
     ["Alignment of LtdSparseAttnBwdParams"]
         [::std::mem::align_of::<LtdSparseAttnBwdParams>() - 8usize];
     ["Offset of field: LtdSparseAttnBwdParams::q"]
@@ -350,22 +382,38 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, bias) - 120usize];
     ["Offset of field: LtdSparseAttnBwdParams::dbias"]
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, dbias) - 128usize];
+    ["Offset of field: LtdSparseAttnBwdParams::work_items"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, work_items) - 136usize];
+    ["Offset of field: LtdSparseAttnBwdParams::work_slots"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, work_slots) - 144usize];
+    ["Offset of field: LtdSparseAttnBwdParams::split_cols"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, split_cols) - 152usize];
+    ["Offset of field: LtdSparseAttnBwdParams::part_dk"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dk) - 160usize];
+    ["Offset of field: LtdSparseAttnBwdParams::part_dv"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dv) - 168usize];
     ["Offset of field: LtdSparseAttnBwdParams::batch"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 136usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 176usize];
     ["Offset of field: LtdSparseAttnBwdParams::heads"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 144usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 184usize];
     ["Offset of field: LtdSparseAttnBwdParams::seq"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 152usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 192usize];
     ["Offset of field: LtdSparseAttnBwdParams::num_qtiles"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_qtiles) - 160usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_qtiles) - 200usize];
+    ["Offset of field: LtdSparseAttnBwdParams::num_items"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_items) - 208usize];
+    ["Offset of field: LtdSparseAttnBwdParams::num_slots"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_slots) - 216usize];
+    ["Offset of field: LtdSparseAttnBwdParams::num_split"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_split) - 224usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 168usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 232usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale_log2"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 172usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 236usize];
     ["Offset of field: LtdSparseAttnBwdParams::causal"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 176usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 240usize];
     ["Offset of field: LtdSparseAttnBwdParams::pad_"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 180usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 244usize];
 };
 #[doc = " Block-sparse softmax over the layout's active tiles (upstream's `Softmax`), forward and\n backward. Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order;\n row_offsets ([H * nb + 1]) / row_columns ([nnz]) are the layout's CSR (CSR position = tile).\n Forward (`ltd_sparse_softmax_fwd_{f32,f16,bf16}`): for query q = i*b + r and key = j*b + c,\n s = x * scale (+ rpe[z,h,q,key]) (+ kpm term [z,key]) (+ attn-mask term [q,key]); a term is\n the value (mode 0, add) or -inf where the value is 0 and 0 elsewhere (mode 1, mul); y =\n softmax over the row's active keys, 0 for a row with no finite score. rpe/kpm/am: input dtype,\n [Z,H,S,S] / [Z,S] / [S,S] with S = nb * b, 0 = none.\n Backward (`ltd_sparse_softmax_bwd_{...}`): dx = y * (dy - sum_row(y * dy)) * scale.\n Launch: one warp per (z, h, query row): grid ceil(Z*H*S / 4), 128 threads."]
 #[repr(C)]

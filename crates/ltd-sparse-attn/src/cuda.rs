@@ -141,6 +141,122 @@ impl CoarseTables {
     }
 }
 
+/// How the attention kernels' CTAs share a layout: one work item per (head, query tile) in the
+/// forward ([`CoarseTables::forward_plan`]) or per (head, key chunk) in the backward
+/// ([`CoarseTables::backward_plan`]), except rows or columns much longer than the rest (global
+/// blocks: BigBird, BSLongformer, Fixed's summary columns), which are cut into pieces of at most
+/// `max_chunks` tiles that run in parallel and write partial results merged afterwards. Without
+/// the split one CTA would walk a whole global row (256 tiles at L = 16384) while the others
+/// finish in a few, and that one CTA would set the kernel's time.
+///
+/// ```
+/// use ltd_sparse_attn::{BigBirdConfig, cuda::CoarseTables};
+/// let mut c = BigBirdConfig::new(1);
+/// c.block = 64;
+/// let t = CoarseTables::new(&c.make_layout(4096).unwrap()); // 64 query tiles
+/// let plan = t.forward_plan(16);
+/// // The global row (all 64 chunks) is cut into 4 pieces; they come first (longest first).
+/// assert_eq!(plan.split, vec![[0, 0, 0, 4]]);
+/// assert_eq!(plan.num_slots, 4);
+/// assert!(plan.items.iter().all(|[_, _, first, end]| end - first <= 16));
+/// assert_eq!(plan.slots[..4], [0, 1, 2, 3]);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkPlan {
+    /// `(head, tile, first, end)` per work item: the range of `cols` (forward, tile = query
+    /// tile) or `col_rows` (backward, tile = key chunk) it walks. Ordered longest first, so the
+    /// long items start in the first wave.
+    pub items: Vec<[i32; 4]>,
+    /// Partial-result slot of each item, `-1` for an item that is a whole row or column.
+    pub slots: Vec<i32>,
+    /// `(head, tile, first slot, slot count)` per split row or column.
+    pub split: Vec<[i32; 4]>,
+    /// Slots over all split rows or columns (partial results per batch row).
+    pub num_slots: usize,
+}
+
+impl CoarseTables {
+    /// The forward work items: query-tile rows cut into pieces of at most `max_chunks` chunks
+    /// (`0` is read as 1). Rows with no chunk keep one (empty) item: it writes their zeros.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::{DenseConfig, cuda::CoarseTables};
+    /// let t = CoarseTables::new(&DenseConfig::new(2).make_layout(256).unwrap()); // 4 x 4 tiles
+    /// let whole = t.forward_plan(4);
+    /// assert_eq!((whole.items.len(), whole.num_slots), (8, 0));
+    /// let split = t.forward_plan(3);
+    /// assert_eq!((split.items.len(), split.num_slots, split.split.len()), (16, 16, 8));
+    /// ```
+    pub fn forward_plan(&self, max_chunks: usize) -> WorkPlan {
+        self.plan(&self.row_ptr, max_chunks)
+    }
+
+    /// The backward work items: key-chunk columns (of the transposed tables) cut into pieces of
+    /// at most `max_tiles` query tiles (`0` is read as 1); their dK/dV are summed afterwards.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::{DenseConfig, cuda::CoarseTables};
+    /// let t = CoarseTables::new(&DenseConfig::new(1).make_layout(256).unwrap());
+    /// let plan = t.backward_plan(2);
+    /// assert_eq!((plan.items.len(), plan.num_slots, plan.split.len()), (8, 8, 4));
+    /// ```
+    pub fn backward_plan(&self, max_tiles: usize) -> WorkPlan {
+        self.plan(&self.col_ptr, max_tiles)
+    }
+
+    fn plan(&self, ptr: &[i32], max_chunks: usize) -> WorkPlan {
+        let max_chunks = max_chunks.max(1);
+        let mut items = Vec::with_capacity(self.heads * self.num_qtiles);
+        let mut slots = Vec::with_capacity(self.heads * self.num_qtiles);
+        let mut split = Vec::new();
+        let mut num_slots = 0usize;
+        for h in 0..self.heads {
+            for tile in 0..self.num_qtiles {
+                let idx = h * self.num_qtiles + tile;
+                let (first, end) = (ptr[idx], ptr[idx + 1]);
+                let n = (end - first) as usize;
+                if n <= max_chunks {
+                    items.push([h as i32, tile as i32, first, end]);
+                    slots.push(-1);
+                    continue;
+                }
+                let pieces = n.div_ceil(max_chunks);
+                split.push([h as i32, tile as i32, num_slots as i32, pieces as i32]);
+                for i in 0..pieces {
+                    let a = first + (n * i / pieces) as i32;
+                    let b = first + (n * (i + 1) / pieces) as i32;
+                    items.push([h as i32, tile as i32, a, b]);
+                    slots.push((num_slots + i) as i32);
+                }
+                num_slots += pieces;
+            }
+        }
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(items[i][3] - items[i][2]));
+        WorkPlan {
+            items: order.iter().map(|&i| items[i]).collect(),
+            slots: order.iter().map(|&i| slots[i]).collect(),
+            split,
+            num_slots,
+        }
+    }
+
+    /// The piece length [`CudaAttentionLayout`] uses (forward and backward) on a GPU with
+    /// `sm_count` multiprocessors:
+    /// about the work of one CTA slot when the whole layout (one batch row) is spread over two
+    /// CTAs per multiprocessor, and never below 16 chunks (a piece's fixed cost, loading Q and
+    /// storing a partial output, is about one chunk's work).
+    ///
+    /// ```
+    /// use ltd_sparse_attn::{FixedConfig, cuda::CoarseTables};
+    /// let t = CoarseTables::new(&FixedConfig::new(16).make_layout(4096).unwrap());
+    /// assert!(t.split_chunks(132) >= 16);
+    /// ```
+    pub fn split_chunks(&self, sm_count: usize) -> usize {
+        self.cols.len().div_ceil(2 * sm_count.max(1)).max(16)
+    }
+}
+
 /// A layout's kernel tables in GPU memory. Build once per layout (and device) and reuse for
 /// every call: [`crate::SparseSelfAttention`] layouts are cached per length, so hold one of
 /// these per cached layout.
@@ -171,6 +287,60 @@ pub struct CudaAttentionLayout {
     csr_offsets: CudaSlice<i32>,
     csr_columns: CudaSlice<i32>,
     nnz: usize,
+    /// The forward and backward work plans ([`WorkPlan`]), uploaded.
+    fwd_plan: GpuPlan,
+    bwd_plan: GpuPlan,
+}
+
+/// A [`WorkPlan`] in GPU memory.
+struct GpuPlan {
+    items: CudaSlice<i32>,
+    slots: CudaSlice<i32>,
+    split: CudaSlice<i32>,
+    num_items: usize,
+    num_slots: usize,
+    num_split: usize,
+}
+
+impl GpuPlan {
+    fn upload(dev: &CudaDevice, plan: &WorkPlan) -> Result<GpuPlan> {
+        // An empty table still needs a valid device pointer.
+        let flat = |v: &[[i32; 4]]| {
+            let mut f: Vec<i32> = v.iter().flatten().copied().collect();
+            if f.is_empty() {
+                f.push(0);
+            }
+            f
+        };
+        let slots = if plan.slots.is_empty() {
+            vec![0]
+        } else {
+            plan.slots.clone()
+        };
+        Ok(GpuPlan {
+            items: dev.upload(&flat(&plan.items))?,
+            slots: dev.upload(&slots)?,
+            split: dev.upload(&flat(&plan.split))?,
+            num_items: plan.items.len(),
+            num_slots: plan.num_slots,
+            num_split: plan.split.len(),
+        })
+    }
+
+    /// Grid size `items * batch`, checked against the 2^31 - 1 grid limit.
+    fn grid(&self, batch: usize) -> Result<u32> {
+        self.num_items
+            .checked_mul(batch)
+            .filter(|&n| n <= i32::MAX as usize)
+            .map(|n| n as u32)
+            .ok_or_else(|| {
+                invalid(
+                    "batch",
+                    batch,
+                    "a batch whose work items (batch x items of the layout) fit a 2^31 grid",
+                )
+            })
+    }
 }
 
 impl CudaAttentionLayout {
@@ -186,9 +356,12 @@ impl CudaAttentionLayout {
     /// ```
     pub fn new(dev: &CudaDevice, layout: &Layout) -> Result<CudaAttentionLayout> {
         let t = CoarseTables::new(layout);
+        let limit = t.split_chunks(dev.sm_count());
         // An empty table still needs a valid device pointer.
         let nonempty = |v: &Vec<i32>| if v.is_empty() { vec![0] } else { v.clone() };
         Ok(CudaAttentionLayout {
+            fwd_plan: GpuPlan::upload(dev, &t.forward_plan(limit))?,
+            bwd_plan: GpuPlan::upload(dev, &t.backward_plan(limit))?,
             heads: t.heads,
             num_blocks: layout.num_blocks(),
             block: layout.block(),
@@ -498,6 +671,14 @@ fn kernel_name(kind: &str, type_name: &str, head_dim: usize) -> &'static str {
         ("fwd_sm90", "bf16", _) => "ltd_sparse_attn_fwd_sm90_bf16_d128",
         ("fwd_sm90", _, 64) => "ltd_sparse_attn_fwd_sm90_f16_d64",
         ("fwd_sm90", _, _) => "ltd_sparse_attn_fwd_sm90_f16_d128",
+        ("fwd_combine", "bf16", 64) => "ltd_sparse_attn_fwd_combine_bf16_d64",
+        ("fwd_combine", "bf16", _) => "ltd_sparse_attn_fwd_combine_bf16_d128",
+        ("fwd_combine", _, 64) => "ltd_sparse_attn_fwd_combine_f16_d64",
+        ("fwd_combine", _, _) => "ltd_sparse_attn_fwd_combine_f16_d128",
+        ("bwd_combine", "bf16", 64) => "ltd_sparse_attn_bwd_combine_bf16_d64",
+        ("bwd_combine", "bf16", _) => "ltd_sparse_attn_bwd_combine_bf16_d128",
+        ("bwd_combine", _, 64) => "ltd_sparse_attn_bwd_combine_f16_d64",
+        ("bwd_combine", _, _) => "ltd_sparse_attn_bwd_combine_f16_d128",
         ("bwd_pre", "bf16", 64) => "ltd_sparse_attn_bwd_pre_bf16_d64",
         ("bwd_pre", "bf16", _) => "ltd_sparse_attn_bwd_pre_bf16_d128",
         ("bwd_pre", _, 64) => "ltd_sparse_attn_bwd_pre_f16_d64",
@@ -597,6 +778,16 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         "raising the attention kernel's shared-memory limit",
     ))?;
     let stream = dev.stream();
+    let plan = &layout.fwd_plan;
+    let items = plan.grid(batch)?;
+    // Partial outputs of the pieces of split rows (f32 [B, slots, 64, D] and [B, slots, 64]).
+    let parts = batch * plan.num_slots.max(1) * KERNEL_TILE;
+    let mut part_o = stream
+        .alloc_zeros::<f32>(parts * head_dim)
+        .map_err(cuda_err("allocating the partial outputs"))?;
+    let mut part_lse = stream
+        .alloc_zeros::<f32>(parts)
+        .map_err(cuda_err("allocating the partial outputs"))?;
     let (q_ptr, g1) = q.device_ptr(stream);
     let (k_ptr, g2) = k.device_ptr(stream);
     let (v_ptr, g3) = v.device_ptr(stream);
@@ -605,6 +796,11 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     let (rp_ptr, g6) = layout.row_ptr.device_ptr(stream);
     let (c_ptr, g7) = layout.cols.device_ptr(stream);
     let (m_ptr, g8) = layout.masks.device_ptr(stream);
+    let (wi_ptr, g9) = plan.items.device_ptr(stream);
+    let (ws_ptr, g10) = plan.slots.device_ptr(stream);
+    let (sr_ptr, g11) = plan.split.device_ptr(stream);
+    let (po_ptr, g12) = part_o.device_ptr_mut(stream);
+    let (pl_ptr, g13) = part_lse.device_ptr_mut(stream);
     let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
     let bias = options.bias.map(|m| m.device_ptr(stream));
     let params = LtdSparseAttnFwdParams {
@@ -618,15 +814,23 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         tile_masks: m_ptr,
         kpm: kpm.as_ref().map_or(0, |(p, _)| *p),
         bias: bias.as_ref().map_or(0, |(p, _)| *p),
+        work_items: wi_ptr,
+        work_slots: ws_ptr,
+        split_rows: sr_ptr,
+        part_o: po_ptr,
+        part_lse: pl_ptr,
         batch: batch as i64,
         heads: heads as i64,
         seq: seq_len as i64,
         num_qtiles: layout.num_qtiles as i64,
+        num_items: plan.num_items as i64,
+        num_slots: plan.num_slots as i64,
+        num_split: plan.num_split as i64,
         scale_log2: scale * std::f32::consts::LOG2_E,
         causal: i32::from(options.causal),
     };
     let cfg = LaunchConfig {
-        grid_dim: (layout.num_qtiles as u32, heads as u32, batch as u32),
+        grid_dim: (items, 1, 1),
         block_dim: (128, 1, 1),
         shared_mem_bytes: smem as u32,
     };
@@ -636,12 +840,33 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // exactly B*H*L*D elements and lse B*H*L (checked above); the kernel reads rows < L only
     // (cp.async zero-fills the rest) and writes rows < L only; the tables were built for this
     // layout, whose padded length covers L (checked: ceil(L / block) blocks), so every chunk
-    // index is below ceil(L_padded / 64); the key-padding mask has B*L elements and the bias
-    // B*H*L*L (checked by check_call), read only at query and key positions < L; the dynamic
-    // shared memory is the 5 tiles of 64 x D the kernel uses (plus the Hopper kernel's 1 KB
-    // alignment slack); the Hopper kernel is only chosen on a compute capability 9.0 device.
+    // index is below ceil(L_padded / 64); the work items are CSR ranges of these tables with
+    // head < H and query tile < num_qtiles, their slots are below num_slots, and the partial
+    // buffers hold B * max(num_slots, 1) * 64 rows; the grid is num_items * B (checked to fit);
+    // the key-padding mask has B*L elements and the bias B*H*L*L (checked by check_call), read
+    // only at query and key positions < L; the dynamic shared memory is the 5 tiles of 64 x D
+    // the kernel uses (plus the Hopper kernel's 1 KB alignment slack); the Hopper kernel is
+    // only chosen on a compute capability 9.0 device.
     unsafe { launch.launch(cfg) }.map_err(cuda_err("launching the sparse attention kernel"))?;
-    drop((g1, g2, g3, g4, g5, g6, g7, g8, kpm, bias));
+    if plan.num_split > 0 {
+        let name = kernel_name("fwd_combine", type_name, head_dim);
+        let combine = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, name)?;
+        let cfg = LaunchConfig {
+            grid_dim: ((plan.num_split * batch) as u32, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = stream.launch_builder(&combine);
+        launch.arg(&params);
+        // SAFETY: the same params; the combine reads the partial buffers the kernel above
+        // wrote (same stream, so after it) at the slots of split_rows (below num_slots) and
+        // writes out/lse rows < L of those rows only; num_split * B <= num_items * B fits.
+        unsafe { launch.launch(cfg) }
+            .map_err(cuda_err("launching the attention combine kernel"))?;
+    }
+    drop((
+        g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, kpm, bias,
+    ));
     Ok(())
 }
 
@@ -756,6 +981,16 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let mut dvec = stream
         .alloc_zeros::<f32>(shape.lse_len())
         .map_err(cuda_err("allocating the row dots"))?;
+    let plan = &layout.bwd_plan;
+    let items = plan.grid(batch)?;
+    // Partial dK / dV of the pieces of split key columns (f32 [B, slots, 64, D] each).
+    let parts = batch * plan.num_slots.max(1) * KERNEL_TILE * head_dim;
+    let mut part_dk = stream
+        .alloc_zeros::<f32>(parts)
+        .map_err(cuda_err("allocating the partial gradients"))?;
+    let mut part_dv = stream
+        .alloc_zeros::<f32>(parts)
+        .map_err(cuda_err("allocating the partial gradients"))?;
     let pre = dev.load_function(
         "sparse_attn",
         fatbin::SPARSE_ATTN,
@@ -774,6 +1009,11 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         "sparse_attn",
         fatbin::SPARSE_ATTN,
         kernel_name("bwd_dq", type_name, head_dim),
+    )?;
+    let combine = dev.load_function(
+        "sparse_attn",
+        fatbin::SPARSE_ATTN,
+        kernel_name("bwd_combine", type_name, head_dim),
     )?;
     let smem = (6 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE) * 2 + 4 * KERNEL_TILE * 4;
     main.set_attribute(
@@ -798,6 +1038,11 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let (cp_ptr, g12) = layout.col_ptr.device_ptr(stream);
     let (cr_ptr, g13) = layout.col_rows.device_ptr(stream);
     let (cm_ptr, g14) = layout.col_masks.device_ptr(stream);
+    let (wi_ptr, g15) = plan.items.device_ptr(stream);
+    let (ws_ptr, g16) = plan.slots.device_ptr(stream);
+    let (sc_ptr, g17) = plan.split.device_ptr(stream);
+    let (pk_ptr, g18) = part_dk.device_ptr_mut(stream);
+    let (pv_ptr, g19) = part_dv.device_ptr_mut(stream);
     let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
     let bias = options.bias.map(|m| m.device_ptr(stream));
     let db = dbias.as_mut().map(|m| m.device_ptr_mut(stream));
@@ -819,10 +1064,18 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         kpm: kpm.as_ref().map_or(0, |(p, _)| *p),
         bias: bias.as_ref().map_or(0, |(p, _)| *p),
         dbias: db.as_ref().map_or(0, |(p, _)| *p),
+        work_items: wi_ptr,
+        work_slots: ws_ptr,
+        split_cols: sc_ptr,
+        part_dk: pk_ptr,
+        part_dv: pv_ptr,
         batch: batch as i64,
         heads: heads as i64,
         seq: seq_len as i64,
         num_qtiles: layout.num_qtiles as i64,
+        num_items: plan.num_items as i64,
+        num_slots: plan.num_slots as i64,
+        num_split: plan.num_split as i64,
         scale,
         scale_log2: scale * std::f32::consts::LOG2_E,
         causal: i32::from(options.causal),
@@ -835,7 +1088,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         shared_mem_bytes: 0,
     };
     let main_cfg = LaunchConfig {
-        grid_dim: (layout.num_qtiles as u32, heads as u32, batch as u32),
+        grid_dim: (items, 1, 1),
         block_dim: (128, 1, 1),
         shared_mem_bytes: smem as u32,
     };
@@ -853,7 +1106,11 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // launches are ordered on one stream; the dynamic shared memory is exactly what the main
     // kernel carves (K, V, 2 Q, 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats);
     // bias and dbias hold B*H*L*L elements (checked) and are touched only at positions < L,
-    // dbias zeroed above on the same stream.
+    // dbias zeroed above on the same stream. The main grid is num_items * B (checked to fit);
+    // its work items are ranges of the transposed tables with head < H and chunk < num_qtiles,
+    // their slots below num_slots, and the partial buffers hold B * max(num_slots, 1) * 64 * D
+    // floats; the combine (num_split * B <= the main grid) reads them after the main kernel on
+    // the same stream and writes dk/dv keys < L of the split columns only.
     unsafe {
         let mut l = stream.launch_builder(&pre);
         l.arg(&params);
@@ -867,9 +1124,20 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         l.arg(&params).arg(&d);
         l.launch(post_cfg)
             .map_err(cuda_err("launching the dq conversion"))?;
+        if plan.num_split > 0 {
+            let cfg = LaunchConfig {
+                grid_dim: ((plan.num_split * batch) as u32, 1, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut l = stream.launch_builder(&combine);
+            l.arg(&params);
+            l.launch(cfg)
+                .map_err(cuda_err("launching the dk/dv combine"))?;
+        }
     }
     drop((
-        g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, g14, kpm,
+        g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, g14, g15, g16, g17, g18, g19, kpm,
     ));
     Ok(())
 }

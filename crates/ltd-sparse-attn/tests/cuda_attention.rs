@@ -495,6 +495,96 @@ fn gpu_rejects_bad_input() {
 }
 
 #[test]
+fn work_plans_cover_every_row_and_column_exactly_once() {
+    // CPU-only check of the work split: per (head, query tile) in the forward and (head, key
+    // chunk) in the backward the items' ranges tile the row's or column's table range, pieces respect the limit, whole rows have slot -1, split rows own
+    // disjoint slot ranges covering 0..num_slots, and items come longest first.
+    for block in [16, 64, 128] {
+        for family in 0u8..5 {
+            let layout = make_layout(family, 3, block, 2000, family % 2 == 1, 5);
+            let t = CoarseTables::new(&layout);
+            for (max_chunks, backward) in [1usize, 2, 3, 7, 16, 1000]
+                .into_iter()
+                .flat_map(|m| [(m, false), (m, true)])
+            {
+                let (plan, ptr) = if backward {
+                    (t.backward_plan(max_chunks), &t.col_ptr)
+                } else {
+                    (t.forward_plan(max_chunks), &t.row_ptr)
+                };
+                assert_eq!(plan.items.len(), plan.slots.len());
+                let lens: Vec<i32> = plan.items.iter().map(|i| i[3] - i[2]).collect();
+                assert!(lens.windows(2).all(|w| w[0] >= w[1]), "not longest first");
+                let mut slot_seen = vec![false; plan.num_slots];
+                for &[h, qt, s0, cnt] in &plan.split {
+                    for s in s0..s0 + cnt {
+                        assert!(!slot_seen[s as usize], "slot {s} twice");
+                        slot_seen[s as usize] = true;
+                    }
+                    assert!(cnt >= 2, "a split row of one piece ({h}, {qt})");
+                }
+                assert!(slot_seen.iter().all(|&x| x));
+                for h in 0..t.heads {
+                    for qt in 0..t.num_qtiles {
+                        let idx = h * t.num_qtiles + qt;
+                        let (first, end) = (ptr[idx], ptr[idx + 1]);
+                        let mut mine: Vec<(i32, i32, i32)> = plan
+                            .items
+                            .iter()
+                            .zip(&plan.slots)
+                            .filter(|(i, _)| i[0] == h as i32 && i[1] == qt as i32)
+                            .map(|(i, &s)| (i[2], i[3], s))
+                            .collect();
+                        mine.sort();
+                        assert!(!mine.is_empty(), "row ({h}, {qt}) has no item");
+                        assert_eq!(mine[0].0, first);
+                        assert_eq!(mine.last().unwrap().1, end);
+                        assert!(mine.windows(2).all(|w| w[0].1 == w[1].0));
+                        assert!(mine.iter().all(|m| (m.1 - m.0) as usize <= max_chunks));
+                        if mine.len() == 1 {
+                            assert_eq!(mine[0].2, -1, "a whole row writes its output");
+                        } else {
+                            let sr = plan
+                                .split
+                                .iter()
+                                .find(|r| r[0] == h as i32 && r[1] == qt as i32)
+                                .expect("split row listed");
+                            let mut slots: Vec<i32> = mine.iter().map(|m| m.2).collect();
+                            slots.sort();
+                            assert_eq!(slots, (sr[2]..sr[2] + sr[3]).collect::<Vec<_>>());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_split_rows_match_whole_rows() {
+    // BigBird's global rows and columns (19 chunks at L = 1200, pieces of at most 16) are split
+    // on a GPU of any size: compare with the reference through the regular check (forward and
+    // backward, both forward kernels), causal, key padding and bias included.
+    let Some(dev) = gpu() else { return };
+    let mut c = BigBirdConfig::new(2);
+    c.block = 64;
+    c.num_global_blocks = 2;
+    let layout = c.make_layout(1200).unwrap();
+    let t = CoarseTables::new(&layout);
+    let limit = t.split_chunks(dev.sm_count());
+    assert!(!t.forward_plan(limit).split.is_empty());
+    assert!(!t.backward_plan(limit).split.is_empty());
+    for kernel in [CudaAttentionKernel::MmaSync, CudaAttentionKernel::Auto] {
+        check::<bf16>(
+            &dev, &layout, 2, 2, 1200, 64, false, true, false, 11, kernel,
+        );
+        check::<f16>(
+            &dev, &layout, 1, 2, 1200, 128, true, false, true, 12, kernel,
+        );
+    }
+}
+
+#[test]
 fn coarse_tables_cover_exactly_the_layout() {
     // CPU-only check of the table builder: every 16x16 sub-block bit equals the layout entry.
     for block in [16, 32, 64, 128] {

@@ -40,6 +40,7 @@ struct Inner {
     ordinal: usize,
     name: String,
     compute_capability: (i32, i32),
+    sm_count: usize,
     max_dynamic_shared_bytes: usize,
     stream: Arc<CudaStream>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
@@ -113,6 +114,12 @@ impl CudaDevice {
         let optin = ctx
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(driver_err("reading the shared-memory limit"))?;
+        let sm_count = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
+            .map_err(driver_err("reading the multiprocessor count"))?;
+        let sm_count = usize::try_from(sm_count).unwrap_or(1).max(1);
         // Leave room for the kernels' static shared memory (a few KB).
         let max_dynamic_shared_bytes = usize::try_from(optin).unwrap_or(0).saturating_sub(8 * 1024);
         let stream = ctx.new_stream().map_err(driver_err("creating a stream"))?;
@@ -121,6 +128,7 @@ impl CudaDevice {
                 ordinal,
                 name,
                 compute_capability,
+                sm_count,
                 max_dynamic_shared_bytes,
                 stream,
                 modules: Mutex::new(HashMap::new()),
@@ -147,6 +155,16 @@ impl CudaDevice {
     /// ```
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Number of streaming multiprocessors (132 on an H100 SXM), for sizing work splits.
+    ///
+    /// ```no_run
+    /// assert!(ltd_core::CudaDevice::new(0)?.sm_count() >= 1);
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn sm_count(&self) -> usize {
+        self.inner.sm_count
     }
 
     /// `(major, minor)` compute capability, e.g. `(9, 0)` for an H100.

@@ -1,0 +1,74 @@
+// Pieces shared by the two block-sparse attention forward kernels (sparse_attn.cu for sm_80+,
+// sparse_attn.sm90a.cu for Hopper): work-item decoding and the output store. Contract:
+// include/ltd_kernels.h (LtdSparseAttnFwdParams).
+#pragma once
+#include <stdint.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include "ltd_kernels.h"
+
+namespace ltd_attn {
+
+template <typename T> __device__ __forceinline__ uint32_t pack2(float a, float b);
+template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+}
+template <> __device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// One CTA's share of the forward: chunks tile_cols[begin..end) of (head h, query tile qt) for
+// batch row b; slot >= 0 when it is a piece of a split row (partial output).
+struct FwdWork {
+    int h, qt, begin, end, slot, b;
+};
+
+__device__ __forceinline__ FwdWork fwd_work(const LtdSparseAttnFwdParams& p) {
+    const long long item = blockIdx.x / p.batch;
+    const int* w = reinterpret_cast<const int*>(p.work_items) + item * 4;
+    FwdWork r;
+    r.h = w[0];
+    r.qt = w[1];
+    r.begin = w[2];
+    r.end = w[3];
+    r.slot = reinterpret_cast<const int*>(p.work_slots)[item];
+    r.b = (int)(blockIdx.x % p.batch);
+    return r;
+}
+
+// Stores the normalised output of rows g and g + 8 of warp `warp` (o: the accumulator in the
+// m16n8 C layout, o[4i + e] = column 8i + 2t + (e & 1), row g + 8 (e >> 1); m, l: running max
+// (log2 domain) and sum). Whole rows go to o / lse (rows < seq only); pieces of a split row go to
+// the f32 partial buffers (all 64 rows; the combine reads rows < seq).
+template <typename T, int D>
+__device__ __forceinline__ void fwd_store(const LtdSparseAttnFwdParams& p, const FwdWork& w, int warp, int g, int t,
+                                          const float (&o)[D / 2], const float (&m)[2], const float (&l)[2]) {
+    const long long seq = p.seq;
+    const long long bh = (long long)w.b * p.heads + w.h;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int local = warp * 16 + g + 8 * r;
+        const long long row = (long long)w.qt * 64 + local;
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+        const float lse = l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : -INFINITY;
+        if (w.slot < 0) {
+            if (row >= seq) continue;
+            T* O = reinterpret_cast<T*>(p.o) + (bh * seq + row) * D;
+#pragma unroll
+            for (int i = 0; i < D / 8; ++i)
+                *reinterpret_cast<uint32_t*>(O + 8 * i + 2 * t) = pack2<T>(o[4 * i + 2 * r] * inv, o[4 * i + 2 * r + 1] * inv);
+            if (t == 0) reinterpret_cast<float*>(p.lse)[bh * seq + row] = lse;
+        } else {
+            const long long part = ((long long)w.b * p.num_slots + w.slot) * 64 + local;
+            float* O = reinterpret_cast<float*>(p.part_o) + part * D;
+#pragma unroll
+            for (int i = 0; i < D / 8; ++i)
+                *reinterpret_cast<float2*>(O + 8 * i + 2 * t) = make_float2(o[4 * i + 2 * r] * inv, o[4 * i + 2 * r + 1] * inv);
+            if (t == 0) reinterpret_cast<float*>(p.part_lse)[part] = lse;
+        }
+    }
+}
+
+}  // namespace ltd_attn
