@@ -3,6 +3,7 @@
 //! of design §5. With `LTD_BENCH_DIR=dir` it also writes each layout (`layout_<name>.u8`, the
 //! `[H, nb, nb]` 0/1 bytes) and `ours.json` there, which `benches/peers/sparse_attn_peer.py`
 //! reads to time FlexAttention on the same layouts and dense SDPA, and print our/peer ratios.
+//! `LTD_BENCH_FILTER` keeps only the cells whose `{layout}_s{S}_d{D}` contains it.
 
 #[cfg(not(feature = "cuda"))]
 fn main() {
@@ -56,6 +57,9 @@ mod gpu {
         let dev = CudaDevice::new(0)?;
         println!("gpu_sparse_attn on {dev}");
         let dir = std::env::var("LTD_BENCH_DIR").ok();
+        // LTD_BENCH_FILTER=bigbird_b64_s16384_d64 (a substring of `{layout}_s{S}_d{D}`) runs
+        // only the matching cells, e.g. to profile one with ncu.
+        let filter = std::env::var("LTD_BENCH_FILTER").ok();
         let mut json = format!("{{\"device\": {:?}, \"runs\": [\n", dev.to_string());
         let mut first = true;
         println!(
@@ -79,6 +83,11 @@ mod gpu {
                 }
                 let gl = CudaAttentionLayout::new(&dev, &layout)?;
                 for d in [64usize, 128] {
+                    if let Some(f) = &filter
+                        && !format!("{name}_s{seq}_d{d}").contains(f.as_str())
+                    {
+                        continue;
+                    }
                     let shape = AttentionShape {
                         batch,
                         heads: 16,
