@@ -20,6 +20,7 @@ constexpr int kThreads = 128;  // one warpgroup; warp w owns query rows 16w..16w
 // ---- wgmma wrappers (generated operand lists) -------------------------------------------------
 // ss_n64: D[64x64] (+)= A[64x16] B[16x64], A and B K-major in shared memory; scale_d = 0 ignores D.
 // rs_nN: D[64xN] += A[64x16] (registers) B[16xN], B MN-major in shared memory (trans-b = 1).
+// ss_tt_nN: D[64xN] (+)= A[64x16] B[16xN], both MN-major in shared memory (trans-a = trans-b = 1).
 template <typename T> struct Wgmma;
 template <> struct Wgmma<__nv_bfloat16> {
     static __device__ __forceinline__ void ss_n64(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
@@ -45,6 +46,22 @@ template <> struct Wgmma<__nv_bfloat16> {
             "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+    }
+    static __device__ __forceinline__ void ss_tt_n64(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 1, 1;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+            : "l"(da), "l"(db), "r"(scale_d));
+    }
+    static __device__ __forceinline__ void ss_tt_n128(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 1, 1;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+            : "l"(da), "l"(db), "r"(scale_d));
     }
 };
 template <> struct Wgmma<__half> {
@@ -72,11 +89,28 @@ template <> struct Wgmma<__half> {
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
     }
+    static __device__ __forceinline__ void ss_tt_n64(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 1, 1;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+            : "l"(da), "l"(db), "r"(scale_d));
+    }
+    static __device__ __forceinline__ void ss_tt_n128(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 1, 1;\n}\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+            : "l"(da), "l"(db), "r"(scale_d));
+    }
 };
 
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 // Keeps the compiler from moving accumulator reads/writes across the asynchronous MMAs.
 template <int N>
 __device__ __forceinline__ void fence_regs(float (&r)[N]) {
@@ -207,7 +241,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(s, desc_kmajor(sQ, kk), desc_kmajor(tK, kk), kk > 0);
         wg_commit();
-        wg_wait0();
+        wg_wait<0>();
         fence_regs(s);
 
         uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
@@ -312,7 +346,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
             else Wgmma<T>::rs_n128(o, pf[ks], desc_mnmajor(tV, ks));
         }
         wg_commit();
-        wg_wait0();
+        wg_wait<0>();
         fence_regs(o);
         __syncthreads();  // the buffer is overwritten by the next iteration's prefetch
     }
@@ -330,3 +364,250 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d64, __nv_bfloat16, 64)
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d128, __nv_bfloat16, 128)
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d64, __half, 64)
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d128, __half, 128)
+
+// =================================================================================================
+// Backward on Hopper (no bias): one warpgroup per work item of the transposed tables (a 64-key
+// chunk, or a piece of a long one), the same contract as `ltd_sparse_attn_bwd_*` in
+// sparse_attn.cu (LtdSparseAttnBwdParams). Per query tile of the chunk's column:
+//   S^T = K Q^T and dP^T = V dO^T      (wgmma, both operands K-major in shared memory)
+//   P^T = exp2(S^T * scale_log2 + kpm - lse), dS^T = P^T (dP^T - dvec)   (registers)
+//   dV += P^T dO, dK += dS^T Q         (wgmma, A from registers, B MN-major)
+//   dQ += scale * dS K                 (dS^T staged in shared memory [key][query]; wgmma with both
+//                                       operands MN-major; f32 atomics into dq_acc)
+// =================================================================================================
+namespace {
+
+template <typename T, int D>
+__device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParams& p) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    const uint32_t raw = smem_addr(smem_raw);
+    constexpr uint32_t kTileBytes = kTile * D * 2;
+    const uint32_t sK = (raw + 1023u) & ~1023u;
+    const uint32_t sV = sK + kTileBytes;
+    const uint32_t sQ = sV + kTileBytes;         // 2 buffers
+    const uint32_t sdO = sQ + 2 * kTileBytes;    // 2 buffers
+    const uint32_t sdS = sdO + 2 * kTileBytes;   // [64 keys][64 queries], 128-byte swizzle
+    unsigned char* base_ptr = smem_raw + (sK - raw);
+    float* sLse = reinterpret_cast<float*>(base_ptr + (sdS - sK) + kBlockBytes);  // 2 x 64, log2 domain
+    float* sDvec = sLse + 2 * kTile;                                              // 2 x 64
+    T* sdS_ptr = reinterpret_cast<T*>(base_ptr + (sdS - sK));
+
+    const long long item = blockIdx.x / p.batch;
+    const int b = (int)(blockIdx.x % p.batch);
+    const int* work = reinterpret_cast<const int*>(p.work_items) + item * 4;
+    const int h = work[0], kc = work[1], begin = work[2], end = work[3];
+    const int slot = reinterpret_cast<const int*>(p.work_slots)[item];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const long long seq = p.seq;
+    const long long bh = (long long)b * p.heads + h;
+    const T* Q = reinterpret_cast<const T*>(p.q) + bh * seq * D;
+    const T* K = reinterpret_cast<const T*>(p.k) + bh * seq * D;
+    const T* V = reinterpret_cast<const T*>(p.v) + bh * seq * D;
+    const T* dO = reinterpret_cast<const T*>(p.dout) + bh * seq * D;
+    const float* lse = reinterpret_cast<const float*>(p.lse) + bh * seq;
+    const float* dvec = reinterpret_cast<const float*>(p.dvec) + bh * seq;
+    float* dq_acc = reinterpret_cast<float*>(p.dq_acc) + bh * seq * D;
+    const int* rows = reinterpret_cast<const int*>(p.tile_rows);
+    const int* masks = reinterpret_cast<const int*>(p.tile_col_masks);
+    const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
+    const long long k0 = (long long)kc * kTile;
+    const long long key_g[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
+    constexpr float kLog2e = 1.4426950408889634f;
+    float kpm_l2[2] = {0.f, 0.f};
+    if (kpm) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) kpm_l2[r] = key_g[r] < seq ? kpm[key_g[r]] * kLog2e : -INFINITY;
+    }
+    auto load_row_stats = [&](int buf, long long q0) {
+        if (threadIdx.x < kTile) {
+            const long long q = q0 + threadIdx.x;
+            const float l = q < seq ? lse[q] : -INFINITY;
+            sLse[buf * kTile + threadIdx.x] = l * kLog2e;
+            sDvec[buf * kTile + threadIdx.x] = q < seq ? dvec[q] : 0.f;
+        }
+    };
+
+    load_tile<T, D>(sK, K, k0, seq);
+    load_tile<T, D>(sV, V, k0, seq);
+    if (begin < end) {
+        const long long q0 = (long long)rows[begin] * kTile;
+        load_tile<T, D>(sQ, Q, q0, seq);
+        load_tile<T, D>(sdO, dO, q0, seq);
+        load_row_stats(0, q0);
+    }
+    cp_async_commit();
+
+    float dk[D / 2], dv[D / 2];  // wgmma layout: rows = keys 16w + g (+8), columns = d
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) dk[i] = dv[i] = 0.f;
+    float st[32], dpt[32];  // S^T and dP^T: rows = keys, columns = queries 8j + 2t (+1)
+#pragma unroll
+    for (int i = 0; i < 32; ++i) st[i] = dpt[i] = 0.f;
+
+    for (int it = begin; it < end; ++it) {
+        const int buf = (it - begin) & 1;
+        if (it + 1 < end) {
+            const long long q0n = (long long)rows[it + 1] * kTile;
+            load_tile<T, D>(sQ + (buf ^ 1) * kTileBytes, Q, q0n, seq);
+            load_tile<T, D>(sdO + (buf ^ 1) * kTileBytes, dO, q0n, seq);
+            load_row_stats(buf ^ 1, q0n);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        fence_proxy_async();
+        __syncthreads();
+        const long long q0 = (long long)rows[it] * kTile;
+        const uint32_t tQ = sQ + buf * kTileBytes;
+        const uint32_t tdO = sdO + buf * kTileBytes;
+        const unsigned m = (unsigned)masks[it];
+        // This warp's keys are sub-block `warp`; query sub-block i is bit 4i + warp.
+        unsigned qbits = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qbits |= ((m >> (4 * i + warp)) & 1u) << i;
+        // Query slices active for some key / key slices active for some query (uniform).
+        unsigned qany = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qany |= (((m >> (4 * i)) & 0xFu) != 0u ? 1u : 0u) << i;
+        const unsigned kany = (m | (m >> 4) | (m >> 8) | (m >> 12)) & 0xFu;
+
+        fence_regs(st);
+        fence_regs(dpt);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(st, desc_kmajor(sK, kk), desc_kmajor(tQ, kk), kk > 0);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(dpt, desc_kmajor(sV, kk), desc_kmajor(tdO, kk), kk > 0);
+        wg_commit();
+        wg_wait<0>();
+        fence_regs(st);
+        fence_regs(dpt);
+
+        // Visibility with 32-bit offsets in the tile: query offset ql sees this thread's key r
+        // when ql < q_left (inside the sequence) and ql >= q_min[r] (causal), and the key exists.
+        const int q_left = (int)min((long long)kTile, seq - q0);
+        int q_min[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const long long d = key_g[r] - q0;
+            q_min[r] = key_g[r] >= seq ? kTile : (p.causal ? (int)max(0ll, min((long long)kTile, d)) : 0);
+        }
+        uint32_t pf[4][4], dsf[4][4];  // P^T and dS^T as A fragments (m = keys, k = queries)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const bool on = (qbits >> (j >> 1)) & 1u;
+            float pv[4], dsv[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int ql = 8 * j + 2 * t + (e & 1);
+                const float l2 = sLse[buf * kTile + ql];
+                const bool visible = on && ql < q_left && ql >= q_min[e >> 1] && l2 != -INFINITY;
+                const float pe = visible ? exp2f(st[4 * j + e] * p.scale_log2 + kpm_l2[e >> 1] - l2) : 0.f;
+                pv[e] = pe;
+                dsv[e] = pe * (dpt[4 * j + e] - sDvec[buf * kTile + ql]);
+            }
+            pf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(pv[0], pv[1]);
+            pf[j >> 1][(j & 1) * 2 + 1] = ltd_attn::pack2<T>(pv[2], pv[3]);
+            dsf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(dsv[0], dsv[1]);
+            dsf[j >> 1][(j & 1) * 2 + 1] = ltd_attn::pack2<T>(dsv[2], dsv[3]);
+            // dS^T to shared memory, [key][query] (rows of 64 queries = 128 bytes, swizzled).
+            const int kl = warp * 16 + g, ql = 8 * j + 2 * t;
+            *reinterpret_cast<uint32_t*>(sdS_ptr + sw128<kTile>(kl, ql)) = dsf[j >> 1][(j & 1) * 2 + 0];
+            *reinterpret_cast<uint32_t*>(sdS_ptr + sw128<kTile>(kl + 8, ql)) = dsf[j >> 1][(j & 1) * 2 + 1];
+        }
+
+        // dV += P^T dO, dK += dS^T Q (k = queries; slices with no active query are 0).
+        fence_regs(dv);
+        fence_regs(dk);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) {
+            if (!((qany >> ks) & 1u)) continue;
+            if constexpr (D == 64) {
+                Wgmma<T>::rs_n64(dv, pf[ks], desc_mnmajor(tdO, ks));
+                Wgmma<T>::rs_n64(dk, dsf[ks], desc_mnmajor(tQ, ks));
+            } else {
+                Wgmma<T>::rs_n128(dv, pf[ks], desc_mnmajor(tdO, ks));
+                Wgmma<T>::rs_n128(dk, dsf[ks], desc_mnmajor(tQ, ks));
+            }
+        }
+        wg_commit();
+        wg_wait<0>();
+        fence_regs(dv);
+        fence_regs(dk);
+
+        // dQ (64 queries x D) = dS K: A = dS from sdS (MN-major: queries contiguous), B = K
+        // (MN-major: d contiguous), k = keys; slices with no active key are skipped.
+        fence_proxy_async();  // the dS^T stores above are generic-proxy writes
+        __syncthreads();
+        float dq[D / 2];
+#pragma unroll
+        for (int i = 0; i < D / 2; ++i) dq[i] = 0.f;
+        fence_regs(dq);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) {
+            if (!((kany >> ks) & 1u)) continue;
+            if constexpr (D == 64) Wgmma<T>::ss_tt_n64(dq, desc_mnmajor(sdS, ks), desc_mnmajor(sK, ks), 1);
+            else Wgmma<T>::ss_tt_n128(dq, desc_mnmajor(sdS, ks), desc_mnmajor(sK, ks), 1);
+        }
+        wg_commit();
+        wg_wait<0>();
+        fence_regs(dq);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const long long q = q0 + warp * 16 + g + 8 * r;
+            if (q >= seq) continue;
+#pragma unroll
+            for (int i = 0; i < D / 8; ++i) {
+                const float a = dq[4 * i + 2 * r] * p.scale, c = dq[4 * i + 2 * r + 1] * p.scale;
+                if (a != 0.f || c != 0.f)
+                    atomicAdd(reinterpret_cast<float2*>(dq_acc + q * D + 8 * i + 2 * t), make_float2(a, c));
+            }
+        }
+        __syncthreads();  // buffers and sdS are overwritten next iteration
+    }
+    cp_async_wait<0>();
+
+    if (slot < 0) {
+        T* dK = reinterpret_cast<T*>(p.dk) + bh * seq * D;
+        T* dV = reinterpret_cast<T*>(p.dv) + bh * seq * D;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const long long key = key_g[r];
+            if (key >= seq) continue;
+#pragma unroll
+            for (int i = 0; i < D / 8; ++i) {
+                *reinterpret_cast<uint32_t*>(dK + key * D + 8 * i + 2 * t) =
+                    ltd_attn::pack2<T>(dk[4 * i + 2 * r] * p.scale, dk[4 * i + 2 * r + 1] * p.scale);
+                *reinterpret_cast<uint32_t*>(dV + key * D + 8 * i + 2 * t) = ltd_attn::pack2<T>(dv[4 * i + 2 * r], dv[4 * i + 2 * r + 1]);
+            }
+        }
+    } else {
+        // A piece of a long column: f32 partial sums, added up by the combine kernel.
+        const long long part = ((long long)b * p.num_slots + slot) * kTile;
+        float* pk = reinterpret_cast<float*>(p.part_dk) + part * D;
+        float* pv = reinterpret_cast<float*>(p.part_dv) + part * D;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int local = warp * 16 + g + 8 * r;
+#pragma unroll
+            for (int i = 0; i < D / 8; ++i) {
+                *reinterpret_cast<float2*>(pk + local * D + 8 * i + 2 * t) =
+                    make_float2(dk[4 * i + 2 * r] * p.scale, dk[4 * i + 2 * r + 1] * p.scale);
+                *reinterpret_cast<float2*>(pv + local * D + 8 * i + 2 * t) = make_float2(dv[4 * i + 2 * r], dv[4 * i + 2 * r + 1]);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+#define LTD_SPARSE_BWD_SM90(NAME, T, D) \
+    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnBwdParams p) { sparse_attn_bwd_sm90<T, D>(p); }
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d64, __half, 64)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d128, __half, 128)

@@ -503,12 +503,15 @@ pub struct CudaAttentionOptions<'a, T> {
     /// Additive bias `[B, H, L, L]` (upstream's `rpe`), added after the scale; its gradient is
     /// [`CudaAttentionGrads::dbias`]. Quadratic memory, as upstream's.
     pub bias: Option<&'a CudaSlice<T>>,
-    /// Which forward kernel runs ([`CudaAttentionKernel::Auto`] unless you are comparing them).
+    /// Which kernel family runs, forward and backward ([`CudaAttentionKernel::Auto`] unless
+    /// you are comparing them). The Hopper backward has no bias path: with a bias the backward
+    /// uses the `mma.sync` kernel whatever this says.
     pub kernel: CudaAttentionKernel,
 }
 
-/// The forward kernel family. Both compute the same thing from the same tables; they differ in
-/// the tensor-core instructions, so results agree to rounding (f32 accumulation in both).
+/// The kernel family of the fused attention (forward and backward). Both compute the same thing
+/// from the same tables; they differ in the tensor-core instructions, so results agree to
+/// rounding (f32 accumulation in both).
 ///
 /// ```
 /// use ltd_sparse_attn::cuda::CudaAttentionKernel;
@@ -671,6 +674,10 @@ fn kernel_name(kind: &str, type_name: &str, head_dim: usize) -> &'static str {
         ("fwd_sm90", "bf16", _) => "ltd_sparse_attn_fwd_sm90_bf16_d128",
         ("fwd_sm90", _, 64) => "ltd_sparse_attn_fwd_sm90_f16_d64",
         ("fwd_sm90", _, _) => "ltd_sparse_attn_fwd_sm90_f16_d128",
+        ("bwd_sm90", "bf16", 64) => "ltd_sparse_attn_bwd_sm90_bf16_d64",
+        ("bwd_sm90", "bf16", _) => "ltd_sparse_attn_bwd_sm90_bf16_d128",
+        ("bwd_sm90", _, 64) => "ltd_sparse_attn_bwd_sm90_f16_d64",
+        ("bwd_sm90", _, _) => "ltd_sparse_attn_bwd_sm90_f16_d128",
         ("fwd_combine", "bf16", 64) => "ltd_sparse_attn_fwd_combine_bf16_d64",
         ("fwd_combine", "bf16", _) => "ltd_sparse_attn_fwd_combine_bf16_d128",
         ("fwd_combine", _, 64) => "ltd_sparse_attn_fwd_combine_f16_d64",
@@ -996,15 +1003,36 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         fatbin::SPARSE_ATTN,
         kernel_name("bwd_pre", type_name, head_dim),
     )?;
-    let main = dev.load_function(
-        "sparse_attn",
-        fatbin::SPARSE_ATTN,
-        kernel_name(
-            if with_bias { "bwd_bias" } else { "bwd" },
-            type_name,
-            head_dim,
-        ),
-    )?;
+    let cc = dev.compute_capability();
+    if !options.kernel.runs_on(cc) {
+        return Err(invalid(
+            "kernel",
+            format!(
+                "{:?} on a device of compute capability {}.{}",
+                options.kernel, cc.0, cc.1
+            ),
+            "Wgmma only on compute capability 9.0 (use Auto or MmaSync)",
+        ));
+    }
+    // The Hopper backward has no bias path: with a bias (or dbias) the sm_80 kernel runs.
+    let hopper = options.kernel.resolve(cc) == CudaAttentionKernel::Wgmma && !with_bias;
+    let main = if hopper {
+        dev.load_function(
+            "sparse_attn_sm90a",
+            fatbin::SPARSE_ATTN_SM90A,
+            kernel_name("bwd_sm90", type_name, head_dim),
+        )?
+    } else {
+        dev.load_function(
+            "sparse_attn",
+            fatbin::SPARSE_ATTN,
+            kernel_name(
+                if with_bias { "bwd_bias" } else { "bwd" },
+                type_name,
+                head_dim,
+            ),
+        )?
+    };
     let post = dev.load_function(
         "sparse_attn",
         fatbin::SPARSE_ATTN,
@@ -1015,7 +1043,11 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         fatbin::SPARSE_ATTN,
         kernel_name("bwd_combine", type_name, head_dim),
     )?;
-    let smem = (6 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE) * 2 + 4 * KERNEL_TILE * 4;
+    // K, V, 2 Q and 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats (+ 1 KB of
+    // alignment slack for the Hopper kernel's swizzled tiles).
+    let smem = (6 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE) * 2
+        + 4 * KERNEL_TILE * 4
+        + if hopper { 1024 } else { 0 };
     main.set_attribute(
         CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
         smem as i32,
@@ -1104,7 +1136,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
     // index is below num_qtiles; dq_acc is zeroed before the main kernel adds into it; the three
     // launches are ordered on one stream; the dynamic shared memory is exactly what the main
-    // kernel carves (K, V, 2 Q, 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats);
+    // kernel carves (K, V, 2 Q, 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats, and
+    // for the Hopper kernel, chosen only on compute capability 9.0, 1 KB of alignment slack);
     // bias and dbias hold B*H*L*L elements (checked) and are touched only at positions < L,
     // dbias zeroed above on the same stream. The main grid is num_items * B (checked to fit);
     // its work items are ranges of the transposed tables with head < H and chunk < num_qtiles,
