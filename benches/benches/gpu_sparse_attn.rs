@@ -145,11 +145,28 @@ mod gpu {
                     let fb_us = time(true, &auto)?;
                     let sm80_us = time(false, &sm80)?;
                     let sm80_fb_us = time(true, &sm80)?;
+                    // On Hopper, the forward of the Hopper variant Auto did not pick.
+                    let cc = dev.compute_capability();
+                    let other = match auto.kernel.resolve(cc, &gl, d) {
+                        CudaAttentionKernel::WgmmaPairs => Some(CudaAttentionKernel::Wgmma),
+                        CudaAttentionKernel::Wgmma => Some(CudaAttentionKernel::WgmmaPairs),
+                        _ => None,
+                    };
+                    let other_us = match other {
+                        Some(kernel) => time(
+                            false,
+                            &CudaAttentionOptions {
+                                kernel,
+                                ..Default::default()
+                            },
+                        )?,
+                        None => f64::NAN,
+                    };
                     let block = layout.block() as f64;
                     let flops = 4.0 * batch as f64 * layout.nnz() as f64 * block * block * d as f64;
                     let tflops = flops / us / 1e6;
                     println!(
-                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14}",
+                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14.1} {:>14}",
                         name,
                         seq,
                         batch,
@@ -160,16 +177,17 @@ mod gpu {
                         fb_us,
                         sm80_us,
                         sm80_fb_us,
+                        other_us,
                         gl.active_kernel_tiles()
                     );
                     json.push_str(&format!(
-                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}, \"fwd_mma_sync_us\": {sm80_us:.3}, \"fwdbwd_mma_sync_us\": {sm80_fb_us:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}}}",
+                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}, \"fwd_mma_sync_us\": {sm80_us:.3}, \"fwdbwd_mma_sync_us\": {sm80_fb_us:.3}, \"fwd_kernel\": \"{:?}\", \"fwd_other_hopper_us\": {other_us:.3}, \"kernel_tiles\": {}}}",
                         if first { "" } else { ",\n" },
                         layout.block(),
                         layout.num_blocks(),
                         layout.nnz(),
                         layout.density(),
-                        auto.kernel.resolve(dev.compute_capability()),
+                        auto.kernel.resolve(dev.compute_capability(), &gl, d),
                         gl.active_kernel_tiles()
                     ));
                     first = false;

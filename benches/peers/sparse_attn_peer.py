@@ -138,14 +138,15 @@ def main():
               f"{sdpa_us / run['fwd_us']:>9.2f}")
 
     print(f"\nours vs the ceilings ({copy_gbs:.0f} GB/s, {mm_tf:.0f} TFLOP/s) and the mma.sync kernel")
-    print(f"{'layout':<18} {'S':>6} {'D':>4} {'kernel':>8} {'GB/s':>7} {'of copy':>8} {'issued TF':>9} {'of mm':>6} {'mma.sync us':>11} {'speedup':>8}")
+    print(f"{'layout':<18} {'S':>6} {'D':>4} {'kernel':>10} {'GB/s':>7} {'of copy':>8} {'issued TF':>9} {'of mm':>6} {'mma.sync us':>11} {'speedup':>8} {'other sm90':>10}")
     for run in ours["runs"]:
         b, h, seq, hd = run["batch"], run["heads"], run["seq"], run["head_dim"]
         byts = b * (2 * h * seq * hd * 2 + run["kernel_tiles"] * 2 * 64 * hd * 2)
         gbs = byts / run["fwd_us"] / 1e3
         issued = 4.0 * b * run["kernel_tiles"] * 64 * 64 * hd / run["fwd_us"] / 1e6
-        print(f"{run['layout']:<18} {seq:>6} {hd:>4} {run['fwd_kernel']:>8} {gbs:>7.0f} {gbs / copy_gbs:>8.2f} {issued:>9.1f} "
-              f"{issued / mm_tf:>6.2f} {run['fwd_mma_sync_us']:>11.1f} {run['fwd_mma_sync_us'] / run['fwd_us']:>8.2f}")
+        print(f"{run['layout']:<18} {seq:>6} {hd:>4} {run['fwd_kernel']:>10} {gbs:>7.0f} {gbs / copy_gbs:>8.2f} {issued:>9.1f} "
+              f"{issued / mm_tf:>6.2f} {run['fwd_mma_sync_us']:>11.1f} {run['fwd_mma_sync_us'] / run['fwd_us']:>8.2f} "
+              f"{run.get('fwd_other_hopper_us', float('nan')):>10.1f}")
 
     print(f"\n{'fwd+bwd':<18} {'S':>6} {'D':>4} {'ours us':>9} {'flex us':>9} {'sdpa us':>9} {'vs flex':>8} {'vs sdpa t':>9} {'mma.sync us':>11} {'speedup':>8}")
     for (name, seq, hd, o, fl, sd), run in zip(fb_rows, ours["runs"]):

@@ -168,16 +168,21 @@ typedef struct LtdMaskGatherParams {
  * tile_cols[first..end) of that row, a whole row (it writes o and lse) or one piece of a row
  * split because it is much longer than the rest (global rows); a piece with slot s >= 0
  * (work_slots[item], int32, -1 = whole row) writes its normalised partial output to
- * part_o[(b*num_slots + s)*64*D ..] (f32 [64][D]) and its lse (natural log) to
- * part_lse[(b*num_slots + s)*64 ..] instead. Every (head, query tile) is covered by its items,
+ * part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D]) and its lse (natural log) to
+ * part_lse[(b*num_slots + s)*item_rows ..] instead. Every (head, query tile) is covered by its items,
  * rows with no chunk by an empty item. Items are ordered longest first.
- * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync) and
+ * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (num_items * B)
+ * with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory
+ * 5 * 64 * D * 2 bytes; item_rows = 64.
  * `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}` (sparse_attn.sm90a.cu, wgmma, compute
- * capability 9.0 only): grid (num_items * B) with item = blockIdx.x / B, b = blockIdx.x % B;
- * 128 threads; dynamic shared memory 5 * 64 * D * 2 bytes (+ 1024 for the sm90 kernels).
+ * capability 9.0 only) work on pairs of query tiles: item_rows = 128, the "query tile" of an
+ * item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and
+ * tile_cols / tile_masks are the pair tables (sorted union of both tiles' chunks; mask bits
+ * 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; dynamic shared memory
+ * 6 * 64 * D * 2 + 1024 bytes; partial slots hold 128 rows.
  * `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:
- * split_rows is int32 [num_split][4] = (head, query tile, first slot, slot count); grid
- * (num_split * B) with the same item/batch order, 128 threads.
+ * split_rows is int32 [num_split][4] = (head, query tile or pair, first slot, slot count), each
+ * covering item_rows rows; grid (num_split * B) with the same item/batch order, 128 threads.
  */
 typedef struct LtdSparseAttnFwdParams {
     ltd_devptr_t q;
@@ -204,6 +209,7 @@ typedef struct LtdSparseAttnFwdParams {
     long long num_split;
     float scale_log2;
     int causal;
+    int item_rows;
 } LtdSparseAttnFwdParams;
 
 /**

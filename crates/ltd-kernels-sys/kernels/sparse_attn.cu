@@ -275,11 +275,12 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
     cp_async_wait<0>();
 
     // Normalise and store. A row with no visible key gives 0 and lse = -inf.
-    ltd_attn::fwd_store<T, D>(p, work, warp, g, t, reinterpret_cast<const float(&)[D / 2]>(oacc), m, l);
+    ltd_attn::fwd_store<T, D>(p, work, qt, 0, warp, g, t, reinterpret_cast<const float(&)[D / 2]>(oacc), m, l);
 }
 
-// Merges the pieces of a split row: lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i
-// (pieces with no visible key have lse_i = -inf and weigh 0). Warp w handles rows 16w..16w+15.
+// Merges the pieces of a split row (item_rows query rows: one tile, or a pair of tiles for the
+// Hopper kernel): lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i (pieces with no
+// visible key have lse_i = -inf and weigh 0). Warp w handles rows w, w + 4, ...
 template <typename T, int D>
 __device__ __forceinline__ void sparse_attn_fwd_combine(const LtdSparseAttnFwdParams& p) {
     const long long item = blockIdx.x / p.batch;
@@ -291,18 +292,18 @@ __device__ __forceinline__ void sparse_attn_fwd_combine(const LtdSparseAttnFwdPa
     const long long bh = (long long)b * p.heads + h;
     const float* plse = reinterpret_cast<const float*>(p.part_lse);
     const float* po = reinterpret_cast<const float*>(p.part_o);
-    for (int local = warp * 16; local < warp * 16 + 16; ++local) {
-        const long long row = (long long)qt * 64 + local;
+    for (int local = warp; local < p.item_rows; local += 4) {
+        const long long row = (long long)qt * p.item_rows + local;
         if (row >= seq) break;
         float mx = -INFINITY;
-        for (int i = 0; i < cnt; ++i) mx = fmaxf(mx, plse[((long long)b * p.num_slots + s0 + i) * 64 + local]);
+        for (int i = 0; i < cnt; ++i) mx = fmaxf(mx, plse[((long long)b * p.num_slots + s0 + i) * p.item_rows + local]);
         float acc[D / 32];
 #pragma unroll
         for (int j = 0; j < D / 32; ++j) acc[j] = 0.f;
         float total = 0.f;
         if (mx != -INFINITY) {
             for (int i = 0; i < cnt; ++i) {
-                const long long part = ((long long)b * p.num_slots + s0 + i) * 64 + local;
+                const long long part = ((long long)b * p.num_slots + s0 + i) * p.item_rows + local;
                 const float wgt = __expf(plse[part] - mx);
                 total += wgt;
 #pragma unroll

@@ -1,7 +1,8 @@
 // Fused flash-style block-sparse attention forward for Hopper (sm_90a only): the same contract
-// and layout tables as `ltd_sparse_attn_fwd_*` in sparse_attn.cu (LtdSparseAttnFwdParams), with
-// the two products on warpgroup MMAs (wgmma.mma_async): one CTA = one warpgroup (128 threads)
-// per (64-row query tile, head, batch). S = Q K^T is an m64n64k16 wgmma with both operands in
+// as `ltd_sparse_attn_fwd_*` in sparse_attn.cu (LtdSparseAttnFwdParams), with the two products on
+// warpgroup MMAs (wgmma.mma_async). Two variants: one warpgroup (128 threads) per 64-row query
+// tile, or (`_pair_`, on the pair tables) two warpgroups (256 threads) per pair of adjacent query
+// tiles sharing every K/V chunk load, for layouts whose adjacent tiles mostly use the same chunks. S = Q K^T is an m64n64k16 wgmma with both operands in
 // shared memory (K-major, 128-byte swizzle); P stays in registers (the accumulator layout is the
 // A-fragment layout) and O += P V is an m64nDk16 wgmma with V read MN-major from shared memory.
 // K/V chunks are double-buffered with cp.async; a proxy fence makes them visible to wgmma.
@@ -156,12 +157,14 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-// Loads rows [row0, row0 + 64) of a [seq][D] matrix into a tile; rows >= seq become 0.
-template <typename T, int D>
-__device__ __forceinline__ void load_tile(uint32_t tile, const T* __restrict__ base, long long row0, long long seq) {
+// Loads rows [row0, row0 + 64) of a [seq][D] matrix into a tile with NT threads (tid = this
+// thread's index among them); rows >= seq become 0.
+template <typename T, int D, int NT = kThreads>
+__device__ __forceinline__ void load_tile(uint32_t tile, const T* __restrict__ base, long long row0, long long seq,
+                                          int tid = threadIdx.x) {
     constexpr int kChunks = kTile * D / 8;
 #pragma unroll
-    for (int c = threadIdx.x; c < kChunks; c += kThreads) {
+    for (int c = tid; c < kChunks; c += NT) {
         const int row = c / (D / 8);
         const int col = (c % (D / 8)) * 8;
         const long long g = row0 + row;
@@ -171,19 +174,22 @@ __device__ __forceinline__ void load_tile(uint32_t tile, const T* __restrict__ b
     }
 }
 
-template <typename T, int D>
+template <typename T, int D, bool PAIR>
 __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParams& p) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     // Swizzled tiles must start on 1024-byte boundaries; the launcher adds 1 KB of slack.
     const uint32_t raw = smem_addr(smem_raw);
-    const uint32_t sQ = (raw + 1023u) & ~1023u;
     constexpr uint32_t kTileBytes = kTile * D * 2;
-    const uint32_t sK = sQ + kTileBytes;        // 2 buffers
-    const uint32_t sV = sK + 2 * kTileBytes;    // 2 buffers
+    const int wg = PAIR ? threadIdx.x >> 7 : 0;  // warpgroup: query tile 2 * pair + wg
+    const int tid = threadIdx.x & 127;
+    const uint32_t sQ = ((raw + 1023u) & ~1023u) + wg * kTileBytes;  // this warpgroup's Q
+    constexpr int kNT = PAIR ? 256 : 128;  // threads of the CTA
+    const uint32_t sK = ((raw + 1023u) & ~1023u) + (PAIR ? 2 : 1) * kTileBytes;  // 2 buffers, shared
+    const uint32_t sV = sK + 2 * kTileBytes;                          // 2 buffers, shared
 
     const ltd_attn::FwdWork work = ltd_attn::fwd_work(p);
-    const int qt = work.qt, h = work.h, b = work.b, begin = work.begin, end = work.end;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int qt = PAIR ? 2 * work.qt + wg : work.qt, h = work.h, b = work.b, begin = work.begin, end = work.end;
+    const int warp = tid >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
     const long long bh = (long long)b * p.heads + h;
@@ -197,11 +203,11 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const long long q0 = (long long)qt * kTile;
     constexpr float kLog2e = 1.4426950408889634f;
 
-    load_tile<T, D>(sQ, Q, q0, seq);
+    load_tile<T, D, 128>(sQ, Q, q0, seq, tid);  // rows past the end (an odd last tile) are 0
     if (begin < end) {
         const long long k0 = (long long)cols[begin] * kTile;
-        load_tile<T, D>(sK, K, k0, seq);
-        load_tile<T, D>(sV, V, k0, seq);
+        load_tile<T, D, kNT>(sK, K, k0, seq);
+        load_tile<T, D, kNT>(sV, V, k0, seq);
     }
     cp_async_commit();
 
@@ -219,8 +225,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         const int buf = (it - begin) & 1;
         if (it + 1 < end) {
             const long long k0n = (long long)cols[it + 1] * kTile;
-            load_tile<T, D>(sK + (buf ^ 1) * kTileBytes, K, k0n, seq);
-            load_tile<T, D>(sV + (buf ^ 1) * kTileBytes, V, k0n, seq);
+            load_tile<T, D, kNT>(sK + (buf ^ 1) * kTileBytes, K, k0n, seq);
+            load_tile<T, D, kNT>(sV + (buf ^ 1) * kTileBytes, V, k0n, seq);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -229,13 +235,14 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         fence_proxy_async();
         __syncthreads();
         const int kc = cols[it];
-        const unsigned tmask = (unsigned)masks[it];
+        // This warpgroup's half of the pair mask; 0 = the chunk is only the other tile's.
+        const unsigned tmask = PAIR ? ((unsigned)masks[it] >> (16 * wg)) & 0xFFFFu : (unsigned)masks[it];
         const unsigned bits = (tmask >> (4 * warp)) & 0xFu;  // this warp's 16 rows
-        const unsigned colbits = (tmask | (tmask >> 4) | (tmask >> 8) | (tmask >> 12)) & 0xFu;
         const uint32_t tK = sK + buf * kTileBytes;
         const uint32_t tV = sV + buf * kTileBytes;
-
-        // S = Q K^T (the whole warpgroup, 64 x 64).
+        // S = Q K^T (the whole warpgroup, 64 x 64). Issued even when the chunk is only the
+        // other tile's (then bits = colbits = 0: P = 0 and no PV): a wgmma under a branch makes
+        // ptxas serialise all of them (C7520).
         fence_regs(s);
         wg_fence();
 #pragma unroll
@@ -336,12 +343,15 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
             for (int ks = 0; ks < 4; ++ks) pf[ks][0] = pf[ks][1] = pf[ks][2] = pf[ks][3] = 0u;
         }
 
-        // O += P V; 16-key slices outside the layout for all 64 rows are skipped (P is 0 there).
+        // O += P V. The single-tile kernel skips 16-key slices outside the layout for all 64
+        // rows (P is 0 there); the pair kernel cannot: its mask half depends on the warpgroup
+        // index, a branch ptxas cannot prove uniform, and it would serialise every wgmma (C7520).
+        const unsigned colbits = (tmask | (tmask >> 4) | (tmask >> 8) | (tmask >> 12)) & 0xFu;
         fence_regs(o);
         wg_fence();
 #pragma unroll
         for (int ks = 0; ks < 4; ++ks) {
-            if (!((colbits >> ks) & 1u)) continue;
+            if (!PAIR && !((colbits >> ks) & 1u)) continue;
             if constexpr (D == 64) Wgmma<T>::rs_n64(o, pf[ks], desc_mnmajor(tV, ks));
             else Wgmma<T>::rs_n128(o, pf[ks], desc_mnmajor(tV, ks));
         }
@@ -353,17 +363,21 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     cp_async_wait<0>();
 
     // Normalise and store. A row with no visible key gives 0 and lse = -inf.
-    ltd_attn::fwd_store<T, D>(p, work, warp, g, t, o, m, l);
+    ltd_attn::fwd_store<T, D>(p, work, qt, 64 * wg, warp, g, t, o, m, l);
 }
 
 }  // namespace
 
-#define LTD_SPARSE_FWD_SM90(NAME, T, D) \
-    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd_sm90<T, D>(p); }
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d64, __nv_bfloat16, 64)
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d128, __nv_bfloat16, 128)
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d64, __half, 64)
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d128, __half, 128)
+#define LTD_SPARSE_FWD_SM90(NAME, T, D, PAIR) \
+    extern "C" __global__ void __launch_bounds__(PAIR ? 2 * kThreads : kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd_sm90<T, D, PAIR>(p); }
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d64, __nv_bfloat16, 64, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d128, __nv_bfloat16, 128, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d64, __half, 64, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d128, __half, 128, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_bf16_d64, __nv_bfloat16, 64, true)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_bf16_d128, __nv_bfloat16, 128, true)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d64, __half, 64, true)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128, true)
 
 // =================================================================================================
 // Backward on Hopper (no bias): one warpgroup per work item of the transposed tables (a 64-key

@@ -38,19 +38,21 @@ __device__ __forceinline__ FwdWork fwd_work(const LtdSparseAttnFwdParams& p) {
     return r;
 }
 
-// Stores the normalised output of rows g and g + 8 of warp `warp` (o: the accumulator in the
-// m16n8 C layout, o[4i + e] = column 8i + 2t + (e & 1), row g + 8 (e >> 1); m, l: running max
-// (log2 domain) and sum). Whole rows go to o / lse (rows < seq only); pieces of a split row go to
-// the f32 partial buffers (all 64 rows; the combine reads rows < seq).
+// Stores the normalised output of rows g and g + 8 of warp `warp` of query tile `qt` (o: the
+// accumulator in the m16n8 C layout, o[4i + e] = column 8i + 2t + (e & 1), row g + 8 (e >> 1);
+// m, l: running max (log2 domain) and sum). Whole rows go to o / lse (rows < seq only); pieces
+// of a split row go to the f32 partial buffers, rows part_row0 + 16 warp + ... of the item's
+// slot (item_rows rows per slot; the combine reads rows < seq).
 template <typename T, int D>
-__device__ __forceinline__ void fwd_store(const LtdSparseAttnFwdParams& p, const FwdWork& w, int warp, int g, int t,
-                                          const float (&o)[D / 2], const float (&m)[2], const float (&l)[2]) {
+__device__ __forceinline__ void fwd_store(const LtdSparseAttnFwdParams& p, const FwdWork& w, int qt, int part_row0,
+                                          int warp, int g, int t, const float (&o)[D / 2], const float (&m)[2],
+                                          const float (&l)[2]) {
     const long long seq = p.seq;
     const long long bh = (long long)w.b * p.heads + w.h;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         const int local = warp * 16 + g + 8 * r;
-        const long long row = (long long)w.qt * 64 + local;
+        const long long row = (long long)qt * 64 + local;
         const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
         const float lse = l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : -INFINITY;
         if (w.slot < 0) {
@@ -61,7 +63,7 @@ __device__ __forceinline__ void fwd_store(const LtdSparseAttnFwdParams& p, const
                 *reinterpret_cast<uint32_t*>(O + 8 * i + 2 * t) = pack2<T>(o[4 * i + 2 * r] * inv, o[4 * i + 2 * r + 1] * inv);
             if (t == 0) reinterpret_cast<float*>(p.lse)[bh * seq + row] = lse;
         } else {
-            const long long part = ((long long)w.b * p.num_slots + w.slot) * 64 + local;
+            const long long part = ((long long)w.b * p.num_slots + w.slot) * p.item_rows + part_row0 + local;
             float* O = reinterpret_cast<float*>(p.part_o) + part * D;
 #pragma unroll
             for (int i = 0; i < D / 8; ++i)

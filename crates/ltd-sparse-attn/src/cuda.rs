@@ -69,6 +69,15 @@ pub struct CoarseTables {
     pub col_rows: Vec<i32>,
     /// Sub-block mask of each transposed entry.
     pub col_masks: Vec<i32>,
+    /// Query tiles in pairs (2p, 2p + 1), for the Hopper forward, whose two warpgroups share
+    /// the K/V chunks of adjacent tiles: `[heads * num_pairs + 1]` offsets into `pair_cols` /
+    /// `pair_masks`, `num_pairs = ceil(num_qtiles / 2)`.
+    pub pair_ptr: Vec<i32>,
+    /// Key chunks active in either tile of the pair (sorted union).
+    pub pair_cols: Vec<i32>,
+    /// Sub-block masks of the pair: bits 0..16 tile 2p, bits 16..32 tile 2p + 1 (0 where that
+    /// tile does not use the chunk).
+    pub pair_masks: Vec<i32>,
 }
 
 impl CoarseTables {
@@ -128,6 +137,30 @@ impl CoarseTables {
                 col_ptr.push(col_rows.len() as i32);
             }
         }
+        let num_pairs = num_qtiles.div_ceil(2);
+        let mut pair_ptr = Vec::with_capacity(heads * num_pairs + 1);
+        let mut pair_cols = Vec::new();
+        let mut pair_masks = Vec::new();
+        pair_ptr.push(0);
+        for h in 0..heads {
+            for pair in 0..num_pairs {
+                let mut merged: BTreeMap<i32, u32> = BTreeMap::new();
+                for (half, qt) in [(0, 2 * pair), (1, 2 * pair + 1)] {
+                    if qt >= num_qtiles {
+                        continue;
+                    }
+                    let idx = h * num_qtiles + qt;
+                    for e in row_ptr[idx] as usize..row_ptr[idx + 1] as usize {
+                        *merged.entry(cols[e]).or_insert(0) |= (masks[e] as u32) << (16 * half);
+                    }
+                }
+                for (c, m) in merged {
+                    pair_cols.push(c);
+                    pair_masks.push(m as i32);
+                }
+                pair_ptr.push(pair_cols.len() as i32);
+            }
+        }
         CoarseTables {
             heads,
             num_qtiles,
@@ -137,6 +170,9 @@ impl CoarseTables {
             col_ptr,
             col_rows,
             col_masks,
+            pair_ptr,
+            pair_cols,
+            pair_masks,
         }
     }
 }
@@ -188,7 +224,23 @@ impl CoarseTables {
     /// assert_eq!((split.items.len(), split.num_slots, split.split.len()), (16, 16, 8));
     /// ```
     pub fn forward_plan(&self, max_chunks: usize) -> WorkPlan {
-        self.plan(&self.row_ptr, max_chunks)
+        self.plan(&self.row_ptr, self.num_qtiles, max_chunks)
+    }
+
+    /// The work items of the Hopper forward: pairs of query tiles (tile = pair index, ranges of
+    /// `pair_cols`), pieces of at most `max_chunks` chunks.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::{DenseConfig, cuda::CoarseTables};
+    /// let t = CoarseTables::new(&DenseConfig::new(1).make_layout(192).unwrap()); // 3 x 3 tiles
+    /// let plan = t.forward_pair_plan(8);
+    /// // Pair 0 = tiles 0 and 1 (3 shared chunks), pair 1 = tile 2 alone.
+    /// assert_eq!(plan.items, vec![[0, 0, 0, 3], [0, 1, 3, 6]]);
+    /// assert_eq!(t.pair_masks[0], 0xffff_ffff_u32 as i32);
+    /// assert_eq!(t.pair_masks[3], 0xffff);
+    /// ```
+    pub fn forward_pair_plan(&self, max_chunks: usize) -> WorkPlan {
+        self.plan(&self.pair_ptr, self.num_qtiles.div_ceil(2), max_chunks)
     }
 
     /// The backward work items: key-chunk columns (of the transposed tables) cut into pieces of
@@ -201,18 +253,18 @@ impl CoarseTables {
     /// assert_eq!((plan.items.len(), plan.num_slots, plan.split.len()), (8, 8, 4));
     /// ```
     pub fn backward_plan(&self, max_tiles: usize) -> WorkPlan {
-        self.plan(&self.col_ptr, max_tiles)
+        self.plan(&self.col_ptr, self.num_qtiles, max_tiles)
     }
 
-    fn plan(&self, ptr: &[i32], max_chunks: usize) -> WorkPlan {
+    fn plan(&self, ptr: &[i32], per_head: usize, max_chunks: usize) -> WorkPlan {
         let max_chunks = max_chunks.max(1);
-        let mut items = Vec::with_capacity(self.heads * self.num_qtiles);
-        let mut slots = Vec::with_capacity(self.heads * self.num_qtiles);
+        let mut items = Vec::with_capacity(self.heads * per_head);
+        let mut slots = Vec::with_capacity(self.heads * per_head);
         let mut split = Vec::new();
         let mut num_slots = 0usize;
         for h in 0..self.heads {
-            for tile in 0..self.num_qtiles {
-                let idx = h * self.num_qtiles + tile;
+            for tile in 0..per_head {
+                let idx = h * per_head + tile;
                 let (first, end) = (ptr[idx], ptr[idx + 1]);
                 let n = (end - first) as usize;
                 if n <= max_chunks {
@@ -287,9 +339,13 @@ pub struct CudaAttentionLayout {
     csr_offsets: CudaSlice<i32>,
     csr_columns: CudaSlice<i32>,
     nnz: usize,
-    /// The forward and backward work plans ([`WorkPlan`]), uploaded.
+    /// The forward (per tile and per pair of tiles) and backward work plans ([`WorkPlan`]).
     fwd_plan: GpuPlan,
+    fwd_pair_plan: GpuPlan,
     bwd_plan: GpuPlan,
+    pair_cols: CudaSlice<i32>,
+    pair_masks: CudaSlice<i32>,
+    pair_tiles: usize,
 }
 
 /// A [`WorkPlan`] in GPU memory.
@@ -361,6 +417,10 @@ impl CudaAttentionLayout {
         let nonempty = |v: &Vec<i32>| if v.is_empty() { vec![0] } else { v.clone() };
         Ok(CudaAttentionLayout {
             fwd_plan: GpuPlan::upload(dev, &t.forward_plan(limit))?,
+            fwd_pair_plan: GpuPlan::upload(dev, &t.forward_pair_plan(limit))?,
+            pair_cols: dev.upload(&nonempty(&t.pair_cols))?,
+            pair_tiles: t.pair_cols.len(),
+            pair_masks: dev.upload(&nonempty(&t.pair_masks))?,
             bwd_plan: GpuPlan::upload(dev, &t.backward_plan(limit))?,
             heads: t.heads,
             num_blocks: layout.num_blocks(),
@@ -401,6 +461,25 @@ impl CudaAttentionLayout {
     /// ```
     pub fn active_kernel_tiles(&self) -> usize {
         self.active_tiles
+    }
+
+    /// K/V chunk loads of the pair kernel per load of the single-tile kernel: active chunks of
+    /// the pair tables (union over two adjacent query tiles) / active 64 x 64 tiles. 0.5 when
+    /// adjacent tiles always use the same chunks, 1 when they never share (1 for no tiles).
+    ///
+    /// ```no_run
+    /// # use ltd_core::CudaDevice; use ltd_sparse_attn::{DenseConfig, cuda::CudaAttentionLayout};
+    /// # let dev = CudaDevice::new(0)?;
+    /// let l = CudaAttentionLayout::new(&dev, &DenseConfig::new(1).make_layout(256)?)?;
+    /// assert_eq!(l.pair_sharing(), 0.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pair_sharing(&self) -> f64 {
+        if self.active_tiles == 0 {
+            1.0
+        } else {
+            self.pair_tiles as f64 / self.active_tiles as f64
+        }
     }
 }
 
@@ -516,20 +595,27 @@ pub struct CudaAttentionOptions<'a, T> {
 /// ```
 /// use ltd_sparse_attn::cuda::CudaAttentionKernel;
 /// assert_eq!(CudaAttentionKernel::default(), CudaAttentionKernel::Auto);
-/// assert!(CudaAttentionKernel::Wgmma.runs_on((9, 0)));
+/// assert!(CudaAttentionKernel::Wgmma.runs_on((9, 0)) && CudaAttentionKernel::WgmmaPairs.runs_on((9, 0)));
 /// assert!(!CudaAttentionKernel::Wgmma.runs_on((8, 0)) && CudaAttentionKernel::MmaSync.runs_on((8, 6)));
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CudaAttentionKernel {
-    /// [`Wgmma`](Self::Wgmma) on compute capability 9.0 (H100/H200), [`MmaSync`](Self::MmaSync)
-    /// elsewhere.
+    /// On compute capability 9.0 (H100/H200) [`WgmmaPairs`](Self::WgmmaPairs) or
+    /// [`Wgmma`](Self::Wgmma) by the layout, [`MmaSync`](Self::MmaSync) elsewhere.
     #[default]
     Auto,
     /// `mma.sync` warp MMAs, 4 warps x 16 query rows (sm_80 and newer: A100, H100, ...).
     MmaSync,
-    /// Hopper warpgroup MMAs (`wgmma.mma_async`, sm_90a machine code): compute capability 9.0
-    /// only; asking for it elsewhere is an [`SparseAttnError::InvalidArgument`].
+    /// Hopper warpgroup MMAs (`wgmma.mma_async`, sm_90a machine code), one warpgroup per 64-row
+    /// query tile: compute capability 9.0 only; asking for it elsewhere is an
+    /// [`SparseAttnError::InvalidArgument`].
     Wgmma,
+    /// [`Wgmma`](Self::Wgmma) with two warpgroups per pair of adjacent query tiles sharing
+    /// their K/V chunk loads (forward; the backward is the same as `Wgmma`'s). `Auto` picks it
+    /// on compute capability 9.0 for head dim 64 when the layout's adjacent tiles share most
+    /// chunks ([`CudaAttentionLayout::pair_sharing`] at most 0.6, e.g. Fixed, or BigBird at
+    /// block 128).
+    WgmmaPairs,
 }
 
 impl CudaAttentionKernel {
@@ -543,20 +629,54 @@ impl CudaAttentionKernel {
     pub fn runs_on(self, (major, minor): (i32, i32)) -> bool {
         match self {
             CudaAttentionKernel::Auto | CudaAttentionKernel::MmaSync => major >= 8,
-            CudaAttentionKernel::Wgmma => (major, minor) == (9, 0),
+            CudaAttentionKernel::Wgmma | CudaAttentionKernel::WgmmaPairs => {
+                (major, minor) == (9, 0)
+            }
         }
     }
 
-    /// The concrete kernel `Auto` picks on a device of compute capability `cc`; other choices
-    /// are returned as they are.
+    /// Whether this (resolved) choice is one of the Hopper kernels.
     ///
     /// ```
     /// use ltd_sparse_attn::cuda::CudaAttentionKernel;
-    /// assert_eq!(CudaAttentionKernel::Auto.resolve((9, 0)), CudaAttentionKernel::Wgmma);
-    /// assert_eq!(CudaAttentionKernel::Auto.resolve((8, 0)), CudaAttentionKernel::MmaSync);
+    /// assert!(CudaAttentionKernel::WgmmaPairs.is_hopper());
+    /// assert!(!CudaAttentionKernel::MmaSync.is_hopper());
     /// ```
-    pub fn resolve(self, cc: (i32, i32)) -> CudaAttentionKernel {
+    pub fn is_hopper(self) -> bool {
+        matches!(
+            self,
+            CudaAttentionKernel::Wgmma | CudaAttentionKernel::WgmmaPairs
+        )
+    }
+
+    /// The concrete kernel `Auto` picks for `layout` and `head_dim` on a device of compute
+    /// capability `cc`; other choices are returned as they are. On 9.0 the pair kernel is picked
+    /// for head dim 64 when adjacent query tiles share most chunks (measured: 5–14% faster
+    /// there; at head dim 128 it was 2–8% slower, its 97 KB of shared memory per CTA and the
+    /// PV slices it cannot skip cost more than the shared loads save).
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_sparse_attn::{FixedConfig, cuda::{CudaAttentionKernel, CudaAttentionLayout}};
+    /// let dev = CudaDevice::new(0)?;
+    /// let layout = CudaAttentionLayout::new(&dev, &FixedConfig::new(4).make_layout(4096)?)?;
+    /// assert_eq!(CudaAttentionKernel::Auto.resolve((9, 0), &layout, 64), CudaAttentionKernel::WgmmaPairs);
+    /// assert_eq!(CudaAttentionKernel::Auto.resolve((9, 0), &layout, 128), CudaAttentionKernel::Wgmma);
+    /// assert_eq!(CudaAttentionKernel::Auto.resolve((8, 0), &layout, 64), CudaAttentionKernel::MmaSync);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resolve(
+        self,
+        cc: (i32, i32),
+        layout: &CudaAttentionLayout,
+        head_dim: usize,
+    ) -> CudaAttentionKernel {
         match self {
+            CudaAttentionKernel::Auto
+                if cc == (9, 0) && head_dim == 64 && layout.pair_sharing() <= 0.6 =>
+            {
+                CudaAttentionKernel::WgmmaPairs
+            }
             CudaAttentionKernel::Auto if cc == (9, 0) => CudaAttentionKernel::Wgmma,
             CudaAttentionKernel::Auto => CudaAttentionKernel::MmaSync,
             other => other,
@@ -674,6 +794,10 @@ fn kernel_name(kind: &str, type_name: &str, head_dim: usize) -> &'static str {
         ("fwd_sm90", "bf16", _) => "ltd_sparse_attn_fwd_sm90_bf16_d128",
         ("fwd_sm90", _, 64) => "ltd_sparse_attn_fwd_sm90_f16_d64",
         ("fwd_sm90", _, _) => "ltd_sparse_attn_fwd_sm90_f16_d128",
+        ("fwd_sm90_pair", "bf16", 64) => "ltd_sparse_attn_fwd_sm90_pair_bf16_d64",
+        ("fwd_sm90_pair", "bf16", _) => "ltd_sparse_attn_fwd_sm90_pair_bf16_d128",
+        ("fwd_sm90_pair", _, 64) => "ltd_sparse_attn_fwd_sm90_pair_f16_d64",
+        ("fwd_sm90_pair", _, _) => "ltd_sparse_attn_fwd_sm90_pair_f16_d128",
         ("bwd_sm90", "bf16", 64) => "ltd_sparse_attn_bwd_sm90_bf16_d64",
         ("bwd_sm90", "bf16", _) => "ltd_sparse_attn_bwd_sm90_bf16_d128",
         ("bwd_sm90", _, 64) => "ltd_sparse_attn_bwd_sm90_f16_d64",
@@ -766,17 +890,53 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
             "Wgmma only on compute capability 9.0 (use Auto or MmaSync)",
         ));
     }
-    // Both kernels use five 64 x D tiles (Q, two K and two V buffers); the Hopper kernel aligns
-    // them to 1 KB (its swizzled layout) and needs 1 KB of slack for that.
-    let (func, smem) = if options.kernel.resolve(cc) == CudaAttentionKernel::Wgmma {
-        let name = kernel_name("fwd_sm90", type_name, head_dim);
-        let func = dev.load_function("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, name)?;
-        (func, 5 * KERNEL_TILE * head_dim * 2 + 1024)
-    } else {
-        let name = kernel_name("fwd", type_name, head_dim);
-        let func = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, name)?;
-        (func, 5 * KERNEL_TILE * head_dim * 2)
-    };
+    // The sm_80 and single-tile Hopper kernels: one 64-row query tile per CTA of 128 threads,
+    // five 64 x D tiles (Q, two K and two V buffers). The pair kernel: a pair of query tiles per
+    // CTA of 256 threads (one warpgroup each) on the pair tables, six tiles (two Q). The Hopper
+    // kernels align their tiles to 1 KB (swizzled layout), so 1 KB of slack.
+    let kernel = options.kernel.resolve(cc, layout, head_dim);
+    let (func, smem, threads, item_rows, plan, cols, masks) =
+        if kernel == CudaAttentionKernel::WgmmaPairs {
+            let name = kernel_name("fwd_sm90_pair", type_name, head_dim);
+            let func = dev.load_function("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, name)?;
+            let smem = 6 * KERNEL_TILE * head_dim * 2 + 1024;
+            let tables = (&layout.fwd_pair_plan, &layout.pair_cols, &layout.pair_masks);
+            (
+                func,
+                smem,
+                256u32,
+                2 * KERNEL_TILE,
+                tables.0,
+                tables.1,
+                tables.2,
+            )
+        } else if kernel == CudaAttentionKernel::Wgmma {
+            let name = kernel_name("fwd_sm90", type_name, head_dim);
+            let func = dev.load_function("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, name)?;
+            let smem = 5 * KERNEL_TILE * head_dim * 2 + 1024;
+            (
+                func,
+                smem,
+                128u32,
+                KERNEL_TILE,
+                &layout.fwd_plan,
+                &layout.cols,
+                &layout.masks,
+            )
+        } else {
+            let name = kernel_name("fwd", type_name, head_dim);
+            let func = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, name)?;
+            let smem = 5 * KERNEL_TILE * head_dim * 2;
+            (
+                func,
+                smem,
+                128u32,
+                KERNEL_TILE,
+                &layout.fwd_plan,
+                &layout.cols,
+                &layout.masks,
+            )
+        };
     func.set_attribute(
         CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
         smem as i32,
@@ -785,10 +945,9 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         "raising the attention kernel's shared-memory limit",
     ))?;
     let stream = dev.stream();
-    let plan = &layout.fwd_plan;
     let items = plan.grid(batch)?;
-    // Partial outputs of the pieces of split rows (f32 [B, slots, 64, D] and [B, slots, 64]).
-    let parts = batch * plan.num_slots.max(1) * KERNEL_TILE;
+    // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots, rows]).
+    let parts = batch * plan.num_slots.max(1) * item_rows;
     let mut part_o = stream
         .alloc_zeros::<f32>(parts * head_dim)
         .map_err(cuda_err("allocating the partial outputs"))?;
@@ -801,8 +960,8 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     let (o_ptr, g4) = out.device_ptr_mut(stream);
     let (l_ptr, g5) = lse.device_ptr_mut(stream);
     let (rp_ptr, g6) = layout.row_ptr.device_ptr(stream);
-    let (c_ptr, g7) = layout.cols.device_ptr(stream);
-    let (m_ptr, g8) = layout.masks.device_ptr(stream);
+    let (c_ptr, g7) = cols.device_ptr(stream);
+    let (m_ptr, g8) = masks.device_ptr(stream);
     let (wi_ptr, g9) = plan.items.device_ptr(stream);
     let (ws_ptr, g10) = plan.slots.device_ptr(stream);
     let (sr_ptr, g11) = plan.split.device_ptr(stream);
@@ -835,10 +994,11 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         num_split: plan.num_split as i64,
         scale_log2: scale * std::f32::consts::LOG2_E,
         causal: i32::from(options.causal),
+        item_rows: item_rows as i32,
     };
     let cfg = LaunchConfig {
         grid_dim: (items, 1, 1),
-        block_dim: (128, 1, 1),
+        block_dim: (threads, 1, 1),
         shared_mem_bytes: smem as u32,
     };
     let mut launch = stream.launch_builder(&func);
@@ -847,9 +1007,11 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // exactly B*H*L*D elements and lse B*H*L (checked above); the kernel reads rows < L only
     // (cp.async zero-fills the rest) and writes rows < L only; the tables were built for this
     // layout, whose padded length covers L (checked: ceil(L / block) blocks), so every chunk
-    // index is below ceil(L_padded / 64); the work items are CSR ranges of these tables with
-    // head < H and query tile < num_qtiles, their slots are below num_slots, and the partial
-    // buffers hold B * max(num_slots, 1) * 64 rows; the grid is num_items * B (checked to fit);
+    // index is below ceil(L_padded / 64); the work items are ranges of these tables (the pair
+    // tables for the Hopper kernel) with head < H and query tile < num_qtiles (pair <
+    // ceil(num_qtiles / 2); the second tile of an odd last pair has rows >= L only, masked out
+    // by its zero mask half and never stored), their slots are below num_slots, and the partial
+    // buffers hold B * max(num_slots, 1) * item_rows rows; the grid is num_items * B (checked);
     // the key-padding mask has B*L elements and the bias B*H*L*L (checked by check_call), read
     // only at query and key positions < L; the dynamic shared memory is the 5 tiles of 64 x D
     // the kernel uses (plus the Hopper kernel's 1 KB alignment slack); the Hopper kernel is
@@ -1015,7 +1177,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         ));
     }
     // The Hopper backward has no bias path: with a bias (or dbias) the sm_80 kernel runs.
-    let hopper = options.kernel.resolve(cc) == CudaAttentionKernel::Wgmma && !with_bias;
+    let hopper = options.kernel.resolve(cc, layout, head_dim).is_hopper() && !with_bias;
     let main = if hopper {
         dev.load_function(
             "sparse_attn_sm90a",

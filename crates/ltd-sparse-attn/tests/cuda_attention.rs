@@ -35,6 +35,19 @@ fn gpu() -> Option<CudaDevice> {
     }
 }
 
+/// The kernel choices this device runs (all four on an H100).
+fn kernels(dev: &CudaDevice) -> Vec<CudaAttentionKernel> {
+    [
+        CudaAttentionKernel::MmaSync,
+        CudaAttentionKernel::Auto,
+        CudaAttentionKernel::Wgmma,
+        CudaAttentionKernel::WgmmaPairs,
+    ]
+    .into_iter()
+    .filter(|k| k.runs_on(dev.compute_capability()))
+    .collect()
+}
+
 fn make_layout(family: u8, heads: usize, block: usize, seq: usize, uni: bool, seed: u64) -> Layout {
     let dir = if uni {
         Direction::Unidirectional
@@ -196,7 +209,7 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
         "{:?} B{batch} H{heads} L{seq} D{d} block {} causal {causal} kpm {with_kpm} bias {with_bias} kernel {:?}",
         T::DTYPE,
         layout.block(),
-        kernel.resolve(dev.compute_capability())
+        kernel.resolve(dev.compute_capability(), &gpu_layout, d)
     );
     for (i, (g, e)) in got.iter().zip(&expected.out).enumerate() {
         let (g, e) = (g.to_f32() as f64, RefElement::to_f64(*e));
@@ -293,13 +306,19 @@ proptest! {
         seq_blocks in 1usize..6, ragged in 0usize..16, batch in 1usize..3, heads in 1usize..4,
         d in prop_oneof![Just(64usize), Just(128)], causal in any::<bool>(), uni in any::<bool>(),
         kpm in any::<bool>(), bias in any::<bool>(), bf in any::<bool>(), seed in any::<u64>(),
-        sm80 in any::<bool>(),
+        which in 0usize..4,
     ) {
         let Some(dev) = gpu() else { return Ok(()) };
         let seq = (seq_blocks * block).saturating_sub(ragged).max(1);
         let layout = make_layout(family, heads, block, seq, uni, seed);
-        // Auto is the Hopper kernel on an H100: both families get half the cases there.
-        let kernel = if sm80 { CudaAttentionKernel::MmaSync } else { CudaAttentionKernel::Auto };
+        // Every kernel the device runs gets a share of the cases (the Hopper ones on an H100).
+        let kernel = [
+            CudaAttentionKernel::MmaSync,
+            CudaAttentionKernel::Auto,
+            CudaAttentionKernel::Wgmma,
+            CudaAttentionKernel::WgmmaPairs,
+        ][which];
+        let kernel = if kernel.runs_on(dev.compute_capability()) { kernel } else { CudaAttentionKernel::Auto };
         if bf {
             check::<bf16>(&dev, &layout, batch, heads, seq, d, causal, kpm, bias, seed, kernel);
         } else {
@@ -312,7 +331,7 @@ proptest! {
 fn gpu_fused_forward_long_sequence() {
     // Many chunks per query tile (online softmax across chunks), block 16 and 128.
     let Some(dev) = gpu() else { return };
-    for kernel in [CudaAttentionKernel::MmaSync, CudaAttentionKernel::Auto] {
+    for kernel in kernels(&dev) {
         for (block, family, d) in [(16, 0u8, 64), (128, 2, 128), (64, 1, 64), (32, 3, 128)] {
             let layout = make_layout(family, 2, block, 1000, false, 3);
             check::<bf16>(
@@ -349,8 +368,8 @@ fn gpu_fully_masked_rows_are_zero() {
     let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
     let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
     let mut lse = dev.upload(&[f32::NAN; 40]).unwrap();
-    // Both forward kernels; the last (Auto) leaves out/lse for the backward below.
-    for kernel in [CudaAttentionKernel::MmaSync, CudaAttentionKernel::Auto] {
+    // Every kernel; the backward below recomputes the forward with Auto.
+    for kernel in kernels(&dev) {
         let opts = CudaAttentionOptions {
             key_padding_mask: Some(&kpm),
             kernel,
@@ -503,14 +522,18 @@ fn work_plans_cover_every_row_and_column_exactly_once() {
         for family in 0u8..5 {
             let layout = make_layout(family, 3, block, 2000, family % 2 == 1, 5);
             let t = CoarseTables::new(&layout);
-            for (max_chunks, backward) in [1usize, 2, 3, 7, 16, 1000]
+            for (max_chunks, which) in [1usize, 2, 3, 7, 16, 1000]
                 .into_iter()
-                .flat_map(|m| [(m, false), (m, true)])
+                .flat_map(|m| [(m, 0), (m, 1), (m, 2)])
             {
-                let (plan, ptr) = if backward {
-                    (t.backward_plan(max_chunks), &t.col_ptr)
-                } else {
-                    (t.forward_plan(max_chunks), &t.row_ptr)
+                let (plan, ptr, per_head) = match which {
+                    0 => (t.forward_plan(max_chunks), &t.row_ptr, t.num_qtiles),
+                    1 => (t.backward_plan(max_chunks), &t.col_ptr, t.num_qtiles),
+                    _ => (
+                        t.forward_pair_plan(max_chunks),
+                        &t.pair_ptr,
+                        t.num_qtiles.div_ceil(2),
+                    ),
                 };
                 assert_eq!(plan.items.len(), plan.slots.len());
                 let lens: Vec<i32> = plan.items.iter().map(|i| i[3] - i[2]).collect();
@@ -525,8 +548,8 @@ fn work_plans_cover_every_row_and_column_exactly_once() {
                 }
                 assert!(slot_seen.iter().all(|&x| x));
                 for h in 0..t.heads {
-                    for qt in 0..t.num_qtiles {
-                        let idx = h * t.num_qtiles + qt;
+                    for qt in 0..per_head {
+                        let idx = h * per_head + qt;
                         let (first, end) = (ptr[idx], ptr[idx + 1]);
                         let mut mine: Vec<(i32, i32, i32)> = plan
                             .items
@@ -573,8 +596,9 @@ fn gpu_split_rows_match_whole_rows() {
     let t = CoarseTables::new(&layout);
     let limit = t.split_chunks(dev.sm_count());
     assert!(!t.forward_plan(limit).split.is_empty());
+    assert!(!t.forward_pair_plan(limit).split.is_empty());
     assert!(!t.backward_plan(limit).split.is_empty());
-    for kernel in [CudaAttentionKernel::MmaSync, CudaAttentionKernel::Auto] {
+    for kernel in kernels(&dev) {
         check::<bf16>(
             &dev, &layout, 2, 2, 1200, 64, false, true, false, 11, kernel,
         );
@@ -591,6 +615,28 @@ fn coarse_tables_cover_exactly_the_layout() {
         for family in 0u8..5 {
             let layout = make_layout(family, 3, block, 700, family % 2 == 0, 9);
             let t = CoarseTables::new(&layout);
+            // Pair tables: the sorted union of the two tiles' chunks, each tile's mask in its half.
+            let pairs = t.num_qtiles.div_ceil(2);
+            assert_eq!(t.pair_ptr.len(), t.heads * pairs + 1);
+            for h in 0..t.heads {
+                for pair in 0..pairs {
+                    let mut want: std::collections::BTreeMap<i32, u32> = Default::default();
+                    for (half, qt) in [(0, 2 * pair), (1, 2 * pair + 1)] {
+                        if qt < t.num_qtiles {
+                            let i = h * t.num_qtiles + qt;
+                            for e in t.row_ptr[i] as usize..t.row_ptr[i + 1] as usize {
+                                *want.entry(t.cols[e]).or_default() |=
+                                    (t.masks[e] as u32) << (16 * half);
+                            }
+                        }
+                    }
+                    let i = h * pairs + pair;
+                    let got: Vec<(i32, u32)> = (t.pair_ptr[i] as usize..t.pair_ptr[i + 1] as usize)
+                        .map(|e| (t.pair_cols[e], t.pair_masks[e] as u32))
+                        .collect();
+                    assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+                }
+            }
             let nsub = layout.padded_len() / 16;
             let mut seen = vec![false; 3 * nsub * nsub];
             for h in 0..3 {
@@ -787,27 +833,30 @@ fn gpu_wgmma_kernel_only_where_it_runs() {
     };
     let x = dev.upload(&vec![bf16::ONE; shape.qkv_len()]).unwrap();
     let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
-    let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
-    let mut lse = dev.upload(&[f32::NAN; 64]).unwrap();
-    let opts = CudaAttentionOptions::<bf16> {
-        kernel: CudaAttentionKernel::Wgmma,
-        ..Default::default()
-    };
-    let r = attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &opts, &mut out, &mut lse);
-    if dev.compute_capability() == (9, 0) {
-        r.unwrap();
-        // Every key equals every query: the output is v = 1 everywhere.
-        assert!(
-            dev.download(&out)
-                .unwrap()
-                .iter()
-                .all(|v| v.to_f32() == 1.0)
-        );
-    } else {
-        let e = r.unwrap_err();
-        assert!(
-            matches!(e, SparseAttnError::InvalidArgument { ref what, .. } if what == "kernel"),
-            "{e}"
-        );
+    for kernel in [CudaAttentionKernel::Wgmma, CudaAttentionKernel::WgmmaPairs] {
+        let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
+        let mut lse = dev.upload(&[f32::NAN; 64]).unwrap();
+        let opts = CudaAttentionOptions::<bf16> {
+            kernel,
+            ..Default::default()
+        };
+        let r = attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &opts, &mut out, &mut lse);
+        if dev.compute_capability() == (9, 0) {
+            r.unwrap();
+            // Every key equals every query: the output is v = 1 everywhere.
+            assert!(
+                dev.download(&out)
+                    .unwrap()
+                    .iter()
+                    .all(|v| v.to_f32() == 1.0),
+                "{kernel:?}"
+            );
+        } else {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(e, SparseAttnError::InvalidArgument { ref what, .. } if what == "kernel"),
+                "{e}"
+            );
+        }
     }
 }
