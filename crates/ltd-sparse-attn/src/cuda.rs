@@ -5,13 +5,18 @@
 //!
 //! The backward pass ([`attention_backward_cuda`]) gives dq, dk, dv and, with an additive bias,
 //! dbias. The block-sparse softmax primitive runs here too ([`softmax_forward_cuda`],
-//! [`softmax_backward_cuda`]); the sdd/dsd/dds matmuls are CPU-only so far. Not on the GPU yet (use the CPU path): f32 inputs and other head dims; each returns
-//! [`SparseAttnError::InvalidArgument`] naming what to do.
+//! [`softmax_backward_cuda`]); the sdd/dsd/dds matmuls are in [`crate::cuda_matmul`]. The fused
+//! kernels take fp16/bf16 with head dim 64 or 128; f32 inputs and other head dims return
+//! [`SparseAttnError::InvalidArgument`] pointing to the CPU path (or compose the primitives).
 //!
-//! The kernel works on a 64 x 64 coarsening of the layout (one MMA-sized tile of query rows
+//! The kernels work on a 64 x 64 coarsening of the layout (one MMA-sized tile of query rows
 //! and keys) with a 16-bit mask of the 16 x 16 sub-blocks in the layout, so small layout blocks
 //! still fill the tensor cores; [`CudaAttentionLayout`] builds and uploads those tables once
-//! per layout.
+//! per layout, with work plans that cut rows and columns much longer than the rest (global
+//! blocks) into pieces run in parallel. Two kernel families ([`CudaAttentionKernel`]):
+//! `mma.sync` (sm_80 and newer) and, on compute capability 9.0, warpgroup MMAs (`wgmma`), for
+//! the forward in a one-tile and a two-tile ("pair") variant; `Auto` picks per device, layout
+//! and head dim.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
