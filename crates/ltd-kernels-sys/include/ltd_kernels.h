@@ -173,9 +173,11 @@ typedef struct LtdMaskGatherParams {
  * rows with no chunk by an empty item. Items are ordered longest first.
  * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (num_items * B)
  * with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory
- * 5 * 64 * D * 2 bytes; item_rows = 64.
- * `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}` (sparse_attn.sm90a.cu, wgmma, compute
- * capability 9.0 only) work on pairs of query tiles: item_rows = 128, the "query tile" of an
+ * 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`
+ * (sparse_attn.sm90a.cu, wgmma, compute capability 9.0 only): the same, with dynamic shared
+ * memory (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 bytes.
+ * `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file) work on pairs of query
+ * tiles: item_rows = 128, the "query tile" of an
  * item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and
  * tile_cols / tile_masks are the pair tables (sorted union of both tiles' chunks; mask bits
  * 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; dynamic shared memory

@@ -185,7 +185,10 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const uint32_t sQ = ((raw + 1023u) & ~1023u) + wg * kTileBytes;  // this warpgroup's Q
     constexpr int kNT = PAIR ? 256 : 128;  // threads of the CTA
     const uint32_t sK = ((raw + 1023u) & ~1023u) + (PAIR ? 2 : 1) * kTileBytes;  // 2 buffers, shared
-    const uint32_t sV = sK + 2 * kTileBytes;                          // 2 buffers, shared
+    // D 128 single-tile: one V buffer (Q + 2 K + 1 V = 64 KB, 3 CTAs per SM instead of 2); V of
+    // the next chunk loads once PV of this one has retired, overlapped with the next S/softmax.
+    constexpr bool kOneV = D == 128 && !PAIR;
+    const uint32_t sV = sK + 2 * kTileBytes;  // 2 buffers (1 with kOneV), shared
 
     const ltd_attn::FwdWork work = ltd_attn::fwd_work(p);
     const int qt = PAIR ? 2 * work.qt + wg : work.qt, h = work.h, b = work.b, begin = work.begin, end = work.end;
@@ -207,7 +210,10 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     if (begin < end) {
         const long long k0 = (long long)cols[begin] * kTile;
         load_tile<T, D, kNT>(sK, K, k0, seq);
+        if constexpr (kOneV) cp_async_commit();  // groups: {Q, K(0)}, {V(0)}
         load_tile<T, D, kNT>(sV, V, k0, seq);
+    } else if constexpr (kOneV) {
+        cp_async_commit();
     }
     cp_async_commit();
 
@@ -223,7 +229,16 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 
     for (int it = begin; it < end; ++it) {
         const int buf = (it - begin) & 1;
-        if (it + 1 < end) {
+        if constexpr (kOneV) {
+            // Pending groups, oldest first: K(it), V(it), then K(it + 1) issued here.
+            if (it + 1 < end) {
+                load_tile<T, D, kNT>(sK + (buf ^ 1) * kTileBytes, K, (long long)cols[it + 1] * kTile, seq);
+                cp_async_commit();
+                cp_async_wait<2>();  // K(it)
+            } else {
+                cp_async_wait<1>();
+            }
+        } else if (it + 1 < end) {
             const long long k0n = (long long)cols[it + 1] * kTile;
             load_tile<T, D, kNT>(sK + (buf ^ 1) * kTileBytes, K, k0n, seq);
             load_tile<T, D, kNT>(sV + (buf ^ 1) * kTileBytes, V, k0n, seq);
@@ -239,7 +254,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         const unsigned tmask = PAIR ? ((unsigned)masks[it] >> (16 * wg)) & 0xFFFFu : (unsigned)masks[it];
         const unsigned bits = (tmask >> (4 * warp)) & 0xFu;  // this warp's 16 rows
         const uint32_t tK = sK + buf * kTileBytes;
-        const uint32_t tV = sV + buf * kTileBytes;
+        const uint32_t tV = sV + (kOneV ? 0 : buf) * kTileBytes;
         // S = Q K^T (the whole warpgroup, 64 x 64). Issued even when the chunk is only the
         // other tile's (then bits = colbits = 0: P = 0 and no PV): a wgmma under a branch makes
         // ptxas serialise all of them (C7520).
@@ -347,6 +362,12 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         // rows (P is 0 there); the pair kernel cannot: its mask half depends on the warpgroup
         // index, a branch ptxas cannot prove uniform, and it would serialise every wgmma (C7520).
         const unsigned colbits = (tmask | (tmask >> 4) | (tmask >> 8) | (tmask >> 12)) & 0xFu;
+        if constexpr (kOneV) {
+            if (it + 1 < end) cp_async_wait<1>();  // V(it); K(it + 1) may still be in flight
+            else cp_async_wait<0>();
+            fence_proxy_async();
+            __syncthreads();
+        }
         fence_regs(o);
         wg_fence();
 #pragma unroll
@@ -359,6 +380,10 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         wg_wait<0>();
         fence_regs(o);
         __syncthreads();  // the buffer is overwritten by the next iteration's prefetch
+        if constexpr (kOneV) {
+            if (it + 1 < end) load_tile<T, D, kNT>(sV, V, (long long)cols[it + 1] * kTile, seq);
+            cp_async_commit();  // V(it + 1), or an empty group
+        }
     }
     cp_async_wait<0>();
 
@@ -387,7 +412,7 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128, true)
 //   P^T = exp2(S^T * scale_log2 + kpm - lse), dS^T = P^T (dP^T - dvec)   (registers)
 //   dV += P^T dO, dK += dS^T Q         (wgmma, A from registers, B MN-major)
 //   dQ += scale * dS K                 (dS^T staged in shared memory [key][query]; wgmma with both
-//                                       operands MN-major; f32 atomics into dq_acc)
+//                                       operands MN-major; 16-byte f32 atomics into dq_acc)
 // =================================================================================================
 namespace {
 
@@ -570,15 +595,22 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         wg_commit();
         wg_wait<0>();
         fence_regs(dq);
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const long long q = q0 + warp * 16 + g + 8 * r;
-            if (q >= seq) continue;
+        // 16-byte atomics: lanes t and t ^ 1 swap halves so the even lane holds 4 consecutive
+        // columns of row g and the odd lane 4 of row g + 8 (half the atomic requests of float2).
+        {
+            const int odd = t & 1;
+            const long long q = q0 + warp * 16 + g + 8 * odd;
 #pragma unroll
             for (int i = 0; i < D / 8; ++i) {
-                const float a = dq[4 * i + 2 * r] * p.scale, c = dq[4 * i + 2 * r + 1] * p.scale;
-                if (a != 0.f || c != 0.f)
-                    atomicAdd(reinterpret_cast<float2*>(dq_acc + q * D + 8 * i + 2 * t), make_float2(a, c));
+                const float send0 = odd ? dq[4 * i + 0] : dq[4 * i + 2];
+                const float send1 = odd ? dq[4 * i + 1] : dq[4 * i + 3];
+                const float recv0 = __shfl_xor_sync(0xffffffffu, send0, 1);
+                const float recv1 = __shfl_xor_sync(0xffffffffu, send1, 1);
+                const float4 v = odd ? make_float4(recv0, recv1, dq[4 * i + 2], dq[4 * i + 3])
+                                     : make_float4(dq[4 * i + 0], dq[4 * i + 1], recv0, recv1);
+                if (q < seq && (v.x != 0.f || v.y != 0.f || v.z != 0.f || v.w != 0.f))
+                    atomicAdd(reinterpret_cast<float4*>(dq_acc + q * D + 8 * i + 4 * (t >> 1)),
+                              make_float4(v.x * p.scale, v.y * p.scale, v.z * p.scale, v.w * p.scale));
             }
         }
         __syncthreads();  // buffers and sdS are overwritten next iteration

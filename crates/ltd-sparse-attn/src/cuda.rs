@@ -896,9 +896,10 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         ));
     }
     // The sm_80 and single-tile Hopper kernels: one 64-row query tile per CTA of 128 threads,
-    // five 64 x D tiles (Q, two K and two V buffers). The pair kernel: a pair of query tiles per
-    // CTA of 256 threads (one warpgroup each) on the pair tables, six tiles (two Q). The Hopper
-    // kernels align their tiles to 1 KB (swizzled layout), so 1 KB of slack.
+    // five 64 x D tiles (Q, two K and two V buffers; the Hopper one has one V buffer at D 128).
+    // The pair kernel: a pair of query tiles per CTA of 256 threads (one warpgroup each) on the
+    // pair tables, six tiles (two Q). The Hopper kernels align their tiles to 1 KB (swizzled
+    // layout), so 1 KB of slack.
     let kernel = options.kernel.resolve(cc, layout, head_dim);
     let (func, smem, threads, item_rows, plan, cols, masks) =
         if kernel == CudaAttentionKernel::WgmmaPairs {
@@ -918,7 +919,9 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         } else if kernel == CudaAttentionKernel::Wgmma {
             let name = kernel_name("fwd_sm90", type_name, head_dim);
             let func = dev.load_function("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, name)?;
-            let smem = 5 * KERNEL_TILE * head_dim * 2 + 1024;
+            // At D 128 one V buffer (4 tiles: 3 CTAs per SM fit in shared memory).
+            let tiles = if head_dim == 128 { 4 } else { 5 };
+            let smem = tiles * KERNEL_TILE * head_dim * 2 + 1024;
             (
                 func,
                 smem,
@@ -1018,8 +1021,9 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // by its zero mask half and never stored), their slots are below num_slots, and the partial
     // buffers hold B * max(num_slots, 1) * item_rows rows; the grid is num_items * B (checked);
     // the key-padding mask has B*L elements and the bias B*H*L*L (checked by check_call), read
-    // only at query and key positions < L; the dynamic shared memory is the 5 tiles of 64 x D
-    // the kernel uses (plus the Hopper kernel's 1 KB alignment slack); the Hopper kernel is
+    // only at query and key positions < L; the dynamic shared memory is the tiles of 64 x D the
+    // chosen kernel carves (5; 4 for the single-tile Hopper kernel at D 128; 6 for the pair
+    // kernel; plus 1 KB of alignment slack for the Hopper kernels), and the Hopper kernels are
     // only chosen on a compute capability 9.0 device.
     unsafe { launch.launch(cfg) }.map_err(cuda_err("launching the sparse attention kernel"))?;
     if plan.num_split > 0 {
