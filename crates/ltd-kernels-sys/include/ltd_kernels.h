@@ -225,9 +225,10 @@ typedef struct LtdSparseAttnFwdParams {
  *       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse
  *       tables (tile_col_ptr / tile_rows / tile_col_masks, same bit meaning as the forward's),
  *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).
- *   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` (sparse_attn.sm90a.cu, compute capability
- *       9.0 only, no bias / dbias): the main kernel on warpgroup MMAs, same grid and work items,
- *       dynamic shared memory as above + 1024 bytes (alignment slack of its swizzled tiles).
+ *   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`
+ *       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs,
+ *       same grid and work items, dynamic shared memory as above + 1024 bytes (alignment slack
+ *       of its swizzled tiles).
  *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.
  * lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).
  * bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be

@@ -405,7 +405,7 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d64, __half, 64, true)
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128, true)
 
 // =================================================================================================
-// Backward on Hopper (no bias): one warpgroup per work item of the transposed tables (a 64-key
+// Backward on Hopper (`_bias_` variants: with bias / dbias): one warpgroup per work item of the transposed tables (a 64-key
 // chunk, or a piece of a long one), the same contract as `ltd_sparse_attn_bwd_*` in
 // sparse_attn.cu (LtdSparseAttnBwdParams). Per query tile of the chunk's column:
 //   S^T = K Q^T and dP^T = V dO^T      (wgmma, both operands K-major in shared memory)
@@ -416,7 +416,7 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128, true)
 // =================================================================================================
 namespace {
 
-template <typename T, int D>
+template <typename T, int D, bool BIAS>
 __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParams& p) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t raw = smem_addr(smem_raw);
@@ -450,6 +450,9 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const int* rows = reinterpret_cast<const int*>(p.tile_rows);
     const int* masks = reinterpret_cast<const int*>(p.tile_col_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
+    // BIAS: compiled in only for calls with a bias or dbias (it costs registers).
+    const T* bias = BIAS && p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
+    T* dbias = BIAS && p.dbias ? reinterpret_cast<T*>(p.dbias) + bh * seq * seq : nullptr;
     const long long k0 = (long long)kc * kTile;
     const long long key_g[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
     constexpr float kLog2e = 1.4426950408889634f;
@@ -543,9 +546,12 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
                 const int ql = 8 * j + 2 * t + (e & 1);
                 const float l2 = sLse[buf * kTile + ql];
                 const bool visible = on && ql < q_left && ql >= q_min[e >> 1] && l2 != -INFINITY;
-                const float pe = visible ? exp2f(st[4 * j + e] * p.scale_log2 + kpm_l2[e >> 1] - l2) : 0.f;
+                float logit = st[4 * j + e] * p.scale_log2 + kpm_l2[e >> 1] - l2;
+                if (BIAS && bias && visible) logit += (float)bias[(q0 + ql) * seq + key_g[e >> 1]] * kLog2e;
+                const float pe = visible ? exp2f(logit) : 0.f;
                 pv[e] = pe;
                 dsv[e] = pe * (dpt[4 * j + e] - sDvec[buf * kTile + ql]);
+                if (BIAS && dbias && visible) dbias[(q0 + ql) * seq + key_g[e >> 1]] = (T)dsv[e];
             }
             pf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(pv[0], pv[1]);
             pf[j >> 1][(j & 1) * 2 + 1] = ltd_attn::pack2<T>(pv[2], pv[3]);
@@ -651,9 +657,13 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 
 }  // namespace
 
-#define LTD_SPARSE_BWD_SM90(NAME, T, D) \
-    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnBwdParams p) { sparse_attn_bwd_sm90<T, D>(p); }
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d64, __nv_bfloat16, 64)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d128, __nv_bfloat16, 128)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d64, __half, 64)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d128, __half, 128)
+#define LTD_SPARSE_BWD_SM90(NAME, T, D, BIAS) \
+    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnBwdParams p) { sparse_attn_bwd_sm90<T, D, BIAS>(p); }
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d64, __nv_bfloat16, 64, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d128, __nv_bfloat16, 128, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d64, __half, 64, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d128, __half, 128, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d64, __nv_bfloat16, 64, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d128, __nv_bfloat16, 128, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d64, __half, 64, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d128, __half, 128, true)

@@ -588,8 +588,7 @@ pub struct CudaAttentionOptions<'a, T> {
     /// [`CudaAttentionGrads::dbias`]. Quadratic memory, as upstream's.
     pub bias: Option<&'a CudaSlice<T>>,
     /// Which kernel family runs, forward and backward ([`CudaAttentionKernel::Auto`] unless
-    /// you are comparing them). The Hopper backward has no bias path: with a bias the backward
-    /// uses the `mma.sync` kernel whatever this says.
+    /// you are comparing them).
     pub kernel: CudaAttentionKernel,
 }
 
@@ -807,6 +806,10 @@ fn kernel_name(kind: &str, type_name: &str, head_dim: usize) -> &'static str {
         ("bwd_sm90", "bf16", _) => "ltd_sparse_attn_bwd_sm90_bf16_d128",
         ("bwd_sm90", _, 64) => "ltd_sparse_attn_bwd_sm90_f16_d64",
         ("bwd_sm90", _, _) => "ltd_sparse_attn_bwd_sm90_f16_d128",
+        ("bwd_bias_sm90", "bf16", 64) => "ltd_sparse_attn_bwd_bias_sm90_bf16_d64",
+        ("bwd_bias_sm90", "bf16", _) => "ltd_sparse_attn_bwd_bias_sm90_bf16_d128",
+        ("bwd_bias_sm90", _, 64) => "ltd_sparse_attn_bwd_bias_sm90_f16_d64",
+        ("bwd_bias_sm90", _, _) => "ltd_sparse_attn_bwd_bias_sm90_f16_d128",
         ("fwd_combine", "bf16", 64) => "ltd_sparse_attn_fwd_combine_bf16_d64",
         ("fwd_combine", "bf16", _) => "ltd_sparse_attn_fwd_combine_bf16_d128",
         ("fwd_combine", _, 64) => "ltd_sparse_attn_fwd_combine_f16_d64",
@@ -1185,13 +1188,21 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
             "Wgmma only on compute capability 9.0 (use Auto or MmaSync)",
         ));
     }
-    // The Hopper backward has no bias path: with a bias (or dbias) the sm_80 kernel runs.
-    let hopper = options.kernel.resolve(cc, layout, head_dim).is_hopper() && !with_bias;
+    // Both families have a variant with the bias code compiled in (it costs registers).
+    let hopper = options.kernel.resolve(cc, layout, head_dim).is_hopper();
     let main = if hopper {
         dev.load_function(
             "sparse_attn_sm90a",
             fatbin::SPARSE_ATTN_SM90A,
-            kernel_name("bwd_sm90", type_name, head_dim),
+            kernel_name(
+                if with_bias {
+                    "bwd_bias_sm90"
+                } else {
+                    "bwd_sm90"
+                },
+                type_name,
+                head_dim,
+            ),
         )?
     } else {
         dev.load_function(
