@@ -1,11 +1,13 @@
-// Fused flash-style block-sparse attention forward for Hopper (sm_90a only): the same contract
-// as `ltd_sparse_attn_fwd_*` in sparse_attn.cu (LtdSparseAttnFwdParams), with the two products on
-// warpgroup MMAs (wgmma.mma_async). Two variants: one warpgroup (128 threads) per 64-row query
-// tile, or (`_pair_`, on the pair tables) two warpgroups (256 threads) per pair of adjacent query
-// tiles sharing every K/V chunk load, for layouts whose adjacent tiles mostly use the same chunks. S = Q K^T is an m64n64k16 wgmma with both operands in
-// shared memory (K-major, 128-byte swizzle); P stays in registers (the accumulator layout is the
-// A-fragment layout) and O += P V is an m64nDk16 wgmma with V read MN-major from shared memory.
-// K/V chunks are double-buffered with cp.async; a proxy fence makes them visible to wgmma.
+// Fused flash-style block-sparse attention on Hopper (sm_90a only), forward and backward: the
+// same contracts as sparse_attn.cu (LtdSparseAttnFwdParams / LtdSparseAttnBwdParams), with the
+// products on warpgroup MMAs (wgmma.mma_async). Forward, two variants: one warpgroup (128
+// threads) per 64-row query tile, or (`_pair_`, on the pair tables) two warpgroups (256 threads)
+// per pair of adjacent query tiles sharing every K/V chunk load, for layouts whose adjacent tiles
+// mostly use the same chunks. S = Q K^T is an m64n64k16 wgmma with both operands in shared memory
+// (K-major, 128-byte swizzle); P stays in registers (the accumulator layout is the A-fragment
+// layout) and O += P V is an m64nDk16 wgmma with V read MN-major from shared memory. K/V chunks
+// are double-buffered with cp.async (one V buffer for the single-tile kernel at D 128, so three
+// CTAs fit per SM); a proxy fence makes them visible to wgmma. The backward is further below.
 #include <stdint.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
