@@ -660,7 +660,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 }  // namespace
 
 #define LTD_SPARSE_BWD_SM90(NAME, T, D, BIAS) \
-    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnBwdParams p) { sparse_attn_bwd_sm90<T, D, BIAS>(p); }
+    extern "C" __global__ void __launch_bounds__(kThreads, D == 64 && !BIAS ? 3 : 1) NAME(const LtdSparseAttnBwdParams p) { sparse_attn_bwd_sm90<T, D, BIAS>(p); }
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d64, __nv_bfloat16, 64, false)
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d128, __nv_bfloat16, 128, false)
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d64, __half, 64, false)
