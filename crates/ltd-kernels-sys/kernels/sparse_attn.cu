@@ -367,11 +367,8 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
     float* sLse = reinterpret_cast<float*>(sdS + kTile * kTile);  // 2 x 64, log2 domain
     float* sDvec = sLse + 2 * kTile;                               // 2 x 64
 
-    const long long item = blockIdx.x / p.batch;
-    const int b = (int)(blockIdx.x % p.batch);
-    const int* work = reinterpret_cast<const int*>(p.work_items) + item * 4;
-    const int h = work[0], kc = work[1], begin = work[2], end = work[3];
-    const int slot = reinterpret_cast<const int*>(p.work_slots)[item];
+    const ltd_attn::BwdWork work = ltd_attn::bwd_work(p);
+    const int h = work.h, kc = work.kc, begin = work.begin, end = work.end, b = work.b;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
@@ -573,36 +570,7 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
     }
     cp_async_wait<0>();
 
-    if (slot < 0) {
-        T* dK = reinterpret_cast<T*>(p.dk) + bh * seq * D;
-        T* dV = reinterpret_cast<T*>(p.dv) + bh * seq * D;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const long long key = key_g[r];
-            if (key >= seq) continue;
-#pragma unroll
-            for (int i = 0; i < D / 8; ++i) {
-                *reinterpret_cast<uint32_t*>(dK + key * D + 8 * i + 2 * t) =
-                    Elem<T>::pack(dk[i][2 * r] * p.scale, dk[i][2 * r + 1] * p.scale);
-                *reinterpret_cast<uint32_t*>(dV + key * D + 8 * i + 2 * t) = Elem<T>::pack(dv[i][2 * r], dv[i][2 * r + 1]);
-            }
-        }
-    } else {
-        // A piece of a long column: f32 partial sums, added up by the combine kernel.
-        const long long part = ((long long)b * p.num_slots + slot) * kTile;
-        float* pk = reinterpret_cast<float*>(p.part_dk) + part * D;
-        float* pv = reinterpret_cast<float*>(p.part_dv) + part * D;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const int local = warp * 16 + g + 8 * r;
-#pragma unroll
-            for (int i = 0; i < D / 8; ++i) {
-                *reinterpret_cast<float2*>(pk + local * D + 8 * i + 2 * t) =
-                    make_float2(dk[i][2 * r] * p.scale, dk[i][2 * r + 1] * p.scale);
-                *reinterpret_cast<float2*>(pv + local * D + 8 * i + 2 * t) = make_float2(dv[i][2 * r], dv[i][2 * r + 1]);
-            }
-        }
-    }
+    ltd_attn::bwd_store<T, D>(p, work, warp, g, t, reinterpret_cast<const float(&)[D / 2]>(dk), reinterpret_cast<const float(&)[D / 2]>(dv));
 }
 
 // Sums the pieces of a split key column into dk / dv (keys < seq).

@@ -1,6 +1,6 @@
-// Pieces shared by the two block-sparse attention forward kernels (sparse_attn.cu for sm_80+,
-// sparse_attn.sm90a.cu for Hopper): work-item decoding and the output store. Contract:
-// include/ltd_kernels.h (LtdSparseAttnFwdParams).
+// Pieces shared by the block-sparse attention kernels (sparse_attn.cu for sm_80+,
+// sparse_attn.sm90a.cu for Hopper): work-item decoding and the output stores of the forward and
+// the backward. Contract: include/ltd_kernels.h (LtdSparseAttnFwdParams, LtdSparseAttnBwdParams).
 #pragma once
 #include <stdint.h>
 #include <cuda_bf16.h>
@@ -69,6 +69,64 @@ __device__ __forceinline__ void fwd_store(const LtdSparseAttnFwdParams& p, const
             for (int i = 0; i < D / 8; ++i)
                 *reinterpret_cast<float2*>(O + 8 * i + 2 * t) = make_float2(o[4 * i + 2 * r] * inv, o[4 * i + 2 * r + 1] * inv);
             if (t == 0) reinterpret_cast<float*>(p.part_lse)[part] = lse;
+        }
+    }
+}
+
+// One CTA's share of the backward: query tiles tile_rows[begin..end) of key chunk kc of head h
+// for batch row b; slot >= 0 when it is a piece of a split key column (partial dK/dV).
+struct BwdWork {
+    int h, kc, begin, end, slot, b;
+};
+
+__device__ __forceinline__ BwdWork bwd_work(const LtdSparseAttnBwdParams& p) {
+    const long long item = blockIdx.x / p.batch;
+    const int* w = reinterpret_cast<const int*>(p.work_items) + item * 4;
+    BwdWork r;
+    r.h = w[0];
+    r.kc = w[1];
+    r.begin = w[2];
+    r.end = w[3];
+    r.slot = reinterpret_cast<const int*>(p.work_slots)[item];
+    r.b = (int)(blockIdx.x % p.batch);
+    return r;
+}
+
+// Stores dK (times the softmax scale) and dV of keys 16 warp + g (+8) of the chunk (same
+// accumulator layout as fwd_store): whole columns to dk / dv (keys < seq), pieces of a split
+// column as f32 partial sums (all 64 keys of the slot) for the combine kernel.
+template <typename T, int D>
+__device__ __forceinline__ void bwd_store(const LtdSparseAttnBwdParams& p, const BwdWork& w, int warp, int g, int t,
+                                          const float (&dk)[D / 2], const float (&dv)[D / 2]) {
+    const long long seq = p.seq;
+    const long long bh = (long long)w.b * p.heads + w.h;
+    if (w.slot < 0) {
+        T* dK = reinterpret_cast<T*>(p.dk) + bh * seq * D;
+        T* dV = reinterpret_cast<T*>(p.dv) + bh * seq * D;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const long long key = (long long)w.kc * 64 + warp * 16 + g + 8 * r;
+            if (key >= seq) continue;
+#pragma unroll
+            for (int i = 0; i < D / 8; ++i) {
+                *reinterpret_cast<uint32_t*>(dK + key * D + 8 * i + 2 * t) =
+                    pack2<T>(dk[4 * i + 2 * r] * p.scale, dk[4 * i + 2 * r + 1] * p.scale);
+                *reinterpret_cast<uint32_t*>(dV + key * D + 8 * i + 2 * t) = pack2<T>(dv[4 * i + 2 * r], dv[4 * i + 2 * r + 1]);
+            }
+        }
+    } else {
+        const long long part = ((long long)w.b * p.num_slots + w.slot) * 64;
+        float* pk = reinterpret_cast<float*>(p.part_dk) + part * D;
+        float* pv = reinterpret_cast<float*>(p.part_dv) + part * D;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int local = warp * 16 + g + 8 * r;
+#pragma unroll
+            for (int i = 0; i < D / 8; ++i) {
+                *reinterpret_cast<float2*>(pk + local * D + 8 * i + 2 * t) =
+                    make_float2(dk[4 * i + 2 * r] * p.scale, dk[4 * i + 2 * r + 1] * p.scale);
+                *reinterpret_cast<float2*>(pv + local * D + 8 * i + 2 * t) = make_float2(dv[4 * i + 2 * r], dv[4 * i + 2 * r + 1]);
+            }
         }
     }
 }
