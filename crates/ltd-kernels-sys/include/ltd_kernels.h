@@ -154,24 +154,24 @@ typedef struct LtdMaskGatherParams {
 /**
  * Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.
  * q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no
- * key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block:
- * for head h and query tile t (rows 64t..64t+63), tile_cols[tile_row_ptr[h*num_qtiles + t] ..
- * tile_row_ptr[h*num_qtiles + t + 1]) lists the active 64-key chunks, and tile_masks (same
- * index) has bit 4i+j set when the 16x16 sub-block (query rows 16i.., keys 16j..) of that
- * tile is in the layout. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.
+ * key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block: a
+ * CSR over (head, query tile t = rows 64t..64t+63) whose entries tile_cols list the active
+ * 64-key chunks of the row, and tile_masks (same index) has bit 4i+j set when the 16x16
+ * sub-block (query rows 16i.., keys 16j..) of that tile is in the layout; the kernels reach the
+ * entries through the work items below. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.
  * kpm: optional f32 [B, L] additive key-padding mask (0 = none). bias: optional additive bias
  * [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).
  * causal != 0 also hides keys after the query. Keys >= seq are always hidden.
  * scale_log2 = softmax scale * log2(e).
  *
- * Work items: work_items is int32 [num_items][4] = (head, query tile, first, end): the CTA walks
+ * Work items: work_items is int32 [items][4] = (head, query tile, first, end): the CTA walks
  * tile_cols[first..end) of that row, a whole row (it writes o and lse) or one piece of a row
  * split because it is much longer than the rest (global rows); a piece with slot s >= 0
  * (work_slots[item], int32, -1 = whole row) writes its normalised partial output to
  * part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D]) and its lse (natural log) to
  * part_lse[(b*num_slots + s)*item_rows ..] instead. Every (head, query tile) is covered by its items,
  * rows with no chunk by an empty item. Items are ordered longest first.
- * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (num_items * B)
+ * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (items * B)
  * with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory
  * 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`
  * (sparse_attn.sm90a.cu, wgmma, compute capability 9.0 only): the same, with dynamic shared
@@ -183,8 +183,8 @@ typedef struct LtdMaskGatherParams {
  * 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; dynamic shared memory
  * 6 * 64 * D * 2 + 1024 bytes; partial slots hold 128 rows.
  * `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:
- * split_rows is int32 [num_split][4] = (head, query tile or pair, first slot, slot count), each
- * covering item_rows rows; grid (num_split * B) with the same item/batch order, 128 threads.
+ * split_rows is int32 [split][4] = (head, query tile or pair, first slot, slot count), each
+ * covering item_rows rows; grid (split * B) with the same item/batch order, 128 threads.
  */
 typedef struct LtdSparseAttnFwdParams {
     ltd_devptr_t q;
@@ -192,7 +192,6 @@ typedef struct LtdSparseAttnFwdParams {
     ltd_devptr_t v;
     ltd_devptr_t o;
     ltd_devptr_t lse;
-    ltd_devptr_t tile_row_ptr;
     ltd_devptr_t tile_cols;
     ltd_devptr_t tile_masks;
     ltd_devptr_t kpm;
@@ -205,10 +204,7 @@ typedef struct LtdSparseAttnFwdParams {
     long long batch;
     long long heads;
     long long seq;
-    long long num_qtiles;
-    long long num_items;
     long long num_slots;
-    long long num_split;
     float scale_log2;
     int causal;
     int item_rows;
@@ -223,7 +219,7 @@ typedef struct LtdSparseAttnFwdParams {
  *       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a
  *       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +
  *       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse
- *       tables (tile_col_ptr / tile_rows / tile_col_masks, same bit meaning as the forward's),
+ *       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),
  *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).
  *   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`
  *       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs,
@@ -233,11 +229,11 @@ typedef struct LtdSparseAttnFwdParams {
  * lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).
  * bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be
  * zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.
- * Work items as in the forward, over key chunks: the main kernel's grid is (num_items * B),
+ * Work items as in the forward, over key chunks: the main kernel's grid is (items * B),
  * item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end)
  * over tile_rows; an item with work_slots[item] = s >= 0 writes f32 partial dK (scaled) / dV
  * rows to part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] instead of dk / dv, and
- * `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid num_split * B, 128 threads) sums
+ * `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid split * B, 128 threads) sums
  * the pieces of every split column (split_cols[i] = (head, key chunk, first slot, count)).
  */
 typedef struct LtdSparseAttnBwdParams {
@@ -252,7 +248,6 @@ typedef struct LtdSparseAttnBwdParams {
     ltd_devptr_t dq;
     ltd_devptr_t dk;
     ltd_devptr_t dv;
-    ltd_devptr_t tile_col_ptr;
     ltd_devptr_t tile_rows;
     ltd_devptr_t tile_col_masks;
     ltd_devptr_t kpm;
@@ -266,10 +261,7 @@ typedef struct LtdSparseAttnBwdParams {
     long long batch;
     long long heads;
     long long seq;
-    long long num_qtiles;
-    long long num_items;
     long long num_slots;
-    long long num_split;
     float scale;
     float scale_log2;
     int causal;

@@ -222,7 +222,7 @@ const _: () = {
     ["Offset of field: LtdMaskGatherParams::mask_col_stride"]
         [::std::mem::offset_of!(LtdMaskGatherParams, mask_col_stride) - 88usize];
 };
-#[doc = " Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.\n q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no\n key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block:\n for head h and query tile t (rows 64t..64t+63), tile_cols[tile_row_ptr[h*num_qtiles + t] ..\n tile_row_ptr[h*num_qtiles + t + 1]) lists the active 64-key chunks, and tile_masks (same\n index) has bit 4i+j set when the 16x16 sub-block (query rows 16i.., keys 16j..) of that\n tile is in the layout. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.\n kpm: optional f32 [B, L] additive key-padding mask (0 = none). bias: optional additive bias\n [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).\n causal != 0 also hides keys after the query. Keys >= seq are always hidden.\n scale_log2 = softmax scale * log2(e).\n\n Work items: work_items is int32 [num_items][4] = (head, query tile, first, end): the CTA walks\n tile_cols[first..end) of that row, a whole row (it writes o and lse) or one piece of a row\n split because it is much longer than the rest (global rows); a piece with slot s >= 0\n (work_slots[item], int32, -1 = whole row) writes its normalised partial output to\n part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D]) and its lse (natural log) to\n part_lse[(b*num_slots + s)*item_rows ..] instead. Every (head, query tile) is covered by its items,\n rows with no chunk by an empty item. Items are ordered longest first.\n Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (num_items * B)\n with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory\n 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`\n (sparse_attn.sm90a.cu, wgmma, compute capability 9.0 only): the same, with dynamic shared\n memory (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 bytes.\n `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file) work on pairs of query\n tiles: item_rows = 128, the \"query tile\" of an\n item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and\n tile_cols / tile_masks are the pair tables (sorted union of both tiles' chunks; mask bits\n 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; dynamic shared memory\n 6 * 64 * D * 2 + 1024 bytes; partial slots hold 128 rows.\n `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:\n split_rows is int32 [num_split][4] = (head, query tile or pair, first slot, slot count), each\n covering item_rows rows; grid (num_split * B) with the same item/batch order, 128 threads."]
+#[doc = " Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.\n q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no\n key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block: a\n CSR over (head, query tile t = rows 64t..64t+63) whose entries tile_cols list the active\n 64-key chunks of the row, and tile_masks (same index) has bit 4i+j set when the 16x16\n sub-block (query rows 16i.., keys 16j..) of that tile is in the layout; the kernels reach the\n entries through the work items below. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.\n kpm: optional f32 [B, L] additive key-padding mask (0 = none). bias: optional additive bias\n [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).\n causal != 0 also hides keys after the query. Keys >= seq are always hidden.\n scale_log2 = softmax scale * log2(e).\n\n Work items: work_items is int32 [items][4] = (head, query tile, first, end): the CTA walks\n tile_cols[first..end) of that row, a whole row (it writes o and lse) or one piece of a row\n split because it is much longer than the rest (global rows); a piece with slot s >= 0\n (work_slots[item], int32, -1 = whole row) writes its normalised partial output to\n part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D]) and its lse (natural log) to\n part_lse[(b*num_slots + s)*item_rows ..] instead. Every (head, query tile) is covered by its items,\n rows with no chunk by an empty item. Items are ordered longest first.\n Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (items * B)\n with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory\n 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`\n (sparse_attn.sm90a.cu, wgmma, compute capability 9.0 only): the same, with dynamic shared\n memory (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 bytes.\n `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file) work on pairs of query\n tiles: item_rows = 128, the \"query tile\" of an\n item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and\n tile_cols / tile_masks are the pair tables (sorted union of both tiles' chunks; mask bits\n 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; dynamic shared memory\n 6 * 64 * D * 2 + 1024 bytes; partial slots hold 128 rows.\n `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:\n split_rows is int32 [split][4] = (head, query tile or pair, first slot, slot count), each\n covering item_rows rows; grid (split * B) with the same item/batch order, 128 threads."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnFwdParams {
@@ -231,7 +231,6 @@ pub struct LtdSparseAttnFwdParams {
     pub v: ltd_devptr_t,
     pub o: ltd_devptr_t,
     pub lse: ltd_devptr_t,
-    pub tile_row_ptr: ltd_devptr_t,
     pub tile_cols: ltd_devptr_t,
     pub tile_masks: ltd_devptr_t,
     pub kpm: ltd_devptr_t,
@@ -244,17 +243,14 @@ pub struct LtdSparseAttnFwdParams {
     pub batch: ::std::os::raw::c_longlong,
     pub heads: ::std::os::raw::c_longlong,
     pub seq: ::std::os::raw::c_longlong,
-    pub num_qtiles: ::std::os::raw::c_longlong,
-    pub num_items: ::std::os::raw::c_longlong,
     pub num_slots: ::std::os::raw::c_longlong,
-    pub num_split: ::std::os::raw::c_longlong,
     pub scale_log2: f32,
     pub causal: ::std::os::raw::c_int,
     pub item_rows: ::std::os::raw::c_int,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdSparseAttnFwdParams"][::std::mem::size_of::<LtdSparseAttnFwdParams>() - 192usize];
+    ["Size of LtdSparseAttnFwdParams"][::std::mem::size_of::<LtdSparseAttnFwdParams>() - 160usize];
     ["Alignment of LtdSparseAttnFwdParams"]
         [::std::mem::align_of::<LtdSparseAttnFwdParams>() - 8usize];
     ["Offset of field: LtdSparseAttnFwdParams::q"]
@@ -267,48 +263,40 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, o) - 24usize];
     ["Offset of field: LtdSparseAttnFwdParams::lse"]
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, lse) - 32usize];
-    ["Offset of field: LtdSparseAttnFwdParams::tile_row_ptr"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, tile_row_ptr) - 40usize];
     ["Offset of field: LtdSparseAttnFwdParams::tile_cols"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, tile_cols) - 48usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, tile_cols) - 40usize];
     ["Offset of field: LtdSparseAttnFwdParams::tile_masks"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, tile_masks) - 56usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, tile_masks) - 48usize];
     ["Offset of field: LtdSparseAttnFwdParams::kpm"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, kpm) - 64usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, kpm) - 56usize];
     ["Offset of field: LtdSparseAttnFwdParams::bias"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, bias) - 72usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, bias) - 64usize];
     ["Offset of field: LtdSparseAttnFwdParams::work_items"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, work_items) - 80usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, work_items) - 72usize];
     ["Offset of field: LtdSparseAttnFwdParams::work_slots"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, work_slots) - 88usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, work_slots) - 80usize];
     ["Offset of field: LtdSparseAttnFwdParams::split_rows"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, split_rows) - 96usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, split_rows) - 88usize];
     ["Offset of field: LtdSparseAttnFwdParams::part_o"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, part_o) - 104usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, part_o) - 96usize];
     ["Offset of field: LtdSparseAttnFwdParams::part_lse"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, part_lse) - 112usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, part_lse) - 104usize];
     ["Offset of field: LtdSparseAttnFwdParams::batch"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, batch) - 120usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, batch) - 112usize];
     ["Offset of field: LtdSparseAttnFwdParams::heads"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, heads) - 128usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, heads) - 120usize];
     ["Offset of field: LtdSparseAttnFwdParams::seq"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, seq) - 136usize];
-    ["Offset of field: LtdSparseAttnFwdParams::num_qtiles"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_qtiles) - 144usize];
-    ["Offset of field: LtdSparseAttnFwdParams::num_items"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_items) - 152usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, seq) - 128usize];
     ["Offset of field: LtdSparseAttnFwdParams::num_slots"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_slots) - 160usize];
-    ["Offset of field: LtdSparseAttnFwdParams::num_split"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_split) - 168usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_slots) - 136usize];
     ["Offset of field: LtdSparseAttnFwdParams::scale_log2"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, scale_log2) - 176usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, scale_log2) - 144usize];
     ["Offset of field: LtdSparseAttnFwdParams::causal"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, causal) - 180usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, causal) - 148usize];
     ["Offset of field: LtdSparseAttnFwdParams::item_rows"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, item_rows) - 184usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, item_rows) - 152usize];
 };
-#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a\n       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_col_ptr / tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`\n       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs,\n       same grid and work items, dynamic shared memory as above + 1024 bytes (alignment slack\n       of its swizzled tiles).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.\n Work items as in the forward, over key chunks: the main kernel's grid is (num_items * B),\n item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end)\n over tile_rows; an item with work_slots[item] = s >= 0 writes f32 partial dK (scaled) / dV\n rows to part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] instead of dk / dv, and\n `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid num_split * B, 128 threads) sums\n the pieces of every split column (split_cols[i] = (head, key chunk, first slot, count))."]
+#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a\n       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`\n       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs,\n       same grid and work items, dynamic shared memory as above + 1024 bytes (alignment slack\n       of its swizzled tiles).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.\n Work items as in the forward, over key chunks: the main kernel's grid is (items * B),\n item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end)\n over tile_rows; an item with work_slots[item] = s >= 0 writes f32 partial dK (scaled) / dV\n rows to part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] instead of dk / dv, and\n `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid split * B, 128 threads) sums\n the pieces of every split column (split_cols[i] = (head, key chunk, first slot, count))."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnBwdParams {
@@ -323,7 +311,6 @@ pub struct LtdSparseAttnBwdParams {
     pub dq: ltd_devptr_t,
     pub dk: ltd_devptr_t,
     pub dv: ltd_devptr_t,
-    pub tile_col_ptr: ltd_devptr_t,
     pub tile_rows: ltd_devptr_t,
     pub tile_col_masks: ltd_devptr_t,
     pub kpm: ltd_devptr_t,
@@ -337,10 +324,7 @@ pub struct LtdSparseAttnBwdParams {
     pub batch: ::std::os::raw::c_longlong,
     pub heads: ::std::os::raw::c_longlong,
     pub seq: ::std::os::raw::c_longlong,
-    pub num_qtiles: ::std::os::raw::c_longlong,
-    pub num_items: ::std::os::raw::c_longlong,
     pub num_slots: ::std::os::raw::c_longlong,
-    pub num_split: ::std::os::raw::c_longlong,
     pub scale: f32,
     pub scale_log2: f32,
     pub causal: ::std::os::raw::c_int,
@@ -348,7 +332,7 @@ pub struct LtdSparseAttnBwdParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdSparseAttnBwdParams"][::std::mem::size_of::<LtdSparseAttnBwdParams>() - 248usize];
+    ["Size of LtdSparseAttnBwdParams"][::std::mem::size_of::<LtdSparseAttnBwdParams>() - 216usize];
     ["Alignment of LtdSparseAttnBwdParams"]
         [::std::mem::align_of::<LtdSparseAttnBwdParams>() - 8usize];
     ["Offset of field: LtdSparseAttnBwdParams::q"]
@@ -373,50 +357,42 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, dk) - 72usize];
     ["Offset of field: LtdSparseAttnBwdParams::dv"]
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, dv) - 80usize];
-    ["Offset of field: LtdSparseAttnBwdParams::tile_col_ptr"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_col_ptr) - 88usize];
     ["Offset of field: LtdSparseAttnBwdParams::tile_rows"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_rows) - 96usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_rows) - 88usize];
     ["Offset of field: LtdSparseAttnBwdParams::tile_col_masks"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_col_masks) - 104usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_col_masks) - 96usize];
     ["Offset of field: LtdSparseAttnBwdParams::kpm"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, kpm) - 112usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, kpm) - 104usize];
     ["Offset of field: LtdSparseAttnBwdParams::bias"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, bias) - 120usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, bias) - 112usize];
     ["Offset of field: LtdSparseAttnBwdParams::dbias"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dbias) - 128usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dbias) - 120usize];
     ["Offset of field: LtdSparseAttnBwdParams::work_items"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, work_items) - 136usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, work_items) - 128usize];
     ["Offset of field: LtdSparseAttnBwdParams::work_slots"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, work_slots) - 144usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, work_slots) - 136usize];
     ["Offset of field: LtdSparseAttnBwdParams::split_cols"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, split_cols) - 152usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, split_cols) - 144usize];
     ["Offset of field: LtdSparseAttnBwdParams::part_dk"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dk) - 160usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dk) - 152usize];
     ["Offset of field: LtdSparseAttnBwdParams::part_dv"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dv) - 168usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dv) - 160usize];
     ["Offset of field: LtdSparseAttnBwdParams::batch"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 176usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 168usize];
     ["Offset of field: LtdSparseAttnBwdParams::heads"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 184usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 176usize];
     ["Offset of field: LtdSparseAttnBwdParams::seq"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 192usize];
-    ["Offset of field: LtdSparseAttnBwdParams::num_qtiles"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_qtiles) - 200usize];
-    ["Offset of field: LtdSparseAttnBwdParams::num_items"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_items) - 208usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 184usize];
     ["Offset of field: LtdSparseAttnBwdParams::num_slots"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_slots) - 216usize];
-    ["Offset of field: LtdSparseAttnBwdParams::num_split"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_split) - 224usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_slots) - 192usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 232usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 200usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale_log2"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 236usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 204usize];
     ["Offset of field: LtdSparseAttnBwdParams::causal"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 240usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 208usize];
     ["Offset of field: LtdSparseAttnBwdParams::pad_"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 244usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 212usize];
 };
 #[doc = " Block-sparse softmax over the layout's active tiles (upstream's `Softmax`), forward and\n backward. Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order;\n row_offsets ([H * nb + 1]) / row_columns ([nnz]) are the layout's CSR (CSR position = tile).\n Forward (`ltd_sparse_softmax_fwd_{f32,f16,bf16}`): for query q = i*b + r and key = j*b + c,\n s = x * scale (+ rpe[z,h,q,key]) (+ kpm term [z,key]) (+ attn-mask term [q,key]); a term is\n the value (mode 0, add) or -inf where the value is 0 and 0 elsewhere (mode 1, mul); y =\n softmax over the row's active keys, 0 for a row with no finite score. rpe/kpm/am: input dtype,\n [Z,H,S,S] / [Z,S] / [S,S] with S = nb * b, 0 = none.\n Backward (`ltd_sparse_softmax_bwd_{...}`): dx = y * (dy - sum_row(y * dy)) * scale.\n Launch: one warp per (z, h, query row): grid ceil(Z*H*S / 4), 128 threads."]
 #[repr(C)]

@@ -331,12 +331,9 @@ pub struct CudaAttentionLayout {
     heads: usize,
     num_blocks: usize,
     block: usize,
-    num_qtiles: usize,
     active_tiles: usize,
-    row_ptr: CudaSlice<i32>,
     cols: CudaSlice<i32>,
     masks: CudaSlice<i32>,
-    col_ptr: CudaSlice<i32>,
     col_rows: CudaSlice<i32>,
     col_masks: CudaSlice<i32>,
     /// The layout's own CSR (per block-row: active tile columns; position = tile index), for the
@@ -351,6 +348,22 @@ pub struct CudaAttentionLayout {
     pair_cols: CudaSlice<i32>,
     pair_masks: CudaSlice<i32>,
     pair_tiles: usize,
+}
+
+/// A zeroed f32 buffer of `len` for the partial results of split rows or columns, or `None`
+/// when the plan splits nothing (the kernels then never touch it).
+fn partial_buffer(
+    stream: &Arc<cudarc::driver::CudaStream>,
+    plan: &GpuPlan,
+    len: usize,
+) -> Result<Option<CudaSlice<f32>>> {
+    if plan.num_slots == 0 {
+        return Ok(None);
+    }
+    stream
+        .alloc_zeros::<f32>(len)
+        .map(Some)
+        .map_err(cuda_err("allocating the partial results of split rows"))
 }
 
 /// A [`WorkPlan`] in GPU memory.
@@ -430,12 +443,9 @@ impl CudaAttentionLayout {
             heads: t.heads,
             num_blocks: layout.num_blocks(),
             block: layout.block(),
-            num_qtiles: t.num_qtiles,
             active_tiles: t.cols.len(),
-            row_ptr: dev.upload(&t.row_ptr)?,
             cols: dev.upload(&nonempty(&t.cols))?,
             masks: dev.upload(&nonempty(&t.masks))?,
-            col_ptr: dev.upload(&t.col_ptr)?,
             col_rows: dev.upload(&nonempty(&t.col_rows))?,
             col_masks: dev.upload(&nonempty(&t.col_masks))?,
             csr_offsets: dev.upload(layout.row_offsets())?,
@@ -786,53 +796,43 @@ fn check_call<T: Element>(
     Ok((type_name, scale))
 }
 
-/// `'static` kernel name from its parts (the names exist in `kernels/sparse_attn.cu` and, for
-/// `fwd_sm90`, `kernels/sparse_attn.sm90a.cu`).
-fn kernel_name(kind: &str, type_name: &str, head_dim: usize) -> &'static str {
-    match (kind, type_name, head_dim) {
-        ("fwd", "bf16", 64) => "ltd_sparse_attn_fwd_bf16_d64",
-        ("fwd", "bf16", _) => "ltd_sparse_attn_fwd_bf16_d128",
-        ("fwd", _, 64) => "ltd_sparse_attn_fwd_f16_d64",
-        ("fwd", _, _) => "ltd_sparse_attn_fwd_f16_d128",
-        ("fwd_sm90", "bf16", 64) => "ltd_sparse_attn_fwd_sm90_bf16_d64",
-        ("fwd_sm90", "bf16", _) => "ltd_sparse_attn_fwd_sm90_bf16_d128",
-        ("fwd_sm90", _, 64) => "ltd_sparse_attn_fwd_sm90_f16_d64",
-        ("fwd_sm90", _, _) => "ltd_sparse_attn_fwd_sm90_f16_d128",
-        ("fwd_sm90_pair", "bf16", 64) => "ltd_sparse_attn_fwd_sm90_pair_bf16_d64",
-        ("fwd_sm90_pair", "bf16", _) => "ltd_sparse_attn_fwd_sm90_pair_bf16_d128",
-        ("fwd_sm90_pair", _, 64) => "ltd_sparse_attn_fwd_sm90_pair_f16_d64",
-        ("fwd_sm90_pair", _, _) => "ltd_sparse_attn_fwd_sm90_pair_f16_d128",
-        ("bwd_sm90", "bf16", 64) => "ltd_sparse_attn_bwd_sm90_bf16_d64",
-        ("bwd_sm90", "bf16", _) => "ltd_sparse_attn_bwd_sm90_bf16_d128",
-        ("bwd_sm90", _, 64) => "ltd_sparse_attn_bwd_sm90_f16_d64",
-        ("bwd_sm90", _, _) => "ltd_sparse_attn_bwd_sm90_f16_d128",
-        ("bwd_bias_sm90", "bf16", 64) => "ltd_sparse_attn_bwd_bias_sm90_bf16_d64",
-        ("bwd_bias_sm90", "bf16", _) => "ltd_sparse_attn_bwd_bias_sm90_bf16_d128",
-        ("bwd_bias_sm90", _, 64) => "ltd_sparse_attn_bwd_bias_sm90_f16_d64",
-        ("bwd_bias_sm90", _, _) => "ltd_sparse_attn_bwd_bias_sm90_f16_d128",
-        ("fwd_combine", "bf16", 64) => "ltd_sparse_attn_fwd_combine_bf16_d64",
-        ("fwd_combine", "bf16", _) => "ltd_sparse_attn_fwd_combine_bf16_d128",
-        ("fwd_combine", _, 64) => "ltd_sparse_attn_fwd_combine_f16_d64",
-        ("fwd_combine", _, _) => "ltd_sparse_attn_fwd_combine_f16_d128",
-        ("bwd_combine", "bf16", 64) => "ltd_sparse_attn_bwd_combine_bf16_d64",
-        ("bwd_combine", "bf16", _) => "ltd_sparse_attn_bwd_combine_bf16_d128",
-        ("bwd_combine", _, 64) => "ltd_sparse_attn_bwd_combine_f16_d64",
-        ("bwd_combine", _, _) => "ltd_sparse_attn_bwd_combine_f16_d128",
-        ("bwd_pre", "bf16", 64) => "ltd_sparse_attn_bwd_pre_bf16_d64",
-        ("bwd_pre", "bf16", _) => "ltd_sparse_attn_bwd_pre_bf16_d128",
-        ("bwd_pre", _, 64) => "ltd_sparse_attn_bwd_pre_f16_d64",
-        ("bwd_pre", _, _) => "ltd_sparse_attn_bwd_pre_f16_d128",
-        ("bwd", "bf16", 64) => "ltd_sparse_attn_bwd_bf16_d64",
-        ("bwd", "bf16", _) => "ltd_sparse_attn_bwd_bf16_d128",
-        ("bwd", _, 64) => "ltd_sparse_attn_bwd_f16_d64",
-        ("bwd", _, _) => "ltd_sparse_attn_bwd_f16_d128",
-        ("bwd_bias", "bf16", 64) => "ltd_sparse_attn_bwd_bias_bf16_d64",
-        ("bwd_bias", "bf16", _) => "ltd_sparse_attn_bwd_bias_bf16_d128",
-        ("bwd_bias", _, 64) => "ltd_sparse_attn_bwd_bias_f16_d64",
-        ("bwd_bias", _, _) => "ltd_sparse_attn_bwd_bias_f16_d128",
-        (_, "bf16", _) => "ltd_sparse_attn_bwd_dq_bf16",
-        _ => "ltd_sparse_attn_bwd_dq_f16",
-    }
+/// Kernel entry points of one kind, by element type (bf16, f16) and head dim (64, 128); the
+/// names exist in `kernels/sparse_attn.cu` and, for the `*_sm90*` kinds,
+/// `kernels/sparse_attn.sm90a.cu`.
+type KernelNames = [[&'static str; 2]; 2];
+
+macro_rules! kernel_names {
+    ($prefix:literal) => {
+        [
+            [
+                concat!($prefix, "_bf16_d64"),
+                concat!($prefix, "_bf16_d128"),
+            ],
+            [concat!($prefix, "_f16_d64"), concat!($prefix, "_f16_d128")],
+        ]
+    };
+}
+
+const FWD: KernelNames = kernel_names!("ltd_sparse_attn_fwd");
+const FWD_SM90: KernelNames = kernel_names!("ltd_sparse_attn_fwd_sm90");
+const FWD_SM90_PAIR: KernelNames = kernel_names!("ltd_sparse_attn_fwd_sm90_pair");
+const FWD_COMBINE: KernelNames = kernel_names!("ltd_sparse_attn_fwd_combine");
+const BWD_PRE: KernelNames = kernel_names!("ltd_sparse_attn_bwd_pre");
+const BWD: KernelNames = kernel_names!("ltd_sparse_attn_bwd");
+const BWD_BIAS: KernelNames = kernel_names!("ltd_sparse_attn_bwd_bias");
+const BWD_SM90: KernelNames = kernel_names!("ltd_sparse_attn_bwd_sm90");
+const BWD_BIAS_SM90: KernelNames = kernel_names!("ltd_sparse_attn_bwd_bias_sm90");
+const BWD_COMBINE: KernelNames = kernel_names!("ltd_sparse_attn_bwd_combine");
+/// The dq conversion depends on the element type only.
+const BWD_DQ: KernelNames = [
+    ["ltd_sparse_attn_bwd_dq_bf16", "ltd_sparse_attn_bwd_dq_bf16"],
+    ["ltd_sparse_attn_bwd_dq_f16", "ltd_sparse_attn_bwd_dq_f16"],
+];
+
+/// The entry point of `names` for a call validated by `check_call` (`type_name` "bf16" or "f16",
+/// `head_dim` 64 or 128).
+fn kernel_name(names: &KernelNames, type_name: &str, head_dim: usize) -> &'static str {
+    names[usize::from(type_name != "bf16")][usize::from(head_dim != 64)]
 }
 
 /// Fused block-sparse attention forward on the GPU: writes `out` `[B, H, L, D]` and `lse`
@@ -906,7 +906,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     let kernel = options.kernel.resolve(cc, layout, head_dim);
     let (func, smem, threads, item_rows, plan, cols, masks) =
         if kernel == CudaAttentionKernel::WgmmaPairs {
-            let name = kernel_name("fwd_sm90_pair", type_name, head_dim);
+            let name = kernel_name(&FWD_SM90_PAIR, type_name, head_dim);
             let func = dev.load_function("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, name)?;
             let smem = 6 * KERNEL_TILE * head_dim * 2 + 1024;
             let tables = (&layout.fwd_pair_plan, &layout.pair_cols, &layout.pair_masks);
@@ -920,7 +920,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
                 tables.2,
             )
         } else if kernel == CudaAttentionKernel::Wgmma {
-            let name = kernel_name("fwd_sm90", type_name, head_dim);
+            let name = kernel_name(&FWD_SM90, type_name, head_dim);
             let func = dev.load_function("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, name)?;
             // At D 128 one V buffer (4 tiles: 3 CTAs per SM fit in shared memory).
             let tiles = if head_dim == 128 { 4 } else { 5 };
@@ -935,7 +935,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
                 &layout.masks,
             )
         } else {
-            let name = kernel_name("fwd", type_name, head_dim);
+            let name = kernel_name(&FWD, type_name, head_dim);
             let func = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, name)?;
             let smem = 5 * KERNEL_TILE * head_dim * 2;
             (
@@ -957,27 +957,23 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     ))?;
     let stream = dev.stream();
     let items = plan.grid(batch)?;
-    // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots, rows]).
-    let parts = batch * plan.num_slots.max(1) * item_rows;
-    let mut part_o = stream
-        .alloc_zeros::<f32>(parts * head_dim)
-        .map_err(cuda_err("allocating the partial outputs"))?;
-    let mut part_lse = stream
-        .alloc_zeros::<f32>(parts)
-        .map_err(cuda_err("allocating the partial outputs"))?;
+    // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots, rows]),
+    // only for layouts that have split rows.
+    let parts = batch * plan.num_slots * item_rows;
+    let mut part_o = partial_buffer(stream, plan, parts * head_dim)?;
+    let mut part_lse = partial_buffer(stream, plan, parts)?;
     let (q_ptr, g1) = q.device_ptr(stream);
     let (k_ptr, g2) = k.device_ptr(stream);
     let (v_ptr, g3) = v.device_ptr(stream);
     let (o_ptr, g4) = out.device_ptr_mut(stream);
     let (l_ptr, g5) = lse.device_ptr_mut(stream);
-    let (rp_ptr, g6) = layout.row_ptr.device_ptr(stream);
     let (c_ptr, g7) = cols.device_ptr(stream);
     let (m_ptr, g8) = masks.device_ptr(stream);
     let (wi_ptr, g9) = plan.items.device_ptr(stream);
     let (ws_ptr, g10) = plan.slots.device_ptr(stream);
     let (sr_ptr, g11) = plan.split.device_ptr(stream);
-    let (po_ptr, g12) = part_o.device_ptr_mut(stream);
-    let (pl_ptr, g13) = part_lse.device_ptr_mut(stream);
+    let po = part_o.as_mut().map(|b| b.device_ptr_mut(stream));
+    let pl = part_lse.as_mut().map(|b| b.device_ptr_mut(stream));
     let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
     let bias = options.bias.map(|m| m.device_ptr(stream));
     let params = LtdSparseAttnFwdParams {
@@ -986,7 +982,6 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         v: v_ptr,
         o: o_ptr,
         lse: l_ptr,
-        tile_row_ptr: rp_ptr,
         tile_cols: c_ptr,
         tile_masks: m_ptr,
         kpm: kpm.as_ref().map_or(0, |(p, _)| *p),
@@ -994,15 +989,12 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         work_items: wi_ptr,
         work_slots: ws_ptr,
         split_rows: sr_ptr,
-        part_o: po_ptr,
-        part_lse: pl_ptr,
+        part_o: po.as_ref().map_or(0, |(p, _)| *p),
+        part_lse: pl.as_ref().map_or(0, |(p, _)| *p),
         batch: batch as i64,
         heads: heads as i64,
         seq: seq_len as i64,
-        num_qtiles: layout.num_qtiles as i64,
-        num_items: plan.num_items as i64,
         num_slots: plan.num_slots as i64,
-        num_split: plan.num_split as i64,
         scale_log2: scale * std::f32::consts::LOG2_E,
         causal: i32::from(options.causal),
         item_rows: item_rows as i32,
@@ -1019,10 +1011,11 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // (cp.async zero-fills the rest) and writes rows < L only; the tables were built for this
     // layout, whose padded length covers L (checked: ceil(L / block) blocks), so every chunk
     // index is below ceil(L_padded / 64); the work items are ranges of these tables (the pair
-    // tables for the Hopper kernel) with head < H and query tile < num_qtiles (pair <
-    // ceil(num_qtiles / 2); the second tile of an odd last pair has rows >= L only, masked out
-    // by its zero mask half and never stored), their slots are below num_slots, and the partial
-    // buffers hold B * max(num_slots, 1) * item_rows rows; the grid is num_items * B (checked);
+    // tables for the Hopper kernel) with head < H and query tile < ceil(L_padded / 64) (pair
+    // below half that, rounded up; the second tile of an odd last pair has rows >= L only,
+    // masked out by its zero mask half and never stored); their slots are below num_slots and
+    // the partial buffers hold B * num_slots * item_rows rows (null, and never touched, when no
+    // item has a slot); the grid is items * B (checked);
     // the key-padding mask has B*L elements and the bias B*H*L*L (checked by check_call), read
     // only at query and key positions < L; the dynamic shared memory is the tiles of 64 x D the
     // chosen kernel carves (5; 4 for the single-tile Hopper kernel at D 128; 6 for the pair
@@ -1030,7 +1023,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // only chosen on a compute capability 9.0 device.
     unsafe { launch.launch(cfg) }.map_err(cuda_err("launching the sparse attention kernel"))?;
     if plan.num_split > 0 {
-        let name = kernel_name("fwd_combine", type_name, head_dim);
+        let name = kernel_name(&FWD_COMBINE, type_name, head_dim);
         let combine = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, name)?;
         let cfg = LaunchConfig {
             grid_dim: ((plan.num_split * batch) as u32, 1, 1),
@@ -1041,13 +1034,11 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         launch.arg(&params);
         // SAFETY: the same params; the combine reads the partial buffers the kernel above
         // wrote (same stream, so after it) at the slots of split_rows (below num_slots) and
-        // writes out/lse rows < L of those rows only; num_split * B <= num_items * B fits.
+        // writes out/lse rows < L of those rows only; split rows * B <= items * B fits.
         unsafe { launch.launch(cfg) }
             .map_err(cuda_err("launching the attention combine kernel"))?;
     }
-    drop((
-        g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, kpm, bias,
-    ));
+    drop((g1, g2, g3, g4, g5, g7, g8, g9, g10, g11, po, pl, kpm, bias));
     Ok(())
 }
 
@@ -1165,17 +1156,14 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let plan = &layout.bwd_plan;
     let items = plan.grid(batch)?;
     // Partial dK / dV of the pieces of split key columns (f32 [B, slots, 64, D] each).
-    let parts = batch * plan.num_slots.max(1) * KERNEL_TILE * head_dim;
-    let mut part_dk = stream
-        .alloc_zeros::<f32>(parts)
-        .map_err(cuda_err("allocating the partial gradients"))?;
-    let mut part_dv = stream
-        .alloc_zeros::<f32>(parts)
-        .map_err(cuda_err("allocating the partial gradients"))?;
+    // only for layouts that have split columns.
+    let parts = batch * plan.num_slots * KERNEL_TILE * head_dim;
+    let mut part_dk = partial_buffer(stream, plan, parts)?;
+    let mut part_dv = partial_buffer(stream, plan, parts)?;
     let pre = dev.load_function(
         "sparse_attn",
         fatbin::SPARSE_ATTN,
-        kernel_name("bwd_pre", type_name, head_dim),
+        kernel_name(&BWD_PRE, type_name, head_dim),
     )?;
     let cc = dev.compute_capability();
     if !options.kernel.runs_on(cc) {
@@ -1195,11 +1183,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
             "sparse_attn_sm90a",
             fatbin::SPARSE_ATTN_SM90A,
             kernel_name(
-                if with_bias {
-                    "bwd_bias_sm90"
-                } else {
-                    "bwd_sm90"
-                },
+                if with_bias { &BWD_BIAS_SM90 } else { &BWD_SM90 },
                 type_name,
                 head_dim,
             ),
@@ -1209,7 +1193,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
             "sparse_attn",
             fatbin::SPARSE_ATTN,
             kernel_name(
-                if with_bias { "bwd_bias" } else { "bwd" },
+                if with_bias { &BWD_BIAS } else { &BWD },
                 type_name,
                 head_dim,
             ),
@@ -1218,13 +1202,9 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let post = dev.load_function(
         "sparse_attn",
         fatbin::SPARSE_ATTN,
-        kernel_name("bwd_dq", type_name, head_dim),
+        kernel_name(&BWD_DQ, type_name, head_dim),
     )?;
-    let combine = dev.load_function(
-        "sparse_attn",
-        fatbin::SPARSE_ATTN,
-        kernel_name("bwd_combine", type_name, head_dim),
-    )?;
+
     // K, V, 2 Q and 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats (+ 1 KB of
     // alignment slack for the Hopper kernel's swizzled tiles).
     let smem = (6 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE) * 2
@@ -1249,14 +1229,13 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let (dq_ptr, g9) = grads.dq.device_ptr_mut(stream);
     let (dk_ptr, g10) = grads.dk.device_ptr_mut(stream);
     let (dv_ptr, g11) = grads.dv.device_ptr_mut(stream);
-    let (cp_ptr, g12) = layout.col_ptr.device_ptr(stream);
     let (cr_ptr, g13) = layout.col_rows.device_ptr(stream);
     let (cm_ptr, g14) = layout.col_masks.device_ptr(stream);
     let (wi_ptr, g15) = plan.items.device_ptr(stream);
     let (ws_ptr, g16) = plan.slots.device_ptr(stream);
     let (sc_ptr, g17) = plan.split.device_ptr(stream);
-    let (pk_ptr, g18) = part_dk.device_ptr_mut(stream);
-    let (pv_ptr, g19) = part_dv.device_ptr_mut(stream);
+    let pk = part_dk.as_mut().map(|b| b.device_ptr_mut(stream));
+    let pv = part_dv.as_mut().map(|b| b.device_ptr_mut(stream));
     let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
     let bias = options.bias.map(|m| m.device_ptr(stream));
     let db = dbias.as_mut().map(|m| m.device_ptr_mut(stream));
@@ -1272,7 +1251,6 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         dq: dq_ptr,
         dk: dk_ptr,
         dv: dv_ptr,
-        tile_col_ptr: cp_ptr,
         tile_rows: cr_ptr,
         tile_col_masks: cm_ptr,
         kpm: kpm.as_ref().map_or(0, |(p, _)| *p),
@@ -1281,15 +1259,12 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         work_items: wi_ptr,
         work_slots: ws_ptr,
         split_cols: sc_ptr,
-        part_dk: pk_ptr,
-        part_dv: pv_ptr,
+        part_dk: pk.as_ref().map_or(0, |(p, _)| *p),
+        part_dv: pv.as_ref().map_or(0, |(p, _)| *p),
         batch: batch as i64,
         heads: heads as i64,
         seq: seq_len as i64,
-        num_qtiles: layout.num_qtiles as i64,
-        num_items: plan.num_items as i64,
         num_slots: plan.num_slots as i64,
-        num_split: plan.num_split as i64,
         scale,
         scale_log2: scale * std::f32::consts::LOG2_E,
         causal: i32::from(options.causal),
@@ -1316,16 +1291,17 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // dim as a second i64). All [B,H,L,D] buffers hold exactly n elements and the row buffers
     // B*H*L (checked above and by check_call); the kernels touch rows < L only; the transposed
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
-    // index is below num_qtiles; dq_acc is zeroed before the main kernel adds into it; the three
+    // index is below ceil(L_padded / 64); dq_acc is zeroed before the main kernel adds into it; the three
     // launches are ordered on one stream; the dynamic shared memory is exactly what the main
     // kernel carves (K, V, 2 Q, 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats, and
     // for the Hopper kernel, chosen only on compute capability 9.0, 1 KB of alignment slack);
     // bias and dbias hold B*H*L*L elements (checked) and are touched only at positions < L,
-    // dbias zeroed above on the same stream. The main grid is num_items * B (checked to fit);
-    // its work items are ranges of the transposed tables with head < H and chunk < num_qtiles,
-    // their slots below num_slots, and the partial buffers hold B * max(num_slots, 1) * 64 * D
-    // floats; the combine (num_split * B <= the main grid) reads them after the main kernel on
-    // the same stream and writes dk/dv keys < L of the split columns only.
+    // dbias zeroed above on the same stream. The main grid is items * B (checked to fit); its
+    // work items are ranges of the transposed tables with head < H and chunk below
+    // ceil(L_padded / 64), their slots below num_slots, and the partial buffers hold
+    // B * num_slots * 64 * D floats (null, and never touched, when no item has a slot); the
+    // combine (split columns * B <= the main grid) reads them after the main kernel on the
+    // same stream and writes dk/dv keys < L of the split columns only.
     unsafe {
         let mut l = stream.launch_builder(&pre);
         l.arg(&params);
@@ -1340,6 +1316,11 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         l.launch(post_cfg)
             .map_err(cuda_err("launching the dq conversion"))?;
         if plan.num_split > 0 {
+            let combine = dev.load_function(
+                "sparse_attn",
+                fatbin::SPARSE_ATTN,
+                kernel_name(&BWD_COMBINE, type_name, head_dim),
+            )?;
             let cfg = LaunchConfig {
                 grid_dim: ((plan.num_split * batch) as u32, 1, 1),
                 block_dim: (128, 1, 1),
@@ -1352,7 +1333,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         }
     }
     drop((
-        g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g12, g13, g14, g15, g16, g17, g18, g19, kpm,
+        g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g13, g14, g15, g16, g17, pk, pv, kpm,
     ));
     Ok(())
 }
@@ -1613,4 +1594,51 @@ pub fn softmax_backward_cuda<T: Element + DeviceRepr>(
         .map_err(cuda_err("launching the block-sparse softmax backward"))?;
     drop((g1, g2, g3, g4, g5));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every entry point the launchers can ask for is in the fatbin they load it from (the
+    /// fatbin holds each kernel's name as a NUL-terminated symbol string).
+    #[test]
+    fn every_kernel_name_is_in_its_fatbin() {
+        let has = |image: &[u8], name: &str| {
+            let needle: Vec<u8> = name.bytes().chain([0]).collect();
+            image.windows(needle.len()).any(|w| w == needle.as_slice())
+        };
+        let sm80 = [
+            &FWD,
+            &FWD_COMBINE,
+            &BWD_PRE,
+            &BWD,
+            &BWD_BIAS,
+            &BWD_COMBINE,
+            &BWD_DQ,
+        ];
+        let sm90 = [&FWD_SM90, &FWD_SM90_PAIR, &BWD_SM90, &BWD_BIAS_SM90];
+        for (tables, image) in [
+            (&sm80[..], fatbin::SPARSE_ATTN),
+            (&sm90[..], fatbin::SPARSE_ATTN_SM90A),
+        ] {
+            for table in tables {
+                for ty in ["bf16", "f16"] {
+                    for d in [64, 128] {
+                        let name = kernel_name(table, ty, d);
+                        assert!(has(image, name), "{name} is not in its fatbin");
+                        assert!(name.contains(ty), "{name} for {ty}");
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            kernel_name(&FWD, "f16", 128),
+            "ltd_sparse_attn_fwd_f16_d128"
+        );
+        assert_eq!(
+            kernel_name(&BWD_DQ, "bf16", 128),
+            "ltd_sparse_attn_bwd_dq_bf16"
+        );
+    }
 }
