@@ -18,10 +18,6 @@ constexpr int kThreads = 128; // 4 warps x 16 query rows
 // ---- element traits --------------------------------------------------------------------------
 template <typename T> struct Elem;
 template <> struct Elem<__nv_bfloat16> {
-    static __device__ __forceinline__ uint32_t pack(float a, float b) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-        return *reinterpret_cast<uint32_t*>(&h);
-    }
     static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -29,10 +25,6 @@ template <> struct Elem<__nv_bfloat16> {
     }
 };
 template <> struct Elem<__half> {
-    static __device__ __forceinline__ uint32_t pack(float a, float b) {
-        __half2 h = __floats2half2_rn(a, b);
-        return *reinterpret_cast<uint32_t*>(&h);
-    }
     static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -47,17 +39,10 @@ __device__ __forceinline__ uint32_t swz(int row, int col) {  // element offset
     return row * D + chunk * 8 + (col & 7);
 }
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-    const int bytes = valid ? 16 : 0;  // 0: zero-fill (rows past the sequence end)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+using ltd_attn::cp_async16;
+using ltd_attn::cp_async_commit;
+using ltd_attn::cp_async_wait;
+using ltd_attn::smem_addr;
 
 // Loads rows [row0, row0 + 64) of a [seq][D] matrix into a swizzled tile; rows >= seq become 0.
 template <typename T, int D>
@@ -69,7 +54,7 @@ __device__ __forceinline__ void load_tile(T* tile, const T* __restrict__ base, l
         const long long g = row0 + row;
         const bool valid = g < seq;
         const T* src = base + (valid ? g : 0) * D + col;
-        cp_async16(tile + swz<D>(row, col), src, valid);
+        cp_async16(smem_addr(tile + swz<D>(row, col)), src, valid);
     }
 }
 
@@ -234,8 +219,8 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
                 }
                 rowsum[0] += p0 + p1;
                 rowsum[1] += p2 + p3;
-                pf[j >> 1][(j & 1) * 2 + 0] = Elem<T>::pack(p0, p1);
-                pf[j >> 1][(j & 1) * 2 + 1] = Elem<T>::pack(p2, p3);
+                pf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(p0, p1);
+                pf[j >> 1][(j & 1) * 2 + 1] = ltd_attn::pack2<T>(p2, p3);
             };
             if (bits == 0xFu) {
 #pragma unroll
@@ -498,10 +483,10 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
                     if (BIAS && dbias && visible) dbias[(q0 + ql) * seq + key_g[e >> 1]] = (T)dsv[e];
                 }
                 // st/dpt n-tile j covers queries 8j..8j+7: k-slice j/2, registers (j&1)*2 + row half.
-                pf[j >> 1][(j & 1) * 2 + 0] = Elem<T>::pack(pv[0], pv[1]);
-                pf[j >> 1][(j & 1) * 2 + 1] = Elem<T>::pack(pv[2], pv[3]);
-                dsf[j >> 1][(j & 1) * 2 + 0] = Elem<T>::pack(dsv[0], dsv[1]);
-                dsf[j >> 1][(j & 1) * 2 + 1] = Elem<T>::pack(dsv[2], dsv[3]);
+                pf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(pv[0], pv[1]);
+                pf[j >> 1][(j & 1) * 2 + 1] = ltd_attn::pack2<T>(pv[2], pv[3]);
+                dsf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(dsv[0], dsv[1]);
+                dsf[j >> 1][(j & 1) * 2 + 1] = ltd_attn::pack2<T>(dsv[2], dsv[3]);
             }
             // dV += P^T dO and dK += dS^T Q (k = queries).
 #pragma unroll

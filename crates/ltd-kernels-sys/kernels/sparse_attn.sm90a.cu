@@ -16,6 +16,11 @@
 
 namespace {
 
+using ltd_attn::cp_async16;
+using ltd_attn::cp_async_commit;
+using ltd_attn::cp_async_wait;
+using ltd_attn::smem_addr;
+
 constexpr int kTile = 64;      // query rows per CTA and keys per chunk
 constexpr int kThreads = 128;  // one warpgroup; warp w owns query rows 16w..16w+15
 
@@ -86,9 +91,6 @@ __device__ __forceinline__ void fence_regs(float (&r)[N]) {
 // cp.async writes through the generic proxy; wgmma reads through the async proxy.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 
 // Shared-memory matrix descriptor, 128-byte swizzle (PTX ISA "matrix descriptor format").
 __device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo_bytes, uint32_t sbo_bytes) {
@@ -114,13 +116,6 @@ __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int ks) {
     return make_desc(tile + ks * 2048, kBlockBytes, 1024);
 }
 
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-    const int bytes = valid ? 16 : 0;  // 0: zero-fill (rows past the sequence end)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // Loads rows [row0, row0 + 64) of a [seq][D] matrix into a tile with NT threads (tid = this
 // thread's index among them); rows >= seq become 0.
