@@ -21,7 +21,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use ltd_core::{CoreError, CudaDevice, DType, Element};
 use ltd_kernels_sys::{LtdSparseAttnFwdParams, fatbin};
@@ -904,57 +903,61 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // pair tables, six tiles (two Q). The Hopper kernels align their tiles to 1 KB (swizzled
     // layout), so 1 KB of slack.
     let kernel = options.kernel.resolve(cc, layout, head_dim);
-    let (func, smem, threads, item_rows, plan, cols, masks) =
-        if kernel == CudaAttentionKernel::WgmmaPairs {
-            let name = kernel_name(&FWD_SM90_PAIR, type_name, head_dim);
-            let func = dev.load_function("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, name)?;
-            let smem = 6 * KERNEL_TILE * head_dim * 2 + 1024;
-            let tables = (&layout.fwd_pair_plan, &layout.pair_cols, &layout.pair_masks);
-            (
-                func,
-                smem,
-                256u32,
-                2 * KERNEL_TILE,
-                tables.0,
-                tables.1,
-                tables.2,
-            )
-        } else if kernel == CudaAttentionKernel::Wgmma {
-            let name = kernel_name(&FWD_SM90, type_name, head_dim);
-            let func = dev.load_function("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, name)?;
-            // At D 128 one V buffer (4 tiles: 3 CTAs per SM fit in shared memory).
-            let tiles = if head_dim == 128 { 4 } else { 5 };
-            let smem = tiles * KERNEL_TILE * head_dim * 2 + 1024;
-            (
-                func,
-                smem,
-                128u32,
-                KERNEL_TILE,
-                &layout.fwd_plan,
-                &layout.cols,
-                &layout.masks,
-            )
-        } else {
-            let name = kernel_name(&FWD, type_name, head_dim);
-            let func = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, name)?;
-            let smem = 5 * KERNEL_TILE * head_dim * 2;
-            (
-                func,
-                smem,
-                128u32,
-                KERNEL_TILE,
-                &layout.fwd_plan,
-                &layout.cols,
-                &layout.masks,
-            )
-        };
-    func.set_attribute(
-        CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        smem as i32,
-    )
-    .map_err(cuda_err(
-        "raising the attention kernel's shared-memory limit",
-    ))?;
+    let (func, smem, threads, item_rows, plan, cols, masks) = if kernel
+        == CudaAttentionKernel::WgmmaPairs
+    {
+        let name = kernel_name(&FWD_SM90_PAIR, type_name, head_dim);
+        let smem = 6 * KERNEL_TILE * head_dim * 2 + 1024;
+        let func = dev.load_function_with_shared(
+            "sparse_attn_sm90a",
+            fatbin::SPARSE_ATTN_SM90A,
+            name,
+            smem,
+        )?;
+        let tables = (&layout.fwd_pair_plan, &layout.pair_cols, &layout.pair_masks);
+        (
+            func,
+            smem,
+            256u32,
+            2 * KERNEL_TILE,
+            tables.0,
+            tables.1,
+            tables.2,
+        )
+    } else if kernel == CudaAttentionKernel::Wgmma {
+        let name = kernel_name(&FWD_SM90, type_name, head_dim);
+        // At D 128 one V buffer (4 tiles: 3 CTAs per SM fit in shared memory).
+        let tiles = if head_dim == 128 { 4 } else { 5 };
+        let smem = tiles * KERNEL_TILE * head_dim * 2 + 1024;
+        let func = dev.load_function_with_shared(
+            "sparse_attn_sm90a",
+            fatbin::SPARSE_ATTN_SM90A,
+            name,
+            smem,
+        )?;
+        (
+            func,
+            smem,
+            128u32,
+            KERNEL_TILE,
+            &layout.fwd_plan,
+            &layout.cols,
+            &layout.masks,
+        )
+    } else {
+        let name = kernel_name(&FWD, type_name, head_dim);
+        let smem = 5 * KERNEL_TILE * head_dim * 2;
+        let func = dev.load_function_with_shared("sparse_attn", fatbin::SPARSE_ATTN, name, smem)?;
+        (
+            func,
+            smem,
+            128u32,
+            KERNEL_TILE,
+            &layout.fwd_plan,
+            &layout.cols,
+            &layout.masks,
+        )
+    };
     let stream = dev.stream();
     let items = plan.grid(batch)?;
     // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots, rows]),
@@ -1178,45 +1181,32 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     }
     // Both families have a variant with the bias code compiled in (it costs registers).
     let hopper = options.kernel.resolve(cc, layout, head_dim).is_hopper();
-    let main = if hopper {
-        dev.load_function(
-            "sparse_attn_sm90a",
-            fatbin::SPARSE_ATTN_SM90A,
-            kernel_name(
-                if with_bias { &BWD_BIAS_SM90 } else { &BWD_SM90 },
-                type_name,
-                head_dim,
-            ),
-        )?
-    } else {
-        dev.load_function(
-            "sparse_attn",
-            fatbin::SPARSE_ATTN,
-            kernel_name(
-                if with_bias { &BWD_BIAS } else { &BWD },
-                type_name,
-                head_dim,
-            ),
-        )?
-    };
-    let post = dev.load_function(
-        "sparse_attn",
-        fatbin::SPARSE_ATTN,
-        kernel_name(&BWD_DQ, type_name, head_dim),
-    )?;
-
     // K, V, 2 Q and 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats (+ 1 KB of
     // alignment slack for the Hopper kernel's swizzled tiles).
     let smem = (6 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE) * 2
         + 4 * KERNEL_TILE * 4
         + if hopper { 1024 } else { 0 };
-    main.set_attribute(
-        CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        smem as i32,
-    )
-    .map_err(cuda_err(
-        "raising the attention backward kernel's shared-memory limit",
-    ))?;
+    let (module, image, names) = match (hopper, with_bias) {
+        (true, true) => (
+            "sparse_attn_sm90a",
+            fatbin::SPARSE_ATTN_SM90A,
+            &BWD_BIAS_SM90,
+        ),
+        (true, false) => ("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, &BWD_SM90),
+        (false, true) => ("sparse_attn", fatbin::SPARSE_ATTN, &BWD_BIAS),
+        (false, false) => ("sparse_attn", fatbin::SPARSE_ATTN, &BWD),
+    };
+    let main = dev.load_function_with_shared(
+        module,
+        image,
+        kernel_name(names, type_name, head_dim),
+        smem,
+    )?;
+    let post = dev.load_function(
+        "sparse_attn",
+        fatbin::SPARSE_ATTN,
+        kernel_name(&BWD_DQ, type_name, head_dim),
+    )?;
 
     let (q_ptr, g1) = q.device_ptr(stream);
     let (k_ptr, g2) = k.device_ptr(stream);

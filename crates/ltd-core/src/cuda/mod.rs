@@ -46,6 +46,8 @@ struct Inner {
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     /// Entry points already looked up, so a launch costs no driver call to find its kernel.
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
+    /// The dynamic shared-memory limit already raised per entry point (bytes).
+    shared_limits: Mutex<HashMap<(&'static str, &'static str), usize>>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -133,6 +135,7 @@ impl CudaDevice {
                 stream,
                 modules: Mutex::new(HashMap::new()),
                 functions: Mutex::new(HashMap::new()),
+                shared_limits: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -345,6 +348,55 @@ impl CudaDevice {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, f.clone());
+        Ok(f)
+    }
+
+    /// [`load_function`](Self::load_function), and the entry point may use `bytes` of dynamic
+    /// shared memory per block: the driver's limit is raised the first time a call needs more
+    /// than the limit so far (past 48 KB the kernel must opt in), so a launch path calls this
+    /// every time at no driver cost once the limit is in place.
+    ///
+    /// # Errors
+    /// As [`load_function`](Self::load_function), or [`CoreError::Cuda`] when the driver
+    /// refuses the limit (more than the device's opt-in maximum per block).
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_kernels_sys::{fatbin, names};
+    /// let dev = CudaDevice::new(0)?;
+    /// let f = dev.load_function_with_shared("random_ltd", fatbin::RANDOM_LTD, names::SAMPLE_TOKENS_SMEM, 64 * 1024)?;
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn load_function_with_shared(
+        &self,
+        module: &'static str,
+        image: &'static [u8],
+        function: &'static str,
+        bytes: usize,
+    ) -> Result<CudaFunction> {
+        let f = self.load_function(module, image, function)?;
+        let mut limits = self
+            .inner
+            .shared_limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let limit = limits.entry((module, function)).or_insert(0);
+        if bytes > *limit {
+            let value = i32::try_from(bytes).map_err(|_| CoreError::InvalidSize {
+                what: "dynamic shared memory",
+                got: bytes,
+                expected: format!(
+                    "at most {} bytes on this device",
+                    self.max_dynamic_shared_bytes()
+                ),
+            })?;
+            f.set_attribute(
+                cudarc::driver::sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                value,
+            )
+            .map_err(driver_err("raising a kernel's shared-memory limit"))?;
+            *limit = bytes;
+        }
         Ok(f)
     }
 }

@@ -1,7 +1,6 @@
 //! Random-LTD on the GPU: the keyed-ChaCha sampler, gather / scatter / route and the mask
 //! gathers. Same semantics, same validation and bit-identical results as the CPU ops.
 
-use cudarc::driver::sys::CUfunction_attribute_enum;
 use cudarc::driver::{
     CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
 };
@@ -265,17 +264,13 @@ fn sample_tokens_into(
         } else {
             names::SAMPLE_TOKENS_SMEM
         };
-        let f = dev.load_function(MODULE, fatbin::RANDOM_LTD, name)?;
         // The kernel's static shared memory (~1.3 KB) counts against the same 48 KB default, so
         // opt in well before the keys alone reach it.
         if key_bytes > 32 * 1024 {
-            f.set_attribute(
-                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                key_bytes as i32,
-            )
-            .map_err(driver_err("raising the sampler's shared-memory limit"))?;
+            dev.load_function_with_shared(MODULE, fatbin::RANDOM_LTD, name, key_bytes)?
+        } else {
+            dev.load_function(MODULE, fatbin::RANDOM_LTD, name)?
         }
-        f
     } else {
         let name = if wide {
             names::SAMPLE_TOKENS_WIDE
