@@ -45,17 +45,12 @@ using ltd_attn::cp_async_wait;
 using ltd_attn::smem_addr;
 
 // Loads rows [row0, row0 + 64) of a [seq][D] matrix into a swizzled tile; rows >= seq become 0.
+// (The loader's per-thread offsets depend only on threadIdx.x and are hoisted out of loops.)
 template <typename T, int D>
 __device__ __forceinline__ void load_tile(T* tile, const T* __restrict__ base, long long row0, long long seq) {
-    constexpr int kChunks = kTile * D / 8;
-    for (int c = threadIdx.x; c < kChunks; c += kThreads) {
-        const int row = c / (D / 8);
-        const int col = (c % (D / 8)) * 8;
-        const long long g = row0 + row;
-        const bool valid = g < seq;
-        const T* src = base + (valid ? g : 0) * D + col;
-        cp_async16(smem_addr(tile + swz<D>(row, col)), src, valid);
-    }
+    const auto loader = ltd_attn::TileLoader<T, D, kThreads, D * 2>::make(
+        threadIdx.x, [](int row, int col) { return swz<D>(row, col) * 2; });
+    loader.load(smem_addr(tile), base, row0, seq);
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* p) {
@@ -203,7 +198,7 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
             for (int r = 0; r < 2; ++r) {
                 const float m_new = fmaxf(m[r], rowmax[r]);
                 base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far stays 0
-                alpha[r] = exp2f(m[r] - base[r]);
+                alpha[r] = ltd_attn::fast_exp2(m[r] - base[r]);
                 m[r] = m_new;
             }
             uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
@@ -212,10 +207,10 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
             auto p_tile = [&](int j, bool on) {
                 float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
                 if (on) {
-                    p0 = exp2f(s[j][0] - base[0]);
-                    p1 = exp2f(s[j][1] - base[0]);
-                    p2 = exp2f(s[j][2] - base[1]);
-                    p3 = exp2f(s[j][3] - base[1]);
+                    p0 = ltd_attn::fast_exp2(s[j][0] - base[0]);
+                    p1 = ltd_attn::fast_exp2(s[j][1] - base[0]);
+                    p2 = ltd_attn::fast_exp2(s[j][2] - base[1]);
+                    p3 = ltd_attn::fast_exp2(s[j][3] - base[1]);
                 }
                 rowsum[0] += p0 + p1;
                 rowsum[1] += p2 + p3;
@@ -477,7 +472,7 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
                     const bool visible = on && ql < q_left && ql >= q_min[e >> 1] && l2 != -INFINITY;
                     float logit = st[j][e] * p.scale_log2 + kpm_l2[e >> 1] - l2;
                     if (BIAS && bias && visible) logit += (float)bias[(q0 + ql) * seq + key_g[e >> 1]] * kLog2e;
-                    const float pe = visible ? exp2f(logit) : 0.f;
+                    const float pe = visible ? ltd_attn::fast_exp2(logit) : 0.f;
                     pv[e] = pe;
                     dsv[e] = pe * (dpt[j][e] - sDvec[buf * kTile + ql]);
                     if (BIAS && dbias && visible) dbias[(q0 + ql) * seq + key_g[e >> 1]] = (T)dsv[e];

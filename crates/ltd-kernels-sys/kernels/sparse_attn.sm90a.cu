@@ -117,21 +117,13 @@ __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int ks) {
 }
 
 
-// Loads rows [row0, row0 + 64) of a [seq][D] matrix into a tile with NT threads (tid = this
-// thread's index among them); rows >= seq become 0.
-template <typename T, int D, int NT = kThreads>
-__device__ __forceinline__ void load_tile(uint32_t tile, const T* __restrict__ base, long long row0, long long seq,
-                                          int tid = threadIdx.x) {
-    constexpr int kChunks = kTile * D / 8;
-#pragma unroll
-    for (int c = tid; c < kChunks; c += NT) {
-        const int row = c / (D / 8);
-        const int col = (c % (D / 8)) * 8;
-        const long long g = row0 + row;
-        const bool valid = g < seq;
-        const T* src = base + (valid ? g : 0) * D + col;
-        cp_async16(tile + sw128<D>(row, col) * 2, src, valid);
-    }
+// Tile loads with NT threads into the swizzled layout above (row stride 128 bytes inside a
+// 64-column block).
+template <typename T, int D, int NT>
+using Loader = ltd_attn::TileLoader<T, D, NT, 128>;
+template <typename T, int D, int NT>
+__device__ __forceinline__ Loader<T, D, NT> make_loader(int tid) {
+    return Loader<T, D, NT>::make(tid, [](int row, int col) { return sw128<D>(row, col) * 2; });
 }
 
 template <typename T, int D, bool PAIR>
@@ -166,12 +158,19 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const long long q0 = (long long)qt * kTile;
     constexpr float kLog2e = 1.4426950408889634f;
 
-    load_tile<T, D, 128>(sQ, Q, q0, seq, tid);  // rows past the end (an odd last tile) are 0
+    const Loader<T, D, 128> q_loader = make_loader<T, D, 128>(tid);
+    const Loader<T, D, kNT> kv_loader = make_loader<T, D, kNT>(threadIdx.x);
+    q_loader.load(sQ, Q, q0, seq);  // rows past the end (an odd last tile) are 0
+    // The chunk table is read one iteration ahead in registers (its loads overlap a whole
+    // iteration): kc / mask of chunk `it`, next_kc of chunk it + 1.
+    int kc = begin < end ? cols[begin] : 0;
+    unsigned mask = begin < end ? (unsigned)masks[begin] : 0u;
+    int next_kc = begin + 1 < end ? cols[begin + 1] : 0;
     if (begin < end) {
-        const long long k0 = (long long)cols[begin] * kTile;
-        load_tile<T, D, kNT>(sK, K, k0, seq);
+        const long long k0 = (long long)kc * kTile;
+        kv_loader.load(sK, K, k0, seq);
         if constexpr (kOneV) cp_async_commit();  // groups: {Q, K(0)}, {V(0)}
-        load_tile<T, D, kNT>(sV, V, k0, seq);
+        kv_loader.load(sV, V, k0, seq);
     } else if constexpr (kOneV) {
         cp_async_commit();
     }
@@ -186,22 +185,26 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 #pragma unroll
     for (int i = 0; i < 32; ++i) s[i] = 0.f;
     const long long row_g[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    const bool scale_neg = p.scale_log2 < 0.f;
+    const float scale_abs = fabsf(p.scale_log2);
 
     for (int it = begin; it < end; ++it) {
         const int buf = (it - begin) & 1;
+        const int after_kc = it + 2 < end ? cols[it + 2] : 0;               // for the next iteration
+        const unsigned next_mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
         if constexpr (kOneV) {
             // Pending groups, oldest first: K(it), V(it), then K(it + 1) issued here.
             if (it + 1 < end) {
-                load_tile<T, D, kNT>(sK + (buf ^ 1) * kTileBytes, K, (long long)cols[it + 1] * kTile, seq);
+                kv_loader.load(sK + (buf ^ 1) * kTileBytes, K, (long long)next_kc * kTile, seq);
                 cp_async_commit();
                 cp_async_wait<2>();  // K(it)
             } else {
                 cp_async_wait<1>();
             }
         } else if (it + 1 < end) {
-            const long long k0n = (long long)cols[it + 1] * kTile;
-            load_tile<T, D, kNT>(sK + (buf ^ 1) * kTileBytes, K, k0n, seq);
-            load_tile<T, D, kNT>(sV + (buf ^ 1) * kTileBytes, V, k0n, seq);
+            const long long k0n = (long long)next_kc * kTile;
+            kv_loader.load(sK + (buf ^ 1) * kTileBytes, K, k0n, seq);
+            kv_loader.load(sV + (buf ^ 1) * kTileBytes, V, k0n, seq);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -209,9 +212,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         }
         fence_proxy_async();
         __syncthreads();
-        const int kc = cols[it];
         // This warpgroup's half of the pair mask; 0 = the chunk is only the other tile's.
-        const unsigned tmask = PAIR ? ((unsigned)masks[it] >> (16 * wg)) & 0xFFFFu : (unsigned)masks[it];
+        const unsigned tmask = PAIR ? (mask >> (16 * wg)) & 0xFFFFu : mask;
         const unsigned bits = (tmask >> (4 * warp)) & 0xFu;  // this warp's 16 rows
         const uint32_t tK = sK + buf * kTileBytes;
         const uint32_t tV = sV + (kOneV ? 0 : buf) * kTileBytes;
@@ -234,12 +236,20 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
             const long long key_last = kbase + kTile - 1;
             const bool plain = bits == 0xFu && !kpm && !bias && key_last < seq &&
                                (!p.causal || key_last <= q0 + warp * 16);
+            // Factor still to apply to s in the exponent: the plain path keeps the raw scores and
+            // folds the scale into one FMA per element (max(c s) = |c| max(sign(c) s)).
+            float sc = 1.f;
             if (plain) {
+                sc = p.scale_log2;
+                if (scale_neg) {
 #pragma unroll
-                for (int i = 0; i < 32; ++i) {
-                    s[i] *= p.scale_log2;
-                    rowmax[(i >> 1) & 1] = fmaxf(rowmax[(i >> 1) & 1], s[i]);
+                    for (int i = 0; i < 32; ++i) rowmax[(i >> 1) & 1] = fmaxf(rowmax[(i >> 1) & 1], -s[i]);
+                } else {
+#pragma unroll
+                    for (int i = 0; i < 32; ++i) rowmax[(i >> 1) & 1] = fmaxf(rowmax[(i >> 1) & 1], s[i]);
                 }
+                rowmax[0] *= scale_abs;
+                rowmax[1] *= scale_abs;
             } else {
                 const int keys_left = (int)min((long long)kTile, seq - kbase);
                 int row_lim[2];
@@ -278,16 +288,16 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
             for (int r = 0; r < 2; ++r) {
                 const float m_new = fmaxf(m[r], rowmax[r]);
                 base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far stays 0
-                alpha[r] = exp2f(m[r] - base[r]);
+                alpha[r] = ltd_attn::fast_exp2(m[r] - base[r]);
                 m[r] = m_new;
             }
             auto p_tile = [&](int j, bool on) {
                 float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
                 if (on) {
-                    p0 = exp2f(s[4 * j + 0] - base[0]);
-                    p1 = exp2f(s[4 * j + 1] - base[0]);
-                    p2 = exp2f(s[4 * j + 2] - base[1]);
-                    p3 = exp2f(s[4 * j + 3] - base[1]);
+                    p0 = ltd_attn::fast_exp2(fmaf(s[4 * j + 0], sc, -base[0]));
+                    p1 = ltd_attn::fast_exp2(fmaf(s[4 * j + 1], sc, -base[0]));
+                    p2 = ltd_attn::fast_exp2(fmaf(s[4 * j + 2], sc, -base[1]));
+                    p3 = ltd_attn::fast_exp2(fmaf(s[4 * j + 3], sc, -base[1]));
                 }
                 rowsum[0] += p0 + p1;
                 rowsum[1] += p2 + p3;
@@ -307,10 +317,13 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
                 rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 2);
                 l[r] = l[r] * alpha[r] + rowsum[r];
             }
+            // Rescale O only when some row's max moved (after the first chunks it rarely does).
+            if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-            for (int i = 0; i < D / 8; ++i) {
-                o[4 * i + 0] *= alpha[0]; o[4 * i + 1] *= alpha[0];
-                o[4 * i + 2] *= alpha[1]; o[4 * i + 3] *= alpha[1];
+                for (int i = 0; i < D / 8; ++i) {
+                    o[4 * i + 0] *= alpha[0]; o[4 * i + 1] *= alpha[0];
+                    o[4 * i + 2] *= alpha[1]; o[4 * i + 3] *= alpha[1];
+                }
             }
         } else {
             // No layout block in this warp's rows: P = 0, the state is unchanged.
@@ -341,9 +354,12 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         fence_regs(o);
         __syncthreads();  // the buffer is overwritten by the next iteration's prefetch
         if constexpr (kOneV) {
-            if (it + 1 < end) load_tile<T, D, kNT>(sV, V, (long long)cols[it + 1] * kTile, seq);
+            if (it + 1 < end) kv_loader.load(sV, V, (long long)next_kc * kTile, seq);
             cp_async_commit();  // V(it + 1), or an empty group
         }
+        kc = next_kc;
+        next_kc = after_kc;
+        mask = next_mask;
     }
     cp_async_wait<0>();
 
@@ -387,7 +403,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const uint32_t sdO = sQ + 2 * kTileBytes;    // 2 buffers
     const uint32_t sdS = sdO + 2 * kTileBytes;   // [64 keys][64 queries], 128-byte swizzle
     unsigned char* base_ptr = smem_raw + (sK - raw);
-    float* sLse = reinterpret_cast<float*>(base_ptr + (sdS - sK) + kBlockBytes);  // 2 x 64, log2 domain
+    float* sLse = reinterpret_cast<float*>(base_ptr + (sdS - sK) + kBlockBytes);  // 2 x 64, natural log
     float* sDvec = sLse + 2 * kTile;                                              // 2 x 64
     T* sdS_ptr = reinterpret_cast<T*>(base_ptr + (sdS - sK));
 
@@ -418,21 +434,27 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 #pragma unroll
         for (int r = 0; r < 2; ++r) kpm_l2[r] = key_g[r] < seq ? kpm[key_g[r]] * kLog2e : -INFINITY;
     }
+    // lse (natural log) and dvec of the tile's 64 queries, asynchronously with the tile loads:
+    // threads 0-63 copy lse, 64-127 dvec. Rows past the end read 0; no key sees them.
+    const uint32_t stats_dst = smem_addr(threadIdx.x < kTile ? sLse + threadIdx.x : sDvec + (threadIdx.x - kTile));
+    const float* stats_base = threadIdx.x < kTile ? lse : dvec;
     auto load_row_stats = [&](int buf, long long q0) {
-        if (threadIdx.x < kTile) {
-            const long long q = q0 + threadIdx.x;
-            const float l = q < seq ? lse[q] : -INFINITY;
-            sLse[buf * kTile + threadIdx.x] = l * kLog2e;
-            sDvec[buf * kTile + threadIdx.x] = q < seq ? dvec[q] : 0.f;
-        }
+        const long long q = q0 + (threadIdx.x & (kTile - 1));
+        ltd_attn::cp_async4(stats_dst + buf * kTile * 4, stats_base + (q < seq ? q : 0), q < seq);
     };
+    const Loader<T, D, kThreads> loader = make_loader<T, D, kThreads>(threadIdx.x);
+    // The query-tile table is read one iteration ahead in registers: qt / mask of tile `it`,
+    // next_qt of tile it + 1.
+    int qt = begin < end ? rows[begin] : 0;
+    unsigned mask = begin < end ? (unsigned)masks[begin] : 0u;
+    int next_qt = begin + 1 < end ? rows[begin + 1] : 0;
 
-    load_tile<T, D>(sK, K, k0, seq);
-    load_tile<T, D>(sV, V, k0, seq);
+    loader.load(sK, K, k0, seq);
+    loader.load(sV, V, k0, seq);
     if (begin < end) {
-        const long long q0 = (long long)rows[begin] * kTile;
-        load_tile<T, D>(sQ, Q, q0, seq);
-        load_tile<T, D>(sdO, dO, q0, seq);
+        const long long q0 = (long long)qt * kTile;
+        loader.load(sQ, Q, q0, seq);
+        loader.load(sdO, dO, q0, seq);
         load_row_stats(0, q0);
     }
     cp_async_commit();
@@ -446,10 +468,12 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 
     for (int it = begin; it < end; ++it) {
         const int buf = (it - begin) & 1;
+        const int after_qt = it + 2 < end ? rows[it + 2] : 0;  // for the next iteration
+        const unsigned next_mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
         if (it + 1 < end) {
-            const long long q0n = (long long)rows[it + 1] * kTile;
-            load_tile<T, D>(sQ + (buf ^ 1) * kTileBytes, Q, q0n, seq);
-            load_tile<T, D>(sdO + (buf ^ 1) * kTileBytes, dO, q0n, seq);
+            const long long q0n = (long long)next_qt * kTile;
+            loader.load(sQ + (buf ^ 1) * kTileBytes, Q, q0n, seq);
+            loader.load(sdO + (buf ^ 1) * kTileBytes, dO, q0n, seq);
             load_row_stats(buf ^ 1, q0n);
             cp_async_commit();
             cp_async_wait<1>();
@@ -458,10 +482,10 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         }
         fence_proxy_async();
         __syncthreads();
-        const long long q0 = (long long)rows[it] * kTile;
+        const long long q0 = (long long)qt * kTile;
         const uint32_t tQ = sQ + buf * kTileBytes;
         const uint32_t tdO = sdO + buf * kTileBytes;
-        const unsigned m = (unsigned)masks[it];
+        const unsigned m = mask;
         // This warp's keys are sub-block `warp`; query sub-block i is bit 4i + warp.
         unsigned qbits = 0;
 #pragma unroll
@@ -501,11 +525,11 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int ql = 8 * j + 2 * t + (e & 1);
-                const float l2 = sLse[buf * kTile + ql];
-                const bool visible = on && ql < q_left && ql >= q_min[e >> 1] && l2 != -INFINITY;
-                float logit = st[4 * j + e] * p.scale_log2 + kpm_l2[e >> 1] - l2;
+                const float lse_q = sLse[buf * kTile + ql];
+                const bool visible = on && ql < q_left && ql >= q_min[e >> 1] && lse_q != -INFINITY;
+                float logit = fmaf(-lse_q, kLog2e, fmaf(st[4 * j + e], p.scale_log2, kpm_l2[e >> 1]));
                 if (BIAS && bias && visible) logit += (float)bias[(q0 + ql) * seq + key_g[e >> 1]] * kLog2e;
-                const float pe = visible ? exp2f(logit) : 0.f;
+                const float pe = visible ? ltd_attn::fast_exp2(logit) : 0.f;
                 pv[e] = pe;
                 dsv[e] = pe * (dpt[4 * j + e] - sDvec[buf * kTile + ql]);
                 if (BIAS && dbias && visible) dbias[(q0 + ql) * seq + key_g[e >> 1]] = (T)dsv[e];
@@ -577,6 +601,9 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
             }
         }
         __syncthreads();  // buffers and sdS are overwritten next iteration
+        qt = next_qt;
+        next_qt = after_qt;
+        mask = next_mask;
     }
     cp_async_wait<0>();
 

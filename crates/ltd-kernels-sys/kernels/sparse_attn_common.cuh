@@ -22,6 +22,56 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
+// Copies a [64 rows][D] tile of 2-byte elements (rows [row0, row0 + 64) of a [seq][D] matrix;
+// rows >= seq become 0) into a row-swizzled shared-memory tile with NT threads and 16-byte
+// cp.async. Thread tid always owns column col = 8 (tid % (D / 8)) of rows r0 + i kStep; kStep is
+// a multiple of 8, so under any swizzle by row % 8 its pieces sit at one base offset plus
+// i kStep rows of kRowBytes. The base offset is computed once per kernel (`make`), so a load is
+// a pointer add, a bounds compare and the copy per piece.
+template <typename T, int D, int NT, uint32_t kRowBytes>
+struct TileLoader {
+    static constexpr int kPieces = D / 8;        // 16-byte pieces per row
+    static constexpr int kStep = NT / kPieces;   // rows between a thread's pieces
+    static constexpr int kPer = 64 / kStep;      // pieces per thread
+    static_assert(NT % kPieces == 0 && kStep % 8 == 0 && 64 % kStep == 0, "tile loader shape");
+    uint32_t off;  // bytes from the tile start to piece 0 of this thread
+    int r0, col;
+
+    // swz(row, col) = the byte offset of element (row, col) in the tile.
+    template <typename Swz>
+    static __device__ __forceinline__ TileLoader make(int tid, Swz swz) {
+        TileLoader l;
+        l.r0 = tid / kPieces;
+        l.col = (tid % kPieces) * 8;
+        l.off = swz(l.r0, l.col);
+        return l;
+    }
+    __device__ __forceinline__ void load(uint32_t tile, const T* __restrict__ base, long long row0, long long seq) const {
+        const T* src = base + (row0 + r0) * D + col;
+        const long long left = seq - row0 - r0;  // piece i is inside when i kStep < left
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+            const bool valid = i * kStep < left;
+            // An outside piece copies 0 bytes (zero fill) from a valid address.
+            cp_async16(tile + off + i * kStep * kRowBytes, valid ? src + (long long)i * kStep * D : base, valid);
+        }
+    }
+};
+
+// 4-byte global -> shared copy (one f32); !valid zero-fills the destination.
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
+    const int bytes = valid ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
+}
+
+// 2^x with subnormal results flushed to 0 (one MUFU.EX2; exp2f adds a range fix-up around it).
+// Softmax probabilities below 2^-126 are 0 in every output type anyway.
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 template <typename T> __device__ __forceinline__ uint32_t pack2(float a, float b);
 template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
     __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
