@@ -152,6 +152,28 @@ typedef struct LtdMaskGatherParams {
  * ------------------------------------------------------------------------------------------- */
 
 /**
+ * An encoded CUDA tensor map (the driver's CUtensorMap: 128 opaque bytes, 64-byte aligned),
+ * built on the host by cuTensorMapEncodeTiled.
+ */
+typedef struct __attribute__((aligned(64))) LtdTensorMap {
+    unsigned char opaque[128];
+} LtdTensorMap;
+
+/**
+ * Tensor maps of the Hopper attention kernels, passed by value as their second parameter
+ * (`__grid_constant__`). Each describes one [B, H, L, D] tensor (2-byte elements) as a 3-D
+ * array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride L * D * 2 bytes; box
+ * {64, 64, 1}; 128-byte swizzle; out-of-bounds elements filled with zeros. The forward reads q,
+ * k, v (dout may repeat any of them); the backward all four.
+ */
+typedef struct LtdSparseAttnTmaMaps {
+    LtdTensorMap q;
+    LtdTensorMap k;
+    LtdTensorMap v;
+    LtdTensorMap dout;
+} LtdSparseAttnTmaMaps;
+
+/**
  * Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.
  * q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no
  * key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block: a
@@ -174,14 +196,16 @@ typedef struct LtdMaskGatherParams {
  * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (items * B)
  * with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory
  * 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`
- * (sparse_attn.sm90a.cu, wgmma, compute capability 9.0 only): the same, with dynamic shared
- * memory (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 bytes.
+ * (sparse_attn.sm90a.cu, wgmma + TMA, compute capability 9.0 only): the same, with a second
+ * parameter LtdSparseAttnTmaMaps (q, k, v; below) and dynamic shared memory
+ * (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 + 64 bytes (alignment slack, barriers).
  * `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file) work on pairs of query
  * tiles: item_rows = 128, the "query tile" of an
  * item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and
  * tile_cols / tile_masks are the pair tables (sorted union of both tiles' chunks; mask bits
- * 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; dynamic shared memory
- * 6 * 64 * D * 2 + 1024 bytes; partial slots hold 128 rows.
+ * 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; LtdSparseAttnTmaMaps as the
+ * second parameter; dynamic shared memory 6 * 64 * D * 2 + 1024 + 64 bytes; partial slots hold
+ * 128 rows.
  * `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:
  * split_rows is int32 [split][4] = (head, query tile or pair, first slot, slot count), each
  * covering item_rows rows; grid (split * B) with the same item/batch order, 128 threads.
@@ -222,9 +246,10 @@ typedef struct LtdSparseAttnFwdParams {
  *       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),
  *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).
  *   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`
- *       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs,
- *       same grid and work items, dynamic shared memory as above + 1024 bytes (alignment slack
- *       of its swizzled tiles).
+ *       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs
+ *       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout) as a second
+ *       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its
+ *       swizzled tiles, barriers).
  *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.
  * lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).
  * bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be

@@ -16,7 +16,6 @@
 
 namespace {
 
-using ltd_attn::cp_async16;
 using ltd_attn::cp_async_commit;
 using ltd_attn::cp_async_wait;
 using ltd_attn::smem_addr;
@@ -106,28 +105,53 @@ template <int D>
 __device__ __forceinline__ uint32_t sw128(int row, int col) {  // element offset
     return (col >> 6) * (kTile * 64) + row * 64 + ((((col & 63) >> 3) ^ (row & 7)) << 3) + (col & 7);
 }
-// K-major operand (Q or K tile), k-step kk of 16 elements along D.
+// K-major operand (Q or K tile), k-step kk of 16 elements along D. The descriptor of a step is
+// the tile's descriptor plus a constant (the start address is its low field; tiles lie below
+// 256 KB so it never carries), so the tile's part is computed once per tile, not per wgmma.
 __device__ __forceinline__ uint64_t desc_kmajor(uint32_t tile, int kk) {
-    return make_desc(tile + (kk >> 2) * kBlockBytes + (kk & 3) * 32, 16, 1024);
+    return make_desc(tile, 16, 1024) + ((((kk >> 2) * kBlockBytes) + (kk & 3) * 32) >> 4);
 }
 // MN-major operand (V tile), k-step ks of 16 keys: 8-key groups 1024 bytes apart (SBO), 64-column
 // blocks kBlockBytes apart (LBO).
 __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int ks) {
-    return make_desc(tile + ks * 2048, kBlockBytes, 1024);
+    return make_desc(tile, kBlockBytes, 1024) + ks * (2048 >> 4);
 }
 
-
-// Tile loads with NT threads into the swizzled layout above (row stride 128 bytes inside a
-// 64-column block).
-template <typename T, int D, int NT>
-using Loader = ltd_attn::TileLoader<T, D, NT, 128>;
-template <typename T, int D, int NT>
-__device__ __forceinline__ Loader<T, D, NT> make_loader(int tid) {
-    return Loader<T, D, NT>::make(tid, [](int row, int col) { return sw128<D>(row, col) * 2; });
+// ---- TMA and mbarriers ----------------------------------------------------------------------
+// Tiles come from the tensor memory accelerator: one thread posts the expected bytes on a
+// barrier and issues the copies; every consumer waits on the barrier's phase.
+__device__ __forceinline__ void mbar_init(uint32_t bar) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+// The issuing thread's arrival: the phase completes once `bytes` of copies have landed.
+__device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile(
+        "{\n.reg .pred done;\nLTD_MBAR_WAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra LTD_MBAR_WAIT;\n}\n" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+// Rows [row0, row0 + 64) of matrix `mat` of a [matrices][rows][D] tensor map (64 x 64 boxes,
+// 128-byte swizzle: exactly the tile layout above) into a tile, completing on `bar`; rows past
+// the end of the matrix arrive as zeros.
+template <int D>
+__device__ __forceinline__ void tma_tile(uint32_t tile, const LtdTensorMap* map, int row0, int mat, uint32_t bar) {
+#pragma unroll
+    for (int cb = 0; cb < D / 64; ++cb)
+        asm volatile(
+            "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(
+                tile + cb * kBlockBytes),
+            "l"(map), "r"(64 * cb), "r"(row0), "r"(mat), "r"(bar)
+            : "memory");
 }
 
 template <typename T, int D, bool PAIR>
-__device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParams& p) {
+__device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParams& p, const LtdSparseAttnTmaMaps& maps) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     // Swizzled tiles must start on 1024-byte boundaries; the launcher adds 1 KB of slack.
     const uint32_t raw = smem_addr(smem_raw);
@@ -135,12 +159,16 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const int wg = PAIR ? threadIdx.x >> 7 : 0;  // warpgroup: query tile 2 * pair + wg
     const int tid = threadIdx.x & 127;
     const uint32_t sQ = ((raw + 1023u) & ~1023u) + wg * kTileBytes;  // this warpgroup's Q
-    constexpr int kNT = PAIR ? 256 : 128;  // threads of the CTA
     const uint32_t sK = ((raw + 1023u) & ~1023u) + (PAIR ? 2 : 1) * kTileBytes;  // 2 buffers, shared
     // D 128 single-tile: one V buffer (Q + 2 K + 1 V = 64 KB, 3 CTAs per SM instead of 2); V of
     // the next chunk loads once PV of this one has retired, overlapped with the next S/softmax.
     constexpr bool kOneV = D == 128 && !PAIR;
     const uint32_t sV = sK + 2 * kTileBytes;  // 2 buffers (1 with kOneV), shared
+    // Barriers after the tiles: Q of each warpgroup, K (+ V) of each buffer, V (kOneV).
+    const uint32_t bars = sV + (kOneV ? 1 : 2) * kTileBytes;
+    const uint32_t bar_q = bars + 8 * wg;
+    const uint32_t bar_kv = bars + 16;  // + 8 * buffer
+    const uint32_t bar_v = bars + 32;
 
     const ltd_attn::FwdWork work = ltd_attn::fwd_work(p);
     const int qt = PAIR ? 2 * work.qt + wg : work.qt, h = work.h, b = work.b, begin = work.begin, end = work.end;
@@ -148,9 +176,6 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
     const long long bh = (long long)b * p.heads + h;
-    const T* Q = reinterpret_cast<const T*>(p.q) + bh * seq * D;
-    const T* K = reinterpret_cast<const T*>(p.k) + bh * seq * D;
-    const T* V = reinterpret_cast<const T*>(p.v) + bh * seq * D;
     const int* cols = reinterpret_cast<const int*>(p.tile_cols);
     const int* masks = reinterpret_cast<const int*>(p.tile_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
@@ -158,23 +183,35 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const long long q0 = (long long)qt * kTile;
     constexpr float kLog2e = 1.4426950408889634f;
 
-    const Loader<T, D, 128> q_loader = make_loader<T, D, 128>(tid);
-    const Loader<T, D, kNT> kv_loader = make_loader<T, D, kNT>(threadIdx.x);
-    q_loader.load(sQ, Q, q0, seq);  // rows past the end (an odd last tile) are 0
     // The chunk table is read one iteration ahead in registers (its loads overlap a whole
     // iteration): kc / mask of chunk `it`, next_kc of chunk it + 1.
     int kc = begin < end ? cols[begin] : 0;
     unsigned mask = begin < end ? (unsigned)masks[begin] : 0u;
     int next_kc = begin + 1 < end ? cols[begin + 1] : 0;
-    if (begin < end) {
-        const long long k0 = (long long)kc * kTile;
-        kv_loader.load(sK, K, k0, seq);
-        if constexpr (kOneV) cp_async_commit();  // groups: {Q, K(0)}, {V(0)}
-        kv_loader.load(sV, V, k0, seq);
-    } else if constexpr (kOneV) {
-        cp_async_commit();
+    const int mat = (int)bh;
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int i = 0; i < 5; ++i) mbar_init(bars + 8 * i);
+        mbar_init_fence();
     }
-    cp_async_commit();
+    __syncthreads();
+    if (tid == 0) {  // rows past the end (an odd last tile) arrive as 0
+        mbar_expect(bar_q, kTileBytes);
+        tma_tile<D>(sQ, &maps.q, (int)q0, mat, bar_q);
+    }
+    if (threadIdx.x == 0 && begin < end) {
+        if constexpr (kOneV) {
+            mbar_expect(bar_kv, kTileBytes);
+            tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
+            mbar_expect(bar_v, kTileBytes);
+            tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_v);
+        } else {
+            mbar_expect(bar_kv, 2 * kTileBytes);
+            tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
+            tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_kv);
+        }
+    }
+    mbar_wait(bar_q, 0);
 
     // Running softmax state for rows g and g + 8 of this warp (log2 domain).
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
@@ -192,26 +229,15 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         const int buf = (it - begin) & 1;
         const int after_kc = it + 2 < end ? cols[it + 2] : 0;               // for the next iteration
         const unsigned next_mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
-        if constexpr (kOneV) {
-            // Pending groups, oldest first: K(it), V(it), then K(it + 1) issued here.
-            if (it + 1 < end) {
-                kv_loader.load(sK + (buf ^ 1) * kTileBytes, K, (long long)next_kc * kTile, seq);
-                cp_async_commit();
-                cp_async_wait<2>();  // K(it)
-            } else {
-                cp_async_wait<1>();
-            }
-        } else if (it + 1 < end) {
-            const long long k0n = (long long)next_kc * kTile;
-            kv_loader.load(sK + (buf ^ 1) * kTileBytes, K, k0n, seq);
-            kv_loader.load(sV + (buf ^ 1) * kTileBytes, V, k0n, seq);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
+        // Prefetch chunk it + 1 into the other buffer (free: the barrier closing the previous
+        // iteration follows its last read).
+        if (threadIdx.x == 0 && it + 1 < end) {
+            const uint32_t bar = bar_kv + 8 * (buf ^ 1);
+            mbar_expect(bar, (kOneV ? 1 : 2) * kTileBytes);
+            tma_tile<D>(sK + (buf ^ 1) * kTileBytes, &maps.k, next_kc * kTile, mat, bar);
+            if constexpr (!kOneV) tma_tile<D>(sV + (buf ^ 1) * kTileBytes, &maps.v, next_kc * kTile, mat, bar);
         }
-        fence_proxy_async();
-        __syncthreads();
+        mbar_wait(bar_kv + 8 * buf, ((it - begin) >> 1) & 1);
         // This warpgroup's half of the pair mask; 0 = the chunk is only the other tile's.
         const unsigned tmask = PAIR ? (mask >> (16 * wg)) & 0xFFFFu : mask;
         const unsigned bits = (tmask >> (4 * warp)) & 0xFu;  // this warp's 16 rows
@@ -335,12 +361,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         // rows (P is 0 there); the pair kernel cannot: its mask half depends on the warpgroup
         // index, a branch ptxas cannot prove uniform, and it would serialise every wgmma (C7520).
         const unsigned colbits = (tmask | (tmask >> 4) | (tmask >> 8) | (tmask >> 12)) & 0xFu;
-        if constexpr (kOneV) {
-            if (it + 1 < end) cp_async_wait<1>();  // V(it); K(it + 1) may still be in flight
-            else cp_async_wait<0>();
-            fence_proxy_async();
-            __syncthreads();
-        }
+        if constexpr (kOneV) mbar_wait(bar_v, (it - begin) & 1);
         fence_regs(o);
         wg_fence();
 #pragma unroll
@@ -354,14 +375,15 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         fence_regs(o);
         __syncthreads();  // the buffer is overwritten by the next iteration's prefetch
         if constexpr (kOneV) {
-            if (it + 1 < end) kv_loader.load(sV, V, (long long)next_kc * kTile, seq);
-            cp_async_commit();  // V(it + 1), or an empty group
+            if (threadIdx.x == 0 && it + 1 < end) {
+                mbar_expect(bar_v, kTileBytes);
+                tma_tile<D>(sV, &maps.v, next_kc * kTile, mat, bar_v);
+            }
         }
         kc = next_kc;
         next_kc = after_kc;
         mask = next_mask;
     }
-    cp_async_wait<0>();
 
     // Normalise and store. A row with no visible key gives 0 and lse = -inf.
     ltd_attn::fwd_store<T, D>(p, work, qt, 64 * wg, warp, g, t, o, m, l);
@@ -370,7 +392,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 }  // namespace
 
 #define LTD_SPARSE_FWD_SM90(NAME, T, D, PAIR) \
-    extern "C" __global__ void __launch_bounds__(PAIR ? 2 * kThreads : kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd_sm90<T, D, PAIR>(p); }
+    extern "C" __global__ void __launch_bounds__(PAIR ? 2 * kThreads : kThreads) \
+        NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_sm90<T, D, PAIR>(p, maps); }
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d64, __nv_bfloat16, 64, false)
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d128, __nv_bfloat16, 128, false)
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d64, __half, 64, false)
@@ -393,7 +416,7 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128, true)
 namespace {
 
 template <typename T, int D, bool BIAS>
-__device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParams& p) {
+__device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParams& p, const LtdSparseAttnTmaMaps& maps) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t raw = smem_addr(smem_raw);
     constexpr uint32_t kTileBytes = kTile * D * 2;
@@ -406,6 +429,9 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     float* sLse = reinterpret_cast<float*>(base_ptr + (sdS - sK) + kBlockBytes);  // 2 x 64, natural log
     float* sDvec = sLse + 2 * kTile;                                              // 2 x 64
     T* sdS_ptr = reinterpret_cast<T*>(base_ptr + (sdS - sK));
+    // Barriers after the row statistics: K + V, then Q + dO of each buffer.
+    const uint32_t bar_kv = sdS + kBlockBytes + 4 * kTile * 4;
+    const uint32_t bar_q = bar_kv + 8;  // + 8 * buffer
 
     const ltd_attn::BwdWork work = ltd_attn::bwd_work(p);
     const int h = work.h, kc = work.kc, begin = work.begin, end = work.end, b = work.b;
@@ -413,10 +439,6 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
     const long long bh = (long long)b * p.heads + h;
-    const T* Q = reinterpret_cast<const T*>(p.q) + bh * seq * D;
-    const T* K = reinterpret_cast<const T*>(p.k) + bh * seq * D;
-    const T* V = reinterpret_cast<const T*>(p.v) + bh * seq * D;
-    const T* dO = reinterpret_cast<const T*>(p.dout) + bh * seq * D;
     const float* lse = reinterpret_cast<const float*>(p.lse) + bh * seq;
     const float* dvec = reinterpret_cast<const float*>(p.dvec) + bh * seq;
     float* dq_acc = reinterpret_cast<float*>(p.dq_acc) + bh * seq * D;
@@ -442,22 +464,32 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         const long long q = q0 + (threadIdx.x & (kTile - 1));
         ltd_attn::cp_async4(stats_dst + buf * kTile * 4, stats_base + (q < seq ? q : 0), q < seq);
     };
-    const Loader<T, D, kThreads> loader = make_loader<T, D, kThreads>(threadIdx.x);
     // The query-tile table is read one iteration ahead in registers: qt / mask of tile `it`,
     // next_qt of tile it + 1.
     int qt = begin < end ? rows[begin] : 0;
     unsigned mask = begin < end ? (unsigned)masks[begin] : 0u;
     int next_qt = begin + 1 < end ? rows[begin + 1] : 0;
 
-    loader.load(sK, K, k0, seq);
-    loader.load(sV, V, k0, seq);
-    if (begin < end) {
-        const long long q0 = (long long)qt * kTile;
-        loader.load(sQ, Q, q0, seq);
-        loader.load(sdO, dO, q0, seq);
-        load_row_stats(0, q0);
+    const int mat = (int)bh;
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int i = 0; i < 3; ++i) mbar_init(bar_kv + 8 * i);
+        mbar_init_fence();
     }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        mbar_expect(bar_kv, 2 * kTileBytes);
+        tma_tile<D>(sK, &maps.k, (int)k0, mat, bar_kv);
+        tma_tile<D>(sV, &maps.v, (int)k0, mat, bar_kv);
+        if (begin < end) {
+            mbar_expect(bar_q, 2 * kTileBytes);
+            tma_tile<D>(sQ, &maps.q, qt * kTile, mat, bar_q);
+            tma_tile<D>(sdO, &maps.dout, qt * kTile, mat, bar_q);
+        }
+    }
+    if (begin < end) load_row_stats(0, (long long)qt * kTile);
     cp_async_commit();
+    mbar_wait(bar_kv, 0);
 
     float dk[D / 2], dv[D / 2];  // wgmma layout: rows = keys 16w + g (+8), columns = d
 #pragma unroll
@@ -470,18 +502,23 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         const int buf = (it - begin) & 1;
         const int after_qt = it + 2 < end ? rows[it + 2] : 0;  // for the next iteration
         const unsigned next_mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
+        // Prefetch query tile it + 1 into the other buffer (free: the barrier closing the
+        // previous iteration follows its last read); its lse / dvec by cp.async.
         if (it + 1 < end) {
-            const long long q0n = (long long)next_qt * kTile;
-            loader.load(sQ + (buf ^ 1) * kTileBytes, Q, q0n, seq);
-            loader.load(sdO + (buf ^ 1) * kTileBytes, dO, q0n, seq);
-            load_row_stats(buf ^ 1, q0n);
+            if (threadIdx.x == 0) {
+                const uint32_t bar = bar_q + 8 * (buf ^ 1);
+                mbar_expect(bar, 2 * kTileBytes);
+                tma_tile<D>(sQ + (buf ^ 1) * kTileBytes, &maps.q, next_qt * kTile, mat, bar);
+                tma_tile<D>(sdO + (buf ^ 1) * kTileBytes, &maps.dout, next_qt * kTile, mat, bar);
+            }
+            load_row_stats(buf ^ 1, (long long)next_qt * kTile);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
-        fence_proxy_async();
-        __syncthreads();
+        __syncthreads();  // every thread's lse / dvec copies are visible
+        mbar_wait(bar_q + 8 * buf, ((it - begin) >> 1) & 1);
         const long long q0 = (long long)qt * kTile;
         const uint32_t tQ = sQ + buf * kTileBytes;
         const uint32_t tdO = sdO + buf * kTileBytes;
@@ -605,7 +642,6 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         next_qt = after_qt;
         mask = next_mask;
     }
-    cp_async_wait<0>();
 
     ltd_attn::bwd_store<T, D>(p, work, warp, g, t, dk, dv);
 }
@@ -613,7 +649,8 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 }  // namespace
 
 #define LTD_SPARSE_BWD_SM90(NAME, T, D, BIAS) \
-    extern "C" __global__ void __launch_bounds__(kThreads, D == 64 && !BIAS ? 3 : 1) NAME(const LtdSparseAttnBwdParams p) { sparse_attn_bwd_sm90<T, D, BIAS>(p); }
+    extern "C" __global__ void __launch_bounds__(kThreads, D == 64 && !BIAS ? 3 : 1) \
+        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_sm90<T, D, BIAS>(p, maps); }
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d64, __nv_bfloat16, 64, false)
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d128, __nv_bfloat16, 128, false)
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d64, __half, 64, false)

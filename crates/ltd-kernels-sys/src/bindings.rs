@@ -222,7 +222,62 @@ const _: () = {
     ["Offset of field: LtdMaskGatherParams::mask_col_stride"]
         [::std::mem::offset_of!(LtdMaskGatherParams, mask_col_stride) - 88usize];
 };
-#[doc = " Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.\n q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no\n key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block: a\n CSR over (head, query tile t = rows 64t..64t+63) whose entries tile_cols list the active\n 64-key chunks of the row, and tile_masks (same index) has bit 4i+j set when the 16x16\n sub-block (query rows 16i.., keys 16j..) of that tile is in the layout; the kernels reach the\n entries through the work items below. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.\n kpm: optional f32 [B, L] additive key-padding mask (0 = none). bias: optional additive bias\n [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).\n causal != 0 also hides keys after the query. Keys >= seq are always hidden.\n scale_log2 = softmax scale * log2(e).\n\n Work items: work_items is int32 [items][4] = (head, query tile, first, end): the CTA walks\n tile_cols[first..end) of that row, a whole row (it writes o and lse) or one piece of a row\n split because it is much longer than the rest (global rows); a piece with slot s >= 0\n (work_slots[item], int32, -1 = whole row) writes its normalised partial output to\n part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D]) and its lse (natural log) to\n part_lse[(b*num_slots + s)*item_rows ..] instead. Every (head, query tile) is covered by its items,\n rows with no chunk by an empty item. Items are ordered longest first.\n Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (items * B)\n with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory\n 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`\n (sparse_attn.sm90a.cu, wgmma, compute capability 9.0 only): the same, with dynamic shared\n memory (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 bytes.\n `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file) work on pairs of query\n tiles: item_rows = 128, the \"query tile\" of an\n item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and\n tile_cols / tile_masks are the pair tables (sorted union of both tiles' chunks; mask bits\n 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; dynamic shared memory\n 6 * 64 * D * 2 + 1024 bytes; partial slots hold 128 rows.\n `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:\n split_rows is int32 [split][4] = (head, query tile or pair, first slot, slot count), each\n covering item_rows rows; grid (split * B) with the same item/batch order, 128 threads."]
+#[doc = " An encoded CUDA tensor map (the driver's CUtensorMap: 128 opaque bytes, 64-byte aligned),\n built on the host by cuTensorMapEncodeTiled."]
+#[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct LtdTensorMap {
+    pub opaque: [::std::os::raw::c_uchar; 128usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LtdTensorMap"][::std::mem::size_of::<LtdTensorMap>() - 128usize];
+    ["Alignment of LtdTensorMap"][::std::mem::align_of::<LtdTensorMap>() - 64usize];
+    ["Offset of field: LtdTensorMap::opaque"]
+        [::std::mem::offset_of!(LtdTensorMap, opaque) - 0usize];
+};
+impl Default for LtdTensorMap {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " Tensor maps of the Hopper attention kernels, passed by value as their second parameter\n (`__grid_constant__`). Each describes one [B, H, L, D] tensor (2-byte elements) as a 3-D\n array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride L * D * 2 bytes; box\n {64, 64, 1}; 128-byte swizzle; out-of-bounds elements filled with zeros. The forward reads q,\n k, v (dout may repeat any of them); the backward all four."]
+#[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct LtdSparseAttnTmaMaps {
+    pub q: LtdTensorMap,
+    pub k: LtdTensorMap,
+    pub v: LtdTensorMap,
+    pub dout: LtdTensorMap,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LtdSparseAttnTmaMaps"][::std::mem::size_of::<LtdSparseAttnTmaMaps>() - 512usize];
+    ["Alignment of LtdSparseAttnTmaMaps"][::std::mem::align_of::<LtdSparseAttnTmaMaps>() - 64usize];
+    ["Offset of field: LtdSparseAttnTmaMaps::q"]
+        [::std::mem::offset_of!(LtdSparseAttnTmaMaps, q) - 0usize];
+    ["Offset of field: LtdSparseAttnTmaMaps::k"]
+        [::std::mem::offset_of!(LtdSparseAttnTmaMaps, k) - 128usize];
+    ["Offset of field: LtdSparseAttnTmaMaps::v"]
+        [::std::mem::offset_of!(LtdSparseAttnTmaMaps, v) - 256usize];
+    ["Offset of field: LtdSparseAttnTmaMaps::dout"]
+        [::std::mem::offset_of!(LtdSparseAttnTmaMaps, dout) - 384usize];
+};
+impl Default for LtdSparseAttnTmaMaps {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.\n q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no\n key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block: a\n CSR over (head, query tile t = rows 64t..64t+63) whose entries tile_cols list the active\n 64-key chunks of the row, and tile_masks (same index) has bit 4i+j set when the 16x16\n sub-block (query rows 16i.., keys 16j..) of that tile is in the layout; the kernels reach the\n entries through the work items below. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.\n kpm: optional f32 [B, L] additive key-padding mask (0 = none). bias: optional additive bias\n [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).\n causal != 0 also hides keys after the query. Keys >= seq are always hidden.\n scale_log2 = softmax scale * log2(e).\n\n Work items: work_items is int32 [items][4] = (head, query tile, first, end): the CTA walks\n tile_cols[first..end) of that row, a whole row (it writes o and lse) or one piece of a row\n split because it is much longer than the rest (global rows); a piece with slot s >= 0\n (work_slots[item], int32, -1 = whole row) writes its normalised partial output to\n part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D]) and its lse (natural log) to\n part_lse[(b*num_slots + s)*item_rows ..] instead. Every (head, query tile) is covered by its items,\n rows with no chunk by an empty item. Items are ordered longest first.\n Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (items * B)\n with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory\n 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`\n (sparse_attn.sm90a.cu, wgmma + TMA, compute capability 9.0 only): the same, with a second\n parameter LtdSparseAttnTmaMaps (q, k, v; below) and dynamic shared memory\n (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 + 64 bytes (alignment slack, barriers).\n `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file) work on pairs of query\n tiles: item_rows = 128, the \"query tile\" of an\n item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and\n tile_cols / tile_masks are the pair tables (sorted union of both tiles' chunks; mask bits\n 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; LtdSparseAttnTmaMaps as the\n second parameter; dynamic shared memory 6 * 64 * D * 2 + 1024 + 64 bytes; partial slots hold\n 128 rows.\n `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:\n split_rows is int32 [split][4] = (head, query tile or pair, first slot, slot count), each\n covering item_rows rows; grid (split * B) with the same item/batch order, 128 threads."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnFwdParams {
@@ -296,7 +351,7 @@ const _: () = {
     ["Offset of field: LtdSparseAttnFwdParams::item_rows"]
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, item_rows) - 152usize];
 };
-#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a\n       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`\n       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs,\n       same grid and work items, dynamic shared memory as above + 1024 bytes (alignment slack\n       of its swizzled tiles).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.\n Work items as in the forward, over key chunks: the main kernel's grid is (items * B),\n item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end)\n over tile_rows; an item with work_slots[item] = s >= 0 writes f32 partial dK (scaled) / dV\n rows to part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] instead of dk / dv, and\n `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid split * B, 128 threads) sums\n the pieces of every split column (split_cols[i] = (head, key chunk, first slot, count))."]
+#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a\n       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`\n       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs\n       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout) as a second\n       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its\n       swizzled tiles, barriers).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.\n Work items as in the forward, over key chunks: the main kernel's grid is (items * B),\n item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end)\n over tile_rows; an item with work_slots[item] = s >= 0 writes f32 partial dK (scaled) / dV\n rows to part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] instead of dk / dv, and\n `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid split * B, 128 threads) sums\n the pieces of every split column (split_cols[i] = (head, key chunk, first slot, count))."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnBwdParams {

@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
 use ltd_core::{CoreError, CudaDevice, DType, Element};
-use ltd_kernels_sys::{LtdSparseAttnFwdParams, fatbin};
+use ltd_kernels_sys::{LtdSparseAttnFwdParams, LtdSparseAttnTmaMaps, LtdTensorMap, fatbin};
 
 use crate::{AttentionShape, Layout, MaskMode, Result, SparseAttnError, SparseSelfAttention};
 
@@ -42,6 +42,66 @@ fn invalid(what: &str, value: impl std::fmt::Display, expected: &str) -> SparseA
         expected: expected.into(),
     }
 }
+
+/// Encodes the tensor map the Hopper kernels read `[matrices][seq][head_dim]` 2-byte elements at
+/// `ptr` through (`LtdSparseAttnTmaMaps` in `ltd_kernels.h`): 64 x 64 boxes, 128-byte swizzle,
+/// rows past `seq` read as zeros.
+fn tile_tensor_map(ptr: u64, matrices: usize, seq: usize, head_dim: usize) -> Result<LtdTensorMap> {
+    use cudarc::driver::sys;
+    let dims = [head_dim as u64, seq as u64, matrices as u64];
+    let strides = [(head_dim * 2) as u64, (seq * head_dim * 2) as u64];
+    let boxes = [64u32, 64, 1];
+    let steps = [1u32; 3];
+    let mut map = LtdTensorMap::default();
+    const _: () =
+        assert!(std::mem::size_of::<LtdTensorMap>() == std::mem::size_of::<sys::CUtensorMap>());
+    // SAFETY: `map` is a 64-byte-aligned 128-byte buffer, the size of `CUtensorMap` (checked
+    // above), which the call only writes; the dimension, stride, box and step arrays hold rank 3
+    // (rank - 1 for strides) elements and outlive the call. The driver only encodes `ptr` (a
+    // live allocation of matrices * seq * head_dim 2-byte elements, checked by the callers) and
+    // validates the rest, returning an error for anything it rejects.
+    unsafe {
+        sys::cuTensorMapEncodeTiled(
+            (&mut map as *mut LtdTensorMap).cast::<sys::CUtensorMap>(),
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT16,
+            3,
+            ptr as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxes.as_ptr(),
+            steps.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+        .result()
+    }
+    .map_err(cuda_err(
+        "encoding a tensor map for the Hopper attention kernels",
+    ))?;
+    Ok(map)
+}
+
+/// The four tensor maps of a Hopper attention launch (q, k, v, dout; the forward passes q again
+/// as dout), each over `[B * H][L][D]`.
+fn tma_maps(
+    ptrs: [u64; 4],
+    matrices: usize,
+    seq: usize,
+    head_dim: usize,
+) -> Result<LtdSparseAttnTmaMaps> {
+    Ok(LtdSparseAttnTmaMaps {
+        q: tile_tensor_map(ptrs[0], matrices, seq, head_dim)?,
+        k: tile_tensor_map(ptrs[1], matrices, seq, head_dim)?,
+        v: tile_tensor_map(ptrs[2], matrices, seq, head_dim)?,
+        dout: tile_tensor_map(ptrs[3], matrices, seq, head_dim)?,
+    })
+}
+
+/// Dynamic shared memory the Hopper kernels add to their tiles: 1 KB of slack to align the
+/// swizzled tiles to 1 KB, and their mbarriers.
+const SM90_SMEM_EXTRA: usize = 1024 + 64;
 
 /// The kernel's view of a layout: for every (head, 64-row query tile) the active 64-key chunks
 /// with a 16-bit mask of active 16 x 16 sub-blocks (bit `4*i + j`: query rows `16i..`, keys
@@ -907,7 +967,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         == CudaAttentionKernel::WgmmaPairs
     {
         let name = kernel_name(&FWD_SM90_PAIR, type_name, head_dim);
-        let smem = 6 * KERNEL_TILE * head_dim * 2 + 1024;
+        let smem = 6 * KERNEL_TILE * head_dim * 2 + SM90_SMEM_EXTRA;
         let func = dev.load_function_with_shared(
             "sparse_attn_sm90a",
             fatbin::SPARSE_ATTN_SM90A,
@@ -928,7 +988,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         let name = kernel_name(&FWD_SM90, type_name, head_dim);
         // At D 128 one V buffer (4 tiles: 3 CTAs per SM fit in shared memory).
         let tiles = if head_dim == 128 { 4 } else { 5 };
-        let smem = tiles * KERNEL_TILE * head_dim * 2 + 1024;
+        let smem = tiles * KERNEL_TILE * head_dim * 2 + SM90_SMEM_EXTRA;
         let func = dev.load_function_with_shared(
             "sparse_attn_sm90a",
             fatbin::SPARSE_ATTN_SM90A,
@@ -1007,9 +1067,24 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         block_dim: (threads, 1, 1),
         shared_mem_bytes: smem as u32,
     };
+    let maps = if kernel.is_hopper() {
+        Some(tma_maps(
+            [q_ptr, k_ptr, v_ptr, q_ptr],
+            batch * heads,
+            seq_len,
+            head_dim,
+        )?)
+    } else {
+        None
+    };
     let mut launch = stream.launch_builder(&func);
     launch.arg(&params);
-    // SAFETY: one `LtdSparseAttnFwdParams` by value, as the kernel declares. q/k/v/out hold
+    if let Some(maps) = &maps {
+        launch.arg(maps);
+    }
+    // SAFETY: one `LtdSparseAttnFwdParams` by value, as the kernel declares, and for the Hopper
+    // kernels their `LtdSparseAttnTmaMaps` (tensor maps over exactly q, k and v: B*H matrices of
+    // L x D, so the TMA reads rows < L only and fills the rest with zeros). q/k/v/out hold
     // exactly B*H*L*D elements and lse B*H*L (checked above); the kernel reads rows < L only
     // (cp.async zero-fills the rest) and writes rows < L only; the tables were built for this
     // layout, whose padded length covers L (checked: ceil(L / block) blocks), so every chunk
@@ -1182,10 +1257,10 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // Both families have a variant with the bias code compiled in (it costs registers).
     let hopper = options.kernel.resolve(cc, layout, head_dim).is_hopper();
     // K, V, 2 Q and 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats (+ 1 KB of
-    // alignment slack for the Hopper kernel's swizzled tiles).
+    // alignment slack for the Hopper kernel's swizzled tiles, and its barriers).
     let smem = (6 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE) * 2
         + 4 * KERNEL_TILE * 4
-        + if hopper { 1024 } else { 0 };
+        + if hopper { SM90_SMEM_EXTRA } else { 0 };
     let (module, image, names) = match (hopper, with_bias) {
         (true, true) => (
             "sparse_attn_sm90a",
@@ -1229,6 +1304,16 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
     let bias = options.bias.map(|m| m.device_ptr(stream));
     let db = dbias.as_mut().map(|m| m.device_ptr_mut(stream));
+    let maps = if hopper {
+        Some(tma_maps(
+            [q_ptr, k_ptr, v_ptr, do_ptr],
+            batch * heads,
+            seq_len,
+            head_dim,
+        )?)
+    } else {
+        None
+    };
     let params = ltd_kernels_sys::LtdSparseAttnBwdParams {
         q: q_ptr,
         k: k_ptr,
@@ -1278,7 +1363,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     };
     let d = head_dim as i64;
     // SAFETY: each kernel takes `LtdSparseAttnBwdParams` by value (the dq kernel also the head
-    // dim as a second i64). All [B,H,L,D] buffers hold exactly n elements and the row buffers
+    // dim as a second i64, the Hopper main kernel its `LtdSparseAttnTmaMaps` over exactly q, k,
+    // v and dout: B*H matrices of L x D, so the TMA reads rows < L only, zero-filling the rest). All [B,H,L,D] buffers hold exactly n elements and the row buffers
     // B*H*L (checked above and by check_call); the kernels touch rows < L only; the transposed
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
     // index is below ceil(L_padded / 64); dq_acc is zeroed before the main kernel adds into it; the three
@@ -1299,6 +1385,9 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
             .map_err(cuda_err("launching the attention backward pre-pass"))?;
         let mut l = stream.launch_builder(&main);
         l.arg(&params);
+        if let Some(maps) = &maps {
+            l.arg(maps);
+        }
         l.launch(main_cfg)
             .map_err(cuda_err("launching the attention backward kernel"))?;
         let mut l = stream.launch_builder(&post);
