@@ -161,16 +161,20 @@ typedef struct __attribute__((aligned(64))) LtdTensorMap {
 
 /**
  * Tensor maps of the Hopper attention kernels, passed by value as their second parameter
- * (`__grid_constant__`). Each describes one [B, H, L, D] tensor (2-byte elements) as a 3-D
- * array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride L * D * 2 bytes; box
- * {64, 64, 1}; 128-byte swizzle; out-of-bounds elements filled with zeros. The forward reads q,
- * k, v (dout may repeat any of them); the backward all four.
+ * (`__grid_constant__`). q, k, v, dout each describe one [B, H, L, D] tensor of 2-byte elements
+ * as a 3-D array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride L * D * 2
+ * bytes; box {64, 64, 1}; 128-byte swizzle; out-of-bounds elements filled with zeros. dq_acc
+ * describes the backward's f32 [B, H, L, D] accumulator the same way (strides D * 4 and
+ * L * D * 4 bytes) with box {32, 64, 1} and 128-byte swizzle; the backward adds into it with
+ * TMA reductions. The forward reads q, k, v (dout and dq_acc may repeat any map); the backward
+ * all five.
  */
 typedef struct LtdSparseAttnTmaMaps {
     LtdTensorMap q;
     LtdTensorMap k;
     LtdTensorMap v;
     LtdTensorMap dout;
+    LtdTensorMap dq_acc;
 } LtdSparseAttnTmaMaps;
 
 /**
@@ -247,7 +251,7 @@ typedef struct LtdSparseAttnFwdParams {
  *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).
  *   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`
  *       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs
- *       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout) as a second
+ *       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc) as a second
  *       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its
  *       swizzled tiles, barriers).
  *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.

@@ -149,6 +149,18 @@ __device__ __forceinline__ void tma_tile(uint32_t tile, const LtdTensorMap* map,
             "l"(map), "r"(64 * cb), "r"(row0), "r"(mat), "r"(bar)
             : "memory");
 }
+// Adds a [64 rows][32 cols] f32 box in shared memory (128-byte swizzle) into rows row0.. and
+// columns col0.. of matrix `mat` of an f32 tensor map, element-wise atomically in L2 (rows past
+// the end of the matrix are skipped). Asynchronous: bulk_commit() closes the group,
+// bulk_wait_read() waits until the shared memory has been read.
+__device__ __forceinline__ void tma_reduce_add_box(const LtdTensorMap* map, uint32_t box, int col0, int row0, int mat) {
+    asm volatile("cp.reduce.async.bulk.tensor.3d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2, %3}], [%4];\n" ::"l"(map),
+                 "r"(col0), "r"(row0), "r"(mat), "r"(box)
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 
 template <typename T, int D, bool PAIR>
 __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParams& p, const LtdSparseAttnTmaMaps& maps) {
@@ -411,7 +423,8 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128, true)
 //   P^T = exp2(S^T * scale_log2 + kpm - lse), dS^T = P^T (dP^T - dvec)   (registers)
 //   dV += P^T dO, dK += dS^T Q         (wgmma, A from registers, B MN-major)
 //   dQ += scale * dS K                 (dS^T staged in shared memory [key][query]; wgmma with both
-//                                       operands MN-major; 16-byte f32 atomics into dq_acc)
+//                                       operands MN-major; staged in shared memory, added into
+//                                       dq_acc by TMA reductions)
 // =================================================================================================
 namespace {
 
@@ -441,7 +454,6 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const long long bh = (long long)b * p.heads + h;
     const float* lse = reinterpret_cast<const float*>(p.lse) + bh * seq;
     const float* dvec = reinterpret_cast<const float*>(p.dvec) + bh * seq;
-    float* dq_acc = reinterpret_cast<float*>(p.dq_acc) + bh * seq * D;
     const int* rows = reinterpret_cast<const int*>(p.tile_rows);
     const int* masks = reinterpret_cast<const int*>(p.tile_col_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
@@ -506,6 +518,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         // previous iteration follows its last read); its lse / dvec by cp.async.
         if (it + 1 < end) {
             if (threadIdx.x == 0) {
+                bulk_wait_read();  // the previous iteration's dQ reduction has left that buffer
                 const uint32_t bar = bar_q + 8 * (buf ^ 1);
                 mbar_expect(bar, 2 * kTileBytes);
                 tma_tile<D>(sQ + (buf ^ 1) * kTileBytes, &maps.q, next_qt * kTile, mat, bar);
@@ -619,30 +632,41 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         wg_commit();
         wg_wait<0>();
         fence_regs(dq);
-        // 16-byte atomics: lanes t and t ^ 1 swap halves so the even lane holds 4 consecutive
-        // columns of row g and the odd lane 4 of row g + 8 (half the atomic requests of float2).
-        {
-            const int odd = t & 1;
-            const long long q = q0 + warp * 16 + g + 8 * odd;
+        // dq_acc += scale * dQ by TMA reductions: the tile is staged as D / 32 boxes of
+        // [64 rows][32 cols] f32 (8 KB, 128-byte swizzle), the first D / 64 in this
+        // iteration's Q buffer and the rest in its dO buffer (both free: dK and dV retired);
+        // thread 0 issues the reductions and, before the next prefetch into these buffers,
+        // waits until they have been read.
 #pragma unroll
-            for (int i = 0; i < D / 8; ++i) {
-                const float send0 = odd ? dq[4 * i + 0] : dq[4 * i + 2];
-                const float send1 = odd ? dq[4 * i + 1] : dq[4 * i + 3];
-                const float recv0 = __shfl_xor_sync(0xffffffffu, send0, 1);
-                const float recv1 = __shfl_xor_sync(0xffffffffu, send1, 1);
-                const float4 v = odd ? make_float4(recv0, recv1, dq[4 * i + 2], dq[4 * i + 3])
-                                     : make_float4(dq[4 * i + 0], dq[4 * i + 1], recv0, recv1);
-                if (q < seq && (v.x != 0.f || v.y != 0.f || v.z != 0.f || v.w != 0.f))
-                    atomicAdd(reinterpret_cast<float4*>(dq_acc + q * D + 8 * i + 4 * (t >> 1)),
-                              make_float4(v.x * p.scale, v.y * p.scale, v.z * p.scale, v.w * p.scale));
+        for (int i = 0; i < D / 8; ++i) {
+            const int box = i >> 2;  // columns 32 box ..
+            const uint32_t base = box < D / 64 ? tQ + box * kBlockBytes : tdO + (box - D / 64) * kBlockBytes;
+            const int chunk = 2 * (i & 3) + (t >> 1);  // 16-byte chunk of the 128-byte row
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int row = warp * 16 + g + 8 * r;  // row % 8 == g
+                const uint32_t addr = base + row * 128 + ((chunk ^ g) << 4) + (t & 1) * 8;
+                asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(dq[4 * i + 2 * r] * p.scale),
+                             "f"(dq[4 * i + 2 * r + 1] * p.scale)
+                             : "memory");
             }
         }
-        __syncthreads();  // buffers and sdS are overwritten next iteration
+        fence_proxy_async();  // generic stores, read by the TMA (async proxy)
+        __syncthreads();      // and: the buffers and sdS are overwritten next iteration
+        if (threadIdx.x == 0) {
+#pragma unroll
+            for (int box = 0; box < D / 32; ++box) {
+                const uint32_t base = box < D / 64 ? tQ + box * kBlockBytes : tdO + (box - D / 64) * kBlockBytes;
+                tma_reduce_add_box(&maps.dq_acc, base, 32 * box, (int)q0, mat);
+            }
+            bulk_commit();
+        }
         qt = next_qt;
         next_qt = after_qt;
         mask = next_mask;
     }
 
+    if (threadIdx.x == 0) bulk_wait_all();  // the shared memory stays until the reductions read it
     ltd_attn::bwd_store<T, D>(p, work, warp, g, t, dk, dv);
 }
 

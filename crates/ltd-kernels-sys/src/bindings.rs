@@ -245,7 +245,7 @@ impl Default for LtdTensorMap {
         }
     }
 }
-#[doc = " Tensor maps of the Hopper attention kernels, passed by value as their second parameter\n (`__grid_constant__`). Each describes one [B, H, L, D] tensor (2-byte elements) as a 3-D\n array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride L * D * 2 bytes; box\n {64, 64, 1}; 128-byte swizzle; out-of-bounds elements filled with zeros. The forward reads q,\n k, v (dout may repeat any of them); the backward all four."]
+#[doc = " Tensor maps of the Hopper attention kernels, passed by value as their second parameter\n (`__grid_constant__`). q, k, v, dout each describe one [B, H, L, D] tensor of 2-byte elements\n as a 3-D array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride L * D * 2\n bytes; box {64, 64, 1}; 128-byte swizzle; out-of-bounds elements filled with zeros. dq_acc\n describes the backward's f32 [B, H, L, D] accumulator the same way (strides D * 4 and\n L * D * 4 bytes) with box {32, 64, 1} and 128-byte swizzle; the backward adds into it with\n TMA reductions. The forward reads q, k, v (dout and dq_acc may repeat any map); the backward\n all five."]
 #[repr(C)]
 #[repr(align(64))]
 #[derive(Debug, Copy, Clone)]
@@ -254,10 +254,11 @@ pub struct LtdSparseAttnTmaMaps {
     pub k: LtdTensorMap,
     pub v: LtdTensorMap,
     pub dout: LtdTensorMap,
+    pub dq_acc: LtdTensorMap,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdSparseAttnTmaMaps"][::std::mem::size_of::<LtdSparseAttnTmaMaps>() - 512usize];
+    ["Size of LtdSparseAttnTmaMaps"][::std::mem::size_of::<LtdSparseAttnTmaMaps>() - 640usize];
     ["Alignment of LtdSparseAttnTmaMaps"][::std::mem::align_of::<LtdSparseAttnTmaMaps>() - 64usize];
     ["Offset of field: LtdSparseAttnTmaMaps::q"]
         [::std::mem::offset_of!(LtdSparseAttnTmaMaps, q) - 0usize];
@@ -267,6 +268,8 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnTmaMaps, v) - 256usize];
     ["Offset of field: LtdSparseAttnTmaMaps::dout"]
         [::std::mem::offset_of!(LtdSparseAttnTmaMaps, dout) - 384usize];
+    ["Offset of field: LtdSparseAttnTmaMaps::dq_acc"]
+        [::std::mem::offset_of!(LtdSparseAttnTmaMaps, dq_acc) - 512usize];
 };
 impl Default for LtdSparseAttnTmaMaps {
     fn default() -> Self {
@@ -351,7 +354,7 @@ const _: () = {
     ["Offset of field: LtdSparseAttnFwdParams::item_rows"]
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, item_rows) - 152usize];
 };
-#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a\n       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`\n       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs\n       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout) as a second\n       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its\n       swizzled tiles, barriers).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.\n Work items as in the forward, over key chunks: the main kernel's grid is (items * B),\n item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end)\n over tile_rows; an item with work_slots[item] = s >= 0 writes f32 partial dK (scaled) / dV\n rows to part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] instead of dk / dv, and\n `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid split * B, 128 threads) sums\n the pieces of every split column (split_cols[i] = (head, key chunk, first slot, count))."]
+#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a\n       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`\n       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs\n       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc) as a second\n       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its\n       swizzled tiles, barriers).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.\n Work items as in the forward, over key chunks: the main kernel's grid is (items * B),\n item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end)\n over tile_rows; an item with work_slots[item] = s >= 0 writes f32 partial dK (scaled) / dV\n rows to part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] instead of dk / dv, and\n `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid split * B, 128 threads) sums\n the pieces of every split column (split_cols[i] = (head, key chunk, first slot, count))."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnBwdParams {

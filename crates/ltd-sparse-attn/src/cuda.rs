@@ -43,14 +43,26 @@ fn invalid(what: &str, value: impl std::fmt::Display, expected: &str) -> SparseA
     }
 }
 
-/// Encodes the tensor map the Hopper kernels read `[matrices][seq][head_dim]` 2-byte elements at
-/// `ptr` through (`LtdSparseAttnTmaMaps` in `ltd_kernels.h`): 64 x 64 boxes, 128-byte swizzle,
-/// rows past `seq` read as zeros.
-fn tile_tensor_map(ptr: u64, matrices: usize, seq: usize, head_dim: usize) -> Result<LtdTensorMap> {
+/// Encodes a tensor map over `[matrices][seq][head_dim]` elements at `ptr` as the Hopper kernels
+/// address it (`LtdSparseAttnTmaMaps` in `ltd_kernels.h`): boxes of 64 rows by `box_cols`
+/// elements of `elem_bytes` (128-byte rows: `box_cols * elem_bytes == 128`), 128-byte swizzle,
+/// rows past `seq` read as zeros (and skipped by reductions).
+fn tensor_map(
+    ptr: u64,
+    data_type: cudarc::driver::sys::CUtensorMapDataType,
+    elem_bytes: usize,
+    box_cols: u32,
+    matrices: usize,
+    seq: usize,
+    head_dim: usize,
+) -> Result<LtdTensorMap> {
     use cudarc::driver::sys;
     let dims = [head_dim as u64, seq as u64, matrices as u64];
-    let strides = [(head_dim * 2) as u64, (seq * head_dim * 2) as u64];
-    let boxes = [64u32, 64, 1];
+    let strides = [
+        (head_dim * elem_bytes) as u64,
+        (seq * head_dim * elem_bytes) as u64,
+    ];
+    let boxes = [box_cols, 64, 1];
     let steps = [1u32; 3];
     let mut map = LtdTensorMap::default();
     const _: () =
@@ -58,12 +70,12 @@ fn tile_tensor_map(ptr: u64, matrices: usize, seq: usize, head_dim: usize) -> Re
     // SAFETY: `map` is a 64-byte-aligned 128-byte buffer, the size of `CUtensorMap` (checked
     // above), which the call only writes; the dimension, stride, box and step arrays hold rank 3
     // (rank - 1 for strides) elements and outlive the call. The driver only encodes `ptr` (a
-    // live allocation of matrices * seq * head_dim 2-byte elements, checked by the callers) and
-    // validates the rest, returning an error for anything it rejects.
+    // live allocation of matrices * seq * head_dim elements of `elem_bytes`, checked by the
+    // callers) and validates the rest, returning an error for anything it rejects.
     unsafe {
         sys::cuTensorMapEncodeTiled(
             (&mut map as *mut LtdTensorMap).cast::<sys::CUtensorMap>(),
-            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT16,
+            data_type,
             3,
             ptr as *mut std::ffi::c_void,
             dims.as_ptr(),
@@ -83,19 +95,30 @@ fn tile_tensor_map(ptr: u64, matrices: usize, seq: usize, head_dim: usize) -> Re
     Ok(map)
 }
 
-/// The four tensor maps of a Hopper attention launch (q, k, v, dout; the forward passes q again
-/// as dout), each over `[B * H][L][D]`.
+/// The tensor maps of a Hopper attention launch: q, k, v, dout (2-byte elements, 64 x 64
+/// boxes) and the backward's f32 dq accumulator (64 x 32 boxes), each over `[B * H][L][D]`.
+/// The forward passes q again for dout and no accumulator (its map then repeats q's).
 fn tma_maps(
-    ptrs: [u64; 4],
+    tiles: [u64; 4],
+    dq_acc: Option<u64>,
     matrices: usize,
     seq: usize,
     head_dim: usize,
 ) -> Result<LtdSparseAttnTmaMaps> {
+    use cudarc::driver::sys::CUtensorMapDataType::{
+        CU_TENSOR_MAP_DATA_TYPE_FLOAT32 as F32, CU_TENSOR_MAP_DATA_TYPE_UINT16 as U16,
+    };
+    let tile = |ptr| tensor_map(ptr, U16, 2, 64, matrices, seq, head_dim);
+    let q = tile(tiles[0])?;
     Ok(LtdSparseAttnTmaMaps {
-        q: tile_tensor_map(ptrs[0], matrices, seq, head_dim)?,
-        k: tile_tensor_map(ptrs[1], matrices, seq, head_dim)?,
-        v: tile_tensor_map(ptrs[2], matrices, seq, head_dim)?,
-        dout: tile_tensor_map(ptrs[3], matrices, seq, head_dim)?,
+        q,
+        k: tile(tiles[1])?,
+        v: tile(tiles[2])?,
+        dout: tile(tiles[3])?,
+        dq_acc: match dq_acc {
+            Some(ptr) => tensor_map(ptr, F32, 4, 32, matrices, seq, head_dim)?,
+            None => q,
+        },
     })
 }
 
@@ -673,8 +696,8 @@ pub struct CudaAttentionOptions<'a, T> {
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CudaAttentionKernel {
-    /// On compute capability 9.0 (H100/H200) [`WgmmaPairs`](Self::WgmmaPairs) or
-    /// [`Wgmma`](Self::Wgmma) by the layout, [`MmaSync`](Self::MmaSync) elsewhere.
+    /// On compute capability 9.0 (H100/H200) [`Wgmma`](Self::Wgmma), [`MmaSync`](Self::MmaSync)
+    /// elsewhere.
     #[default]
     Auto,
     /// `mma.sync` warp MMAs, 4 warps x 16 query rows (sm_80 and newer: A100, H100, ...).
@@ -684,10 +707,10 @@ pub enum CudaAttentionKernel {
     /// [`SparseAttnError::InvalidArgument`].
     Wgmma,
     /// [`Wgmma`](Self::Wgmma) with two warpgroups per pair of adjacent query tiles sharing
-    /// their K/V chunk loads (forward; the backward is the same as `Wgmma`'s). `Auto` picks it
-    /// on compute capability 9.0 for head dim 64 when the layout's adjacent tiles share most
-    /// chunks ([`CudaAttentionLayout::pair_sharing`] at most 0.6, e.g. Fixed, or BigBird at
-    /// block 128).
+    /// their K/V chunk loads (forward; the backward is the same as `Wgmma`'s). Worth trying
+    /// only on layouts whose adjacent tiles share almost all chunks
+    /// ([`CudaAttentionLayout::pair_sharing`] near 0.5): since the tiles arrive by TMA it was
+    /// slower than `Wgmma` on every benchmarked layout, so `Auto` never picks it.
     WgmmaPairs,
 }
 
@@ -723,17 +746,18 @@ impl CudaAttentionKernel {
     }
 
     /// The concrete kernel `Auto` picks for `layout` and `head_dim` on a device of compute
-    /// capability `cc`; other choices are returned as they are. On 9.0 the pair kernel is picked
-    /// for head dim 64 when adjacent query tiles share most chunks (measured: 5–14% faster
-    /// there; at head dim 128 it was 2–8% slower, its 97 KB of shared memory per CTA and the
-    /// PV slices it cannot skip cost more than the shared loads save).
+    /// capability `cc`; other choices are returned as they are. `Auto` is
+    /// [`Wgmma`](Self::Wgmma) on 9.0 and [`MmaSync`](Self::MmaSync) elsewhere, whatever the
+    /// layout and head dim (the pair kernel, picked for head dim 64 on well-shared layouts
+    /// before the kernels loaded their tiles by TMA, is now 4–20% slower than `Wgmma` on
+    /// every benchmarked layout); the arguments stay so the choice can depend on them again.
     ///
     /// ```no_run
     /// use ltd_core::CudaDevice;
     /// use ltd_sparse_attn::{FixedConfig, cuda::{CudaAttentionKernel, CudaAttentionLayout}};
     /// let dev = CudaDevice::new(0)?;
     /// let layout = CudaAttentionLayout::new(&dev, &FixedConfig::new(4).make_layout(4096)?)?;
-    /// assert_eq!(CudaAttentionKernel::Auto.resolve((9, 0), &layout, 64), CudaAttentionKernel::WgmmaPairs);
+    /// assert_eq!(CudaAttentionKernel::Auto.resolve((9, 0), &layout, 64), CudaAttentionKernel::Wgmma);
     /// assert_eq!(CudaAttentionKernel::Auto.resolve((9, 0), &layout, 128), CudaAttentionKernel::Wgmma);
     /// assert_eq!(CudaAttentionKernel::Auto.resolve((8, 0), &layout, 64), CudaAttentionKernel::MmaSync);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -741,15 +765,10 @@ impl CudaAttentionKernel {
     pub fn resolve(
         self,
         cc: (i32, i32),
-        layout: &CudaAttentionLayout,
-        head_dim: usize,
+        _layout: &CudaAttentionLayout,
+        _head_dim: usize,
     ) -> CudaAttentionKernel {
         match self {
-            CudaAttentionKernel::Auto
-                if cc == (9, 0) && head_dim == 64 && layout.pair_sharing() <= 0.6 =>
-            {
-                CudaAttentionKernel::WgmmaPairs
-            }
             CudaAttentionKernel::Auto if cc == (9, 0) => CudaAttentionKernel::Wgmma,
             CudaAttentionKernel::Auto => CudaAttentionKernel::MmaSync,
             other => other,
@@ -1070,6 +1089,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     let maps = if kernel.is_hopper() {
         Some(tma_maps(
             [q_ptr, k_ptr, v_ptr, q_ptr],
+            None,
             batch * heads,
             seq_len,
             head_dim,
@@ -1307,6 +1327,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let maps = if hopper {
         Some(tma_maps(
             [q_ptr, k_ptr, v_ptr, do_ptr],
+            Some(acc_ptr),
             batch * heads,
             seq_len,
             head_dim,
@@ -1364,7 +1385,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let d = head_dim as i64;
     // SAFETY: each kernel takes `LtdSparseAttnBwdParams` by value (the dq kernel also the head
     // dim as a second i64, the Hopper main kernel its `LtdSparseAttnTmaMaps` over exactly q, k,
-    // v and dout: B*H matrices of L x D, so the TMA reads rows < L only, zero-filling the rest). All [B,H,L,D] buffers hold exactly n elements and the row buffers
+    // v, dout and dq_acc: B*H matrices of L x D, so the TMA reads rows < L only, zero-filling
+    // the rest, and its reductions into dq_acc skip rows >= L). All [B,H,L,D] buffers hold exactly n elements and the row buffers
     // B*H*L (checked above and by check_call); the kernels touch rows < L only; the transposed
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
     // index is below ceil(L_padded / 64); dq_acc is zeroed before the main kernel adds into it; the three
