@@ -1,13 +1,15 @@
 // Fused flash-style block-sparse attention on Hopper (sm_90a only), forward and backward: the
 // same contracts as sparse_attn.cu (LtdSparseAttnFwdParams / LtdSparseAttnBwdParams), with the
-// products on warpgroup MMAs (wgmma.mma_async). Forward, two variants: one warpgroup (128
-// threads) per 64-row query tile, or (`_pair_`, on the pair tables) two warpgroups (256 threads)
-// per pair of adjacent query tiles sharing every K/V chunk load, for layouts whose adjacent tiles
-// mostly use the same chunks. S = Q K^T is an m64n64k16 wgmma with both operands in shared memory
-// (K-major, 128-byte swizzle); P stays in registers (the accumulator layout is the A-fragment
-// layout) and O += P V is an m64nDk16 wgmma with V read MN-major from shared memory. K/V chunks
-// are double-buffered with cp.async (one V buffer for the single-tile kernel at D 128, so three
-// CTAs fit per SM); a proxy fence makes them visible to wgmma. The backward is further below.
+// products on warpgroup MMAs (wgmma.mma_async) and the tiles moved by the tensor memory
+// accelerator (TMA; the tensor maps come in LtdSparseAttnTmaMaps). Forward, two variants: one
+// warpgroup (128 threads) per 64-row query tile, or (`_pair_`, on the pair tables) two
+// warpgroups (256 threads) per pair of adjacent query tiles sharing every K/V chunk load.
+// S = Q K^T is an m64n64k16 wgmma with both operands in shared memory (K-major, 128-byte
+// swizzle); P stays in registers (the accumulator layout is the A-fragment layout) and
+// O += P V is an m64nDk16 wgmma with V read MN-major from shared memory. K/V chunks are
+// double-buffered: thread 0 issues the TMA copies of chunk i + 1 on an mbarrier while chunk i
+// is consumed (one V buffer for the single-tile kernel at D 128, so three CTAs fit per SM).
+// The backward is further below.
 #include <stdint.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -87,7 +89,8 @@ __device__ __forceinline__ void fence_regs(float (&r)[N]) {
 #pragma unroll
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
-// cp.async writes through the generic proxy; wgmma reads through the async proxy.
+// Ordinary shared-memory stores (dS^T, the staged dQ) go through the generic proxy; wgmma and the
+// TMA read through the async proxy, so the writers fence before the barrier that publishes them.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 

@@ -14,9 +14,9 @@
 //! still fill the tensor cores; [`CudaAttentionLayout`] builds and uploads those tables once
 //! per layout, with work plans that cut rows and columns much longer than the rest (global
 //! blocks) into pieces run in parallel. Two kernel families ([`CudaAttentionKernel`]):
-//! `mma.sync` (sm_80 and newer) and, on compute capability 9.0, warpgroup MMAs (`wgmma`), for
-//! the forward in a one-tile and a two-tile ("pair") variant; `Auto` picks per device, layout
-//! and head dim.
+//! `mma.sync` (sm_80 and newer) and, on compute capability 9.0, warpgroup MMAs (`wgmma`) fed by
+//! the tensor memory accelerator (tensor maps encoded per call), for the forward in a one-tile
+//! and a two-tile ("pair") variant; `Auto` picks per device.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -980,7 +980,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // five 64 x D tiles (Q, two K and two V buffers; the Hopper one has one V buffer at D 128).
     // The pair kernel: a pair of query tiles per CTA of 256 threads (one warpgroup each) on the
     // pair tables, six tiles (two Q). The Hopper kernels align their tiles to 1 KB (swizzled
-    // layout), so 1 KB of slack.
+    // layout) and keep their mbarriers after them: SM90_SMEM_EXTRA.
     let kernel = options.kernel.resolve(cc, layout, head_dim);
     let (func, smem, threads, item_rows, plan, cols, masks) = if kernel
         == CudaAttentionKernel::WgmmaPairs
@@ -1106,7 +1106,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // kernels their `LtdSparseAttnTmaMaps` (tensor maps over exactly q, k and v: B*H matrices of
     // L x D, so the TMA reads rows < L only and fills the rest with zeros). q/k/v/out hold
     // exactly B*H*L*D elements and lse B*H*L (checked above); the kernel reads rows < L only
-    // (cp.async zero-fills the rest) and writes rows < L only; the tables were built for this
+    // (cp.async or the TMA zero-fills the rest) and writes rows < L only; the tables were built for this
     // layout, whose padded length covers L (checked: ceil(L / block) blocks), so every chunk
     // index is below ceil(L_padded / 64); the work items are ranges of these tables (the pair
     // tables for the Hopper kernel) with head < H and query tile < ceil(L_padded / 64) (pair
@@ -1117,8 +1117,8 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // the key-padding mask has B*L elements and the bias B*H*L*L (checked by check_call), read
     // only at query and key positions < L; the dynamic shared memory is the tiles of 64 x D the
     // chosen kernel carves (5; 4 for the single-tile Hopper kernel at D 128; 6 for the pair
-    // kernel; plus 1 KB of alignment slack for the Hopper kernels), and the Hopper kernels are
-    // only chosen on a compute capability 9.0 device.
+    // kernel; plus 1 KB of alignment slack and 64 bytes of barriers for the Hopper kernels),
+    // and the Hopper kernels are only chosen on a compute capability 9.0 device.
     unsafe { launch.launch(cfg) }.map_err(cuda_err("launching the sparse attention kernel"))?;
     if plan.num_split > 0 {
         let name = kernel_name(&FWD_COMBINE, type_name, head_dim);
