@@ -65,7 +65,7 @@ __device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool va
 }
 
 // 2^x with subnormal results flushed to 0 (one MUFU.EX2; exp2f adds a range fix-up around it).
-// Softmax probabilities below 2^-126 are 0 in every output type anyway.
+// A softmax weight below 2^-126 of its row's largest one changes no sum beyond rounding.
 __device__ __forceinline__ float fast_exp2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
