@@ -776,13 +776,15 @@ impl CudaAttentionKernel {
     }
 }
 
-/// Validates a GPU attention call; returns the kernel type suffix and the scale.
+/// Validates a GPU attention call on a device of compute capability `cc`; returns the kernel
+/// type suffix, the scale and the kernel family `options.kernel` resolves to there.
 fn check_call<T: Element>(
     layout: &CudaAttentionLayout,
     shape: AttentionShape,
     (q_len, k_len, v_len): (usize, usize, usize),
     options: &CudaAttentionOptions<'_, T>,
-) -> Result<(&'static str, f32)> {
+    cc: (i32, i32),
+) -> Result<(&'static str, f32, CudaAttentionKernel)> {
     let AttentionShape {
         batch,
         heads,
@@ -871,7 +873,21 @@ fn check_call<T: Element>(
     if !scale.is_finite() {
         return Err(invalid("scale", scale, "a finite number"));
     }
-    Ok((type_name, scale))
+    if !options.kernel.runs_on(cc) {
+        return Err(invalid(
+            "kernel",
+            format!(
+                "{:?} on a device of compute capability {}.{}",
+                options.kernel, cc.0, cc.1
+            ),
+            "Wgmma only on compute capability 9.0 (use Auto or MmaSync)",
+        ));
+    }
+    Ok((
+        type_name,
+        scale,
+        options.kernel.resolve(cc, layout, head_dim),
+    ))
 }
 
 /// Kernel entry points of one kind, by element type (bf16, f16) and head dim (64, 128); the
@@ -944,7 +960,13 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     out: &mut CudaSlice<T>,
     lse: &mut CudaSlice<f32>,
 ) -> Result<()> {
-    let (type_name, scale) = check_call::<T>(layout, shape, (q.len(), k.len(), v.len()), options)?;
+    let (type_name, scale, kernel) = check_call::<T>(
+        layout,
+        shape,
+        (q.len(), k.len(), v.len()),
+        options,
+        dev.compute_capability(),
+    )?;
     let AttentionShape {
         batch,
         heads,
@@ -965,23 +987,11 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
             lse.len(),
         ));
     }
-    let cc = dev.compute_capability();
-    if !options.kernel.runs_on(cc) {
-        return Err(invalid(
-            "kernel",
-            format!(
-                "{:?} on a device of compute capability {}.{}",
-                options.kernel, cc.0, cc.1
-            ),
-            "Wgmma only on compute capability 9.0 (use Auto or MmaSync)",
-        ));
-    }
     // The sm_80 and single-tile Hopper kernels: one 64-row query tile per CTA of 128 threads,
     // five 64 x D tiles (Q, two K and two V buffers; the Hopper one has one V buffer at D 128).
     // The pair kernel: a pair of query tiles per CTA of 256 threads (one warpgroup each) on the
     // pair tables, six tiles (two Q). The Hopper kernels align their tiles to 1 KB (swizzled
     // layout) and keep their mbarriers after them: SM90_SMEM_EXTRA.
-    let kernel = options.kernel.resolve(cc, layout, head_dim);
     let (func, smem, threads, item_rows, plan, cols, masks) = if kernel
         == CudaAttentionKernel::WgmmaPairs
     {
@@ -1200,7 +1210,13 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     options: &CudaAttentionOptions<'_, T>,
     grads: CudaAttentionGrads<'_, T>,
 ) -> Result<()> {
-    let (type_name, scale) = check_call::<T>(layout, shape, (q.len(), k.len(), v.len()), options)?;
+    let (type_name, scale, kernel) = check_call::<T>(
+        layout,
+        shape,
+        (q.len(), k.len(), v.len()),
+        options,
+        dev.compute_capability(),
+    )?;
     let AttentionShape {
         batch,
         heads,
@@ -1263,19 +1279,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         fatbin::SPARSE_ATTN,
         kernel_name(&BWD_PRE, type_name, head_dim),
     )?;
-    let cc = dev.compute_capability();
-    if !options.kernel.runs_on(cc) {
-        return Err(invalid(
-            "kernel",
-            format!(
-                "{:?} on a device of compute capability {}.{}",
-                options.kernel, cc.0, cc.1
-            ),
-            "Wgmma only on compute capability 9.0 (use Auto or MmaSync)",
-        ));
-    }
     // Both families have a variant with the bias code compiled in (it costs registers).
-    let hopper = options.kernel.resolve(cc, layout, head_dim).is_hopper();
+    let hopper = kernel.is_hopper();
     // K, V, 2 Q and 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats (+ 1 KB of
     // alignment slack for the Hopper kernel's swizzled tiles, and its barriers).
     let smem = (6 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE) * 2
