@@ -18,6 +18,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfi
 use ltd_core::{CoreError, CudaDevice, DType, Element};
 use ltd_kernels_sys::{LtdSparseMatmulParams, fatbin, names};
 
+use crate::ops::{Operand, check_len};
 use crate::{BlockSparseMatMul, Layout, MatMulMode, Result, SparseAttnError};
 
 fn cuda_err(during: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> SparseAttnError {
@@ -132,63 +133,6 @@ impl CudaMatMulLayout {
     /// ```
     pub fn layout(&self) -> &Layout {
         &self.layout
-    }
-}
-
-/// Which buffer of a backward call feeds a product.
-#[derive(Clone, Copy)]
-enum Src {
-    A,
-    B,
-    Dc,
-}
-
-/// One forward product `(op, x, y)` of the backward pass, as the CPU `backward` computes it.
-type Step = (BlockSparseMatMul, Src, Src);
-
-/// The products giving `dA` and `dB` (upstream: `dA` by mode `m[1]m[0]m[2]`, `dB` by
-/// `m[2]m[1]m[0]`, with the trans flags folded in exactly as [`BlockSparseMatMul::backward`]).
-fn backward_steps(op: BlockSparseMatMul) -> (Step, Step) {
-    use MatMulMode::{Dds, Dsd, Sdd};
-    let (ta, tb) = (op.trans_a, op.trans_b);
-    let mm = BlockSparseMatMul::new;
-    match op.mode {
-        Sdd => (
-            if !ta {
-                (mm(Dsd, false, !tb), Src::Dc, Src::B)
-            } else {
-                (mm(Dds, tb, true), Src::B, Src::Dc)
-            },
-            if !tb {
-                (mm(Dds, !ta, false), Src::A, Src::Dc)
-            } else {
-                (mm(Dsd, true, ta), Src::Dc, Src::A)
-            },
-        ),
-        Dsd => (
-            if !ta {
-                (mm(Sdd, false, !tb), Src::Dc, Src::B)
-            } else {
-                (mm(Sdd, tb, true), Src::B, Src::Dc)
-            },
-            if !tb {
-                (mm(Dsd, !ta, false), Src::A, Src::Dc)
-            } else {
-                (mm(Dds, true, ta), Src::Dc, Src::A)
-            },
-        ),
-        Dds => (
-            if !ta {
-                (mm(Dds, false, !tb), Src::Dc, Src::B)
-            } else {
-                (mm(Dsd, tb, true), Src::B, Src::Dc)
-            },
-            if !tb {
-                (mm(Sdd, !ta, false), Src::A, Src::Dc)
-            } else {
-                (mm(Sdd, true, ta), Src::Dc, Src::A)
-            },
-        ),
     }
 }
 
@@ -476,26 +420,14 @@ pub fn matmul_backward_cuda<T: Element + DeviceRepr>(
         dense_dim,
         [("a", a.len()), ("b", b.len()), ("dc", dc.len())],
     )?;
-    if da.len() != a.len() {
-        return Err(SparseAttnError::shape(
-            "da",
-            format!("{} elements (len(a))", a.len()),
-            da.len(),
-        ));
-    }
-    if db.len() != b.len() {
-        return Err(SparseAttnError::shape(
-            "db",
-            format!("{} elements (len(b))", b.len()),
-            db.len(),
-        ));
-    }
-    let pick = |s: Src| match s {
-        Src::A => ("a", a),
-        Src::B => ("b", b),
-        Src::Dc => ("dc", dc),
+    check_len("da", da.len(), &[a.len()], "len(a)")?;
+    check_len("db", db.len(), &[b.len()], "len(b)")?;
+    let pick = |o: Operand| match o {
+        Operand::A => ("a", a),
+        Operand::B => ("b", b),
+        Operand::Dc => ("dc", dc),
     };
-    let ((op_a, xa, ya), (op_b, xb, yb)) = backward_steps(op);
+    let [(op_a, xa, ya), (op_b, xb, yb)] = op.backward_products();
     launch(
         dev,
         layout,

@@ -302,6 +302,38 @@ impl BlockSparseMatMul {
         }
     }
 
+    /// The two forward products the backward pass is made of, `[dA, dB]`, each as
+    /// `(product, x, y)`: the gradient is `product(x, y)` of the named buffers (upstream: `dA`
+    /// by mode `m[1]m[0]m[2]`, `dB` by `m[2]m[1]m[0]`, with the trans flags folded in). The CPU
+    /// [`backward`](Self::backward) and the GPU one in `cuda_matmul` both run this table.
+    pub(crate) fn backward_products(&self) -> [(BlockSparseMatMul, Operand, Operand); 2] {
+        use MatMulMode::{Dds, Dsd, Sdd};
+        use Operand::{A, B, Dc};
+        let (ta, tb) = (self.trans_a, self.trans_b);
+        let mm = BlockSparseMatMul::new;
+        // (mode of dA when A is not / is transposed, mode of dB when B is not / is transposed)
+        let (da_modes, db_modes) = match self.mode {
+            // C sparse [S,S] = op(A)[S,F] op(B)[F,S].
+            Sdd => ((Dsd, Dds), (Dds, Dsd)),
+            // C dense [S,F] = op(A)sparse[S,S] op(B)[S,F].
+            Dsd => ((Sdd, Sdd), (Dsd, Dds)),
+            // C dense [F,S] = op(A)[F,S] op(B)sparse[S,S].
+            Dds => ((Dds, Dsd), (Sdd, Sdd)),
+        };
+        [
+            if !ta {
+                (mm(da_modes.0, false, !tb), Dc, B)
+            } else {
+                (mm(da_modes.1, tb, true), B, Dc)
+            },
+            if !tb {
+                (mm(db_modes.0, !ta, false), A, Dc)
+            } else {
+                (mm(db_modes.1, true, ta), Dc, A)
+            },
+        ]
+    }
+
     /// Backward on f32 buffers; returns `(dA, dB)`.
     pub(crate) fn backward_f32(
         &self,
@@ -312,56 +344,24 @@ impl BlockSparseMatMul {
         batch: usize,
         f: usize,
     ) -> (Vec<f32>, Vec<f32>) {
-        let (ta, tb) = (self.trans_a, self.trans_b);
-        let mm = |mode, x: &[f32], y: &[f32], t1, t2, dim| {
-            BlockSparseMatMul::new(mode, t1, t2).forward_f32(layout, x, y, batch, dim)
+        let pick = |o: Operand| match o {
+            Operand::A => a,
+            Operand::B => b,
+            Operand::Dc => dc,
         };
-        use MatMulMode::{Dds, Dsd, Sdd};
-        match self.mode {
-            // C sparse [S,S] = op(A)[S,F] op(B)[F,S].
-            Sdd => {
-                let da = if !ta {
-                    mm(Dsd, dc, b, false, !tb, f)
-                } else {
-                    mm(Dds, b, dc, tb, true, f)
-                };
-                let db = if !tb {
-                    mm(Dds, a, dc, !ta, false, f)
-                } else {
-                    mm(Dsd, dc, a, true, ta, f)
-                };
-                (da, db)
-            }
-            // C dense [S,F] = op(A)sparse[S,S] op(B)[S,F].
-            Dsd => {
-                let da = if !ta {
-                    mm(Sdd, dc, b, false, !tb, f)
-                } else {
-                    mm(Sdd, b, dc, tb, true, f)
-                };
-                let db = if !tb {
-                    mm(Dsd, a, dc, !ta, false, f)
-                } else {
-                    mm(Dds, dc, a, true, ta, f)
-                };
-                (da, db)
-            }
-            // C dense [F,S] = op(A)[F,S] op(B)sparse[S,S].
-            Dds => {
-                let da = if !ta {
-                    mm(Dds, dc, b, false, !tb, f)
-                } else {
-                    mm(Dsd, b, dc, tb, true, f)
-                };
-                let db = if !tb {
-                    mm(Sdd, a, dc, !ta, false, f)
-                } else {
-                    mm(Sdd, dc, a, true, ta, f)
-                };
-                (da, db)
-            }
-        }
+        let [da, db] = self
+            .backward_products()
+            .map(|(op, x, y)| op.forward_f32(layout, pick(x), pick(y), batch, f));
+        (da, db)
     }
+}
+
+/// A buffer of a backward call: one of [`BlockSparseMatMul::backward_products`]' operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operand {
+    A,
+    B,
+    Dc,
 }
 
 /// Copies a `[G, rows, cols]` stack of matrices, transposing each when `transpose`, so that the

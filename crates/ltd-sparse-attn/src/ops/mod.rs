@@ -31,6 +31,8 @@
 mod matmul;
 mod softmax;
 
+#[cfg_attr(not(feature = "cuda"), allow(unused_imports))]
+pub(crate) use matmul::Operand;
 pub use matmul::{BlockSparseMatMul, MatMulMode};
 pub use softmax::{
     MaskMode, SoftmaxOptions, softmax_backward, softmax_forward, softmax_forward_in_place,
