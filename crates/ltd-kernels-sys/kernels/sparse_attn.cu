@@ -71,8 +71,8 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
     T* sK = sQ + kTile * D;      // 2 buffers
     T* sV = sK + 2 * kTile * D;  // 2 buffers
 
-    const ltd_attn::FwdWork work = ltd_attn::fwd_work(p);
-    const int qt = work.qt, h = work.h, b = work.b, begin = work.begin, end = work.end;
+    const ltd_attn::WorkItem work = ltd_attn::work_item(p);
+    const int qt = work.tile, h = work.h, b = work.b, begin = work.begin, end = work.end;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
@@ -347,8 +347,8 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
     float* sLse = reinterpret_cast<float*>(sdS + kTile * kTile);  // 2 x 64, log2 domain
     float* sDvec = sLse + 2 * kTile;                               // 2 x 64
 
-    const ltd_attn::BwdWork work = ltd_attn::bwd_work(p);
-    const int h = work.h, kc = work.kc, begin = work.begin, end = work.end, b = work.b;
+    const ltd_attn::WorkItem work = ltd_attn::work_item(p);
+    const int h = work.h, kc = work.tile, begin = work.begin, end = work.end, b = work.b;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;

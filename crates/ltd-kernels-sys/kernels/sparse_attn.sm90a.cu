@@ -123,10 +123,17 @@ __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int ks) {
 // ---- TMA and mbarriers ----------------------------------------------------------------------
 // Tiles come from the tensor memory accelerator: one thread posts the expected bytes on a
 // barrier and issues the copies; every consumer waits on the barrier's phase.
-__device__ __forceinline__ void mbar_init(uint32_t bar) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar) : "memory");
+// Thread 0 initialises `count` consecutive barriers (8 bytes each, one arrival per phase) at
+// `first`; the CTA barrier after it publishes them. Every thread of the CTA must call it.
+template <int count>
+__device__ __forceinline__ void mbar_init_all(uint32_t first) {
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int i = 0; i < count; ++i) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(first + 8 * i) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
 }
-__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
 // The issuing thread's arrival: the phase completes once `bytes` of copies have landed.
 __device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
@@ -185,8 +192,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const uint32_t bar_kv = bars + 16;  // + 8 * buffer
     const uint32_t bar_v = bars + 32;
 
-    const ltd_attn::FwdWork work = ltd_attn::fwd_work(p);
-    const int qt = PAIR ? 2 * work.qt + wg : work.qt, h = work.h, b = work.b, begin = work.begin, end = work.end;
+    const ltd_attn::WorkItem work = ltd_attn::work_item(p);
+    const int qt = PAIR ? 2 * work.tile + wg : work.tile, h = work.h, b = work.b, begin = work.begin, end = work.end;
     const int warp = tid >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
@@ -204,12 +211,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     unsigned mask = begin < end ? (unsigned)masks[begin] : 0u;
     int next_kc = begin + 1 < end ? cols[begin + 1] : 0;
     const int mat = (int)bh;
-    if (threadIdx.x == 0) {
-#pragma unroll
-        for (int i = 0; i < 5; ++i) mbar_init(bars + 8 * i);
-        mbar_init_fence();
-    }
-    __syncthreads();
+    mbar_init_all<5>(bars);
     if (tid == 0) {  // rows past the end (an odd last tile) arrive as 0
         mbar_expect(bar_q, kTileBytes);
         tma_tile<D>(sQ, &maps.q, (int)q0, mat, bar_q);
@@ -449,8 +451,8 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const uint32_t bar_kv = sdS + kBlockBytes + 4 * kTile * 4;
     const uint32_t bar_q = bar_kv + 8;  // + 8 * buffer
 
-    const ltd_attn::BwdWork work = ltd_attn::bwd_work(p);
-    const int h = work.h, kc = work.kc, begin = work.begin, end = work.end, b = work.b;
+    const ltd_attn::WorkItem work = ltd_attn::work_item(p);
+    const int h = work.h, kc = work.tile, begin = work.begin, end = work.end, b = work.b;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
@@ -486,12 +488,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     int next_qt = begin + 1 < end ? rows[begin + 1] : 0;
 
     const int mat = (int)bh;
-    if (threadIdx.x == 0) {
-#pragma unroll
-        for (int i = 0; i < 3; ++i) mbar_init(bar_kv + 8 * i);
-        mbar_init_fence();
-    }
-    __syncthreads();
+    mbar_init_all<3>(bar_kv);
     if (threadIdx.x == 0) {
         mbar_expect(bar_kv, 2 * kTileBytes);
         tma_tile<D>(sK, &maps.k, (int)k0, mat, bar_kv);

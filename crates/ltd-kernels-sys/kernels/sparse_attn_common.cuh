@@ -82,18 +82,22 @@ template <> __device__ __forceinline__ uint32_t pack2<__half>(float a, float b) 
     return *reinterpret_cast<uint32_t*>(&h);
 }
 
-// One CTA's share of the forward: chunks tile_cols[begin..end) of (head h, query tile qt) for
-// batch row b; slot >= 0 when it is a piece of a split row (partial output).
-struct FwdWork {
-    int h, qt, begin, end, slot, b;
+// One CTA's work item (blockIdx.x = item * batch + b; contract in ltd_kernels.h): in the
+// forward, chunks tile_cols[begin..end) of (head h, query tile `tile`); in the backward, query
+// tiles tile_rows[begin..end) of (head h, key chunk `tile`); for batch row b. slot >= 0 when it
+// is a piece of a split row / column (partial output). P is LtdSparseAttnFwdParams or
+// LtdSparseAttnBwdParams (both carry work_items, work_slots and batch).
+struct WorkItem {
+    int h, tile, begin, end, slot, b;
 };
 
-__device__ __forceinline__ FwdWork fwd_work(const LtdSparseAttnFwdParams& p) {
+template <typename P>
+__device__ __forceinline__ WorkItem work_item(const P& p) {
     const long long item = blockIdx.x / p.batch;
     const int* w = reinterpret_cast<const int*>(p.work_items) + item * 4;
-    FwdWork r;
+    WorkItem r;
     r.h = w[0];
-    r.qt = w[1];
+    r.tile = w[1];
     r.begin = w[2];
     r.end = w[3];
     r.slot = reinterpret_cast<const int*>(p.work_slots)[item];
@@ -107,7 +111,7 @@ __device__ __forceinline__ FwdWork fwd_work(const LtdSparseAttnFwdParams& p) {
 // of a split row go to the f32 partial buffers, rows part_row0 + 16 warp + ... of the item's
 // slot (item_rows rows per slot; the combine reads rows < seq).
 template <typename T, int D>
-__device__ __forceinline__ void fwd_store(const LtdSparseAttnFwdParams& p, const FwdWork& w, int qt, int part_row0,
+__device__ __forceinline__ void fwd_store(const LtdSparseAttnFwdParams& p, const WorkItem& w, int qt, int part_row0,
                                           int warp, int g, int t, const float (&o)[D / 2], const float (&m)[2],
                                           const float (&l)[2]) {
     const long long seq = p.seq;
@@ -136,30 +140,11 @@ __device__ __forceinline__ void fwd_store(const LtdSparseAttnFwdParams& p, const
     }
 }
 
-// One CTA's share of the backward: query tiles tile_rows[begin..end) of key chunk kc of head h
-// for batch row b; slot >= 0 when it is a piece of a split key column (partial dK/dV).
-struct BwdWork {
-    int h, kc, begin, end, slot, b;
-};
-
-__device__ __forceinline__ BwdWork bwd_work(const LtdSparseAttnBwdParams& p) {
-    const long long item = blockIdx.x / p.batch;
-    const int* w = reinterpret_cast<const int*>(p.work_items) + item * 4;
-    BwdWork r;
-    r.h = w[0];
-    r.kc = w[1];
-    r.begin = w[2];
-    r.end = w[3];
-    r.slot = reinterpret_cast<const int*>(p.work_slots)[item];
-    r.b = (int)(blockIdx.x % p.batch);
-    return r;
-}
-
 // Stores dK (times the softmax scale) and dV of keys 16 warp + g (+8) of the chunk (same
 // accumulator layout as fwd_store): whole columns to dk / dv (keys < seq), pieces of a split
 // column as f32 partial sums (all 64 keys of the slot) for the combine kernel.
 template <typename T, int D>
-__device__ __forceinline__ void bwd_store(const LtdSparseAttnBwdParams& p, const BwdWork& w, int warp, int g, int t,
+__device__ __forceinline__ void bwd_store(const LtdSparseAttnBwdParams& p, const WorkItem& w, int warp, int g, int t,
                                           const float (&dk)[D / 2], const float (&dv)[D / 2]) {
     const long long seq = p.seq;
     const long long bh = (long long)w.b * p.heads + w.h;
@@ -168,7 +153,7 @@ __device__ __forceinline__ void bwd_store(const LtdSparseAttnBwdParams& p, const
         T* dV = reinterpret_cast<T*>(p.dv) + bh * seq * D;
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-            const long long key = (long long)w.kc * 64 + warp * 16 + g + 8 * r;
+            const long long key = (long long)w.tile * 64 + warp * 16 + g + 8 * r;
             if (key >= seq) continue;
 #pragma unroll
             for (int i = 0; i < D / 8; ++i) {
