@@ -92,12 +92,11 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
 
     // Running softmax state for rows g and g + 8 of this warp (log2 domain).
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    float oacc[D / 8][4];
+    float oacc[D / 2];  // m16n8 C layout: oacc[4i + e], columns 8i + 2t + (e & 1), row g + 8 (e >> 1)
 #pragma unroll
-    for (int i = 0; i < D / 8; ++i) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.f;
+    for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;
     uint32_t qf[D / 16][4];
     bool q_loaded = false;
-    const long long row_g[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
 
     for (int it = begin; it < end; ++it) {
         const int buf = (it - begin) & 1;
@@ -125,9 +124,9 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
         if (bits) {
             const T* tK = sK + buf * kTile * D;
             const T* tV = sV + buf * kTile * D;
-            float s[8][4];
+            float s[32];
 #pragma unroll
-            for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+            for (int i = 0; i < 32; ++i) s[i] = 0.f;
 #pragma unroll
             for (int ks = 0; ks < D / 16; ++ks) {
 #pragma unroll
@@ -137,104 +136,13 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
                     const int row = np * 16 + (lane & 7) + 8 * (lane >> 4);
                     const int col = ks * 16 + 8 * ((lane >> 3) & 1);
                     ldmatrix_x4(kb, tK + swz<D>(row, col));
-                    Elem<T>::mma(s[2 * np], qf[ks], kb[0], kb[1]);
-                    Elem<T>::mma(s[2 * np + 1], qf[ks], kb[2], kb[3]);
+                    Elem<T>::mma(&s[8 * np], qf[ks], kb[0], kb[1]);
+                    Elem<T>::mma(&s[8 * np + 4], qf[ks], kb[2], kb[3]);
                 }
             }
-            // Scale, mask, and the online softmax update. Masks are checked with 32-bit offsets
-            // inside the chunk; whole 16-key sub-blocks outside the layout skip all of it.
-            float rowmax[2] = {-INFINITY, -INFINITY};
-            const long long kbase = (long long)kc * kTile;
-            const long long key_last = kbase + kTile - 1;
-            const bool plain = bits == 0xFu && !kpm && !bias && key_last < seq &&
-                               (!p.causal || key_last <= q0 + warp * 16);
-            if (plain) {
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        s[j][e] *= p.scale_log2;
-                        rowmax[e >> 1] = fmaxf(rowmax[e >> 1], s[j][e]);
-                    }
-                }
-            } else {
-                // Keys at offsets >= keys_left are past the sequence end; with causal masking a
-                // key at offset > row_lim[r] is in row r's future.
-                const int keys_left = (int)min((long long)kTile, seq - kbase);
-                int row_lim[2];
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    const long long d = row_g[r] - kbase;
-                    row_lim[r] = p.causal ? (int)max(-1ll, min((long long)kTile, d)) : kTile;
-                }
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    const bool on = (bits >> (j >> 1)) & 1u;
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        float v = -INFINITY;
-                        if (on) {
-                            const int col = 8 * j + 2 * t + (e & 1);
-                            if (col < keys_left && col <= row_lim[e >> 1]) {
-                                v = s[j][e] * p.scale_log2;
-                                // Rows past the sequence end are computed but never stored: no bias row.
-                                if (bias && row_g[e >> 1] < seq)
-                                    v += (float)bias[row_g[e >> 1] * seq + kbase + col] * 1.4426950408889634f;
-                                if (kpm) v += kpm[kbase + col] * 1.4426950408889634f;
-                            }
-                        }
-                        s[j][e] = v;
-                        rowmax[e >> 1] = fmaxf(rowmax[e >> 1], v);
-                    }
-                }
-            }
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 1));
-                rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 2));
-            }
-            float alpha[2], base[2], rowsum[2] = {0.f, 0.f};
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const float m_new = fmaxf(m[r], rowmax[r]);
-                base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far stays 0
-                alpha[r] = ltd_attn::fast_exp2(m[r] - base[r]);
-                m[r] = m_new;
-            }
+            // Scale, mask, and the online softmax update (shared with the Hopper kernel).
             uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
-            // P = exp2(s - base); sub-blocks outside the layout are exactly 0 and skip the
-            // exponentials. Two loops so the all-active case (bits is warp-uniform) has no branch.
-            auto p_tile = [&](int j, bool on) {
-                float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
-                if (on) {
-                    p0 = ltd_attn::fast_exp2(s[j][0] - base[0]);
-                    p1 = ltd_attn::fast_exp2(s[j][1] - base[0]);
-                    p2 = ltd_attn::fast_exp2(s[j][2] - base[1]);
-                    p3 = ltd_attn::fast_exp2(s[j][3] - base[1]);
-                }
-                rowsum[0] += p0 + p1;
-                rowsum[1] += p2 + p3;
-                pf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(p0, p1);
-                pf[j >> 1][(j & 1) * 2 + 1] = ltd_attn::pack2<T>(p2, p3);
-            };
-            if (bits == 0xFu) {
-#pragma unroll
-                for (int j = 0; j < 8; ++j) p_tile(j, true);
-            } else {
-#pragma unroll
-                for (int j = 0; j < 8; ++j) p_tile(j, (bits >> (j >> 1)) & 1u);
-            }
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 1);
-                rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 2);
-                l[r] = l[r] * alpha[r] + rowsum[r];
-            }
-#pragma unroll
-            for (int i = 0; i < D / 8; ++i) {
-                oacc[i][0] *= alpha[0]; oacc[i][1] *= alpha[0];
-                oacc[i][2] *= alpha[1]; oacc[i][3] *= alpha[1];
-            }
+            ltd_attn::softmax_chunk<T, D, false>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, oacc, pf);
             // O += P V
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {
@@ -245,8 +153,8 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
                     const int row = ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
                     const int col = dp * 16 + 8 * (lane >> 4);
                     ldmatrix_x4_trans(vb, tV + swz<D>(row, col));
-                    Elem<T>::mma(oacc[2 * dp], pf[ks], vb[0], vb[1]);
-                    Elem<T>::mma(oacc[2 * dp + 1], pf[ks], vb[2], vb[3]);
+                    Elem<T>::mma(&oacc[8 * dp], pf[ks], vb[0], vb[1]);
+                    Elem<T>::mma(&oacc[8 * dp + 4], pf[ks], vb[2], vb[3]);
                 }
             }
         }
@@ -255,7 +163,7 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
     cp_async_wait<0>();
 
     // Normalise and store. A row with no visible key gives 0 and lse = -inf.
-    ltd_attn::fwd_store<T, D>(p, work, qt, 0, warp, g, t, reinterpret_cast<const float(&)[D / 2]>(oacc), m, l);
+    ltd_attn::fwd_store<T, D>(p, work, qt, 0, warp, g, t, oacc, m, l);
 }
 
 // Merges the pieces of a split row (item_rows query rows: one tile, or a pair of tiles for the

@@ -203,7 +203,6 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
     const T* bias = p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
     const long long q0 = (long long)qt * kTile;
-    constexpr float kLog2e = 1.4426950408889634f;
 
     // The chunk table is read one iteration ahead in registers (its loads overlap a whole
     // iteration): kc / mask of chunk `it`, next_kc of chunk it + 1.
@@ -238,9 +237,6 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     float s[32];
 #pragma unroll
     for (int i = 0; i < 32; ++i) s[i] = 0.f;
-    const long long row_g[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    const bool scale_neg = p.scale_log2 < 0.f;
-    const float scale_abs = fabsf(p.scale_log2);
 
     for (int it = begin; it < end; ++it) {
         const int buf = (it - begin) & 1;
@@ -273,101 +269,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 
         uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
         if (bits) {
-            // Scale, mask, online softmax (same arithmetic as the sm_80 kernel).
-            float rowmax[2] = {-INFINITY, -INFINITY};
-            const long long kbase = (long long)kc * kTile;
-            const long long key_last = kbase + kTile - 1;
-            const bool plain = bits == 0xFu && !kpm && !bias && key_last < seq &&
-                               (!p.causal || key_last <= q0 + warp * 16);
-            // Factor still to apply to s in the exponent: the plain path keeps the raw scores and
-            // folds the scale into one FMA per element (max(c s) = |c| max(sign(c) s)).
-            float sc = 1.f;
-            if (plain) {
-                sc = p.scale_log2;
-                if (scale_neg) {
-#pragma unroll
-                    for (int i = 0; i < 32; ++i) rowmax[(i >> 1) & 1] = fmaxf(rowmax[(i >> 1) & 1], -s[i]);
-                } else {
-#pragma unroll
-                    for (int i = 0; i < 32; ++i) rowmax[(i >> 1) & 1] = fmaxf(rowmax[(i >> 1) & 1], s[i]);
-                }
-                rowmax[0] *= scale_abs;
-                rowmax[1] *= scale_abs;
-            } else {
-                const int keys_left = (int)min((long long)kTile, seq - kbase);
-                int row_lim[2];
-#pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    const long long d = row_g[r] - kbase;
-                    row_lim[r] = p.causal ? (int)max(-1ll, min((long long)kTile, d)) : kTile;
-                }
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    const bool on = (bits >> (j >> 1)) & 1u;
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        float v = -INFINITY;
-                        if (on) {
-                            const int col = 8 * j + 2 * t + (e & 1);
-                            if (col < keys_left && col <= row_lim[e >> 1]) {
-                                v = s[4 * j + e] * p.scale_log2;
-                                if (bias && row_g[e >> 1] < seq)
-                                    v += (float)bias[row_g[e >> 1] * seq + kbase + col] * kLog2e;
-                                if (kpm) v += kpm[kbase + col] * kLog2e;
-                            }
-                        }
-                        s[4 * j + e] = v;
-                        rowmax[e >> 1] = fmaxf(rowmax[e >> 1], v);
-                    }
-                }
-            }
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 1));
-                rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 2));
-            }
-            float alpha[2], base[2], rowsum[2] = {0.f, 0.f};
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const float m_new = fmaxf(m[r], rowmax[r]);
-                base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far stays 0
-                alpha[r] = ltd_attn::fast_exp2(m[r] - base[r]);
-                m[r] = m_new;
-            }
-            auto p_tile = [&](int j, bool on) {
-                float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
-                if (on) {
-                    p0 = ltd_attn::fast_exp2(fmaf(s[4 * j + 0], sc, -base[0]));
-                    p1 = ltd_attn::fast_exp2(fmaf(s[4 * j + 1], sc, -base[0]));
-                    p2 = ltd_attn::fast_exp2(fmaf(s[4 * j + 2], sc, -base[1]));
-                    p3 = ltd_attn::fast_exp2(fmaf(s[4 * j + 3], sc, -base[1]));
-                }
-                rowsum[0] += p0 + p1;
-                rowsum[1] += p2 + p3;
-                pf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(p0, p1);
-                pf[j >> 1][(j & 1) * 2 + 1] = ltd_attn::pack2<T>(p2, p3);
-            };
-            if (bits == 0xFu) {
-#pragma unroll
-                for (int j = 0; j < 8; ++j) p_tile(j, true);
-            } else {
-#pragma unroll
-                for (int j = 0; j < 8; ++j) p_tile(j, (bits >> (j >> 1)) & 1u);
-            }
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 1);
-                rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 2);
-                l[r] = l[r] * alpha[r] + rowsum[r];
-            }
-            // Rescale O only when some row's max moved (after the first chunks it rarely does).
-            if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-                for (int i = 0; i < D / 8; ++i) {
-                    o[4 * i + 0] *= alpha[0]; o[4 * i + 1] *= alpha[0];
-                    o[4 * i + 2] *= alpha[1]; o[4 * i + 3] *= alpha[1];
-                }
-            }
+            ltd_attn::softmax_chunk<T, D, true>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf);
         } else {
             // No layout block in this warp's rows: P = 0, the state is unchanged.
 #pragma unroll

@@ -105,6 +105,126 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
     return r;
 }
 
+// The online-softmax step of one 64-key chunk for rows g and g + 8 of a warp, shared by the
+// forward kernels (log2 domain). s: the warp's raw scores Q K^T against key chunk kc, in the
+// m16n8 C layout (s[4j + e] = key 8j + 2t + (e & 1) of row g + 8 (e >> 1)); bits (non-zero): the
+// warp's 16-key sub-blocks in the layout; warp_row0: the warp's first query row. Scales and masks
+// the scores (keys past seq, causal, kpm, bias; with kFoldScale a plain chunk keeps the raw scores
+// and folds the scale into the exponent's FMA: max(c s) = |c| max(sign(c) s) — fewer
+// instructions, but 24–26 more registers in the sm_80 kernel, a CTA per SM there, so it passes
+// false), updates the running max m and
+// sum l, rescales the output accumulator o (same layout, D / 2 values) only when a row max
+// moved, and returns P as A fragments pf (4 k-slices of 16 keys; sub-blocks outside the layout
+// exactly 0).
+template <typename T, int D, bool kFoldScale>
+__device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
+                                              long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
+                                              float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4]) {
+    constexpr float kLog2e = 1.4426950408889634f;
+    const long long seq = p.seq;
+    const long long row_g[2] = {warp_row0 + g, warp_row0 + g + 8};
+    float rowmax[2] = {-INFINITY, -INFINITY};
+    const long long kbase = (long long)kc * 64;
+    const long long key_last = kbase + 63;
+    const bool plain = bits == 0xFu && !kpm && !bias && key_last < seq &&
+                       (!p.causal || key_last <= warp_row0);
+    // Factor still to apply to s in the exponent (kFoldScale's plain path).
+    float sc = 1.f;
+    if (plain && !kFoldScale) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+            s[i] *= p.scale_log2;
+            rowmax[(i >> 1) & 1] = fmaxf(rowmax[(i >> 1) & 1], s[i]);
+        }
+    } else if (plain) {
+        sc = p.scale_log2;
+        const float scale_abs = fabsf(p.scale_log2);
+        if (p.scale_log2 < 0.f) {
+#pragma unroll
+            for (int i = 0; i < 32; ++i) rowmax[(i >> 1) & 1] = fmaxf(rowmax[(i >> 1) & 1], -s[i]);
+        } else {
+#pragma unroll
+            for (int i = 0; i < 32; ++i) rowmax[(i >> 1) & 1] = fmaxf(rowmax[(i >> 1) & 1], s[i]);
+        }
+        rowmax[0] *= scale_abs;
+        rowmax[1] *= scale_abs;
+    } else {
+        const int keys_left = (int)min(64ll, seq - kbase);
+        int row_lim[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const long long d = row_g[r] - kbase;
+            row_lim[r] = p.causal ? (int)max(-1ll, min(64ll, d)) : 64;
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const bool on = (bits >> (j >> 1)) & 1u;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float v = -INFINITY;
+                if (on) {
+                    const int col = 8 * j + 2 * t + (e & 1);
+                    if (col < keys_left && col <= row_lim[e >> 1]) {
+                        v = s[4 * j + e] * p.scale_log2;
+                        if (bias && row_g[e >> 1] < seq)
+                            v += (float)bias[row_g[e >> 1] * seq + kbase + col] * kLog2e;
+                        if (kpm) v += kpm[kbase + col] * kLog2e;
+                    }
+                }
+                s[4 * j + e] = v;
+                rowmax[e >> 1] = fmaxf(rowmax[e >> 1], v);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 1));
+        rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 2));
+    }
+    float alpha[2], base[2], rowsum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const float m_new = fmaxf(m[r], rowmax[r]);
+        base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far stays 0
+        alpha[r] = fast_exp2(m[r] - base[r]);
+        m[r] = m_new;
+    }
+    auto p_tile = [&](int j, bool on) {
+        float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
+        if (on) {
+            p0 = fast_exp2(fmaf(s[4 * j + 0], sc, -base[0]));
+            p1 = fast_exp2(fmaf(s[4 * j + 1], sc, -base[0]));
+            p2 = fast_exp2(fmaf(s[4 * j + 2], sc, -base[1]));
+            p3 = fast_exp2(fmaf(s[4 * j + 3], sc, -base[1]));
+        }
+        rowsum[0] += p0 + p1;
+        rowsum[1] += p2 + p3;
+        pf[j >> 1][(j & 1) * 2 + 0] = pack2<T>(p0, p1);
+        pf[j >> 1][(j & 1) * 2 + 1] = pack2<T>(p2, p3);
+    };
+    if (bits == 0xFu) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) p_tile(j, true);
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) p_tile(j, (bits >> (j >> 1)) & 1u);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 1);
+        rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 2);
+        l[r] = l[r] * alpha[r] + rowsum[r];
+    }
+    // Rescale O only when some row's max moved (after the first chunks it rarely does).
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+            o[4 * i + 0] *= alpha[0]; o[4 * i + 1] *= alpha[0];
+            o[4 * i + 2] *= alpha[1]; o[4 * i + 3] *= alpha[1];
+        }
+    }
+}
+
 // Stores the normalised output of rows g and g + 8 of warp `warp` of query tile `qt` (o: the
 // accumulator in the m16n8 C layout, o[4i + e] = column 8i + 2t + (e & 1), row g + 8 (e >> 1);
 // m, l: running max (log2 domain) and sum). Whole rows go to o / lse (rows < seq only); pieces
