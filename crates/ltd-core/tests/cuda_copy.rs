@@ -1,31 +1,15 @@
 //! The strided-copy kernel against the CPU copy (feature `cuda`), and opening a CUDA device on a
-//! machine without one. GPU cases print why they skip when no device is present.
+//! machine without one. The `gpu_*` cases fail without a device (skip them by name there).
 #![cfg(feature = "cuda")]
 
+mod gpu_support;
+
+use gpu_support::{cases, gpu};
 use half::{bf16, f16};
 use ltd_core::{
     CoreError, CudaDevice, Device, Element, StridedLayout2d, copy_strided_2d, copy_strided_2d_cuda,
 };
 use proptest::prelude::*;
-
-/// The GPU, or `None` with the reason printed (the test then checks nothing on the GPU).
-/// Proptest case count: `n`, or `LTD_GPU_CASES` when set (the sanitizer runs use fewer).
-fn cases(n: u32) -> u32 {
-    std::env::var("LTD_GPU_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(n)
-}
-
-fn gpu() -> Option<CudaDevice> {
-    match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            eprintln!("skipping GPU check: {e}");
-            None
-        }
-    }
-}
 
 #[test]
 fn opening_cuda_returns_a_result_never_panics() {
@@ -118,7 +102,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(48)))]
     #[test]
     fn gpu_copy_matches_cpu_all_dtypes((layout, len) in layouts(), seed in any::<u32>()) {
-        let Some(dev) = gpu() else { return Ok(()) };
+        let dev = gpu();
         let vals: Vec<f32> = (0..len).map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / 1e6).collect();
         // Data is non-negative; the poison (-7777) can never be a correct output.
         check_copy(&dev, &vals, layout, -7777.0);
@@ -131,7 +115,7 @@ proptest! {
 
 #[test]
 fn gpu_copy_rejects_bad_buffers() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let src = dev.upload(&[0.0f32; 5]).unwrap();
     let mut dst = dev.upload(&[0.0f32; 6]).unwrap();
     let l = StridedLayout2d::contiguous(2, 3);
@@ -153,7 +137,7 @@ fn gpu_copy_rejects_bad_buffers() {
 #[test]
 fn gpu_copy_large_grid() {
     // More elements than one grid pass covers (grid-stride loop), f16.
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let rows = 3000;
     let cols = 1000;
     let l = StridedLayout2d {

@@ -1,8 +1,11 @@
 //! GPU Random-LTD ops against the CPU sampler (bit for bit) and `ltd-reference` (gather, scatter,
 //! route, mask gathers), all dtypes, both orders, odd and even C, padded strides. Outputs are
-//! poisoned before each launch. Without a GPU every test prints why and checks nothing.
+//! poisoned before each launch. Without a GPU the `gpu_*` tests fail (skip them by name there).
 #![cfg(feature = "cuda")]
 
+mod gpu_support;
+
+use gpu_support::{cases, gpu};
 use half::{bf16, f16};
 use ltd_core::cuda::{
     CudaHidden, CudaHiddenMut, CudaSampledIndices, MaskForm, gather_cuda, mask_gather_cuda,
@@ -11,24 +14,6 @@ use ltd_core::cuda::{
 use ltd_core::{CoreError, CudaDevice, Element, HiddenLayout, HiddenOrder, TokenSampler};
 use ltd_reference as reference;
 use proptest::prelude::*;
-
-/// Proptest case count: `n`, or `LTD_GPU_CASES` when set (the sanitizer runs use fewer).
-fn cases(n: u32) -> u32 {
-    std::env::var("LTD_GPU_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(n)
-}
-
-fn gpu() -> Option<CudaDevice> {
-    match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            eprintln!("skipping GPU check: {e}");
-            None
-        }
-    }
-}
 
 fn sampler_matches(
     dev: &CudaDevice,
@@ -61,7 +46,7 @@ proptest! {
         seed in any::<u64>(), step in any::<u64>(), layers in 1usize..4, batch in 1usize..5,
         seq in 1usize..3000, frac in 0.0f64..=1.0,
     ) {
-        let Some(dev) = gpu() else { return Ok(()) };
+        let dev = gpu();
         let r = ((seq as f64 * frac).round() as usize).clamp(1, seq);
         sampler_matches(&dev, seed, step, layers, batch, seq, r);
     }
@@ -69,7 +54,7 @@ proptest! {
 
 #[test]
 fn gpu_sampler_edge_sizes() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     sampler_matches(&dev, 1, 2, 1, 1, 1, 1); // S = 1
     sampler_matches(&dev, 3, 4, 2, 3, 777, 777); // r = S, S not a multiple of anything
     sampler_matches(&dev, 5, 6, 22, 8, 2048, 1024); // the paper's shape
@@ -82,7 +67,7 @@ fn gpu_sampler_edge_sizes() {
 
 #[test]
 fn gpu_resample_matches_cpu() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let mut idx = sample_tokens_cuda(&dev, 4, 0, 3, 2, 500, 100).unwrap();
     for step in [1u64, 2, u64::MAX] {
         idx.resample(&dev, 4, step).unwrap();
@@ -96,7 +81,7 @@ fn gpu_sampler_writes_every_slot() {
     // Deterministic: fill the buffer with a valid sample whose value differs from the expected
     // output at *every* slot, then resample into it. A slot the kernel skipped keeps the old
     // value and fails the comparison (no reliance on the allocator reusing poisoned memory).
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     for (l, b, s, r) in [(2, 3, 8, 3), (1, 2, 40, 20), (1, 1, 3000, 1)] {
         let sampler = TokenSampler::new(5);
         let old = sampler.sample(0, l, b, s, r).unwrap();
@@ -116,7 +101,7 @@ fn gpu_sampler_writes_every_slot() {
 
 #[test]
 fn gpu_sampler_rejects_bad_sizes() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     for (l, b, s, r) in [
         (0, 1, 8, 4),
         (1, 0, 8, 4),
@@ -283,7 +268,7 @@ proptest! {
         c in prop_oneof![Just(1usize), Just(3), Just(8), Just(64), Just(67), Just(256), 1usize..300],
         pads in (0usize..3, 0usize..9, 0usize..5), seed in any::<u64>(), dtype in 0u8..3,
     ) {
-        let Some(dev) = gpu() else { return Ok(()) };
+        let dev = gpu();
         let order = if seq_major { HiddenOrder::SeqBatch } else { HiddenOrder::BatchSeq };
         let r = ((seq as f64 * frac).round() as usize).clamp(1, seq);
         match dtype {
@@ -297,7 +282,7 @@ proptest! {
 #[test]
 fn gpu_ops_large_rows_vector_path() {
     // C = 4096 bf16 rows (8 KB): the 16-byte path with the unrolled loop, both orders.
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     for order in [HiddenOrder::BatchSeq, HiddenOrder::SeqBatch] {
         check_ops::<bf16>(&dev, order, 2, 300, 4096, 150, (0, 0, 0), 3);
         check_ops::<f32>(&dev, order, 2, 64, 1024, 17, (4, 8, 0), 4);
@@ -308,7 +293,7 @@ fn gpu_ops_large_rows_vector_path() {
 fn gpu_ops_tensors_over_2_pow_31_elements() {
     // [B=1, S=70000, C=32768] bf16 = 2.29e9 elements (4.6 GB): rows past position 65536 start
     // beyond 2^31 elements, so 32-bit offsets would wrap. Only the kept rows carry data.
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let (b, s, c, r) = (1usize, 70_000usize, 32_768usize, 2_000usize);
     let idx = sample_tokens_cuda(&dev, 77, 0, 1, b, s, r).unwrap();
     let kept = idx.download(&dev).unwrap().as_slice().to_vec();
@@ -375,7 +360,7 @@ fn gpu_ops_tensors_over_2_pow_31_elements() {
 
 #[test]
 fn gpu_ops_reject_mismatched_shapes() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let idx = sample_tokens_cuda(&dev, 0, 0, 1, 2, 16, 4).unwrap();
     let h = dev.upload(&vec![0.0f32; 2 * 16 * 8]).unwrap();
     let mut part = dev.upload(&vec![0.0f32; 2 * 5 * 8]).unwrap();
@@ -494,7 +479,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(16)))]
     #[test]
     fn gpu_mask_gathers_match_reference(layers in 1usize..4, batch in 1usize..4, seq in 1usize..150, frac in 0.0f64..=1.0, seed in any::<u64>()) {
-        let Some(dev) = gpu() else { return Ok(()) };
+        let dev = gpu();
         let r = ((seq as f64 * frac).round() as usize).clamp(1, seq);
         check_masks(&dev, layers, batch, seq, r, seed, |i| (i % 3 == 0) as u8);
         check_masks(&dev, layers, batch, seq, r, seed, |i| f16::from_f32((i % 1000) as f32));
@@ -506,7 +491,7 @@ proptest! {
 fn gpu_mask_gather_single_kept_token() {
     // r = 1: a full mask gathers one element per row, a key-padding mask one per row too; the
     // kernel must not confuse the two forms (it once did).
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     for seq in [1, 2, 7, 300] {
         check_masks(&dev, 3, 2, seq, 1, seq as u64, |i| (i % 1000) as f32);
     }
@@ -514,7 +499,7 @@ fn gpu_mask_gather_single_kept_token() {
 
 #[test]
 fn gpu_mask_gather_rejects_wrong_sizes() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let idx =
         CudaSampledIndices::upload(&dev, &TokenSampler::new(1).sample(0, 1, 2, 16, 4).unwrap())
             .unwrap();

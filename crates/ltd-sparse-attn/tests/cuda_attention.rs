@@ -1,9 +1,12 @@
 //! The fused GPU attention forward against `ltd-reference` (dense attention restricted to the
 //! layout, f64), bf16 and f16, head dims 64 and 128, layout blocks 16/32/64/128, every layout
 //! family, lengths that are and are not multiples of the block, causal and key-padding masks.
-//! Outputs are poisoned (NaN) first. Without a GPU each test prints why and checks nothing.
+//! Outputs are poisoned (NaN) first. Without a GPU the `gpu_*` tests fail (skip them by name there).
 #![cfg(feature = "cuda")]
 
+mod gpu_support;
+
+use gpu_support::{cases, gpu};
 use half::{bf16, f16};
 use ltd_core::{CudaDevice, Element};
 use ltd_reference as reference;
@@ -17,23 +20,6 @@ use ltd_sparse_attn::{
     SparseAttnError, VariableConfig,
 };
 use proptest::prelude::*;
-
-fn cases(n: u32) -> u32 {
-    std::env::var("LTD_GPU_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(n)
-}
-
-fn gpu() -> Option<CudaDevice> {
-    match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            eprintln!("skipping GPU check: {e}");
-            None
-        }
-    }
-}
 
 /// The kernel choices this device runs (all four on an H100).
 fn kernels(dev: &CudaDevice) -> Vec<CudaAttentionKernel> {
@@ -308,7 +294,7 @@ proptest! {
         kpm in any::<bool>(), bias in any::<bool>(), bf in any::<bool>(), seed in any::<u64>(),
         which in 0usize..4,
     ) {
-        let Some(dev) = gpu() else { return Ok(()) };
+        let dev = gpu();
         let seq = (seq_blocks * block).saturating_sub(ragged).max(1);
         let layout = make_layout(family, heads, block, seq, uni, seed);
         // Every kernel the device runs gets a share of the cases (the Hopper ones on an H100).
@@ -330,7 +316,7 @@ proptest! {
 #[test]
 fn gpu_fused_forward_long_sequence() {
     // Many chunks per query tile (online softmax across chunks), block 16 and 128.
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     for kernel in kernels(&dev) {
         for (block, family, d) in [(16, 0u8, 64), (128, 2, 128), (64, 1, 64), (32, 3, 128)] {
             let layout = make_layout(family, 2, block, 1000, false, 3);
@@ -353,7 +339,7 @@ fn gpu_fused_forward_long_sequence() {
 
 #[test]
 fn gpu_fully_masked_rows_are_zero() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let layout = make_layout(4, 1, 16, 40, false, 0);
     let shape = AttentionShape {
         batch: 1,
@@ -429,7 +415,7 @@ fn gpu_fully_masked_rows_are_zero() {
 
 #[test]
 fn gpu_tables_are_cached_per_length() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let attn = ltd_sparse_attn::SparseSelfAttention::new(FixedConfig::new(2).into()).unwrap();
     let a = attn.cuda_layout(&dev, 100).unwrap();
     let b = attn.cuda_layout(&dev, 110).unwrap(); // same block count (7 blocks of 16)
@@ -441,7 +427,7 @@ fn gpu_tables_are_cached_per_length() {
 
 #[test]
 fn gpu_rejects_bad_input() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let layout = make_layout(0, 2, 16, 64, false, 0);
     let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
     let shape = AttentionShape {
@@ -588,7 +574,7 @@ fn gpu_split_rows_match_whole_rows() {
     // BigBird's global rows and columns (19 chunks at L = 1200, pieces of at most 16) are split
     // on a GPU of any size: compare with the reference through the regular check (forward and
     // backward, both forward kernels), causal, key padding and bias included.
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let mut c = BigBirdConfig::new(2);
     c.block = 64;
     c.num_global_blocks = 2;
@@ -789,7 +775,7 @@ proptest! {
         am in prop_oneof![Just(None), Just(Some(ltd_sparse_attn::MaskMode::Add)), Just(Some(ltd_sparse_attn::MaskMode::Mul))],
         dtype in 0u8..3, seed in any::<u64>(),
     ) {
-        let Some(dev) = gpu() else { return Ok(()) };
+        let dev = gpu();
         let layout = make_layout(family, heads, block, nb * block, seed % 2 == 0, seed);
         match dtype {
             0 => check_softmax::<f32>(&dev, &layout, batch, rpe, kpm, am, seed),
@@ -802,7 +788,7 @@ proptest! {
 #[test]
 fn gpu_softmax_rejects_bad_buffers() {
     use ltd_sparse_attn::cuda::{CudaSoftmaxOptions, softmax_forward_cuda};
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let layout = make_layout(0, 1, 16, 64, false, 0);
     let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
     let n = layout.nnz() * 256;
@@ -823,7 +809,7 @@ fn gpu_softmax_rejects_bad_buffers() {
 
 #[test]
 fn gpu_wgmma_kernel_only_where_it_runs() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let layout = make_layout(0, 1, 16, 64, false, 0);
     let shape = AttentionShape {
         batch: 1,

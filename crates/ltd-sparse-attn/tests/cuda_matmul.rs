@@ -4,35 +4,21 @@
 //! empty block rows and columns, batch and heads above 1, dense dims that are and are not
 //! multiples of 8 (vector and scalar load paths) and above 64 (several slabs). Outputs are
 //! poisoned (NaN) first, so an unwritten element fails. `LTD_GPU_CASES` lowers the proptest
-//! case count. Without a GPU each test prints why and checks nothing.
+//! case count. Without a GPU the `gpu_*` tests fail (skip them by name there).
 #![cfg(feature = "cuda")]
+
+mod gpu_support;
 
 mod common;
 
 use common::{Data, TestElement, assert_close, poisoned, ref_layout};
 use cudarc::driver::DeviceRepr;
+use gpu_support::{cases, gpu};
 use ltd_core::CudaDevice;
 use ltd_reference::MatmulDims;
 use ltd_sparse_attn::cuda_matmul::{CudaMatMulLayout, matmul_backward_cuda, matmul_forward_cuda};
 use ltd_sparse_attn::{BlockSparseMatMul, Layout, MatMulMode, SparseAttnError};
 use proptest::prelude::*;
-
-fn cases(n: u32) -> u32 {
-    std::env::var("LTD_GPU_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(n)
-}
-
-fn gpu() -> Option<CudaDevice> {
-    match CudaDevice::new(0) {
-        Ok(d) => Some(d),
-        Err(e) => {
-            eprintln!("skipping GPU check: {e}");
-            None
-        }
-    }
-}
 
 const MODES: [MatMulMode; 3] = [MatMulMode::Sdd, MatMulMode::Dsd, MatMulMode::Dds];
 
@@ -140,7 +126,7 @@ fn check_dtype(dev: &CudaDevice, dtype: usize, c: &Case) {
 /// and more than one 64-wide slab.
 #[test]
 fn gpu_matmul_every_combination_matches_reference() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let dims = [24usize, 13, 72, 8, 100, 40];
     // `LTD_GPU_COMBO_STEP=k` runs every k-th combination only (for compute-sanitizer runs).
     let step: usize = std::env::var("LTD_GPU_COMBO_STEP")
@@ -223,7 +209,7 @@ proptest! {
         density in prop_oneof![Just(0.0f32), 0.05f32..1.0, Just(1.0f32)],
         seed in any::<u64>(),
     ) {
-        let Some(dev) = gpu() else { return Ok(()) };
+        let dev = gpu();
         let case = Case { mode, trans_a, trans_b, block, nb, f, heads, batch, density, seed };
         check_dtype(&dev, dtype, &case);
     }
@@ -232,7 +218,7 @@ proptest! {
 /// Dense output rows (dsd) and columns (dds) of a block row/column with no tile are exactly 0.
 #[test]
 fn gpu_matmul_empty_rows_are_zero() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     // One head, 3 blocks of 16, only tile (0, 1): block rows 1, 2 and columns 0, 2 are empty.
     let layout = Layout::from_mask(1, 3, 16, vec![0, 1, 0, 0, 0, 0, 0, 0, 0]).unwrap();
     let gl = CudaMatMulLayout::new(&dev, &layout).unwrap();
@@ -260,7 +246,7 @@ fn gpu_matmul_empty_rows_are_zero() {
 
 #[test]
 fn gpu_matmul_rejects_bad_input() {
-    let Some(dev) = gpu() else { return };
+    let dev = gpu();
     let layout = Layout::from_mask(2, 2, 16, vec![1, 0, 1, 1, 1, 1, 0, 1]).unwrap();
     let gl = CudaMatMulLayout::new(&dev, &layout).unwrap();
     let (batch, f) = (2usize, 8usize);
