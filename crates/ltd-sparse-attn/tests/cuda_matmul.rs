@@ -11,11 +11,10 @@ mod gpu_support;
 
 mod common;
 
-use common::{Data, TestElement, assert_close, poisoned, ref_layout};
+use common::{Data, TestElement, assert_close, matmul_reference, poisoned};
 use cudarc::driver::DeviceRepr;
 use gpu_support::{cases, gpu};
 use ltd_core::CudaDevice;
-use ltd_reference::MatmulDims;
 use ltd_sparse_attn::cuda_matmul::{CudaMatMulLayout, matmul_backward_cuda, matmul_forward_cuda};
 use ltd_sparse_attn::{BlockSparseMatMul, Layout, MatMulMode, SparseAttnError};
 use proptest::prelude::*;
@@ -49,25 +48,12 @@ fn layout_of(data: &mut Data, c: &Case) -> Layout {
 fn check<T: TestElement + DeviceRepr>(dev: &CudaDevice, c: &Case) {
     let mut data = Data::new(c.seed);
     let layout = layout_of(&mut data, c);
-    let rl = ref_layout(&layout);
     let mm = BlockSparseMatMul::new(c.mode, c.trans_a, c.trans_b);
     let (la, lb, lc) = mm.operand_lens(&layout, c.batch, c.f);
     let a: Vec<T> = data.vec(la, -1.0, 1.0);
     let b: Vec<T> = data.vec(lb, -1.0, 1.0);
     let dc: Vec<T> = data.vec(lc, -1.0, 1.0);
-    let s = c.nb * c.block;
-    let (m, n, k) = match c.mode {
-        MatMulMode::Sdd => (s, s, c.f),
-        MatMulMode::Dsd => (s, c.f, s),
-        MatMulMode::Dds => (c.f, s, s),
-    };
-    let dims = MatmulDims {
-        batch: c.batch,
-        heads: c.heads,
-        m,
-        n,
-        k,
-    };
+    let (want, wa, wb) = matmul_reference(mm, &layout, c.batch, c.f, (&a, &b, &dc));
     let (ta, tb) = (c.trans_a, c.trans_b);
     let ctx = format!(
         "{:?} {:?} ta {ta} tb {tb} block {} nb {} F {} H {} Z {} nnz {}",
@@ -89,12 +75,6 @@ fn check<T: TestElement + DeviceRepr>(dev: &CudaDevice, c: &Case) {
     );
     let mut gc = dev.upload(&poisoned::<T>(lc)).unwrap();
     matmul_forward_cuda(dev, &gl, mm, c.batch, c.f, &ga, &gb, &mut gc).unwrap();
-    let want = match c.mode {
-        MatMulMode::Sdd => ltd_reference::sdd(&a, &b, dims, &rl, ta, tb),
-        MatMulMode::Dsd => ltd_reference::dsd(&a, &b, dims, &rl, ta, tb),
-        MatMulMode::Dds => ltd_reference::dds(&a, &b, dims, &rl, ta, tb),
-    }
-    .unwrap();
     assert_close(&format!("c ({ctx})"), &dev.download(&gc).unwrap(), &want);
 
     let mut gda = dev.upload(&poisoned::<T>(la)).unwrap();
@@ -102,12 +82,6 @@ fn check<T: TestElement + DeviceRepr>(dev: &CudaDevice, c: &Case) {
     matmul_backward_cuda(
         dev, &gl, mm, c.batch, c.f, &ga, &gb, &gdc, &mut gda, &mut gdb,
     )
-    .unwrap();
-    let (wa, wb) = match c.mode {
-        MatMulMode::Sdd => ltd_reference::sdd_backward(&a, &b, &dc, dims, &rl, ta, tb),
-        MatMulMode::Dsd => ltd_reference::dsd_backward(&a, &b, &dc, dims, &rl, ta, tb),
-        MatMulMode::Dds => ltd_reference::dds_backward(&a, &b, &dc, dims, &rl, ta, tb),
-    }
     .unwrap();
     assert_close(&format!("da ({ctx})"), &dev.download(&gda).unwrap(), &wa);
     assert_close(&format!("db ({ctx})"), &dev.download(&gdb).unwrap(), &wb);

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{Data, TestElement, assert_close, poisoned, ref_layout};
-use ltd_reference::{Mask, MatmulDims};
+use common::{Data, TestElement, assert_close, matmul_reference, poisoned, ref_layout};
+use ltd_reference::Mask;
 use ltd_sparse_attn::{BlockSparseMatMul, MaskMode, MatMulMode, SoftmaxOptions};
 use proptest::prelude::*;
 
@@ -35,46 +35,20 @@ struct MatmulCase {
 fn check_matmul<T: TestElement>(c: &MatmulCase) {
     let mut data = Data::new(c.seed);
     let layout = data.layout(c.heads, c.nb, c.block, c.density);
-    let rl = ref_layout(&layout);
     let mm = BlockSparseMatMul::new(c.mode, c.trans_a, c.trans_b);
     let (la, lb, lc) = mm.operand_lens(&layout, c.batch, c.f);
     let a: Vec<T> = data.vec(la, -1.0, 1.0);
     let b: Vec<T> = data.vec(lb, -1.0, 1.0);
     let dc: Vec<T> = data.vec(lc, -1.0, 1.0);
-    let s = c.nb * c.block;
-    let (m, n, k) = match c.mode {
-        MatMulMode::Sdd => (s, s, c.f),
-        MatMulMode::Dsd => (s, c.f, s),
-        MatMulMode::Dds => (c.f, s, s),
-    };
-    let dims = MatmulDims {
-        batch: c.batch,
-        heads: c.heads,
-        m,
-        n,
-        k,
-    };
-    let (ta, tb) = (c.trans_a, c.trans_b);
+    let (want, wa, wb) = matmul_reference(mm, &layout, c.batch, c.f, (&a, &b, &dc));
 
     let mut out = poisoned::<T>(lc);
     mm.forward(&layout, &a, &b, c.batch, c.f, &mut out).unwrap();
-    let want = match c.mode {
-        MatMulMode::Sdd => ltd_reference::sdd(&a, &b, dims, &rl, ta, tb),
-        MatMulMode::Dsd => ltd_reference::dsd(&a, &b, dims, &rl, ta, tb),
-        MatMulMode::Dds => ltd_reference::dds(&a, &b, dims, &rl, ta, tb),
-    }
-    .unwrap();
     assert_close("c", &out, &want);
 
     let (mut da, mut db) = (poisoned::<T>(la), poisoned::<T>(lb));
     mm.backward(&layout, &a, &b, &dc, c.batch, c.f, &mut da, &mut db)
         .unwrap();
-    let (wa, wb) = match c.mode {
-        MatMulMode::Sdd => ltd_reference::sdd_backward(&a, &b, &dc, dims, &rl, ta, tb),
-        MatMulMode::Dsd => ltd_reference::dsd_backward(&a, &b, &dc, dims, &rl, ta, tb),
-        MatMulMode::Dds => ltd_reference::dds_backward(&a, &b, &dc, dims, &rl, ta, tb),
-    }
-    .unwrap();
     assert_close("da", &da, &wa);
     assert_close("db", &db, &wb);
 }

@@ -117,3 +117,43 @@ macro_rules! for_dtype {
         }
     };
 }
+
+/// What `ltd-reference` (f64) gives for the block-sparse matmul `mm` on `layout` with `batch`
+/// and dense dim `f`: `(C, dA, dB)` for operands `a`, `b` and upstream gradient `dc`.
+pub fn matmul_reference<T: TestElement>(
+    mm: ltd_sparse_attn::BlockSparseMatMul,
+    layout: &Layout,
+    batch: usize,
+    f: usize,
+    (a, b, dc): (&[T], &[T], &[T]),
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    use ltd_sparse_attn::MatMulMode;
+    let rl = ref_layout(layout);
+    let s = layout.num_blocks() * layout.block();
+    let (m, n, k) = match mm.mode {
+        MatMulMode::Sdd => (s, s, f),
+        MatMulMode::Dsd => (s, f, s),
+        MatMulMode::Dds => (f, s, s),
+    };
+    let dims = ltd_reference::MatmulDims {
+        batch,
+        heads: layout.num_heads(),
+        m,
+        n,
+        k,
+    };
+    let (ta, tb) = (mm.trans_a, mm.trans_b);
+    let c = match mm.mode {
+        MatMulMode::Sdd => ltd_reference::sdd(a, b, dims, &rl, ta, tb),
+        MatMulMode::Dsd => ltd_reference::dsd(a, b, dims, &rl, ta, tb),
+        MatMulMode::Dds => ltd_reference::dds(a, b, dims, &rl, ta, tb),
+    }
+    .unwrap();
+    let (da, db) = match mm.mode {
+        MatMulMode::Sdd => ltd_reference::sdd_backward(a, b, dc, dims, &rl, ta, tb),
+        MatMulMode::Dsd => ltd_reference::dsd_backward(a, b, dc, dims, &rl, ta, tb),
+        MatMulMode::Dds => ltd_reference::dds_backward(a, b, dc, dims, &rl, ta, tb),
+    }
+    .unwrap();
+    (c, da, db)
+}
