@@ -15,23 +15,6 @@ namespace {
 constexpr int kTile = 64;     // query rows per CTA and keys per chunk
 constexpr int kThreads = 128; // 4 warps x 16 query rows
 
-// ---- element traits --------------------------------------------------------------------------
-template <typename T> struct Elem;
-template <> struct Elem<__nv_bfloat16> {
-    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-};
-template <> struct Elem<__half> {
-    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-};
-
 // ---- shared-memory tiles: [64 rows][D] 2-byte elements, 16-byte chunks XOR-swizzled by row ----
 template <int D>
 __device__ __forceinline__ uint32_t swz(int row, int col) {  // element offset
@@ -39,10 +22,11 @@ __device__ __forceinline__ uint32_t swz(int row, int col) {  // element offset
     return row * D + chunk * 8 + (col & 7);
 }
 
-using ltd_attn::cp_async16;
 using ltd_attn::cp_async_commit;
 using ltd_attn::cp_async_wait;
 using ltd_attn::smem_addr;
+using ltd_mma::ldmatrix_x4;
+using ltd_mma::ldmatrix_x4_trans;
 
 // Loads rows [row0, row0 + 64) of a [seq][D] matrix into a swizzled tile; rows >= seq become 0.
 // (The loader's per-thread offsets depend only on threadIdx.x and are hoisted out of loops.)
@@ -51,17 +35,6 @@ __device__ __forceinline__ void load_tile(T* tile, const T* __restrict__ base, l
     const auto loader = ltd_attn::TileLoader<T, D, kThreads, D * 2>::make(
         threadIdx.x, [](int row, int col) { return swz<D>(row, col) * 2; });
     loader.load(smem_addr(tile), base, row0, seq);
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
 }
 
 template <typename T, int D>
@@ -136,8 +109,8 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
                     const int row = np * 16 + (lane & 7) + 8 * (lane >> 4);
                     const int col = ks * 16 + 8 * ((lane >> 3) & 1);
                     ldmatrix_x4(kb, tK + swz<D>(row, col));
-                    Elem<T>::mma(&s[8 * np], qf[ks], kb[0], kb[1]);
-                    Elem<T>::mma(&s[8 * np + 4], qf[ks], kb[2], kb[3]);
+                    ltd_mma::Mma<T>::mma(&s[8 * np], qf[ks], kb[0], kb[1]);
+                    ltd_mma::Mma<T>::mma(&s[8 * np + 4], qf[ks], kb[2], kb[3]);
                 }
             }
             // Scale, mask, and the online softmax update (shared with the Hopper kernel).
@@ -153,8 +126,8 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
                     const int row = ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
                     const int col = dp * 16 + 8 * (lane >> 4);
                     ldmatrix_x4_trans(vb, tV + swz<D>(row, col));
-                    Elem<T>::mma(&oacc[8 * dp], pf[ks], vb[0], vb[1]);
-                    Elem<T>::mma(&oacc[8 * dp + 4], pf[ks], vb[2], vb[3]);
+                    ltd_mma::Mma<T>::mma(&oacc[8 * dp], pf[ks], vb[0], vb[1]);
+                    ltd_mma::Mma<T>::mma(&oacc[8 * dp + 4], pf[ks], vb[2], vb[3]);
                 }
             }
         }
@@ -353,10 +326,10 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
                     const int bcol = ks * 16 + 8 * ((lane >> 3) & 1);
                     ldmatrix_x4(qb, tQ + swz<D>(brow, bcol));
                     ldmatrix_x4(ob, tdO + swz<D>(brow, bcol));
-                    Elem<T>::mma(st[2 * np], ka, qb[0], qb[1]);
-                    Elem<T>::mma(st[2 * np + 1], ka, qb[2], qb[3]);
-                    Elem<T>::mma(dpt[2 * np], va, ob[0], ob[1]);
-                    Elem<T>::mma(dpt[2 * np + 1], va, ob[2], ob[3]);
+                    ltd_mma::Mma<T>::mma(st[2 * np], ka, qb[0], qb[1]);
+                    ltd_mma::Mma<T>::mma(st[2 * np + 1], ka, qb[2], qb[3]);
+                    ltd_mma::Mma<T>::mma(dpt[2 * np], va, ob[0], ob[1]);
+                    ltd_mma::Mma<T>::mma(dpt[2 * np + 1], va, ob[2], ob[3]);
                 }
             }
             // Visibility with 32-bit offsets in the tile: query offset ql sees this thread's key r
@@ -402,10 +375,10 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
                     const int col = dp * 16 + 8 * (lane >> 4);
                     ldmatrix_x4_trans(ob, tdO + swz<D>(row, col));
                     ldmatrix_x4_trans(qb, tQ + swz<D>(row, col));
-                    Elem<T>::mma(dv[2 * dp], pf[ks], ob[0], ob[1]);
-                    Elem<T>::mma(dv[2 * dp + 1], pf[ks], ob[2], ob[3]);
-                    Elem<T>::mma(dk[2 * dp], dsf[ks], qb[0], qb[1]);
-                    Elem<T>::mma(dk[2 * dp + 1], dsf[ks], qb[2], qb[3]);
+                    ltd_mma::Mma<T>::mma(dv[2 * dp], pf[ks], ob[0], ob[1]);
+                    ltd_mma::Mma<T>::mma(dv[2 * dp + 1], pf[ks], ob[2], ob[3]);
+                    ltd_mma::Mma<T>::mma(dk[2 * dp], dsf[ks], qb[0], qb[1]);
+                    ltd_mma::Mma<T>::mma(dk[2 * dp + 1], dsf[ks], qb[2], qb[3]);
                 }
             }
         } else {
@@ -440,8 +413,8 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
                     const int row = ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
                     const int col = dp * 16 + 8 * (lane >> 4);
                     ldmatrix_x4_trans(kb, sK + swz<D>(row, col));
-                    Elem<T>::mma(acc[0], dsa[ks], kb[0], kb[1]);
-                    Elem<T>::mma(acc[1], dsa[ks], kb[2], kb[3]);
+                    ltd_mma::Mma<T>::mma(acc[0], dsa[ks], kb[0], kb[1]);
+                    ltd_mma::Mma<T>::mma(acc[1], dsa[ks], kb[2], kb[3]);
                 }
 #pragma unroll
                 for (int half = 0; half < 2; ++half) {

@@ -6,21 +6,16 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include "ltd_kernels.h"
+#include "mma_common.cuh"
 
 namespace ltd_attn {
 
-// ---- shared-memory addressing and cp.async -----------------------------------------------------
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16-byte global -> shared copy; !valid zero-fills the destination (rows past the sequence end).
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-    const int bytes = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+// The primitives of mma_common.cuh, under this namespace's names too.
+using ltd_mma::cp_async16;
+using ltd_mma::cp_async_commit;
+using ltd_mma::cp_async_wait;
+using ltd_mma::pack2;
+using ltd_mma::smem_addr;
 
 // Copies a [64 rows][D] tile of 2-byte elements (rows [row0, row0 + 64) of a [seq][D] matrix;
 // rows >= seq become 0) into a row-swizzled shared-memory tile with NT threads and 16-byte
@@ -53,7 +48,7 @@ struct TileLoader {
         for (int i = 0; i < kPer; ++i) {
             const bool valid = i * kStep < left;
             // An outside piece copies 0 bytes (zero fill) from a valid address.
-            cp_async16(tile + off + i * kStep * kRowBytes, valid ? src + (long long)i * kStep * D : base, valid);
+            cp_async16(tile + off + i * kStep * kRowBytes, valid ? src + (long long)i * kStep * D : base, valid ? 16 : 0);
         }
     }
 };
@@ -72,15 +67,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
     return y;
 }
 
-template <typename T> __device__ __forceinline__ uint32_t pack2(float a, float b);
-template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
-    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<uint32_t*>(&h);
-}
-template <> __device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
-    __half2 h = __floats2half2_rn(a, b);
-    return *reinterpret_cast<uint32_t*>(&h);
-}
 
 // One CTA's work item (blockIdx.x = item * batch + b; contract in ltd_kernels.h): in the
 // forward, chunks tile_cols[begin..end) of (head h, query tile `tile`); in the backward, query

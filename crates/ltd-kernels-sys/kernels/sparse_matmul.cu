@@ -22,6 +22,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include "ltd_kernels.h"
+#include "mma_common.cuh"
 
 namespace {
 
@@ -30,28 +31,10 @@ enum { kSdd = 0, kDsd = 1, kDds = 2 };
 // ---- element helpers -------------------------------------------------------------------------
 template <typename T> struct Elem;
 template <> struct Elem<__nv_bfloat16> {
-    static __device__ __forceinline__ uint32_t pack(float a, float b) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-        return *reinterpret_cast<uint32_t*>(&h);
-    }
     static __device__ __forceinline__ __nv_bfloat16 from(float a) { return __float2bfloat16_rn(a); }
-    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
 };
 template <> struct Elem<__half> {
-    static __device__ __forceinline__ uint32_t pack(float a, float b) {
-        __half2 h = __floats2half2_rn(a, b);
-        return *reinterpret_cast<uint32_t*>(&h);
-    }
     static __device__ __forceinline__ __half from(float a) { return __float2half_rn(a); }
-    static __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
 };
 template <> struct Elem<float> {
     static __device__ __forceinline__ float from(float a) { return a; }
@@ -69,27 +52,11 @@ __device__ __forceinline__ int swz(int row, int col) {
     return row * W + chunk * VEC + (col % VEC);
 }
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16-byte async copy reading `bytes` (0..16) from src and zero-filling the rest.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
-}
+using ltd_mma::cp_async_commit;
+using ltd_mma::cp_async_wait;
+using ltd_mma::ldmatrix_x4;
+using ltd_mma::ldmatrix_x4_trans;
+using ltd_mma::smem_addr;
 
 // One operand slice in global memory: element (mn, k) (mn = row of op(A) or column of op(B))
 // is ptr[mn * ld + k] when kmajor, else ptr[k * ld + mn]. Elements with mn >= valid_mn or
@@ -114,7 +81,7 @@ __device__ __forceinline__ void load_2d(T* s, const T* g, long long ld, int vr, 
             const int r = i / (C / VEC), c = (i % (C / VEC)) * VEC;
             const int n = (r < vr && c < vc) ? min(VEC, vc - c) : 0;
             const T* src = n > 0 ? g + (long long)r * ld + c : g;
-            cp_async16(s + swz<C, VEC>(r, c), src, n * (int)sizeof(T));
+            ltd_mma::cp_async16(smem_addr(s + swz<C, VEC>(r, c)), src, n * (int)sizeof(T));
         }
     } else {
 #pragma unroll 1
@@ -324,8 +291,8 @@ __device__ __forceinline__ void sparse_mm(const LtdSparseMatmulParams& p) {
                     }
 #pragma unroll
                     for (int mf = 0; mf < MF; ++mf) {
-                        Elem<T>::mma(acc[mf][2 * np], af[mf], bf[0], bf[1]);
-                        Elem<T>::mma(acc[mf][2 * np + 1], af[mf], bf[2], bf[3]);
+                        ltd_mma::Mma<T>::mma(acc[mf][2 * np], af[mf], bf[0], bf[1]);
+                        ltd_mma::Mma<T>::mma(acc[mf][2 * np + 1], af[mf], bf[2], bf[3]);
                     }
                 }
             }
@@ -371,7 +338,7 @@ __device__ __forceinline__ void sparse_mm(const LtdSparseMatmulParams& p) {
                     T* dst = Cp + (long long)r * ldc + c;
                     const float v0 = acc[mf][nf][2 * h], v1 = acc[mf][nf][2 * h + 1];
                     if (pairs && c + 1 < vcols) {
-                        *reinterpret_cast<uint32_t*>(dst) = Elem<T>::pack(v0, v1);
+                        *reinterpret_cast<uint32_t*>(dst) = ltd_mma::pack2<T>(v0, v1);
                     } else {
                         dst[0] = Elem<T>::from(v0);
                         if (c + 1 < vcols) dst[1] = Elem<T>::from(v1);
