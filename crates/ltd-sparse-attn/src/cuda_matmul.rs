@@ -18,7 +18,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfi
 use ltd_core::{CoreError, CudaDevice, DType, Element};
 use ltd_kernels_sys::{LtdSparseMatmulParams, fatbin, names};
 
-use crate::ops::{Operand, check_len};
+use crate::ops::Operand;
 use crate::{BlockSparseMatMul, Layout, MatMulMode, Result, SparseAttnError};
 
 fn cuda_err(during: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> SparseAttnError {
@@ -414,14 +414,12 @@ pub fn matmul_backward_cuda<T: Element + DeviceRepr>(
             ("db", db.ordinal()),
         ],
     )?;
-    op.check(
+    op.check_backward(
         &layout.layout,
         batch,
         dense_dim,
-        [("a", a.len()), ("b", b.len()), ("dc", dc.len())],
+        [a.len(), b.len(), dc.len(), da.len(), db.len()],
     )?;
-    check_len("da", da.len(), &[a.len()], "len(a)")?;
-    check_len("db", db.len(), &[b.len()], "len(b)")?;
     let pick = |o: Operand| match o {
         Operand::A => ("a", a),
         Operand::B => ("b", b),

@@ -270,14 +270,12 @@ impl BlockSparseMatMul {
         da: &mut [T],
         db: &mut [T],
     ) -> Result<()> {
-        self.check(
+        self.check_backward(
             layout,
             batch,
             dense_dim,
-            [("a", a.len()), ("b", b.len()), ("dc", dc.len())],
+            [a.len(), b.len(), dc.len(), da.len(), db.len()],
         )?;
-        check_len("da", da.len(), &[a.len()], "len(a)")?;
-        check_len("db", db.len(), &[b.len()], "len(b)")?;
         let (a, b, dc) = (widen(a), widen(b), widen(dc));
         let (ga, gb) = self.backward_f32(layout, &a, &b, &dc, batch, dense_dim);
         narrow_into(&ga, da);
@@ -300,6 +298,19 @@ impl BlockSparseMatMul {
             MatMulMode::Dsd => dsd(layout, d, a, b, f, self.trans_a, self.trans_b),
             MatMulMode::Dds => dds(layout, d, a, b, f, self.trans_a, self.trans_b),
         }
+    }
+
+    /// Checks the buffer lengths of a backward call, `[a, b, dc, da, db]` (CPU and GPU).
+    pub(crate) fn check_backward(
+        &self,
+        layout: &Layout,
+        batch: usize,
+        dense_dim: usize,
+        [a, b, dc, da, db]: [usize; 5],
+    ) -> Result<()> {
+        self.check(layout, batch, dense_dim, [("a", a), ("b", b), ("dc", dc)])?;
+        check_len("da", da, &[a], "len(a)")?;
+        check_len("db", db, &[b], "len(b)")
     }
 
     /// The two forward products the backward pass is made of, `[dA, dB]`, each as
