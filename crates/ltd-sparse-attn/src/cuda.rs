@@ -95,12 +95,12 @@ fn tensor_map(
     Ok(map)
 }
 
-/// The tensor maps of a Hopper attention launch: q, k, v, dout (2-byte elements, 64 x 64
-/// boxes) and the backward's f32 dq accumulator (64 x 32 boxes), each over `[B * H][L][D]`.
-/// The forward passes q again for dout and no accumulator (its map then repeats q's).
+/// The tensor maps of a Hopper attention launch: q, k, v and the backward's dout (2-byte
+/// elements, 64 x 64 boxes) and f32 dq accumulator (64 x 32 boxes), each over `[B * H][L][D]`.
+/// The forward has no dout and no accumulator: those maps repeat q's (encoded once).
 fn tma_maps(
-    tiles: [u64; 4],
-    dq_acc: Option<u64>,
+    [q, k, v]: [u64; 3],
+    backward: Option<(u64, u64)>,
     matrices: usize,
     seq: usize,
     head_dim: usize,
@@ -109,16 +109,20 @@ fn tma_maps(
         CU_TENSOR_MAP_DATA_TYPE_FLOAT32 as F32, CU_TENSOR_MAP_DATA_TYPE_UINT16 as U16,
     };
     let tile = |ptr| tensor_map(ptr, U16, 2, 64, matrices, seq, head_dim);
-    let q = tile(tiles[0])?;
+    let q = tile(q)?;
+    let (dout, dq_acc) = match backward {
+        Some((dout, dq_acc)) => (
+            tile(dout)?,
+            tensor_map(dq_acc, F32, 4, 32, matrices, seq, head_dim)?,
+        ),
+        None => (q, q),
+    };
     Ok(LtdSparseAttnTmaMaps {
         q,
-        k: tile(tiles[1])?,
-        v: tile(tiles[2])?,
-        dout: tile(tiles[3])?,
-        dq_acc: match dq_acc {
-            Some(ptr) => tensor_map(ptr, F32, 4, 32, matrices, seq, head_dim)?,
-            None => q,
-        },
+        k: tile(k)?,
+        v: tile(v)?,
+        dout,
+        dq_acc,
     })
 }
 
@@ -1098,7 +1102,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     };
     let maps = if kernel.is_hopper() {
         Some(tma_maps(
-            [q_ptr, k_ptr, v_ptr, q_ptr],
+            [q_ptr, k_ptr, v_ptr],
             None,
             batch * heads,
             seq_len,
@@ -1264,8 +1268,10 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let mut dq_acc = stream
         .alloc_zeros::<f32>(n)
         .map_err(cuda_err("allocating the dq accumulator"))?;
-    let mut dvec = stream
-        .alloc_zeros::<f32>(shape.lse_len())
+    // SAFETY: uninitialised device memory of B*H*L f32; the pre-pass (the first launch below,
+    // on the same stream, one warp per row over all B*H*L rows) writes every element before the
+    // main kernel reads any, so no zero fill is needed.
+    let mut dvec = unsafe { stream.alloc::<f32>(shape.lse_len()) }
         .map_err(cuda_err("allocating the row dots"))?;
     let plan = &layout.bwd_plan;
     let items = plan.grid(batch)?;
@@ -1331,8 +1337,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let db = dbias.as_mut().map(|m| m.device_ptr_mut(stream));
     let maps = if hopper {
         Some(tma_maps(
-            [q_ptr, k_ptr, v_ptr, do_ptr],
-            Some(acc_ptr),
+            [q_ptr, k_ptr, v_ptr],
+            Some((do_ptr, acc_ptr)),
             batch * heads,
             seq_len,
             head_dim,
