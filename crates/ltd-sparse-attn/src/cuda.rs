@@ -712,7 +712,7 @@ pub enum CudaAttentionKernel {
     Wgmma,
     /// [`Wgmma`](Self::Wgmma) with two warpgroups per pair of adjacent query tiles sharing
     /// their K/V chunk loads (forward; the backward is the same as `Wgmma`'s). Since the tiles
-    /// arrive by TMA it measured 4–20% slower than `Wgmma` on every benchmarked layout, even
+    /// arrive by TMA it measured 3–80% slower than `Wgmma` on every benchmarked layout (H100), even
     /// where adjacent tiles share most chunks ([`CudaAttentionLayout::pair_sharing`] 0.5, Fixed),
     /// so `Auto` never picks it; it stays selectable for other layouts and GPUs.
     WgmmaPairs,
@@ -753,7 +753,7 @@ impl CudaAttentionKernel {
     /// capability `cc`; other choices are returned as they are. `Auto` is
     /// [`Wgmma`](Self::Wgmma) on 9.0 and [`MmaSync`](Self::MmaSync) elsewhere, whatever the
     /// layout and head dim (the pair kernel, picked for head dim 64 on well-shared layouts
-    /// before the kernels loaded their tiles by TMA, is now 4–20% slower than `Wgmma` on
+    /// before the kernels loaded their tiles by TMA, is now 3–80% slower than `Wgmma` on
     /// every benchmarked layout); the arguments stay so the choice can depend on them again.
     ///
     /// ```no_run
