@@ -190,13 +190,15 @@ typedef struct LtdSparseAttnTmaMaps {
  * causal != 0 also hides keys after the query. Keys >= seq are always hidden.
  * scale_log2 = softmax scale * log2(e).
  *
- * Work items: work_items is int32 [items][4] = (head, query tile, first, end): the CTA walks
- * tile_cols[first..end) of that row, a whole row (it writes o and lse) or one piece of a row
- * split because it is much longer than the rest (global rows); a piece with slot s >= 0
- * (work_slots[item], int32, -1 = whole row) writes its normalised partial output to
- * part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D]) and its lse (natural log) to
- * part_lse[(b*num_slots + s)*item_rows ..] instead. Every (head, query tile) is covered by its items,
- * rows with no chunk by an empty item. Items are ordered longest first.
+ * Work items: work_items is int32 [items][8] = (head, query tile, first, end, slot, first
+ * column, first mask, 0): the CTA walks tile_cols[first..end) of that row (first column and
+ * first mask repeat tile_cols[first] and tile_masks[first], 0 for an empty item, so the first
+ * K/V load needs no dependent read). A whole row (slot = -1) writes o and lse. A row much
+ * longer than the rest (global rows) is split into pieces: a piece with slot s >= 0 writes its
+ * normalised partial output to part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D])
+ * and its lse (natural log) to part_lse[(b*num_slots + s)*item_rows ..] instead (every row of
+ * the slot). Every (head, query tile) is covered by its items, rows with no chunk by an empty
+ * item. Items are ordered longest first.
  * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (items * B)
  * with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory
  * 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`
@@ -212,7 +214,8 @@ typedef struct LtdSparseAttnTmaMaps {
  * 128 rows.
  * `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:
  * split_rows is int32 [split][4] = (head, query tile or pair, first slot, slot count), each
- * covering item_rows rows; grid (split * B) with the same item/batch order, 128 threads.
+ * covering item_rows rows; grid (split * B, item_rows / 4) with the same item/batch order in x,
+ * 128 threads: warp w of CTA (x, y) merges row 4y + w of its split row.
  */
 typedef struct LtdSparseAttnFwdParams {
     ltd_devptr_t q;
@@ -225,7 +228,6 @@ typedef struct LtdSparseAttnFwdParams {
     ltd_devptr_t kpm;
     ltd_devptr_t bias;
     ltd_devptr_t work_items;
-    ltd_devptr_t work_slots;
     ltd_devptr_t split_rows;
     ltd_devptr_t part_o;
     ltd_devptr_t part_lse;
@@ -259,11 +261,13 @@ typedef struct LtdSparseAttnFwdParams {
  * bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be
  * zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.
  * Work items as in the forward, over key chunks: the main kernel's grid is (items * B),
- * item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end)
- * over tile_rows; an item with work_slots[item] = s >= 0 writes f32 partial dK (scaled) / dV
- * rows to part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] instead of dk / dv, and
- * `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid split * B, 128 threads) sums
- * the pieces of every split column (split_cols[i] = (head, key chunk, first slot, count)).
+ * item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end,
+ * slot, first query tile, first mask, 0) over tile_rows / tile_col_masks; an item with
+ * slot s >= 0 writes f32 partial dK (scaled) / dV rows to
+ * part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] (all 64) instead of dk / dv, and
+ * `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid (split * B, 16), 128 threads: warp w
+ * of CTA (x, y) sums key 4y + w of its column) sums the pieces of every split column
+ * (split_cols[i] = (head, key chunk, first slot, count)).
  */
 typedef struct LtdSparseAttnBwdParams {
     ltd_devptr_t q;
@@ -283,7 +287,6 @@ typedef struct LtdSparseAttnBwdParams {
     ltd_devptr_t bias;
     ltd_devptr_t dbias;
     ltd_devptr_t work_items;
-    ltd_devptr_t work_slots;
     ltd_devptr_t split_cols;
     ltd_devptr_t part_dk;
     ltd_devptr_t part_dv;

@@ -60,7 +60,7 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
     const long long q0 = (long long)qt * kTile;
 
     load_tile<T, D>(sQ, Q, q0, seq);
-    if (begin < end) load_tile<T, D>(sK, K, (long long)cols[begin] * kTile, seq), load_tile<T, D>(sV, V, (long long)cols[begin] * kTile, seq);
+    if (begin < end) load_tile<T, D>(sK, K, (long long)work.first * kTile, seq), load_tile<T, D>(sV, V, (long long)work.first * kTile, seq);
     cp_async_commit();
 
     // Running softmax state for rows g and g + 8 of this warp (log2 domain).
@@ -141,42 +141,57 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
 
 // Merges the pieces of a split row (item_rows query rows: one tile, or a pair of tiles for the
 // Hopper kernel): lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i (pieces with no
-// visible key have lse_i = -inf and weigh 0). Warp w handles rows w, w + 4, ...
+// visible key have lse_i = -inf and weigh 0). One warp per row (row 4 blockIdx.y + warp of the
+// split row blockIdx.x / B): lanes read the pieces' lse in parallel and own columns lane + 32 j,
+// so every load is a coalesced 128-byte line and the loads of 4 pieces are in flight at once.
+// (A CTA per split row walking its rows and pieces one after the other was latency-bound: 35-60
+// µs after the main kernel on an H100; merging in the CTA of the last piece to finish, counted
+// with atomics, was slower still at L = 16384: one CTA cannot pull the pieces' partials fast.)
 template <typename T, int D>
 __device__ __forceinline__ void sparse_attn_fwd_combine(const LtdSparseAttnFwdParams& p) {
     const long long item = blockIdx.x / p.batch;
     const int b = (int)(blockIdx.x % p.batch);
     const int* sr = reinterpret_cast<const int*>(p.split_rows) + item * 4;
     const int h = sr[0], qt = sr[1], s0 = sr[2], cnt = sr[3];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31;
+    const int local = blockIdx.y * 4 + (threadIdx.x >> 5);
     const long long seq = p.seq;
+    const long long row = (long long)qt * p.item_rows + local;
+    if (local >= p.item_rows || row >= seq) return;  // the whole warp
     const long long bh = (long long)b * p.heads + h;
+    const long long rows = p.item_rows;  // slot i of this row: part0 + i * rows
+    const long long part0 = ((long long)b * p.num_slots + s0) * rows + local;
     const float* plse = reinterpret_cast<const float*>(p.part_lse);
-    const float* po = reinterpret_cast<const float*>(p.part_o);
-    for (int local = warp; local < p.item_rows; local += 4) {
-        const long long row = (long long)qt * p.item_rows + local;
-        if (row >= seq) break;
-        float mx = -INFINITY;
-        for (int i = 0; i < cnt; ++i) mx = fmaxf(mx, plse[((long long)b * p.num_slots + s0 + i) * p.item_rows + local]);
-        float acc[D / 32];
+    const float* po = reinterpret_cast<const float*>(p.part_o) + part0 * D + lane;
+    float mx = -INFINITY;
+    for (int i = lane; i < cnt; i += 32) mx = fmaxf(mx, plse[part0 + i * rows]);
 #pragma unroll
-        for (int j = 0; j < D / 32; ++j) acc[j] = 0.f;
-        float total = 0.f;
-        if (mx != -INFINITY) {
-            for (int i = 0; i < cnt; ++i) {
-                const long long part = ((long long)b * p.num_slots + s0 + i) * p.item_rows + local;
-                const float wgt = __expf(plse[part] - mx);
-                total += wgt;
+    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    float acc[D / 32];
 #pragma unroll
-                for (int j = 0; j < D / 32; ++j) acc[j] += wgt * po[part * D + lane + 32 * j];
+    for (int j = 0; j < D / 32; ++j) acc[j] = 0.f;
+    float total = 0.f;
+    if (mx != -INFINITY) {
+        for (int i0 = 0; i0 < cnt; i0 += 32) {
+            const int n = min(32, cnt - i0);
+            const float w = lane < n ? __expf(plse[part0 + (i0 + lane) * rows] - mx) : 0.f;
+            total += w;
+#pragma unroll 4
+            for (int i = 0; i < n; ++i) {
+                const float wgt = __shfl_sync(0xffffffffu, w, i);
+                const float* src = po + (i0 + i) * rows * D;
+#pragma unroll
+                for (int j = 0; j < D / 32; ++j) acc[j] += wgt * src[32 * j];
             }
         }
-        const float inv = total > 0.f ? 1.f / total : 0.f;
-        T* O = reinterpret_cast<T*>(p.o) + (bh * seq + row) * D;
 #pragma unroll
-        for (int j = 0; j < D / 32; ++j) O[lane + 32 * j] = (T)(acc[j] * inv);
-        if (lane == 0) reinterpret_cast<float*>(p.lse)[bh * seq + row] = total > 0.f ? mx + logf(total) : -INFINITY;
+        for (int off = 16; off > 0; off >>= 1) total += __shfl_xor_sync(0xffffffffu, total, off);
     }
+    const float inv = total > 0.f ? 1.f / total : 0.f;
+    T* O = reinterpret_cast<T*>(p.o) + (bh * seq + row) * D;
+#pragma unroll
+    for (int j = 0; j < D / 32; ++j) O[lane + 32 * j] = (T)(acc[j] * inv);
+    if (lane == 0) reinterpret_cast<float*>(p.lse)[bh * seq + row] = total > 0.f ? mx + logf(total) : -INFINITY;
 }
 
 }  // namespace
@@ -268,7 +283,7 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
     load_tile<T, D>(sK, K, k0, seq);
     load_tile<T, D>(sV, V, k0, seq);
     if (begin < end) {
-        const long long q0 = (long long)rows[begin] * kTile;
+        const long long q0 = (long long)work.first * kTile;
         load_tile<T, D>(sQ, Q, q0, seq);
         load_tile<T, D>(sdO, dO, q0, seq);
         load_row_stats(0, q0);
@@ -434,29 +449,42 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
     ltd_attn::bwd_store<T, D>(p, work, warp, g, t, reinterpret_cast<const float(&)[D / 2]>(dk), reinterpret_cast<const float(&)[D / 2]>(dv));
 }
 
-// Sums the pieces of a split key column into dk / dv (keys < seq).
+// Sums the pieces of a split key column into dk / dv (keys < seq). One warp per key (key
+// 4 blockIdx.y + warp of the split column blockIdx.x / B); lanes own columns lane + 32 j, and
+// the loads of 4 pieces are in flight at once.
 template <typename T, int D>
 __device__ __forceinline__ void sparse_attn_bwd_combine(const LtdSparseAttnBwdParams& p) {
     const long long item = blockIdx.x / p.batch;
     const int b = (int)(blockIdx.x % p.batch);
     const int* sc = reinterpret_cast<const int*>(p.split_cols) + item * 4;
     const int h = sc[0], kc = sc[1], s0 = sc[2], cnt = sc[3];
+    const int lane = threadIdx.x & 31;
+    const int local = blockIdx.y * 4 + (threadIdx.x >> 5);
     const long long seq = p.seq;
+    const long long key = (long long)kc * kTile + local;
+    if (local >= kTile || key >= seq) return;  // the whole warp
     const long long bh = (long long)b * p.heads + h;
-    const float* pk = reinterpret_cast<const float*>(p.part_dk);
-    const float* pv = reinterpret_cast<const float*>(p.part_dv);
-    for (int e = threadIdx.x; e < kTile * D; e += blockDim.x) {
-        const int local = e / D, col = e % D;
-        const long long key = (long long)kc * kTile + local;
-        if (key >= seq) break;
-        float ak = 0.f, av = 0.f;
-        for (int i = 0; i < cnt; ++i) {
-            const long long at = (((long long)b * p.num_slots + s0 + i) * kTile + local) * D + col;
-            ak += pk[at];
-            av += pv[at];
+    const long long at0 = (((long long)b * p.num_slots + s0) * kTile + local) * D + lane;
+    const float* pk = reinterpret_cast<const float*>(p.part_dk) + at0;
+    const float* pv = reinterpret_cast<const float*>(p.part_dv) + at0;
+    float ak[D / 32], av[D / 32];
+#pragma unroll
+    for (int j = 0; j < D / 32; ++j) ak[j] = av[j] = 0.f;
+#pragma unroll 4
+    for (int i = 0; i < cnt; ++i) {
+        const long long at = (long long)i * kTile * D;
+#pragma unroll
+        for (int j = 0; j < D / 32; ++j) {
+            ak[j] += pk[at + 32 * j];
+            av[j] += pv[at + 32 * j];
         }
-        reinterpret_cast<T*>(p.dk)[(bh * seq + key) * D + col] = (T)ak;
-        reinterpret_cast<T*>(p.dv)[(bh * seq + key) * D + col] = (T)av;
+    }
+    T* dk = reinterpret_cast<T*>(p.dk) + (bh * seq + key) * D + lane;
+    T* dv = reinterpret_cast<T*>(p.dv) + (bh * seq + key) * D + lane;
+#pragma unroll
+    for (int j = 0; j < D / 32; ++j) {
+        dk[32 * j] = (T)ak[j];
+        dv[32 * j] = (T)av[j];
     }
 }
 

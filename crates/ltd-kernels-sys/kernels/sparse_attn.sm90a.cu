@@ -206,8 +206,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 
     // The chunk table is read one iteration ahead in registers (its loads overlap a whole
     // iteration): kc / mask of chunk `it`, next_kc of chunk it + 1.
-    int kc = begin < end ? cols[begin] : 0;
-    unsigned mask = begin < end ? (unsigned)masks[begin] : 0u;
+    int kc = work.first;
+    unsigned mask = (unsigned)work.first_mask;
     int next_kc = begin + 1 < end ? cols[begin + 1] : 0;
     const int mat = (int)bh;
     mbar_init_all<5>(bars);
@@ -385,8 +385,8 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     };
     // The query-tile table is read one iteration ahead in registers: qt / mask of tile `it`,
     // next_qt of tile it + 1.
-    int qt = begin < end ? rows[begin] : 0;
-    unsigned mask = begin < end ? (unsigned)masks[begin] : 0u;
+    int qt = work.first;
+    unsigned mask = (unsigned)work.first_mask;
     int next_qt = begin + 1 < end ? rows[begin + 1] : 0;
 
     const int mat = (int)bh;

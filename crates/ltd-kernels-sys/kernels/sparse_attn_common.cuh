@@ -71,22 +71,25 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // One CTA's work item (blockIdx.x = item * batch + b; contract in ltd_kernels.h): in the
 // forward, chunks tile_cols[begin..end) of (head h, query tile `tile`); in the backward, query
 // tiles tile_rows[begin..end) of (head h, key chunk `tile`); for batch row b. slot >= 0 when it
-// is a piece of a split row / column (partial output). P is LtdSparseAttnFwdParams or
-// LtdSparseAttnBwdParams (both carry work_items, work_slots and batch).
+// is a piece of a split row / column (partial output). first / first_mask repeat the table
+// entry at begin (0 for an empty item), so the first tile load needs no dependent read.
+// P is LtdSparseAttnFwdParams or LtdSparseAttnBwdParams (both carry work_items and batch).
 struct WorkItem {
-    int h, tile, begin, end, slot, b;
+    int h, tile, begin, end, slot, first, first_mask, b;
 };
 
 template <typename P>
 __device__ __forceinline__ WorkItem work_item(const P& p) {
     const long long item = blockIdx.x / p.batch;
-    const int* w = reinterpret_cast<const int*>(p.work_items) + item * 4;
+    const int* w = reinterpret_cast<const int*>(p.work_items) + item * 8;
     WorkItem r;
     r.h = w[0];
     r.tile = w[1];
     r.begin = w[2];
     r.end = w[3];
-    r.slot = reinterpret_cast<const int*>(p.work_slots)[item];
+    r.slot = w[4];
+    r.first = w[5];
+    r.first_mask = w[6];
     r.b = (int)(blockIdx.x % p.batch);
     return r;
 }
@@ -215,7 +218,7 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
 // accumulator in the m16n8 C layout, o[4i + e] = column 8i + 2t + (e & 1), row g + 8 (e >> 1);
 // m, l: running max (log2 domain) and sum). Whole rows go to o / lse (rows < seq only); pieces
 // of a split row go to the f32 partial buffers, rows part_row0 + 16 warp + ... of the item's
-// slot (item_rows rows per slot; the combine reads rows < seq).
+// slot (item_rows rows per slot, all written; the combine kernel reads rows < seq).
 template <typename T, int D>
 __device__ __forceinline__ void fwd_store(const LtdSparseAttnFwdParams& p, const WorkItem& w, int qt, int part_row0,
                                           int warp, int g, int t, const float (&o)[D / 2], const float (&m)[2],

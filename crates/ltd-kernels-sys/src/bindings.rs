@@ -280,7 +280,7 @@ impl Default for LtdSparseAttnTmaMaps {
         }
     }
 }
-#[doc = " Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.\n q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no\n key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block: a\n CSR over (head, query tile t = rows 64t..64t+63) whose entries tile_cols list the active\n 64-key chunks of the row, and tile_masks (same index) has bit 4i+j set when the 16x16\n sub-block (query rows 16i.., keys 16j..) of that tile is in the layout; the kernels reach the\n entries through the work items below. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.\n kpm: optional f32 [B, L] additive key-padding mask (0 = none). bias: optional additive bias\n [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).\n causal != 0 also hides keys after the query. Keys >= seq are always hidden.\n scale_log2 = softmax scale * log2(e).\n\n Work items: work_items is int32 [items][4] = (head, query tile, first, end): the CTA walks\n tile_cols[first..end) of that row, a whole row (it writes o and lse) or one piece of a row\n split because it is much longer than the rest (global rows); a piece with slot s >= 0\n (work_slots[item], int32, -1 = whole row) writes its normalised partial output to\n part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D]) and its lse (natural log) to\n part_lse[(b*num_slots + s)*item_rows ..] instead. Every (head, query tile) is covered by its items,\n rows with no chunk by an empty item. Items are ordered longest first.\n Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (items * B)\n with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory\n 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`\n (sparse_attn.sm90a.cu, wgmma + TMA, compute capability 9.0 only): the same, with a second\n parameter LtdSparseAttnTmaMaps (q, k, v; below) and dynamic shared memory\n (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 + 64 bytes (alignment slack, barriers).\n `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file) work on pairs of query\n tiles: item_rows = 128, the \"query tile\" of an\n item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and\n tile_cols / tile_masks are the pair tables (sorted union of both tiles' chunks; mask bits\n 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; LtdSparseAttnTmaMaps as the\n second parameter; dynamic shared memory 6 * 64 * D * 2 + 1024 + 64 bytes; partial slots hold\n 128 rows.\n `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:\n split_rows is int32 [split][4] = (head, query tile or pair, first slot, slot count), each\n covering item_rows rows; grid (split * B) with the same item/batch order, 128 threads."]
+#[doc = " Fused flash-style block-sparse attention forward, fp16/bf16 in, fp32 accumulation.\n q, k, v, o: [B, H, L, D] contiguous; lse: f32 [B, H, L] (natural log; -inf for a row with no\n key). The layout is given at a fixed 64 x 64 tile granularity whatever the layout block: a\n CSR over (head, query tile t = rows 64t..64t+63) whose entries tile_cols list the active\n 64-key chunks of the row, and tile_masks (same index) has bit 4i+j set when the 16x16\n sub-block (query rows 16i.., keys 16j..) of that tile is in the layout; the kernels reach the\n entries through the work items below. Layout blocks of 16, 32, 64 and 128 all map onto this exactly.\n kpm: optional f32 [B, L] additive key-padding mask (0 = none). bias: optional additive bias\n [B, H, L, L] in the input dtype (0 = none), added after the scale (upstream's rpe).\n causal != 0 also hides keys after the query. Keys >= seq are always hidden.\n scale_log2 = softmax scale * log2(e).\n\n Work items: work_items is int32 [items][8] = (head, query tile, first, end, slot, first\n column, first mask, 0): the CTA walks tile_cols[first..end) of that row (first column and\n first mask repeat tile_cols[first] and tile_masks[first], 0 for an empty item, so the first\n K/V load needs no dependent read). A whole row (slot = -1) writes o and lse. A row much\n longer than the rest (global rows) is split into pieces: a piece with slot s >= 0 writes its\n normalised partial output to part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D])\n and its lse (natural log) to part_lse[(b*num_slots + s)*item_rows ..] instead (every row of\n the slot). Every (head, query tile) is covered by its items, rows with no chunk by an empty\n item. Items are ordered longest first.\n Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (items * B)\n with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory\n 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`\n (sparse_attn.sm90a.cu, wgmma + TMA, compute capability 9.0 only): the same, with a second\n parameter LtdSparseAttnTmaMaps (q, k, v; below) and dynamic shared memory\n (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 + 64 bytes (alignment slack, barriers).\n `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file) work on pairs of query\n tiles: item_rows = 128, the \"query tile\" of an\n item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and\n tile_cols / tile_masks are the pair tables (sorted union of both tiles' chunks; mask bits\n 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; LtdSparseAttnTmaMaps as the\n second parameter; dynamic shared memory 6 * 64 * D * 2 + 1024 + 64 bytes; partial slots hold\n 128 rows.\n `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:\n split_rows is int32 [split][4] = (head, query tile or pair, first slot, slot count), each\n covering item_rows rows; grid (split * B, item_rows / 4) with the same item/batch order in x,\n 128 threads: warp w of CTA (x, y) merges row 4y + w of its split row."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnFwdParams {
@@ -294,7 +294,6 @@ pub struct LtdSparseAttnFwdParams {
     pub kpm: ltd_devptr_t,
     pub bias: ltd_devptr_t,
     pub work_items: ltd_devptr_t,
-    pub work_slots: ltd_devptr_t,
     pub split_rows: ltd_devptr_t,
     pub part_o: ltd_devptr_t,
     pub part_lse: ltd_devptr_t,
@@ -308,7 +307,7 @@ pub struct LtdSparseAttnFwdParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdSparseAttnFwdParams"][::std::mem::size_of::<LtdSparseAttnFwdParams>() - 160usize];
+    ["Size of LtdSparseAttnFwdParams"][::std::mem::size_of::<LtdSparseAttnFwdParams>() - 152usize];
     ["Alignment of LtdSparseAttnFwdParams"]
         [::std::mem::align_of::<LtdSparseAttnFwdParams>() - 8usize];
     ["Offset of field: LtdSparseAttnFwdParams::q"]
@@ -331,30 +330,28 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, bias) - 64usize];
     ["Offset of field: LtdSparseAttnFwdParams::work_items"]
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, work_items) - 72usize];
-    ["Offset of field: LtdSparseAttnFwdParams::work_slots"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, work_slots) - 80usize];
     ["Offset of field: LtdSparseAttnFwdParams::split_rows"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, split_rows) - 88usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, split_rows) - 80usize];
     ["Offset of field: LtdSparseAttnFwdParams::part_o"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, part_o) - 96usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, part_o) - 88usize];
     ["Offset of field: LtdSparseAttnFwdParams::part_lse"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, part_lse) - 104usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, part_lse) - 96usize];
     ["Offset of field: LtdSparseAttnFwdParams::batch"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, batch) - 112usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, batch) - 104usize];
     ["Offset of field: LtdSparseAttnFwdParams::heads"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, heads) - 120usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, heads) - 112usize];
     ["Offset of field: LtdSparseAttnFwdParams::seq"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, seq) - 128usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, seq) - 120usize];
     ["Offset of field: LtdSparseAttnFwdParams::num_slots"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_slots) - 136usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, num_slots) - 128usize];
     ["Offset of field: LtdSparseAttnFwdParams::scale_log2"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, scale_log2) - 144usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, scale_log2) - 136usize];
     ["Offset of field: LtdSparseAttnFwdParams::causal"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, causal) - 148usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, causal) - 140usize];
     ["Offset of field: LtdSparseAttnFwdParams::item_rows"]
-        [::std::mem::offset_of!(LtdSparseAttnFwdParams, item_rows) - 152usize];
+        [::std::mem::offset_of!(LtdSparseAttnFwdParams, item_rows) - 144usize];
 };
-#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a\n       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`\n       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs\n       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc) as a second\n       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its\n       swizzled tiles, barriers).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.\n Work items as in the forward, over key chunks: the main kernel's grid is (items * B),\n item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end)\n over tile_rows; an item with work_slots[item] = s >= 0 writes f32 partial dK (scaled) / dV\n rows to part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] instead of dk / dv, and\n `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid split * B, 128 threads) sums\n the pieces of every split column (split_cols[i] = (head, key chunk, first slot, count))."]
+#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a\n       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).\n   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`\n       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs\n       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc) as a second\n       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its\n       swizzled tiles, barriers).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.\n Work items as in the forward, over key chunks: the main kernel's grid is (items * B),\n item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end,\n slot, first query tile, first mask, 0) over tile_rows / tile_col_masks; an item with\n slot s >= 0 writes f32 partial dK (scaled) / dV rows to\n part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] (all 64) instead of dk / dv, and\n `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid (split * B, 16), 128 threads: warp w\n of CTA (x, y) sums key 4y + w of its column) sums the pieces of every split column\n (split_cols[i] = (head, key chunk, first slot, count))."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnBwdParams {
@@ -375,7 +372,6 @@ pub struct LtdSparseAttnBwdParams {
     pub bias: ltd_devptr_t,
     pub dbias: ltd_devptr_t,
     pub work_items: ltd_devptr_t,
-    pub work_slots: ltd_devptr_t,
     pub split_cols: ltd_devptr_t,
     pub part_dk: ltd_devptr_t,
     pub part_dv: ltd_devptr_t,
@@ -390,7 +386,7 @@ pub struct LtdSparseAttnBwdParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdSparseAttnBwdParams"][::std::mem::size_of::<LtdSparseAttnBwdParams>() - 216usize];
+    ["Size of LtdSparseAttnBwdParams"][::std::mem::size_of::<LtdSparseAttnBwdParams>() - 208usize];
     ["Alignment of LtdSparseAttnBwdParams"]
         [::std::mem::align_of::<LtdSparseAttnBwdParams>() - 8usize];
     ["Offset of field: LtdSparseAttnBwdParams::q"]
@@ -427,30 +423,28 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, dbias) - 120usize];
     ["Offset of field: LtdSparseAttnBwdParams::work_items"]
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, work_items) - 128usize];
-    ["Offset of field: LtdSparseAttnBwdParams::work_slots"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, work_slots) - 136usize];
     ["Offset of field: LtdSparseAttnBwdParams::split_cols"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, split_cols) - 144usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, split_cols) - 136usize];
     ["Offset of field: LtdSparseAttnBwdParams::part_dk"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dk) - 152usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dk) - 144usize];
     ["Offset of field: LtdSparseAttnBwdParams::part_dv"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dv) - 160usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dv) - 152usize];
     ["Offset of field: LtdSparseAttnBwdParams::batch"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 168usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 160usize];
     ["Offset of field: LtdSparseAttnBwdParams::heads"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 176usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 168usize];
     ["Offset of field: LtdSparseAttnBwdParams::seq"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 184usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 176usize];
     ["Offset of field: LtdSparseAttnBwdParams::num_slots"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_slots) - 192usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_slots) - 184usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 200usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 192usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale_log2"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 204usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 196usize];
     ["Offset of field: LtdSparseAttnBwdParams::causal"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 208usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 200usize];
     ["Offset of field: LtdSparseAttnBwdParams::pad_"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 212usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 204usize];
 };
 #[doc = " Block-sparse softmax over the layout's active tiles (upstream's `Softmax`), forward and\n backward. Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order;\n row_offsets ([H * nb + 1]) / row_columns ([nnz]) are the layout's CSR (CSR position = tile).\n Forward (`ltd_sparse_softmax_fwd_{f32,f16,bf16}`): for query q = i*b + r and key = j*b + c,\n s = x * scale (+ rpe[z,h,q,key]) (+ kpm term [z,key]) (+ attn-mask term [q,key]); a term is\n the value (mode 0, add) or -inf where the value is 0 and 0 elsewhere (mode 1, mul); y =\n softmax over the row's active keys, 0 for a row with no finite score. rpe/kpm/am: input dtype,\n [Z,H,S,S] / [Z,S] / [S,S] with S = nb * b, 0 = none.\n Backward (`ltd_sparse_softmax_bwd_{...}`): dx = y * (dy - sum_row(y * dy)) * scale.\n Launch: one warp per (z, h, query row): grid ceil(Z*H*S / 4), 128 threads."]
 #[repr(C)]

@@ -384,18 +384,35 @@ impl CoarseTables {
         }
     }
 
-    /// The piece length [`CudaAttentionLayout`] uses (forward and backward) on a GPU with
-    /// `sm_count` multiprocessors:
-    /// about the work of one CTA slot when the whole layout (one batch row) is spread over two
-    /// CTAs per multiprocessor, and never below 16 chunks (a piece's fixed cost, loading Q and
-    /// storing a partial output, is about one chunk's work).
+    /// The forward's piece length on a GPU with `sm_count` multiprocessors (what
+    /// [`CudaAttentionLayout`] uses): about half the work of one CTA slot when one batch row of
+    /// the layout is spread over the four CTAs per multiprocessor the forward kernels run, and
+    /// never below 16 chunks (a piece's fixed cost, loading Q and storing a partial output, is
+    /// about one chunk's work). Measured on an H100 (BigBird b64, L = 16384, D = 64): pieces of
+    /// a quarter of this length's divisor (`cols / (2 SMs)`) left the global rows' pieces as the
+    /// kernel's critical path (115 µs against 102 µs).
     ///
     /// ```
     /// use ltd_sparse_attn::{FixedConfig, cuda::CoarseTables};
     /// let t = CoarseTables::new(&FixedConfig::new(16).make_layout(4096).unwrap());
-    /// assert!(t.split_chunks(132) >= 16);
+    /// assert!(t.forward_split_chunks(132) >= 16);
+    /// assert!(t.forward_split_chunks(132) <= t.backward_split_chunks(132));
     /// ```
-    pub fn split_chunks(&self, sm_count: usize) -> usize {
+    pub fn forward_split_chunks(&self, sm_count: usize) -> usize {
+        self.cols.len().div_ceil(4 * sm_count.max(1)).max(16)
+    }
+
+    /// The backward's piece length (query tiles per piece of a key column) on a GPU with
+    /// `sm_count` multiprocessors: about the work of one CTA slot at two CTAs per
+    /// multiprocessor, never below 16. Twice the forward's: a backward piece writes 2 f32
+    /// partial tiles (dK, dV), and halving it made Fixed's summary columns 6–9% slower.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::{FixedConfig, cuda::CoarseTables};
+    /// let t = CoarseTables::new(&FixedConfig::new(16).make_layout(4096).unwrap());
+    /// assert!(t.backward_split_chunks(132) >= 16);
+    /// ```
+    pub fn backward_split_chunks(&self, sm_count: usize) -> usize {
         self.cols.len().div_ceil(2 * sm_count.max(1)).max(16)
     }
 }
@@ -436,8 +453,11 @@ pub struct CudaAttentionLayout {
     pair_tiles: usize,
 }
 
-/// A zeroed f32 buffer of `len` for the partial results of split rows or columns, or `None`
-/// when the plan splits nothing (the kernels then never touch it).
+/// An uninitialised f32 buffer of `len` for the partial results of split rows or columns, or
+/// `None` when the plan splits nothing (the kernels then never touch it). Not zero-filled:
+/// every slot belongs to exactly one piece, which writes all of its rows (`fwd_store` /
+/// `bwd_store` write a slot's item_rows or 64 rows whole, past the sequence end too) before the
+/// combine, launched after it on the same stream, reads any.
 fn partial_buffer(
     stream: &Arc<cudarc::driver::CudaStream>,
     plan: &GpuPlan,
@@ -446,16 +466,17 @@ fn partial_buffer(
     if plan.num_slots == 0 {
         return Ok(None);
     }
-    stream
-        .alloc_zeros::<f32>(len)
+    // SAFETY: uninitialised device memory of `len` f32; only kernels touch it, and (above) each
+    // element is written by the main kernel before the combine reads it.
+    unsafe { stream.alloc::<f32>(len) }
         .map(Some)
         .map_err(cuda_err("allocating the partial results of split rows"))
 }
 
-/// A [`WorkPlan`] in GPU memory.
+/// A [`WorkPlan`] in GPU memory: the kernels' work-item rows (`ltd_kernels.h`: head, tile,
+/// first, end, slot, the table's entry at `first` and its mask, 0) and the split rows.
 struct GpuPlan {
     items: CudaSlice<i32>,
-    slots: CudaSlice<i32>,
     split: CudaSlice<i32>,
     num_items: usize,
     num_slots: usize,
@@ -463,24 +484,28 @@ struct GpuPlan {
 }
 
 impl GpuPlan {
-    fn upload(dev: &CudaDevice, plan: &WorkPlan) -> Result<GpuPlan> {
+    /// `table` is the (entries, masks) pair the plan's ranges index.
+    fn upload(dev: &CudaDevice, plan: &WorkPlan, table: (&[i32], &[i32])) -> Result<GpuPlan> {
+        let mut items = Vec::with_capacity(8 * plan.items.len().max(1));
+        for (&[h, tile, first, end], &slot) in plan.items.iter().zip(&plan.slots) {
+            let (col0, mask0) = if first < end {
+                (table.0[first as usize], table.1[first as usize])
+            } else {
+                (0, 0)
+            };
+            items.extend_from_slice(&[h, tile, first, end, slot, col0, mask0, 0]);
+        }
         // An empty table still needs a valid device pointer.
-        let flat = |v: &[[i32; 4]]| {
-            let mut f: Vec<i32> = v.iter().flatten().copied().collect();
-            if f.is_empty() {
-                f.push(0);
-            }
-            f
-        };
-        let slots = if plan.slots.is_empty() {
-            vec![0]
-        } else {
-            plan.slots.clone()
-        };
+        if items.is_empty() {
+            items.resize(8, 0);
+        }
+        let mut split: Vec<i32> = plan.split.iter().flatten().copied().collect();
+        if split.is_empty() {
+            split.push(0);
+        }
         Ok(GpuPlan {
-            items: dev.upload(&flat(&plan.items))?,
-            slots: dev.upload(&slots)?,
-            split: dev.upload(&flat(&plan.split))?,
+            items: dev.upload(&items)?,
+            split: dev.upload(&split)?,
             num_items: plan.items.len(),
             num_slots: plan.num_slots,
             num_split: plan.split.len(),
@@ -516,16 +541,27 @@ impl CudaAttentionLayout {
     /// ```
     pub fn new(dev: &CudaDevice, layout: &Layout) -> Result<CudaAttentionLayout> {
         let t = CoarseTables::new(layout);
-        let limit = t.split_chunks(dev.sm_count());
+        let (fwd_limit, bwd_limit) = (
+            t.forward_split_chunks(dev.sm_count()),
+            t.backward_split_chunks(dev.sm_count()),
+        );
         // An empty table still needs a valid device pointer.
         let nonempty = |v: &Vec<i32>| if v.is_empty() { vec![0] } else { v.clone() };
         Ok(CudaAttentionLayout {
-            fwd_plan: GpuPlan::upload(dev, &t.forward_plan(limit))?,
-            fwd_pair_plan: GpuPlan::upload(dev, &t.forward_pair_plan(limit))?,
+            fwd_plan: GpuPlan::upload(dev, &t.forward_plan(fwd_limit), (&t.cols, &t.masks))?,
+            fwd_pair_plan: GpuPlan::upload(
+                dev,
+                &t.forward_pair_plan(fwd_limit),
+                (&t.pair_cols, &t.pair_masks),
+            )?,
             pair_cols: dev.upload(&nonempty(&t.pair_cols))?,
             pair_tiles: t.pair_cols.len(),
             pair_masks: dev.upload(&nonempty(&t.pair_masks))?,
-            bwd_plan: GpuPlan::upload(dev, &t.backward_plan(limit))?,
+            bwd_plan: GpuPlan::upload(
+                dev,
+                &t.backward_plan(bwd_limit),
+                (&t.col_rows, &t.col_masks),
+            )?,
             heads: t.heads,
             num_blocks: layout.num_blocks(),
             block: layout.block(),
@@ -1066,7 +1102,6 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     let (c_ptr, g7) = cols.device_ptr(stream);
     let (m_ptr, g8) = masks.device_ptr(stream);
     let (wi_ptr, g9) = plan.items.device_ptr(stream);
-    let (ws_ptr, g10) = plan.slots.device_ptr(stream);
     let (sr_ptr, g11) = plan.split.device_ptr(stream);
     let po = part_o.as_mut().map(|b| b.device_ptr_mut(stream));
     let pl = part_lse.as_mut().map(|b| b.device_ptr_mut(stream));
@@ -1083,7 +1118,6 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         kpm: kpm.as_ref().map_or(0, |(p, _)| *p),
         bias: bias.as_ref().map_or(0, |(p, _)| *p),
         work_items: wi_ptr,
-        work_slots: ws_ptr,
         split_rows: sr_ptr,
         part_o: po.as_ref().map_or(0, |(p, _)| *p),
         part_lse: pl.as_ref().map_or(0, |(p, _)| *p),
@@ -1138,19 +1172,21 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         let name = kernel_name(&FWD_COMBINE, type_name, head_dim);
         let combine = dev.load_function("sparse_attn", fatbin::SPARSE_ATTN, name)?;
         let cfg = LaunchConfig {
-            grid_dim: ((plan.num_split * batch) as u32, 1, 1),
+            // One warp per row of a split row: item_rows / 4 CTAs of 4 warps in y.
+            grid_dim: ((plan.num_split * batch) as u32, (item_rows / 4) as u32, 1),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut launch = stream.launch_builder(&combine);
         launch.arg(&params);
         // SAFETY: the same params; the combine reads the partial buffers the kernel above
-        // wrote (same stream, so after it) at the slots of split_rows (below num_slots) and
-        // writes out/lse rows < L of those rows only; split rows * B <= items * B fits.
+        // wrote (same stream, so after it; every row of every slot) at the slots of split_rows
+        // (below num_slots) and writes out/lse rows < L of those rows only; split rows * B <=
+        // items * B fits.
         unsafe { launch.launch(cfg) }
             .map_err(cuda_err("launching the attention combine kernel"))?;
     }
-    drop((g1, g2, g3, g4, g5, g7, g8, g9, g10, g11, po, pl, kpm, bias));
+    drop((g1, g2, g3, g4, g5, g7, g8, g9, g11, po, pl, kpm, bias));
     Ok(())
 }
 
@@ -1328,7 +1364,6 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let (cr_ptr, g13) = layout.col_rows.device_ptr(stream);
     let (cm_ptr, g14) = layout.col_masks.device_ptr(stream);
     let (wi_ptr, g15) = plan.items.device_ptr(stream);
-    let (ws_ptr, g16) = plan.slots.device_ptr(stream);
     let (sc_ptr, g17) = plan.split.device_ptr(stream);
     let pk = part_dk.as_mut().map(|b| b.device_ptr_mut(stream));
     let pv = part_dv.as_mut().map(|b| b.device_ptr_mut(stream));
@@ -1364,7 +1399,6 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         bias: bias.as_ref().map_or(0, |(p, _)| *p),
         dbias: db.as_ref().map_or(0, |(p, _)| *p),
         work_items: wi_ptr,
-        work_slots: ws_ptr,
         split_cols: sc_ptr,
         part_dk: pk.as_ref().map_or(0, |(p, _)| *p),
         part_dv: pv.as_ref().map_or(0, |(p, _)| *p),
@@ -1434,7 +1468,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
                 kernel_name(&BWD_COMBINE, type_name, head_dim),
             )?;
             let cfg = LaunchConfig {
-                grid_dim: ((plan.num_split * batch) as u32, 1, 1),
+                // One warp per key of a split column: 64 / 4 CTAs of 4 warps in y.
+                grid_dim: ((plan.num_split * batch) as u32, (KERNEL_TILE / 4) as u32, 1),
                 block_dim: (128, 1, 1),
                 shared_mem_bytes: 0,
             };
@@ -1445,7 +1480,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         }
     }
     drop((
-        g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g13, g14, g15, g16, g17, pk, pv, kpm,
+        g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g13, g14, g15, g17, pk, pv, kpm,
     ));
     Ok(())
 }

@@ -580,10 +580,13 @@ fn gpu_split_rows_match_whole_rows() {
     c.num_global_blocks = 2;
     let layout = c.make_layout(1200).unwrap();
     let t = CoarseTables::new(&layout);
-    let limit = t.split_chunks(dev.sm_count());
-    assert!(!t.forward_plan(limit).split.is_empty());
-    assert!(!t.forward_pair_plan(limit).split.is_empty());
-    assert!(!t.backward_plan(limit).split.is_empty());
+    let (fwd, bwd) = (
+        t.forward_split_chunks(dev.sm_count()),
+        t.backward_split_chunks(dev.sm_count()),
+    );
+    assert!(!t.forward_plan(fwd).split.is_empty());
+    assert!(!t.forward_pair_plan(fwd).split.is_empty());
+    assert!(!t.backward_plan(bwd).split.is_empty());
     for kernel in kernels(&dev) {
         check::<bf16>(
             &dev, &layout, 2, 2, 1200, 64, false, true, false, 11, kernel,
