@@ -161,13 +161,14 @@ typedef struct __attribute__((aligned(64))) LtdTensorMap {
 
 /**
  * Tensor maps of the Hopper attention kernels, passed by value as their second parameter
- * (`__grid_constant__`). q, k, v, dout each describe one [B, H, L, D] tensor of 2-byte elements
- * as a 3-D array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride L * D * 2
- * bytes; box {64, 64, 1}; 128-byte swizzle; out-of-bounds elements filled with zeros. dq_acc
- * describes the backward's f32 [B, H, L, D] accumulator the same way (strides D * 4 and
- * L * D * 4 bytes) with box {32, 64, 1} and 128-byte swizzle; the backward adds into it with
- * TMA reductions. The forward reads q, k, v (dout and dq_acc may repeat any map); the backward
- * all five.
+ * (`__grid_constant__`). q, k, v, dout, o each describe one [B, H, L, D] tensor of 2-byte
+ * elements as a 3-D array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride
+ * L * D * 2 bytes; box {64, 64, 1}; 128-byte swizzle; out-of-bounds elements filled with zeros
+ * on loads and skipped on stores. dq_acc describes the backward's f32 [B, H, L, D] accumulator
+ * the same way (strides D * 4 and L * D * 4 bytes) with box {32, 64, 1} and 128-byte swizzle;
+ * the backward adds into it with TMA reductions. The forward reads q, k, v and writes whole
+ * rows of o (dout and dq_acc may repeat any map); the backward reads q, k, v, dout and adds
+ * into dq_acc (o may repeat any map).
  */
 typedef struct LtdSparseAttnTmaMaps {
     LtdTensorMap q;
@@ -175,6 +176,7 @@ typedef struct LtdSparseAttnTmaMaps {
     LtdTensorMap v;
     LtdTensorMap dout;
     LtdTensorMap dq_acc;
+    LtdTensorMap o;
 } LtdSparseAttnTmaMaps;
 
 /**
@@ -191,9 +193,9 @@ typedef struct LtdSparseAttnTmaMaps {
  * scale_log2 = softmax scale * log2(e).
  *
  * Work items: work_items is int32 [items][8] = (head, query tile, first, end, slot, first
- * column, first mask, 0): the CTA walks tile_cols[first..end) of that row (first column and
- * first mask repeat tile_cols[first] and tile_masks[first], 0 for an empty item, so the first
- * K/V load needs no dependent read). A whole row (slot = -1) writes o and lse. A row much
+ * column, first mask, second column): the CTA walks tile_cols[first..end) of that row (the
+ * last three repeat tile_cols[first], tile_masks[first] and tile_cols[first + 1], 0 past the
+ * item's end, so the first two K/V loads need no dependent read). A whole row (slot = -1) writes o and lse. A row much
  * longer than the rest (global rows) is split into pieces: a piece with slot s >= 0 writes its
  * normalised partial output to part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D])
  * and its lse (natural log) to part_lse[(b*num_slots + s)*item_rows ..] instead (every row of
@@ -262,7 +264,7 @@ typedef struct LtdSparseAttnFwdParams {
  * zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.
  * Work items as in the forward, over key chunks: the main kernel's grid is (items * B),
  * item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end,
- * slot, first query tile, first mask, 0) over tile_rows / tile_col_masks; an item with
+ * slot, first query tile, first mask, second query tile) over tile_rows / tile_col_masks; an item with
  * slot s >= 0 writes f32 partial dK (scaled) / dV rows to
  * part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] (all 64) instead of dk / dv, and
  * `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid (split * B, 16), 128 threads: warp w

@@ -72,10 +72,11 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // forward, chunks tile_cols[begin..end) of (head h, query tile `tile`); in the backward, query
 // tiles tile_rows[begin..end) of (head h, key chunk `tile`); for batch row b. slot >= 0 when it
 // is a piece of a split row / column (partial output). first / first_mask repeat the table
-// entry at begin (0 for an empty item), so the first tile load needs no dependent read.
+// entry at begin and second the one at begin + 1 (0 past the item's end), so the first two
+// tile loads need no dependent read.
 // P is LtdSparseAttnFwdParams or LtdSparseAttnBwdParams (both carry work_items and batch).
 struct WorkItem {
-    int h, tile, begin, end, slot, first, first_mask, b;
+    int h, tile, begin, end, slot, first, first_mask, second, b;
 };
 
 template <typename P>
@@ -90,6 +91,7 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
     r.slot = w[4];
     r.first = w[5];
     r.first_mask = w[6];
+    r.second = w[7];
     r.b = (int)(blockIdx.x % p.batch);
     return r;
 }

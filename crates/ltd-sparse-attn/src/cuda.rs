@@ -95,11 +95,13 @@ fn tensor_map(
     Ok(map)
 }
 
-/// The tensor maps of a Hopper attention launch: q, k, v and the backward's dout (2-byte
-/// elements, 64 x 64 boxes) and f32 dq accumulator (64 x 32 boxes), each over `[B * H][L][D]`.
-/// The forward has no dout and no accumulator: those maps repeat q's (encoded once).
+/// The tensor maps of a Hopper attention launch: q, k, v, the forward's output o and the
+/// backward's dout (2-byte elements, 64 x 64 boxes) and f32 dq accumulator (64 x 32 boxes),
+/// each over `[B * H][L][D]`. Maps a call does not use repeat q's (encoded once): the forward
+/// passes `out` and no `backward`, the backward `backward` and no `out`.
 fn tma_maps(
     [q, k, v]: [u64; 3],
+    out: Option<u64>,
     backward: Option<(u64, u64)>,
     matrices: usize,
     seq: usize,
@@ -117,12 +119,17 @@ fn tma_maps(
         ),
         None => (q, q),
     };
+    let o = match out {
+        Some(o) => tile(o)?,
+        None => q,
+    };
     Ok(LtdSparseAttnTmaMaps {
         q,
         k: tile(k)?,
         v: tile(v)?,
         dout,
         dq_acc,
+        o,
     })
 }
 
@@ -474,7 +481,8 @@ fn partial_buffer(
 }
 
 /// A [`WorkPlan`] in GPU memory: the kernels' work-item rows (`ltd_kernels.h`: head, tile,
-/// first, end, slot, the table's entry at `first` and its mask, 0) and the split rows.
+/// first, end, slot, the table's entry at `first` and its mask, the entry at `first + 1`) and
+/// the split rows.
 struct GpuPlan {
     items: CudaSlice<i32>,
     split: CudaSlice<i32>,
@@ -488,12 +496,13 @@ impl GpuPlan {
     fn upload(dev: &CudaDevice, plan: &WorkPlan, table: (&[i32], &[i32])) -> Result<GpuPlan> {
         let mut items = Vec::with_capacity(8 * plan.items.len().max(1));
         for (&[h, tile, first, end], &slot) in plan.items.iter().zip(&plan.slots) {
-            let (col0, mask0) = if first < end {
-                (table.0[first as usize], table.1[first as usize])
-            } else {
-                (0, 0)
-            };
-            items.extend_from_slice(&[h, tile, first, end, slot, col0, mask0, 0]);
+            let at = |i: i32, v: &[i32]| if i < end { v[i as usize] } else { 0 };
+            let (col0, mask0, col1) = (
+                at(first, table.0),
+                at(first, table.1),
+                at(first + 1, table.0),
+            );
+            items.extend_from_slice(&[h, tile, first, end, slot, col0, mask0, col1]);
         }
         // An empty table still needs a valid device pointer.
         if items.is_empty() {
@@ -1137,6 +1146,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     let maps = if kernel.is_hopper() {
         Some(tma_maps(
             [q_ptr, k_ptr, v_ptr],
+            Some(o_ptr),
             None,
             batch * heads,
             seq_len,
@@ -1151,8 +1161,9 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         launch.arg(maps);
     }
     // SAFETY: one `LtdSparseAttnFwdParams` by value, as the kernel declares, and for the Hopper
-    // kernels their `LtdSparseAttnTmaMaps` (tensor maps over exactly q, k and v: B*H matrices of
-    // L x D, so the TMA reads rows < L only and fills the rest with zeros). q/k/v/out hold
+    // kernels their `LtdSparseAttnTmaMaps` (tensor maps over exactly q, k, v and out: B*H
+    // matrices of L x D, so the TMA reads rows < L only and fills the rest with zeros, and
+    // writes rows < L of out only). q/k/v/out hold
     // exactly B*H*L*D elements and lse B*H*L (checked above); the kernel reads rows < L only
     // (cp.async or the TMA zero-fills the rest) and writes rows < L only; the tables were built for this
     // layout, whose padded length covers L (checked: ceil(L / block) blocks), so every chunk
@@ -1373,6 +1384,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let maps = if hopper {
         Some(tma_maps(
             [q_ptr, k_ptr, v_ptr],
+            None,
             Some((do_ptr, acc_ptr)),
             batch * heads,
             seq_len,
