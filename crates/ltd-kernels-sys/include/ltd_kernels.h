@@ -161,14 +161,14 @@ typedef struct __attribute__((aligned(64))) LtdTensorMap {
 
 /**
  * Tensor maps of the Hopper attention kernels, passed by value as their second parameter
- * (`__grid_constant__`). q, k, v, dout, o each describe one [B, H, L, D] tensor of 2-byte
- * elements as a 3-D array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride
+ * (`__grid_constant__`). q, k, v, dout, o, dk, dv each describe one [B, H, L, D] tensor of
+ * 2-byte elements as a 3-D array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride
  * L * D * 2 bytes; box {64, 64, 1}; 128-byte swizzle; out-of-bounds elements filled with zeros
  * on loads and skipped on stores. dq_acc describes the backward's f32 [B, H, L, D] accumulator
  * the same way (strides D * 4 and L * D * 4 bytes) with box {32, 64, 1} and 128-byte swizzle;
  * the backward adds into it with TMA reductions. The forward reads q, k, v and writes whole
- * rows of o (dout and dq_acc may repeat any map); the backward reads q, k, v, dout and adds
- * into dq_acc (o may repeat any map).
+ * rows of o (dout, dq_acc, dk, dv may repeat any map); the backward reads q, k, v, dout, adds
+ * into dq_acc and writes whole columns of dk and dv (o may repeat any map).
  */
 typedef struct LtdSparseAttnTmaMaps {
     LtdTensorMap q;
@@ -177,6 +177,8 @@ typedef struct LtdSparseAttnTmaMaps {
     LtdTensorMap dout;
     LtdTensorMap dq_acc;
     LtdTensorMap o;
+    LtdTensorMap dk;
+    LtdTensorMap dv;
 } LtdSparseAttnTmaMaps;
 
 /**

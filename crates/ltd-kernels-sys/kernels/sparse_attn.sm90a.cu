@@ -178,6 +178,22 @@ __device__ __forceinline__ void tma_store_tile(const LtdTensorMap* map, uint32_t
                      "r"(64 * cb), "r"(row0), "r"(mat), "r"(tile + cb * kBlockBytes)
                      : "memory");
 }
+// Writes a warpgroup's m64nD f32 accumulator (acc[4i + e]: row 16 warp + g + 8 (e >> 1), column
+// 8i + 2t + (e & 1)), times the factor of its row (f[0] for row g, f[1] for g + 8), as T into a
+// [64 rows][D] tile of the layout above, for a TMA store. Conflict-free: the 8 rows of a store
+// land in 8 different 16-byte chunks under the swizzle.
+template <typename T, int D>
+__device__ __forceinline__ void stage_acc(uint32_t tile, const float (&acc)[D / 2], const float (&f)[2], int warp, int g, int t) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = warp * 16 + g + 8 * r;
+#pragma unroll
+        for (int i = 0; i < D / 8; ++i) {
+            const uint32_t v = ltd_attn::pack2<T>(acc[4 * i + 2 * r] * f[r], acc[4 * i + 2 * r + 1] * f[r]);
+            asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile + sw128<D>(row, 8 * i + 2 * t) * 2), "r"(v) : "memory");
+        }
+    }
+}
 // Starts fetching a tensor map's descriptor so the first copy through it does not wait for it.
 __device__ __forceinline__ void prefetch_map(const LtdTensorMap* map) {
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(map) : "memory");
@@ -332,16 +348,11 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         // out by TMA, 16-byte-coalesced (the 4-byte stores of an m64 accumulator fill half of
         // each 32-byte sector they touch); rows past seq are skipped by the TMA.
         const long long seq = p.seq;
+        const float inv[2] = {l[0] > 0.f ? 1.f / l[0] : 0.f, l[1] > 0.f ? 1.f / l[1] : 0.f};
+        stage_acc<T, D>(sQ, o, inv, warp, g, t);
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-            const int local = warp * 16 + g + 8 * r;
-            const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-#pragma unroll
-            for (int i = 0; i < D / 8; ++i) {
-                const uint32_t v = ltd_attn::pack2<T>(o[4 * i + 2 * r] * inv, o[4 * i + 2 * r + 1] * inv);
-                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sQ + sw128<D>(local, 8 * i + 2 * t) * 2), "r"(v) : "memory");
-            }
-            const long long row = q0 + local;
+            const long long row = q0 + warp * 16 + g + 8 * r;
             if (t == 0 && row < seq)
                 reinterpret_cast<float*>(p.lse)[bh * seq + row] =
                     l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : -INFINITY;
@@ -412,6 +423,8 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         prefetch_map(&maps.v);
         prefetch_map(&maps.dout);
         prefetch_map(&maps.dq_acc);
+        prefetch_map(&maps.dk);
+        prefetch_map(&maps.dv);
     }
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
     const int h = work.h, kc = work.tile, begin = work.begin, end = work.end, b = work.b;
@@ -629,7 +642,23 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     }
 
     if (threadIdx.x == 0) bulk_wait_all();  // the shared memory stays until the reductions read it
-    ltd_attn::bwd_store<T, D>(p, work, warp, g, t, dk, dv);
+    if (work.slot >= 0) {
+        ltd_attn::bwd_store<T, D>(p, work, warp, g, t, dk, dv);
+    } else {
+        // A whole column: dK (scaled) and dV leave through the K and V tiles (free: the last
+        // products have retired) by TMA stores, 16-byte coalesced; keys past seq are skipped.
+        const float fk[2] = {p.scale, p.scale}, fv[2] = {1.f, 1.f};
+        stage_acc<T, D>(sK, dk, fk, warp, g, t);
+        stage_acc<T, D>(sV, dv, fv, warp, g, t);
+        fence_proxy_async();
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            tma_store_tile<D>(&maps.dk, sK, (int)k0, mat);
+            tma_store_tile<D>(&maps.dv, sV, (int)k0, mat);
+            bulk_commit();
+            bulk_wait_read();  // the shared memory must outlive the copies' reads
+        }
+    }
 }
 
 }  // namespace

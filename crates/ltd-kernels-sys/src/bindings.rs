@@ -245,7 +245,7 @@ impl Default for LtdTensorMap {
         }
     }
 }
-#[doc = " Tensor maps of the Hopper attention kernels, passed by value as their second parameter\n (`__grid_constant__`). q, k, v, dout, o each describe one [B, H, L, D] tensor of 2-byte\n elements as a 3-D array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride\n L * D * 2 bytes; box {64, 64, 1}; 128-byte swizzle; out-of-bounds elements filled with zeros\n on loads and skipped on stores. dq_acc describes the backward's f32 [B, H, L, D] accumulator\n the same way (strides D * 4 and L * D * 4 bytes) with box {32, 64, 1} and 128-byte swizzle;\n the backward adds into it with TMA reductions. The forward reads q, k, v and writes whole\n rows of o (dout and dq_acc may repeat any map); the backward reads q, k, v, dout and adds\n into dq_acc (o may repeat any map)."]
+#[doc = " Tensor maps of the Hopper attention kernels, passed by value as their second parameter\n (`__grid_constant__`). q, k, v, dout, o, dk, dv each describe one [B, H, L, D] tensor of\n 2-byte elements as a 3-D array: dimensions {D, L, B * H} with row stride D * 2 and matrix stride\n L * D * 2 bytes; box {64, 64, 1}; 128-byte swizzle; out-of-bounds elements filled with zeros\n on loads and skipped on stores. dq_acc describes the backward's f32 [B, H, L, D] accumulator\n the same way (strides D * 4 and L * D * 4 bytes) with box {32, 64, 1} and 128-byte swizzle;\n the backward adds into it with TMA reductions. The forward reads q, k, v and writes whole\n rows of o (dout, dq_acc, dk, dv may repeat any map); the backward reads q, k, v, dout, adds\n into dq_acc and writes whole columns of dk and dv (o may repeat any map)."]
 #[repr(C)]
 #[repr(align(64))]
 #[derive(Debug, Copy, Clone)]
@@ -256,10 +256,12 @@ pub struct LtdSparseAttnTmaMaps {
     pub dout: LtdTensorMap,
     pub dq_acc: LtdTensorMap,
     pub o: LtdTensorMap,
+    pub dk: LtdTensorMap,
+    pub dv: LtdTensorMap,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdSparseAttnTmaMaps"][::std::mem::size_of::<LtdSparseAttnTmaMaps>() - 768usize];
+    ["Size of LtdSparseAttnTmaMaps"][::std::mem::size_of::<LtdSparseAttnTmaMaps>() - 1024usize];
     ["Alignment of LtdSparseAttnTmaMaps"][::std::mem::align_of::<LtdSparseAttnTmaMaps>() - 64usize];
     ["Offset of field: LtdSparseAttnTmaMaps::q"]
         [::std::mem::offset_of!(LtdSparseAttnTmaMaps, q) - 0usize];
@@ -273,6 +275,10 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnTmaMaps, dq_acc) - 512usize];
     ["Offset of field: LtdSparseAttnTmaMaps::o"]
         [::std::mem::offset_of!(LtdSparseAttnTmaMaps, o) - 640usize];
+    ["Offset of field: LtdSparseAttnTmaMaps::dk"]
+        [::std::mem::offset_of!(LtdSparseAttnTmaMaps, dk) - 768usize];
+    ["Offset of field: LtdSparseAttnTmaMaps::dv"]
+        [::std::mem::offset_of!(LtdSparseAttnTmaMaps, dv) - 896usize];
 };
 impl Default for LtdSparseAttnTmaMaps {
     fn default() -> Self {

@@ -95,14 +95,15 @@ fn tensor_map(
     Ok(map)
 }
 
-/// The tensor maps of a Hopper attention launch: q, k, v, the forward's output o and the
-/// backward's dout (2-byte elements, 64 x 64 boxes) and f32 dq accumulator (64 x 32 boxes),
-/// each over `[B * H][L][D]`. Maps a call does not use repeat q's (encoded once): the forward
-/// passes `out` and no `backward`, the backward `backward` and no `out`.
+/// The tensor maps of a Hopper attention launch: q, k, v, the forward's output o, the
+/// backward's dout, dk, dv (2-byte elements, 64 x 64 boxes) and its f32 dq accumulator (64 x 32
+/// boxes), each over `[B * H][L][D]`. Maps a call does not use repeat q's (encoded once): the
+/// forward passes `out` and no `backward`, the backward `backward = [dout, dq_acc, dk, dv]`
+/// and no `out`.
 fn tma_maps(
     [q, k, v]: [u64; 3],
     out: Option<u64>,
-    backward: Option<(u64, u64)>,
+    backward: Option<[u64; 4]>,
     matrices: usize,
     seq: usize,
     head_dim: usize,
@@ -112,12 +113,14 @@ fn tma_maps(
     };
     let tile = |ptr| tensor_map(ptr, U16, 2, 64, matrices, seq, head_dim);
     let q = tile(q)?;
-    let (dout, dq_acc) = match backward {
-        Some((dout, dq_acc)) => (
+    let [dout, dq_acc, dk, dv] = match backward {
+        Some([dout, dq_acc, dk, dv]) => [
             tile(dout)?,
             tensor_map(dq_acc, F32, 4, 32, matrices, seq, head_dim)?,
-        ),
-        None => (q, q),
+            tile(dk)?,
+            tile(dv)?,
+        ],
+        None => [q; 4],
     };
     let o = match out {
         Some(o) => tile(o)?,
@@ -130,6 +133,8 @@ fn tma_maps(
         dout,
         dq_acc,
         o,
+        dk,
+        dv,
     })
 }
 
@@ -1385,7 +1390,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         Some(tma_maps(
             [q_ptr, k_ptr, v_ptr],
             None,
-            Some((do_ptr, acc_ptr)),
+            Some([do_ptr, acc_ptr, dk_ptr, dv_ptr]),
             batch * heads,
             seq_len,
             head_dim,
@@ -1442,8 +1447,9 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let d = head_dim as i64;
     // SAFETY: each kernel takes `LtdSparseAttnBwdParams` by value (the dq kernel also the head
     // dim as a second i64, the Hopper main kernel its `LtdSparseAttnTmaMaps` over exactly q, k,
-    // v, dout and dq_acc: B*H matrices of L x D, so the TMA reads rows < L only, zero-filling
-    // the rest, and its reductions into dq_acc skip rows >= L). All [B,H,L,D] buffers hold exactly n elements and the row buffers
+    // v, dout, dq_acc, dk and dv: B*H matrices of L x D, so the TMA reads rows < L only,
+    // zero-filling the rest, and its reductions into dq_acc and stores into dk / dv skip rows
+    // >= L). All [B,H,L,D] buffers hold exactly n elements and the row buffers
     // B*H*L (checked above and by check_call); the kernels touch rows < L only; the transposed
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
     // index is below ceil(L_padded / 64); dq_acc is zeroed before the main kernel adds into it; the three
