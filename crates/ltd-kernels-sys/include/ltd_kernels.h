@@ -248,19 +248,21 @@ typedef struct LtdSparseAttnFwdParams {
  * Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.
  * Three kernels, all on these params:
  *   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]
- *       (f32 [B,H,L]); grid ceil(B*H*L / 4), 128 threads (one warp per row).
+ *       (f32 [B,H,L]) and dq_acc[row, :] = 0 (so dq_acc needs no zero fill); grid
+ *       ceil(B*H*L / 4), 128 threads (one warp per row).
  *   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with
  *       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a
  *       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +
  *       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse
  *       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),
- *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed).
+ *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed by the pre-pass).
  *   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`
  *       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs
  *       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc) as a second
  *       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its
  *       swizzled tiles, barriers).
- *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded; grid-stride, any grid.
+ *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded, 4 elements per thread and
+ *       grid step (dq_acc and dq 16- and 8-byte aligned); any grid.
  * lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).
  * bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be
  * zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.

@@ -5,6 +5,7 @@
 // K and V through shared memory with cp.async. Scores never leave registers. Contract:
 // include/ltd_kernels.h (LtdSparseAttnFwdParams).
 #include <stdint.h>
+#include <type_traits>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include "ltd_kernels.h"
@@ -217,19 +218,30 @@ LTD_SPARSE_FWD_COMBINE(ltd_sparse_attn_fwd_combine_f16_d128, __half, 128)
 // =================================================================================================
 namespace {
 
+// Per row: dvec = rowsum(dO * O), and the row of dq_acc zeroed (the main kernel adds into it).
+// Lane l owns the D / 32 contiguous columns from l D / 32, read with one vector load per tensor.
 template <typename T, int D>
 __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams& p) {
     const long long row = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);
     const long long rows = p.batch * p.heads * p.seq;
     if (row >= rows) return;
+    constexpr int kPer = D / 32;  // 2 or 4
+    using Vec = typename std::conditional<kPer == 2, uint32_t, uint2>::type;
     const int lane = threadIdx.x & 31;
-    const T* o = reinterpret_cast<const T*>(p.o) + row * D;
-    const T* d = reinterpret_cast<const T*>(p.dout) + row * D;
+    const long long at = row * D + lane * kPer;
+    const Vec ov = *reinterpret_cast<const Vec*>(reinterpret_cast<const T*>(p.o) + at);
+    const Vec dv = *reinterpret_cast<const Vec*>(reinterpret_cast<const T*>(p.dout) + at);
+    const T* oe = reinterpret_cast<const T*>(&ov);
+    const T* de = reinterpret_cast<const T*>(&dv);
     float acc = 0.f;
-    for (int i = lane; i < D; i += 32) acc += (float)o[i] * (float)d[i];
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) acc += (float)oe[i] * (float)de[i];
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
     if (lane == 0) reinterpret_cast<float*>(p.dvec)[row] = acc;
+    float* q = reinterpret_cast<float*>(p.dq_acc) + at;
+    if constexpr (kPer == 2) *reinterpret_cast<float2*>(q) = make_float2(0.f, 0.f);
+    else *reinterpret_cast<float4*>(q) = make_float4(0.f, 0.f, 0.f, 0.f);
 }
 
 template <typename T, int D, bool BIAS>
@@ -488,13 +500,15 @@ __device__ __forceinline__ void sparse_attn_bwd_combine(const LtdSparseAttnBwdPa
     }
 }
 
+// dq = dq_acc rounded, 4 elements per thread per step (D is a multiple of 4).
 template <typename T>
 __device__ __forceinline__ void sparse_attn_bwd_dq(const LtdSparseAttnBwdParams& p, long long d) {
-    const long long n = p.batch * p.heads * p.seq * d;
-    const float* acc = reinterpret_cast<const float*>(p.dq_acc);
-    T* dq = reinterpret_cast<T*>(p.dq);
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        dq[i] = (T)acc[i];
+    const long long quads = p.batch * p.heads * p.seq * d / 4;
+    const float4* acc = reinterpret_cast<const float4*>(p.dq_acc);
+    uint2* dq = reinterpret_cast<uint2*>(p.dq);
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < quads; i += (long long)gridDim.x * blockDim.x) {
+        const float4 v = acc[i];
+        dq[i] = make_uint2(ltd_attn::pack2<T>(v.x, v.y), ltd_attn::pack2<T>(v.z, v.w));
     }
 }
 

@@ -1317,9 +1317,11 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     if let Some(db) = dbias.as_deref_mut() {
         stream.memset_zeros(db).map_err(cuda_err("zeroing dbias"))?;
     }
-    let mut dq_acc = stream
-        .alloc_zeros::<f32>(n)
-        .map_err(cuda_err("allocating the dq accumulator"))?;
+    // SAFETY: uninitialised device memory of B*H*L*D f32; the pre-pass (the first launch
+    // below, on the same stream, one warp per row over all B*H*L rows, D columns each) zeroes
+    // every element before the main kernel adds into any.
+    let mut dq_acc =
+        unsafe { stream.alloc::<f32>(n) }.map_err(cuda_err("allocating the dq accumulator"))?;
     // SAFETY: uninitialised device memory of B*H*L f32; the pre-pass (the first launch below,
     // on the same stream, one warp per row over all B*H*L rows) writes every element before the
     // main kernel reads any, so no zero fill is needed.
@@ -1440,7 +1442,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         shared_mem_bytes: smem as u32,
     };
     let post_cfg = LaunchConfig {
-        grid_dim: (n.div_ceil(256).min(65_535 * 16) as u32, 1, 1),
+        // 4 elements per thread and grid step.
+        grid_dim: ((n / 4).div_ceil(256).min(65_535 * 16) as u32, 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
@@ -1452,7 +1455,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // >= L). All [B,H,L,D] buffers hold exactly n elements and the row buffers
     // B*H*L (checked above and by check_call); the kernels touch rows < L only; the transposed
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
-    // index is below ceil(L_padded / 64); dq_acc is zeroed before the main kernel adds into it; the three
+    // index is below ceil(L_padded / 64); dq_acc is zeroed by the pre-pass before the main kernel adds into it; the three
     // launches are ordered on one stream; the dynamic shared memory is exactly what the main
     // kernel carves (K, V, 2 Q, 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats, and
     // for the Hopper kernel, chosen only on compute capability 9.0, 1 KB of alignment slack);
