@@ -63,7 +63,7 @@ mod gpu {
         let mut json = format!("{{\"device\": {:?}, \"runs\": [\n", dev.to_string());
         let mut first = true;
         println!(
-            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>14}",
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>14} {:>10} {:>12}",
             "layout",
             "S",
             "B",
@@ -73,7 +73,11 @@ mod gpu {
             "TFLOP/s",
             "fwd+bwd us",
             "mma.sync us",
-            "kernel tiles"
+            "mma.sync f+b us",
+            "other fwd us",
+            "kernel tiles",
+            "host fwd us",
+            "host f+b us"
         );
         for seq in [4096usize, 16384] {
             let batch = 16384 / seq;
@@ -143,6 +147,7 @@ mod gpu {
                         };
                     let us = time(false, &auto)?;
                     let fb_us = time(true, &auto)?;
+
                     let sm80_us = time(false, &sm80)?;
                     let sm80_fb_us = time(true, &sm80)?;
                     // On Hopper, the forward of the Hopper variant Auto did not pick.
@@ -162,11 +167,51 @@ mod gpu {
                         )?,
                         None => f64::NAN,
                     };
+                    // Host time to enqueue one forward / forward+backward (the GPU is not waited
+                    // for; the queue absorbs the calls): a call is launch-bound when this
+                    // approaches its GPU time.
+                    let mut enqueue = |with_backward: bool| -> Res<f64> {
+                        dev.synchronize()?;
+                        let start = std::time::Instant::now();
+                        for _ in 0..10 {
+                            attention_forward_cuda(
+                                &dev,
+                                &gl,
+                                shape,
+                                (&q, &q, &q),
+                                &auto,
+                                &mut out,
+                                &mut lse,
+                            )?;
+                            if with_backward {
+                                let grads = CudaAttentionGrads {
+                                    dq: &mut gq,
+                                    dk: &mut gk,
+                                    dv: &mut gv,
+                                    dbias: None,
+                                };
+                                attention_backward_cuda(
+                                    &dev,
+                                    &gl,
+                                    shape,
+                                    (&q, &q, &q),
+                                    (&out, &lse),
+                                    &q,
+                                    &auto,
+                                    grads,
+                                )?;
+                            }
+                        }
+                        let host = start.elapsed().as_secs_f64() * 1e6 / 10.0;
+                        dev.synchronize()?;
+                        Ok(host)
+                    };
+                    let (host_us, host_fb_us) = (enqueue(false)?, enqueue(true)?);
                     let block = layout.block() as f64;
                     let flops = 4.0 * batch as f64 * layout.nnz() as f64 * block * block * d as f64;
                     let tflops = flops / us / 1e6;
                     println!(
-                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14.1} {:>14}",
+                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14.1} {:>14} {:>10.1} {:>12.1}",
                         name,
                         seq,
                         batch,
@@ -178,10 +223,12 @@ mod gpu {
                         sm80_us,
                         sm80_fb_us,
                         other_us,
-                        gl.active_kernel_tiles()
+                        gl.active_kernel_tiles(),
+                        host_us,
+                        host_fb_us
                     );
                     json.push_str(&format!(
-                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}, \"fwd_mma_sync_us\": {sm80_us:.3}, \"fwdbwd_mma_sync_us\": {sm80_fb_us:.3}, \"fwd_kernel\": \"{:?}\", \"fwd_other_hopper_us\": {other_us:.3}, \"kernel_tiles\": {}}}",
+                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}, \"fwd_mma_sync_us\": {sm80_us:.3}, \"fwdbwd_mma_sync_us\": {sm80_fb_us:.3}, \"fwd_kernel\": \"{:?}\", \"fwd_other_hopper_us\": {other_us:.3}, \"kernel_tiles\": {}, \"host_fwd_us\": {host_us:.3}, \"host_fwdbwd_us\": {host_fb_us:.3}}}",
                         if first { "" } else { ",\n" },
                         layout.block(),
                         layout.num_blocks(),
