@@ -397,12 +397,13 @@ impl CoarseTables {
     }
 
     /// The forward's piece length on a GPU with `sm_count` multiprocessors (what
-    /// [`CudaAttentionLayout`] uses): about half the work of one CTA slot when one batch row of
+    /// [`CudaAttentionLayout`] uses): about the work of one CTA slot when one batch row of
     /// the layout is spread over the four CTAs per multiprocessor the forward kernels run, and
     /// never below 16 chunks (a piece's fixed cost, loading Q and storing a partial output, is
-    /// about one chunk's work). Measured on an H100 (BigBird b64, L = 16384, D = 64): pieces of
-    /// a quarter of this length's divisor (`cols / (2 SMs)`) left the global rows' pieces as the
-    /// kernel's critical path (115 µs against 102 µs).
+    /// about one chunk's work): `cols / (4 SMs)`. Measured on an H100 (BigBird b64, L = 16384,
+    /// D = 64): twice as long pieces (`cols / (2 SMs)`) left the global rows' pieces on the
+    /// kernel's critical path (115 µs against 102 µs); half as long ones were slower again
+    /// (more partial outputs to merge).
     ///
     /// ```
     /// use ltd_sparse_attn::{FixedConfig, cuda::CoarseTables};
