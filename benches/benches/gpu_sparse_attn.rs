@@ -112,42 +112,44 @@ mod gpu {
                     };
                     let (mut gq, mut gk, mut gv) =
                         (dev.upload(&host)?, dev.upload(&host)?, dev.upload(&host)?);
-                    let mut time =
-                        |with_backward: bool, opts: &CudaAttentionOptions<'_, bf16>| -> Res<f64> {
-                            dev.median_time_us(3, 5, 7, || -> Res<()> {
-                                attention_forward_cuda(
+                    // One forward, or forward + backward, enqueued (not waited for).
+                    let mut call =
+                        |with_backward: bool, opts: &CudaAttentionOptions<'_, bf16>| -> Res<()> {
+                            attention_forward_cuda(
+                                &dev,
+                                &gl,
+                                shape,
+                                (&q, &q, &q),
+                                opts,
+                                &mut out,
+                                &mut lse,
+                            )?;
+                            if with_backward {
+                                let grads = CudaAttentionGrads {
+                                    dq: &mut gq,
+                                    dk: &mut gk,
+                                    dv: &mut gv,
+                                    dbias: None,
+                                };
+                                attention_backward_cuda(
                                     &dev,
                                     &gl,
                                     shape,
                                     (&q, &q, &q),
+                                    (&out, &lse),
+                                    &q,
                                     opts,
-                                    &mut out,
-                                    &mut lse,
+                                    grads,
                                 )?;
-                                if with_backward {
-                                    let grads = CudaAttentionGrads {
-                                        dq: &mut gq,
-                                        dk: &mut gk,
-                                        dv: &mut gv,
-                                        dbias: None,
-                                    };
-                                    attention_backward_cuda(
-                                        &dev,
-                                        &gl,
-                                        shape,
-                                        (&q, &q, &q),
-                                        (&out, &lse),
-                                        &q,
-                                        opts,
-                                        grads,
-                                    )?;
-                                }
-                                Ok(())
-                            })
+                            }
+                            Ok(())
+                        };
+                    let mut time =
+                        |with_backward: bool, opts: &CudaAttentionOptions<'_, bf16>| -> Res<f64> {
+                            dev.median_time_us(3, 5, 7, || call(with_backward, opts))
                         };
                     let us = time(false, &auto)?;
                     let fb_us = time(true, &auto)?;
-
                     let sm80_us = time(false, &sm80)?;
                     let sm80_fb_us = time(true, &sm80)?;
                     // On Hopper, the forward of the Hopper variant Auto did not pick.
@@ -174,33 +176,7 @@ mod gpu {
                         dev.synchronize()?;
                         let start = std::time::Instant::now();
                         for _ in 0..10 {
-                            attention_forward_cuda(
-                                &dev,
-                                &gl,
-                                shape,
-                                (&q, &q, &q),
-                                &auto,
-                                &mut out,
-                                &mut lse,
-                            )?;
-                            if with_backward {
-                                let grads = CudaAttentionGrads {
-                                    dq: &mut gq,
-                                    dk: &mut gk,
-                                    dv: &mut gv,
-                                    dbias: None,
-                                };
-                                attention_backward_cuda(
-                                    &dev,
-                                    &gl,
-                                    shape,
-                                    (&q, &q, &q),
-                                    (&out, &lse),
-                                    &q,
-                                    &auto,
-                                    grads,
-                                )?;
-                            }
+                            call(with_backward, &auto)?;
                         }
                         let host = start.elapsed().as_secs_f64() * 1e6 / 10.0;
                         dev.synchronize()?;
