@@ -347,7 +347,6 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         // A whole row: O goes through the Q tile (free: the last S product has retired) and
         // out by TMA, 16-byte-coalesced (the 4-byte stores of an m64 accumulator fill half of
         // each 32-byte sector they touch); rows past seq are skipped by the TMA.
-        const long long seq = p.seq;
         const float inv[2] = {l[0] > 0.f ? 1.f / l[0] : 0.f, l[1] > 0.f ? 1.f / l[1] : 0.f};
         stage_acc<T, D>(sQ, o, inv, warp, g, t);
 #pragma unroll
