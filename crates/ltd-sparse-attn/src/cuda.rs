@@ -314,6 +314,43 @@ pub struct WorkPlan {
     pub num_slots: usize,
 }
 
+impl WorkPlan {
+    /// The work items as the kernels read them (`ltd_kernels.h`): `(head, tile, first, end,
+    /// slot, entries[first], masks[first], entries[first + 1])` per item, the last three 0
+    /// past the item's end, so a CTA's first two tile copies need no dependent load. `entries`
+    /// and `masks` are the tables the plan's ranges index (`cols` / `masks` for
+    /// [`CoarseTables::forward_plan`], `pair_cols` / `pair_masks` for the pair plan,
+    /// `col_rows` / `col_masks` for the backward plan).
+    ///
+    /// ```
+    /// use ltd_sparse_attn::{DenseConfig, cuda::CoarseTables};
+    /// let t = CoarseTables::new(&DenseConfig::new(1).make_layout(192).unwrap()); // 3 x 3 tiles
+    /// let rows = t.forward_plan(2).kernel_rows(&t.cols, &t.masks);
+    /// // Query tile 0's row (chunks 0, 1, 2) is split into pieces of 1 and 2 chunks.
+    /// assert!(rows.contains(&[0, 0, 0, 1, 0, 0, 0xffff, 0]));
+    /// assert!(rows.contains(&[0, 0, 1, 3, 1, 1, 0xffff, 2]));
+    /// ```
+    pub fn kernel_rows(&self, entries: &[i32], masks: &[i32]) -> Vec<[i32; 8]> {
+        self.items
+            .iter()
+            .zip(&self.slots)
+            .map(|(&[h, tile, first, end], &slot)| {
+                let at = |i: i32, v: &[i32]| if i < end { v[i as usize] } else { 0 };
+                [
+                    h,
+                    tile,
+                    first,
+                    end,
+                    slot,
+                    at(first, entries),
+                    at(first, masks),
+                    at(first + 1, entries),
+                ]
+            })
+            .collect()
+    }
+}
+
 impl CoarseTables {
     /// The forward work items: query-tile rows cut into pieces of at most `max_chunks` chunks
     /// (`0` is read as 1). Rows with no chunk keep one (empty) item: it writes their zeros.
@@ -500,16 +537,11 @@ struct GpuPlan {
 impl GpuPlan {
     /// `table` is the (entries, masks) pair the plan's ranges index.
     fn upload(dev: &CudaDevice, plan: &WorkPlan, table: (&[i32], &[i32])) -> Result<GpuPlan> {
-        let mut items = Vec::with_capacity(8 * plan.items.len().max(1));
-        for (&[h, tile, first, end], &slot) in plan.items.iter().zip(&plan.slots) {
-            let at = |i: i32, v: &[i32]| if i < end { v[i as usize] } else { 0 };
-            let (col0, mask0, col1) = (
-                at(first, table.0),
-                at(first, table.1),
-                at(first + 1, table.0),
-            );
-            items.extend_from_slice(&[h, tile, first, end, slot, col0, mask0, col1]);
-        }
+        let mut items: Vec<i32> = plan
+            .kernel_rows(table.0, table.1)
+            .into_iter()
+            .flatten()
+            .collect();
         // An empty table still needs a valid device pointer.
         if items.is_empty() {
             items.resize(8, 0);

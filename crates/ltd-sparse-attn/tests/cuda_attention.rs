@@ -522,6 +522,24 @@ fn work_plans_cover_every_row_and_column_exactly_once() {
                     ),
                 };
                 assert_eq!(plan.items.len(), plan.slots.len());
+                // The kernels' rows repeat the first two entries and the first mask.
+                let (entries, masks) = match which {
+                    0 => (&t.cols, &t.masks),
+                    1 => (&t.col_rows, &t.col_masks),
+                    _ => (&t.pair_cols, &t.pair_masks),
+                };
+                let rows = plan.kernel_rows(entries, masks);
+                assert_eq!(rows.len(), plan.items.len());
+                for (row, (item, &slot)) in rows.iter().zip(plan.items.iter().zip(&plan.slots)) {
+                    let [first, end] = [item[2], item[3]];
+                    let at = |i: i32, v: &Vec<i32>| if i < end { v[i as usize] } else { 0 };
+                    assert_eq!(row[..4], item[..]);
+                    assert_eq!(row[4], slot);
+                    assert_eq!(
+                        row[5..],
+                        [at(first, entries), at(first, masks), at(first + 1, entries)]
+                    );
+                }
                 let lens: Vec<i32> = plan.items.iter().map(|i| i[3] - i[2]).collect();
                 assert!(lens.windows(2).all(|w| w[0] >= w[1]), "not longest first");
                 let mut slot_seen = vec![false; plan.num_slots];
