@@ -863,12 +863,15 @@ impl CudaAttentionKernel {
     }
 }
 
-/// Validates a GPU attention call on a device of compute capability `cc`; returns the kernel
-/// type suffix, the scale and the kernel family `options.kernel` resolves to there.
+/// Validates a GPU attention call on a device of compute capability `cc`: `tensors` are the
+/// call's `[B, H, L, D]` buffers by name (q, k, v first) and `lse_len` the length of its
+/// `[B, H, L]` logsumexp. Returns the kernel type suffix, the scale and the kernel family
+/// `options.kernel` resolves to there.
 fn check_call<T: Element>(
     layout: &CudaAttentionLayout,
     shape: AttentionShape,
-    (q_len, k_len, v_len): (usize, usize, usize),
+    tensors: &[(&'static str, usize)],
+    lse_len: usize,
     options: &CudaAttentionOptions<'_, T>,
     cc: (i32, i32),
 ) -> Result<(&'static str, f32, CudaAttentionKernel)> {
@@ -928,7 +931,7 @@ fn check_call<T: Element>(
         ));
     }
     let n = shape.qkv_len();
-    for (what, len) in [("q", q_len), ("k", k_len), ("v", v_len)] {
+    for &(what, len) in tensors {
         if len != n {
             return Err(SparseAttnError::shape(
                 what,
@@ -936,6 +939,13 @@ fn check_call<T: Element>(
                 len,
             ));
         }
+    }
+    if lse_len != shape.lse_len() {
+        return Err(SparseAttnError::shape(
+            "lse",
+            format!("[B={batch}, H={heads}, L={seq_len}] = {}", shape.lse_len()),
+            lse_len,
+        ));
     }
     if let Some(m) = options.key_padding_mask
         && m.len() != batch * seq_len
@@ -1050,7 +1060,13 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     let (type_name, scale, kernel) = check_call::<T>(
         layout,
         shape,
-        (q.len(), k.len(), v.len()),
+        &[
+            ("q", q.len()),
+            ("k", k.len()),
+            ("v", v.len()),
+            ("out", out.len()),
+        ],
+        lse.len(),
         options,
         dev.compute_capability(),
     )?;
@@ -1060,20 +1076,6 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         seq_len,
         head_dim,
     } = shape;
-    if out.len() != shape.qkv_len() {
-        return Err(SparseAttnError::shape(
-            "out",
-            format!("[B, H, L, D] = {}", shape.qkv_len()),
-            out.len(),
-        ));
-    }
-    if lse.len() != shape.lse_len() {
-        return Err(SparseAttnError::shape(
-            "lse",
-            format!("[B, H, L] = {}", shape.lse_len()),
-            lse.len(),
-        ));
-    }
     // The sm_80 and single-tile Hopper kernels: one 64-row query tile per CTA of 128 threads,
     // five 64 x D tiles (Q, two K and two V buffers; the Hopper one has one V buffer at D 128).
     // The pair kernel: a pair of query tiles per CTA of 256 threads (one warpgroup each) on the
@@ -1302,7 +1304,17 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let (type_name, scale, kernel) = check_call::<T>(
         layout,
         shape,
-        (q.len(), k.len(), v.len()),
+        &[
+            ("q", q.len()),
+            ("k", k.len()),
+            ("v", v.len()),
+            ("out", out.len()),
+            ("dout", dout.len()),
+            ("dq", grads.dq.len()),
+            ("dk", grads.dk.len()),
+            ("dv", grads.dv.len()),
+        ],
+        lse.len(),
         options,
         dev.compute_capability(),
     )?;
@@ -1313,28 +1325,6 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         head_dim,
     } = shape;
     let n = shape.qkv_len();
-    for (what, len) in [
-        ("out", out.len()),
-        ("dout", dout.len()),
-        ("dq", grads.dq.len()),
-        ("dk", grads.dk.len()),
-        ("dv", grads.dv.len()),
-    ] {
-        if len != n {
-            return Err(SparseAttnError::shape(
-                what,
-                format!("[B, H, L, D] = {n}"),
-                len,
-            ));
-        }
-    }
-    if lse.len() != shape.lse_len() {
-        return Err(SparseAttnError::shape(
-            "lse",
-            format!("[B, H, L] = {}", shape.lse_len()),
-            lse.len(),
-        ));
-    }
     if let Some(db) = grads.dbias.as_deref()
         && Some(db.len()) != n.checked_div(head_dim).and_then(|x| x.checked_mul(seq_len))
     {

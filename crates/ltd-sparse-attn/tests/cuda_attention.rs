@@ -497,6 +497,40 @@ fn gpu_rejects_bad_input() {
     )
     .unwrap_err();
     assert!(matches!(e, SparseAttnError::ShapeMismatch { .. }), "{e}");
+    // Outputs of the wrong length are named: out, lse (forward), dout (backward).
+    let is_shape = |e: &SparseAttnError, name: &str| matches!(e, SparseAttnError::ShapeMismatch { what, .. } if what == name);
+    let mut short_out = dev.upload(&vec![bf16::ZERO; shape.qkv_len() - 1]).unwrap();
+    let e = attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &o, &mut short_out, &mut lse)
+        .unwrap_err();
+    assert!(is_shape(&e, "out"), "{e}");
+    let mut short_lse = dev.upload(&vec![0.0f32; shape.lse_len() + 1]).unwrap();
+    let e = attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &o, &mut out, &mut short_lse)
+        .unwrap_err();
+    assert!(is_shape(&e, "lse"), "{e}");
+    let short_dout = dev.upload(&vec![bf16::ZERO; shape.qkv_len() - 1]).unwrap();
+    let (mut dq, mut dk, mut dv) = (
+        dev.upload(&vec![bf16::ZERO; shape.qkv_len()]).unwrap(),
+        dev.upload(&vec![bf16::ZERO; shape.qkv_len()]).unwrap(),
+        dev.upload(&vec![bf16::ZERO; shape.qkv_len()]).unwrap(),
+    );
+    let grads = CudaAttentionGrads {
+        dq: &mut dq,
+        dk: &mut dk,
+        dv: &mut dv,
+        dbias: None,
+    };
+    let e = attention_backward_cuda(
+        &dev,
+        &gl,
+        shape,
+        (&x, &x, &x),
+        (&out, &lse),
+        &short_dout,
+        &o,
+        grads,
+    )
+    .unwrap_err();
+    assert!(is_shape(&e, "dout"), "{e}");
 }
 
 #[test]
