@@ -4,6 +4,8 @@
 //! Outputs are poisoned (NaN) first. Without a GPU the `gpu_*` tests fail (skip them by name there).
 #![cfg(feature = "cuda")]
 
+// The GPU test support shared with ltd-core's tests (one file, included by path).
+#[path = "../../ltd-core/tests/gpu_support/mod.rs"]
 mod gpu_support;
 
 use gpu_support::{cases, gpu};

@@ -7,6 +7,8 @@
 //! case count. Without a GPU the `gpu_*` tests fail (skip them by name there).
 #![cfg(feature = "cuda")]
 
+// The GPU test support shared with ltd-core's tests (one file, included by path).
+#[path = "../../ltd-core/tests/gpu_support/mod.rs"]
 mod gpu_support;
 
 mod common;

@@ -1,4 +1,5 @@
-//! What this crate's GPU tests share (feature `cuda`): the device and the proptest case count.
+//! What the GPU tests share (feature `cuda`): the device and the proptest case count. Used by
+//! ltd-core's tests and, included by path, by ltd-sparse-attn's.
 
 use ltd_core::CudaDevice;
 
