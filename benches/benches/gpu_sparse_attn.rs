@@ -172,15 +172,19 @@ mod gpu {
                     // Host time to enqueue one forward / forward+backward (the GPU is not waited
                     // for; the queue absorbs the calls): a call is launch-bound when this
                     // approaches its GPU time.
+                    // The median of 11 calls, each timed alone: one host stall (an allocator
+                    // growing its pool, a page fault) would dominate a mean of so few.
                     let mut enqueue = |with_backward: bool| -> Res<f64> {
                         dev.synchronize()?;
-                        let start = std::time::Instant::now();
-                        for _ in 0..10 {
+                        let mut times = Vec::with_capacity(11);
+                        for _ in 0..11 {
+                            let start = std::time::Instant::now();
                             call(with_backward, &auto)?;
+                            times.push(start.elapsed().as_secs_f64() * 1e6);
                         }
-                        let host = start.elapsed().as_secs_f64() * 1e6 / 10.0;
                         dev.synchronize()?;
-                        Ok(host)
+                        times.sort_by(f64::total_cmp);
+                        Ok(times[5])
                     };
                     let (host_us, host_fb_us) = (enqueue(false)?, enqueue(true)?);
                     let block = layout.block() as f64;
