@@ -156,7 +156,7 @@ mod device_repr {
     unsafe impl DeviceRepr for LtdSparseSoftmaxParams {}
     // SAFETY: as above.
     unsafe impl DeviceRepr for LtdSparseMatmulParams {}
-    // SAFETY: `#[repr(C, align(64))]` plain bytes (four encoded tensor maps), the by-value second
+    // SAFETY: `#[repr(C, align(64))]` plain bytes (eight encoded tensor maps), the by-value second
     // parameter of the Hopper attention kernels; the driver copies it into parameter space.
     unsafe impl DeviceRepr for LtdSparseAttnTmaMaps {}
 }

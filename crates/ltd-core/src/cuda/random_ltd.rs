@@ -264,13 +264,10 @@ fn sample_tokens_into(
         } else {
             names::SAMPLE_TOKENS_SMEM
         };
-        // The kernel's static shared memory (~1.3 KB) counts against the same 48 KB default, so
-        // opt in well before the keys alone reach it.
-        if key_bytes > 32 * 1024 {
-            dev.load_function_with_shared(MODULE, fatbin::RANDOM_LTD, name, key_bytes)?
-        } else {
-            dev.load_function(MODULE, fatbin::RANDOM_LTD, name)?
-        }
+        // The entry point's dynamic shared-memory limit follows the keys (raised once per size
+        // that exceeds it; the kernel's ~1.3 KB of static shared memory counts against the same
+        // 48 KB default, so no size is special-cased here).
+        dev.load_function_with_shared(MODULE, fatbin::RANDOM_LTD, name, key_bytes)?
     } else {
         let name = if wide {
             names::SAMPLE_TOKENS_WIDE
