@@ -439,8 +439,8 @@ impl CoarseTables {
     /// never below 16 chunks (a piece's fixed cost, loading Q and storing a partial output, is
     /// about one chunk's work): `cols / (4 SMs)`. Measured on an H100 (BigBird b64, L = 16384,
     /// D = 64): twice as long pieces (`cols / (2 SMs)`) left the global rows' pieces on the
-    /// kernel's critical path (115 µs against 102 µs); half as long ones were slower again
-    /// (more partial outputs to merge).
+    /// kernel's critical path (115 µs against 102 µs); half as long ones were no faster
+    /// anywhere and up to 4% slower at L = 16384.
     ///
     /// ```
     /// use ltd_sparse_attn::{FixedConfig, cuda::CoarseTables};
@@ -455,7 +455,7 @@ impl CoarseTables {
     /// The backward's piece length (query tiles per piece of a key column) on a GPU with
     /// `sm_count` multiprocessors: about the work of one CTA slot at two CTAs per
     /// multiprocessor, never below 16. Twice the forward's: a backward piece writes 2 f32
-    /// partial tiles (dK, dV), and halving it made Fixed's summary columns 6–9% slower.
+    /// partial tiles (dK, dV), and halving it made Fixed's backward at L = 4096 4–9% slower.
     ///
     /// ```
     /// use ltd_sparse_attn::{FixedConfig, cuda::CoarseTables};
