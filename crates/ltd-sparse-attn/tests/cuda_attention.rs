@@ -903,3 +903,133 @@ fn gpu_wgmma_kernel_only_where_it_runs() {
         }
     }
 }
+
+/// Forward output and lse of one kernel on `layout`, outputs poisoned with NaN first.
+fn forward_with(
+    dev: &CudaDevice,
+    gl: &CudaAttentionLayout,
+    shape: AttentionShape,
+    qkv: (
+        &cudarc::driver::CudaSlice<bf16>,
+        &cudarc::driver::CudaSlice<bf16>,
+        &cudarc::driver::CudaSlice<bf16>,
+    ),
+    opts: &CudaAttentionOptions<bf16>,
+) -> (Vec<f32>, Vec<f32>) {
+    let rows = shape.batch * shape.heads * shape.seq_len;
+    let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
+    let mut lse = dev.upload(&vec![f32::NAN; rows]).unwrap();
+    attention_forward_cuda(dev, gl, shape, qkv, opts, &mut out, &mut lse).unwrap();
+    let out = dev
+        .download(&out)
+        .unwrap()
+        .iter()
+        .map(|v| v.to_f32())
+        .collect();
+    (out, dev.download(&lse).unwrap())
+}
+
+#[test]
+fn gpu_forward_kernels_agree_at_scale() {
+    // The reference checks above run small shapes (a few dozen CTAs). At the bench's size
+    // (B 4, H 16, L 4096: thousands of work items, several waves of CTAs) compare every other
+    // kernel the device runs (Auto, and on an H100 the Hopper ones) with the mma.sync one
+    // (itself checked against the reference) on BSLongformer (global rows split into
+    // pieces), BigBird with random blocks, and a layout with empty rows between short ones;
+    // causal and key padding on half of the cases.
+    let dev = gpu();
+    let others: Vec<_> = kernels(&dev)
+        .into_iter()
+        .filter(|&k| k != CudaAttentionKernel::MmaSync)
+        .collect();
+    let (heads, seq, nb) = (16usize, 4096usize, 64usize);
+    let mut longformer = BSLongformerConfig::new(heads);
+    longformer.block = 64;
+    let mut bigbird = BigBirdConfig::new(heads);
+    bigbird.block = 64;
+    bigbird.different_layout_per_head = true;
+    // Row r of head h: empty when (7 r + h) % 9 == 0, else the diagonal block, its right
+    // neighbour and column 0; row 0 sees every column (split into pieces).
+    let mask: Vec<u8> = (0..heads * nb * nb)
+        .map(|i| {
+            let (h, r, c) = (i / (nb * nb), (i / nb) % nb, i % nb);
+            let on = r == 0 || ((7 * r + h) % 9 != 0 && (c == r || c == r + 1 || c == 0));
+            u8::from(on)
+        })
+        .collect();
+    let layouts = [
+        ("bslongformer", longformer.make_layout(seq).unwrap()),
+        ("bigbird", bigbird.make_layout(seq).unwrap()),
+        (
+            "empty rows",
+            Layout::from_mask(heads, nb, 64, mask).unwrap(),
+        ),
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bf16::from_f32(((state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0) as f32)
+    };
+    for d in [64usize, 128] {
+        let shape = AttentionShape {
+            batch: 4,
+            heads,
+            seq_len: seq,
+            head_dim: d,
+        };
+        let n = shape.qkv_len();
+        let q = dev
+            .upload(&(0..n).map(|_| rnd()).collect::<Vec<_>>())
+            .unwrap();
+        let k = dev
+            .upload(&(0..n).map(|_| rnd()).collect::<Vec<_>>())
+            .unwrap();
+        let v = dev
+            .upload(&(0..n).map(|_| rnd()).collect::<Vec<_>>())
+            .unwrap();
+        // Batch row 1 drops its last 1000 keys.
+        let kpm: Vec<f32> = (0..4 * seq)
+            .map(|i| {
+                if i / seq == 1 && i % seq >= seq - 1000 {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let kpm = dev.upload(&kpm).unwrap();
+        for (li, (name, layout)) in layouts.iter().enumerate() {
+            let gl = CudaAttentionLayout::new(&dev, layout).unwrap();
+            let masked = (li + d / 64) % 2 == 0;
+            let opts = |kernel| CudaAttentionOptions {
+                causal: masked,
+                key_padding_mask: masked.then_some(&kpm),
+                kernel,
+                ..Default::default()
+            };
+            let (want_o, want_l) = forward_with(
+                &dev,
+                &gl,
+                shape,
+                (&q, &k, &v),
+                &opts(CudaAttentionKernel::MmaSync),
+            );
+            for &kernel in &others {
+                let (got_o, got_l) = forward_with(&dev, &gl, shape, (&q, &k, &v), &opts(kernel));
+                let ctx = format!("{kernel:?}, {name}, D {d}, causal and key padding {masked}");
+                for (i, (g, w)) in got_l.iter().zip(&want_l).enumerate() {
+                    // Equal infinities (rows with no visible key) or close values.
+                    let same = g == w || (g - w).abs() <= 1e-3 * (1.0 + w.abs());
+                    assert!(same, "lse[{i}] = {g}, mma.sync {w} ({ctx})");
+                }
+                for (i, (g, w)) in got_o.iter().zip(&want_o).enumerate() {
+                    // Both round f32 sums to bf16 (8 bits); the sums differ in order only.
+                    let close = (g - w).abs() <= 2e-2 + 1e-2 * w.abs();
+                    assert!(close, "out[{i}] = {g}, mma.sync {w} ({ctx})");
+                }
+            }
+        }
+    }
+}
