@@ -497,23 +497,8 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         const int buf = (it - begin) & 1;
         const int after_qt = it + 2 < end ? rows[it + 2] : 0;  // for the next iteration
         const unsigned next_mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
-        // Prefetch query tile it + 1 into the other buffer (free: the barrier closing the
-        // previous iteration follows its last read); its lse / dvec by cp.async.
-        if (it + 1 < end) {
-            if (threadIdx.x == 0) {
-                bulk_wait_read();  // the previous iteration's dQ reduction has left that buffer
-                const uint32_t bar = bar_q + 8 * (buf ^ 1);
-                mbar_expect(bar, 2 * kTileBytes);
-                tma_tile<D>(sQ + (buf ^ 1) * kTileBytes, &maps.q, next_qt * kTile, mat, bar);
-                tma_tile<D>(sdO + (buf ^ 1) * kTileBytes, &maps.dout, next_qt * kTile, mat, bar);
-            }
-            load_row_stats(buf ^ 1, (long long)next_qt * kTile);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();  // every thread's lse / dvec copies are visible
+        cp_async_wait<0>();  // this tile's lse / dvec (committed one iteration earlier)
+        __syncthreads();     // every thread's copies are visible
         mbar_wait(bar_q + 8 * buf, ((it - begin) >> 1) & 1);
         const long long q0 = (long long)qt * kTile;
         const uint32_t tQ = sQ + buf * kTileBytes;
@@ -537,6 +522,21 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(dpt, desc_kmajor(sV, kk), desc_kmajor(tdO, kk), kk > 0);
         wg_commit();
+        // Prefetch query tile it + 1 into the other buffer (free: the barrier closing the
+        // previous iteration follows its last read) and its lse / dvec by cp.async, while the
+        // products run: thread 0's wait for the previous dQ reduction and its copy setup no
+        // longer hold the whole CTA at the barrier above.
+        if (it + 1 < end) {
+            if (threadIdx.x == 0) {
+                bulk_wait_read();  // the previous iteration's dQ reduction has left that buffer
+                const uint32_t bar = bar_q + 8 * (buf ^ 1);
+                mbar_expect(bar, 2 * kTileBytes);
+                tma_tile<D>(sQ + (buf ^ 1) * kTileBytes, &maps.q, next_qt * kTile, mat, bar);
+                tma_tile<D>(sdO + (buf ^ 1) * kTileBytes, &maps.dout, next_qt * kTile, mat, bar);
+            }
+            load_row_stats(buf ^ 1, (long long)next_qt * kTile);
+            cp_async_commit();
+        }
         wg_wait<0>();
         fence_regs(st);
         fence_regs(dpt);
