@@ -379,9 +379,9 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 // The single-tile kernels are held to 4 (D 64) / 3 (D 128) CTAs per SM: without the bound
 // ptxas takes 138 / 170 registers since the TMA epilogue and the tensor-map prefetches, one CTA
 // per SM fewer. With it, 28 / 0 bytes spill (one reload per chunk at D 64; D 128 spilled 4
-// bytes, outside the loop, until the prefetch moved after the S product); measured on an H100 against the kernels before the epilogue: D 64 0-2.5% faster,
-// D 128 4-7% on BigBird / BSLongformer and 0-2.5% on Fixed. The epilogue without the bound was
-// not tried on the GPU.
+// bytes, outside the loop, until the prefetch moved after the S product). Measured on an H100
+// against the kernels before the epilogue: D 64 0-2.5% faster, D 128 4-7% on BigBird /
+// BSLongformer and 0-2.5% on Fixed. The epilogue without the bound was not tried on the GPU.
 #define LTD_SPARSE_FWD_SM90(NAME, T, D, PAIR) \
     extern "C" __global__ void __launch_bounds__(PAIR ? 2 * kThreads : kThreads, PAIR ? 1 : D == 64 ? 4 : 3) \
         NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_sm90<T, D, PAIR>(p, maps); }
