@@ -355,14 +355,12 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         // A whole row: O goes through the Q tile (free: the last S product has retired) and
         // out by TMA, 16-byte-coalesced (the 4-byte stores of an m64 accumulator fill half of
         // each 32-byte sector they touch); rows past seq are skipped by the TMA.
-        const float inv[2] = {l[0] > 0.f ? 1.f / l[0] : 0.f, l[1] > 0.f ? 1.f / l[1] : 0.f};
+        const float inv[2] = {ltd_attn::row_inv(l[0]), ltd_attn::row_inv(l[1])};
         stage_acc<T, D>(sQ, o, inv, warp, g, t);
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             const long long row = q0 + warp * 16 + g + 8 * r;
-            if (t == 0 && row < seq)
-                reinterpret_cast<float*>(p.lse)[bh * seq + row] =
-                    l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : -INFINITY;
+            if (t == 0 && row < seq) reinterpret_cast<float*>(p.lse)[bh * seq + row] = ltd_attn::row_lse(m[r], l[r]);
         }
         fence_proxy_async();
         __syncthreads();

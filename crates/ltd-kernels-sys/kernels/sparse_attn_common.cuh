@@ -67,7 +67,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
     return y;
 }
 
-
 // One CTA's work item (blockIdx.x = item * batch + b; contract in ltd_kernels.h): in the
 // forward, chunks tile_cols[begin..end) of (head h, query tile `tile`); in the backward, query
 // tiles tile_rows[begin..end) of (head h, key chunk `tile`); for batch row b. slot >= 0 when it
@@ -216,6 +215,13 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
     }
 }
 
+// A finished row's output factor 1 / l and its logsumexp (natural log) from the running max m
+// (log2 domain) and sum l: a row with no visible key gives factor 0 and lse = -inf.
+__device__ __forceinline__ float row_inv(float l) { return l > 0.f ? 1.f / l : 0.f; }
+__device__ __forceinline__ float row_lse(float m, float l) {
+    return l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+}
+
 // Stores the normalised output of rows g and g + 8 of warp `warp` of query tile `qt` (o: the
 // accumulator in the m16n8 C layout, o[4i + e] = column 8i + 2t + (e & 1), row g + 8 (e >> 1);
 // m, l: running max (log2 domain) and sum). Whole rows go to o / lse (rows < seq only); pieces
@@ -231,8 +237,8 @@ __device__ __forceinline__ void fwd_store(const LtdSparseAttnFwdParams& p, const
     for (int r = 0; r < 2; ++r) {
         const int local = warp * 16 + g + 8 * r;
         const long long row = (long long)qt * 64 + local;
-        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-        const float lse = l[r] > 0.f ? (m[r] + log2f(l[r])) * 0.6931471805599453f : -INFINITY;
+        const float inv = row_inv(l[r]);
+        const float lse = row_lse(m[r], l[r]);
         if (w.slot < 0) {
             if (row >= seq) continue;
             T* O = reinterpret_cast<T*>(p.o) + (bh * seq + row) * D;
