@@ -207,8 +207,8 @@ typedef struct LtdSparseAttnTmaMaps {
  * with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory
  * 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`
  * (sparse_attn.sm90a.cu, wgmma + TMA, compute capability 9.0 only): the same, with a second
- * parameter LtdSparseAttnTmaMaps (q, k, v; below) and dynamic shared memory
- * (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 + 64 bytes (alignment slack, barriers).
+ * parameter LtdSparseAttnTmaMaps (q, k, v, and o for the whole rows it stores; below) and
+ * dynamic shared memory (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 + 64 bytes (alignment slack, barriers).
  * `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file) work on pairs of query
  * tiles: item_rows = 128, the "query tile" of an
  * item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and
@@ -258,7 +258,7 @@ typedef struct LtdSparseAttnFwdParams {
  *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed by the pre-pass).
  *   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`
  *       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs
- *       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc) as a second
+ *       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc, dk, dv) as a second
  *       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its
  *       swizzled tiles, barriers).
  *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded, 4 elements per thread and
