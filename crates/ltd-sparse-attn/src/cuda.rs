@@ -534,25 +534,24 @@ struct GpuPlan {
     num_split: usize,
 }
 
+/// Uploads a kernel table; an empty one as a single 0 (a kernel parameter still needs a valid
+/// device pointer, and nothing reads past a table's length).
+fn upload_table(dev: &CudaDevice, table: &[i32]) -> Result<CudaSlice<i32>> {
+    Ok(dev.upload(if table.is_empty() { &[0] } else { table })?)
+}
+
 impl GpuPlan {
     /// `table` is the (entries, masks) pair the plan's ranges index.
     fn upload(dev: &CudaDevice, plan: &WorkPlan, table: (&[i32], &[i32])) -> Result<GpuPlan> {
-        let mut items: Vec<i32> = plan
+        let items: Vec<i32> = plan
             .kernel_rows(table.0, table.1)
             .into_iter()
             .flatten()
             .collect();
-        // An empty table still needs a valid device pointer.
-        if items.is_empty() {
-            items.resize(8, 0);
-        }
-        let mut split: Vec<i32> = plan.split.iter().flatten().copied().collect();
-        if split.is_empty() {
-            split.push(0);
-        }
+        let split: Vec<i32> = plan.split.iter().flatten().copied().collect();
         Ok(GpuPlan {
-            items: dev.upload(&items)?,
-            split: dev.upload(&split)?,
+            items: upload_table(dev, &items)?,
+            split: upload_table(dev, &split)?,
             num_items: plan.items.len(),
             num_slots: plan.num_slots,
             num_split: plan.split.len(),
@@ -592,8 +591,6 @@ impl CudaAttentionLayout {
             t.forward_split_chunks(dev.sm_count()),
             t.backward_split_chunks(dev.sm_count()),
         );
-        // An empty table still needs a valid device pointer.
-        let nonempty = |v: &Vec<i32>| if v.is_empty() { vec![0] } else { v.clone() };
         Ok(CudaAttentionLayout {
             fwd_plan: GpuPlan::upload(dev, &t.forward_plan(fwd_limit), (&t.cols, &t.masks))?,
             fwd_pair_plan: GpuPlan::upload(
@@ -601,9 +598,9 @@ impl CudaAttentionLayout {
                 &t.forward_pair_plan(fwd_limit),
                 (&t.pair_cols, &t.pair_masks),
             )?,
-            pair_cols: dev.upload(&nonempty(&t.pair_cols))?,
+            pair_cols: upload_table(dev, &t.pair_cols)?,
             pair_tiles: t.pair_cols.len(),
-            pair_masks: dev.upload(&nonempty(&t.pair_masks))?,
+            pair_masks: upload_table(dev, &t.pair_masks)?,
             bwd_plan: GpuPlan::upload(
                 dev,
                 &t.backward_plan(bwd_limit),
@@ -613,12 +610,12 @@ impl CudaAttentionLayout {
             num_blocks: layout.num_blocks(),
             block: layout.block(),
             active_tiles: t.cols.len(),
-            cols: dev.upload(&nonempty(&t.cols))?,
-            masks: dev.upload(&nonempty(&t.masks))?,
-            col_rows: dev.upload(&nonempty(&t.col_rows))?,
-            col_masks: dev.upload(&nonempty(&t.col_masks))?,
+            cols: upload_table(dev, &t.cols)?,
+            masks: upload_table(dev, &t.masks)?,
+            col_rows: upload_table(dev, &t.col_rows)?,
+            col_masks: upload_table(dev, &t.col_masks)?,
             csr_offsets: dev.upload(layout.row_offsets())?,
-            csr_columns: dev.upload(&nonempty(&layout.row_columns().to_vec()))?,
+            csr_columns: upload_table(dev, layout.row_columns())?,
             nnz: layout.nnz(),
         })
     }
