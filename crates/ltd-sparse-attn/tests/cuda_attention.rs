@@ -916,9 +916,8 @@ fn forward_with(
     ),
     opts: &CudaAttentionOptions<bf16>,
 ) -> (Vec<f32>, Vec<f32>) {
-    let rows = shape.batch * shape.heads * shape.seq_len;
     let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
-    let mut lse = dev.upload(&vec![f32::NAN; rows]).unwrap();
+    let mut lse = dev.upload(&vec![f32::NAN; shape.lse_len()]).unwrap();
     attention_forward_cuda(dev, gl, shape, qkv, opts, &mut out, &mut lse).unwrap();
     let out = dev
         .download(&out)
