@@ -249,7 +249,11 @@ typedef struct LtdSparseAttnFwdParams {
  * Three kernels, all on these params:
  *   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]
  *       (f32 [B,H,L]) and dq_acc[row, :] = 0 (so dq_acc needs no zero fill); grid
- *       ceil(B*H*L / 4), 128 threads (one warp per row).
+ *       ceil(B*H*L / 4), 128 threads (one warp per row). With row_stats (not 0) it writes,
+ *       instead of dvec, each 64-row query tile's lse and dvec side by side for the Hopper
+ *       kernel: f32 [B*H][Lp / 64][2][64], Lp = L rounded up to 128 (covers the padded length
+ *       of a layout of any block), rows past L as 0; the grid then covers ceil(B*H*Lp / 4)
+ *       warps (one per padded row).
  *   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with
  *       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a
  *       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +
@@ -260,7 +264,8 @@ typedef struct LtdSparseAttnFwdParams {
  *       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs
  *       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc, dk, dv) as a second
  *       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its
- *       swizzled tiles, barriers).
+ *       swizzled tiles, barriers); reads lse / dvec from row_stats (written by the pre-pass,
+ *       16-byte aligned), not from lse / dvec.
  *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded, 4 elements per thread and
  *       grid step (dq_acc and dq 16- and 8-byte aligned); any grid.
  * lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).
@@ -283,6 +288,7 @@ typedef struct LtdSparseAttnBwdParams {
     ltd_devptr_t dout;
     ltd_devptr_t lse;
     ltd_devptr_t dvec;
+    ltd_devptr_t row_stats;
     ltd_devptr_t dq_acc;
     ltd_devptr_t dq;
     ltd_devptr_t dk;

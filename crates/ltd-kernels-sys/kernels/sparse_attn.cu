@@ -220,14 +220,27 @@ namespace {
 
 // Per row: dvec = rowsum(dO * O), and the row of dq_acc zeroed (the main kernel adds into it).
 // Lane l owns the D / 32 contiguous columns from l D / 32, read with one vector load per tensor.
+// With row_stats (the Hopper kernel's input), the row's lse and dvec go to its query tile's
+// [lse x 64][dvec x 64] pair instead, and the warps cover the padded rows of every matrix
+// (stats_rows) so the padding is written (as 0) too.
 template <typename T, int D>
 __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams& p) {
-    const long long row = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);
-    const long long rows = p.batch * p.heads * p.seq;
-    if (row >= rows) return;
+    const long long seq = p.seq;
+    const long long per_matrix = p.row_stats ? ltd_attn::stats_rows(seq) : seq;
+    const long long padded_row = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);
+    if (padded_row >= p.batch * p.heads * per_matrix) return;
+    const long long bh = padded_row / per_matrix, q = padded_row - bh * per_matrix;
+    // This row's lse; its dvec is kTile floats further.
+    float* stats = p.row_stats ? reinterpret_cast<float*>(p.row_stats) + 2 * (bh * per_matrix + (q & ~(long long)(kTile - 1))) + (q & (kTile - 1))
+                               : nullptr;
+    const int lane = threadIdx.x & 31;
+    if (q >= seq) {  // padding of the tiled statistics: no key sees these rows
+        if (lane == 0) stats[0] = stats[kTile] = 0.f;
+        return;
+    }
+    const long long row = bh * seq + q;
     constexpr int kPer = D / 32;  // 2 or 4
     using Vec = typename std::conditional<kPer == 2, uint32_t, uint2>::type;
-    const int lane = threadIdx.x & 31;
     const long long at = row * D + lane * kPer;
     const Vec ov = *reinterpret_cast<const Vec*>(reinterpret_cast<const T*>(p.o) + at);
     const Vec dv = *reinterpret_cast<const Vec*>(reinterpret_cast<const T*>(p.dout) + at);
@@ -238,10 +251,17 @@ __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams
     for (int i = 0; i < kPer; ++i) acc += (float)oe[i] * (float)de[i];
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-    if (lane == 0) reinterpret_cast<float*>(p.dvec)[row] = acc;
-    float* q = reinterpret_cast<float*>(p.dq_acc) + at;
-    if constexpr (kPer == 2) *reinterpret_cast<float2*>(q) = make_float2(0.f, 0.f);
-    else *reinterpret_cast<float4*>(q) = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (lane == 0) {
+        if (stats) {
+            stats[0] = reinterpret_cast<const float*>(p.lse)[row];
+            stats[kTile] = acc;
+        } else {
+            reinterpret_cast<float*>(p.dvec)[row] = acc;
+        }
+    }
+    float* acc_row = reinterpret_cast<float*>(p.dq_acc) + at;
+    if constexpr (kPer == 2) *reinterpret_cast<float2*>(acc_row) = make_float2(0.f, 0.f);
+    else *reinterpret_cast<float4*>(acc_row) = make_float4(0.f, 0.f, 0.f, 0.f);
 }
 
 template <typename T, int D, bool BIAS>

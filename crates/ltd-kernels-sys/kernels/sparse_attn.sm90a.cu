@@ -18,8 +18,6 @@
 
 namespace {
 
-using ltd_attn::cp_async_commit;
-using ltd_attn::cp_async_wait;
 using ltd_attn::smem_addr;
 
 constexpr int kTile = 64;      // query rows per CTA and keys per chunk
@@ -158,6 +156,13 @@ __device__ __forceinline__ void tma_tile(uint32_t tile, const LtdTensorMap* map,
                 tile + cb * kBlockBytes),
             "l"(map), "r"(64 * cb), "r"(row0), "r"(mat), "r"(bar)
             : "memory");
+}
+// `bytes` (a multiple of 16, both addresses 16-byte aligned) from global memory into shared
+// memory by the TMA, completing on `bar`.
+__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst), "l"(src),
+                 "r"(bytes), "r"(bar)
+                 : "memory");
 }
 // Adds a [64 rows][32 cols] f32 box in shared memory (128-byte swizzle) into rows row0.. and
 // columns col0.. of matrix `mat` of an f32 tensor map, element-wise atomically in L2 (rows past
@@ -416,8 +421,9 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const uint32_t sdO = sQ + 2 * kTileBytes;    // 2 buffers
     const uint32_t sdS = sdO + 2 * kTileBytes;   // [64 keys][64 queries], 128-byte swizzle
     unsigned char* base_ptr = smem_raw + (sK - raw);
-    float* sLse = reinterpret_cast<float*>(base_ptr + (sdS - sK) + kBlockBytes);  // 2 x 64, natural log
-    float* sDvec = sLse + 2 * kTile;                                              // 2 x 64
+    // Row statistics of the query tile, 2 buffers of [lse x 64 (natural log)][dvec x 64].
+    const float* sStats = reinterpret_cast<const float*>(base_ptr + (sdS - sK) + kBlockBytes);
+    const uint32_t sStats_addr = sdS + kBlockBytes;
     T* sdS_ptr = reinterpret_cast<T*>(base_ptr + (sdS - sK));
     // Barriers after the row statistics: K + V, then Q + dO of each buffer.
     const uint32_t bar_kv = sdS + kBlockBytes + 4 * kTile * 4;
@@ -438,8 +444,8 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
     const long long bh = (long long)b * p.heads + h;
-    const float* lse = reinterpret_cast<const float*>(p.lse) + bh * seq;
-    const float* dvec = reinterpret_cast<const float*>(p.dvec) + bh * seq;
+    // This matrix's tiled statistics (the pre-pass's row_stats): tile qt at 2 * 64 * qt.
+    const float* stats = reinterpret_cast<const float*>(p.row_stats) + bh * 2 * ltd_attn::stats_rows(seq);
     const int* rows = reinterpret_cast<const int*>(p.tile_rows);
     const int* masks = reinterpret_cast<const int*>(p.tile_col_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
@@ -454,13 +460,18 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 #pragma unroll
         for (int r = 0; r < 2; ++r) kpm_l2[r] = key_g[r] < seq ? kpm[key_g[r]] * kLog2e : -INFINITY;
     }
-    // lse (natural log) and dvec of the tile's 64 queries, asynchronously with the tile loads:
-    // threads 0-63 copy lse, 64-127 dvec. Rows past the end read 0; no key sees them.
-    const uint32_t stats_dst = smem_addr(threadIdx.x < kTile ? sLse + threadIdx.x : sDvec + (threadIdx.x - kTile));
-    const float* stats_base = threadIdx.x < kTile ? lse : dvec;
-    auto load_row_stats = [&](int buf, long long q0) {
-        const long long q = q0 + (threadIdx.x & (kTile - 1));
-        ltd_attn::cp_async4(stats_dst + buf * kTile * 4, stats_base + (q < seq ? q : 0), q < seq);
+    // Thread 0: query tile qt's Q and dO tiles and its lse / dvec (one 512-byte bulk copy; the
+    // padding rows past the end are 0, and no key sees them) into buffer `buf`, on its barrier.
+    // Copying the statistics with the tiles, not by per-thread cp.async, means no CTA barrier
+    // has to publish them: waiting on the barrier's phase makes all of it visible.
+    constexpr uint32_t kStatsBytes = 2 * kTile * 4;
+    const int mat = (int)bh;
+    auto load_query_tile = [&](int buf, int qt) {
+        const uint32_t bar = bar_q + 8 * buf;
+        mbar_expect(bar, 2 * kTileBytes + kStatsBytes);
+        tma_tile<D>(sQ + buf * kTileBytes, &maps.q, qt * kTile, mat, bar);
+        tma_tile<D>(sdO + buf * kTileBytes, &maps.dout, qt * kTile, mat, bar);
+        bulk_copy(sStats_addr + buf * kStatsBytes, stats + 2 * kTile * qt, kStatsBytes, bar);
     };
     // The query-tile table is read one iteration ahead in registers: qt / mask of tile `it`,
     // next_qt of tile it + 1.
@@ -468,20 +479,13 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     unsigned mask = (unsigned)work.first_mask;
     int next_qt = work.second;
 
-    const int mat = (int)bh;
     mbar_init_all<3>(bar_kv);
     if (threadIdx.x == 0) {
         mbar_expect(bar_kv, 2 * kTileBytes);
         tma_tile<D>(sK, &maps.k, (int)k0, mat, bar_kv);
         tma_tile<D>(sV, &maps.v, (int)k0, mat, bar_kv);
-        if (begin < end) {
-            mbar_expect(bar_q, 2 * kTileBytes);
-            tma_tile<D>(sQ, &maps.q, qt * kTile, mat, bar_q);
-            tma_tile<D>(sdO, &maps.dout, qt * kTile, mat, bar_q);
-        }
+        if (begin < end) load_query_tile(0, qt);
     }
-    if (begin < end) load_row_stats(0, (long long)qt * kTile);
-    cp_async_commit();
     mbar_wait(bar_kv, 0);
 
     float dk[D / 2], dv[D / 2];  // wgmma layout: rows = keys 16w + g (+8), columns = d
@@ -495,8 +499,6 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         const int buf = (it - begin) & 1;
         const int after_qt = it + 2 < end ? rows[it + 2] : 0;  // for the next iteration
         const unsigned next_mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
-        cp_async_wait<0>();  // this tile's lse / dvec (committed one iteration earlier)
-        __syncthreads();     // every thread's copies are visible
         mbar_wait(bar_q + 8 * buf, ((it - begin) >> 1) & 1);
         const long long q0 = (long long)qt * kTile;
         const uint32_t tQ = sQ + buf * kTileBytes;
@@ -520,20 +522,12 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(dpt, desc_kmajor(sV, kk), desc_kmajor(tdO, kk), kk > 0);
         wg_commit();
-        // Prefetch query tile it + 1 into the other buffer (free: the barrier closing the
-        // previous iteration follows its last read) and its lse / dvec by cp.async, while the
-        // products run: thread 0's wait for the previous dQ reduction and its copy setup no
-        // longer hold the whole CTA at the barrier above.
-        if (it + 1 < end) {
-            if (threadIdx.x == 0) {
-                bulk_wait_read();  // the previous iteration's dQ reduction has left that buffer
-                const uint32_t bar = bar_q + 8 * (buf ^ 1);
-                mbar_expect(bar, 2 * kTileBytes);
-                tma_tile<D>(sQ + (buf ^ 1) * kTileBytes, &maps.q, next_qt * kTile, mat, bar);
-                tma_tile<D>(sdO + (buf ^ 1) * kTileBytes, &maps.dout, next_qt * kTile, mat, bar);
-            }
-            load_row_stats(buf ^ 1, (long long)next_qt * kTile);
-            cp_async_commit();
+        // Prefetch query tile it + 1 into the other buffer (free: the barriers of the previous
+        // iteration follow its last read) while the products run: thread 0's wait for the
+        // previous dQ reduction and its copy setup do not hold the other warps.
+        if (threadIdx.x == 0 && it + 1 < end) {
+            bulk_wait_read();  // the previous iteration's dQ reduction has left that buffer
+            load_query_tile(buf ^ 1, next_qt);
         }
         wg_wait<0>();
         fence_regs(st);
@@ -556,13 +550,13 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int ql = 8 * j + 2 * t + (e & 1);
-                const float lse_q = sLse[buf * kTile + ql];
+                const float lse_q = sStats[buf * 2 * kTile + ql];
                 const bool visible = on && ql < q_left && ql >= q_min[e >> 1] && lse_q != -INFINITY;
                 float logit = fmaf(-lse_q, kLog2e, fmaf(st[4 * j + e], p.scale_log2, kpm_l2[e >> 1]));
                 if (BIAS && bias && visible) logit += (float)bias[(q0 + ql) * seq + key_g[e >> 1]] * kLog2e;
                 const float pe = visible ? ltd_attn::fast_exp2(logit) : 0.f;
                 pv[e] = pe;
-                dsv[e] = pe * (dpt[4 * j + e] - sDvec[buf * kTile + ql]);
+                dsv[e] = pe * (dpt[4 * j + e] - sStats[buf * 2 * kTile + kTile + ql]);
                 if (BIAS && dbias && visible) dbias[(q0 + ql) * seq + key_g[e >> 1]] = (T)dsv[e];
             }
             pf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(pv[0], pv[1]);

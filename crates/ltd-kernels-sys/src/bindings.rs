@@ -360,7 +360,7 @@ const _: () = {
     ["Offset of field: LtdSparseAttnFwdParams::item_rows"]
         [::std::mem::offset_of!(LtdSparseAttnFwdParams, item_rows) - 144usize];
 };
-#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]) and dq_acc[row, :] = 0 (so dq_acc needs no zero fill); grid\n       ceil(B*H*L / 4), 128 threads (one warp per row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a\n       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed by the pre-pass).\n   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`\n       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs\n       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc, dk, dv) as a second\n       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its\n       swizzled tiles, barriers).\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded, 4 elements per thread and\n       grid step (dq_acc and dq 16- and 8-byte aligned); any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.\n Work items as in the forward, over key chunks: the main kernel's grid is (items * B),\n item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end,\n slot, first query tile, first mask, second query tile) over tile_rows / tile_col_masks; an item with\n slot s >= 0 writes f32 partial dK (scaled) / dV rows to\n part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] (all 64) instead of dk / dv, and\n `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid (split * B, 16), 128 threads: warp w\n of CTA (x, y) sums key 4y + w of its column) sums the pieces of every split column\n (split_cols[i] = (head, key chunk, first slot, count))."]
+#[doc = " Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.\n Three kernels, all on these params:\n   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]\n       (f32 [B,H,L]) and dq_acc[row, :] = 0 (so dq_acc needs no zero fill); grid\n       ceil(B*H*L / 4), 128 threads (one warp per row). With row_stats (not 0) it writes,\n       instead of dvec, each 64-row query tile's lse and dvec side by side for the Hopper\n       kernel: f32 [B*H][Lp / 64][2][64], Lp = L rounded up to 128 (covers the padded length\n       of a layout of any block), rows past L as 0; the grid then covers ceil(B*H*Lp / 4)\n       warps (one per padded row).\n   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with\n       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a\n       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +\n       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse\n       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),\n       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed by the pre-pass).\n   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`\n       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs\n       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc, dk, dv) as a second\n       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its\n       swizzled tiles, barriers); reads lse / dvec from row_stats (written by the pre-pass,\n       16-byte aligned), not from lse / dvec.\n   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded, 4 elements per thread and\n       grid step (dq_acc and dq 16- and 8-byte aligned); any grid.\n lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).\n bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be\n zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.\n Work items as in the forward, over key chunks: the main kernel's grid is (items * B),\n item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end,\n slot, first query tile, first mask, second query tile) over tile_rows / tile_col_masks; an item with\n slot s >= 0 writes f32 partial dK (scaled) / dV rows to\n part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] (all 64) instead of dk / dv, and\n `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid (split * B, 16), 128 threads: warp w\n of CTA (x, y) sums key 4y + w of its column) sums the pieces of every split column\n (split_cols[i] = (head, key chunk, first slot, count))."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LtdSparseAttnBwdParams {
@@ -371,6 +371,7 @@ pub struct LtdSparseAttnBwdParams {
     pub dout: ltd_devptr_t,
     pub lse: ltd_devptr_t,
     pub dvec: ltd_devptr_t,
+    pub row_stats: ltd_devptr_t,
     pub dq_acc: ltd_devptr_t,
     pub dq: ltd_devptr_t,
     pub dk: ltd_devptr_t,
@@ -395,7 +396,7 @@ pub struct LtdSparseAttnBwdParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of LtdSparseAttnBwdParams"][::std::mem::size_of::<LtdSparseAttnBwdParams>() - 208usize];
+    ["Size of LtdSparseAttnBwdParams"][::std::mem::size_of::<LtdSparseAttnBwdParams>() - 216usize];
     ["Alignment of LtdSparseAttnBwdParams"]
         [::std::mem::align_of::<LtdSparseAttnBwdParams>() - 8usize];
     ["Offset of field: LtdSparseAttnBwdParams::q"]
@@ -412,48 +413,50 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, lse) - 40usize];
     ["Offset of field: LtdSparseAttnBwdParams::dvec"]
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, dvec) - 48usize];
+    ["Offset of field: LtdSparseAttnBwdParams::row_stats"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, row_stats) - 56usize];
     ["Offset of field: LtdSparseAttnBwdParams::dq_acc"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dq_acc) - 56usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dq_acc) - 64usize];
     ["Offset of field: LtdSparseAttnBwdParams::dq"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dq) - 64usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dq) - 72usize];
     ["Offset of field: LtdSparseAttnBwdParams::dk"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dk) - 72usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dk) - 80usize];
     ["Offset of field: LtdSparseAttnBwdParams::dv"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dv) - 80usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dv) - 88usize];
     ["Offset of field: LtdSparseAttnBwdParams::tile_rows"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_rows) - 88usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_rows) - 96usize];
     ["Offset of field: LtdSparseAttnBwdParams::tile_col_masks"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_col_masks) - 96usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, tile_col_masks) - 104usize];
     ["Offset of field: LtdSparseAttnBwdParams::kpm"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, kpm) - 104usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, kpm) - 112usize];
     ["Offset of field: LtdSparseAttnBwdParams::bias"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, bias) - 112usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, bias) - 120usize];
     ["Offset of field: LtdSparseAttnBwdParams::dbias"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dbias) - 120usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, dbias) - 128usize];
     ["Offset of field: LtdSparseAttnBwdParams::work_items"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, work_items) - 128usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, work_items) - 136usize];
     ["Offset of field: LtdSparseAttnBwdParams::split_cols"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, split_cols) - 136usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, split_cols) - 144usize];
     ["Offset of field: LtdSparseAttnBwdParams::part_dk"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dk) - 144usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dk) - 152usize];
     ["Offset of field: LtdSparseAttnBwdParams::part_dv"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dv) - 152usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dv) - 160usize];
     ["Offset of field: LtdSparseAttnBwdParams::batch"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 160usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 168usize];
     ["Offset of field: LtdSparseAttnBwdParams::heads"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 168usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 176usize];
     ["Offset of field: LtdSparseAttnBwdParams::seq"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 176usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 184usize];
     ["Offset of field: LtdSparseAttnBwdParams::num_slots"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_slots) - 184usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_slots) - 192usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 192usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 200usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale_log2"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 196usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 204usize];
     ["Offset of field: LtdSparseAttnBwdParams::causal"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 200usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 208usize];
     ["Offset of field: LtdSparseAttnBwdParams::pad_"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 204usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 212usize];
 };
 #[doc = " Block-sparse softmax over the layout's active tiles (upstream's `Softmax`), forward and\n backward. Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order;\n row_offsets ([H * nb + 1]) / row_columns ([nnz]) are the layout's CSR (CSR position = tile).\n Forward (`ltd_sparse_softmax_fwd_{f32,f16,bf16}`): for query q = i*b + r and key = j*b + c,\n s = x * scale (+ rpe[z,h,q,key]) (+ kpm term [z,key]) (+ attn-mask term [q,key]); a term is\n the value (mode 0, add) or -inf where the value is 0 and 0 elsewhere (mode 1, mul); y =\n softmax over the row's active keys, 0 for a row with no finite score. rpe/kpm/am: input dtype,\n [Z,H,S,S] / [Z,S] / [S,S] with S = nb * b, 0 = none.\n Backward (`ltd_sparse_softmax_bwd_{...}`): dx = y * (dy - sum_row(y * dy)) * scale.\n Launch: one warp per (z, h, query row): grid ceil(Z*H*S / 4), 128 threads."]
 #[repr(C)]

@@ -1342,11 +1342,23 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // every element before the main kernel adds into any.
     let mut dq_acc =
         unsafe { stream.alloc::<f32>(n) }.map_err(cuda_err("allocating the dq accumulator"))?;
-    // SAFETY: uninitialised device memory of B*H*L f32; the pre-pass (the first launch below,
-    // on the same stream, one warp per row over all B*H*L rows) writes every element before the
-    // main kernel reads any, so no zero fill is needed.
-    let mut dvec = unsafe { stream.alloc::<f32>(shape.lse_len()) }
-        .map_err(cuda_err("allocating the row dots"))?;
+    // The row dots dvec = rowsum(dO * O): [B, H, L] for the mma.sync kernel; the Hopper kernel
+    // reads each query tile's lse and dvec side by side ([B*H, Lp / 64, 2, 64], Lp = L rounded
+    // up to 128, which covers the padded length of a layout of any block), one bulk copy with
+    // its Q and dO tiles.
+    let hopper = kernel.is_hopper();
+    let padded_len = seq_len.div_ceil(128) * 128;
+    let (stats_rows, stats_len) = if hopper {
+        (batch * heads * padded_len, 2 * batch * heads * padded_len)
+    } else {
+        (batch * heads * seq_len, shape.lse_len())
+    };
+    // SAFETY: uninitialised device memory of `stats_len` f32; the pre-pass (the first launch
+    // below, on the same stream, one warp per row over all `stats_rows` rows, padding rows
+    // included) writes every element before the main kernel reads any, so no zero fill is
+    // needed.
+    let mut stats = unsafe { stream.alloc::<f32>(stats_len) }
+        .map_err(cuda_err("allocating the row statistics"))?;
     let plan = &layout.bwd_plan;
     let items = plan.grid(batch)?;
     // Partial dK / dV of the pieces of split key columns (f32 [B, slots, 64, D] each).
@@ -1360,7 +1372,6 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         kernel_name(&BWD_PRE, type_name, head_dim),
     )?;
     // Both families have a variant with the bias code compiled in (it costs registers).
-    let hopper = kernel.is_hopper();
     // K, V, 2 Q and 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats (+ 1 KB of
     // alignment slack for the Hopper kernel's swizzled tiles, and its barriers).
     let smem = (6 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE) * 2
@@ -1394,7 +1405,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let (o_ptr, g4) = out.device_ptr(stream);
     let (do_ptr, g5) = dout.device_ptr(stream);
     let (lse_ptr, g6) = lse.device_ptr(stream);
-    let (dvec_ptr, g7) = dvec.device_ptr_mut(stream);
+    let (stats_ptr, g7) = stats.device_ptr_mut(stream);
     let (acc_ptr, g8) = dq_acc.device_ptr_mut(stream);
     let (dq_ptr, g9) = grads.dq.device_ptr_mut(stream);
     let (dk_ptr, g10) = grads.dk.device_ptr_mut(stream);
@@ -1427,7 +1438,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         o: o_ptr,
         dout: do_ptr,
         lse: lse_ptr,
-        dvec: dvec_ptr,
+        dvec: if hopper { 0 } else { stats_ptr },
+        row_stats: if hopper { stats_ptr } else { 0 },
         dq_acc: acc_ptr,
         dq: dq_ptr,
         dk: dk_ptr,
@@ -1450,9 +1462,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         causal: i32::from(options.causal),
         pad_: 0,
     };
-    let rows = batch * heads * seq_len;
     let pre_cfg = LaunchConfig {
-        grid_dim: (rows.div_ceil(4) as u32, 1, 1),
+        grid_dim: (stats_rows.div_ceil(4) as u32, 1, 1),
         block_dim: (128, 1, 1),
         shared_mem_bytes: 0,
     };
@@ -1472,8 +1483,10 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // dim as a second i64, the Hopper main kernel its `LtdSparseAttnTmaMaps` over exactly q, k,
     // v, dout, dq_acc, dk and dv: B*H matrices of L x D, so the TMA reads rows < L only,
     // zero-filling the rest, and its reductions into dq_acc and stores into dk / dv skip rows
-    // >= L). All [B,H,L,D] buffers hold exactly n elements and the row buffers
-    // B*H*L (checked above and by check_call); the kernels touch rows < L only; the transposed
+    // >= L). All [B,H,L,D] buffers hold exactly n elements and lse B*H*L (checked above and by
+    // check_call); the kernels touch rows < L only, except that the pre-pass writes and the
+    // Hopper kernel bulk-copies whole 64-row tiles of the statistics buffer, which holds
+    // exactly the `stats_rows` (padded) rows both index; the transposed
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
     // index is below ceil(L_padded / 64); dq_acc is zeroed by the pre-pass before the main kernel adds into it; the three
     // launches are ordered on one stream; the dynamic shared memory is exactly what the main
