@@ -423,8 +423,13 @@ impl CoarseTables {
                 num_slots += pieces;
             }
         }
+        // Longest first by powers of two (a long item must not start last and become the
+        // kernel's tail), and in (head, tile) order within each power: CTAs that run at the same
+        // time then share heads, so the K / V chunks (forward) or the Q / dO tiles and dq
+        // accumulator rows (backward) they read stay in L2 instead of every head's at once.
+        let band = |i: usize| u32::BITS - ((items[i][3] - items[i][2]) as u32).leading_zeros();
         let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(items[i][3] - items[i][2]));
+        order.sort_by_key(|&i| std::cmp::Reverse(band(i)));
         WorkPlan {
             items: order.iter().map(|&i| items[i]).collect(),
             slots: order.iter().map(|&i| slots[i]).collect(),

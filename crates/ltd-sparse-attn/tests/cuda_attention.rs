@@ -576,8 +576,18 @@ fn work_plans_cover_every_row_and_column_exactly_once() {
                         [at(first, entries), at(first, masks), at(first + 1, entries)]
                     );
                 }
-                let lens: Vec<i32> = plan.items.iter().map(|i| i[3] - i[2]).collect();
-                assert!(lens.windows(2).all(|w| w[0] >= w[1]), "not longest first");
+                // Longest first by powers of two, (head, tile, first entry) order inside each.
+                let band = |i: &[i32; 4]| u32::BITS - ((i[3] - i[2]) as u32).leading_zeros();
+                for w in plan.items.windows(2) {
+                    let (a, b) = (&w[0], &w[1]);
+                    assert!(band(a) >= band(b), "not longest first: {a:?} before {b:?}");
+                    if band(a) == band(b) {
+                        assert!(
+                            (a[0], a[1], a[2]) < (b[0], b[1], b[2]),
+                            "not head-major: {a:?} before {b:?}"
+                        );
+                    }
+                }
                 let mut slot_seen = vec![false; plan.num_slots];
                 for &[h, qt, s0, cnt] in &plan.split {
                     for s in s0..s0 + cnt {
