@@ -144,7 +144,10 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
 // Hopper kernel): lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i (pieces with no
 // visible key have lse_i = -inf and weigh 0). One warp per row (row 4 blockIdx.y + warp of the
 // split row blockIdx.x / B): lanes read the pieces' lse in parallel and own columns lane + 32 j,
-// so every load is a coalesced 128-byte line and the loads of 4 pieces are in flight at once.
+// so every load is a coalesced 128-byte line. Pieces go 8 at a time, their lse and partial rows
+// loaded together (one memory round trip per 8 pieces) and merged with a running maximum.
+// Launched programmatically behind the Hopper forward (the launcher's choice): the table read
+// overlaps that kernel's tail, pdl_wait() holds the rest until its partials are visible.
 // (A CTA per split row walking its rows and pieces one after the other was latency-bound: 35-60
 // µs after the main kernel on an H100; merging in the CTA of the last piece to finish, counted
 // with atomics, was slower still at L = 16384: one CTA cannot pull the pieces' partials fast.)
@@ -159,35 +162,48 @@ __device__ __forceinline__ void sparse_attn_fwd_combine(const LtdSparseAttnFwdPa
     const long long seq = p.seq;
     const long long row = (long long)qt * p.item_rows + local;
     if (local >= p.item_rows || row >= seq) return;  // the whole warp
+    ltd_attn::pdl_wait();
     const long long bh = (long long)b * p.heads + h;
     const long long rows = p.item_rows;  // slot i of this row: part0 + i * rows
     const long long part0 = ((long long)b * p.num_slots + s0) * rows + local;
     const float* plse = reinterpret_cast<const float*>(p.part_lse);
     const float* po = reinterpret_cast<const float*>(p.part_o) + part0 * D + lane;
-    float mx = -INFINITY;
-    for (int i = lane; i < cnt; i += 32) mx = fmaxf(mx, plse[part0 + i * rows]);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+    constexpr int kBatch = 8;  // pieces per round trip
+    float mx = -INFINITY;      // running maximum of the pieces' lse (uniform across the warp)
+    float total = 0.f;         // this lane's piece weights, relative to mx
     float acc[D / 32];
 #pragma unroll
     for (int j = 0; j < D / 32; ++j) acc[j] = 0.f;
-    float total = 0.f;
-    if (mx != -INFINITY) {
-        for (int i0 = 0; i0 < cnt; i0 += 32) {
-            const int n = min(32, cnt - i0);
-            const float w = lane < n ? __expf(plse[part0 + (i0 + lane) * rows] - mx) : 0.f;
-            total += w;
-#pragma unroll 4
-            for (int i = 0; i < n; ++i) {
-                const float wgt = __shfl_sync(0xffffffffu, w, i);
-                const float* src = po + (i0 + i) * rows * D;
+    for (int i0 = 0; i0 < cnt; i0 += kBatch) {
+        const int n = min(kBatch, cnt - i0);
+        const float lse_i = lane < n ? plse[part0 + (i0 + lane) * rows] : -INFINITY;
+        float part[kBatch][D / 32];
 #pragma unroll
-                for (int j = 0; j < D / 32; ++j) acc[j] += wgt * src[32 * j];
-            }
+        for (int i = 0; i < kBatch; ++i)
+#pragma unroll
+            for (int j = 0; j < D / 32; ++j) part[i][j] = i < n ? po[(i0 + i) * rows * D + 32 * j] : 0.f;
+        float bm = lse_i;
+#pragma unroll
+        for (int off = 4; off > 0; off >>= 1) bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, off));
+        bm = __shfl_sync(0xffffffffu, bm, 0);  // max over lanes 0..7, the batch's lse
+        const float nm = fmaxf(mx, bm);
+        if (nm == -INFINITY) continue;  // no visible key in any piece so far
+        const float corr = __expf(mx - nm);  // 0 while mx is -inf
+        total *= corr;
+#pragma unroll
+        for (int j = 0; j < D / 32; ++j) acc[j] *= corr;
+        const float w = lane < n ? __expf(lse_i - nm) : 0.f;
+        total += w;
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) {
+            const float wgt = __shfl_sync(0xffffffffu, w, i);
+#pragma unroll
+            for (int j = 0; j < D / 32; ++j) acc[j] += wgt * part[i][j];
         }
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) total += __shfl_xor_sync(0xffffffffu, total, off);
+        mx = nm;
     }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) total += __shfl_xor_sync(0xffffffffu, total, off);
     const float inv = total > 0.f ? 1.f / total : 0.f;
     T* O = reinterpret_cast<T*>(p.o) + (bh * seq + row) * D;
 #pragma unroll

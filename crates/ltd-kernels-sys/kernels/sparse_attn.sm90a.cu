@@ -227,6 +227,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const uint32_t bar_kv = bars + 16;  // + 8 * buffer
     const uint32_t bar_v = bars + 32;
 
+    ltd_attn::pdl_launch_dependents();  // the combine of split rows may be scheduled behind this grid
     if (threadIdx.x == 0) {
         prefetch_map(&maps.q);
         prefetch_map(&maps.k);

@@ -17,6 +17,23 @@ using ltd_mma::cp_async_wait;
 using ltd_mma::pack2;
 using ltd_mma::smem_addr;
 
+// Programmatic dependent launch (compute capability 9.0 and newer; compiled out before). A kernel
+// launched with the programmatic-serialisation attribute may be scheduled while the kernel before
+// it on the stream still runs, once every CTA of that kernel has executed
+// pdl_launch_dependents() or exited; it must pdl_wait() (which returns when the previous kernel
+// has completed and its writes are visible) before it reads anything that kernel wrote. Both are
+// no-ops for an ordinary launch.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 // Copies a [64 rows][D] tile of 2-byte elements (rows [row0, row0 + 64) of a [seq][D] matrix;
 // rows >= seq become 0) into a row-swizzled shared-memory tile with NT threads and 16-byte
 // cp.async. Thread tid always owns column col = 8 (tid % (D / 8)) of rows r0 + i kStep; kStep is

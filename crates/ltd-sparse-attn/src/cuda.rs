@@ -35,6 +35,64 @@ fn cuda_err(during: &'static str) -> impl FnOnce(cudarc::driver::DriverError) ->
     move |source| SparseAttnError::Core(CoreError::Cuda { during, source })
 }
 
+/// Launches `func` on `stream` as a programmatic dependent launch (compute capability 9.0 and
+/// newer): the GPU may schedule its CTAs while the kernel before it on the stream finishes, once
+/// every CTA of that kernel has executed `griddepcontrol.launch_dependents` (or exited), which
+/// hides the launch gap and the first wave's start-up behind that kernel's tail. The kernel must
+/// execute `griddepcontrol.wait` (`ltd_attn::pdl_wait` in the kernel sources) before it reads
+/// anything the previous kernel wrote; every kernel launched here does.
+///
+/// # Safety
+///
+/// As for any kernel launch (`cudarc::driver::LaunchArgs::launch`): `args` point to one live
+/// value of each of the kernel's parameter types, in order, and the launch must be valid for
+/// the buffers those values name; and the kernel must wait as above before reading the previous
+/// kernel's results.
+unsafe fn launch_programmatic(
+    stream: &cudarc::driver::CudaStream,
+    func: &cudarc::driver::CudaFunction,
+    cfg: LaunchConfig,
+    args: &mut [*mut std::ffi::c_void],
+) -> std::result::Result<(), cudarc::driver::DriverError> {
+    use cudarc::driver::sys;
+    stream.context().bind_to_thread()?;
+    let mut attr = sys::CUlaunchAttribute {
+        id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+        pad: [0; 4],
+        // SAFETY: a plain-data union of integers and structs of integers; all zeros is valid.
+        value: unsafe { std::mem::zeroed() },
+    };
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: cfg.grid_dim.0,
+        gridDimY: cfg.grid_dim.1,
+        gridDimZ: cfg.grid_dim.2,
+        blockDimX: cfg.block_dim.0,
+        blockDimY: cfg.block_dim.1,
+        blockDimZ: cfg.block_dim.2,
+        sharedMemBytes: cfg.shared_mem_bytes,
+        hStream: stream.cu_stream(),
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // SAFETY: the config and its one attribute outlive the call; the function, its stream and
+    // context are live (borrowed); the arguments are the caller's promise above.
+    unsafe {
+        sys::cuLaunchKernelEx(
+            &config,
+            func.cu_function(),
+            args.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+    }
+    .result()
+}
+
+/// The address of a by-value kernel argument, as `cuLaunchKernelEx` takes it.
+fn kernel_arg<P>(value: &P) -> *mut std::ffi::c_void {
+    value as *const P as *mut std::ffi::c_void
+}
+
 fn invalid(what: &str, value: impl std::fmt::Display, expected: &str) -> SparseAttnError {
     SparseAttnError::InvalidArgument {
         what: what.into(),
@@ -1230,14 +1288,19 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut launch = stream.launch_builder(&combine);
-        launch.arg(&params);
         // SAFETY: the same params; the combine reads the partial buffers the kernel above
         // wrote (same stream, so after it; every row of every slot) at the slots of split_rows
         // (below num_slots) and writes out/lse rows < L of those rows only; split rows * B <=
-        // items * B fits.
-        unsafe { launch.launch(cfg) }
-            .map_err(cuda_err("launching the attention combine kernel"))?;
+        // items * B fits. Behind the Hopper kernels it is a programmatic launch: it reads
+        // nothing the main kernel wrote before its griddepcontrol.wait.
+        if kernel.is_hopper() {
+            unsafe { launch_programmatic(stream, &combine, cfg, &mut [kernel_arg(&params)]) }
+        } else {
+            let mut launch = stream.launch_builder(&combine);
+            launch.arg(&params);
+            unsafe { launch.launch(cfg) }.map(drop)
+        }
+        .map_err(cuda_err("launching the attention combine kernel"))?;
     }
     drop((g1, g2, g3, g4, g5, g7, g8, g9, g11, po, pl, kpm, bias));
     Ok(())
