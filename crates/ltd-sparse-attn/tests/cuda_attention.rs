@@ -291,13 +291,15 @@ proptest! {
     #[test]
     fn gpu_fused_forward_matches_reference(
         family in 0u8..5, block in prop_oneof![Just(16usize), Just(32), Just(64), Just(128)],
-        seq_blocks in 1usize..6, ragged in 0usize..16, batch in 1usize..3, heads in 1usize..4,
+        seq_blocks in 1usize..6, ragged in 0usize..128, batch in 1usize..3, heads in 1usize..4,
         d in prop_oneof![Just(64usize), Just(128)], causal in any::<bool>(), uni in any::<bool>(),
         kpm in any::<bool>(), bias in any::<bool>(), bf in any::<bool>(), seed in any::<u64>(),
         which in 0usize..4,
     ) {
         let dev = gpu();
-        let seq = (seq_blocks * block).saturating_sub(ragged).max(1);
+        // Any remainder: with block 128 and L % 128 in 1..=64, the layout's padded length holds
+        // a 64-row query tile entirely past L (the backward must still find its statistics).
+        let seq = (seq_blocks * block).saturating_sub(ragged % block).max(1);
         let layout = make_layout(family, heads, block, seq, uni, seed);
         // Every kernel the device runs gets a share of the cases (the Hopper ones on an H100).
         let kernel = [
@@ -335,6 +337,21 @@ fn gpu_fused_forward_long_sequence() {
                 7,
                 kernel,
             );
+        }
+    }
+}
+
+#[test]
+fn gpu_query_tile_past_the_end() {
+    // L = 900 with block 128: the layout covers 1024 rows, so its last 64-row query tile
+    // (rows 960..1024) lies entirely past L. The backward still visits it for every key chunk
+    // whose column holds that block (its rows see no key and add nothing) and must find its
+    // row statistics there.
+    let dev = gpu();
+    for kernel in kernels(&dev) {
+        for (family, d, causal) in [(4u8, 64, false), (1, 128, true), (2, 64, false)] {
+            let layout = make_layout(family, 2, 128, 900, false, 5);
+            check::<bf16>(&dev, &layout, 2, 2, 900, d, causal, true, false, 11, kernel);
         }
     }
 }
