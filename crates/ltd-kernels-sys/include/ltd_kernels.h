@@ -202,7 +202,8 @@ typedef struct LtdSparseAttnTmaMaps {
  * normalised partial output to part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D])
  * and its lse (natural log) to part_lse[(b*num_slots + s)*item_rows ..] instead (every row of
  * the slot). Every (head, query tile) is covered by its items, rows with no chunk by an empty
- * item. Items are ordered longest first.
+ * item. Items are ordered longest first (the launcher's choice: by powers of two, head-major
+ * inside each).
  * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (items * B)
  * with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory
  * 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`
@@ -219,7 +220,11 @@ typedef struct LtdSparseAttnTmaMaps {
  * `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:
  * split_rows is int32 [split][4] = (head, query tile or pair, first slot, slot count), each
  * covering item_rows rows; grid (split * B, item_rows / 4) with the same item/batch order in x,
- * 128 threads: warp w of CTA (x, y) merges row 4y + w of its split row.
+ * 128 threads: warp w of CTA (x, y) merges row 4y + w of its split row. It executes
+ * griddepcontrol.wait before reading the partials, and the sm90 forward kernels execute
+ * griddepcontrol.launch_dependents at their start, so on compute capability 9.0 the combine may
+ * be launched with programmatic stream serialisation right behind them (an ordinary launch works
+ * too).
  */
 typedef struct LtdSparseAttnFwdParams {
     ltd_devptr_t q;

@@ -232,12 +232,13 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
     }
 }
 
-// A finished row's output factor 1 / l and its logsumexp (natural log) from the running max m
-// (log2 domain) and sum l: a row with no visible key gives factor 0 and lse = -inf.
 // Rows per matrix of the backward's tiled row statistics (row_stats): L rounded up to 128, which
 // covers the padded length of a layout of any supported block (16 to 128), so every query tile
 // in the tables has its [lse x 64][dvec x 64] pair.
 __device__ __forceinline__ long long stats_rows(long long seq) { return (seq + 127) / 128 * 128; }
+
+// A finished row's output factor 1 / l and its logsumexp (natural log) from the running max m
+// (log2 domain) and sum l: a row with no visible key gives factor 0 and lse = -inf.
 __device__ __forceinline__ float row_inv(float l) { return l > 0.f ? 1.f / l : 0.f; }
 __device__ __forceinline__ float row_lse(float m, float l) {
     return l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;

@@ -361,8 +361,10 @@ impl CoarseTables {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkPlan {
     /// `(head, tile, first, end)` per work item: the range of `cols` (forward, tile = query
-    /// tile) or `col_rows` (backward, tile = key chunk) it walks. Ordered longest first, so the
-    /// long items start in the first wave.
+    /// tile) or `col_rows` (backward, tile = key chunk) it walks. Ordered longest first by
+    /// powers of two (lengths 9-16 before 5-8, ...), so the long items start in the first wave,
+    /// and in `(head, tile)` order within each power, so CTAs running at the same time share
+    /// heads and what they read stays in L2.
     pub items: Vec<[i32; 4]>,
     /// Partial-result slot of each item, `-1` for an item that is a whole row or column.
     pub slots: Vec<i32>,

@@ -556,7 +556,7 @@ fn gpu_rejects_bad_input() {
 fn work_plans_cover_every_row_and_column_exactly_once() {
     // CPU-only check of the work split: per (head, query tile) in the forward and (head, key
     // chunk) in the backward the items' ranges tile the row's or column's table range, pieces respect the limit, whole rows have slot -1, split rows own
-    // disjoint slot ranges covering 0..num_slots, and items come longest first.
+    // disjoint slot ranges covering 0..num_slots, and items come longest first (by powers of two).
     for block in [16, 64, 128] {
         for family in 0u8..5 {
             let layout = make_layout(family, 3, block, 2000, family % 2 == 1, 5);
