@@ -245,19 +245,27 @@ __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams
     const long long per_matrix = p.row_stats ? ltd_attn::stats_rows(seq) : seq;
     const long long padded_row = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);
     if (padded_row >= p.batch * p.heads * per_matrix) return;
-    const long long bh = padded_row / per_matrix, q = padded_row - bh * per_matrix;
-    // This row's lse; its dvec is kTile floats further.
-    float* stats = p.row_stats ? reinterpret_cast<float*>(p.row_stats) + 2 * (bh * per_matrix + (q & ~(long long)(kTile - 1))) + (q & (kTile - 1))
-                               : nullptr;
     const int lane = threadIdx.x & 31;
-    if (q >= seq) {  // padding of the tiled statistics: no key sees these rows
-        if (lane == 0) stats[0] = stats[kTile] = 0.f;
-        return;
+    // This row's lse in row_stats (per_matrix is a multiple of 64, so the padded row index
+    // alone gives its tile); its dvec is kTile floats further.
+    constexpr long long kTileMask = kTile - 1;
+    float* stats = p.row_stats ? reinterpret_cast<float*>(p.row_stats) + 2 * (padded_row & ~kTileMask) + (padded_row & kTileMask)
+                               : nullptr;
+    long long row = padded_row;  // no padding (per_matrix == seq): the same row
+    if (per_matrix != seq) {
+        const long long bh = padded_row / per_matrix, q = padded_row - bh * per_matrix;
+        if (q >= seq) {  // padding of the tiled statistics: no key sees these rows
+            if (lane == 0) stats[0] = stats[kTile] = 0.f;
+            return;
+        }
+        row = bh * seq + q;
     }
-    const long long row = bh * seq + q;
     constexpr int kPer = D / 32;  // 2 or 4
     using Vec = typename std::conditional<kPer == 2, uint32_t, uint2>::type;
     const long long at = row * D + lane * kPer;
+    // The row's lse (copied into row_stats) is loaded with O and dO, not after the sum: a load
+    // issued after the shuffles would add a memory round trip to every warp.
+    const float lse_row = stats && lane == 0 ? reinterpret_cast<const float*>(p.lse)[row] : 0.f;
     const Vec ov = *reinterpret_cast<const Vec*>(reinterpret_cast<const T*>(p.o) + at);
     const Vec dv = *reinterpret_cast<const Vec*>(reinterpret_cast<const T*>(p.dout) + at);
     const T* oe = reinterpret_cast<const T*>(&ov);
@@ -269,7 +277,7 @@ __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams
     for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
     if (lane == 0) {
         if (stats) {
-            stats[0] = reinterpret_cast<const float*>(p.lse)[row];
+            stats[0] = lse_row;
             stats[kTile] = acc;
         } else {
             reinterpret_cast<float*>(p.dvec)[row] = acc;
