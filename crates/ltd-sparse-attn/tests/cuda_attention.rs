@@ -8,6 +8,9 @@
 #[path = "../../ltd-core/tests/gpu_support/mod.rs"]
 mod gpu_support;
 
+mod common;
+
+use common::{Data, poisoned};
 use gpu_support::{cases, gpu};
 use half::{bf16, f16};
 use ltd_core::{CudaDevice, Element};
@@ -106,16 +109,10 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
         head_dim: d,
     };
     let n = shape.qkv_len();
-    let mut state = seed | 1;
-    let mut rnd = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
-    };
-    let q: Vec<T> = (0..n).map(|_| T::from_f32_lossy(rnd())).collect();
-    let k: Vec<T> = (0..n).map(|_| T::from_f32_lossy(rnd())).collect();
-    let v: Vec<T> = (0..n).map(|_| T::from_f32_lossy(rnd())).collect();
+    let mut data = Data::new(seed);
+    let q: Vec<T> = data.vec(n, -1.0, 1.0);
+    let k: Vec<T> = data.vec(n, -1.0, 1.0);
+    let v: Vec<T> = data.vec(n, -1.0, 1.0);
     // Drop the last quarter of the keys of batch row 0 (padding) when a mask is used.
     let kpm: Vec<f32> = (0..batch * seq)
         .map(|i| {
@@ -129,9 +126,7 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
     let kpm_t: Vec<T> = kpm.iter().map(|&x| T::from_f32_lossy(x)).collect();
     // A relative-position-like additive bias [B, H, L, L] (small, so it shifts but does not
     // swamp the scores).
-    let bias: Vec<T> = (0..n / d * seq)
-        .map(|_| T::from_f32_lossy(rnd() * 0.5))
-        .collect();
+    let bias: Vec<T> = data.vec(n / d * seq, -0.5, 0.5);
 
     let gpu_layout = CudaAttentionLayout::new(dev, layout).unwrap();
     let (dq, dk, dv) = (
@@ -141,7 +136,7 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
     );
     let d_kpm = dev.upload(&kpm).unwrap();
     let d_bias = dev.upload(&bias).unwrap();
-    let mut out = dev.upload(&vec![T::from_f32_lossy(f32::NAN); n]).unwrap();
+    let mut out = dev.upload(&poisoned::<T>(n)).unwrap();
     let mut lse = dev.upload(&vec![f32::NAN; shape.lse_len()]).unwrap();
     let opts = CudaAttentionOptions {
         scale: None,
@@ -221,14 +216,12 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
     }
 
     // Backward: dq, dk, dv against the reference gradients of the same inputs.
-    let dout: Vec<T> = (0..n).map(|_| T::from_f32_lossy(rnd())).collect();
+    let dout: Vec<T> = data.vec(n, -1.0, 1.0);
     let d_dout = dev.upload(&dout).unwrap();
-    let poison = || dev.upload(&vec![T::from_f32_lossy(f32::NAN); n]).unwrap();
+    let poison = || dev.upload(&poisoned::<T>(n)).unwrap();
     let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
     // dbias starts poisoned: the op must zero it and fill every visible position.
-    let mut gbias = dev
-        .upload(&vec![T::from_f32_lossy(f32::NAN); bias.len()])
-        .unwrap();
+    let mut gbias = dev.upload(&poisoned::<T>(bias.len())).unwrap();
     attention_backward_cuda(
         dev,
         &gpu_layout,
@@ -753,31 +746,36 @@ fn check_softmax<T: Element + RefElement + cudarc::driver::DeviceRepr>(
     let (heads, nb, b) = (layout.num_heads(), layout.num_blocks(), layout.block());
     let s = nb * b;
     let n = batch * layout.nnz() * b * b;
-    let mut state = seed | 1;
-    let mut rnd = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let t = |v: f64| T::from_f32_lossy(v as f32);
-    let x: Vec<T> = (0..n).map(|_| t(rnd() * 4.0 - 2.0)).collect();
-    let dy: Vec<T> = (0..n).map(|_| t(rnd() * 2.0 - 1.0)).collect();
-    let rpe: Vec<T> = (0..batch * heads * s * s).map(|_| t(rnd() - 0.5)).collect();
+    let mut data = Data::new(seed);
+    let x: Vec<T> = data.vec(n, -2.0, 2.0);
+    let dy: Vec<T> = data.vec(n, -1.0, 1.0);
+    let rpe: Vec<T> = data.vec(batch * heads * s * s, -0.5, 0.5);
     // Mask values per mode: add uses 0 / -inf, mul uses 1 / 0 (about one key in five hidden).
-    let mask = |len: usize, mode: MaskMode, rnd: &mut dyn FnMut() -> f64| -> Vec<T> {
+    let mut mask = |len: usize, mode: MaskMode| -> Vec<T> {
         (0..len)
             .map(|_| {
-                let hide = rnd() < 0.2;
-                match mode {
-                    MaskMode::Add => t(if hide { f64::NEG_INFINITY } else { 0.0 }),
-                    MaskMode::Mul => t(if hide { 0.0 } else { 1.0 }),
-                }
+                let hide = data.coin(0.2);
+                T::from_f32_lossy(match mode {
+                    MaskMode::Add => {
+                        if hide {
+                            f32::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    }
+                    MaskMode::Mul => {
+                        if hide {
+                            0.0
+                        } else {
+                            1.0
+                        }
+                    }
+                })
             })
             .collect()
     };
-    let kpm = kpm_mode.map(|m| mask(batch * s, m, &mut rnd));
-    let am = am_mode.map(|m| mask(s * s, m, &mut rnd));
+    let kpm = kpm_mode.map(|m| mask(batch * s, m));
+    let am = am_mode.map(|m| mask(s * s, m));
     let gl = CudaAttentionLayout::new(dev, layout).unwrap();
     let scale = 0.4f32;
     let (dx_, drpe) = (dev.upload(&x).unwrap(), dev.upload(&rpe).unwrap());
@@ -791,7 +789,7 @@ fn check_softmax<T: Element + RefElement + cudarc::driver::DeviceRepr>(
         attn_mask: dam.as_ref(),
         attn_mask_mode: am_mode.unwrap_or(MaskMode::Add),
     };
-    let mut y = dev.upload(&vec![t(f64::NAN); n]).unwrap();
+    let mut y = dev.upload(&poisoned::<T>(n)).unwrap();
     softmax_forward_cuda(dev, &gl, batch, &dx_, &opts, &mut y).unwrap();
     let got_y = dev.download(&y).unwrap();
 
@@ -836,7 +834,7 @@ fn check_softmax<T: Element + RefElement + cudarc::driver::DeviceRepr>(
     // Backward on the reference's y (so both sides start from the same rounded values).
     let d_y = dev.upload(&want_y).unwrap();
     let d_dy = dev.upload(&dy).unwrap();
-    let mut dx = dev.upload(&vec![t(f64::NAN); n]).unwrap();
+    let mut dx = dev.upload(&poisoned::<T>(n)).unwrap();
     softmax_backward_cuda(dev, &gl, batch, &d_y, &d_dy, scale, &mut dx).unwrap();
     let want_dx =
         reference::block_sparse_softmax_backward(&want_y, &dy, batch, &rl, scale as f64).unwrap();
@@ -991,13 +989,7 @@ fn gpu_forward_kernels_agree_at_scale() {
             Layout::from_mask(heads, nb, 64, mask).unwrap(),
         ),
     ];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        bf16::from_f32(((state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0) as f32)
-    };
+    let mut data = Data::new(0x9e37_79b9_7f4a_7c15);
     for d in [64usize, 128] {
         let shape = AttentionShape {
             batch: 4,
@@ -1006,15 +998,9 @@ fn gpu_forward_kernels_agree_at_scale() {
             head_dim: d,
         };
         let n = shape.qkv_len();
-        let q = dev
-            .upload(&(0..n).map(|_| rnd()).collect::<Vec<_>>())
-            .unwrap();
-        let k = dev
-            .upload(&(0..n).map(|_| rnd()).collect::<Vec<_>>())
-            .unwrap();
-        let v = dev
-            .upload(&(0..n).map(|_| rnd()).collect::<Vec<_>>())
-            .unwrap();
+        let q = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+        let k = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+        let v = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
         // Batch row 1 drops its last 1000 keys.
         let kpm: Vec<f32> = (0..4 * seq)
             .map(|i| {
