@@ -196,6 +196,19 @@ fn tma_maps(
     })
 }
 
+/// Rows per `[B*H]` matrix of the Hopper backward's tiled row statistics are L rounded up to
+/// this (`ltd_attn::stats_rows` in the kernels, `row_stats` in `ltd_kernels.h`): a multiple of
+/// every layout block, so the tables' last query tile (the layout's padded length) has its pair.
+const STATS_ROWS_ALIGN: usize = 128;
+// A multiple of every block b keeps ceil(L / b) * b <= ceil(L / 128) * 128.
+const _: () = {
+    let mut i = 0;
+    while i < crate::SUPPORTED_BLOCKS.len() {
+        assert!(STATS_ROWS_ALIGN.is_multiple_of(crate::SUPPORTED_BLOCKS[i]));
+        i += 1;
+    }
+};
+
 /// Dynamic shared memory the Hopper kernels add to their tiles: 1 KB of slack to align the
 /// swizzled tiles to 1 KB, and their mbarriers.
 const SM90_SMEM_EXTRA: usize = 1024 + 64;
@@ -1417,12 +1430,14 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // up to 128, which covers the padded length of a layout of any block), one bulk copy with
     // its Q and dO tiles.
     let hopper = kernel.is_hopper();
-    let padded_len = seq_len.div_ceil(128) * 128;
-    let (stats_rows, stats_len) = if hopper {
-        (batch * heads * padded_len, 2 * batch * heads * padded_len)
-    } else {
-        (batch * heads * seq_len, shape.lse_len())
-    };
+    let stats_rows = batch
+        * heads
+        * if hopper {
+            seq_len.div_ceil(STATS_ROWS_ALIGN) * STATS_ROWS_ALIGN
+        } else {
+            seq_len
+        };
+    let stats_len = if hopper { 2 * stats_rows } else { stats_rows };
     // SAFETY: uninitialised device memory of `stats_len` f32; the pre-pass (the first launch
     // below, on the same stream, one warp per row over all `stats_rows` rows, padding rows
     // included) writes every element before the main kernel reads any, so no zero fill is
