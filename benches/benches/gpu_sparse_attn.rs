@@ -63,7 +63,7 @@ mod gpu {
         let mut json = format!("{{\"device\": {:?}, \"runs\": [\n", dev.to_string());
         let mut first = true;
         println!(
-            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>14} {:>10} {:>12}",
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9}",
             "layout",
             "S",
             "B",
@@ -77,7 +77,10 @@ mod gpu {
             "other fwd us",
             "kernel tiles",
             "host fwd us",
-            "host f+b us"
+            "host f+b us",
+            "Wgmma f+b us",
+            "pairs f+b us",
+            "bwd pair"
         );
         for seq in [4096usize, 16384] {
             let batch = 16384 / seq;
@@ -169,6 +172,24 @@ mod gpu {
                         )?,
                         None => f64::NAN,
                     };
+                    // On Hopper, forward + backward with each Hopper choice forced (the
+                    // backward of `Wgmma` runs one warpgroup per key chunk, that of
+                    // `WgmmaPairs` two per pair of chunks; `Auto` picks per layout).
+                    let mut hopper_fb = |kernel: CudaAttentionKernel| -> Res<f64> {
+                        if kernel != CudaAttentionKernel::Auto && kernel.runs_on(cc) {
+                            time(
+                                true,
+                                &CudaAttentionOptions {
+                                    kernel,
+                                    ..Default::default()
+                                },
+                            )
+                        } else {
+                            Ok(f64::NAN)
+                        }
+                    };
+                    let single_fb_us = hopper_fb(CudaAttentionKernel::Wgmma)?;
+                    let pairs_fb_us = hopper_fb(CudaAttentionKernel::WgmmaPairs)?;
                     // Host time to enqueue one forward / forward+backward (the GPU is not waited
                     // for; the queue absorbs the calls): a call is launch-bound when this
                     // approaches its GPU time.
@@ -187,11 +208,12 @@ mod gpu {
                         Ok(times[5])
                     };
                     let (host_us, host_fb_us) = (enqueue(false)?, enqueue(true)?);
+                    let bwd_pairs = auto.kernel.backward_pairs(cc, &gl, d, false);
                     let block = layout.block() as f64;
                     let flops = 4.0 * batch as f64 * layout.nnz() as f64 * block * block * d as f64;
                     let tflops = flops / us / 1e6;
                     println!(
-                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14.1} {:>14} {:>10.1} {:>12.1}",
+                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9}",
                         name,
                         seq,
                         batch,
@@ -205,10 +227,13 @@ mod gpu {
                         other_us,
                         gl.active_kernel_tiles(),
                         host_us,
-                        host_fb_us
+                        host_fb_us,
+                        single_fb_us,
+                        pairs_fb_us,
+                        bwd_pairs
                     );
                     json.push_str(&format!(
-                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}, \"fwd_mma_sync_us\": {sm80_us:.3}, \"fwdbwd_mma_sync_us\": {sm80_fb_us:.3}, \"fwd_kernel\": \"{:?}\", \"fwd_other_hopper_us\": {other_us:.3}, \"kernel_tiles\": {}, \"host_fwd_us\": {host_us:.3}, \"host_fwdbwd_us\": {host_fb_us:.3}}}",
+                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}, \"fwd_mma_sync_us\": {sm80_us:.3}, \"fwdbwd_mma_sync_us\": {sm80_fb_us:.3}, \"fwd_kernel\": \"{:?}\", \"fwd_other_hopper_us\": {other_us:.3}, \"kernel_tiles\": {}, \"host_fwd_us\": {host_us:.3}, \"host_fwdbwd_us\": {host_fb_us:.3}, \"fwdbwd_wgmma_us\": {single_fb_us:.3}, \"fwdbwd_wgmma_pairs_us\": {pairs_fb_us:.3}, \"bwd_pairs\": {bwd_pairs}}}",
                         if first { "" } else { ",\n" },
                         layout.block(),
                         layout.num_blocks(),

@@ -27,7 +27,8 @@ constexpr int kThreads = 128;  // one warpgroup; warp w owns query rows 16w..16w
 // ---- wgmma wrappers (generated operand lists) -------------------------------------------------
 // ss_n64: D[64x64] (+)= A[64x16] B[16x64], A and B K-major in shared memory; scale_d = 0 ignores D.
 // rs_nN: D[64xN] += A[64x16] (registers) B[16xN], B MN-major in shared memory (trans-b = 1).
-// ss_tt_nN: D[64xN] (+)= A[64x16] B[16xN], both MN-major in shared memory (trans-a = trans-b = 1).
+// ss_tt_nN: D[64xN] (+)= A[64x16] B[16xN], both MN-major in shared memory (trans-a = trans-b = 1);
+// ss_tt<N> picks one by N.
 template <typename T> struct Wgmma;
 // One specialisation per element type; TY is its PTX type name.
 #define LTD_WGMMA_OPS(T, TY) \
@@ -56,6 +57,14 @@ template <> struct Wgmma<T> { \
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1)); \
     } \
+    static __device__ __forceinline__ void ss_tt_n32(float (&d)[16], uint64_t da, uint64_t db, int scale_d) { \
+        asm volatile( \
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n" \
+            "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " " \
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 1, 1;\n}\n" \
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]) \
+            : "l"(da), "l"(db), "r"(scale_d)); \
+    } \
     static __device__ __forceinline__ void ss_tt_n64(float (&d)[32], uint64_t da, uint64_t db, int scale_d) { \
         asm volatile( \
             "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n" \
@@ -76,6 +85,12 @@ template <> struct Wgmma<T> { \
 LTD_WGMMA_OPS(__nv_bfloat16, "bf16")
 LTD_WGMMA_OPS(__half, "f16")
 #undef LTD_WGMMA_OPS
+template <typename T, int N>
+__device__ __forceinline__ void ss_tt(float (&d)[N / 2], uint64_t da, uint64_t db, int scale_d) {
+    if constexpr (N == 32) Wgmma<T>::ss_tt_n32(d, da, db, scale_d);
+    else if constexpr (N == 64) Wgmma<T>::ss_tt_n64(d, da, db, scale_d);
+    else Wgmma<T>::ss_tt_n128(d, da, db, scale_d);
+}
 
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -399,35 +414,40 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d64, __half, 64, true)
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128, true)
 
 // =================================================================================================
-// Backward on Hopper (`_bias_` variants: with bias / dbias): one warpgroup per work item of the transposed tables (a 64-key
-// chunk, or a piece of a long one), the same contract as `ltd_sparse_attn_bwd_*` in
-// sparse_attn.cu (LtdSparseAttnBwdParams). Per query tile of the chunk's column:
+// Backward on Hopper (`_bias_` variants: with bias / dbias). The same contract as
+// `ltd_sparse_attn_bwd_*` in sparse_attn.cu (LtdSparseAttnBwdParams). One warpgroup per 64-key
+// chunk: a CTA is one warpgroup on a work item of the transposed tables (a chunk, or a piece of
+// a long one), or (`_pair_`, on the pair tables of the transpose) two warpgroups on chunks 2c
+// and 2c + 1, which share every Q / dO / row-statistics load and add one dQ tile per query tile
+// into dq_acc instead of two. Per query tile of the chunk's column, each warpgroup computes
 //   S^T = K Q^T and dP^T = V dO^T      (wgmma, both operands K-major in shared memory)
 //   P^T = exp2(S^T * scale_log2 + kpm - lse), dS^T = P^T (dP^T - dvec)   (registers)
 //   dV += P^T dO, dK += dS^T Q         (wgmma, A from registers, B MN-major)
-//   dQ += scale * dS K                 (dS^T staged in shared memory [key][query]; wgmma with both
-//                                       operands MN-major; staged in shared memory, added into
-//                                       dq_acc by TMA reductions)
+// and stages dS^T in shared memory ([key][query]); then
+//   dQ += scale * dS K                 (wgmma with both operands MN-major, k = the CTA's 64 or
+//                                       128 keys; in the pair kernel warpgroup w computes
+//                                       columns [w D / 2, (w + 1) D / 2); staged in shared
+//                                       memory, added into dq_acc by TMA reductions)
 // =================================================================================================
 namespace {
 
-template <typename T, int D, bool BIAS>
+template <typename T, int D, bool BIAS, bool PAIR>
 __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParams& p, const LtdSparseAttnTmaMaps& maps) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t raw = smem_addr(smem_raw);
+    constexpr int kGroups = PAIR ? 2 : 1;  // warpgroups = 64-key chunks per CTA
     constexpr uint32_t kTileBytes = kTile * D * 2;
-    const uint32_t sK = (raw + 1023u) & ~1023u;
-    const uint32_t sV = sK + kTileBytes;
-    const uint32_t sQ = sV + kTileBytes;         // 2 buffers
-    const uint32_t sdO = sQ + 2 * kTileBytes;    // 2 buffers
-    const uint32_t sdS = sdO + 2 * kTileBytes;   // [64 keys][64 queries], 128-byte swizzle
+    const uint32_t sK = (raw + 1023u) & ~1023u;   // kGroups tiles (keys 64 w.. of the CTA)
+    const uint32_t sV = sK + kGroups * kTileBytes;  // kGroups tiles
+    const uint32_t sQ = sV + kGroups * kTileBytes;  // 2 buffers
+    const uint32_t sdO = sQ + 2 * kTileBytes;       // 2 buffers
+    const uint32_t sdS = sdO + 2 * kTileBytes;      // kGroups x [64 keys][64 queries], 128-byte swizzle
     unsigned char* base_ptr = smem_raw + (sK - raw);
     // Row statistics of the query tile, 2 buffers of [lse x 64 (natural log)][dvec x 64].
-    const float* sStats = reinterpret_cast<const float*>(base_ptr + (sdS - sK) + kBlockBytes);
-    const uint32_t sStats_addr = sdS + kBlockBytes;
-    T* sdS_ptr = reinterpret_cast<T*>(base_ptr + (sdS - sK));
+    const uint32_t sStats_addr = sdS + kGroups * kBlockBytes;
+    const float* sStats = reinterpret_cast<const float*>(base_ptr + (sStats_addr - sK));
     // Barriers after the row statistics: K + V, then Q + dO of each buffer.
-    const uint32_t bar_kv = sdS + kBlockBytes + 4 * kTile * 4;
+    const uint32_t bar_kv = sStats_addr + 4 * kTile * 4;
     const uint32_t bar_q = bar_kv + 8;  // + 8 * buffer
 
     if (threadIdx.x == 0) {
@@ -440,9 +460,13 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         prefetch_map(&maps.dv);
     }
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
-    const int h = work.h, kc = work.tile, begin = work.begin, end = work.end, b = work.b;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int wg = PAIR ? threadIdx.x >> 7 : 0;  // this warpgroup's chunk: kGroups * tile + wg
+    const int h = work.h, begin = work.begin, end = work.end, b = work.b;
+    const int kc = kGroups * work.tile + wg;
+    const int warp = (threadIdx.x & 127) >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
+    const uint32_t tK = sK + wg * kTileBytes, tV = sV + wg * kTileBytes;  // this warpgroup's keys
+    T* sdS_ptr = reinterpret_cast<T*>(base_ptr + (sdS - sK) + wg * kBlockBytes);
     const long long seq = p.seq;
     const long long bh = (long long)b * p.heads + h;
     // This matrix's tiled statistics (the pre-pass's row_stats): tile qt at 2 * 64 * qt.
@@ -482,9 +506,13 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 
     mbar_init_all<3>(bar_kv);
     if (threadIdx.x == 0) {
-        mbar_expect(bar_kv, 2 * kTileBytes);
-        tma_tile<D>(sK, &maps.k, (int)k0, mat, bar_kv);
-        tma_tile<D>(sV, &maps.v, (int)k0, mat, bar_kv);
+        mbar_expect(bar_kv, 2 * kGroups * kTileBytes);
+#pragma unroll
+        for (int w = 0; w < kGroups; ++w) {
+            const int row0 = (kGroups * work.tile + w) * kTile;
+            tma_tile<D>(sK + w * kTileBytes, &maps.k, row0, mat, bar_kv);
+            tma_tile<D>(sV + w * kTileBytes, &maps.v, row0, mat, bar_kv);
+        }
         if (begin < end) load_query_tile(0, qt);
     }
     mbar_wait(bar_kv, 0);
@@ -495,6 +523,9 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     float st[32], dpt[32];  // S^T and dP^T: rows = keys, columns = queries 8j + 2t (+1)
 #pragma unroll
     for (int i = 0; i < 32; ++i) st[i] = dpt[i] = 0.f;
+    // dQ columns of this warpgroup: [c0, c0 + kN).
+    constexpr int kN = D / kGroups;
+    const int c0 = wg * kN;
 
     for (int it = begin; it < end; ++it) {
         const int buf = (it - begin) & 1;
@@ -504,24 +535,30 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         const long long q0 = (long long)qt * kTile;
         const uint32_t tQ = sQ + buf * kTileBytes;
         const uint32_t tdO = sdO + buf * kTileBytes;
-        const unsigned m = mask;
+        // This warpgroup's half of a pair mask (0 where the tile is only the other chunk's).
+        const unsigned m = PAIR ? (mask >> (16 * wg)) & 0xFFFFu : mask;
         // This warp's keys are sub-block `warp`; query sub-block i is bit 4i + warp.
         unsigned qbits = 0;
 #pragma unroll
         for (int i = 0; i < 4; ++i) qbits |= ((m >> (4 * i + warp)) & 1u) << i;
-        // Query slices active for some key / key slices active for some query (uniform).
+        // Query slices active for some key of the CTA, and key slices active for some query
+        // (k-steps of 16 keys over the CTA's 64 or 128 keys). Both skip wgmmas, so they must be
+        // uniform over the CTA: computed from the whole mask, never from the warpgroup index
+        // (ptxas serialises every wgmma under a branch it cannot prove uniform, C7520).
+        const unsigned mu = PAIR ? (mask | (mask >> 16)) & 0xFFFFu : mask;
         unsigned qany = 0;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) qany |= (((m >> (4 * i)) & 0xFu) != 0u ? 1u : 0u) << i;
-        const unsigned kany = (m | (m >> 4) | (m >> 8) | (m >> 12)) & 0xFu;
+        for (int i = 0; i < 4; ++i) qany |= (((mu >> (4 * i)) & 0xFu) != 0u ? 1u : 0u) << i;
+        auto key_slices = [](unsigned x) { return (x | (x >> 4) | (x >> 8) | (x >> 12)) & 0xFu; };
+        const unsigned kany = PAIR ? key_slices(mask & 0xFFFFu) | (key_slices(mask >> 16) << 4) : key_slices(mask);
 
         fence_regs(st);
         fence_regs(dpt);
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(st, desc_kmajor(sK, kk), desc_kmajor(tQ, kk), kk > 0);
+        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(st, desc_kmajor(tK, kk), desc_kmajor(tQ, kk), kk > 0);
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(dpt, desc_kmajor(sV, kk), desc_kmajor(tdO, kk), kk > 0);
+        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(dpt, desc_kmajor(tV, kk), desc_kmajor(tdO, kk), kk > 0);
         wg_commit();
         // Prefetch query tile it + 1 into the other buffer (free: the barriers of the previous
         // iteration follow its last read) while the products run: thread 0's wait for the
@@ -590,33 +627,36 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         fence_regs(dv);
         fence_regs(dk);
 
-        // dQ (64 queries x D) = dS K: A = dS from sdS (MN-major: queries contiguous), B = K
-        // (MN-major: d contiguous), k = keys; slices with no active key are skipped.
+        // dQ (64 queries x kN columns from c0) = dS K: A = dS from sdS (MN-major: queries
+        // contiguous), B = K (MN-major: d contiguous; column c0 is (c0 / 64) blocks and
+        // (c0 % 64) * 2 bytes in, inside the 128-byte swizzle atom, which the hardware applies to
+        // the address bits), k = the CTA's keys; slices with no active key are skipped.
         fence_proxy_async();  // the dS^T stores above are generic-proxy writes
-        __syncthreads();
-        float dq[D / 2];
+        __syncthreads();      // and every warpgroup's dS^T is read below
+        float dq[kN / 2];
 #pragma unroll
-        for (int i = 0; i < D / 2; ++i) dq[i] = 0.f;
+        for (int i = 0; i < kN / 2; ++i) dq[i] = 0.f;
+        const uint32_t kcol = (c0 >> 6) * kBlockBytes + (c0 & 63) * 2;
         fence_regs(dq);
         wg_fence();
 #pragma unroll
-        for (int ks = 0; ks < 4; ++ks) {
+        for (int ks = 0; ks < 4 * kGroups; ++ks) {
             if (!((kany >> ks) & 1u)) continue;
-            if constexpr (D == 64) Wgmma<T>::ss_tt_n64(dq, desc_mnmajor(sdS, ks), desc_mnmajor(sK, ks), 1);
-            else Wgmma<T>::ss_tt_n128(dq, desc_mnmajor(sdS, ks), desc_mnmajor(sK, ks), 1);
+            ss_tt<T, kN>(dq, desc_mnmajor(sdS + (ks >> 2) * kBlockBytes, ks & 3),
+                         desc_mnmajor(sK + (ks >> 2) * kTileBytes + kcol, ks & 3), 1);
         }
         wg_commit();
         wg_wait<0>();
         fence_regs(dq);
         // dq_acc += scale * dQ by TMA reductions: the tile is staged as D / 32 boxes of
         // [64 rows][32 cols] f32 (8 KB, 128-byte swizzle), the first D / 64 in this
-        // iteration's Q buffer and the rest in its dO buffer (both free: dK and dV retired);
-        // thread 0 issues the reductions and, before the next prefetch into these buffers,
-        // waits until they have been read.
+        // iteration's Q buffer and the rest in its dO buffer (both free: every warpgroup's dK
+        // and dV retired before the barrier above); thread 0 issues the reductions and, before
+        // the next prefetch into these buffers, waits until they have been read.
+        auto box_base = [&](int box) { return box < D / 64 ? tQ + box * kBlockBytes : tdO + (box - D / 64) * kBlockBytes; };
 #pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-            const int box = i >> 2;  // columns 32 box ..
-            const uint32_t base = box < D / 64 ? tQ + box * kBlockBytes : tdO + (box - D / 64) * kBlockBytes;
+        for (int i = 0; i < kN / 8; ++i) {
+            const uint32_t base = box_base((c0 >> 5) + (i >> 2));  // columns c0 + 32 (i / 4) ..
             const int chunk = 2 * (i & 3) + (t >> 1);  // 16-byte chunk of the 128-byte row
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
@@ -631,10 +671,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         __syncthreads();      // and: the buffers and sdS are overwritten next iteration
         if (threadIdx.x == 0) {
 #pragma unroll
-            for (int box = 0; box < D / 32; ++box) {
-                const uint32_t base = box < D / 64 ? tQ + box * kBlockBytes : tdO + (box - D / 64) * kBlockBytes;
-                tma_reduce_add_box(&maps.dq_acc, base, 32 * box, (int)q0, mat);
-            }
+            for (int box = 0; box < D / 32; ++box) tma_reduce_add_box(&maps.dq_acc, box_base(box), 32 * box, (int)q0, mat);
             bulk_commit();
         }
         qt = next_qt;
@@ -644,18 +681,27 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 
     if (threadIdx.x == 0) bulk_wait_all();  // the shared memory stays until the reductions read it
     if (work.slot >= 0) {
-        ltd_attn::bwd_store<T, D>(p, work, warp, g, t, dk, dv);
+        // A piece of a split column: warpgroup w's partial sums go to slot + w num_slots / 2
+        // (the pair plan's slots come in one bank per warpgroup).
+        ltd_attn::WorkItem mine = work;
+        mine.tile = kc;
+        mine.slot = work.slot + wg * (int)(p.num_slots / 2);
+        ltd_attn::bwd_store<T, D>(p, mine, warp, g, t, dk, dv);
     } else {
         // A whole column: dK (scaled) and dV leave through the K and V tiles (free: the last
         // products have retired) by TMA stores, 16-byte coalesced; keys past seq are skipped.
         const float fk[2] = {p.scale, p.scale}, fv[2] = {1.f, 1.f};
-        stage_acc<T, D>(sK, dk, fk, warp, g, t);
-        stage_acc<T, D>(sV, dv, fv, warp, g, t);
+        stage_acc<T, D>(tK, dk, fk, warp, g, t);
+        stage_acc<T, D>(tV, dv, fv, warp, g, t);
         fence_proxy_async();
         __syncthreads();
         if (threadIdx.x == 0) {
-            tma_store_tile<D>(&maps.dk, sK, (int)k0, mat);
-            tma_store_tile<D>(&maps.dv, sV, (int)k0, mat);
+#pragma unroll
+            for (int w = 0; w < kGroups; ++w) {
+                const int row0 = (kGroups * work.tile + w) * kTile;
+                tma_store_tile<D>(&maps.dk, sK + w * kTileBytes, row0, mat);
+                tma_store_tile<D>(&maps.dv, sV + w * kTileBytes, row0, mat);
+            }
             bulk_commit();
             bulk_wait_read();  // the shared memory must outlive the copies' reads
         }
@@ -664,14 +710,20 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 
 }  // namespace
 
-#define LTD_SPARSE_BWD_SM90(NAME, T, D, BIAS) \
-    extern "C" __global__ void __launch_bounds__(kThreads, D == 64 && !BIAS ? 3 : 1) \
-        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_sm90<T, D, BIAS>(p, maps); }
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d64, __nv_bfloat16, 64, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d128, __nv_bfloat16, 128, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d64, __half, 64, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d128, __half, 128, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d64, __nv_bfloat16, 64, true)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d128, __nv_bfloat16, 128, true)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d64, __half, 64, true)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d128, __half, 128, true)
+// The pair kernels run one CTA of 256 threads per SM (D 128: 145 KB of tiles); the single ones 3
+// (D 64) or 1-2 CTAs of 128.
+#define LTD_SPARSE_BWD_SM90(NAME, T, D, BIAS, PAIR) \
+    extern "C" __global__ void __launch_bounds__(PAIR ? 2 * kThreads : kThreads, PAIR || !(D == 64 && !BIAS) ? 1 : 3) \
+        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_sm90<T, D, BIAS, PAIR>(p, maps); }
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d64, __nv_bfloat16, 64, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d128, __nv_bfloat16, 128, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d64, __half, 64, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d128, __half, 128, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d64, __nv_bfloat16, 64, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d128, __nv_bfloat16, 128, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d64, __half, 64, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d128, __half, 128, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_bf16_d64, __nv_bfloat16, 64, false, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_bf16_d128, __nv_bfloat16, 128, false, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_f16_d64, __half, 64, false, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_f16_d128, __half, 128, false, true)

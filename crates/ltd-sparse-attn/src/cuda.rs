@@ -252,6 +252,53 @@ pub struct CoarseTables {
     /// Sub-block masks of the pair: bits 0..16 tile 2p, bits 16..32 tile 2p + 1 (0 where that
     /// tile does not use the chunk).
     pub pair_masks: Vec<i32>,
+    /// The transpose in pairs of key chunks (2c, 2c + 1), for the Hopper backward's pair
+    /// kernel, whose two warpgroups share the Q / dO tiles of every query tile: `[heads *
+    /// num_pairs + 1]` offsets into `col_pair_rows` / `col_pair_masks`.
+    pub col_pair_ptr: Vec<i32>,
+    /// Query tiles active in either chunk of the pair (sorted union).
+    pub col_pair_rows: Vec<i32>,
+    /// Sub-block masks of the pair: bits 0..16 chunk 2c, bits 16..32 chunk 2c + 1 (0 where that
+    /// chunk does not see the tile).
+    pub col_pair_masks: Vec<i32>,
+}
+
+/// Merges the entries of adjacent rows (2p, 2p + 1) of a CSR-like table (`num` rows per head,
+/// `ptr` offsets into `entries` / `masks`): per pair the sorted union of the entries, row 2p's
+/// mask in bits 0..16 and row 2p + 1's in bits 16..32. Returns (ptr, entries, masks) of the
+/// pairs, `ceil(num / 2)` per head.
+fn pair_rows(
+    heads: usize,
+    num: usize,
+    ptr: &[i32],
+    entries: &[i32],
+    masks: &[i32],
+) -> (Vec<i32>, Vec<i32>, Vec<i32>) {
+    let num_pairs = num.div_ceil(2);
+    let mut pair_ptr = Vec::with_capacity(heads * num_pairs + 1);
+    let mut pair_entries = Vec::new();
+    let mut pair_masks = Vec::new();
+    pair_ptr.push(0);
+    for h in 0..heads {
+        for pair in 0..num_pairs {
+            let mut merged: BTreeMap<i32, u32> = BTreeMap::new();
+            for (half, row) in [(0, 2 * pair), (1, 2 * pair + 1)] {
+                if row >= num {
+                    continue;
+                }
+                let idx = h * num + row;
+                for e in ptr[idx] as usize..ptr[idx + 1] as usize {
+                    *merged.entry(entries[e]).or_insert(0) |= (masks[e] as u32) << (16 * half);
+                }
+            }
+            for (c, m) in merged {
+                pair_entries.push(c);
+                pair_masks.push(m as i32);
+            }
+            pair_ptr.push(pair_entries.len() as i32);
+        }
+    }
+    (pair_ptr, pair_entries, pair_masks)
 }
 
 impl CoarseTables {
@@ -311,30 +358,10 @@ impl CoarseTables {
                 col_ptr.push(col_rows.len() as i32);
             }
         }
-        let num_pairs = num_qtiles.div_ceil(2);
-        let mut pair_ptr = Vec::with_capacity(heads * num_pairs + 1);
-        let mut pair_cols = Vec::new();
-        let mut pair_masks = Vec::new();
-        pair_ptr.push(0);
-        for h in 0..heads {
-            for pair in 0..num_pairs {
-                let mut merged: BTreeMap<i32, u32> = BTreeMap::new();
-                for (half, qt) in [(0, 2 * pair), (1, 2 * pair + 1)] {
-                    if qt >= num_qtiles {
-                        continue;
-                    }
-                    let idx = h * num_qtiles + qt;
-                    for e in row_ptr[idx] as usize..row_ptr[idx + 1] as usize {
-                        *merged.entry(cols[e]).or_insert(0) |= (masks[e] as u32) << (16 * half);
-                    }
-                }
-                for (c, m) in merged {
-                    pair_cols.push(c);
-                    pair_masks.push(m as i32);
-                }
-                pair_ptr.push(pair_cols.len() as i32);
-            }
-        }
+        let (pair_ptr, pair_cols, pair_masks) =
+            pair_rows(heads, num_qtiles, &row_ptr, &cols, &masks);
+        let (col_pair_ptr, col_pair_rows, col_pair_masks) =
+            pair_rows(heads, num_qtiles, &col_ptr, &col_rows, &col_masks);
         CoarseTables {
             heads,
             num_qtiles,
@@ -347,6 +374,9 @@ impl CoarseTables {
             pair_ptr,
             pair_cols,
             pair_masks,
+            col_pair_ptr,
+            col_pair_rows,
+            col_pair_masks,
         }
     }
 }
@@ -469,6 +499,39 @@ impl CoarseTables {
         self.plan(&self.col_ptr, self.num_qtiles, max_tiles)
     }
 
+    /// The work items of the Hopper backward's pair kernel: pairs of key chunks (tile = pair
+    /// index c, ranges of `col_pair_rows`), pieces of at most `max_tiles` query tiles. Partial
+    /// results come in two banks, one per chunk of the pair: an item with slot `s` writes chunk
+    /// 2c's partial dK / dV to slot `s` and chunk 2c + 1's to `s + num_slots / 2`. `split`
+    /// lists 64-key chunks, as the combine kernel reads them (a chunk past the last, from an odd
+    /// chunk count, is left out), and `num_slots` counts both banks.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::{DenseConfig, cuda::CoarseTables};
+    /// let t = CoarseTables::new(&DenseConfig::new(1).make_layout(256).unwrap()); // 4 x 4 tiles
+    /// let plan = t.backward_pair_plan(2);
+    /// // Two pairs of chunks, 4 query tiles each, in 2 pieces: 4 slots per bank.
+    /// assert_eq!((plan.items.len(), plan.num_slots), (4, 8));
+    /// assert_eq!(plan.split, vec![[0, 0, 0, 2], [0, 1, 4, 2], [0, 2, 2, 2], [0, 3, 6, 2]]);
+    /// ```
+    pub fn backward_pair_plan(&self, max_tiles: usize) -> WorkPlan {
+        let mut plan = self.plan(&self.col_pair_ptr, self.num_qtiles.div_ceil(2), max_tiles);
+        let bank = plan.num_slots as i32;
+        plan.split = plan
+            .split
+            .iter()
+            .flat_map(|&[h, pair, first, count]| {
+                [
+                    [h, 2 * pair, first, count],
+                    [h, 2 * pair + 1, bank + first, count],
+                ]
+            })
+            .filter(|&[_, chunk, _, _]| (chunk as usize) < self.num_qtiles)
+            .collect();
+        plan.num_slots *= 2;
+        plan
+    }
+
     fn plan(&self, ptr: &[i32], per_head: usize, max_chunks: usize) -> WorkPlan {
         let max_chunks = max_chunks.max(1);
         let mut items = Vec::with_capacity(self.heads * per_head);
@@ -572,13 +635,18 @@ pub struct CudaAttentionLayout {
     csr_offsets: CudaSlice<i32>,
     csr_columns: CudaSlice<i32>,
     nnz: usize,
-    /// The forward (per tile and per pair of tiles) and backward work plans ([`WorkPlan`]).
+    /// The forward (per tile and per pair of tiles) and backward (per chunk and per pair of
+    /// chunks) work plans ([`WorkPlan`]).
     fwd_plan: GpuPlan,
     fwd_pair_plan: GpuPlan,
     bwd_plan: GpuPlan,
+    bwd_pair_plan: GpuPlan,
     pair_cols: CudaSlice<i32>,
     pair_masks: CudaSlice<i32>,
     pair_tiles: usize,
+    col_pair_rows: CudaSlice<i32>,
+    col_pair_masks: CudaSlice<i32>,
+    col_pair_tiles: usize,
 }
 
 /// An uninitialised f32 buffer of `len` for the partial results of split rows or columns, or
@@ -684,6 +752,14 @@ impl CudaAttentionLayout {
                 &t.backward_plan(bwd_limit),
                 (&t.col_rows, &t.col_masks),
             )?,
+            bwd_pair_plan: GpuPlan::upload(
+                dev,
+                &t.backward_pair_plan(bwd_limit),
+                (&t.col_pair_rows, &t.col_pair_masks),
+            )?,
+            col_pair_rows: upload_table(dev, &t.col_pair_rows)?,
+            col_pair_tiles: t.col_pair_rows.len(),
+            col_pair_masks: upload_table(dev, &t.col_pair_masks)?,
             heads: t.heads,
             num_blocks: layout.num_blocks(),
             block: layout.block(),
@@ -734,10 +810,32 @@ impl CudaAttentionLayout {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pair_sharing(&self) -> f64 {
-        if self.active_tiles == 0 {
+        Self::sharing(self.pair_tiles, self.active_tiles)
+    }
+
+    /// Q / dO tile loads (and dQ reductions) of the backward's pair kernel per one of the
+    /// single-chunk kernel: active query tiles of the transposed pair tables (union over two
+    /// adjacent key chunks) / active 64 x 64 tiles. 0.5 when adjacent chunks always see the same
+    /// query tiles (every layout of block 128), 1 when they never share (1 for no tiles).
+    ///
+    /// ```no_run
+    /// # use ltd_core::CudaDevice; use ltd_sparse_attn::{BigBirdConfig, cuda::CudaAttentionLayout};
+    /// # let dev = CudaDevice::new(0)?;
+    /// let mut c = BigBirdConfig::new(2);
+    /// c.block = 128;
+    /// let l = CudaAttentionLayout::new(&dev, &c.make_layout(2048)?)?;
+    /// assert_eq!(l.column_pair_sharing(), 0.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn column_pair_sharing(&self) -> f64 {
+        Self::sharing(self.col_pair_tiles, self.active_tiles)
+    }
+
+    fn sharing(pair_tiles: usize, active_tiles: usize) -> f64 {
+        if active_tiles == 0 {
             1.0
         } else {
-            self.pair_tiles as f64 / self.active_tiles as f64
+            pair_tiles as f64 / active_tiles as f64
         }
     }
 }
@@ -868,11 +966,14 @@ pub enum CudaAttentionKernel {
     /// query tile: compute capability 9.0 only; asking for it elsewhere is an
     /// [`SparseAttnError::InvalidArgument`].
     Wgmma,
-    /// [`Wgmma`](Self::Wgmma) with two warpgroups per pair of adjacent query tiles sharing
-    /// their K/V chunk loads (forward; the backward is the same as `Wgmma`'s). Since the tiles
-    /// arrive by TMA it measured 3–80% slower than `Wgmma` on every benchmarked layout (H100), even
+    /// [`Wgmma`](Self::Wgmma) with two warpgroups per CTA sharing loads. Forward: a pair of
+    /// adjacent query tiles sharing their K/V chunk loads; since the tiles arrive by TMA it
+    /// measured 3–80% slower than `Wgmma`'s forward on every benchmarked layout (H100), even
     /// where adjacent tiles share most chunks ([`CudaAttentionLayout::pair_sharing`] 0.5, Fixed),
-    /// so `Auto` never picks it; it stays selectable for other layouts and GPUs.
+    /// so `Auto` never picks it. Backward: a pair of adjacent 64-key chunks sharing the Q / dO
+    /// tiles of every query tile and adding one dQ tile for both
+    /// ([`CudaAttentionLayout::column_pair_sharing`]); `Auto` picks it where
+    /// [`backward_pairs`](Self::backward_pairs) says. With a bias the backward is `Wgmma`'s.
     WgmmaPairs,
 }
 
@@ -936,7 +1037,56 @@ impl CudaAttentionKernel {
             other => other,
         }
     }
+
+    /// Whether the backward of this choice runs the Hopper pair kernel (two warpgroups on two
+    /// adjacent key chunks) on a device of compute capability `cc`: always for
+    /// [`WgmmaPairs`](Self::WgmmaPairs); for `Auto` on 9.0 at head dim 128 where adjacent
+    /// chunks see the same query tiles ([`CudaAttentionLayout::column_pair_sharing`] at most
+    /// [`AUTO_BACKWARD_PAIR_SHARING`]); never with a bias or dbias (no pair variant of the bias
+    /// kernel) and never for the other choices. Measured on an H100 (BigBird block 128, L 4096,
+    /// bf16): forward + backward 5% faster at head dim 128, 10% slower at 64, where the pair
+    /// kernel's 191 registers x 256 threads leave 8 warps per SM against the single kernel's 12.
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_sparse_attn::{BigBirdConfig, cuda::{CudaAttentionKernel, CudaAttentionLayout}};
+    /// let dev = CudaDevice::new(0)?;
+    /// let mut c = BigBirdConfig::new(4);
+    /// c.block = 128;
+    /// let layout = CudaAttentionLayout::new(&dev, &c.make_layout(4096)?)?;
+    /// assert!(CudaAttentionKernel::Auto.backward_pairs((9, 0), &layout, 128, false));
+    /// assert!(!CudaAttentionKernel::Auto.backward_pairs((9, 0), &layout, 64, false));
+    /// assert!(!CudaAttentionKernel::Auto.backward_pairs((9, 0), &layout, 128, true));
+    /// assert!(!CudaAttentionKernel::Wgmma.backward_pairs((9, 0), &layout, 128, false));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn backward_pairs(
+        self,
+        cc: (i32, i32),
+        layout: &CudaAttentionLayout,
+        head_dim: usize,
+        with_bias: bool,
+    ) -> bool {
+        !with_bias
+            && match self {
+                CudaAttentionKernel::WgmmaPairs => true,
+                CudaAttentionKernel::Auto => {
+                    cc == (9, 0)
+                        && head_dim == 128
+                        && layout.column_pair_sharing() <= AUTO_BACKWARD_PAIR_SHARING
+                }
+                _ => false,
+            }
+    }
 }
+
+/// `Auto` runs the backward's pair kernel (head dim 128) on layouts whose
+/// [`CudaAttentionLayout::column_pair_sharing`] is at most this: block-128 layouts (0.5). The
+/// block-64 layouts of the bench share less, and there the pair backward did not pay (H100,
+/// head dim 128, its time taken as the pair kernels' forward + backward minus the pair
+/// forward's): BSLongformer (0.69-0.70) 0.7-4% faster, BigBird (0.74-0.75) 3-7% slower, Fixed
+/// (0.90-0.97) 50% slower.
+pub const AUTO_BACKWARD_PAIR_SHARING: f64 = 0.55;
 
 /// Validates a GPU attention call on a device of compute capability `cc`: `tensors` are the
 /// call's `[B, H, L, D]` buffers by name (q, k, v first) and `lse_len` the length of its
@@ -1088,6 +1238,7 @@ const BWD: KernelNames = kernel_names!("ltd_sparse_attn_bwd");
 const BWD_BIAS: KernelNames = kernel_names!("ltd_sparse_attn_bwd_bias");
 const BWD_SM90: KernelNames = kernel_names!("ltd_sparse_attn_bwd_sm90");
 const BWD_BIAS_SM90: KernelNames = kernel_names!("ltd_sparse_attn_bwd_bias_sm90");
+const BWD_SM90_PAIR: KernelNames = kernel_names!("ltd_sparse_attn_bwd_sm90_pair");
 const BWD_COMBINE: KernelNames = kernel_names!("ltd_sparse_attn_bwd_combine");
 /// The dq conversion depends on the element type only.
 const BWD_DQ: KernelNames = [
@@ -1444,7 +1595,19 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // needed.
     let mut stats = unsafe { stream.alloc::<f32>(stats_len) }
         .map_err(cuda_err("allocating the row statistics"))?;
-    let plan = &layout.bwd_plan;
+    let pairs =
+        options
+            .kernel
+            .backward_pairs(dev.compute_capability(), layout, head_dim, with_bias);
+    let (plan, rows, row_masks) = if pairs {
+        (
+            &layout.bwd_pair_plan,
+            &layout.col_pair_rows,
+            &layout.col_pair_masks,
+        )
+    } else {
+        (&layout.bwd_plan, &layout.col_rows, &layout.col_masks)
+    };
     let items = plan.grid(batch)?;
     // Partial dK / dV of the pieces of split key columns (f32 [B, slots, 64, D] each).
     // only for layouts that have split columns.
@@ -1457,20 +1620,29 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         kernel_name(&BWD_PRE, type_name, head_dim),
     )?;
     // Both families have a variant with the bias code compiled in (it costs registers).
-    // K, V, 2 Q and 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats (+ 1 KB of
-    // alignment slack for the Hopper kernel's swizzled tiles, and its barriers).
-    let smem = (6 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE) * 2
+    // Per 64-key chunk (1, or 2 for the pair kernel) a K and a V tile of 64 x D and a 64 x 64
+    // dS tile; 2 Q and 2 dO tiles of 64 x D, 4 x 64 floats (+ 1 KB of alignment slack for the
+    // Hopper kernels' swizzled tiles, and their barriers).
+    let chunks = if pairs { 2 } else { 1 };
+    let smem = (chunks * (2 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE)
+        + 4 * KERNEL_TILE * head_dim)
+        * 2
         + 4 * KERNEL_TILE * 4
         + if hopper { SM90_SMEM_EXTRA } else { 0 };
-    let (module, image, names) = match (hopper, with_bias) {
-        (true, true) => (
+    let (module, image, names) = match (hopper, with_bias, pairs) {
+        (true, _, true) => (
+            "sparse_attn_sm90a",
+            fatbin::SPARSE_ATTN_SM90A,
+            &BWD_SM90_PAIR,
+        ),
+        (true, true, false) => (
             "sparse_attn_sm90a",
             fatbin::SPARSE_ATTN_SM90A,
             &BWD_BIAS_SM90,
         ),
-        (true, false) => ("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, &BWD_SM90),
-        (false, true) => ("sparse_attn", fatbin::SPARSE_ATTN, &BWD_BIAS),
-        (false, false) => ("sparse_attn", fatbin::SPARSE_ATTN, &BWD),
+        (true, false, false) => ("sparse_attn_sm90a", fatbin::SPARSE_ATTN_SM90A, &BWD_SM90),
+        (false, true, _) => ("sparse_attn", fatbin::SPARSE_ATTN, &BWD_BIAS),
+        (false, false, _) => ("sparse_attn", fatbin::SPARSE_ATTN, &BWD),
     };
     let main = dev.load_function_with_shared(
         module,
@@ -1495,8 +1667,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let (dq_ptr, g9) = grads.dq.device_ptr_mut(stream);
     let (dk_ptr, g10) = grads.dk.device_ptr_mut(stream);
     let (dv_ptr, g11) = grads.dv.device_ptr_mut(stream);
-    let (cr_ptr, g13) = layout.col_rows.device_ptr(stream);
-    let (cm_ptr, g14) = layout.col_masks.device_ptr(stream);
+    let (cr_ptr, g13) = rows.device_ptr(stream);
+    let (cm_ptr, g14) = row_masks.device_ptr(stream);
     let (wi_ptr, g15) = plan.items.device_ptr(stream);
     let (sc_ptr, g17) = plan.split.device_ptr(stream);
     let pk = part_dk.as_mut().map(|b| b.device_ptr_mut(stream));
@@ -1554,7 +1726,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     };
     let main_cfg = LaunchConfig {
         grid_dim: (items, 1, 1),
-        block_dim: (128, 1, 1),
+        block_dim: (128 * chunks as u32, 1, 1),
         shared_mem_bytes: smem as u32,
     };
     let post_cfg = LaunchConfig {
@@ -1575,15 +1747,20 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
     // index is below ceil(L_padded / 64); dq_acc is zeroed by the pre-pass before the main kernel adds into it; the three
     // launches are ordered on one stream; the dynamic shared memory is exactly what the main
-    // kernel carves (K, V, 2 Q, 2 dO tiles of 64 x D, one 64 x 64 dS tile, 4 x 64 floats, and
-    // for the Hopper kernel, chosen only on compute capability 9.0, 1 KB of alignment slack);
-    // bias and dbias hold B*H*L*L elements (checked) and are touched only at positions < L,
-    // dbias zeroed above on the same stream. The main grid is items * B (checked to fit); its
-    // work items are ranges of the transposed tables with head < H and chunk below
-    // ceil(L_padded / 64), their slots below num_slots, and the partial buffers hold
-    // B * num_slots * 64 * D floats (null, and never touched, when no item has a slot); the
-    // combine (split columns * B <= the main grid) reads them after the main kernel on the
-    // same stream and writes dk/dv keys < L of the split columns only.
+    // kernel carves (per chunk, 1 or 2 for the pair kernel, a K and a V tile of 64 x D and a
+    // 64 x 64 dS tile; 2 Q and 2 dO tiles of 64 x D, 4 x 64 floats, and for the Hopper
+    // kernels, chosen only on compute capability 9.0, 1 KB of alignment slack), its block 128
+    // threads per chunk; bias and dbias hold B*H*L*L elements (checked) and are touched only
+    // at positions < L, dbias zeroed above on the same stream (the pair kernel, which has no
+    // bias code, is never chosen with either). The main grid is items * B (checked to fit);
+    // its work items are ranges of the transposed tables (`rows` / `row_masks`, the pair
+    // tables for the pair kernel) with head < H and chunk below ceil(L_padded / 64) (a pair's
+    // second chunk may be the one past it: its K / V rows are >= L, read as zeros by the TMA,
+    // and its dK / dV stores are skipped or go to its own slot), their slots (both banks of a
+    // pair) below num_slots, and the partial buffers hold B * num_slots * 64 * D floats (null,
+    // and never touched, when no item has a slot); the combine (split chunks * B <= the main
+    // grid: a split column or pair has at least 2 pieces) reads them after the main kernel on
+    // the same stream and writes dk/dv keys < L of the split chunks only.
     unsafe {
         let mut l = stream.launch_builder(&pre);
         l.arg(&params);
@@ -1903,7 +2080,13 @@ mod tests {
             &BWD_COMBINE,
             &BWD_DQ,
         ];
-        let sm90 = [&FWD_SM90, &FWD_SM90_PAIR, &BWD_SM90, &BWD_BIAS_SM90];
+        let sm90 = [
+            &FWD_SM90,
+            &FWD_SM90_PAIR,
+            &BWD_SM90,
+            &BWD_BIAS_SM90,
+            &BWD_SM90_PAIR,
+        ];
         for (tables, image) in [
             (&sm80[..], fatbin::SPARSE_ATTN),
             (&sm90[..], fatbin::SPARSE_ATTN_SM90A),

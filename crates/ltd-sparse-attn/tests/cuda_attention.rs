@@ -548,22 +548,29 @@ fn gpu_rejects_bad_input() {
 #[test]
 fn work_plans_cover_every_row_and_column_exactly_once() {
     // CPU-only check of the work split: per (head, query tile) in the forward and (head, key
-    // chunk) in the backward the items' ranges tile the row's or column's table range, pieces respect the limit, whole rows have slot -1, split rows own
-    // disjoint slot ranges covering 0..num_slots, and items come longest first (by powers of two).
+    // chunk) in the backward (or pair of them) the items' ranges tile the row's or column's
+    // table range, pieces respect the limit, whole rows have slot -1, split rows own disjoint
+    // slot ranges covering 0..num_slots (in the backward pair plan one range per chunk of the
+    // pair, in two banks), and items come longest first (by powers of two).
     for block in [16, 64, 128] {
         for family in 0u8..5 {
             let layout = make_layout(family, 3, block, 2000, family % 2 == 1, 5);
             let t = CoarseTables::new(&layout);
             for (max_chunks, which) in [1usize, 2, 3, 7, 16, 1000]
                 .into_iter()
-                .flat_map(|m| [(m, 0), (m, 1), (m, 2)])
+                .flat_map(|m| [(m, 0), (m, 1), (m, 2), (m, 3)])
             {
                 let (plan, ptr, per_head) = match which {
                     0 => (t.forward_plan(max_chunks), &t.row_ptr, t.num_qtiles),
                     1 => (t.backward_plan(max_chunks), &t.col_ptr, t.num_qtiles),
-                    _ => (
+                    2 => (
                         t.forward_pair_plan(max_chunks),
                         &t.pair_ptr,
+                        t.num_qtiles.div_ceil(2),
+                    ),
+                    _ => (
+                        t.backward_pair_plan(max_chunks),
+                        &t.col_pair_ptr,
                         t.num_qtiles.div_ceil(2),
                     ),
                 };
@@ -572,7 +579,8 @@ fn work_plans_cover_every_row_and_column_exactly_once() {
                 let (entries, masks) = match which {
                     0 => (&t.cols, &t.masks),
                     1 => (&t.col_rows, &t.col_masks),
-                    _ => (&t.pair_cols, &t.pair_masks),
+                    2 => (&t.pair_cols, &t.pair_masks),
+                    _ => (&t.col_pair_rows, &t.col_pair_masks),
                 };
                 let rows = plan.kernel_rows(entries, masks);
                 assert_eq!(rows.len(), plan.items.len());
@@ -606,7 +614,19 @@ fn work_plans_cover_every_row_and_column_exactly_once() {
                     }
                     assert!(cnt >= 2, "a split row of one piece ({h}, {qt})");
                 }
-                assert!(slot_seen.iter().all(|&x| x));
+                if which == 3 {
+                    // Bank 1 of a pair whose second chunk is past the last is written, never read.
+                    let odd_tail = plan
+                        .split
+                        .iter()
+                        .filter(|r| r[1] as usize == t.num_qtiles - 1 && r[1] % 2 == 0)
+                        .map(|r| r[3] as usize)
+                        .sum::<usize>();
+                    let seen = slot_seen.iter().filter(|&&x| x).count();
+                    assert_eq!(seen + odd_tail, plan.num_slots);
+                } else {
+                    assert!(slot_seen.iter().all(|&x| x));
+                }
                 for h in 0..t.heads {
                     for qt in 0..per_head {
                         let idx = h * per_head + qt;
@@ -627,14 +647,28 @@ fn work_plans_cover_every_row_and_column_exactly_once() {
                         if mine.len() == 1 {
                             assert_eq!(mine[0].2, -1, "a whole row writes its output");
                         } else {
-                            let sr = plan
-                                .split
-                                .iter()
-                                .find(|r| r[0] == h as i32 && r[1] == qt as i32)
-                                .expect("split row listed");
                             let mut slots: Vec<i32> = mine.iter().map(|m| m.2).collect();
                             slots.sort();
-                            assert_eq!(slots, (sr[2]..sr[2] + sr[3]).collect::<Vec<_>>());
+                            // The combine's rows: this row, or the pair's two chunks (bank 0
+                            // for 2c, bank 1 for 2c + 1 where that chunk exists).
+                            let listed: Vec<(usize, i32)> = if which == 3 {
+                                [(2 * qt, 0), (2 * qt + 1, plan.num_slots as i32 / 2)]
+                                    .into_iter()
+                                    .filter(|&(chunk, _)| chunk < t.num_qtiles)
+                                    .collect()
+                            } else {
+                                vec![(qt, 0)]
+                            };
+                            for (row, bank) in listed {
+                                let sr = plan
+                                    .split
+                                    .iter()
+                                    .find(|r| r[0] == h as i32 && r[1] == row as i32)
+                                    .expect("split row listed");
+                                let want: Vec<i32> =
+                                    (sr[2]..sr[2] + sr[3]).map(|s| s - bank).collect();
+                                assert_eq!(slots, want);
+                            }
                         }
                     }
                 }
@@ -661,6 +695,7 @@ fn gpu_split_rows_match_whole_rows() {
     assert!(!t.forward_plan(fwd).split.is_empty());
     assert!(!t.forward_pair_plan(fwd).split.is_empty());
     assert!(!t.backward_plan(bwd).split.is_empty());
+    assert!(!t.backward_pair_plan(bwd).split.is_empty());
     for kernel in kernels(&dev) {
         check::<bf16>(
             &dev, &layout, 2, 2, 1200, 64, false, true, false, 11, kernel,
@@ -678,26 +713,39 @@ fn coarse_tables_cover_exactly_the_layout() {
         for family in 0u8..5 {
             let layout = make_layout(family, 3, block, 700, family % 2 == 0, 9);
             let t = CoarseTables::new(&layout);
-            // Pair tables: the sorted union of the two tiles' chunks, each tile's mask in its half.
+            // Pair tables, of the rows (forward) and of the transpose (backward): the sorted
+            // union of the two rows' entries, each row's mask in its half.
             let pairs = t.num_qtiles.div_ceil(2);
-            assert_eq!(t.pair_ptr.len(), t.heads * pairs + 1);
-            for h in 0..t.heads {
-                for pair in 0..pairs {
-                    let mut want: std::collections::BTreeMap<i32, u32> = Default::default();
-                    for (half, qt) in [(0, 2 * pair), (1, 2 * pair + 1)] {
-                        if qt < t.num_qtiles {
-                            let i = h * t.num_qtiles + qt;
-                            for e in t.row_ptr[i] as usize..t.row_ptr[i + 1] as usize {
-                                *want.entry(t.cols[e]).or_default() |=
-                                    (t.masks[e] as u32) << (16 * half);
+            let tables = [
+                (
+                    (&t.row_ptr, &t.cols, &t.masks),
+                    (&t.pair_ptr, &t.pair_cols, &t.pair_masks),
+                ),
+                (
+                    (&t.col_ptr, &t.col_rows, &t.col_masks),
+                    (&t.col_pair_ptr, &t.col_pair_rows, &t.col_pair_masks),
+                ),
+            ];
+            for ((ptr, entries, masks), (pair_ptr, pair_entries, pair_masks)) in tables {
+                assert_eq!(pair_ptr.len(), t.heads * pairs + 1);
+                for h in 0..t.heads {
+                    for pair in 0..pairs {
+                        let mut want: std::collections::BTreeMap<i32, u32> = Default::default();
+                        for (half, row) in [(0, 2 * pair), (1, 2 * pair + 1)] {
+                            if row < t.num_qtiles {
+                                let i = h * t.num_qtiles + row;
+                                for e in ptr[i] as usize..ptr[i + 1] as usize {
+                                    *want.entry(entries[e]).or_default() |=
+                                        (masks[e] as u32) << (16 * half);
+                                }
                             }
                         }
+                        let i = h * pairs + pair;
+                        let got: Vec<(i32, u32)> = (pair_ptr[i] as usize..pair_ptr[i + 1] as usize)
+                            .map(|e| (pair_entries[e], pair_masks[e] as u32))
+                            .collect();
+                        assert_eq!(got, want.into_iter().collect::<Vec<_>>());
                     }
-                    let i = h * pairs + pair;
-                    let got: Vec<(i32, u32)> = (t.pair_ptr[i] as usize..t.pair_ptr[i + 1] as usize)
-                        .map(|e| (t.pair_cols[e], t.pair_masks[e] as u32))
-                        .collect();
-                    assert_eq!(got, want.into_iter().collect::<Vec<_>>());
                 }
             }
             let nsub = layout.padded_len() / 16;
