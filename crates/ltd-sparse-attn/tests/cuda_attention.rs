@@ -1093,3 +1093,139 @@ fn gpu_forward_kernels_agree_at_scale() {
         }
     }
 }
+
+#[test]
+fn gpu_backward_kernels_agree_at_scale() {
+    // The backward's reference checks run small shapes too. At a bench-like size (B 2, H 16,
+    // L 4000: 63 key chunks, so a pair of chunks has its second past the last) compare dQ, dK
+    // and dV of every other kernel the device runs (Auto, which runs the pair backward at
+    // D 128 on BigBird block 128; Wgmma; WgmmaPairs everywhere) with the mma.sync one (itself
+    // checked against the reference), from the same forward output; long columns are split
+    // into pieces (global blocks) and some columns are empty. Causal and key padding on half
+    // of the cases.
+    let dev = gpu();
+    let others: Vec<_> = kernels(&dev)
+        .into_iter()
+        .filter(|&k| k != CudaAttentionKernel::MmaSync)
+        .collect();
+    let (batch, heads, seq) = (2usize, 16usize, 4000usize);
+    let mut longformer = BSLongformerConfig::new(heads);
+    longformer.block = 64;
+    let mut bigbird = BigBirdConfig::new(heads);
+    bigbird.block = 128;
+    bigbird.different_layout_per_head = true;
+    // Column c of head h: empty when (5 c + h) % 7 == 0, else the diagonal block, the one above
+    // and row 0; column 0 is seen by every row (split into pieces).
+    let nb = seq.div_ceil(64);
+    let mask: Vec<u8> = (0..heads * nb * nb)
+        .map(|i| {
+            let (h, r, c) = (i / (nb * nb), (i / nb) % nb, i % nb);
+            let on = c == 0 || ((5 * c + h) % 7 != 0 && (r == c || r + 1 == c || r == 0));
+            u8::from(on)
+        })
+        .collect();
+    let layouts = [
+        ("bigbird b128", bigbird.make_layout(seq).unwrap()),
+        ("bslongformer b64", longformer.make_layout(seq).unwrap()),
+        (
+            "empty columns",
+            Layout::from_mask(heads, nb, 64, mask).unwrap(),
+        ),
+    ];
+    let mut data = Data::new(0x2545_f491_4f6c_dd1d);
+    for d in [64usize, 128] {
+        let shape = AttentionShape {
+            batch,
+            heads,
+            seq_len: seq,
+            head_dim: d,
+        };
+        let n = shape.qkv_len();
+        let q = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+        let k = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+        let v = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+        let dout = dev.upload(&data.vec::<bf16>(n, -1.0, 1.0)).unwrap();
+        // Batch row 1 drops its last 900 keys.
+        let kpm: Vec<f32> = (0..batch * seq)
+            .map(|i| {
+                if i / seq == 1 && i % seq >= seq - 900 {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let kpm = dev.upload(&kpm).unwrap();
+        for (li, (name, layout)) in layouts.iter().enumerate() {
+            let gl = CudaAttentionLayout::new(&dev, layout).unwrap();
+            let masked = (li + d / 64) % 2 == 1;
+            let opts = |kernel| CudaAttentionOptions {
+                causal: masked,
+                key_padding_mask: masked.then_some(&kpm),
+                kernel,
+                ..Default::default()
+            };
+            let mut out = dev.upload(&poisoned::<bf16>(n)).unwrap();
+            let mut lse = dev.upload(&vec![f32::NAN; shape.lse_len()]).unwrap();
+            let mma = opts(CudaAttentionKernel::MmaSync);
+            attention_forward_cuda(&dev, &gl, shape, (&q, &k, &v), &mma, &mut out, &mut lse)
+                .unwrap();
+            let grads = |opts: &CudaAttentionOptions<bf16>| -> [Vec<f32>; 3] {
+                let poison = || dev.upload(&poisoned::<bf16>(n)).unwrap();
+                let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
+                let g = CudaAttentionGrads {
+                    dq: &mut gq,
+                    dk: &mut gk,
+                    dv: &mut gv,
+                    dbias: None,
+                };
+                attention_backward_cuda(
+                    &dev,
+                    &gl,
+                    shape,
+                    (&q, &k, &v),
+                    (&out, &lse),
+                    &dout,
+                    opts,
+                    g,
+                )
+                .unwrap();
+                [gq, gk, gv].map(|x| {
+                    dev.download(&x)
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_f32())
+                        .collect()
+                })
+            };
+            let want = grads(&mma);
+            for &kernel in &others {
+                let got = grads(&opts(kernel));
+                let pairs = kernel.backward_pairs(dev.compute_capability(), &gl, d, false);
+                let ctx = format!(
+                    "{kernel:?} (pair backward {pairs}), {name}, D {d}, causal and key padding {masked}"
+                );
+                for (what, g, w) in [
+                    ("dq", &got[0], &want[0]),
+                    ("dk", &got[1], &want[1]),
+                    ("dv", &got[2], &want[2]),
+                ] {
+                    // Both round f32 sums to bf16; the sums differ in order (dQ's reductions
+                    // arrive in any order), so compare against the tensor's scale.
+                    let max = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                    let (mut num, mut den) = (0.0f64, 0.0f64);
+                    for (i, (g, w)) in g.iter().zip(w).enumerate() {
+                        assert!(
+                            g.is_finite() && (g - w).abs() <= 2e-2 * max + 1e-2 * w.abs(),
+                            "{what}[{i}] = {g}, mma.sync {w} (max {max}) ({ctx})"
+                        );
+                        num += ((g - w) as f64).powi(2);
+                        den += (*w as f64).powi(2);
+                    }
+                    let rel = (num / den.max(f64::MIN_POSITIVE)).sqrt();
+                    assert!(rel <= 1e-2, "{what} relative difference {rel} ({ctx})");
+                }
+            }
+        }
+    }
+}
