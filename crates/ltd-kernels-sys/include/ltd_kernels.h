@@ -276,7 +276,7 @@ typedef struct LtdSparseAttnFwdParams {
  *       key chunks 2c and 2c + 1 (c = the item's tile; the second may be the one past the
  *       last), tile_rows / tile_col_masks = the sorted union of their query tiles with chunk
  *       2c's mask in bits 0..16 and 2c + 1's in bits 16..32; dynamic shared memory
- *       (8 * 64 * D + 2 * 64 * 64) * 2 + 4 * 64 * 4 + 1024 + 64 bytes. Partial results come in
+ *       (10 * 64 * D + 4 * 64 * 64) * 2 + 6 * 64 * 4 + 1024 + 64 bytes. Partial results come in
  *       two banks: an item with slot s writes chunk 2c's to slot s and 2c + 1's to
  *       s + num_slots / 2 (num_slots counts both banks; split_cols lists 64-key chunks).
  *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded, 4 elements per thread and

@@ -436,18 +436,27 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t raw = smem_addr(smem_raw);
     constexpr int kGroups = PAIR ? 2 : 1;  // warpgroups = 64-key chunks per CTA
+    // The pair kernel defers each query tile's dQ reduction to the next tile's first CTA barrier
+    // (one barrier per tile instead of two): its staged dQ then outlives the next tile, so it
+    // keeps 3 Q / dO / statistics buffers and 2 dS^T buffers (194 KB at D 128, one CTA per SM
+    // as before); the single-chunk kernel (2-3 CTAs per SM) keeps 2 and 1.
+    constexpr bool kDefer = PAIR;
+    constexpr int kStages = kDefer ? 3 : 2;
+    constexpr int kDsBufs = kDefer ? 2 : 1;
     constexpr uint32_t kTileBytes = kTile * D * 2;
+    constexpr uint32_t kStatsBytes = 2 * kTile * 4;
     const uint32_t sK = (raw + 1023u) & ~1023u;   // kGroups tiles (keys 64 w.. of the CTA)
     const uint32_t sV = sK + kGroups * kTileBytes;  // kGroups tiles
-    const uint32_t sQ = sV + kGroups * kTileBytes;  // 2 buffers
-    const uint32_t sdO = sQ + 2 * kTileBytes;       // 2 buffers
-    const uint32_t sdS = sdO + 2 * kTileBytes;      // kGroups x [64 keys][64 queries], 128-byte swizzle
+    const uint32_t sQ = sV + kGroups * kTileBytes;  // kStages buffers
+    const uint32_t sdO = sQ + kStages * kTileBytes;  // kStages buffers
+    // kDsBufs x kGroups x [64 keys][64 queries], 128-byte swizzle.
+    const uint32_t sdS = sdO + kStages * kTileBytes;
     unsigned char* base_ptr = smem_raw + (sK - raw);
-    // Row statistics of the query tile, 2 buffers of [lse x 64 (natural log)][dvec x 64].
-    const uint32_t sStats_addr = sdS + kGroups * kBlockBytes;
+    // Row statistics of the query tile, kStages buffers of [lse x 64 (natural log)][dvec x 64].
+    const uint32_t sStats_addr = sdS + kDsBufs * kGroups * kBlockBytes;
     const float* sStats = reinterpret_cast<const float*>(base_ptr + (sStats_addr - sK));
     // Barriers after the row statistics: K + V, then Q + dO of each buffer.
-    const uint32_t bar_kv = sStats_addr + 4 * kTile * 4;
+    const uint32_t bar_kv = sStats_addr + kStages * kStatsBytes;
     const uint32_t bar_q = bar_kv + 8;  // + 8 * buffer
 
     if (threadIdx.x == 0) {
@@ -466,7 +475,6 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const int warp = (threadIdx.x & 127) >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const uint32_t tK = sK + wg * kTileBytes, tV = sV + wg * kTileBytes;  // this warpgroup's keys
-    T* sdS_ptr = reinterpret_cast<T*>(base_ptr + (sdS - sK) + wg * kBlockBytes);
     const long long seq = p.seq;
     const long long bh = (long long)b * p.heads + h;
     // This matrix's tiled statistics (the pre-pass's row_stats): tile qt at 2 * 64 * qt.
@@ -489,7 +497,6 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     // padding rows past the end are 0, and no key sees them) into buffer `buf`, on its barrier.
     // Copying the statistics with the tiles, not by per-thread cp.async, means no CTA barrier
     // has to publish them: waiting on the barrier's phase makes all of it visible.
-    constexpr uint32_t kStatsBytes = 2 * kTile * 4;
     const int mat = (int)bh;
     auto load_query_tile = [&](int buf, int qt) {
         const uint32_t bar = bar_q + 8 * buf;
@@ -504,7 +511,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     unsigned mask = (unsigned)work.first_mask;
     int next_qt = work.second;
 
-    mbar_init_all<3>(bar_kv);
+    mbar_init_all<1 + kStages>(bar_kv);
     if (threadIdx.x == 0) {
         mbar_expect(bar_kv, 2 * kGroups * kTileBytes);
 #pragma unroll
@@ -526,15 +533,30 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     // dQ columns of this warpgroup: [c0, c0 + kN).
     constexpr int kN = D / kGroups;
     const int c0 = wg * kN;
+    // The staged dQ of a tile: D / 32 boxes of [64 rows][32 cols] f32 (8 KB, 128-byte swizzle),
+    // the first D / 64 in the tile's Q buffer and the rest in its dO buffer.
+    auto box_base = [&](int buf, int box) {
+        return box < D / 64 ? sQ + buf * kTileBytes + box * kBlockBytes : sdO + buf * kTileBytes + (box - D / 64) * kBlockBytes;
+    };
+    // Thread 0: dq_acc rows q0.. += the dQ staged in buffer `buf` (TMA reductions, one bulk group).
+    auto reduce_dq = [&](int buf, long long q0) {
+#pragma unroll
+        for (int box = 0; box < D / 32; ++box) tma_reduce_add_box(&maps.dq_acc, box_base(buf, box), 32 * box, (int)q0, mat);
+        bulk_commit();
+    };
+    long long staged_q0 = 0;  // kDefer: the previous tile's rows, whose dQ is staged
 
     for (int it = begin; it < end; ++it) {
-        const int buf = (it - begin) & 1;
+        const unsigned step = it - begin;
+        const int buf = step % kStages;
         const int after_qt = it + 2 < end ? rows[it + 2] : 0;  // for the next iteration
         const unsigned next_mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
-        mbar_wait(bar_q + 8 * buf, ((it - begin) >> 1) & 1);
+        mbar_wait(bar_q + 8 * buf, (step / kStages) & 1);
         const long long q0 = (long long)qt * kTile;
         const uint32_t tQ = sQ + buf * kTileBytes;
         const uint32_t tdO = sdO + buf * kTileBytes;
+        const uint32_t tdS = sdS + (step % kDsBufs) * kGroups * kBlockBytes;
+        T* sdS_ptr = reinterpret_cast<T*>(base_ptr + (tdS - sK) + wg * kBlockBytes);
         // This warpgroup's half of a pair mask (0 where the tile is only the other chunk's).
         const unsigned m = PAIR ? (mask >> (16 * wg)) & 0xFFFFu : mask;
         // This warp's keys are sub-block `warp`; query sub-block i is bit 4i + warp.
@@ -564,8 +586,8 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         // iteration follow its last read) while the products run: thread 0's wait for the
         // previous dQ reduction and its copy setup do not hold the other warps.
         if (threadIdx.x == 0 && it + 1 < end) {
-            bulk_wait_read();  // the previous iteration's dQ reduction has left that buffer
-            load_query_tile(buf ^ 1, next_qt);
+            bulk_wait_read();  // the dQ reduction out of that buffer has read it
+            load_query_tile((step + 1) % kStages, next_qt);
         }
         wg_wait<0>();
         fence_regs(st);
@@ -633,6 +655,8 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         // the address bits), k = the CTA's keys; slices with no active key are skipped.
         fence_proxy_async();  // the dS^T stores above are generic-proxy writes
         __syncthreads();      // and every warpgroup's dS^T is read below
+        // kDefer: every thread staged (and fenced) the previous tile's dQ before this barrier.
+        if (kDefer && threadIdx.x == 0 && step > 0) reduce_dq((step - 1) % kStages, staged_q0);
         float dq[kN / 2];
 #pragma unroll
         for (int i = 0; i < kN / 2; ++i) dq[i] = 0.f;
@@ -642,21 +666,19 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 #pragma unroll
         for (int ks = 0; ks < 4 * kGroups; ++ks) {
             if (!((kany >> ks) & 1u)) continue;
-            ss_tt<T, kN>(dq, desc_mnmajor(sdS + (ks >> 2) * kBlockBytes, ks & 3),
+            ss_tt<T, kN>(dq, desc_mnmajor(tdS + (ks >> 2) * kBlockBytes, ks & 3),
                          desc_mnmajor(sK + (ks >> 2) * kTileBytes + kcol, ks & 3), 1);
         }
         wg_commit();
         wg_wait<0>();
         fence_regs(dq);
-        // dq_acc += scale * dQ by TMA reductions: the tile is staged as D / 32 boxes of
-        // [64 rows][32 cols] f32 (8 KB, 128-byte swizzle), the first D / 64 in this
-        // iteration's Q buffer and the rest in its dO buffer (both free: every warpgroup's dK
-        // and dV retired before the barrier above); thread 0 issues the reductions and, before
+        // dq_acc += scale * dQ by TMA reductions, out of this tile's Q and dO buffers (free:
+        // every warpgroup's dK and dV retired before the barrier above); thread 0 issues the
+        // reductions (kDefer: at the next tile's first barrier, or after the loop) and, before
         // the next prefetch into these buffers, waits until they have been read.
-        auto box_base = [&](int box) { return box < D / 64 ? tQ + box * kBlockBytes : tdO + (box - D / 64) * kBlockBytes; };
 #pragma unroll
         for (int i = 0; i < kN / 8; ++i) {
-            const uint32_t base = box_base((c0 >> 5) + (i >> 2));  // columns c0 + 32 (i / 4) ..
+            const uint32_t base = box_base(buf, (c0 >> 5) + (i >> 2));  // columns c0 + 32 (i / 4) ..
             const int chunk = 2 * (i & 3) + (t >> 1);  // 16-byte chunk of the 128-byte row
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
@@ -668,17 +690,23 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
             }
         }
         fence_proxy_async();  // generic stores, read by the TMA (async proxy)
-        __syncthreads();      // and: the buffers and sdS are overwritten next iteration
-        if (threadIdx.x == 0) {
-#pragma unroll
-            for (int box = 0; box < D / 32; ++box) tma_reduce_add_box(&maps.dq_acc, box_base(box), 32 * box, (int)q0, mat);
-            bulk_commit();
+        if constexpr (kDefer) {
+            // The next tile writes the other dS^T buffer and another Q / dO buffer; a
+            // warpgroup can be at most that far ahead (the next tile's barrier waits for both).
+            staged_q0 = q0;
+        } else {
+            __syncthreads();  // and: the buffers and sdS are overwritten next iteration
+            if (threadIdx.x == 0) reduce_dq(buf, q0);
         }
         qt = next_qt;
         next_qt = after_qt;
         mask = next_mask;
     }
 
+    if (kDefer && begin < end) {
+        __syncthreads();  // the last tile's dQ is staged
+        if (threadIdx.x == 0) reduce_dq((end - 1 - begin) % kStages, staged_q0);
+    }
     if (threadIdx.x == 0) bulk_wait_all();  // the shared memory stays until the reductions read it
     if (work.slot >= 0) {
         // A piece of a split column: warpgroup w's partial sums go to slot + w num_slots / 2

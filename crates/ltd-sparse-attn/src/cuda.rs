@@ -1620,14 +1620,16 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         kernel_name(&BWD_PRE, type_name, head_dim),
     )?;
     // Both families have a variant with the bias code compiled in (it costs registers).
-    // Per 64-key chunk (1, or 2 for the pair kernel) a K and a V tile of 64 x D and a 64 x 64
-    // dS tile; 2 Q and 2 dO tiles of 64 x D, 4 x 64 floats (+ 1 KB of alignment slack for the
-    // Hopper kernels' swizzled tiles, and their barriers).
-    let chunks = if pairs { 2 } else { 1 };
-    let smem = (chunks * (2 * KERNEL_TILE * head_dim + KERNEL_TILE * KERNEL_TILE)
-        + 4 * KERNEL_TILE * head_dim)
+    // Per 64-key chunk (1, or 2 for the pair kernel) a K and a V tile of 64 x D; per stage (2,
+    // or 3 for the pair kernel) a Q and a dO tile of 64 x D and 2 x 64 floats of row
+    // statistics; per chunk and dS buffer (1, or 2 for the pair kernel) a 64 x 64 dS tile (+ 1
+    // KB of alignment slack for the Hopper kernels' swizzled tiles, and their barriers).
+    let (chunks, stages, ds_buffers) = if pairs { (2, 3, 2) } else { (1, 2, 1) };
+    let smem = (chunks * 2 * KERNEL_TILE * head_dim
+        + stages * 2 * KERNEL_TILE * head_dim
+        + ds_buffers * chunks * KERNEL_TILE * KERNEL_TILE)
         * 2
-        + 4 * KERNEL_TILE * 4
+        + stages * 2 * KERNEL_TILE * 4
         + if hopper { SM90_SMEM_EXTRA } else { 0 };
     let (module, image, names) = match (hopper, with_bias, pairs) {
         (true, _, true) => (
@@ -1747,9 +1749,9 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
     // index is below ceil(L_padded / 64); dq_acc is zeroed by the pre-pass before the main kernel adds into it; the three
     // launches are ordered on one stream; the dynamic shared memory is exactly what the main
-    // kernel carves (per chunk, 1 or 2 for the pair kernel, a K and a V tile of 64 x D and a
-    // 64 x 64 dS tile; 2 Q and 2 dO tiles of 64 x D, 4 x 64 floats, and for the Hopper
-    // kernels, chosen only on compute capability 9.0, 1 KB of alignment slack), its block 128
+    // kernel carves (`smem` above: K / V tiles per chunk, Q / dO tiles and statistics per
+    // stage, dS tiles per chunk and dS buffer, and for the Hopper kernels, chosen only on
+    // compute capability 9.0, 1 KB of alignment slack and the barriers), its block 128
     // threads per chunk; bias and dbias hold B*H*L*L elements (checked) and are touched only
     // at positions < L, dbias zeroed above on the same stream (the pair kernel, which has no
     // bias code, is never chosen with either). The main grid is items * B (checked to fit);
