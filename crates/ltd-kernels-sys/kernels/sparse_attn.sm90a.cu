@@ -738,8 +738,8 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 
 }  // namespace
 
-// The pair kernels run one CTA of 256 threads per SM (D 128: 145 KB of tiles); the single ones 3
-// (D 64) or 1-2 CTAs of 128.
+// The pair kernels run one CTA of 256 threads per SM (190-237 registers; D 128: 194 KB of shared
+// memory); the single ones 3 (D 64) or 1-2 CTAs of 128 threads.
 #define LTD_SPARSE_BWD_SM90(NAME, T, D, BIAS, PAIR) \
     extern "C" __global__ void __launch_bounds__(PAIR ? 2 * kThreads : kThreads, PAIR || !(D == 64 && !BIAS) ? 1 : 3) \
         NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_sm90<T, D, BIAS, PAIR>(p, maps); }

@@ -15,8 +15,11 @@
 //! per layout, with work plans that cut rows and columns much longer than the rest (global
 //! blocks) into pieces run in parallel. Two kernel families ([`CudaAttentionKernel`]):
 //! `mma.sync` (sm_80 and newer) and, on compute capability 9.0, warpgroup MMAs (`wgmma`) fed by
-//! the tensor memory accelerator (tensor maps encoded per call), for the forward in a one-tile
-//! and a two-tile ("pair") variant; `Auto` picks per device.
+//! the tensor memory accelerator (tensor maps encoded per call), each pass in a single-tile and
+//! a two-warpgroup ("pair") variant: the forward's pair shares K/V chunks between two adjacent
+//! query tiles, the backward's shares Q / dO tiles and dQ reductions between two adjacent key
+//! chunks. `Auto` picks per device, and on Hopper the backward's pair for block-128 layouts at
+//! head dim 128 ([`CudaAttentionKernel::backward_pairs`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -956,8 +959,9 @@ pub struct CudaAttentionOptions<'a, T> {
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CudaAttentionKernel {
-    /// On compute capability 9.0 (H100/H200) [`Wgmma`](Self::Wgmma), [`MmaSync`](Self::MmaSync)
-    /// elsewhere.
+    /// On compute capability 9.0 (H100/H200) [`Wgmma`](Self::Wgmma), except for a backward
+    /// [`backward_pairs`](Self::backward_pairs) gives to the pair kernel;
+    /// [`MmaSync`](Self::MmaSync) elsewhere.
     #[default]
     Auto,
     /// `mma.sync` warp MMAs, 4 warps x 16 query rows (sm_80 and newer: A100, H100, ...).
@@ -1008,8 +1012,10 @@ impl CudaAttentionKernel {
         )
     }
 
-    /// The concrete kernel `Auto` picks for `layout` and `head_dim` on a device of compute
-    /// capability `cc`; other choices are returned as they are. `Auto` is
+    /// The concrete forward kernel `Auto` picks for `layout` and `head_dim` on a device of
+    /// compute capability `cc` (the backward: the same family, and
+    /// [`backward_pairs`](Self::backward_pairs) says whether it runs the pair kernel); other
+    /// choices are returned as they are. `Auto` is
     /// [`Wgmma`](Self::Wgmma) on 9.0 and [`MmaSync`](Self::MmaSync) elsewhere, whatever the
     /// layout and head dim (the pair kernel, picked for head dim 64 on well-shared layouts
     /// before the kernels loaded their tiles by TMA, is now 3–80% slower than `Wgmma` on
@@ -1043,9 +1049,11 @@ impl CudaAttentionKernel {
     /// [`WgmmaPairs`](Self::WgmmaPairs); for `Auto` on 9.0 at head dim 128 where adjacent
     /// chunks see the same query tiles ([`CudaAttentionLayout::column_pair_sharing`] at most
     /// [`AUTO_BACKWARD_PAIR_SHARING`]); never with a bias or dbias (no pair variant of the bias
-    /// kernel) and never for the other choices. Measured on an H100 (BigBird block 128, L 4096,
-    /// bf16): forward + backward 5% faster at head dim 128, 10% slower at 64, where the pair
-    /// kernel's 191 registers x 256 threads leave 8 warps per SM against the single kernel's 12.
+    /// kernel) and never for the other choices. Measured on an H100 (bench, BigBird block 128,
+    /// bf16, same run): forward + backward 10-14% faster at head dim 128 (1065 against 1186 µs
+    /// at L 4096, 1034 against 1199 at 16384); at head dim 64 the pair backward is about 8%
+    /// slower: its 190 registers x 256 threads leave 8 warps per SM against the single
+    /// kernel's 12.
     ///
     /// ```no_run
     /// use ltd_core::CudaDevice;
