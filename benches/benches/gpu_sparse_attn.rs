@@ -4,6 +4,10 @@
 //! `[H, nb, nb]` 0/1 bytes) and `ours.json` there, which `benches/peers/sparse_attn_peer.py`
 //! reads to time FlexAttention on the same layouts and dense SDPA, and print our/peer ratios.
 //! `LTD_BENCH_FILTER` keeps only the cells whose `{layout}_s{S}_d{D}` contains it.
+//! Besides `Auto` (forward and forward + backward) each cell times the `mma.sync` kernels, the
+//! Hopper forward `Auto` did not pick, and forward + backward with each Hopper choice forced
+//! (`Wgmma`: single-chunk backward; `WgmmaPairs`: pair forward and pair backward), and says
+//! whether `Auto`'s backward ran the pair kernel, so kernel variants compare within one run.
 
 #[cfg(not(feature = "cuda"))]
 fn main() {
