@@ -972,9 +972,9 @@ pub enum CudaAttentionKernel {
     Wgmma,
     /// [`Wgmma`](Self::Wgmma) with two warpgroups per CTA sharing loads. Forward: a pair of
     /// adjacent query tiles sharing their K/V chunk loads; since the tiles arrive by TMA it
-    /// measured 3–80% slower than `Wgmma`'s forward on every benchmarked layout (H100), even
-    /// where adjacent tiles share most chunks ([`CudaAttentionLayout::pair_sharing`] 0.5, Fixed),
-    /// so `Auto` never picks it. Backward: a pair of adjacent 64-key chunks sharing the Q / dO
+    /// measured 10–83% slower than `Wgmma`'s forward on every benchmarked layout (H100; 10–42%
+    /// at head dim 64, where it runs two CTAs per SM), even where adjacent tiles share most
+    /// chunks ([`CudaAttentionLayout::pair_sharing`] 0.5, Fixed), so `Auto` never picks it. Backward: a pair of adjacent 64-key chunks sharing the Q / dO
     /// tiles of every query tile and adding one dQ tile for both
     /// ([`CudaAttentionLayout::column_pair_sharing`]); `Auto` picks it where
     /// [`backward_pairs`](Self::backward_pairs) says. With a bias the backward is `Wgmma`'s.
@@ -1018,7 +1018,7 @@ impl CudaAttentionKernel {
     /// choices are returned as they are. `Auto` is
     /// [`Wgmma`](Self::Wgmma) on 9.0 and [`MmaSync`](Self::MmaSync) elsewhere, whatever the
     /// layout and head dim (the pair kernel, picked for head dim 64 on well-shared layouts
-    /// before the kernels loaded their tiles by TMA, is now 3–80% slower than `Wgmma` on
+    /// before the kernels loaded their tiles by TMA, is now 10–83% slower than `Wgmma` on
     /// every benchmarked layout); the arguments stay so the choice can depend on them again.
     ///
     /// ```no_run
