@@ -977,6 +977,44 @@ fn gpu_wgmma_kernel_only_where_it_runs() {
     }
 }
 
+/// Every kernel choice the device runs besides `MmaSync` (the at-scale tests compare them with
+/// it).
+fn kernels_besides_mma_sync(dev: &CudaDevice) -> Vec<CudaAttentionKernel> {
+    kernels(dev)
+        .into_iter()
+        .filter(|&k| k != CudaAttentionKernel::MmaSync)
+        .collect()
+}
+
+/// An additive key-padding mask `[batch, seq]` on the device that drops the last `dropped`
+/// keys of batch row 1 and keeps everything else.
+fn drop_last_keys_of_row_1(
+    dev: &CudaDevice,
+    batch: usize,
+    seq: usize,
+    dropped: usize,
+) -> cudarc::driver::CudaSlice<f32> {
+    let kpm: Vec<f32> = (0..batch * seq)
+        .map(|i| {
+            if i / seq == 1 && i % seq >= seq - dropped {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    dev.upload(&kpm).unwrap()
+}
+
+/// A bf16 device buffer, downloaded as f32.
+fn download_f32(dev: &CudaDevice, x: &cudarc::driver::CudaSlice<bf16>) -> Vec<f32> {
+    dev.download(x)
+        .unwrap()
+        .iter()
+        .map(|v| v.to_f32())
+        .collect()
+}
+
 /// Forward output and lse of one kernel on `layout`, outputs poisoned with NaN first.
 fn forward_with(
     dev: &CudaDevice,
@@ -992,13 +1030,7 @@ fn forward_with(
     let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
     let mut lse = dev.upload(&vec![f32::NAN; shape.lse_len()]).unwrap();
     attention_forward_cuda(dev, gl, shape, qkv, opts, &mut out, &mut lse).unwrap();
-    let out = dev
-        .download(&out)
-        .unwrap()
-        .iter()
-        .map(|v| v.to_f32())
-        .collect();
-    (out, dev.download(&lse).unwrap())
+    (download_f32(dev, &out), dev.download(&lse).unwrap())
 }
 
 #[test]
@@ -1010,10 +1042,7 @@ fn gpu_forward_kernels_agree_at_scale() {
     // pieces), BigBird with random blocks, and a layout with empty rows between short ones;
     // causal and key padding on half of the cases.
     let dev = gpu();
-    let others: Vec<_> = kernels(&dev)
-        .into_iter()
-        .filter(|&k| k != CudaAttentionKernel::MmaSync)
-        .collect();
+    let others = kernels_besides_mma_sync(&dev);
     let (heads, seq, nb) = (16usize, 4096usize, 64usize);
     let mut longformer = BSLongformerConfig::new(heads);
     longformer.block = 64;
@@ -1049,17 +1078,7 @@ fn gpu_forward_kernels_agree_at_scale() {
         let q = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
         let k = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
         let v = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
-        // Batch row 1 drops its last 1000 keys.
-        let kpm: Vec<f32> = (0..4 * seq)
-            .map(|i| {
-                if i / seq == 1 && i % seq >= seq - 1000 {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let kpm = dev.upload(&kpm).unwrap();
+        let kpm = drop_last_keys_of_row_1(&dev, 4, seq, 1000);
         for (li, (name, layout)) in layouts.iter().enumerate() {
             let gl = CudaAttentionLayout::new(&dev, layout).unwrap();
             let masked = (li + d / 64) % 2 == 0;
@@ -1104,10 +1123,7 @@ fn gpu_backward_kernels_agree_at_scale() {
     // into pieces (global blocks) and some columns are empty. Causal and key padding on half
     // of the cases.
     let dev = gpu();
-    let others: Vec<_> = kernels(&dev)
-        .into_iter()
-        .filter(|&k| k != CudaAttentionKernel::MmaSync)
-        .collect();
+    let others = kernels_besides_mma_sync(&dev);
     let (batch, heads, seq) = (2usize, 16usize, 4000usize);
     let mut longformer = BSLongformerConfig::new(heads);
     longformer.block = 64;
@@ -1145,17 +1161,7 @@ fn gpu_backward_kernels_agree_at_scale() {
         let k = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
         let v = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
         let dout = dev.upload(&data.vec::<bf16>(n, -1.0, 1.0)).unwrap();
-        // Batch row 1 drops its last 900 keys.
-        let kpm: Vec<f32> = (0..batch * seq)
-            .map(|i| {
-                if i / seq == 1 && i % seq >= seq - 900 {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let kpm = dev.upload(&kpm).unwrap();
+        let kpm = drop_last_keys_of_row_1(&dev, batch, seq, 900);
         for (li, (name, layout)) in layouts.iter().enumerate() {
             let gl = CudaAttentionLayout::new(&dev, layout).unwrap();
             let masked = (li + d / 64) % 2 == 1;
@@ -1190,13 +1196,7 @@ fn gpu_backward_kernels_agree_at_scale() {
                     g,
                 )
                 .unwrap();
-                [gq, gk, gv].map(|x| {
-                    dev.download(&x)
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.to_f32())
-                        .collect()
-                })
+                [gq, gk, gv].map(|x| download_f32(&dev, &x))
             };
             let want = grads(&mma);
             for &kernel in &others {
