@@ -180,7 +180,7 @@ mod gpu {
                     // backward of `Wgmma` runs one warpgroup per key chunk, that of
                     // `WgmmaPairs` two per pair of chunks; `Auto` picks per layout).
                     let mut hopper_fb = |kernel: CudaAttentionKernel| -> Res<f64> {
-                        if kernel != CudaAttentionKernel::Auto && kernel.runs_on(cc) {
+                        if kernel.runs_on(cc) {
                             time(
                                 true,
                                 &CudaAttentionOptions {
