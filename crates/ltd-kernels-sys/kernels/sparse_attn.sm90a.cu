@@ -402,8 +402,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 // against the kernels before the epilogue: D 64 0-2.5% faster, D 128 4-7% on BigBird /
 // BSLongformer and 0-2.5% on Fixed. The epilogue without the bound was not tried on the GPU.
 // The D 64 pair kernel is held to 2 CTAs of 256 threads per SM (128 registers, no spill):
-// 1.3-1.6x faster than at one CTA per SM (H100, every D 64 bench cell), still slower than the
-// single-tile kernel.
+// 1.5-1.6x faster than at one CTA per SM (H100, every D 64 bench cell), still 10-43% slower than
+// the single-tile kernel.
 #define LTD_SPARSE_FWD_SM90(NAME, T, D, PAIR) \
     extern "C" __global__ void __launch_bounds__(PAIR ? 2 * kThreads : kThreads, PAIR ? (D == 64 ? 2 : 1) : D == 64 ? 4 : 3) \
         NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_sm90<T, D, PAIR>(p, maps); }
@@ -585,9 +585,10 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(dpt, desc_kmajor(tV, kk), desc_kmajor(tdO, kk), kk > 0);
         wg_commit();
-        // Prefetch query tile it + 1 into the other buffer (free: the barriers of the previous
-        // iteration follow its last read) while the products run: thread 0's wait for the
-        // previous dQ reduction and its copy setup do not hold the other warps.
+        // Prefetch query tile it + 1 into buffer (step + 1) % kStages while the products run, so
+        // thread 0's wait and copy setup do not hold the other warps. Its last products ran
+        // before the previous tile's barriers (single kernel: the other buffer, tile it - 1;
+        // kDefer: tile it - 2, whose dQ reduction was issued at tile it - 1's first barrier).
         if (threadIdx.x == 0 && it + 1 < end) {
             bulk_wait_read();  // the dQ reduction out of that buffer has read it
             load_query_tile((step + 1) % kStages, next_qt);
@@ -707,7 +708,9 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     }
 
     if (kDefer && begin < end) {
-        __syncthreads();  // the last tile's dQ is staged
+        // Both warpgroups staged the last tile's dQ, and their last dQ products (which read
+        // both K tiles) have retired before a whole column's dK / dV is staged into them below.
+        __syncthreads();
         if (threadIdx.x == 0) reduce_dq((end - 1 - begin) % kStages, staged_q0);
     }
     if (threadIdx.x == 0) bulk_wait_all();  // the shared memory stays until the reductions read it
