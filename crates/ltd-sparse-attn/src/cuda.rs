@@ -972,10 +972,11 @@ pub enum CudaAttentionKernel {
     Wgmma,
     /// [`Wgmma`](Self::Wgmma) with two warpgroups per CTA sharing loads. Forward: a pair of
     /// adjacent query tiles sharing their K/V chunk loads; since the tiles arrive by TMA it
-    /// measured 10–83% slower than `Wgmma`'s forward on every benchmarked layout (H100; 10–42%
+    /// measured 10–83% slower than `Wgmma`'s forward on every benchmarked layout (H100; 10–43%
     /// at head dim 64, where it runs two CTAs per SM), even where adjacent tiles share most
-    /// chunks ([`CudaAttentionLayout::pair_sharing`] 0.5, Fixed), so `Auto` never picks it. Backward: a pair of adjacent 64-key chunks sharing the Q / dO
-    /// tiles of every query tile and adding one dQ tile for both
+    /// chunks ([`CudaAttentionLayout::pair_sharing`] 0.5, Fixed), so `Auto` never picks it.
+    /// Backward: a pair of adjacent 64-key chunks sharing the Q / dO tiles of every query tile
+    /// and adding one dQ tile for both
     /// ([`CudaAttentionLayout::column_pair_sharing`]); `Auto` picks it where
     /// [`backward_pairs`](Self::backward_pairs) says. With a bias the backward is `Wgmma`'s.
     WgmmaPairs,
@@ -1091,9 +1092,10 @@ impl CudaAttentionKernel {
 /// `Auto` runs the backward's pair kernel (head dim 128) on layouts whose
 /// [`CudaAttentionLayout::column_pair_sharing`] is at most this: block-128 layouts (0.5). The
 /// block-64 layouts of the bench share less, and there the pair backward did not pay (H100,
-/// head dim 128, its time taken as the pair kernels' forward + backward minus the pair
-/// forward's): BSLongformer (0.69-0.70) 0.7-4% faster, BigBird (0.74-0.75) 3-7% slower, Fixed
-/// (0.90-0.97) 50% slower.
+/// head dim 128, L 4096 and 16384, one run; its time taken as the pair kernels' forward +
+/// backward minus the pair forward's, against `Wgmma`'s the same way): BSLongformer
+/// (sharing 0.69-0.70) from 3.5% faster to 3.6% slower, BigBird (0.74-0.75) 4.5-7% slower,
+/// Fixed (0.90-0.97) 31-46% slower.
 pub const AUTO_BACKWARD_PAIR_SHARING: f64 = 0.55;
 
 /// Validates a GPU attention call on a device of compute capability `cc`: `tensors` are the
