@@ -4,6 +4,8 @@
 //! `[H, nb, nb]` 0/1 bytes) and `ours.json` there, which `benches/peers/sparse_attn_peer.py`
 //! reads to time FlexAttention on the same layouts and dense SDPA, and print our/peer ratios.
 //! `LTD_BENCH_FILTER` keeps only the cells whose `{layout}_s{S}_d{D}` contains it.
+//! `LTD_BENCH_BIAS=1` gives every call an additive bias `[B, H, L, L]` (no dbias), to time the
+//! bias kernels (`ours.json` then describes calls the peer script does not make with a bias).
 //! Besides `Auto` (forward and forward + backward) each cell times the `mma.sync` kernels, the
 //! Hopper forward `Auto` did not pick, and forward + backward with each Hopper choice forced
 //! (`Wgmma`: single-chunk backward; `WgmmaPairs`: pair forward and pair backward), and says
@@ -112,10 +114,20 @@ mod gpu {
                     let q = dev.upload(&host)?;
                     let mut out = dev.upload(&vec![bf16::ZERO; n])?;
                     let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()])?;
-                    let auto = CudaAttentionOptions::default();
+                    // LTD_BENCH_BIAS=1: every call with an additive bias [B, H, L, L] (no dbias).
+                    let bias = if std::env::var("LTD_BENCH_BIAS").as_deref() == Ok("1") {
+                        Some(dev.upload(&vec![bf16::from_f32(0.25); n / d * seq])?)
+                    } else {
+                        None
+                    };
+                    let base = CudaAttentionOptions {
+                        bias: bias.as_ref(),
+                        ..Default::default()
+                    };
+                    let auto = base;
                     let sm80 = CudaAttentionOptions {
                         kernel: CudaAttentionKernel::MmaSync,
-                        ..Default::default()
+                        ..base
                     };
                     let (mut gq, mut gk, mut gv) =
                         (dev.upload(&host)?, dev.upload(&host)?, dev.upload(&host)?);
@@ -167,13 +179,7 @@ mod gpu {
                         _ => None,
                     };
                     let other_us = match other {
-                        Some(kernel) => time(
-                            false,
-                            &CudaAttentionOptions {
-                                kernel,
-                                ..Default::default()
-                            },
-                        )?,
+                        Some(kernel) => time(false, &CudaAttentionOptions { kernel, ..base })?,
                         None => f64::NAN,
                     };
                     // On Hopper, forward + backward with each Hopper choice forced (the
@@ -181,13 +187,7 @@ mod gpu {
                     // `WgmmaPairs` two per pair of chunks; `Auto` picks per layout).
                     let mut hopper_fb = |kernel: CudaAttentionKernel| -> Res<f64> {
                         if kernel.runs_on(cc) {
-                            time(
-                                true,
-                                &CudaAttentionOptions {
-                                    kernel,
-                                    ..Default::default()
-                                },
-                            )
+                            time(true, &CudaAttentionOptions { kernel, ..base })
                         } else {
                             Ok(f64::NAN)
                         }

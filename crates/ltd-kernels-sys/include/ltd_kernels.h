@@ -168,7 +168,11 @@ typedef struct __attribute__((aligned(64))) LtdTensorMap {
  * the same way (strides D * 4 and L * D * 4 bytes) with box {32, 64, 1} and 128-byte swizzle;
  * the backward adds into it with TMA reductions. The forward reads q, k, v and writes whole
  * rows of o (dout, dq_acc, dk, dv may repeat any map); the backward reads q, k, v, dout, adds
- * into dq_acc and writes whole columns of dk and dv (o may repeat any map).
+ * into dq_acc and writes whole columns of dk and dv (o may repeat any map). bias describes the
+ * additive bias [B, H, L, L] (2-byte elements; dimensions {L, L, B * H}, row stride L * 2, so L
+ * must be a multiple of 8; box {64, 64, 1}; 128-byte swizzle) for the `_bias_` Hopper forward,
+ * which reads it one [64 query][64 key] tile per chunk; the other kernels never touch it (any
+ * map may be repeated there).
  */
 typedef struct LtdSparseAttnTmaMaps {
     LtdTensorMap q;
@@ -179,6 +183,7 @@ typedef struct LtdSparseAttnTmaMaps {
     LtdTensorMap o;
     LtdTensorMap dk;
     LtdTensorMap dv;
+    LtdTensorMap bias;
 } LtdSparseAttnTmaMaps;
 
 /**
@@ -210,6 +215,9 @@ typedef struct LtdSparseAttnTmaMaps {
  * (sparse_attn.sm90a.cu, wgmma + TMA, compute capability 9.0 only): the same, with a second
  * parameter LtdSparseAttnTmaMaps (q, k, v, and o for the whole rows it stores; below) and
  * dynamic shared memory (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 + 64 bytes (alignment slack, barriers).
+ * `ltd_sparse_attn_fwd_bias_tma_sm90_{bf16,f16}_d{64,128}` (same file and contract) take the bias
+ * through the bias tensor map (L a multiple of 8; p.bias is ignored) and 2 * 64 * 64 * 2 bytes
+ * more dynamic shared memory.
  * `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file) work on pairs of query
  * tiles: item_rows = 128, the "query tile" of an
  * item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and

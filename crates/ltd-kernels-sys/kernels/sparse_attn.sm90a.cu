@@ -159,6 +159,14 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
         "r"(parity)
         : "memory");
 }
+// One 64 x 64 box (rows row0.., columns col0.. of matrix `mat`) into `dst`, completing on `bar`;
+// elements past the ends of the matrix arrive as zeros.
+__device__ __forceinline__ void tma_box(uint32_t dst, const LtdTensorMap* map, int col0, int row0, int mat, uint32_t bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+        "l"(map), "r"(col0), "r"(row0), "r"(mat), "r"(bar)
+        : "memory");
+}
 // Rows [row0, row0 + 64) of matrix `mat` of a [matrices][rows][D] tensor map (64 x 64 boxes,
 // 128-byte swizzle: exactly the tile layout above) into a tile, completing on `bar`; rows past
 // the end of the matrix arrive as zeros.
@@ -222,8 +230,11 @@ __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.comm
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
 __device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 
-template <typename T, int D, bool PAIR>
+// TBIAS (`_bias_` kernels, single-tile only): the bias tile of each (query tile, chunk) arrives by
+// TMA with the chunk's K / V (two 8 KB buffers) instead of per-element global loads.
+template <typename T, int D, bool PAIR, bool TBIAS = false>
 __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParams& p, const LtdSparseAttnTmaMaps& maps) {
+    static_assert(!(PAIR && TBIAS), "bias tiles: single-tile kernel only");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     // Swizzled tiles must start on 1024-byte boundaries; the launcher adds 1 KB of slack.
     const uint32_t raw = smem_addr(smem_raw);
@@ -236,8 +247,11 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     // the next chunk loads once PV of this one has retired, overlapped with the next S/softmax.
     constexpr bool kOneV = D == 128 && !PAIR;
     const uint32_t sV = sK + 2 * kTileBytes;  // 2 buffers (1 with kOneV), shared
-    // Barriers after the tiles: Q of each warpgroup, K (+ V) of each buffer, V (kOneV).
-    const uint32_t bars = sV + (kOneV ? 1 : 2) * kTileBytes;
+    // TBIAS: 2 bias tiles [64 query][64 key] after V; then the barriers: Q of each warpgroup, K
+    // (+ V) (+ bias) of each buffer, V (kOneV).
+    const uint32_t sBias = sV + (kOneV ? 1 : 2) * kTileBytes;
+    const uint32_t bars = sBias + (TBIAS ? 2 * kBlockBytes : 0);
+    constexpr uint32_t kBiasBytes = TBIAS ? kBlockBytes : 0;
     const uint32_t bar_q = bars + 8 * wg;
     const uint32_t bar_kv = bars + 16;  // + 8 * buffer
     const uint32_t bar_v = bars + 32;
@@ -248,6 +262,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         prefetch_map(&maps.k);
         prefetch_map(&maps.v);
         if (!PAIR) prefetch_map(&maps.o);
+        if (TBIAS) prefetch_map(&maps.bias);
     }
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
     const int qt = PAIR ? 2 * work.tile + wg : work.tile, h = work.h, b = work.b, begin = work.begin, end = work.end;
@@ -258,7 +273,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const int* cols = reinterpret_cast<const int*>(p.tile_cols);
     const int* masks = reinterpret_cast<const int*>(p.tile_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
-    const T* bias = p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
+    const T* bias = !TBIAS && p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
     const long long q0 = (long long)qt * kTile;
 
     // The chunk table is read one iteration ahead in registers (its loads overlap a whole
@@ -274,15 +289,16 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     }
     if (threadIdx.x == 0 && begin < end) {
         if constexpr (kOneV) {
-            mbar_expect(bar_kv, kTileBytes);
+            mbar_expect(bar_kv, kTileBytes + kBiasBytes);
             tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
             mbar_expect(bar_v, kTileBytes);
             tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_v);
         } else {
-            mbar_expect(bar_kv, 2 * kTileBytes);
+            mbar_expect(bar_kv, 2 * kTileBytes + kBiasBytes);
             tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
             tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_kv);
         }
+        if constexpr (TBIAS) tma_box(sBias, &maps.bias, kc * kTile, (int)q0, mat, bar_kv);
     }
     mbar_wait(bar_q, 0);
 
@@ -308,9 +324,10 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         auto prefetch = [&]() {
             if (threadIdx.x == 0 && it + 1 < end) {
                 const uint32_t bar = bar_kv + 8 * (buf ^ 1);
-                mbar_expect(bar, (kOneV ? 1 : 2) * kTileBytes);
+                mbar_expect(bar, (kOneV ? 1 : 2) * kTileBytes + kBiasBytes);
                 tma_tile<D>(sK + (buf ^ 1) * kTileBytes, &maps.k, next_kc * kTile, mat, bar);
                 if constexpr (!kOneV) tma_tile<D>(sV + (buf ^ 1) * kTileBytes, &maps.v, next_kc * kTile, mat, bar);
+                if constexpr (TBIAS) tma_box(sBias + (buf ^ 1) * kBlockBytes, &maps.bias, next_kc * kTile, (int)q0, mat, bar);
             }
         };
         if constexpr (PAIR) prefetch();
@@ -334,7 +351,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 
         uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
         if (bits) {
-            ltd_attn::softmax_chunk<T, D, true>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf);
+            const T* sbias = TBIAS ? reinterpret_cast<const T*>(smem_raw + (sBias + buf * kBlockBytes - raw)) : nullptr;
+            ltd_attn::softmax_chunk<T, D, true>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, sbias);
         } else {
             // No layout block in this warp's rows: P = 0, the state is unchanged.
 #pragma unroll
@@ -415,6 +433,14 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_bf16_d64, __nv_bfloat16, 64, t
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_bf16_d128, __nv_bfloat16, 128, true)
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d64, __half, 64, true)
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128, true)
+// With bias tiles by TMA: 56 / 80 KB of shared memory, 3 / 2 CTAs per SM.
+#define LTD_SPARSE_FWD_BIAS_SM90(NAME, T, D) \
+    extern "C" __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 2) \
+        NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_sm90<T, D, false, true>(p, maps); }
+LTD_SPARSE_FWD_BIAS_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_FWD_BIAS_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_FWD_BIAS_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d64, __half, 64)
+LTD_SPARSE_FWD_BIAS_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d128, __half, 128)
 
 // =================================================================================================
 // Backward on Hopper (`_bias_` variants: with bias / dbias). The same contract as
@@ -434,8 +460,12 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128, true)
 // =================================================================================================
 namespace {
 
-template <typename T, int D, bool BIAS, bool PAIR>
+// TBIAS (`_bias_tma_` kernels; BIAS, single-chunk only): the bias tile of each (query tile,
+// chunk) arrives by TMA with the tile's Q / dO (an 8 KB buffer per stage) instead of per-element
+// global loads, which here are transposed (lanes step queries: L elements apart).
+template <typename T, int D, bool BIAS, bool PAIR, bool TBIAS = false>
 __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParams& p, const LtdSparseAttnTmaMaps& maps) {
+    static_assert(!TBIAS || (BIAS && !PAIR), "bias tiles: the single-chunk bias kernel only");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t raw = smem_addr(smem_raw);
     constexpr int kGroups = PAIR ? 2 : 1;  // warpgroups = 64-key chunks per CTA
@@ -455,8 +485,11 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     // kDsBufs x kGroups x [64 keys][64 queries], 128-byte swizzle.
     const uint32_t sdS = sdO + kStages * kTileBytes;
     unsigned char* base_ptr = smem_raw + (sK - raw);
+    // TBIAS: kStages bias tiles [64 queries][64 keys] (128-byte swizzle).
+    const uint32_t sBias = sdS + kDsBufs * kGroups * kBlockBytes;
+    constexpr uint32_t kBiasBytes = TBIAS ? kBlockBytes : 0;
     // Row statistics of the query tile, kStages buffers of [lse x 64 (natural log)][dvec x 64].
-    const uint32_t sStats_addr = sdS + kDsBufs * kGroups * kBlockBytes;
+    const uint32_t sStats_addr = sBias + kStages * kBiasBytes;
     const float* sStats = reinterpret_cast<const float*>(base_ptr + (sStats_addr - sK));
     // Barriers after the row statistics: K + V, then Q + dO of each buffer.
     const uint32_t bar_kv = sStats_addr + kStages * kStatsBytes;
@@ -470,6 +503,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         prefetch_map(&maps.dq_acc);
         prefetch_map(&maps.dk);
         prefetch_map(&maps.dv);
+        if (TBIAS) prefetch_map(&maps.bias);
     }
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
     const int wg = PAIR ? threadIdx.x >> 7 : 0;  // this warpgroup's chunk: kGroups * tile + wg
@@ -486,7 +520,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const int* masks = reinterpret_cast<const int*>(p.tile_col_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
     // BIAS: compiled in only for calls with a bias or dbias (it costs registers).
-    const T* bias = BIAS && p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
+    const T* bias = BIAS && !TBIAS && p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
     T* dbias = BIAS && p.dbias ? reinterpret_cast<T*>(p.dbias) + bh * seq * seq : nullptr;
     const long long k0 = (long long)kc * kTile;
     const long long key_g[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
@@ -503,10 +537,11 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const int mat = (int)bh;
     auto load_query_tile = [&](int buf, int qt) {
         const uint32_t bar = bar_q + 8 * buf;
-        mbar_expect(bar, 2 * kTileBytes + kStatsBytes);
+        mbar_expect(bar, 2 * kTileBytes + kStatsBytes + kBiasBytes);
         tma_tile<D>(sQ + buf * kTileBytes, &maps.q, qt * kTile, mat, bar);
         tma_tile<D>(sdO + buf * kTileBytes, &maps.dout, qt * kTile, mat, bar);
         bulk_copy(sStats_addr + buf * kStatsBytes, stats + 2 * kTile * qt, kStatsBytes, bar);
+        if constexpr (TBIAS) tma_box(sBias + buf * kBlockBytes, &maps.bias, (int)k0, qt * kTile, mat, bar);
     };
     // The query-tile table is read one iteration ahead in registers: qt / mask of tile `it`,
     // next_qt of tile it + 1.
@@ -618,6 +653,13 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
                 const bool visible = on && ql < q_left && ql >= q_min[e >> 1] && lse_q != -INFINITY;
                 float logit = fmaf(-lse_q, kLog2e, fmaf(st[4 * j + e], p.scale_log2, kpm_l2[e >> 1]));
                 if (BIAS && bias && visible) logit += (float)bias[(q0 + ql) * seq + key_g[e >> 1]] * kLog2e;
+                if (TBIAS && visible) {
+                    // Query row ql, key kl of the tile: the 8 keys of a 16-byte chunk per row,
+                    // the chunk XOR-swizzled by ql % 8 (4 rows per load: conflict-free).
+                    const int kl = warp * 16 + g + 8 * (e >> 1);
+                    const T* sb = reinterpret_cast<const T*>(base_ptr + (sBias + buf * kBlockBytes - sK));
+                    logit += (float)sb[ql * 64 + (((kl >> 3) ^ (ql & 7)) << 3) + (kl & 7)] * kLog2e;
+                }
                 const float pe = visible ? ltd_attn::fast_exp2(logit) : 0.f;
                 pv[e] = pe;
                 dsv[e] = pe * (dpt[4 * j + e] - sStats[buf * 2 * kTile + kTile + ql]);
@@ -761,3 +803,10 @@ LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_bf16_d64, __nv_bfloat16, 64, f
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_bf16_d128, __nv_bfloat16, 128, false, true)
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_f16_d64, __half, 64, false, true)
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_f16_d128, __half, 128, false, true)
+#define LTD_SPARSE_BWD_BIAS_TMA_SM90(NAME, T, D) \
+    extern "C" __global__ void __launch_bounds__(kThreads, 1) \
+        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_sm90<T, D, true, false, true>(p, maps); }
+LTD_SPARSE_BWD_BIAS_TMA_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_BWD_BIAS_TMA_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_BWD_BIAS_TMA_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d64, __half, 64)
+LTD_SPARSE_BWD_BIAS_TMA_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d128, __half, 128)

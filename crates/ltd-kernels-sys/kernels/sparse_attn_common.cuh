@@ -122,18 +122,21 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
 // false), updates the running max m and
 // sum l, rescales the output accumulator o (same layout, D / 2 values) only when a row max
 // moved, and returns P as A fragments pf (4 k-slices of 16 keys; sub-blocks outside the layout
-// exactly 0).
+// exactly 0). With sbias (instead of bias) the bias comes from the chunk's [64 query][64 key]
+// tile in shared memory (the TMA's 128-byte swizzle; warp_row0 is then a multiple of 16 inside
+// a 64-row tile).
 template <typename T, int D, bool kFoldScale>
 __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
                                               long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
-                                              float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4]) {
+                                              float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4],
+                                              const T* sbias = nullptr) {
     constexpr float kLog2e = 1.4426950408889634f;
     const long long seq = p.seq;
     const long long row_g[2] = {warp_row0 + g, warp_row0 + g + 8};
     float rowmax[2] = {-INFINITY, -INFINITY};
     const long long kbase = (long long)kc * 64;
     const long long key_last = kbase + 63;
-    const bool plain = bits == 0xFu && !kpm && !bias && key_last < seq &&
+    const bool plain = bits == 0xFu && !kpm && !bias && !sbias && key_last < seq &&
                        (!p.causal || key_last <= warp_row0);
     // Factor still to apply to s in the exponent (kFoldScale's plain path).
     float sc = 1.f;
@@ -173,8 +176,14 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
                     const int col = 8 * j + 2 * t + (e & 1);
                     if (col < keys_left && col <= row_lim[e >> 1]) {
                         v = s[4 * j + e] * p.scale_log2;
-                        if (bias && row_g[e >> 1] < seq)
+                        if (sbias) {
+                            // The chunk's bias tile in shared memory: [64 rows][64 keys], 128-byte
+                            // rows with their 16-byte chunks XOR-swizzled by row % 8.
+                            const int row = (int)(row_g[e >> 1] & 63);
+                            v += (float)sbias[row * 64 + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7)] * kLog2e;
+                        } else if (bias && row_g[e >> 1] < seq) {
                             v += (float)bias[row_g[e >> 1] * seq + kbase + col] * kLog2e;
+                        }
                         if (kpm) v += kpm[kbase + col] * kLog2e;
                     }
                 }

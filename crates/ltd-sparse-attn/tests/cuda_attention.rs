@@ -707,6 +707,28 @@ fn gpu_split_rows_match_whole_rows() {
 }
 
 #[test]
+fn gpu_bias_tiles_and_per_element_bias_match_the_reference() {
+    // The Hopper kernels read a bias by TMA, one 64 x 64 tile per (query tile, chunk), when its
+    // rows are 16-byte multiples (L % 8 == 0), and per element otherwise: both against the
+    // reference, with dbias, on a layout with split rows and columns, every kernel.
+    let dev = gpu();
+    let mut c = BigBirdConfig::new(2);
+    c.block = 64;
+    c.num_global_blocks = 2;
+    for (seq, causal, kpm) in [
+        (1200, false, true),
+        (1196, true, false),
+        (1131, false, false),
+    ] {
+        let layout = c.make_layout(seq).unwrap();
+        for kernel in kernels(&dev) {
+            check::<bf16>(&dev, &layout, 2, 2, seq, 64, causal, kpm, true, 21, kernel);
+            check::<f16>(&dev, &layout, 1, 2, seq, 128, causal, kpm, true, 22, kernel);
+        }
+    }
+}
+
+#[test]
 fn coarse_tables_cover_exactly_the_layout() {
     // CPU-only check of the table builder: every 16x16 sub-block bit equals the layout entry.
     for block in [16, 32, 64, 128] {
