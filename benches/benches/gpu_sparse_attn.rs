@@ -5,7 +5,8 @@
 //! reads to time FlexAttention on the same layouts and dense SDPA, and print our/peer ratios.
 //! `LTD_BENCH_FILTER` keeps only the cells whose `{layout}_s{S}_d{D}` contains it.
 //! `LTD_BENCH_BIAS=1` gives every call an additive bias `[B, H, L, L]` (no dbias), to time the
-//! bias kernels (`ours.json` then describes calls the peer script does not make with a bias).
+//! bias kernels, `LTD_BENCH_BIAS=2` also asks for dbias (`ours.json` then describes calls the
+//! peer script does not make with a bias).
 //! Besides `Auto` (forward and forward + backward) each cell times the `mma.sync` kernels, the
 //! Hopper forward `Auto` did not pick, and forward + backward with each Hopper choice forced
 //! (`Wgmma`: single-chunk backward; `WgmmaPairs`: pair forward and pair backward), and says
@@ -114,9 +115,16 @@ mod gpu {
                     let q = dev.upload(&host)?;
                     let mut out = dev.upload(&vec![bf16::ZERO; n])?;
                     let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()])?;
-                    // LTD_BENCH_BIAS=1: every call with an additive bias [B, H, L, L] (no dbias).
-                    let bias = if std::env::var("LTD_BENCH_BIAS").as_deref() == Ok("1") {
+                    // LTD_BENCH_BIAS=1: every call with an additive bias [B, H, L, L]; =2 also
+                    // with its gradient.
+                    let bias_mode = std::env::var("LTD_BENCH_BIAS").unwrap_or_default();
+                    let bias = if bias_mode == "1" || bias_mode == "2" {
                         Some(dev.upload(&vec![bf16::from_f32(0.25); n / d * seq])?)
+                    } else {
+                        None
+                    };
+                    let mut dbias = if bias_mode == "2" {
+                        Some(dev.upload(&vec![bf16::ZERO; n / d * seq])?)
                     } else {
                         None
                     };
@@ -148,7 +156,7 @@ mod gpu {
                                     dq: &mut gq,
                                     dk: &mut gk,
                                     dv: &mut gv,
-                                    dbias: None,
+                                    dbias: dbias.as_mut(),
                                 };
                                 attention_backward_cuda(
                                     &dev,

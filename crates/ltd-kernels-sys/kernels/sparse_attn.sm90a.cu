@@ -230,7 +230,7 @@ __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.comm
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
 __device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 
-// TBIAS (`_bias_` kernels, single-tile only): the bias tile of each (query tile, chunk) arrives by
+// TBIAS (`_bias_tma_` kernels, single-tile only): the bias tile of each (query tile, chunk) arrives by
 // TMA with the chunk's K / V (two 8 KB buffers) instead of per-element global loads.
 template <typename T, int D, bool PAIR, bool TBIAS = false>
 __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParams& p, const LtdSparseAttnTmaMaps& maps) {
