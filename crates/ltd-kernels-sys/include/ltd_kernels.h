@@ -170,9 +170,9 @@ typedef struct __attribute__((aligned(64))) LtdTensorMap {
  * rows of o (dout, dq_acc, dk, dv may repeat any map); the backward reads q, k, v, dout, adds
  * into dq_acc and writes whole columns of dk and dv (o may repeat any map). bias describes the
  * additive bias [B, H, L, L] (2-byte elements; dimensions {L, L, B * H}, row stride L * 2, so L
- * must be a multiple of 8; box {64, 64, 1}; 128-byte swizzle) for the `_bias_` Hopper forward,
- * which reads it one [64 query][64 key] tile per chunk; the other kernels never touch it (any
- * map may be repeated there).
+ * must be a multiple of 8; box {64, 64, 1}; 128-byte swizzle) for the `_bias_tma_` Hopper
+ * kernels, which read it one [64 query][64 key] tile per (query tile, key chunk); the other
+ * kernels never touch it (any map may be repeated there).
  */
 typedef struct LtdSparseAttnTmaMaps {
     LtdTensorMap q;
@@ -279,6 +279,10 @@ typedef struct LtdSparseAttnFwdParams {
  *       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its
  *       swizzled tiles, barriers); reads lse / dvec from row_stats (written by the pre-pass,
  *       16-byte aligned), not from lse / dvec.
+ *   `ltd_sparse_attn_bwd_bias_tma_sm90_{bf16,f16}_d{64,128}` (same file and parameters): the
+ *       bias kernel reading the bias through the bias tensor map (L a multiple of 8; p.bias is
+ *       ignored, dbias written as above), one 64 x 64 tile per stage: 2 * 64 * 64 * 2 bytes
+ *       more dynamic shared memory.
  *   `ltd_sparse_attn_bwd_sm90_pair_{bf16,f16}_d{64,128}` (no bias; same file and parameters):
  *       one CTA of 256 threads (two warpgroups) per work item of the transposed pair tables:
  *       key chunks 2c and 2c + 1 (c = the item's tile; the second may be the one past the

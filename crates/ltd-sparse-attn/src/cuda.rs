@@ -158,7 +158,7 @@ fn tensor_map(
 
 /// The tensor maps of a Hopper attention launch: q, k, v, the forward's output o, the
 /// backward's dout, dk, dv (2-byte elements, 64 x 64 boxes) and its f32 dq accumulator (64 x 32
-/// boxes), each over `[B * H][L][D]`, and the forward's additive bias `[B * H][L][L]` (64 x 64
+/// boxes), each over `[B * H][L][D]`, and the additive bias `[B * H][L][L]` (64 x 64
 /// boxes of 2-byte elements; L a multiple of 8). Maps a call does not use repeat q's (encoded
 /// once): the forward passes `out` and no `backward`, the backward `backward = [dout, dq_acc,
 /// dk, dv]` and no `out`; either passes `bias` when its kernel reads the bias by TMA.
