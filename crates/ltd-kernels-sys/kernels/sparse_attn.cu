@@ -38,12 +38,31 @@ __device__ __forceinline__ void load_tile(T* tile, const T* __restrict__ base, l
     loader.load(smem_addr(tile), base, row0, seq);
 }
 
-template <typename T, int D>
+// The [64 query][64 key] bias tile at rows q0.., keys k0.. of one (b, h) matrix ([seq][seq], seq a
+// multiple of 8 so its rows are 16-byte aligned) into `tile` by cp.async: 16-byte pieces, 4 per
+// thread, at the 128-byte swizzle softmax_chunk reads (row * 64 + ((col / 8) ^ (row % 8)) * 8 +
+// col % 8 elements); pieces past seq are zero-filled.
+template <typename T>
+__device__ __forceinline__ void load_bias_tile(T* tile, const T* __restrict__ bias, long long q0, long long k0, long long seq) {
+#pragma unroll
+    for (int i = 0; i < kTile * 8 / kThreads; ++i) {
+        const int piece = threadIdx.x + i * kThreads;
+        const int row = piece >> 3, col = 8 * (piece & 7);
+        const bool valid = q0 + row < seq && k0 + col < seq;
+        const T* src = valid ? bias + (q0 + row) * seq + k0 + col : bias;
+        ltd_mma::cp_async16(smem_addr(tile + row * 64 + (((col >> 3) ^ (row & 7)) << 3)), src, valid ? 16 : 0);
+    }
+}
+
+// TBIAS (`_bias_tiles_` kernels): the bias arrives one [64 query][64 key] tile per chunk with the
+// chunk's K / V (two 8 KB buffers) instead of per-element global loads; L % 8 == 0.
+template <typename T, int D, bool TBIAS = false>
 __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* sQ = reinterpret_cast<T*>(smem_raw);
     T* sK = sQ + kTile * D;      // 2 buffers
     T* sV = sK + 2 * kTile * D;  // 2 buffers
+    T* sB = sV + 2 * kTile * D;  // TBIAS: 2 bias tiles
 
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
     const int qt = work.tile, h = work.h, b = work.b, begin = work.begin, end = work.end;
@@ -61,7 +80,11 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
     const long long q0 = (long long)qt * kTile;
 
     load_tile<T, D>(sQ, Q, q0, seq);
-    if (begin < end) load_tile<T, D>(sK, K, (long long)work.first * kTile, seq), load_tile<T, D>(sV, V, (long long)work.first * kTile, seq);
+    if (begin < end) {
+        load_tile<T, D>(sK, K, (long long)work.first * kTile, seq);
+        load_tile<T, D>(sV, V, (long long)work.first * kTile, seq);
+        if (TBIAS) load_bias_tile<T>(sB, bias, q0, (long long)work.first * kTile, seq);
+    }
     cp_async_commit();
 
     // Running softmax state for rows g and g + 8 of this warp (log2 domain).
@@ -78,6 +101,7 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
             const long long k0n = (long long)cols[it + 1] * kTile;
             load_tile<T, D>(sK + (buf ^ 1) * kTile * D, K, k0n, seq);
             load_tile<T, D>(sV + (buf ^ 1) * kTile * D, V, k0n, seq);
+            if (TBIAS) load_bias_tile<T>(sB + (buf ^ 1) * kTile * kTile, bias, q0, k0n, seq);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -116,7 +140,8 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
             }
             // Scale, mask, and the online softmax update (shared with the Hopper kernel).
             uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
-            ltd_attn::softmax_chunk<T, D, false>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, oacc, pf);
+            ltd_attn::softmax_chunk<T, D, false>(p, TBIAS ? nullptr : bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l,
+                                                 oacc, pf, TBIAS ? sB + buf * kTile * kTile : nullptr);
             // O += P V
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {
@@ -219,6 +244,12 @@ LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d64, __nv_bfloat16, 64)
 LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d128, __nv_bfloat16, 128)
 LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d64, __half, 64)
 LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d128, __half, 128)
+#define LTD_SPARSE_FWD_BIAS_TILES(NAME, T, D) \
+    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd<T, D, true>(p); }
+LTD_SPARSE_FWD_BIAS_TILES(ltd_sparse_attn_fwd_bias_tiles_bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_FWD_BIAS_TILES(ltd_sparse_attn_fwd_bias_tiles_bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_FWD_BIAS_TILES(ltd_sparse_attn_fwd_bias_tiles_f16_d64, __half, 64)
+LTD_SPARSE_FWD_BIAS_TILES(ltd_sparse_attn_fwd_bias_tiles_f16_d128, __half, 128)
 
 #define LTD_SPARSE_FWD_COMBINE(NAME, T, D) \
     extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd_combine<T, D>(p); }
@@ -288,15 +319,20 @@ __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams
     else *reinterpret_cast<float4*>(acc_row) = make_float4(0.f, 0.f, 0.f, 0.f);
 }
 
-template <typename T, int D, bool BIAS>
+// TBIAS (`_bias_tiles_` kernels, BIAS only): the bias arrives one [64 query][64 key] tile per
+// query tile with its Q / dO (two 8 KB buffers) instead of per-element global loads, which here
+// are transposed (lanes step queries, L elements apart); L % 8 == 0.
+template <typename T, int D, bool BIAS, bool TBIAS = false>
 __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p) {
+    static_assert(BIAS || !TBIAS, "bias tiles: bias kernels only");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* sK = reinterpret_cast<T*>(smem_raw);
     T* sV = sK + kTile * D;
     T* sQ = sV + kTile * D;          // 2 buffers
     T* sdO = sQ + 2 * kTile * D;     // 2 buffers
     T* sdS = sdO + 2 * kTile * D;    // [64 keys][64 queries], swizzled
-    float* sLse = reinterpret_cast<float*>(sdS + kTile * kTile);  // 2 x 64, log2 domain
+    T* sB = sdS + kTile * kTile;     // TBIAS: 2 bias tiles [64 queries][64 keys]
+    float* sLse = reinterpret_cast<float*>(sB + (TBIAS ? 2 : 0) * kTile * kTile);  // 2 x 64, log2 domain
     float* sDvec = sLse + 2 * kTile;                               // 2 x 64
 
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
@@ -343,6 +379,7 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
         load_tile<T, D>(sQ, Q, q0, seq);
         load_tile<T, D>(sdO, dO, q0, seq);
         load_row_stats(0, q0);
+        if (TBIAS) load_bias_tile<T>(sB, bias, q0, k0, seq);
     }
     cp_async_commit();
 
@@ -359,6 +396,7 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
             load_tile<T, D>(sQ + (buf ^ 1) * kTile * D, Q, q0n, seq);
             load_tile<T, D>(sdO + (buf ^ 1) * kTile * D, dO, q0n, seq);
             load_row_stats(buf ^ 1, q0n);
+            if (TBIAS) load_bias_tile<T>(sB + (buf ^ 1) * kTile * kTile, bias, q0n, k0, seq);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -423,7 +461,14 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
                     const float l2 = sLse[buf * kTile + ql];
                     const bool visible = on && ql < q_left && ql >= q_min[e >> 1] && l2 != -INFINITY;
                     float logit = st[j][e] * p.scale_log2 + kpm_l2[e >> 1] - l2;
-                    if (BIAS && bias && visible) logit += (float)bias[(q0 + ql) * seq + key_g[e >> 1]] * kLog2e;
+                    if (TBIAS && visible) {
+                        // Query row ql, key kl of the tile (4 rows per load, their 16-byte
+                        // chunks apart under the swizzle).
+                        const int kl = warp * 16 + g + 8 * (e >> 1);
+                        logit += (float)sB[buf * kTile * kTile + ql * 64 + (((kl >> 3) ^ (ql & 7)) << 3) + (kl & 7)] * kLog2e;
+                    } else if (BIAS && bias && visible) {
+                        logit += (float)bias[(q0 + ql) * seq + key_g[e >> 1]] * kLog2e;
+                    }
                     const float pe = visible ? ltd_attn::fast_exp2(logit) : 0.f;
                     pv[e] = pe;
                     dsv[e] = pe * (dpt[j][e] - sDvec[buf * kTile + ql]);
@@ -570,6 +615,9 @@ __device__ __forceinline__ void sparse_attn_bwd_dq(const LtdSparseAttnBwdParams&
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_combine_##SUFFIX(const LtdSparseAttnBwdParams p) { \
         sparse_attn_bwd_combine<T, D>(p);                                                                        \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_bias_tiles_##SUFFIX(const LtdSparseAttnBwdParams p) { \
+        sparse_attn_bwd<T, D, true, true>(p);                                                                    \
     }
 LTD_SPARSE_BWD(bf16_d64, __nv_bfloat16, 64)
 LTD_SPARSE_BWD(bf16_d128, __nv_bfloat16, 128)

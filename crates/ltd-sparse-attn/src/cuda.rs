@@ -947,11 +947,11 @@ pub struct CudaAttentionOptions<'a, T> {
     /// boolean mask with `if keep { 0.0 } else { f32::NEG_INFINITY }`).
     pub key_padding_mask: Option<&'a CudaSlice<f32>>,
     /// Additive bias `[B, H, L, L]` (upstream's `rpe`), added after the scale; its gradient is
-    /// [`CudaAttentionGrads::dbias`]. Quadratic memory, as upstream's. The Hopper kernels
-    /// (except [`CudaAttentionKernel::WgmmaPairs`]' forward) read it one 64 x 64 tile per
-    /// (query tile, key chunk) by TMA when `L` is a multiple of 8, and element by element
-    /// otherwise, which measured 1.8x slower in the forward and 2.6x in forward + backward
-    /// (H100, BigBird block 128, L 4096, head dim 64).
+    /// [`CudaAttentionGrads::dbias`]. Quadratic memory, as upstream's. The kernels (except
+    /// [`CudaAttentionKernel::WgmmaPairs`]' forward) read it one 64 x 64 tile per (query tile,
+    /// key chunk) when `L` is a multiple of 8, and element by element otherwise, which measured
+    /// 1.8x slower in the forward and 2.6x in forward + backward (H100, Hopper kernels,
+    /// BigBird block 128, L 4096, head dim 64).
     pub bias: Option<&'a CudaSlice<T>>,
     /// Which kernel family runs, forward and backward ([`CudaAttentionKernel::Auto`] unless
     /// you are comparing them).
@@ -1251,6 +1251,7 @@ macro_rules! kernel_names {
 }
 
 const FWD: KernelNames = kernel_names!("ltd_sparse_attn_fwd");
+const FWD_BIAS_TILES: KernelNames = kernel_names!("ltd_sparse_attn_fwd_bias_tiles");
 const FWD_SM90: KernelNames = kernel_names!("ltd_sparse_attn_fwd_sm90");
 const FWD_SM90_PAIR: KernelNames = kernel_names!("ltd_sparse_attn_fwd_sm90_pair");
 const FWD_BIAS_SM90: KernelNames = kernel_names!("ltd_sparse_attn_fwd_bias_tma_sm90");
@@ -1258,6 +1259,7 @@ const FWD_COMBINE: KernelNames = kernel_names!("ltd_sparse_attn_fwd_combine");
 const BWD_PRE: KernelNames = kernel_names!("ltd_sparse_attn_bwd_pre");
 const BWD: KernelNames = kernel_names!("ltd_sparse_attn_bwd");
 const BWD_BIAS: KernelNames = kernel_names!("ltd_sparse_attn_bwd_bias");
+const BWD_BIAS_TILES: KernelNames = kernel_names!("ltd_sparse_attn_bwd_bias_tiles");
 const BWD_SM90: KernelNames = kernel_names!("ltd_sparse_attn_bwd_sm90");
 const BWD_BIAS_SM90: KernelNames = kernel_names!("ltd_sparse_attn_bwd_bias_sm90");
 const BWD_BIAS_TMA_SM90: KernelNames = kernel_names!("ltd_sparse_attn_bwd_bias_tma_sm90");
@@ -1329,10 +1331,16 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // five 64 x D tiles (Q, two K and two V buffers; the Hopper one has one V buffer at D 128).
     // The pair kernel: a pair of query tiles per CTA of 256 threads (one warpgroup each) on the
     // pair tables, six tiles (two Q). The Hopper kernels align their tiles to 1 KB (swizzled
-    // layout) and keep their mbarriers after them: SM90_SMEM_EXTRA. With a bias the single-tile
-    // Hopper kernel reads it one 64 x 64 tile per chunk by TMA, next to K / V (its rows must be
-    // 16-byte multiples: L % 8 == 0; otherwise the bias is read per element, far slower).
-    let bias_by_tma = options.bias.is_some() && seq_len % 8 == 0;
+    // layout) and keep their mbarriers after them: SM90_SMEM_EXTRA. With a bias the sm_80 and
+    // single-tile Hopper kernels read it one 64 x 64 tile per chunk (cp.async / TMA), next to
+    // K / V, in two more buffers (its rows must be 16-byte multiples: L % 8 == 0; otherwise the
+    // bias is read per element, far slower).
+    let bias_tiles = options.bias.is_some() && seq_len % 8 == 0;
+    let bias_tile_bytes = if bias_tiles {
+        2 * KERNEL_TILE * KERNEL_TILE * 2
+    } else {
+        0
+    };
     let (func, smem, threads, item_rows, plan, cols, masks) = if kernel
         == CudaAttentionKernel::WgmmaPairs
     {
@@ -1354,13 +1362,11 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
             tables.1,
             tables.2,
         )
-    } else if kernel == CudaAttentionKernel::Wgmma && bias_by_tma {
+    } else if kernel == CudaAttentionKernel::Wgmma && bias_tiles {
         let name = kernel_name(&FWD_BIAS_SM90, type_name, head_dim);
-        // As below, plus two 64 x 64 bias tiles.
+        // As below, plus the bias tiles.
         let tiles = if head_dim == 128 { 4 } else { 5 };
-        let smem = tiles * KERNEL_TILE * head_dim * 2
-            + 2 * KERNEL_TILE * KERNEL_TILE * 2
-            + SM90_SMEM_EXTRA;
+        let smem = tiles * KERNEL_TILE * head_dim * 2 + bias_tile_bytes + SM90_SMEM_EXTRA;
         let func = dev.load_function_with_shared(
             "sparse_attn_sm90a",
             fatbin::SPARSE_ATTN_SM90A,
@@ -1397,8 +1403,9 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
             &layout.masks,
         )
     } else {
-        let name = kernel_name(&FWD, type_name, head_dim);
-        let smem = 5 * KERNEL_TILE * head_dim * 2;
+        let names = if bias_tiles { &FWD_BIAS_TILES } else { &FWD };
+        let name = kernel_name(names, type_name, head_dim);
+        let smem = 5 * KERNEL_TILE * head_dim * 2 + bias_tile_bytes;
         let func = dev.load_function_with_shared("sparse_attn", fatbin::SPARSE_ATTN, name, smem)?;
         (
             func,
@@ -1462,7 +1469,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
             [q_ptr, k_ptr, v_ptr],
             Some(o_ptr),
             None,
-            if kernel == CudaAttentionKernel::Wgmma && bias_by_tma {
+            if kernel == CudaAttentionKernel::Wgmma && bias_tiles {
                 bias.as_ref().map(|(p, _)| *p)
             } else {
                 None
@@ -1493,11 +1500,12 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // the partial buffers hold B * num_slots * item_rows rows (null, and never touched, when no
     // item has a slot); the grid is items * B (checked);
     // the key-padding mask has B*L elements and the bias B*H*L*L (checked by check_call), read
-    // only at query and key positions < L (the bias kernel's tensor map covers exactly the
-    // bias: B*H matrices of L x L, L % 8 == 0 so its rows are 16-byte multiples, and the TMA
-    // zero-fills boxes past L); the dynamic shared memory is the tiles of 64 x D the
+    // only at query and key positions < L (with L % 8 == 0 the bias-tile kernels read 16-byte
+    // pieces of rows < L at keys < L, 16-byte aligned, by cp.async, and the Hopper one through
+    // a tensor map over exactly the bias, B*H matrices of L x L, whose boxes are zero-filled
+    // past L); the dynamic shared memory is the tiles of 64 x D the
     // chosen kernel carves (5; 4 for the single-tile Hopper kernel at D 128; 6 for the pair
-    // kernel; plus two 64 x 64 bias tiles for the bias kernel, and 1 KB of alignment slack and
+    // kernel; plus two 64 x 64 bias tiles for the bias kernels, and 1 KB of alignment slack and
     // 64 bytes of barriers for the Hopper kernels), and the Hopper kernels are only chosen on
     // a compute capability 9.0 device.
     unsafe { launch.launch(cfg) }.map_err(cuda_err("launching the sparse attention kernel"))?;
@@ -1680,22 +1688,23 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // or 3 for the pair kernel) a Q and a dO tile of 64 x D and 2 x 64 floats of row
     // statistics; per chunk and dS buffer (1, or 2 for the pair kernel) a 64 x 64 dS tile (+ 1
     // KB of alignment slack for the Hopper kernels' swizzled tiles, and their barriers).
-    // With a bias (L % 8 == 0) the single-chunk Hopper kernel reads it one 64 x 64 tile per
-    // query tile by TMA (one more 64 x 64 tile per stage); otherwise per element.
+    // With a bias (L % 8 == 0) the single-chunk kernels read it one 64 x 64 tile per query
+    // tile (cp.async / TMA; one more 64 x 64 tile per stage, after dS); otherwise per element.
     let (chunks, stages, ds_buffers) = if pairs { (2, 3, 2) } else { (1, 2, 1) };
-    let bias_by_tma = hopper && !pairs && options.bias.is_some() && seq_len % 8 == 0;
+    let bias_tiles = !pairs && options.bias.is_some() && seq_len % 8 == 0;
     let smem = (chunks * 2 * KERNEL_TILE * head_dim
         + stages * 2 * KERNEL_TILE * head_dim
-        + (ds_buffers * chunks + if bias_by_tma { stages } else { 0 }) * KERNEL_TILE * KERNEL_TILE)
+        + (ds_buffers * chunks + if bias_tiles { stages } else { 0 }) * KERNEL_TILE * KERNEL_TILE)
         * 2
         + stages * 2 * KERNEL_TILE * 4
         + if hopper { SM90_SMEM_EXTRA } else { 0 };
     let (module, image, names) = match (hopper, with_bias, pairs) {
-        _ if bias_by_tma => (
+        (true, _, _) if bias_tiles => (
             "sparse_attn_sm90a",
             fatbin::SPARSE_ATTN_SM90A,
             &BWD_BIAS_TMA_SM90,
         ),
+        (false, _, _) if bias_tiles => ("sparse_attn", fatbin::SPARSE_ATTN, &BWD_BIAS_TILES),
         (true, _, true) => (
             "sparse_attn_sm90a",
             fatbin::SPARSE_ATTN_SM90A,
@@ -1747,7 +1756,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
             [q_ptr, k_ptr, v_ptr],
             None,
             Some([do_ptr, acc_ptr, dk_ptr, dv_ptr]),
-            if bias_by_tma {
+            if bias_tiles {
                 bias.as_ref().map(|(p, _)| *p)
             } else {
                 None
@@ -1811,17 +1820,19 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // dim as a second i64, the Hopper main kernel its `LtdSparseAttnTmaMaps` over exactly q, k,
     // v, dout, dq_acc, dk and dv: B*H matrices of L x D, so the TMA reads rows < L only,
     // zero-filling the rest, and its reductions into dq_acc and stores into dk / dv skip rows
-    // >= L; for the bias-by-TMA kernel also over the bias, B*H matrices of L x L with L % 8 ==
-    // 0, read in 64 x 64 boxes zero-filled past L). All [B,H,L,D] buffers hold exactly n elements and lse B*H*L (checked above and by
-    // check_call); the kernels touch rows < L only, except that the pre-pass writes and the
+    // >= L; for the Hopper bias-tile kernel also over the bias, B*H matrices of L x L with
+    // L % 8 == 0, read in 64 x 64 boxes zero-filled past L; the sm_80 one reads 16-byte pieces
+    // of bias rows < L at keys < L by cp.async). All [B,H,L,D] buffers hold exactly n elements
+    // and lse B*H*L (checked above and by check_call); the kernels touch rows < L only, except
+    // that the pre-pass writes and the
     // Hopper kernel bulk-copies whole 64-row tiles of the statistics buffer, which holds
     // exactly the `stats_rows` (padded) rows both index; the transposed
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
     // index is below ceil(L_padded / 64); dq_acc is zeroed by the pre-pass before the main kernel adds into it; the three
     // launches are ordered on one stream; the dynamic shared memory is exactly what the main
     // kernel carves (`smem` above: K / V tiles per chunk, Q / dO tiles and statistics per
-    // stage, dS tiles per chunk and dS buffer, a bias tile per stage for the bias-by-TMA
-    // kernel, and for the Hopper kernels, chosen only on
+    // stage, dS tiles per chunk and dS buffer, a bias tile per stage for the bias-tile
+    // kernels, and for the Hopper kernels, chosen only on
     // compute capability 9.0, 1 KB of alignment slack and the barriers), its block 128
     // threads per chunk; bias and dbias hold B*H*L*L elements (checked) and are touched only
     // at positions < L, dbias zeroed above on the same stream (the pair kernel, which has no
