@@ -947,11 +947,12 @@ pub struct CudaAttentionOptions<'a, T> {
     /// boolean mask with `if keep { 0.0 } else { f32::NEG_INFINITY }`).
     pub key_padding_mask: Option<&'a CudaSlice<f32>>,
     /// Additive bias `[B, H, L, L]` (upstream's `rpe`), added after the scale; its gradient is
-    /// [`CudaAttentionGrads::dbias`]. Quadratic memory, as upstream's. The kernels (except
-    /// [`CudaAttentionKernel::WgmmaPairs`]' forward) read it one 64 x 64 tile per (query tile,
-    /// key chunk) when `L` is a multiple of 8, and element by element otherwise, which measured
-    /// 1.8x slower in the forward and 2.6x in forward + backward (H100, Hopper kernels,
-    /// BigBird block 128, L 4096, head dim 64).
+    /// [`CudaAttentionGrads::dbias`]. Quadratic memory, as upstream's. The kernels read it one
+    /// 64 x 64 tile per (query tile, key chunk) when `L` is a multiple of 8 (except
+    /// [`CudaAttentionKernel::WgmmaPairs`]' forward, and the `mma.sync` forward where the tiles
+    /// would cost it CTAs per SM, as on an A100), and element by element otherwise, which
+    /// measured 1.8x slower in the forward and 2.6x in forward + backward (H100, Hopper
+    /// kernels, BigBird block 128, L 4096, head dim 64).
     pub bias: Option<&'a CudaSlice<T>>,
     /// Which kernel family runs, forward and backward ([`CudaAttentionKernel::Auto`] unless
     /// you are comparing them).
@@ -1331,92 +1332,113 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // five 64 x D tiles (Q, two K and two V buffers; the Hopper one has one V buffer at D 128).
     // The pair kernel: a pair of query tiles per CTA of 256 threads (one warpgroup each) on the
     // pair tables, six tiles (two Q). The Hopper kernels align their tiles to 1 KB (swizzled
-    // layout) and keep their mbarriers after them: SM90_SMEM_EXTRA. With a bias the sm_80 and
-    // single-tile Hopper kernels read it one 64 x 64 tile per chunk (cp.async / TMA), next to
-    // K / V, in two more buffers (its rows must be 16-byte multiples: L % 8 == 0; otherwise the
-    // bias is read per element, far slower).
+    // layout) and keep their mbarriers after them: SM90_SMEM_EXTRA. With a bias the single-tile
+    // Hopper kernel (and the sm_80 one where that costs no CTA per SM, below) reads it one
+    // 64 x 64 tile per chunk (TMA / cp.async), next to K / V, in two more buffers (its rows
+    // must be 16-byte multiples: L % 8 == 0; otherwise the bias is read per element, slower).
     let bias_tiles = options.bias.is_some() && seq_len % 8 == 0;
     let bias_tile_bytes = if bias_tiles {
         2 * KERNEL_TILE * KERNEL_TILE * 2
     } else {
         0
     };
-    let (func, smem, threads, item_rows, plan, cols, masks) = if kernel
-        == CudaAttentionKernel::WgmmaPairs
-    {
-        let name = kernel_name(&FWD_SM90_PAIR, type_name, head_dim);
-        let smem = 6 * KERNEL_TILE * head_dim * 2 + SM90_SMEM_EXTRA;
-        let func = dev.load_function_with_shared(
-            "sparse_attn_sm90a",
-            fatbin::SPARSE_ATTN_SM90A,
-            name,
-            smem,
-        )?;
-        let tables = (&layout.fwd_pair_plan, &layout.pair_cols, &layout.pair_masks);
-        (
-            func,
-            smem,
-            256u32,
-            2 * KERNEL_TILE,
-            tables.0,
-            tables.1,
-            tables.2,
-        )
-    } else if kernel == CudaAttentionKernel::Wgmma && bias_tiles {
-        let name = kernel_name(&FWD_BIAS_SM90, type_name, head_dim);
-        // As below, plus the bias tiles.
-        let tiles = if head_dim == 128 { 4 } else { 5 };
-        let smem = tiles * KERNEL_TILE * head_dim * 2 + bias_tile_bytes + SM90_SMEM_EXTRA;
-        let func = dev.load_function_with_shared(
-            "sparse_attn_sm90a",
-            fatbin::SPARSE_ATTN_SM90A,
-            name,
-            smem,
-        )?;
-        (
-            func,
-            smem,
-            128u32,
-            KERNEL_TILE,
-            &layout.fwd_plan,
-            &layout.cols,
-            &layout.masks,
-        )
-    } else if kernel == CudaAttentionKernel::Wgmma {
-        let name = kernel_name(&FWD_SM90, type_name, head_dim);
-        // At D 128 one V buffer (4 tiles: 3 CTAs per SM fit in shared memory).
-        let tiles = if head_dim == 128 { 4 } else { 5 };
-        let smem = tiles * KERNEL_TILE * head_dim * 2 + SM90_SMEM_EXTRA;
-        let func = dev.load_function_with_shared(
-            "sparse_attn_sm90a",
-            fatbin::SPARSE_ATTN_SM90A,
-            name,
-            smem,
-        )?;
-        (
-            func,
-            smem,
-            128u32,
-            KERNEL_TILE,
-            &layout.fwd_plan,
-            &layout.cols,
-            &layout.masks,
-        )
-    } else {
-        let names = if bias_tiles { &FWD_BIAS_TILES } else { &FWD };
-        let name = kernel_name(names, type_name, head_dim);
-        let smem = 5 * KERNEL_TILE * head_dim * 2 + bias_tile_bytes;
-        let func = dev.load_function_with_shared("sparse_attn", fatbin::SPARSE_ATTN, name, smem)?;
-        (
-            func,
-            smem,
-            128u32,
-            KERNEL_TILE,
-            &layout.fwd_plan,
-            &layout.cols,
-            &layout.masks,
-        )
-    };
+    let (func, smem, threads, item_rows, plan, cols, masks) =
+        if kernel == CudaAttentionKernel::WgmmaPairs {
+            let name = kernel_name(&FWD_SM90_PAIR, type_name, head_dim);
+            let smem = 6 * KERNEL_TILE * head_dim * 2 + SM90_SMEM_EXTRA;
+            let func = dev.load_function_with_shared(
+                "sparse_attn_sm90a",
+                fatbin::SPARSE_ATTN_SM90A,
+                name,
+                smem,
+            )?;
+            let tables = (&layout.fwd_pair_plan, &layout.pair_cols, &layout.pair_masks);
+            (
+                func,
+                smem,
+                256u32,
+                2 * KERNEL_TILE,
+                tables.0,
+                tables.1,
+                tables.2,
+            )
+        } else if kernel == CudaAttentionKernel::Wgmma && bias_tiles {
+            let name = kernel_name(&FWD_BIAS_SM90, type_name, head_dim);
+            // As below, plus the bias tiles.
+            let tiles = if head_dim == 128 { 4 } else { 5 };
+            let smem = tiles * KERNEL_TILE * head_dim * 2 + bias_tile_bytes + SM90_SMEM_EXTRA;
+            let func = dev.load_function_with_shared(
+                "sparse_attn_sm90a",
+                fatbin::SPARSE_ATTN_SM90A,
+                name,
+                smem,
+            )?;
+            (
+                func,
+                smem,
+                128u32,
+                KERNEL_TILE,
+                &layout.fwd_plan,
+                &layout.cols,
+                &layout.masks,
+            )
+        } else if kernel == CudaAttentionKernel::Wgmma {
+            let name = kernel_name(&FWD_SM90, type_name, head_dim);
+            // At D 128 one V buffer (4 tiles: 3 CTAs per SM fit in shared memory).
+            let tiles = if head_dim == 128 { 4 } else { 5 };
+            let smem = tiles * KERNEL_TILE * head_dim * 2 + SM90_SMEM_EXTRA;
+            let func = dev.load_function_with_shared(
+                "sparse_attn_sm90a",
+                fatbin::SPARSE_ATTN_SM90A,
+                name,
+                smem,
+            )?;
+            (
+                func,
+                smem,
+                128u32,
+                KERNEL_TILE,
+                &layout.fwd_plan,
+                &layout.cols,
+                &layout.masks,
+            )
+        } else {
+            let smem = 5 * KERNEL_TILE * head_dim * 2;
+            let name = kernel_name(&FWD, type_name, head_dim);
+            let plain =
+                dev.load_function_with_shared("sparse_attn", fatbin::SPARSE_ATTN, name, smem)?;
+            // With a bias, the bias-tile kernel where its two more 8 KB tiles keep as many CTAs per
+            // SM as the per-element kernel: on an H100 (measured there: 1.32-1.56x faster), not on
+            // an A100 at either head dim (164 KB per SM: 2 CTAs instead of 4 at D 64, 1 instead of
+            // 2 at D 128), where the trade was not measured.
+            let tiled = if bias_tiles {
+                let tiled_smem = smem + bias_tile_bytes;
+                let name = kernel_name(&FWD_BIAS_TILES, type_name, head_dim);
+                let f = dev.load_function_with_shared(
+                    "sparse_attn",
+                    fatbin::SPARSE_ATTN,
+                    name,
+                    tiled_smem,
+                )?;
+                let ctas = |f: &cudarc::driver::CudaFunction, bytes: usize| {
+                    f.occupancy_max_active_blocks_per_multiprocessor(128, bytes, None)
+                        .map_err(cuda_err("querying the attention kernel's occupancy"))
+                };
+                (ctas(&f, tiled_smem)? >= ctas(&plain, smem)?).then_some((f, tiled_smem))
+            } else {
+                None
+            };
+            let (func, smem) = tiled.unwrap_or((plain, smem));
+            (
+                func,
+                smem,
+                128u32,
+                KERNEL_TILE,
+                &layout.fwd_plan,
+                &layout.cols,
+                &layout.masks,
+            )
+        };
     let stream = dev.stream();
     let items = plan.grid(batch)?;
     // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots, rows]),
