@@ -1342,67 +1342,36 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     } else {
         0
     };
-    let (func, smem, threads, item_rows, plan, cols, masks) =
-        if kernel == CudaAttentionKernel::WgmmaPairs {
-            let name = kernel_name(&FWD_SM90_PAIR, type_name, head_dim);
+    let (func, smem) = match kernel {
+        CudaAttentionKernel::WgmmaPairs => {
             let smem = 6 * KERNEL_TILE * head_dim * 2 + SM90_SMEM_EXTRA;
+            let name = kernel_name(&FWD_SM90_PAIR, type_name, head_dim);
             let func = dev.load_function_with_shared(
                 "sparse_attn_sm90a",
                 fatbin::SPARSE_ATTN_SM90A,
                 name,
                 smem,
             )?;
-            let tables = (&layout.fwd_pair_plan, &layout.pair_cols, &layout.pair_masks);
-            (
-                func,
-                smem,
-                256u32,
-                2 * KERNEL_TILE,
-                tables.0,
-                tables.1,
-                tables.2,
-            )
-        } else if kernel == CudaAttentionKernel::Wgmma && bias_tiles {
-            let name = kernel_name(&FWD_BIAS_SM90, type_name, head_dim);
-            // As below, plus the bias tiles.
-            let tiles = if head_dim == 128 { 4 } else { 5 };
-            let smem = tiles * KERNEL_TILE * head_dim * 2 + bias_tile_bytes + SM90_SMEM_EXTRA;
-            let func = dev.load_function_with_shared(
-                "sparse_attn_sm90a",
-                fatbin::SPARSE_ATTN_SM90A,
-                name,
-                smem,
-            )?;
-            (
-                func,
-                smem,
-                128u32,
-                KERNEL_TILE,
-                &layout.fwd_plan,
-                &layout.cols,
-                &layout.masks,
-            )
-        } else if kernel == CudaAttentionKernel::Wgmma {
-            let name = kernel_name(&FWD_SM90, type_name, head_dim);
+            (func, smem)
+        }
+        CudaAttentionKernel::Wgmma => {
             // At D 128 one V buffer (4 tiles: 3 CTAs per SM fit in shared memory).
             let tiles = if head_dim == 128 { 4 } else { 5 };
-            let smem = tiles * KERNEL_TILE * head_dim * 2 + SM90_SMEM_EXTRA;
+            let smem = tiles * KERNEL_TILE * head_dim * 2 + bias_tile_bytes + SM90_SMEM_EXTRA;
+            let names = if bias_tiles {
+                &FWD_BIAS_SM90
+            } else {
+                &FWD_SM90
+            };
             let func = dev.load_function_with_shared(
                 "sparse_attn_sm90a",
                 fatbin::SPARSE_ATTN_SM90A,
-                name,
+                kernel_name(names, type_name, head_dim),
                 smem,
             )?;
-            (
-                func,
-                smem,
-                128u32,
-                KERNEL_TILE,
-                &layout.fwd_plan,
-                &layout.cols,
-                &layout.masks,
-            )
-        } else {
+            (func, smem)
+        }
+        _ => {
             let smem = 5 * KERNEL_TILE * head_dim * 2;
             let name = kernel_name(&FWD, type_name, head_dim);
             let plain =
@@ -1428,17 +1397,27 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
             } else {
                 None
             };
-            let (func, smem) = tiled.unwrap_or((plain, smem));
-            (
-                func,
-                smem,
-                128u32,
-                KERNEL_TILE,
-                &layout.fwd_plan,
-                &layout.cols,
-                &layout.masks,
-            )
-        };
+            tiled.unwrap_or((plain, smem))
+        }
+    };
+    // Threads per CTA, query rows per work item, and the plan and tables it walks.
+    let (threads, item_rows, plan, cols, masks) = if kernel == CudaAttentionKernel::WgmmaPairs {
+        (
+            256u32,
+            2 * KERNEL_TILE,
+            &layout.fwd_pair_plan,
+            &layout.pair_cols,
+            &layout.pair_masks,
+        )
+    } else {
+        (
+            128u32,
+            KERNEL_TILE,
+            &layout.fwd_plan,
+            &layout.cols,
+            &layout.masks,
+        )
+    };
     let stream = dev.stream();
     let items = plan.grid(batch)?;
     // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots, rows]),
