@@ -56,7 +56,7 @@ __device__ __forceinline__ void load_bias_tile(T* tile, const T* __restrict__ bi
 
 // TBIAS (`_bias_tiles_` kernels): the bias arrives one [64 query][64 key] tile per chunk with the
 // chunk's K / V (two 8 KB buffers) instead of per-element global loads; L % 8 == 0.
-template <typename T, int D, bool TBIAS = false>
+template <typename T, int D, bool TBIAS>
 __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     T* sQ = reinterpret_cast<T*>(smem_raw);
@@ -238,18 +238,16 @@ __device__ __forceinline__ void sparse_attn_fwd_combine(const LtdSparseAttnFwdPa
 
 }  // namespace
 
-#define LTD_SPARSE_FWD(NAME, T, D) \
-    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd<T, D>(p); }
-LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d64, __nv_bfloat16, 64)
-LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d128, __nv_bfloat16, 128)
-LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d64, __half, 64)
-LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d128, __half, 128)
-#define LTD_SPARSE_FWD_BIAS_TILES(NAME, T, D) \
-    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd<T, D, true>(p); }
-LTD_SPARSE_FWD_BIAS_TILES(ltd_sparse_attn_fwd_bias_tiles_bf16_d64, __nv_bfloat16, 64)
-LTD_SPARSE_FWD_BIAS_TILES(ltd_sparse_attn_fwd_bias_tiles_bf16_d128, __nv_bfloat16, 128)
-LTD_SPARSE_FWD_BIAS_TILES(ltd_sparse_attn_fwd_bias_tiles_f16_d64, __half, 64)
-LTD_SPARSE_FWD_BIAS_TILES(ltd_sparse_attn_fwd_bias_tiles_f16_d128, __half, 128)
+#define LTD_SPARSE_FWD(NAME, T, D, TBIAS) \
+    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd<T, D, TBIAS>(p); }
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d64, __nv_bfloat16, 64, false)
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bf16_d128, __nv_bfloat16, 128, false)
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d64, __half, 64, false)
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_f16_d128, __half, 128, false)
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bias_tiles_bf16_d64, __nv_bfloat16, 64, true)
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bias_tiles_bf16_d128, __nv_bfloat16, 128, true)
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bias_tiles_f16_d64, __half, 64, true)
+LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bias_tiles_f16_d128, __half, 128, true)
 
 #define LTD_SPARSE_FWD_COMBINE(NAME, T, D) \
     extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd_combine<T, D>(p); }
@@ -322,7 +320,7 @@ __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams
 // TBIAS (`_bias_tiles_` kernels, BIAS only): the bias arrives one [64 query][64 key] tile per
 // query tile with its Q / dO (two 8 KB buffers) instead of per-element global loads, which here
 // are transposed (lanes step queries, L elements apart); L % 8 == 0.
-template <typename T, int D, bool BIAS, bool TBIAS = false>
+template <typename T, int D, bool BIAS, bool TBIAS>
 __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p) {
     static_assert(BIAS || !TBIAS, "bias tiles: bias kernels only");
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -608,10 +606,10 @@ __device__ __forceinline__ void sparse_attn_bwd_dq(const LtdSparseAttnBwdParams&
         sparse_attn_bwd_pre<T, D>(p);                                                                            \
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_##SUFFIX(const LtdSparseAttnBwdParams p) { \
-        sparse_attn_bwd<T, D, false>(p);                                                                         \
+        sparse_attn_bwd<T, D, false, false>(p);                                                                  \
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_bias_##SUFFIX(const LtdSparseAttnBwdParams p) { \
-        sparse_attn_bwd<T, D, true>(p);                                                                          \
+        sparse_attn_bwd<T, D, true, false>(p);                                                                   \
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_combine_##SUFFIX(const LtdSparseAttnBwdParams p) { \
         sparse_attn_bwd_combine<T, D>(p);                                                                        \

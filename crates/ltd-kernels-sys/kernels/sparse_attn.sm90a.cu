@@ -232,7 +232,7 @@ __device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wa
 
 // TBIAS (`_bias_tma_` kernels, single-tile only): the bias tile of each (query tile, chunk) arrives by
 // TMA with the chunk's K / V (two 8 KB buffers) instead of per-element global loads.
-template <typename T, int D, bool PAIR, bool TBIAS = false>
+template <typename T, int D, bool PAIR, bool TBIAS>
 __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParams& p, const LtdSparseAttnTmaMaps& maps) {
     static_assert(!(PAIR && TBIAS), "bias tiles: single-tile kernel only");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -422,25 +422,22 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 // The D 64 pair kernel is held to 2 CTAs of 256 threads per SM (128 registers, no spill):
 // 1.5-1.6x faster than at one CTA per SM (H100, every D 64 bench cell), still 10-43% slower than
 // the single-tile kernel.
-#define LTD_SPARSE_FWD_SM90(NAME, T, D, PAIR) \
-    extern "C" __global__ void __launch_bounds__(PAIR ? 2 * kThreads : kThreads, PAIR ? (D == 64 ? 2 : 1) : D == 64 ? 4 : 3) \
-        NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_sm90<T, D, PAIR>(p, maps); }
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d64, __nv_bfloat16, 64, false)
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d128, __nv_bfloat16, 128, false)
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d64, __half, 64, false)
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d128, __half, 128, false)
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_bf16_d64, __nv_bfloat16, 64, true)
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_bf16_d128, __nv_bfloat16, 128, true)
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d64, __half, 64, true)
-LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128, true)
-// With bias tiles by TMA: 56 / 80 KB of shared memory, 3 / 2 CTAs per SM.
-#define LTD_SPARSE_FWD_BIAS_SM90(NAME, T, D) \
-    extern "C" __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 2) \
-        NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_sm90<T, D, false, true>(p, maps); }
-LTD_SPARSE_FWD_BIAS_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_bf16_d64, __nv_bfloat16, 64)
-LTD_SPARSE_FWD_BIAS_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_bf16_d128, __nv_bfloat16, 128)
-LTD_SPARSE_FWD_BIAS_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d64, __half, 64)
-LTD_SPARSE_FWD_BIAS_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d128, __half, 128)
+// The bias-tile kernels (TBIAS: 56 / 80 KB of shared memory) are held to 3 / 2 CTAs per SM.
+#define LTD_SPARSE_FWD_SM90(NAME, T, D, PAIR, TBIAS) \
+    extern "C" __global__ void __launch_bounds__(PAIR ? 2 * kThreads : kThreads, PAIR ? (D == 64 ? 2 : 1) : TBIAS ? (D == 64 ? 3 : 2) : D == 64 ? 4 : 3) \
+        NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_sm90<T, D, PAIR, TBIAS>(p, maps); }
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d64, __nv_bfloat16, 64, false, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d128, __nv_bfloat16, 128, false, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d64, __half, 64, false, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d128, __half, 128, false, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_bf16_d64, __nv_bfloat16, 64, true, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_bf16_d128, __nv_bfloat16, 128, true, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d64, __half, 64, true, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128, true, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_bf16_d64, __nv_bfloat16, 64, false, true)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_bf16_d128, __nv_bfloat16, 128, false, true)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d64, __half, 64, false, true)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d128, __half, 128, false, true)
 
 // =================================================================================================
 // Backward on Hopper (`_bias_` variants: with bias / dbias). The same contract as
@@ -463,7 +460,7 @@ namespace {
 // TBIAS (`_bias_tma_` kernels; BIAS, single-chunk only): the bias tile of each (query tile,
 // chunk) arrives by TMA with the tile's Q / dO (an 8 KB buffer per stage) instead of per-element
 // global loads, which here are transposed (lanes step queries: L elements apart).
-template <typename T, int D, bool BIAS, bool PAIR, bool TBIAS = false>
+template <typename T, int D, bool BIAS, bool PAIR, bool TBIAS>
 __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParams& p, const LtdSparseAttnTmaMaps& maps) {
     static_assert(!TBIAS || (BIAS && !PAIR), "bias tiles: the single-chunk bias kernel only");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -788,25 +785,22 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 
 // The pair kernels run one CTA of 256 threads per SM (190-237 registers; D 128: 194 KB of shared
 // memory); the single ones 3 (D 64) or 1-2 CTAs of 128 threads.
-#define LTD_SPARSE_BWD_SM90(NAME, T, D, BIAS, PAIR) \
+#define LTD_SPARSE_BWD_SM90(NAME, T, D, BIAS, PAIR, TBIAS) \
     extern "C" __global__ void __launch_bounds__(PAIR ? 2 * kThreads : kThreads, PAIR || !(D == 64 && !BIAS) ? 1 : 3) \
-        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_sm90<T, D, BIAS, PAIR>(p, maps); }
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d64, __nv_bfloat16, 64, false, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d128, __nv_bfloat16, 128, false, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d64, __half, 64, false, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d128, __half, 128, false, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d64, __nv_bfloat16, 64, true, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d128, __nv_bfloat16, 128, true, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d64, __half, 64, true, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d128, __half, 128, true, false)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_bf16_d64, __nv_bfloat16, 64, false, true)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_bf16_d128, __nv_bfloat16, 128, false, true)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_f16_d64, __half, 64, false, true)
-LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_f16_d128, __half, 128, false, true)
-#define LTD_SPARSE_BWD_BIAS_TMA_SM90(NAME, T, D) \
-    extern "C" __global__ void __launch_bounds__(kThreads, 1) \
-        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_sm90<T, D, true, false, true>(p, maps); }
-LTD_SPARSE_BWD_BIAS_TMA_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d64, __nv_bfloat16, 64)
-LTD_SPARSE_BWD_BIAS_TMA_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d128, __nv_bfloat16, 128)
-LTD_SPARSE_BWD_BIAS_TMA_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d64, __half, 64)
-LTD_SPARSE_BWD_BIAS_TMA_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d128, __half, 128)
+        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_sm90<T, D, BIAS, PAIR, TBIAS>(p, maps); }
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d64, __nv_bfloat16, 64, false, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d128, __nv_bfloat16, 128, false, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d64, __half, 64, false, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d128, __half, 128, false, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d64, __nv_bfloat16, 64, true, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d128, __nv_bfloat16, 128, true, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d64, __half, 64, true, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d128, __half, 128, true, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_bf16_d64, __nv_bfloat16, 64, false, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_bf16_d128, __nv_bfloat16, 128, false, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_f16_d64, __half, 64, false, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_f16_d128, __half, 128, false, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d64, __nv_bfloat16, 64, true, false, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d128, __nv_bfloat16, 128, true, false, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d64, __half, 64, true, false, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d128, __half, 128, true, false, true)
