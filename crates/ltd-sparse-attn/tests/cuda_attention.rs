@@ -1055,6 +1055,31 @@ fn forward_with(
     (download_f32(dev, &out), dev.download(&lse).unwrap())
 }
 
+/// The at-scale tests' layouts of `heads` heads over `seq` tokens: BSLongformer (block 64),
+/// BigBird of `bigbird_block` with a different random layout per head, and a block-64 layout
+/// holding block (row r, column c) of head h where `on(h, r, c)`.
+fn at_scale_layouts(
+    heads: usize,
+    seq: usize,
+    bigbird_block: usize,
+    on: impl Fn(usize, usize, usize) -> bool,
+) -> (Layout, Layout, Layout) {
+    let mut longformer = BSLongformerConfig::new(heads);
+    longformer.block = 64;
+    let mut bigbird = BigBirdConfig::new(heads);
+    bigbird.block = bigbird_block;
+    bigbird.different_layout_per_head = true;
+    let nb = seq.div_ceil(64);
+    let mask: Vec<u8> = (0..heads * nb * nb)
+        .map(|i| u8::from(on(i / (nb * nb), (i / nb) % nb, i % nb)))
+        .collect();
+    (
+        longformer.make_layout(seq).unwrap(),
+        bigbird.make_layout(seq).unwrap(),
+        Layout::from_mask(heads, nb, 64, mask).unwrap(),
+    )
+}
+
 #[test]
 fn gpu_forward_kernels_agree_at_scale() {
     // The reference checks above run small shapes (a few dozen CTAs). At the bench's size
@@ -1065,28 +1090,16 @@ fn gpu_forward_kernels_agree_at_scale() {
     // causal and key padding on half of the cases.
     let dev = gpu();
     let others = kernels_besides_mma_sync(&dev);
-    let (heads, seq, nb) = (16usize, 4096usize, 64usize);
-    let mut longformer = BSLongformerConfig::new(heads);
-    longformer.block = 64;
-    let mut bigbird = BigBirdConfig::new(heads);
-    bigbird.block = 64;
-    bigbird.different_layout_per_head = true;
+    let (heads, seq) = (16usize, 4096usize);
     // Row r of head h: empty when (7 r + h) % 9 == 0, else the diagonal block, its right
     // neighbour and column 0; row 0 sees every column (split into pieces).
-    let mask: Vec<u8> = (0..heads * nb * nb)
-        .map(|i| {
-            let (h, r, c) = (i / (nb * nb), (i / nb) % nb, i % nb);
-            let on = r == 0 || ((7 * r + h) % 9 != 0 && (c == r || c == r + 1 || c == 0));
-            u8::from(on)
-        })
-        .collect();
+    let (longformer, bigbird, empty_rows) = at_scale_layouts(heads, seq, 64, |h, r, c| {
+        r == 0 || ((7 * r + h) % 9 != 0 && (c == r || c == r + 1 || c == 0))
+    });
     let layouts = [
-        ("bslongformer", longformer.make_layout(seq).unwrap()),
-        ("bigbird", bigbird.make_layout(seq).unwrap()),
-        (
-            "empty rows",
-            Layout::from_mask(heads, nb, 64, mask).unwrap(),
-        ),
+        ("bslongformer", longformer),
+        ("bigbird", bigbird),
+        ("empty rows", empty_rows),
     ];
     let mut data = Data::new(0x9e37_79b9_7f4a_7c15);
     for d in [64usize, 128] {
@@ -1147,28 +1160,15 @@ fn gpu_backward_kernels_agree_at_scale() {
     let dev = gpu();
     let others = kernels_besides_mma_sync(&dev);
     let (batch, heads, seq) = (2usize, 16usize, 4000usize);
-    let mut longformer = BSLongformerConfig::new(heads);
-    longformer.block = 64;
-    let mut bigbird = BigBirdConfig::new(heads);
-    bigbird.block = 128;
-    bigbird.different_layout_per_head = true;
     // Column c of head h: empty when (5 c + h) % 7 == 0, else the diagonal block, the one above
     // and row 0; column 0 is seen by every row (split into pieces).
-    let nb = seq.div_ceil(64);
-    let mask: Vec<u8> = (0..heads * nb * nb)
-        .map(|i| {
-            let (h, r, c) = (i / (nb * nb), (i / nb) % nb, i % nb);
-            let on = c == 0 || ((5 * c + h) % 7 != 0 && (r == c || r + 1 == c || r == 0));
-            u8::from(on)
-        })
-        .collect();
+    let (longformer, bigbird, empty_columns) = at_scale_layouts(heads, seq, 128, |h, r, c| {
+        c == 0 || ((5 * c + h) % 7 != 0 && (r == c || r + 1 == c || r == 0))
+    });
     let layouts = [
-        ("bigbird b128", bigbird.make_layout(seq).unwrap()),
-        ("bslongformer b64", longformer.make_layout(seq).unwrap()),
-        (
-            "empty columns",
-            Layout::from_mask(heads, nb, 64, mask).unwrap(),
-        ),
+        ("bigbird b128", bigbird),
+        ("bslongformer b64", longformer),
+        ("empty columns", empty_columns),
     ];
     let mut data = Data::new(0x2545_f491_4f6c_dd1d);
     for d in [64usize, 128] {
