@@ -708,9 +708,11 @@ fn gpu_split_rows_match_whole_rows() {
 
 #[test]
 fn gpu_bias_tiles_and_per_element_bias_match_the_reference() {
-    // The Hopper kernels read a bias by TMA, one 64 x 64 tile per (query tile, chunk), when its
-    // rows are 16-byte multiples (L % 8 == 0), and per element otherwise: both against the
-    // reference, with dbias, on a layout with split rows and columns, every kernel.
+    // The kernels read a bias one 64 x 64 tile per (query tile, chunk) (TMA on Hopper,
+    // cp.async in the mma.sync ones, whose forward takes the tiles only where they keep its
+    // CTAs per SM: on an H100, not on an A100) when its rows are 16-byte multiples
+    // (L % 8 == 0), and per element otherwise: both against the reference, with dbias, on a
+    // layout with split rows and columns, every kernel.
     let dev = gpu();
     let mut c = BigBirdConfig::new(2);
     c.block = 64;
