@@ -129,7 +129,7 @@ template <typename T, int D, bool kFoldScale>
 __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
                                               long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
                                               float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4],
-                                              const T* sbias = nullptr) {
+                                              const T* sbias) {
     constexpr float kLog2e = 1.4426950408889634f;
     const long long seq = p.seq;
     const long long row_g[2] = {warp_row0 + g, warp_row0 + g + 8};
