@@ -255,6 +255,7 @@ typedef struct LtdSparseAttnFwdParams {
     float scale_log2;
     int causal;
     int item_rows;
+    long long work_count;
 } LtdSparseAttnFwdParams;
 
 /**

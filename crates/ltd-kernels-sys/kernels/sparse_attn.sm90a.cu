@@ -440,6 +440,242 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d64, __half, 64, false
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d128, __half, 128, false, true)
 
 // =================================================================================================
+// Warp-specialised persistent forward (`_ws_` kernels; no bias). One CTA per SM of 1 + NC
+// warpgroups: warpgroup 0 is the producer (its registers cut to 24 by setmaxnreg; lane 0 of its
+// warp c feeds consumer c), warpgroups 1..NC are consumers (their registers raised with the
+// freed ones), each walking its own work indices blockIdx.x * NC + c, + gridDim.x * NC, ...
+// Consumer c has two Q buffers and STAGES K/V stages, each with a full barrier (the producer's
+// TMA) and an empty one (the consumer's release), so the producer loads the next item's Q and
+// first chunks while the consumer still computes the current one, and no consumer issues a
+// copy or waits at a CTA barrier. The chunk arithmetic is the single-tile kernel's.
+// =================================================================================================
+namespace {
+
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
+// One arrival on a barrier initialised with a count (mbar_init_counts).
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// A barrier of `threads` threads (a multiple of 32) on hardware barrier `id` (1..15; 0 is
+// __syncthreads).
+__device__ __forceinline__ void named_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Shared memory of consumer c: Q[2], K[STAGES], V[STAGES] tiles; then, after all consumers'
+// tiles, its barriers: qfull[2], qempty[2], kvfull[STAGES], kvempty[STAGES].
+template <int D, int STAGES>
+struct WsLayout {
+    static constexpr uint32_t kTileBytes = kTile * D * 2;
+    static constexpr uint32_t kConsumerBytes = (2 + 2 * STAGES) * kTileBytes;
+    static constexpr int kBars = 4 + 2 * STAGES;
+    uint32_t q, k, v, qfull, qempty, kvfull, kvempty;
+    __device__ __forceinline__ WsLayout(uint32_t base, int nc, int c) {
+        q = base + c * kConsumerBytes;
+        k = q + 2 * kTileBytes;
+        v = k + STAGES * kTileBytes;
+        qfull = base + nc * kConsumerBytes + 8 * kBars * c;
+        qempty = qfull + 16;
+        kvfull = qempty + 16;
+        kvempty = kvfull + 8 * STAGES;
+    }
+};
+
+// Registers per thread: the producer's 40 (24 spill its item walk) and the consumers' share of
+// the rest of the 64 K (a multiple of 8).
+constexpr int kWsProducerRegs = 40;
+template <int NC>
+__host__ __device__ constexpr int ws_consumer_regs() { return (65536 - 128 * kWsProducerRegs) / (128 * NC) / 8 * 8; }
+
+template <typename T, int D, int NC, int STAGES>
+__device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdParams& p, const LtdSparseAttnTmaMaps& maps) {
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    const uint32_t raw = smem_addr(smem_raw);
+    using L = WsLayout<D, STAGES>;
+    constexpr uint32_t kTileBytes = L::kTileBytes;
+    const uint32_t base = (raw + 1023u) & ~1023u;
+    // The warpgroup index through a shuffle, so ptxas sees it is warp-uniform (a plain
+    // threadIdx.x >> 7 branch around the consumer's wgmma makes it serialise them: C7520).
+    const int wg = __shfl_sync(0xffffffffu, (int)(threadIdx.x >> 7), 0);
+    const long long stride = (long long)gridDim.x * NC;
+    const int* cols = reinterpret_cast<const int*>(p.tile_cols);
+    const int* masks = reinterpret_cast<const int*>(p.tile_masks);
+
+    ltd_attn::pdl_launch_dependents();
+    if (threadIdx.x == 0) {
+        // Counts: full barriers 1 (the producer's expect), qempty 1 (the consumer's thread 0
+        // after its store has read the tile), kvempty 4 (one per consumer warp).
+        for (int c = 0; c < NC; ++c) {
+            const L lay(base, NC, c);
+            for (int i = 0; i < 2; ++i) {
+                asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(lay.qfull + 8 * i) : "memory");
+                asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(lay.qempty + 8 * i) : "memory");
+            }
+            for (int i = 0; i < STAGES; ++i) {
+                asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(lay.kvfull + 8 * i) : "memory");
+                asm volatile("mbarrier.init.shared::cta.b64 [%0], 4;\n" ::"r"(lay.kvempty + 8 * i) : "memory");
+            }
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        // ---- Producer: lane 0 of warp c feeds consumer c.
+        setmaxnreg_dec<kWsProducerRegs>();
+        const int c = threadIdx.x >> 5;
+        if (c >= NC || (threadIdx.x & 31) != 0) return;
+        if (c == 0) {
+            prefetch_map(&maps.q);
+            prefetch_map(&maps.k);
+            prefetch_map(&maps.v);
+            prefetch_map(&maps.o);
+        }
+        const L lay(base, NC, c);
+        int n = 0, j = 0;  // chunks and items so far
+        for (long long index = (long long)blockIdx.x * NC + c; index < p.work_count; index += stride, ++j) {
+            const ltd_attn::WorkItem w = ltd_attn::work_item_at(p, index);
+            const int mat = w.b * (int)p.heads + w.h;
+            const int qb = j & 1;
+            mbar_wait(lay.qempty + 8 * qb, ((j >> 1) & 1) ^ 1);
+            mbar_expect(lay.qfull + 8 * qb, kTileBytes);
+            tma_tile<D>(lay.q + qb * kTileBytes, &maps.q, w.tile * kTile, mat, lay.qfull + 8 * qb);
+            for (int it = w.begin; it < w.end; ++it, ++n) {
+                const int kc = it == w.begin ? w.first : it == w.begin + 1 ? w.second : cols[it];
+                const int st = n % STAGES;
+                mbar_wait(lay.kvempty + 8 * st, ((n / STAGES) & 1) ^ 1);
+                mbar_expect(lay.kvfull + 8 * st, 2 * kTileBytes);
+                tma_tile<D>(lay.k + st * kTileBytes, &maps.k, kc * kTile, mat, lay.kvfull + 8 * st);
+                tma_tile<D>(lay.v + st * kTileBytes, &maps.v, kc * kTile, mat, lay.kvfull + 8 * st);
+            }
+        }
+        return;
+    }
+
+    // ---- Consumer c.
+    setmaxnreg_inc<ws_consumer_regs<NC>()>();
+    const int c = wg - 1;
+    const L lay(base, NC, c);
+    const int tid = threadIdx.x & 127;
+    const int warp = tid >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const long long seq = p.seq;
+    int n = 0, j = 0;
+    int pending = -1;  // Q buffer whose O store may still be reading it (thread 0 only)
+    // Thread 0: once the previous item's O store has read its staging tile (the Q buffer),
+    // hands that buffer back to the producer.
+    auto release_pending = [&]() {
+        if (tid == 0 && pending >= 0) {
+            bulk_wait_read();
+            mbar_arrive(lay.qempty + 8 * pending);
+            pending = -1;
+        }
+    };
+    for (long long index = (long long)blockIdx.x * NC + c; index < p.work_count; index += stride, ++j) {
+        const ltd_attn::WorkItem work = ltd_attn::work_item_at(p, index);
+        const int qt = work.tile, h = work.h, b = work.b, begin = work.begin, end = work.end;
+        const long long bh = (long long)b * p.heads + h;
+        const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
+        const long long q0 = (long long)qt * kTile;
+        const int qb = j & 1;
+        const uint32_t sQ = lay.q + qb * kTileBytes;
+        int kc = work.first;
+        unsigned mask = (unsigned)work.first_mask;
+        int next_kc = work.second;
+
+        float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+        float o[D / 2];
+#pragma unroll
+        for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+        float s[32];
+#pragma unroll
+        for (int i = 0; i < 32; ++i) s[i] = 0.f;
+        mbar_wait(lay.qfull + 8 * qb, (j >> 1) & 1);
+
+        for (int it = begin; it < end; ++it, ++n) {
+            const int st = n % STAGES;
+            const int after_kc = it + 2 < end ? cols[it + 2] : 0;
+            const unsigned next_mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
+            mbar_wait(lay.kvfull + 8 * st, (n / STAGES) & 1);
+            const unsigned bits = (mask >> (4 * warp)) & 0xFu;
+            const uint32_t tK = lay.k + st * kTileBytes;
+            const uint32_t tV = lay.v + st * kTileBytes;
+            fence_regs(s);
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(s, desc_kmajor(sQ, kk), desc_kmajor(tK, kk), kk > 0);
+            wg_commit();
+            release_pending();
+            wg_wait<0>();
+            fence_regs(s);
+
+            uint32_t pf[4][4];
+            if (bits) {
+                ltd_attn::softmax_chunk<T, D, true>(p, nullptr, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, nullptr);
+            } else {
+#pragma unroll
+                for (int ks = 0; ks < 4; ++ks) pf[ks][0] = pf[ks][1] = pf[ks][2] = pf[ks][3] = 0u;
+            }
+            const unsigned colbits = (mask | (mask >> 4) | (mask >> 8) | (mask >> 12)) & 0xFu;
+            fence_regs(o);
+            wg_fence();
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) {
+                if (!((colbits >> ks) & 1u)) continue;
+                if constexpr (D == 64) Wgmma<T>::rs_n64(o, pf[ks], desc_mnmajor(tV, ks));
+                else Wgmma<T>::rs_n128(o, pf[ks], desc_mnmajor(tV, ks));
+            }
+            wg_commit();
+            wg_wait<0>();
+            fence_regs(o);
+            if (lane == 0) mbar_arrive(lay.kvempty + 8 * st);  // this warp's reads of K / V are done
+            kc = next_kc;
+            next_kc = after_kc;
+            mask = next_mask;
+        }
+
+        // Every warp's products on this Q tile have retired: it may become O's staging tile.
+        release_pending();
+        named_sync(1 + c, 128);
+        if (work.slot >= 0) {
+            ltd_attn::fwd_store<T, D>(p, work, qt, 0, warp, g, t, o, m, l);
+            if (tid == 0) mbar_arrive(lay.qempty + 8 * qb);
+        } else {
+            const float inv[2] = {ltd_attn::row_inv(l[0]), ltd_attn::row_inv(l[1])};
+            stage_acc<T, D>(sQ, o, inv, warp, g, t);
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const long long row = q0 + warp * 16 + g + 8 * r;
+                if (t == 0 && row < seq) reinterpret_cast<float*>(p.lse)[bh * seq + row] = ltd_attn::row_lse(m[r], l[r]);
+            }
+            fence_proxy_async();
+            named_sync(1 + c, 128);
+            if (tid == 0) {
+                tma_store_tile<D>(&maps.o, sQ, (int)q0, (int)bh);
+                bulk_commit();
+                pending = qb;
+            }
+        }
+    }
+    if (tid == 0) bulk_wait_all();  // the shared memory must outlive the last store's reads
+}
+
+}  // namespace
+
+// D 64: three consumers of 152 registers (4 warpgroups = 512 threads, 40 x 128 + 152 x 384 of
+// the 64 K registers); D 128: two consumers of 232 (384 threads). Both two K/V stages.
+#define LTD_SPARSE_FWD_WS_SM90(NAME, T, D, NC, STAGES) \
+    extern "C" __global__ void __launch_bounds__(128 * (NC + 1), 1) \
+        NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_ws_sm90<T, D, NC, STAGES>(p, maps); }
+LTD_SPARSE_FWD_WS_SM90(ltd_sparse_attn_fwd_ws_sm90_bf16_d64, __nv_bfloat16, 64, 3, 2)
+LTD_SPARSE_FWD_WS_SM90(ltd_sparse_attn_fwd_ws_sm90_bf16_d128, __nv_bfloat16, 128, 2, 2)
+LTD_SPARSE_FWD_WS_SM90(ltd_sparse_attn_fwd_ws_sm90_f16_d64, __half, 64, 3, 2)
+LTD_SPARSE_FWD_WS_SM90(ltd_sparse_attn_fwd_ws_sm90_f16_d128, __half, 128, 2, 2)
+
+// =================================================================================================
 // Backward on Hopper (`_bias_` variants: with bias / dbias). The same contract as
 // `ltd_sparse_attn_bwd_*` in sparse_attn.cu (LtdSparseAttnBwdParams). One warpgroup per 64-key
 // chunk: a CTA is one warpgroup on a work item of the transposed tables (a chunk, or a piece of

@@ -992,6 +992,13 @@ pub enum CudaAttentionKernel {
     /// ([`CudaAttentionLayout::column_pair_sharing`]); `Auto` picks it where
     /// [`backward_pairs`](Self::backward_pairs) says. With a bias the backward is `Wgmma`'s.
     WgmmaPairs,
+    /// [`Wgmma`](Self::Wgmma)'s arithmetic in a warp-specialised persistent forward: one CTA per
+    /// SM whose producer warpgroup (registers cut by `setmaxnreg`) copies every Q and K / V tile
+    /// by TMA ahead of its consumer warpgroups (three at head dim 64, two at 128, the freed
+    /// registers raised among them), each walking its own query tiles, so the next tile's
+    /// loads overlap the current one's products and no consumer waits at a CTA barrier. With a
+    /// bias, and in the backward, it runs `Wgmma`'s kernels. Compute capability 9.0 only.
+    WgmmaWarpSpecialized,
 }
 
 impl CudaAttentionKernel {
@@ -1005,9 +1012,9 @@ impl CudaAttentionKernel {
     pub fn runs_on(self, (major, minor): (i32, i32)) -> bool {
         match self {
             CudaAttentionKernel::Auto | CudaAttentionKernel::MmaSync => major >= 8,
-            CudaAttentionKernel::Wgmma | CudaAttentionKernel::WgmmaPairs => {
-                (major, minor) == (9, 0)
-            }
+            CudaAttentionKernel::Wgmma
+            | CudaAttentionKernel::WgmmaPairs
+            | CudaAttentionKernel::WgmmaWarpSpecialized => (major, minor) == (9, 0),
         }
     }
 
@@ -1021,7 +1028,9 @@ impl CudaAttentionKernel {
     pub fn is_hopper(self) -> bool {
         matches!(
             self,
-            CudaAttentionKernel::Wgmma | CudaAttentionKernel::WgmmaPairs
+            CudaAttentionKernel::Wgmma
+                | CudaAttentionKernel::WgmmaPairs
+                | CudaAttentionKernel::WgmmaWarpSpecialized
         )
     }
 
@@ -1256,6 +1265,7 @@ const FWD_BIAS_TILES: KernelNames = kernel_names!("ltd_sparse_attn_fwd_bias_tile
 const FWD_SM90: KernelNames = kernel_names!("ltd_sparse_attn_fwd_sm90");
 const FWD_SM90_PAIR: KernelNames = kernel_names!("ltd_sparse_attn_fwd_sm90_pair");
 const FWD_BIAS_SM90: KernelNames = kernel_names!("ltd_sparse_attn_fwd_bias_tma_sm90");
+const FWD_WS_SM90: KernelNames = kernel_names!("ltd_sparse_attn_fwd_ws_sm90");
 const FWD_COMBINE: KernelNames = kernel_names!("ltd_sparse_attn_fwd_combine");
 const BWD_PRE: KernelNames = kernel_names!("ltd_sparse_attn_bwd_pre");
 const BWD: KernelNames = kernel_names!("ltd_sparse_attn_bwd");
@@ -1337,6 +1347,15 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // 64 x 64 tile per chunk (TMA / cp.async), next to K / V, in two more buffers (its rows
     // must be 16-byte multiples: L % 8 == 0; otherwise the bias is read per element, slower).
     let bias_tiles = options.bias.is_some() && seq_len % 8 == 0;
+    // The warp-specialised kernel has no bias variant: with a bias, Wgmma's kernels run.
+    let kernel = if kernel == CudaAttentionKernel::WgmmaWarpSpecialized && options.bias.is_some() {
+        CudaAttentionKernel::Wgmma
+    } else {
+        kernel
+    };
+    // Consumer warpgroups per CTA of the warp-specialised kernel (one CTA per SM): the 64 K
+    // registers are 40 per producer thread and 152 (D 64) / 232 (D 128) per consumer thread.
+    let ws_consumers = if head_dim == 64 { 3 } else { 2 };
     let bias_tile_bytes = if bias_tiles {
         2 * KERNEL_TILE * KERNEL_TILE * 2
     } else {
@@ -1350,6 +1369,17 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
                 "sparse_attn_sm90a",
                 fatbin::SPARSE_ATTN_SM90A,
                 name,
+                smem,
+            )?;
+            (func, smem)
+        }
+        CudaAttentionKernel::WgmmaWarpSpecialized => {
+            // Per consumer two Q tiles and two stages of K and V, and 8 barriers.
+            let smem = ws_consumers * (6 * KERNEL_TILE * head_dim * 2 + 64) + 1024;
+            let func = dev.load_function_with_shared(
+                "sparse_attn_sm90a",
+                fatbin::SPARSE_ATTN_SM90A,
+                kernel_name(&FWD_WS_SM90, type_name, head_dim),
                 smem,
             )?;
             (func, smem)
@@ -1420,6 +1450,14 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     };
     let stream = dev.stream();
     let items = plan.grid(batch)?;
+    // The warp-specialised kernel is persistent: at most one CTA per SM (fewer when there are
+    // fewer work indices than consumers), its consumers striding over all `items` indices.
+    let (grid, threads) = if kernel == CudaAttentionKernel::WgmmaWarpSpecialized {
+        let ctas = (items as usize).div_ceil(ws_consumers).min(dev.sm_count().max(1));
+        (ctas as u32, 128 * (ws_consumers as u32 + 1))
+    } else {
+        (items, threads)
+    };
     // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots, rows]),
     // only for layouts that have split rows.
     let parts = batch * plan.num_slots * item_rows;
@@ -1459,9 +1497,10 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         scale_log2: scale * std::f32::consts::LOG2_E,
         causal: i32::from(options.causal),
         item_rows: item_rows as i32,
+        work_count: i64::from(items),
     };
     let cfg = LaunchConfig {
-        grid_dim: (items, 1, 1),
+        grid_dim: (grid, 1, 1),
         block_dim: (threads, 1, 1),
         shared_mem_bytes: smem as u32,
     };
@@ -2158,18 +2197,23 @@ mod tests {
         };
         let sm80 = [
             &FWD,
+            &FWD_BIAS_TILES,
             &FWD_COMBINE,
             &BWD_PRE,
             &BWD,
             &BWD_BIAS,
+            &BWD_BIAS_TILES,
             &BWD_COMBINE,
             &BWD_DQ,
         ];
         let sm90 = [
             &FWD_SM90,
             &FWD_SM90_PAIR,
+            &FWD_BIAS_SM90,
+            &FWD_WS_SM90,
             &BWD_SM90,
             &BWD_BIAS_SM90,
+            &BWD_BIAS_TMA_SM90,
             &BWD_SM90_PAIR,
         ];
         for (tables, image) in [
