@@ -595,46 +595,89 @@ __device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdPa
         for (int i = 0; i < 32; ++i) s[i] = 0.f;
         mbar_wait(lay.qfull + 8 * qb, (j >> 1) & 1);
 
-        for (int it = begin; it < end; ++it, ++n) {
-            const int st = n % STAGES;
-            const int after_kc = it + 2 < end ? cols[it + 2] : 0;
-            const unsigned next_mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
-            mbar_wait(lay.kvfull + 8 * st, (n / STAGES) & 1);
-            const unsigned bits = (mask >> (4 * warp)) & 0xFu;
+        // The chunk pipeline: S of chunk i is issued, then O += P V of chunk i - 1, and the
+        // softmax of chunk i runs while that PV product is in flight; O is rescaled once it has
+        // retired. P of chunk i - 1 (pf) and its stage stay live across the iteration.
+        uint32_t pf[4][4];
+        unsigned prev_colbits = 0;
+        int prev_st = 0;
+        // S = Q K^T of the chunk in stage st (issued and committed, not waited for).
+        auto issue_s = [&](int st) {
             const uint32_t tK = lay.k + st * kTileBytes;
-            const uint32_t tV = lay.v + st * kTileBytes;
             fence_regs(s);
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(s, desc_kmajor(sQ, kk), desc_kmajor(tK, kk), kk > 0);
             wg_commit();
-            release_pending();
-            wg_wait<0>();
-            fence_regs(s);
-
-            uint32_t pf[4][4];
-            if (bits) {
-                ltd_attn::softmax_chunk<T, D, true>(p, nullptr, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, nullptr);
-            } else {
-#pragma unroll
-                for (int ks = 0; ks < 4; ++ks) pf[ks][0] = pf[ks][1] = pf[ks][2] = pf[ks][3] = 0u;
-            }
-            const unsigned colbits = (mask | (mask >> 4) | (mask >> 8) | (mask >> 12)) & 0xFu;
+        };
+        // O += P V of the previous chunk (16-key slices outside the layout skipped: P is 0 there).
+        auto issue_pv = [&]() {
+            const uint32_t tV = lay.v + prev_st * kTileBytes;
             fence_regs(o);
             wg_fence();
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {
-                if (!((colbits >> ks) & 1u)) continue;
+                if (!((prev_colbits >> ks) & 1u)) continue;
                 if constexpr (D == 64) Wgmma<T>::rs_n64(o, pf[ks], desc_mnmajor(tV, ks));
                 else Wgmma<T>::rs_n128(o, pf[ks], desc_mnmajor(tV, ks));
             }
             wg_commit();
-            wg_wait<0>();
-            fence_regs(o);
-            if (lane == 0) mbar_arrive(lay.kvempty + 8 * st);  // this warp's reads of K / V are done
+        };
+        // The softmax of the chunk whose scores are in s: P into pf_out, the rows' factor alpha.
+        // Also for a warp with no layout block in the chunk (bits 0: every score masked, P = 0,
+        // the state unchanged): skipping it under a branch makes ptxas serialise every wgmma
+        // (C7520), since the in-flight PV product spans the branch.
+        auto softmax = [&](uint32_t (&pf_out)[4][4], float (&alpha)[2]) {
+            const unsigned bits = (mask >> (4 * warp)) & 0xFu;
+            ltd_attn::softmax_chunk_p<T, true>(p, nullptr, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, pf_out, nullptr, alpha);
+        };
+        // Moves to the next chunk's table entries.
+        auto advance = [&](int it) {
+            const int after_kc = it + 2 < end ? cols[it + 2] : 0;
+            prev_colbits = (mask | (mask >> 4) | (mask >> 8) | (mask >> 12)) & 0xFu;
+            mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
             kc = next_kc;
             next_kc = after_kc;
-            mask = next_mask;
+        };
+        if (begin < end) {
+            // The first chunk: S, then its softmax (O is 0: no product to overlap, no rescale).
+            prev_st = n % STAGES;
+            mbar_wait(lay.kvfull + 8 * prev_st, (n / STAGES) & 1);
+            issue_s(prev_st);
+            release_pending();
+            wg_wait<0>();
+            fence_regs(s);
+            float alpha[2];
+            softmax(pf, alpha);
+            advance(begin);
+            ++n;
+        }
+        for (int it = begin + 1; it < end; ++it, ++n) {
+            const int st = n % STAGES;
+            mbar_wait(lay.kvfull + 8 * st, (n / STAGES) & 1);
+            issue_s(st);
+            issue_pv();
+            wg_wait<1>();  // S has retired (groups retire in order); PV may still run
+            fence_regs(s);
+            uint32_t pf_next[4][4];
+            float alpha[2];
+            softmax(pf_next, alpha);
+            wg_wait<0>();
+            fence_regs(o);
+            if (lane == 0) mbar_arrive(lay.kvempty + 8 * prev_st);  // this warp is done with the previous stage
+            ltd_attn::rescale_o<D>(o, alpha);
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) pf[ks][e] = pf_next[ks][e];
+            prev_st = st;
+            advance(it);
+        }
+        if (begin < end) {
+            issue_pv();
+            wg_wait<0>();
+            fence_regs(o);
+            if (lane == 0) mbar_arrive(lay.kvempty + 8 * prev_st);
         }
 
         // Every warp's products on this Q tile have retired: it may become O's staging tile.

@@ -120,8 +120,8 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
 
 // The online-softmax step of one 64-key chunk for rows g and g + 8 of a warp, shared by the
 // forward kernels (log2 domain). s: the warp's raw scores Q K^T against key chunk kc, in the
-// m16n8 C layout (s[4j + e] = key 8j + 2t + (e & 1) of row g + 8 (e >> 1)); bits (non-zero): the
-// warp's 16-key sub-blocks in the layout; warp_row0: the warp's first query row. Scales and masks
+// m16n8 C layout (s[4j + e] = key 8j + 2t + (e & 1) of row g + 8 (e >> 1)); bits: the warp's
+// 16-key sub-blocks in the layout (0: every score masked, P = 0, the state unchanged); warp_row0: the warp's first query row. Scales and masks
 // the scores (keys past seq, causal, kpm, bias; with kFoldScale a plain chunk keeps the raw scores
 // and folds the scale into the exponent's FMA: max(c s) = |c| max(sign(c) s) — fewer
 // instructions, but 24–26 more registers in the sm_80 kernel, a CTA per SM there, so it passes
@@ -131,11 +131,14 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
 // exactly 0). With sbias (instead of bias) the bias comes from the chunk's [64 query][64 key]
 // tile in shared memory (the TMA's 128-byte swizzle; warp_row0 is then a multiple of 16 inside
 // a 64-row tile).
-template <typename T, int D, bool kFoldScale>
-__device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
-                                              long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
-                                              float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4],
-                                              const T* sbias) {
+//
+// softmax_chunk_p is all of it but the rescale of o: it returns each row's factor in alpha
+// (rescale_o applies it), so a kernel whose PV product is still in flight on o can run it.
+template <typename T, bool kFoldScale>
+__device__ __forceinline__ void softmax_chunk_p(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
+                                                long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
+                                                float (&m)[2], float (&l)[2], uint32_t (&pf)[4][4], const T* sbias,
+                                                float (&alpha)[2]) {
     constexpr float kLog2e = 1.4426950408889634f;
     const long long seq = p.seq;
     const long long row_g[2] = {warp_row0 + g, warp_row0 + g + 8};
@@ -203,7 +206,7 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
         rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 1));
         rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 2));
     }
-    float alpha[2], base[2], rowsum[2] = {0.f, 0.f};
+    float base[2], rowsum[2] = {0.f, 0.f};
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         const float m_new = fmaxf(m[r], rowmax[r]);
@@ -237,7 +240,12 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
         rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 2);
         l[r] = l[r] * alpha[r] + rowsum[r];
     }
-    // Rescale O only when some row's max moved (after the first chunks it rarely does).
+}
+
+// Rescales the output accumulator o (rows g, g + 8: alpha[0], alpha[1]) only when some row's
+// max moved (after the first chunks it rarely does).
+template <int D>
+__device__ __forceinline__ void rescale_o(float (&o)[D / 2], const float (&alpha)[2]) {
     if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
         for (int i = 0; i < D / 8; ++i) {
@@ -245,6 +253,17 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
             o[4 * i + 2] *= alpha[1]; o[4 * i + 3] *= alpha[1];
         }
     }
+}
+
+// softmax_chunk_p, then rescale_o.
+template <typename T, int D, bool kFoldScale>
+__device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
+                                              long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
+                                              float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4],
+                                              const T* sbias) {
+    float alpha[2];
+    softmax_chunk_p<T, kFoldScale>(p, bias, kpm, kc, warp_row0, g, t, bits, s, m, l, pf, sbias, alpha);
+    rescale_o<D>(o, alpha);
 }
 
 // Rows per matrix of the backward's tiled row statistics (row_stats): L rounded up to 128, which
