@@ -102,6 +102,13 @@ __device__ __forceinline__ void fence_regs(float (&r)[N]) {
 #pragma unroll
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
+// The same for A fragments in registers: their values are in place before the wgmma fence.
+__device__ __forceinline__ void fence_regs(uint32_t (&r)[4][4]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(r[i][e])::"memory");
+}
 // Ordinary shared-memory stores (dS^T, the staged dQ) go through the generic proxy; wgmma and the
 // TMA read through the async proxy, so the writers fence before the barrier that publishes them.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -441,7 +448,7 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d128, __half, 128, fal
 
 // =================================================================================================
 // Warp-specialised persistent forward (`_ws_` kernels; no bias). One CTA per SM of 1 + NC
-// warpgroups: warpgroup 0 is the producer (its registers cut to 24 by setmaxnreg; lane 0 of its
+// warpgroups: warpgroup 0 is the producer (its registers cut to 56 by setmaxnreg; lane 0 of its
 // warp c feeds consumer c), warpgroups 1..NC are consumers (their registers raised with the
 // freed ones), each walking its own work indices blockIdx.x * NC + c, + gridDim.x * NC, ...
 // Consumer c has two Q buffers and STAGES K/V stages, each with a full barrier (the producer's
@@ -484,11 +491,19 @@ struct WsLayout {
     }
 };
 
-// Registers per thread: the producer's 40 (24 spill its item walk) and the consumers' share of
-// the rest of the 64 K (a multiple of 8).
-constexpr int kWsProducerRegs = 40;
+// Registers per thread: every warp starts with the kernel's count E (65536 / threads, a multiple
+// of 8, as __launch_bounds__(threads, 1) caps it); the producer drops to 56 (fewer spill its
+// item walk: 48 spill 4-8 bytes, 24 60-104), and the consumers can raise theirs only by what it
+// released (the CTA's pool): E + (E - 56) / NC, a multiple of 8. D 64 (NC 3): 128 -> 152;
+// D 128 (NC 2): 168 -> 224.
+constexpr int kWsProducerRegs = 56;
 template <int NC>
-__host__ __device__ constexpr int ws_consumer_regs() { return (65536 - 128 * kWsProducerRegs) / (128 * NC) / 8 * 8; }
+__host__ __device__ constexpr int ws_entry_regs() { return 65536 / (128 * (NC + 1)) / 8 * 8; }
+template <int NC>
+__host__ __device__ constexpr int ws_consumer_regs() {
+    return (ws_entry_regs<NC>() + (ws_entry_regs<NC>() - kWsProducerRegs) / NC) / 8 * 8;
+}
+static_assert(ws_consumer_regs<3>() == 152 && ws_consumer_regs<2>() == 224, "WS register split");
 
 template <typename T, int D, int NC, int STAGES>
 __device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdParams& p, const LtdSparseAttnTmaMaps& maps) {
@@ -535,14 +550,26 @@ __device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdPa
             prefetch_map(&maps.o);
         }
         const L lay(base, NC, c);
-        int n = 0, j = 0;  // chunks and items so far
-        for (long long index = (long long)blockIdx.x * NC + c; index < p.work_count; index += stride, ++j) {
-            const ltd_attn::WorkItem w = ltd_attn::work_item_at(p, index);
-            const int mat = w.b * (int)p.heads + w.h;
-            const int qb = j & 1;
-            mbar_wait(lay.qempty + 8 * qb, ((j >> 1) & 1) ^ 1);
+        // Q of item jj (the consumer's jj-th) into its buffer once the consumer has freed it.
+        auto issue_q = [&](int jj, const ltd_attn::WorkItem& w) {
+            const int qb = jj & 1;
+            mbar_wait(lay.qempty + 8 * qb, ((jj >> 1) & 1) ^ 1);
             mbar_expect(lay.qfull + 8 * qb, kTileBytes);
-            tma_tile<D>(lay.q + qb * kTileBytes, &maps.q, w.tile * kTile, mat, lay.qfull + 8 * qb);
+            tma_tile<D>(lay.q + qb * kTileBytes, &maps.q, w.tile * kTile, w.b * (int)p.heads + w.h, lay.qfull + 8 * qb);
+        };
+        long long index = (long long)blockIdx.x * NC + c;
+        if (index >= p.work_count) return;
+        ltd_attn::WorkItem w = ltd_attn::work_item_at(p, index);
+        issue_q(0, w);
+        int n = 0;  // chunks so far
+        for (int j = 0; index < p.work_count; ++j) {
+            const long long next = index + stride;
+            const bool has_next = next < p.work_count;
+            // The next item's Q goes out after this item's second chunk (its buffer is freed
+            // while the consumer starts on this item), so it lands before the consumer needs it.
+            const ltd_attn::WorkItem wn = has_next ? ltd_attn::work_item_at(p, next) : w;
+            bool next_q = !has_next;
+            const int mat = w.b * (int)p.heads + w.h;
             for (int it = w.begin; it < w.end; ++it, ++n) {
                 const int kc = it == w.begin ? w.first : it == w.begin + 1 ? w.second : cols[it];
                 const int st = n % STAGES;
@@ -550,7 +577,14 @@ __device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdPa
                 mbar_expect(lay.kvfull + 8 * st, 2 * kTileBytes);
                 tma_tile<D>(lay.k + st * kTileBytes, &maps.k, kc * kTile, mat, lay.kvfull + 8 * st);
                 tma_tile<D>(lay.v + st * kTileBytes, &maps.v, kc * kTile, mat, lay.kvfull + 8 * st);
+                if (!next_q && it > w.begin) {
+                    issue_q(j + 1, wn);
+                    next_q = true;
+                }
             }
+            if (!next_q) issue_q(j + 1, wn);
+            index = next;
+            w = wn;
         }
         return;
     }
@@ -597,44 +631,45 @@ __device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdPa
 
         // The chunk pipeline: S of chunk i is issued, then O += P V of chunk i - 1, and the
         // softmax of chunk i runs while that PV product is in flight; O is rescaled once it has
-        // retired. P of chunk i - 1 (pf) and its stage stay live across the iteration.
+        // retired. P of chunk i - 1 (pf, packed only once its own PV product has retired, FA3's
+        // order: an A fragment rewritten while a product reads it serialises every wgmma, C7513)
+        // and its stage stay live across the iteration.
         uint32_t pf[4][4];
-        unsigned prev_colbits = 0;
         int prev_st = 0;
+        // The products are issued after fence_regs on their accumulators and one wgmma fence: an
+        // accumulator touched between the fence and a product (a fence_regs between S and PV)
+        // makes ptxas serialise every wgmma (C7513).
         // S = Q K^T of the chunk in stage st (issued and committed, not waited for).
         auto issue_s = [&](int st) {
             const uint32_t tK = lay.k + st * kTileBytes;
-            fence_regs(s);
-            wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(s, desc_kmajor(sQ, kk), desc_kmajor(tK, kk), kk > 0);
             wg_commit();
         };
-        // O += P V of the previous chunk (16-key slices outside the layout skipped: P is 0 there).
+        // O += P V of the previous chunk. All four 16-key slices, also those outside the layout
+        // (P is 0 there): skipping one under a branch makes ptxas close a group per slice and
+        // pad the commit with a dummy wgmma, so waiting for the S product would wait for this
+        // product too.
         auto issue_pv = [&]() {
             const uint32_t tV = lay.v + prev_st * kTileBytes;
-            fence_regs(o);
-            wg_fence();
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {
-                if (!((prev_colbits >> ks) & 1u)) continue;
                 if constexpr (D == 64) Wgmma<T>::rs_n64(o, pf[ks], desc_mnmajor(tV, ks));
                 else Wgmma<T>::rs_n128(o, pf[ks], desc_mnmajor(tV, ks));
             }
             wg_commit();
         };
-        // The softmax of the chunk whose scores are in s: P into pf_out, the rows' factor alpha.
-        // Also for a warp with no layout block in the chunk (bits 0: every score masked, P = 0,
-        // the state unchanged): skipping it under a branch makes ptxas serialise every wgmma
-        // (C7520), since the in-flight PV product spans the branch.
-        auto softmax = [&](uint32_t (&pf_out)[4][4], float (&alpha)[2]) {
+        // The softmax of the chunk whose scores are in s: P (f32) left in s, the rows' factor in
+        // alpha. Also for a warp with no layout block in the chunk (bits 0: every score masked,
+        // P = 0, the state unchanged): skipping it under a branch makes ptxas serialise every
+        // wgmma (C7520), since the in-flight PV product spans the branch.
+        auto softmax = [&](float (&alpha)[2]) {
             const unsigned bits = (mask >> (4 * warp)) & 0xFu;
-            ltd_attn::softmax_chunk_p<T, true>(p, nullptr, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, pf_out, nullptr, alpha);
+            ltd_attn::softmax_chunk_p<T, true, false>(p, nullptr, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, pf, nullptr, alpha);
         };
         // Moves to the next chunk's table entries.
         auto advance = [&](int it) {
             const int after_kc = it + 2 < end ? cols[it + 2] : 0;
-            prev_colbits = (mask | (mask >> 4) | (mask >> 8) | (mask >> 12)) & 0xFu;
             mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
             kc = next_kc;
             next_kc = after_kc;
@@ -643,37 +678,44 @@ __device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdPa
             // The first chunk: S, then its softmax (O is 0: no product to overlap, no rescale).
             prev_st = n % STAGES;
             mbar_wait(lay.kvfull + 8 * prev_st, (n / STAGES) & 1);
+            fence_regs(s);
+            wg_fence();
             issue_s(prev_st);
             release_pending();
             wg_wait<0>();
             fence_regs(s);
             float alpha[2];
-            softmax(pf, alpha);
+            softmax(alpha);
+            ltd_attn::pack_p<T>(s, pf);
             advance(begin);
             ++n;
         }
         for (int it = begin + 1; it < end; ++it, ++n) {
             const int st = n % STAGES;
             mbar_wait(lay.kvfull + 8 * st, (n / STAGES) & 1);
+            fence_regs(s);
+            fence_regs(o);
+            fence_regs(pf);
+            wg_fence();
             issue_s(st);
             issue_pv();
             wg_wait<1>();  // S has retired (groups retire in order); PV may still run
             fence_regs(s);
-            uint32_t pf_next[4][4];
             float alpha[2];
-            softmax(pf_next, alpha);
-            wg_wait<0>();
+            softmax(alpha);
+            wg_wait<0>();  // PV has retired: its P fragments and O may be rewritten
             fence_regs(o);
+            fence_regs(pf);
             if (lane == 0) mbar_arrive(lay.kvempty + 8 * prev_st);  // this warp is done with the previous stage
+            ltd_attn::pack_p<T>(s, pf);
             ltd_attn::rescale_o<D>(o, alpha);
-#pragma unroll
-            for (int ks = 0; ks < 4; ++ks)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) pf[ks][e] = pf_next[ks][e];
             prev_st = st;
             advance(it);
         }
         if (begin < end) {
+            fence_regs(o);
+            fence_regs(pf);
+            wg_fence();
             issue_pv();
             wg_wait<0>();
             fence_regs(o);
@@ -708,8 +750,8 @@ __device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdPa
 
 }  // namespace
 
-// D 64: three consumers of 152 registers (4 warpgroups = 512 threads, 40 x 128 + 152 x 384 of
-// the 64 K registers); D 128: two consumers of 232 (384 threads). Both two K/V stages.
+// D 64: three consumers of 152 registers (4 warpgroups = 512 threads); D 128: two consumers of
+// 224 (384 threads). Both two K/V stages.
 #define LTD_SPARSE_FWD_WS_SM90(NAME, T, D, NC, STAGES) \
     extern "C" __global__ void __launch_bounds__(128 * (NC + 1), 1) \
         NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_ws_sm90<T, D, NC, STAGES>(p, maps); }

@@ -132,9 +132,11 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
 // tile in shared memory (the TMA's 128-byte swizzle; warp_row0 is then a multiple of 16 inside
 // a 64-row tile).
 //
-// softmax_chunk_p is all of it but the rescale of o: it returns each row's factor in alpha
-// (rescale_o applies it), so a kernel whose PV product is still in flight on o can run it.
-template <typename T, bool kFoldScale>
+// softmax_chunk_p is all of it but the rescale of o, whose factors it returns in alpha
+// (rescale_o applies them). With kPack it packs P into pf as softmax_chunk does; without, for a
+// kernel whose PV product is still in flight on o and on the previous P fragments, it leaves P
+// in s (f32, same layout; pf untouched) and pack_p makes the fragments later.
+template <typename T, bool kFoldScale, bool kPack>
 __device__ __forceinline__ void softmax_chunk_p(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
                                                 long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
                                                 float (&m)[2], float (&l)[2], uint32_t (&pf)[4][4], const T* sbias,
@@ -224,8 +226,15 @@ __device__ __forceinline__ void softmax_chunk_p(const LtdSparseAttnFwdParams& p,
         }
         rowsum[0] += p0 + p1;
         rowsum[1] += p2 + p3;
-        pf[j >> 1][(j & 1) * 2 + 0] = pack2<T>(p0, p1);
-        pf[j >> 1][(j & 1) * 2 + 1] = pack2<T>(p2, p3);
+        if constexpr (kPack) {
+            pf[j >> 1][(j & 1) * 2 + 0] = pack2<T>(p0, p1);
+            pf[j >> 1][(j & 1) * 2 + 1] = pack2<T>(p2, p3);
+        } else {
+            s[4 * j + 0] = p0;
+            s[4 * j + 1] = p1;
+            s[4 * j + 2] = p2;
+            s[4 * j + 3] = p3;
+        }
     };
     if (bits == 0xFu) {
 #pragma unroll
@@ -242,6 +251,16 @@ __device__ __forceinline__ void softmax_chunk_p(const LtdSparseAttnFwdParams& p,
     }
 }
 
+// P (f32 in s, as softmax_chunk_p without kPack leaves it) as A fragments pf, 4 k-slices of 16 keys.
+template <typename T>
+__device__ __forceinline__ void pack_p(const float (&s)[32], uint32_t (&pf)[4][4]) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        pf[j >> 1][(j & 1) * 2 + 0] = pack2<T>(s[4 * j + 0], s[4 * j + 1]);
+        pf[j >> 1][(j & 1) * 2 + 1] = pack2<T>(s[4 * j + 2], s[4 * j + 3]);
+    }
+}
+
 // Rescales the output accumulator o (rows g, g + 8: alpha[0], alpha[1]) only when some row's
 // max moved (after the first chunks it rarely does).
 template <int D>
@@ -255,14 +274,14 @@ __device__ __forceinline__ void rescale_o(float (&o)[D / 2], const float (&alpha
     }
 }
 
-// softmax_chunk_p, then rescale_o.
+// softmax_chunk_p (packing P) and rescale_o.
 template <typename T, int D, bool kFoldScale>
 __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
                                               long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
                                               float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4],
                                               const T* sbias) {
     float alpha[2];
-    softmax_chunk_p<T, kFoldScale>(p, bias, kpm, kc, warp_row0, g, t, bits, s, m, l, pf, sbias, alpha);
+    softmax_chunk_p<T, kFoldScale, true>(p, bias, kpm, kc, warp_row0, g, t, bits, s, m, l, pf, sbias, alpha);
     rescale_o<D>(o, alpha);
 }
 

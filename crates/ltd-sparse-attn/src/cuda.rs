@@ -1354,7 +1354,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         kernel
     };
     // Consumer warpgroups per CTA of the warp-specialised kernel (one CTA per SM): the 64 K
-    // registers are 40 per producer thread and 152 (D 64) / 232 (D 128) per consumer thread.
+    // registers are 56 per producer thread and 152 (D 64) / 224 (D 128) per consumer thread.
     let ws_consumers = if head_dim == 64 { 3 } else { 2 };
     let bias_tile_bytes = if bias_tiles {
         2 * KERNEL_TILE * KERNEL_TILE * 2
