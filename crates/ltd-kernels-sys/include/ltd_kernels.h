@@ -256,6 +256,7 @@ typedef struct LtdSparseAttnFwdParams {
     int causal;
     int item_rows;
     long long work_count;
+    ltd_devptr_t work_counter;
 } LtdSparseAttnFwdParams;
 
 /**

@@ -473,21 +473,27 @@ __device__ __forceinline__ void named_sync(int id, int threads) {
 }
 
 // Shared memory of consumer c: Q[2], K[STAGES], V[STAGES] tiles; then, after all consumers'
-// tiles, its barriers: qfull[2], qempty[2], kvfull[STAGES], kvempty[STAGES].
+// tiles, its barriers qfull[2], qempty[2], kvfull[STAGES], kvempty[STAGES] and the work items of
+// its two Q buffers (item[2], 48 bytes each: the producer's decoded ltd_attn::WorkItem, h = -1
+// past the last one), published by the qfull barrier with the Q tile.
 template <int D, int STAGES>
 struct WsLayout {
     static constexpr uint32_t kTileBytes = kTile * D * 2;
     static constexpr uint32_t kConsumerBytes = (2 + 2 * STAGES) * kTileBytes;
     static constexpr int kBars = 4 + 2 * STAGES;
-    uint32_t q, k, v, qfull, qempty, kvfull, kvempty;
+    static constexpr uint32_t kItemBytes = 48;
+    static constexpr uint32_t kControlBytes = 8 * kBars + 2 * kItemBytes;
+    static_assert(sizeof(ltd_attn::WorkItem) <= kItemBytes, "work item slot");
+    uint32_t q, k, v, qfull, qempty, kvfull, kvempty, item;
     __device__ __forceinline__ WsLayout(uint32_t base, int nc, int c) {
         q = base + c * kConsumerBytes;
         k = q + 2 * kTileBytes;
         v = k + STAGES * kTileBytes;
-        qfull = base + nc * kConsumerBytes + 8 * kBars * c;
+        qfull = base + nc * kConsumerBytes + kControlBytes * c;
         qempty = qfull + 16;
         kvfull = qempty + 16;
         kvempty = kvfull + 8 * STAGES;
+        item = kvempty + 8 * STAGES;
     }
 };
 
@@ -550,25 +556,36 @@ __device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdPa
             prefetch_map(&maps.o);
         }
         const L lay(base, NC, c);
-        // Q of item jj (the consumer's jj-th) into its buffer once the consumer has freed it.
-        auto issue_q = [&](int jj, const ltd_attn::WorkItem& w) {
+        // Work indices past the first gridDim.x * NC (one per consumer) are handed out by the
+        // counter, so a consumer that drew long items draws fewer of them.
+        int* counter = reinterpret_cast<int*>(p.work_counter);
+        // Item jj of this consumer (index `index`, decoded as w) into Q buffer jj % 2 once the
+        // consumer has freed it: the decoded item into its slot, then the Q tile (past the last
+        // index, h = -1 and a plain arrival).
+        auto issue_q = [&](int jj, long long index, const ltd_attn::WorkItem& w) {
             const int qb = jj & 1;
             mbar_wait(lay.qempty + 8 * qb, ((jj >> 1) & 1) ^ 1);
-            mbar_expect(lay.qfull + 8 * qb, kTileBytes);
-            tma_tile<D>(lay.q + qb * kTileBytes, &maps.q, w.tile * kTile, w.b * (int)p.heads + w.h, lay.qfull + 8 * qb);
+            ltd_attn::WorkItem* slot = reinterpret_cast<ltd_attn::WorkItem*>(smem_raw + (lay.item + qb * L::kItemBytes - raw));
+            *slot = w;
+            if (index < p.work_count) {
+                mbar_expect(lay.qfull + 8 * qb, kTileBytes);
+                tma_tile<D>(lay.q + qb * kTileBytes, &maps.q, w.tile * kTile, w.b * (int)p.heads + w.h, lay.qfull + 8 * qb);
+            } else {
+                slot->h = -1;
+                mbar_arrive(lay.qfull + 8 * qb);
+            }
         };
         long long index = (long long)blockIdx.x * NC + c;
-        if (index >= p.work_count) return;
-        ltd_attn::WorkItem w = ltd_attn::work_item_at(p, index);
-        issue_q(0, w);
+        ltd_attn::WorkItem w = index < p.work_count ? ltd_attn::work_item_at(p, index) : ltd_attn::WorkItem{};
+        issue_q(0, index, w);
         int n = 0;  // chunks so far
         for (int j = 0; index < p.work_count; ++j) {
-            const long long next = index + stride;
+            const long long next = (long long)atomicAdd(counter, 1) + stride;
             const bool has_next = next < p.work_count;
             // The next item's Q goes out after this item's second chunk (its buffer is freed
             // while the consumer starts on this item), so it lands before the consumer needs it.
             const ltd_attn::WorkItem wn = has_next ? ltd_attn::work_item_at(p, next) : w;
-            bool next_q = !has_next;
+            bool next_q = false;
             const int mat = w.b * (int)p.heads + w.h;
             for (int it = w.begin; it < w.end; ++it, ++n) {
                 const int kc = it == w.begin ? w.first : it == w.begin + 1 ? w.second : cols[it];
@@ -578,11 +595,11 @@ __device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdPa
                 tma_tile<D>(lay.k + st * kTileBytes, &maps.k, kc * kTile, mat, lay.kvfull + 8 * st);
                 tma_tile<D>(lay.v + st * kTileBytes, &maps.v, kc * kTile, mat, lay.kvfull + 8 * st);
                 if (!next_q && it > w.begin) {
-                    issue_q(j + 1, wn);
+                    issue_q(j + 1, next, wn);
                     next_q = true;
                 }
             }
-            if (!next_q) issue_q(j + 1, wn);
+            if (!next_q) issue_q(j + 1, next, wn);
             index = next;
             w = wn;
         }
@@ -608,13 +625,16 @@ __device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdPa
             pending = -1;
         }
     };
-    for (long long index = (long long)blockIdx.x * NC + c; index < p.work_count; index += stride, ++j) {
-        const ltd_attn::WorkItem work = ltd_attn::work_item_at(p, index);
+    for (;; ++j) {
+        const int qb = j & 1;
+        mbar_wait(lay.qfull + 8 * qb, (j >> 1) & 1);
+        const ltd_attn::WorkItem work =
+            *reinterpret_cast<const ltd_attn::WorkItem*>(smem_raw + (lay.item + qb * L::kItemBytes - raw));
+        if (work.h < 0) break;  // past the last work index
         const int qt = work.tile, h = work.h, b = work.b, begin = work.begin, end = work.end;
         const long long bh = (long long)b * p.heads + h;
         const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
         const long long q0 = (long long)qt * kTile;
-        const int qb = j & 1;
         const uint32_t sQ = lay.q + qb * kTileBytes;
         int kc = work.first;
         unsigned mask = (unsigned)work.first_mask;
@@ -627,7 +647,6 @@ __device__ __forceinline__ void sparse_attn_fwd_ws_sm90(const LtdSparseAttnFwdPa
         float s[32];
 #pragma unroll
         for (int i = 0; i < 32; ++i) s[i] = 0.f;
-        mbar_wait(lay.qfull + 8 * qb, (j >> 1) & 1);
 
         // The chunk pipeline: S of chunk i is issued, then O += P V of chunk i - 1, and the
         // softmax of chunk i runs while that PV product is in flight; O is rescaled once it has

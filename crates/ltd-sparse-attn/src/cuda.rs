@@ -1375,7 +1375,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         }
         CudaAttentionKernel::WgmmaWarpSpecialized => {
             // Per consumer two Q tiles and two stages of K and V, and 8 barriers.
-            let smem = ws_consumers * (6 * KERNEL_TILE * head_dim * 2 + 64) + 1024;
+            let smem = ws_consumers * (6 * KERNEL_TILE * head_dim * 2 + 160) + 1024;
             let func = dev.load_function_with_shared(
                 "sparse_attn_sm90a",
                 fatbin::SPARSE_ATTN_SM90A,
@@ -1476,6 +1476,18 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     let pl = part_lse.as_mut().map(|b| b.device_ptr_mut(stream));
     let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
     let bias = options.bias.map(|m| m.device_ptr(stream));
+    // The warp-specialised kernel's work counter (zeroed; it hands out the work indices past
+    // the first one of each consumer).
+    let mut counter_buf = if kernel == CudaAttentionKernel::WgmmaWarpSpecialized {
+        Some(
+            stream
+                .alloc_zeros::<i32>(1)
+                .map_err(cuda_err("allocating the work counter"))?,
+        )
+    } else {
+        None
+    };
+    let counter = counter_buf.as_mut().map(|b| b.device_ptr_mut(stream));
     let params = LtdSparseAttnFwdParams {
         q: q_ptr,
         k: k_ptr,
@@ -1498,6 +1510,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         causal: i32::from(options.causal),
         item_rows: item_rows as i32,
         work_count: i64::from(items),
+        work_counter: counter.as_ref().map_or(0, |(p, _)| *p),
     };
     let cfg = LaunchConfig {
         grid_dim: (grid, 1, 1),
@@ -1572,7 +1585,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         }
         .map_err(cuda_err("launching the attention combine kernel"))?;
     }
-    drop((g1, g2, g3, g4, g5, g7, g8, g9, g11, po, pl, kpm, bias));
+    drop((g1, g2, g3, g4, g5, g7, g8, g9, g11, po, pl, kpm, bias, counter));
     Ok(())
 }
 
