@@ -70,7 +70,7 @@ mod gpu {
         let mut json = format!("{{\"device\": {:?}, \"runs\": [\n", dev.to_string());
         let mut first = true;
         println!(
-            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9} {:>10}",
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9}",
             "layout",
             "S",
             "B",
@@ -87,8 +87,7 @@ mod gpu {
             "host f+b us",
             "Wgmma f+b us",
             "pairs f+b us",
-            "bwd pair",
-            "ws fwd us"
+            "bwd pair"
         );
         for seq in [4096usize, 16384] {
             let batch = 16384 / seq;
@@ -191,18 +190,6 @@ mod gpu {
                         Some(kernel) => time(false, &CudaAttentionOptions { kernel, ..base })?,
                         None => f64::NAN,
                     };
-                    // The warp-specialised forward (Hopper only).
-                    let ws_us = if CudaAttentionKernel::WgmmaWarpSpecialized.runs_on(cc) {
-                        time(
-                            false,
-                            &CudaAttentionOptions {
-                                kernel: CudaAttentionKernel::WgmmaWarpSpecialized,
-                                ..base
-                            },
-                        )?
-                    } else {
-                        f64::NAN
-                    };
                     // On Hopper, forward + backward with each Hopper choice forced (the
                     // backward of `Wgmma` runs one warpgroup per key chunk, that of
                     // `WgmmaPairs` two per pair of chunks; `Auto` picks per layout).
@@ -238,7 +225,7 @@ mod gpu {
                     let flops = 4.0 * batch as f64 * layout.nnz() as f64 * block * block * d as f64;
                     let tflops = flops / us / 1e6;
                     println!(
-                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9} {:>10.1}",
+                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9}",
                         name,
                         seq,
                         batch,
@@ -255,11 +242,10 @@ mod gpu {
                         host_fb_us,
                         single_fb_us,
                         pairs_fb_us,
-                        bwd_pairs,
-                        ws_us
+                        bwd_pairs
                     );
                     json.push_str(&format!(
-                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}, \"fwd_mma_sync_us\": {sm80_us:.3}, \"fwdbwd_mma_sync_us\": {sm80_fb_us:.3}, \"fwd_kernel\": \"{:?}\", \"fwd_other_hopper_us\": {other_us:.3}, \"kernel_tiles\": {}, \"host_fwd_us\": {host_us:.3}, \"host_fwdbwd_us\": {host_fb_us:.3}, \"fwdbwd_wgmma_us\": {single_fb_us:.3}, \"fwdbwd_wgmma_pairs_us\": {pairs_fb_us:.3}, \"bwd_pairs\": {bwd_pairs}, \"fwd_ws_us\": {ws_us:.3}}}",
+                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}, \"fwd_mma_sync_us\": {sm80_us:.3}, \"fwdbwd_mma_sync_us\": {sm80_fb_us:.3}, \"fwd_kernel\": \"{:?}\", \"fwd_other_hopper_us\": {other_us:.3}, \"kernel_tiles\": {}, \"host_fwd_us\": {host_us:.3}, \"host_fwdbwd_us\": {host_fb_us:.3}, \"fwdbwd_wgmma_us\": {single_fb_us:.3}, \"fwdbwd_wgmma_pairs_us\": {pairs_fb_us:.3}, \"bwd_pairs\": {bwd_pairs}}}",
                         if first { "" } else { ",\n" },
                         layout.block(),
                         layout.num_blocks(),

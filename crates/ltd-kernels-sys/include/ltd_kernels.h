@@ -255,8 +255,6 @@ typedef struct LtdSparseAttnFwdParams {
     float scale_log2;
     int causal;
     int item_rows;
-    long long work_count;
-    ltd_devptr_t work_counter;
 } LtdSparseAttnFwdParams;
 
 /**

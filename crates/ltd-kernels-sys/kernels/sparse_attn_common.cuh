@@ -95,11 +95,9 @@ struct WorkItem {
     int h, tile, begin, end, slot, first, first_mask, second, b;
 };
 
-// The work item of work index `index` (item index / batch, batch row index % batch): the
-// CTA's own (work_item) or, in a persistent kernel, each index it walks.
 template <typename P>
-__device__ __forceinline__ WorkItem work_item_at(const P& p, long long index) {
-    const long long item = index / p.batch;
+__device__ __forceinline__ WorkItem work_item(const P& p) {
+    const long long item = blockIdx.x / p.batch;
     const int* w = reinterpret_cast<const int*>(p.work_items) + item * 8;
     WorkItem r;
     r.h = w[0];
@@ -110,18 +108,14 @@ __device__ __forceinline__ WorkItem work_item_at(const P& p, long long index) {
     r.first = w[5];
     r.first_mask = w[6];
     r.second = w[7];
-    r.b = (int)(index % p.batch);
+    r.b = (int)(blockIdx.x % p.batch);
     return r;
-}
-template <typename P>
-__device__ __forceinline__ WorkItem work_item(const P& p) {
-    return work_item_at(p, blockIdx.x);
 }
 
 // The online-softmax step of one 64-key chunk for rows g and g + 8 of a warp, shared by the
 // forward kernels (log2 domain). s: the warp's raw scores Q K^T against key chunk kc, in the
-// m16n8 C layout (s[4j + e] = key 8j + 2t + (e & 1) of row g + 8 (e >> 1)); bits: the warp's
-// 16-key sub-blocks in the layout (0: every score masked, P = 0, the state unchanged); warp_row0: the warp's first query row. Scales and masks
+// m16n8 C layout (s[4j + e] = key 8j + 2t + (e & 1) of row g + 8 (e >> 1)); bits (non-zero): the
+// warp's 16-key sub-blocks in the layout; warp_row0: the warp's first query row. Scales and masks
 // the scores (keys past seq, causal, kpm, bias; with kFoldScale a plain chunk keeps the raw scores
 // and folds the scale into the exponent's FMA: max(c s) = |c| max(sign(c) s) — fewer
 // instructions, but 24–26 more registers in the sm_80 kernel, a CTA per SM there, so it passes
@@ -131,16 +125,11 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
 // exactly 0). With sbias (instead of bias) the bias comes from the chunk's [64 query][64 key]
 // tile in shared memory (the TMA's 128-byte swizzle; warp_row0 is then a multiple of 16 inside
 // a 64-row tile).
-//
-// softmax_chunk_p is all of it but the rescale of o, whose factors it returns in alpha
-// (rescale_o applies them). With kPack it packs P into pf as softmax_chunk does; without, for a
-// kernel whose PV product is still in flight on o and on the previous P fragments, it leaves P
-// in s (f32, same layout; pf untouched) and pack_p makes the fragments later.
-template <typename T, bool kFoldScale, bool kPack>
-__device__ __forceinline__ void softmax_chunk_p(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
-                                                long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
-                                                float (&m)[2], float (&l)[2], uint32_t (&pf)[4][4], const T* sbias,
-                                                float (&alpha)[2]) {
+template <typename T, int D, bool kFoldScale>
+__device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
+                                              long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
+                                              float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4],
+                                              const T* sbias) {
     constexpr float kLog2e = 1.4426950408889634f;
     const long long seq = p.seq;
     const long long row_g[2] = {warp_row0 + g, warp_row0 + g + 8};
@@ -208,7 +197,7 @@ __device__ __forceinline__ void softmax_chunk_p(const LtdSparseAttnFwdParams& p,
         rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 1));
         rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 2));
     }
-    float base[2], rowsum[2] = {0.f, 0.f};
+    float alpha[2], base[2], rowsum[2] = {0.f, 0.f};
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         const float m_new = fmaxf(m[r], rowmax[r]);
@@ -226,15 +215,8 @@ __device__ __forceinline__ void softmax_chunk_p(const LtdSparseAttnFwdParams& p,
         }
         rowsum[0] += p0 + p1;
         rowsum[1] += p2 + p3;
-        if constexpr (kPack) {
-            pf[j >> 1][(j & 1) * 2 + 0] = pack2<T>(p0, p1);
-            pf[j >> 1][(j & 1) * 2 + 1] = pack2<T>(p2, p3);
-        } else {
-            s[4 * j + 0] = p0;
-            s[4 * j + 1] = p1;
-            s[4 * j + 2] = p2;
-            s[4 * j + 3] = p3;
-        }
+        pf[j >> 1][(j & 1) * 2 + 0] = pack2<T>(p0, p1);
+        pf[j >> 1][(j & 1) * 2 + 1] = pack2<T>(p2, p3);
     };
     if (bits == 0xFu) {
 #pragma unroll
@@ -249,22 +231,7 @@ __device__ __forceinline__ void softmax_chunk_p(const LtdSparseAttnFwdParams& p,
         rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 2);
         l[r] = l[r] * alpha[r] + rowsum[r];
     }
-}
-
-// P (f32 in s, as softmax_chunk_p without kPack leaves it) as A fragments pf, 4 k-slices of 16 keys.
-template <typename T>
-__device__ __forceinline__ void pack_p(const float (&s)[32], uint32_t (&pf)[4][4]) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-        pf[j >> 1][(j & 1) * 2 + 0] = pack2<T>(s[4 * j + 0], s[4 * j + 1]);
-        pf[j >> 1][(j & 1) * 2 + 1] = pack2<T>(s[4 * j + 2], s[4 * j + 3]);
-    }
-}
-
-// Rescales the output accumulator o (rows g, g + 8: alpha[0], alpha[1]) only when some row's
-// max moved (after the first chunks it rarely does).
-template <int D>
-__device__ __forceinline__ void rescale_o(float (&o)[D / 2], const float (&alpha)[2]) {
+    // Rescale O only when some row's max moved (after the first chunks it rarely does).
     if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
         for (int i = 0; i < D / 8; ++i) {
@@ -272,17 +239,6 @@ __device__ __forceinline__ void rescale_o(float (&o)[D / 2], const float (&alpha
             o[4 * i + 2] *= alpha[1]; o[4 * i + 3] *= alpha[1];
         }
     }
-}
-
-// softmax_chunk_p (packing P) and rescale_o.
-template <typename T, int D, bool kFoldScale>
-__device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
-                                              long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
-                                              float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4],
-                                              const T* sbias) {
-    float alpha[2];
-    softmax_chunk_p<T, kFoldScale, true>(p, bias, kpm, kc, warp_row0, g, t, bits, s, m, l, pf, sbias, alpha);
-    rescale_o<D>(o, alpha);
 }
 
 // Rows per matrix of the backward's tiled row statistics (row_stats): L rounded up to 128, which

@@ -992,13 +992,6 @@ pub enum CudaAttentionKernel {
     /// ([`CudaAttentionLayout::column_pair_sharing`]); `Auto` picks it where
     /// [`backward_pairs`](Self::backward_pairs) says. With a bias the backward is `Wgmma`'s.
     WgmmaPairs,
-    /// [`Wgmma`](Self::Wgmma)'s arithmetic in a warp-specialised persistent forward: one CTA per
-    /// SM whose producer warpgroup (registers cut by `setmaxnreg`) copies every Q and K / V tile
-    /// by TMA ahead of its consumer warpgroups (three at head dim 64, two at 128, the freed
-    /// registers raised among them), each walking its own query tiles, so the next tile's
-    /// loads overlap the current one's products and no consumer waits at a CTA barrier. With a
-    /// bias, and in the backward, it runs `Wgmma`'s kernels. Compute capability 9.0 only.
-    WgmmaWarpSpecialized,
 }
 
 impl CudaAttentionKernel {
@@ -1012,9 +1005,9 @@ impl CudaAttentionKernel {
     pub fn runs_on(self, (major, minor): (i32, i32)) -> bool {
         match self {
             CudaAttentionKernel::Auto | CudaAttentionKernel::MmaSync => major >= 8,
-            CudaAttentionKernel::Wgmma
-            | CudaAttentionKernel::WgmmaPairs
-            | CudaAttentionKernel::WgmmaWarpSpecialized => (major, minor) == (9, 0),
+            CudaAttentionKernel::Wgmma | CudaAttentionKernel::WgmmaPairs => {
+                (major, minor) == (9, 0)
+            }
         }
     }
 
@@ -1028,9 +1021,7 @@ impl CudaAttentionKernel {
     pub fn is_hopper(self) -> bool {
         matches!(
             self,
-            CudaAttentionKernel::Wgmma
-                | CudaAttentionKernel::WgmmaPairs
-                | CudaAttentionKernel::WgmmaWarpSpecialized
+            CudaAttentionKernel::Wgmma | CudaAttentionKernel::WgmmaPairs
         )
     }
 
@@ -1265,7 +1256,6 @@ const FWD_BIAS_TILES: KernelNames = kernel_names!("ltd_sparse_attn_fwd_bias_tile
 const FWD_SM90: KernelNames = kernel_names!("ltd_sparse_attn_fwd_sm90");
 const FWD_SM90_PAIR: KernelNames = kernel_names!("ltd_sparse_attn_fwd_sm90_pair");
 const FWD_BIAS_SM90: KernelNames = kernel_names!("ltd_sparse_attn_fwd_bias_tma_sm90");
-const FWD_WS_SM90: KernelNames = kernel_names!("ltd_sparse_attn_fwd_ws_sm90");
 const FWD_COMBINE: KernelNames = kernel_names!("ltd_sparse_attn_fwd_combine");
 const BWD_PRE: KernelNames = kernel_names!("ltd_sparse_attn_bwd_pre");
 const BWD: KernelNames = kernel_names!("ltd_sparse_attn_bwd");
@@ -1347,15 +1337,6 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     // 64 x 64 tile per chunk (TMA / cp.async), next to K / V, in two more buffers (its rows
     // must be 16-byte multiples: L % 8 == 0; otherwise the bias is read per element, slower).
     let bias_tiles = options.bias.is_some() && seq_len % 8 == 0;
-    // The warp-specialised kernel has no bias variant: with a bias, Wgmma's kernels run.
-    let kernel = if kernel == CudaAttentionKernel::WgmmaWarpSpecialized && options.bias.is_some() {
-        CudaAttentionKernel::Wgmma
-    } else {
-        kernel
-    };
-    // Consumer warpgroups per CTA of the warp-specialised kernel (one CTA per SM): the 64 K
-    // registers are 56 per producer thread and 152 (D 64) / 224 (D 128) per consumer thread.
-    let ws_consumers = if head_dim == 64 { 3 } else { 2 };
     let bias_tile_bytes = if bias_tiles {
         2 * KERNEL_TILE * KERNEL_TILE * 2
     } else {
@@ -1369,17 +1350,6 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
                 "sparse_attn_sm90a",
                 fatbin::SPARSE_ATTN_SM90A,
                 name,
-                smem,
-            )?;
-            (func, smem)
-        }
-        CudaAttentionKernel::WgmmaWarpSpecialized => {
-            // Per consumer two Q tiles and two stages of K and V, and 8 barriers.
-            let smem = ws_consumers * (6 * KERNEL_TILE * head_dim * 2 + 160) + 1024;
-            let func = dev.load_function_with_shared(
-                "sparse_attn_sm90a",
-                fatbin::SPARSE_ATTN_SM90A,
-                kernel_name(&FWD_WS_SM90, type_name, head_dim),
                 smem,
             )?;
             (func, smem)
@@ -1450,14 +1420,6 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     };
     let stream = dev.stream();
     let items = plan.grid(batch)?;
-    // The warp-specialised kernel is persistent: at most one CTA per SM (fewer when there are
-    // fewer work indices than consumers), its consumers striding over all `items` indices.
-    let (grid, threads) = if kernel == CudaAttentionKernel::WgmmaWarpSpecialized {
-        let ctas = (items as usize).div_ceil(ws_consumers).min(dev.sm_count().max(1));
-        (ctas as u32, 128 * (ws_consumers as u32 + 1))
-    } else {
-        (items, threads)
-    };
     // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots, rows]),
     // only for layouts that have split rows.
     let parts = batch * plan.num_slots * item_rows;
@@ -1476,18 +1438,6 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     let pl = part_lse.as_mut().map(|b| b.device_ptr_mut(stream));
     let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
     let bias = options.bias.map(|m| m.device_ptr(stream));
-    // The warp-specialised kernel's work counter (zeroed; it hands out the work indices past
-    // the first one of each consumer).
-    let mut counter_buf = if kernel == CudaAttentionKernel::WgmmaWarpSpecialized {
-        Some(
-            stream
-                .alloc_zeros::<i32>(1)
-                .map_err(cuda_err("allocating the work counter"))?,
-        )
-    } else {
-        None
-    };
-    let counter = counter_buf.as_mut().map(|b| b.device_ptr_mut(stream));
     let params = LtdSparseAttnFwdParams {
         q: q_ptr,
         k: k_ptr,
@@ -1509,11 +1459,9 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         scale_log2: scale * std::f32::consts::LOG2_E,
         causal: i32::from(options.causal),
         item_rows: item_rows as i32,
-        work_count: i64::from(items),
-        work_counter: counter.as_ref().map_or(0, |(p, _)| *p),
     };
     let cfg = LaunchConfig {
-        grid_dim: (grid, 1, 1),
+        grid_dim: (items, 1, 1),
         block_dim: (threads, 1, 1),
         shared_mem_bytes: smem as u32,
     };
@@ -1585,7 +1533,7 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         }
         .map_err(cuda_err("launching the attention combine kernel"))?;
     }
-    drop((g1, g2, g3, g4, g5, g7, g8, g9, g11, po, pl, kpm, bias, counter));
+    drop((g1, g2, g3, g4, g5, g7, g8, g9, g11, po, pl, kpm, bias));
     Ok(())
 }
 
@@ -2210,23 +2158,18 @@ mod tests {
         };
         let sm80 = [
             &FWD,
-            &FWD_BIAS_TILES,
             &FWD_COMBINE,
             &BWD_PRE,
             &BWD,
             &BWD_BIAS,
-            &BWD_BIAS_TILES,
             &BWD_COMBINE,
             &BWD_DQ,
         ];
         let sm90 = [
             &FWD_SM90,
             &FWD_SM90_PAIR,
-            &FWD_BIAS_SM90,
-            &FWD_WS_SM90,
             &BWD_SM90,
             &BWD_BIAS_SM90,
-            &BWD_BIAS_TMA_SM90,
             &BWD_SM90_PAIR,
         ];
         for (tables, image) in [

@@ -26,14 +26,13 @@ use ltd_sparse_attn::{
 };
 use proptest::prelude::*;
 
-/// The kernel choices this device runs (all five on an H100).
+/// The kernel choices this device runs (all four on an H100).
 fn kernels(dev: &CudaDevice) -> Vec<CudaAttentionKernel> {
     [
         CudaAttentionKernel::MmaSync,
         CudaAttentionKernel::Auto,
         CudaAttentionKernel::Wgmma,
         CudaAttentionKernel::WgmmaPairs,
-        CudaAttentionKernel::WgmmaWarpSpecialized,
     ]
     .into_iter()
     .filter(|k| k.runs_on(dev.compute_capability()))
@@ -288,7 +287,7 @@ proptest! {
         seq_blocks in 1usize..6, ragged in 0usize..128, batch in 1usize..3, heads in 1usize..4,
         d in prop_oneof![Just(64usize), Just(128)], causal in any::<bool>(), uni in any::<bool>(),
         kpm in any::<bool>(), bias in any::<bool>(), bf in any::<bool>(), seed in any::<u64>(),
-        which in 0usize..5,
+        which in 0usize..4,
     ) {
         let dev = gpu();
         // Any remainder: with block 128 and L % 128 in 1..=64, the layout's padded length holds
@@ -301,7 +300,6 @@ proptest! {
             CudaAttentionKernel::Auto,
             CudaAttentionKernel::Wgmma,
             CudaAttentionKernel::WgmmaPairs,
-            CudaAttentionKernel::WgmmaWarpSpecialized,
         ][which];
         let kernel = if kernel.runs_on(dev.compute_capability()) { kernel } else { CudaAttentionKernel::Auto };
         if bf {
@@ -975,11 +973,7 @@ fn gpu_wgmma_kernel_only_where_it_runs() {
     };
     let x = dev.upload(&vec![bf16::ONE; shape.qkv_len()]).unwrap();
     let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
-    for kernel in [
-        CudaAttentionKernel::Wgmma,
-        CudaAttentionKernel::WgmmaPairs,
-        CudaAttentionKernel::WgmmaWarpSpecialized,
-    ] {
+    for kernel in [CudaAttentionKernel::Wgmma, CudaAttentionKernel::WgmmaPairs] {
         let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
         let mut lse = dev.upload(&[f32::NAN; 64]).unwrap();
         let opts = CudaAttentionOptions::<bf16> {
