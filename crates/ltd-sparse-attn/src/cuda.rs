@@ -2158,18 +2158,22 @@ mod tests {
         };
         let sm80 = [
             &FWD,
+            &FWD_BIAS_TILES,
             &FWD_COMBINE,
             &BWD_PRE,
             &BWD,
             &BWD_BIAS,
+            &BWD_BIAS_TILES,
             &BWD_COMBINE,
             &BWD_DQ,
         ];
         let sm90 = [
             &FWD_SM90,
             &FWD_SM90_PAIR,
+            &FWD_BIAS_SM90,
             &BWD_SM90,
             &BWD_BIAS_SM90,
+            &BWD_BIAS_TMA_SM90,
             &BWD_SM90_PAIR,
         ];
         for (tables, image) in [
