@@ -138,16 +138,67 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
     const long long key_last = kbase + 63;
     const bool plain = bits == 0xFu && !kpm && !bias && !sbias && key_last < seq &&
                        (!p.causal || key_last <= warp_row0);
-    // Factor still to apply to s in the exponent (kFoldScale's plain path).
-    float sc = 1.f;
+    // The rest (row maxima across the quad, the exponentials, the sums, O's rescale) is a
+    // lambda each branch below calls: with one copy after the branches joined, ptxas moved all
+    // 32 scores of the plain branch into the masked branch's registers first (32 moves a
+    // chunk); sc is the factor still to apply to s in the exponent (kFoldScale's plain path).
+    auto finish = [&](float sc) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 1));
+            rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 2));
+        }
+        float alpha[2], base[2], rowsum[2] = {0.f, 0.f};
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const float m_new = fmaxf(m[r], rowmax[r]);
+            base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far stays 0
+            alpha[r] = fast_exp2(m[r] - base[r]);
+            m[r] = m_new;
+        }
+        auto p_tile = [&](int j, bool on) {
+            float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
+            if (on) {
+                p0 = fast_exp2(fmaf(s[4 * j + 0], sc, -base[0]));
+                p1 = fast_exp2(fmaf(s[4 * j + 1], sc, -base[0]));
+                p2 = fast_exp2(fmaf(s[4 * j + 2], sc, -base[1]));
+                p3 = fast_exp2(fmaf(s[4 * j + 3], sc, -base[1]));
+            }
+            rowsum[0] += p0 + p1;
+            rowsum[1] += p2 + p3;
+            pf[j >> 1][(j & 1) * 2 + 0] = pack2<T>(p0, p1);
+            pf[j >> 1][(j & 1) * 2 + 1] = pack2<T>(p2, p3);
+        };
+        if (bits == 0xFu) {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) p_tile(j, true);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) p_tile(j, (bits >> (j >> 1)) & 1u);
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 1);
+            rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 2);
+            l[r] = l[r] * alpha[r] + rowsum[r];
+        }
+        // Rescale O only when some row's max moved (after the first chunks it rarely does).
+        if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+            for (int i = 0; i < D / 8; ++i) {
+                o[4 * i + 0] *= alpha[0]; o[4 * i + 1] *= alpha[0];
+                o[4 * i + 2] *= alpha[1]; o[4 * i + 3] *= alpha[1];
+            }
+        }
+    };
     if (plain && !kFoldScale) {
 #pragma unroll
         for (int i = 0; i < 32; ++i) {
             s[i] *= p.scale_log2;
             rowmax[(i >> 1) & 1] = fmaxf(rowmax[(i >> 1) & 1], s[i]);
         }
+        finish(1.f);
     } else if (plain) {
-        sc = p.scale_log2;
         const float scale_abs = fabsf(p.scale_log2);
         if (p.scale_log2 < 0.f) {
 #pragma unroll
@@ -158,6 +209,7 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
         }
         rowmax[0] *= scale_abs;
         rowmax[1] *= scale_abs;
+        finish(p.scale_log2);
     } else {
         const int keys_left = (int)min(64ll, seq - kbase);
         int row_lim[2];
@@ -191,53 +243,7 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
                 rowmax[e >> 1] = fmaxf(rowmax[e >> 1], v);
             }
         }
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 1));
-        rowmax[r] = fmaxf(rowmax[r], __shfl_xor_sync(0xffffffffu, rowmax[r], 2));
-    }
-    float alpha[2], base[2], rowsum[2] = {0.f, 0.f};
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const float m_new = fmaxf(m[r], rowmax[r]);
-        base[r] = m_new == -INFINITY ? 0.f : m_new;  // a fully masked row so far stays 0
-        alpha[r] = fast_exp2(m[r] - base[r]);
-        m[r] = m_new;
-    }
-    auto p_tile = [&](int j, bool on) {
-        float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
-        if (on) {
-            p0 = fast_exp2(fmaf(s[4 * j + 0], sc, -base[0]));
-            p1 = fast_exp2(fmaf(s[4 * j + 1], sc, -base[0]));
-            p2 = fast_exp2(fmaf(s[4 * j + 2], sc, -base[1]));
-            p3 = fast_exp2(fmaf(s[4 * j + 3], sc, -base[1]));
-        }
-        rowsum[0] += p0 + p1;
-        rowsum[1] += p2 + p3;
-        pf[j >> 1][(j & 1) * 2 + 0] = pack2<T>(p0, p1);
-        pf[j >> 1][(j & 1) * 2 + 1] = pack2<T>(p2, p3);
-    };
-    if (bits == 0xFu) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) p_tile(j, true);
-    } else {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) p_tile(j, (bits >> (j >> 1)) & 1u);
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 1);
-        rowsum[r] += __shfl_xor_sync(0xffffffffu, rowsum[r], 2);
-        l[r] = l[r] * alpha[r] + rowsum[r];
-    }
-    // Rescale O only when some row's max moved (after the first chunks it rarely does).
-    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-        for (int i = 0; i < D / 8; ++i) {
-            o[4 * i + 0] *= alpha[0]; o[4 * i + 1] *= alpha[0];
-            o[4 * i + 2] *= alpha[1]; o[4 * i + 3] *= alpha[1];
-        }
+        finish(1.f);
     }
 }
 
