@@ -140,7 +140,7 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
             }
             // Scale, mask, and the online softmax update (shared with the Hopper kernel).
             uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
-            ltd_attn::softmax_chunk<T, D, false>(p, TBIAS ? nullptr : bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l,
+            ltd_attn::softmax_chunk<T, D, false, true>(p, TBIAS ? nullptr : bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l,
                                                  oacc, pf, TBIAS ? sB + buf * kTile * kTile : nullptr);
             // O += P V
 #pragma unroll

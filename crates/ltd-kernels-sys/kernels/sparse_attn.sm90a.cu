@@ -352,7 +352,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
         if (bits) {
             const T* sbias = TBIAS ? reinterpret_cast<const T*>(smem_raw + (sBias + buf * kBlockBytes - raw)) : nullptr;
-            ltd_attn::softmax_chunk<T, D, true>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, sbias);
+            ltd_attn::softmax_chunk<T, D, true, !TBIAS>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, sbias);
         } else {
             // No layout block in this warp's rows: P = 0, the state is unchanged.
 #pragma unroll

@@ -125,7 +125,7 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
 // exactly 0). With sbias (instead of bias) the bias comes from the chunk's [64 query][64 key]
 // tile in shared memory (the TMA's 128-byte swizzle; warp_row0 is then a multiple of 16 inside
 // a 64-row tile).
-template <typename T, int D, bool kFoldScale>
+template <typename T, int D, bool kFoldScale, bool kSplitTail>
 __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
                                               long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
                                               float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4],
@@ -138,10 +138,13 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
     const long long key_last = kbase + 63;
     const bool plain = bits == 0xFu && !kpm && !bias && !sbias && key_last < seq &&
                        (!p.causal || key_last <= warp_row0);
-    // The rest (row maxima across the quad, the exponentials, the sums, O's rescale) is a
-    // lambda each branch below calls: with one copy after the branches joined, ptxas moved all
-    // 32 scores of the plain branch into the masked branch's registers first (32 moves a
-    // chunk); sc is the factor still to apply to s in the exponent (kFoldScale's plain path).
+    // The rest (row maxima across the quad, the exponentials, the sums, O's rescale); sc is the
+    // factor still to apply to s in the exponent (kFoldScale's plain path). With kSplitTail
+    // each branch below runs its own copy: with one copy after the branches join, ptxas moves
+    // all 32 scores of the plain branch into the masked branch's registers first (32 moves a
+    // chunk). Measured on an H100 (gpu-notes 9.3): the Hopper forward 2-8% faster on
+    // block-64 / 128 layouts, 1-4% slower on Fixed block 16 (masked chunks), and its bias-tile
+    // variant 3-4% slower, so that one keeps the joined tail.
     auto finish = [&](float sc) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
@@ -191,14 +194,16 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
             }
         }
     };
+    float sc = 1.f;
     if (plain && !kFoldScale) {
 #pragma unroll
         for (int i = 0; i < 32; ++i) {
             s[i] *= p.scale_log2;
             rowmax[(i >> 1) & 1] = fmaxf(rowmax[(i >> 1) & 1], s[i]);
         }
-        finish(1.f);
+        if constexpr (kSplitTail) finish(1.f);
     } else if (plain) {
+        sc = p.scale_log2;
         const float scale_abs = fabsf(p.scale_log2);
         if (p.scale_log2 < 0.f) {
 #pragma unroll
@@ -209,7 +214,7 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
         }
         rowmax[0] *= scale_abs;
         rowmax[1] *= scale_abs;
-        finish(p.scale_log2);
+        if constexpr (kSplitTail) finish(sc);
     } else {
         const int keys_left = (int)min(64ll, seq - kbase);
         int row_lim[2];
@@ -243,8 +248,9 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
                 rowmax[e >> 1] = fmaxf(rowmax[e >> 1], v);
             }
         }
-        finish(1.f);
+        if constexpr (kSplitTail) finish(1.f);
     }
+    if constexpr (!kSplitTail) finish(sc);
 }
 
 // Rows per matrix of the backward's tiled row statistics (row_stats): L rounded up to 128, which
