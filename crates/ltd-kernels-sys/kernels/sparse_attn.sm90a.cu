@@ -349,12 +349,20 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         wg_wait<0>();
         fence_regs(s);
 
-        // Also for a warp with no layout block in the chunk (bits 0: every score masked, P = 0,
-        // the state unchanged): skipping it under a branch (with P zeroed) measured 1-6% slower
-        // on every bench cell (H100, session 9: ptxas zeroed the fragments ahead of the branch).
+        // The single-tile kernels run it also for a warp with no layout block in the chunk (bits
+        // 0: every score masked, P = 0, the state unchanged): skipping it under a branch that
+        // zeroes P measured 1-6% slower on every bench cell (H100, session 9: ptxas zeroed the
+        // fragments ahead of the branch). The pair kernel keeps the branch: half its chunks
+        // can be the other tile's alone (bits 0 for a whole warpgroup), and there the softmax
+        // cost it 10-32% (BigBird / BSLongformer block 64).
         uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
-        const T* sbias = TBIAS ? reinterpret_cast<const T*>(smem_raw + (sBias + buf * kBlockBytes - raw)) : nullptr;
-        ltd_attn::softmax_chunk<T, D, true, !TBIAS>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, sbias);
+        if (PAIR && !bits) {
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) pf[ks][0] = pf[ks][1] = pf[ks][2] = pf[ks][3] = 0u;
+        } else {
+            const T* sbias = TBIAS ? reinterpret_cast<const T*>(smem_raw + (sBias + buf * kBlockBytes - raw)) : nullptr;
+            ltd_attn::softmax_chunk<T, D, true, !TBIAS>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, sbias);
+        }
 
         // O += P V. The single-tile kernel skips 16-key slices outside the layout for all 64
         // rows (P is 0 there); the pair kernel cannot: its mask half depends on the warpgroup
