@@ -424,8 +424,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 // bytes, outside the loop, until the prefetch moved after the S product). Measured on an H100
 // against the kernels before the epilogue: D 64 0-2.5% faster, D 128 4-7% on BigBird /
 // BSLongformer and 0-2.5% on Fixed. The epilogue without the bound was not tried on the GPU.
-// Since softmax_chunk's tail runs per branch (kSplitTail, session 9) they need 116 / 156
-// registers, no spill, under the same bound.
+// Since softmax_chunk's tail runs per branch (kSplitTail) and for every warp (session 9) they
+// need 117 / 149 registers, no spill, under the same bound.
 // The D 64 pair kernel is held to 2 CTAs of 256 threads per SM (113 registers, no spill):
 // 1.5-1.6x faster than at one CTA per SM (H100, every D 64 bench cell), still 10-43% slower than
 // the single-tile kernel.
