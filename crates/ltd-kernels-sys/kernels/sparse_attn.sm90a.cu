@@ -349,10 +349,10 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         wg_wait<0>();
         fence_regs(s);
 
-        // The single-tile kernels run it also for a warp with no layout block in the chunk (bits
-        // 0: every score masked, P = 0, the state unchanged): skipping it under a branch that
-        // zeroes P measured 1-6% slower on every bench cell (H100, session 9: ptxas zeroed the
-        // fragments ahead of the branch). The pair kernel keeps the branch: half its chunks
+        // The single-tile kernels run the softmax also for a warp with no layout block in the
+        // chunk (bits 0: every score masked, P = 0, the state unchanged): skipping it under a
+        // branch that zeroes P measured 1-6% slower on every bench cell (H100, session 9: ptxas
+        // zeroed the fragments ahead of the branch). The pair kernel keeps the branch: half its chunks
         // can be the other tile's alone (bits 0 for a whole warpgroup), and there the softmax
         // cost it 10-32% (BigBird / BSLongformer block 64).
         uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys

@@ -114,8 +114,8 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
 
 // The online-softmax step of one 64-key chunk for rows g and g + 8 of a warp, shared by the
 // forward kernels (log2 domain). s: the warp's raw scores Q K^T against key chunk kc, in the
-// m16n8 C layout (s[4j + e] = key 8j + 2t + (e & 1) of row g + 8 (e >> 1)); bits (non-zero): the
-// warp's 16-key sub-blocks in the layout; warp_row0: the warp's first query row. Scales and masks
+// m16n8 C layout (s[4j + e] = key 8j + 2t + (e & 1) of row g + 8 (e >> 1)); bits: the warp's
+// 16-key sub-blocks in the layout (0: every score masked, P = 0, the state unchanged); warp_row0: the warp's first query row. Scales and masks
 // the scores (keys past seq, causal, kpm, bias; with kFoldScale a plain chunk keeps the raw scores
 // and folds the scale into the exponent's FMA: max(c s) = |c| max(sign(c) s) — fewer
 // instructions, but 24–26 more registers in the sm_80 kernel, a CTA per SM there, so it passes
