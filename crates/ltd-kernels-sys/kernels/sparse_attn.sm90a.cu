@@ -173,12 +173,7 @@ __device__ __forceinline__ void tma_box(uint32_t dst, const LtdTensorMap* map, i
 template <int D>
 __device__ __forceinline__ void tma_tile(uint32_t tile, const LtdTensorMap* map, int row0, int mat, uint32_t bar) {
 #pragma unroll
-    for (int cb = 0; cb < D / 64; ++cb)
-        asm volatile(
-            "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(
-                tile + cb * kBlockBytes),
-            "l"(map), "r"(64 * cb), "r"(row0), "r"(mat), "r"(bar)
-            : "memory");
+    for (int cb = 0; cb < D / 64; ++cb) tma_box(tile + cb * kBlockBytes, map, 64 * cb, row0, mat, bar);
 }
 // `bytes` (a multiple of 16, both addresses 16-byte aligned) from global memory into shared
 // memory by the TMA, completing on `bar`.
