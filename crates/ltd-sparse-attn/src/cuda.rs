@@ -1379,21 +1379,30 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
             // With a bias, the bias-tile kernel where its two more 8 KB tiles keep as many CTAs per
             // SM as the per-element kernel: on an H100 (measured there: 1.32-1.56x faster), not on
             // an A100 at either head dim (164 KB per SM: 2 CTAs instead of 4 at D 64, 1 instead of
-            // 2 at D 128), where the trade was not measured.
+            // 2 at D 128), where the trade was not measured. The device caches both occupancies.
             let tiled = if bias_tiles {
                 let tiled_smem = smem + bias_tile_bytes;
-                let name = kernel_name(&FWD_BIAS_TILES, type_name, head_dim);
-                let f = dev.load_function_with_shared(
-                    "sparse_attn",
-                    fatbin::SPARSE_ATTN,
-                    name,
-                    tiled_smem,
-                )?;
-                let ctas = |f: &cudarc::driver::CudaFunction, bytes: usize| {
-                    f.occupancy_max_active_blocks_per_multiprocessor(128, bytes, None)
-                        .map_err(cuda_err("querying the attention kernel's occupancy"))
+                let tiled_name = kernel_name(&FWD_BIAS_TILES, type_name, head_dim);
+                let ctas = |name, bytes| {
+                    dev.blocks_per_multiprocessor(
+                        "sparse_attn",
+                        fatbin::SPARSE_ATTN,
+                        name,
+                        128,
+                        bytes,
+                    )
                 };
-                (ctas(&f, tiled_smem)? >= ctas(&plain, smem)?).then_some((f, tiled_smem))
+                if ctas(tiled_name, tiled_smem)? >= ctas(name, smem)? {
+                    let f = dev.load_function_with_shared(
+                        "sparse_attn",
+                        fatbin::SPARSE_ATTN,
+                        tiled_name,
+                        tiled_smem,
+                    )?;
+                    Some((f, tiled_smem))
+                } else {
+                    None
+                }
             } else {
                 None
             };

@@ -48,7 +48,13 @@ struct Inner {
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
     /// The dynamic shared-memory limit already raised per entry point (bytes).
     shared_limits: Mutex<HashMap<(&'static str, &'static str), usize>>,
+    /// Resident blocks per multiprocessor already asked of the driver, per entry point, block
+    /// size and dynamic shared memory.
+    occupancy: Mutex<HashMap<OccupancyKey, usize>>,
 }
+
+/// (module, function, threads per block, dynamic shared-memory bytes).
+type OccupancyKey = (&'static str, &'static str, u32, usize);
 
 impl std::fmt::Debug for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,6 +142,7 @@ impl CudaDevice {
                 modules: Mutex::new(HashMap::new()),
                 functions: Mutex::new(HashMap::new()),
                 shared_limits: Mutex::new(HashMap::new()),
+                occupancy: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -398,5 +405,53 @@ impl CudaDevice {
             *limit = bytes;
         }
         Ok(f)
+    }
+
+    /// How many blocks of `threads` threads with `bytes` of dynamic shared memory the entry
+    /// point `function` of `module` keeps resident per multiprocessor on this device (the
+    /// driver's occupancy calculator over its registers, shared memory and block size). Asked
+    /// of the driver once per (entry point, threads, bytes) and cached, so a launch path can
+    /// choose between kernels by occupancy on every call.
+    ///
+    /// # Errors
+    /// As [`load_function_with_shared`](Self::load_function_with_shared), or
+    /// [`CoreError::Cuda`] when the driver's occupancy query fails.
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_kernels_sys::{fatbin, names};
+    /// let dev = CudaDevice::new(0)?;
+    /// let blocks = dev.blocks_per_multiprocessor("random_ltd", fatbin::RANDOM_LTD, names::SAMPLE_TOKENS_SMEM, 256, 64 * 1024)?;
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn blocks_per_multiprocessor(
+        &self,
+        module: &'static str,
+        image: &'static [u8],
+        function: &'static str,
+        threads: u32,
+        bytes: usize,
+    ) -> Result<usize> {
+        let key = (module, function, threads, bytes);
+        if let Some(&blocks) = self
+            .inner
+            .occupancy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(blocks);
+        }
+        let f = self.load_function_with_shared(module, image, function, bytes)?;
+        let blocks = f
+            .occupancy_max_active_blocks_per_multiprocessor(threads, bytes, None)
+            .map_err(driver_err("querying a kernel's occupancy"))?;
+        let blocks = usize::try_from(blocks).unwrap_or(0);
+        self.inner
+            .occupancy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, blocks);
+        Ok(blocks)
     }
 }
