@@ -1342,34 +1342,34 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     } else {
         0
     };
+    // The Hopper kernel of `names` with `smem` bytes of dynamic shared memory.
+    let sm90 = |names: &KernelNames, smem: usize| -> Result<_> {
+        let name = kernel_name(names, type_name, head_dim);
+        let func = dev.load_function_with_shared(
+            "sparse_attn_sm90a",
+            fatbin::SPARSE_ATTN_SM90A,
+            name,
+            smem,
+        )?;
+        Ok((func, smem))
+    };
     let (func, smem) = match kernel {
-        CudaAttentionKernel::WgmmaPairs => {
-            let smem = 6 * KERNEL_TILE * head_dim * 2 + SM90_SMEM_EXTRA;
-            let name = kernel_name(&FWD_SM90_PAIR, type_name, head_dim);
-            let func = dev.load_function_with_shared(
-                "sparse_attn_sm90a",
-                fatbin::SPARSE_ATTN_SM90A,
-                name,
-                smem,
-            )?;
-            (func, smem)
-        }
+        CudaAttentionKernel::WgmmaPairs => sm90(
+            &FWD_SM90_PAIR,
+            6 * KERNEL_TILE * head_dim * 2 + SM90_SMEM_EXTRA,
+        )?,
         CudaAttentionKernel::Wgmma => {
             // At D 128 one V buffer (4 tiles: 3 CTAs per SM fit in shared memory).
             let tiles = if head_dim == 128 { 4 } else { 5 };
-            let smem = tiles * KERNEL_TILE * head_dim * 2 + bias_tile_bytes + SM90_SMEM_EXTRA;
             let names = if bias_tiles {
                 &FWD_BIAS_SM90
             } else {
                 &FWD_SM90
             };
-            let func = dev.load_function_with_shared(
-                "sparse_attn_sm90a",
-                fatbin::SPARSE_ATTN_SM90A,
-                kernel_name(names, type_name, head_dim),
-                smem,
-            )?;
-            (func, smem)
+            sm90(
+                names,
+                tiles * KERNEL_TILE * head_dim * 2 + bias_tile_bytes + SM90_SMEM_EXTRA,
+            )?
         }
         _ => {
             let smem = 5 * KERNEL_TILE * head_dim * 2;
