@@ -211,7 +211,10 @@ typedef struct LtdSparseAttnTmaMaps {
  * inside each).
  * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (items * B)
  * with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory
- * 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`
+ * 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_bias_tiles_{bf16,f16}_d{64,128}`
+ * (same file and contract) read the bias one [64 query][64 key] tile per chunk by cp.async
+ * (L a multiple of 8) with 2 * 64 * 64 * 2 bytes more dynamic shared memory.
+ * `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`
  * (sparse_attn.sm90a.cu, wgmma + TMA, compute capability 9.0 only): the same, with a second
  * parameter LtdSparseAttnTmaMaps (q, k, v, and o for the whole rows it stores; below) and
  * dynamic shared memory (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 + 64 bytes (alignment slack, barriers).
@@ -273,6 +276,9 @@ typedef struct LtdSparseAttnFwdParams {
  *       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse
  *       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),
  *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed by the pre-pass).
+ *       `ltd_sparse_attn_bwd_bias_tiles_{bf16,f16}_d{64,128}` (same file and parameters): the
+ *       bias kernel reading the bias one [64 query][64 key] tile per query tile by cp.async
+ *       (L a multiple of 8), with 2 * 64 * 64 * 2 bytes more dynamic shared memory.
  *   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`
  *       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs
  *       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc, dk, dv) as a second
