@@ -723,6 +723,20 @@ fn gpu_bias_tiles_and_per_element_bias_match_the_reference() {
         (1131, false, false),
     ] {
         let layout = c.make_layout(seq).unwrap();
+        // The global rows and columns are split into pieces on this device (so the bias reaches
+        // the partial outputs and the combine kernels too).
+        let t = CoarseTables::new(&layout);
+        let sm = dev.sm_count();
+        assert!(
+            !t.forward_plan(t.forward_split_chunks(sm)).split.is_empty(),
+            "L {seq}: no split row"
+        );
+        assert!(
+            !t.backward_plan(t.backward_split_chunks(sm))
+                .split
+                .is_empty(),
+            "L {seq}: no split column"
+        );
         for kernel in kernels(&dev) {
             check::<bf16>(&dev, &layout, 2, 2, seq, 64, causal, kpm, true, 21, kernel);
             check::<f16>(&dev, &layout, 1, 2, seq, 128, causal, kpm, true, 22, kernel);
