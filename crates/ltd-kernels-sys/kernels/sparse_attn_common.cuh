@@ -115,11 +115,11 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
 // The online-softmax step of one 64-key chunk for rows g and g + 8 of a warp, shared by the
 // forward kernels (log2 domain). s: the warp's raw scores Q K^T against key chunk kc, in the
 // m16n8 C layout (s[4j + e] = key 8j + 2t + (e & 1) of row g + 8 (e >> 1)); bits: the warp's
-// 16-key sub-blocks in the layout (0: every score masked, P = 0, the state unchanged); warp_row0: the warp's first query row. Scales and masks
-// the scores (keys past seq, causal, kpm, bias; with kFoldScale a plain chunk keeps the raw scores
-// and folds the scale into the exponent's FMA: max(c s) = |c| max(sign(c) s) — fewer
-// instructions, but 24–26 more registers in the sm_80 kernel, a CTA per SM there, so it passes
-// false), updates the running max m and
+// 16-key sub-blocks in the layout (0: every score masked, P = 0, the state unchanged);
+// warp_row0: the warp's first query row. Scales and masks the scores (keys past seq, causal,
+// kpm, bias; with kFoldScale a plain chunk keeps the raw scores and folds the scale into the
+// exponent's FMA: max(c s) = |c| max(sign(c) s) — fewer instructions, but 24–26 more registers
+// in the sm_80 kernel, a CTA per SM there, so it passes false), updates the running max m and
 // sum l, rescales the output accumulator o (same layout, D / 2 values) only when a row max
 // moved, and returns P as A fragments pf (4 k-slices of 16 keys; sub-blocks outside the layout
 // exactly 0). With sbias (instead of bias) the bias comes from the chunk's [64 query][64 key]
@@ -144,7 +144,7 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
     // all 32 scores of the plain branch into the masked branch's registers first (32 moves a
     // chunk). Measured on an H100 (gpu-notes 9.3): the Hopper forward 2-8% faster on
     // block-64 / 128 layouts, 1-4% slower on Fixed block 16 (masked chunks), and its bias-tile
-    // variant 3-4% slower, so that one keeps the joined tail; the sm_80 forward 2-6% faster at
+    // variant 3-4% slower, so that one keeps the joined tail; the sm_80 forward 1-6% faster at
     // D 128, within 1% at D 64.
     auto finish = [&](float sc) {
 #pragma unroll
