@@ -299,14 +299,6 @@ typedef struct LtdSparseAttnFwdParams {
  *       s + num_slots / 2 (num_slots counts both banks; split_cols lists 64-key chunks).
  *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded, 4 elements per thread and
  *       grid step (dq_acc and dq 16- and 8-byte aligned); any grid.
- * dQ fused into the Hopper main kernels (dq_count not 0; the sm_80 kernels ignore these three
- * fields and need the dq kernel): dq_count is i32 [B*H][Lp / 64] (Lp as above), zeroed by the
- * pre-pass; dq_expect is i32 [H][dq_tiles], the number of work-table entries (tile_rows) of head
- * h that name query tile qt (the reductions its dq_acc rows receive). After its last reduction
- * has completed, the main kernel adds 1 to dq_count of each query tile of its item; the CTA that
- * brings a count to dq_expect writes the tile's dq (rows < L) from dq_acc. The pre-pass then
- * also writes dq = 0 on the rows of tiles whose dq_expect is 0 (seen by no key), and the dq
- * kernel is not run.
  * lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).
  * bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be
  * zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.
@@ -348,9 +340,7 @@ typedef struct LtdSparseAttnBwdParams {
     float scale;
     float scale_log2;
     int causal;
-    int dq_tiles;
-    ltd_devptr_t dq_count;
-    ltd_devptr_t dq_expect;
+    int pad_;
 } LtdSparseAttnBwdParams;
 
 /**

@@ -267,9 +267,7 @@ namespace {
 // Lane l owns the D / 32 contiguous columns from l D / 32, read with one vector load per tensor.
 // With row_stats (the Hopper kernel's input), the row's lse and dvec go to its query tile's
 // [lse x 64][dvec x 64] pair instead, and the warps cover the padded rows of every matrix
-// (stats_rows) so the padding is written (as 0) too. With dq_count (dQ fused into the Hopper
-// main kernel), the first row of each tile zeroes the tile's count, and the rows of tiles no key
-// sees (dq_expect 0, so no CTA will write their dq) get dq = 0.
+// (stats_rows) so the padding is written (as 0) too.
 template <typename T, int D>
 __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams& p) {
     const long long seq = p.seq;
@@ -277,8 +275,6 @@ __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams
     const long long padded_row = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);
     if (padded_row >= p.batch * p.heads * per_matrix) return;
     const int lane = threadIdx.x & 31;
-    // dq_count is [B*H][per_matrix / 64] (per_matrix a multiple of 64 with row_stats).
-    if (p.dq_count && lane == 0 && (padded_row & (kTile - 1)) == 0) reinterpret_cast<int*>(p.dq_count)[padded_row / kTile] = 0;
     // This row's lse in row_stats (per_matrix is a multiple of 64, so the padded row index
     // alone gives its tile); its dvec is kTile floats further.
     constexpr long long kTileMask = kTile - 1;
@@ -319,12 +315,6 @@ __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams
     float* acc_row = reinterpret_cast<float*>(p.dq_acc) + at;
     if constexpr (kPer == 2) *reinterpret_cast<float2*>(acc_row) = make_float2(0.f, 0.f);
     else *reinterpret_cast<float4*>(acc_row) = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (p.dq_count) {
-        const long long bh = padded_row / per_matrix, q = padded_row - bh * per_matrix;
-        const int h = (int)(bh % p.heads);
-        if (reinterpret_cast<const int*>(p.dq_expect)[(long long)h * p.dq_tiles + q / kTile] == 0)
-            *reinterpret_cast<Vec*>(reinterpret_cast<T*>(p.dq) + at) = Vec{};
-    }
 }
 
 // TBIAS (`_bias_tiles_` kernels, BIAS only): the bias arrives one [64 query][64 key] tile per

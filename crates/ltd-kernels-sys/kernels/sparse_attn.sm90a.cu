@@ -459,54 +459,6 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d128, __half, 128, fal
 // =================================================================================================
 namespace {
 
-// The reductions' writes (async proxy) before generic-proxy accesses that follow them.
-__device__ __forceinline__ void fence_proxy_async_global() { asm volatile("fence.proxy.async.global;\n" ::: "memory"); }
-
-// dQ fused into the main kernel (p.dq_count set; ltd_kernels.h): run by every thread of the CTA
-// (kCta threads) at its end, after thread 0 has waited for every dq_acc reduction of the item to
-// complete. Each entry of the item's range adds 1 to its query tile's count; the CTA whose add
-// brings a count to dq_expect has seen every reduction of that tile complete (each CTA counts
-// only after its own completed, with a fence between) and writes the tile's dq (rows < L) from
-// dq_acc, read through L2 (__ldcg: L1 is not coherent). Rounds of kCta entries; `scratch` holds
-// a round's completed tiles (1 + kCta ints of free shared memory).
-template <typename T, int D, int kCta>
-__device__ __forceinline__ void dq_finish(const LtdSparseAttnBwdParams& p, const ltd_attn::WorkItem& work, long long bh,
-                                          const int* rows, int* scratch) {
-    const long long seq = p.seq;
-    int* count = reinterpret_cast<int*>(p.dq_count) + bh * (ltd_attn::stats_rows(seq) / kTile);
-    const int* expect = reinterpret_cast<const int*>(p.dq_expect) + (long long)work.h * p.dq_tiles;
-    const float* acc = reinterpret_cast<const float*>(p.dq_acc) + bh * seq * D;
-    T* dq = reinterpret_cast<T*>(p.dq) + bh * seq * D;
-    int* num_done = scratch;
-    int* done = scratch + 1;
-    for (int round = work.begin; round < work.end; round += kCta) {
-        if (threadIdx.x == 0) *num_done = 0;
-        __syncthreads();  // thread 0's completed reductions (and the previous round's reads)
-        const int it = round + (int)threadIdx.x;
-        if (it < work.end) {
-            const int qt = rows[it];
-            __threadfence();  // release: this CTA's reductions before its count
-            if (atomicAdd(count + qt, 1) + 1 == expect[qt]) {
-                __threadfence();  // acquire: every other CTA's reductions before the reads below
-                done[atomicAdd(num_done, 1)] = qt;
-            }
-        }
-        __syncthreads();
-        const int n = *num_done;
-        for (int i = 0; i < n; ++i) {
-            const long long q0 = (long long)done[i] * kTile;
-            const int quads = (int)min((long long)kTile, seq - q0) * (D / 4);
-            const float4* src = reinterpret_cast<const float4*>(acc + q0 * D);
-            uint2* dst = reinterpret_cast<uint2*>(dq + q0 * D);
-#pragma unroll 4
-            for (int j = threadIdx.x; j < quads; j += kCta) {
-                const float4 v = __ldcg(src + j);
-                dst[j] = make_uint2(ltd_attn::pack2<T>(v.x, v.y), ltd_attn::pack2<T>(v.z, v.w));
-            }
-        }
-    }
-}
-
 // TBIAS (`_bias_tma_` kernels; BIAS, single-chunk only): the bias tile of each (query tile,
 // chunk) arrives by TMA with the tile's Q / dO (an 8 KB buffer per stage) instead of per-element
 // global loads, which here are transposed (lanes step queries: L elements apart).
@@ -802,10 +754,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         __syncthreads();
         if (threadIdx.x == 0) reduce_dq((end - 1 - begin) % kStages, staged_q0);
     }
-    if (threadIdx.x == 0) {
-        bulk_wait_all();  // the shared memory stays until the reductions read it (and, for
-        fence_proxy_async_global();  // dq_finish, every reduction has completed)
-    }
+    if (threadIdx.x == 0) bulk_wait_all();  // the shared memory stays until the reductions read it
     if (work.slot >= 0) {
         // A piece of a split column: warpgroup w's partial sums go to slot + w num_slots / 2
         // (the pair plan's slots come in one bank per warpgroup).
@@ -832,8 +781,6 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
             bulk_wait_read();  // the shared memory must outlive the copies' reads
         }
     }
-    // dS^T's buffers are free: the last dQ products have retired.
-    if (p.dq_count) dq_finish<T, D, kGroups * kThreads>(p, work, bh, rows, reinterpret_cast<int*>(base_ptr + (sdS - sK)));
 }
 
 }  // namespace

@@ -391,39 +391,6 @@ impl CoarseTables {
     }
 }
 
-impl CoarseTables {
-    /// Per (head, query tile), `[heads * num_qtiles]`: how many entries of the backward's
-    /// transposed tables name the tile — `col_rows`, or `col_pair_rows` with `pairs` — which is
-    /// how many dQ reductions its rows receive from the Hopper backward (one per entry). The
-    /// backward's fused dQ conversion waits for that many before it writes the tile's dq; a tile
-    /// with 0 (no key sees it) gets dq = 0 from the pre-pass.
-    ///
-    /// ```
-    /// use ltd_sparse_attn::{DenseConfig, cuda::CoarseTables};
-    /// // 4 query tiles, each seen by all 4 key chunks, or by 2 pairs of them.
-    /// let t = CoarseTables::new(&DenseConfig::new(1).make_layout(256).unwrap());
-    /// assert_eq!(t.query_tile_visits(false), vec![4; 4]);
-    /// assert_eq!(t.query_tile_visits(true), vec![2; 4]);
-    /// ```
-    pub fn query_tile_visits(&self, pairs: bool) -> Vec<i32> {
-        let (ptr, rows) = if pairs {
-            (&self.col_pair_ptr, &self.col_pair_rows)
-        } else {
-            (&self.col_ptr, &self.col_rows)
-        };
-        // ptr has `columns` entries per head (key chunks, or pairs of them) plus one.
-        let columns = (ptr.len() - 1) / self.heads.max(1);
-        let mut visits = vec![0i32; self.heads * self.num_qtiles];
-        for (column, range) in ptr.windows(2).enumerate() {
-            let h = column / columns;
-            for &qt in &rows[range[0] as usize..range[1] as usize] {
-                visits[h * self.num_qtiles + qt as usize] += 1;
-            }
-        }
-        visits
-    }
-}
-
 /// How the attention kernels' CTAs share a layout: one work item per (head, query tile) in the
 /// forward ([`CoarseTables::forward_plan`]) or per (head, key chunk) in the backward
 /// ([`CoarseTables::backward_plan`]), except rows or columns much longer than the rest (global
@@ -690,11 +657,6 @@ pub struct CudaAttentionLayout {
     col_pair_rows: CudaSlice<i32>,
     col_pair_masks: CudaSlice<i32>,
     col_pair_tiles: usize,
-    /// [`CoarseTables::query_tile_visits`] of the single-chunk and the pair tables, and the
-    /// query tiles per head they are laid out by.
-    tile_visits: CudaSlice<i32>,
-    pair_tile_visits: CudaSlice<i32>,
-    num_qtiles: usize,
 }
 
 /// An uninitialised f32 buffer of `len` for the partial results of split rows or columns, or
@@ -808,9 +770,6 @@ impl CudaAttentionLayout {
             col_pair_rows: upload_table(dev, &t.col_pair_rows)?,
             col_pair_tiles: t.col_pair_rows.len(),
             col_pair_masks: upload_table(dev, &t.col_pair_masks)?,
-            tile_visits: upload_table(dev, &t.query_tile_visits(false))?,
-            pair_tile_visits: upload_table(dev, &t.query_tile_visits(true))?,
-            num_qtiles: t.num_qtiles,
             heads: t.heads,
             num_blocks: layout.num_blocks(),
             block: layout.block(),
@@ -1710,14 +1669,6 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // needed.
     let mut stats = unsafe { stream.alloc::<f32>(stats_len) }
         .map_err(cuda_err("allocating the row statistics"))?;
-    // The Hopper kernels write dq themselves (ltd_kernels.h): per padded 64-row query tile of
-    // every matrix, a count of the dq_acc reductions that have completed.
-    // SAFETY: uninitialised device memory of `stats_rows / 64` i32 (stats_rows is a multiple of
-    // 64 on Hopper); the pre-pass zeroes every count (the first row of each tile) before the
-    // main kernel adds to any. Never read on sm_80, where it is one element.
-    let mut dq_count =
-        unsafe { stream.alloc::<i32>(if hopper { stats_rows / KERNEL_TILE } else { 1 }) }
-            .map_err(cuda_err("allocating the dq tile counts"))?;
     let pairs =
         options
             .kernel
@@ -1784,6 +1735,11 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         kernel_name(names, type_name, head_dim),
         smem,
     )?;
+    let post = dev.load_function(
+        "sparse_attn",
+        fatbin::SPARSE_ATTN,
+        kernel_name(&BWD_DQ, type_name, head_dim),
+    )?;
 
     let (q_ptr, g1) = q.device_ptr(stream);
     let (k_ptr, g2) = k.device_ptr(stream);
@@ -1800,12 +1756,6 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     let (cm_ptr, g14) = row_masks.device_ptr(stream);
     let (wi_ptr, g15) = plan.items.device_ptr(stream);
     let (sc_ptr, g17) = plan.split.device_ptr(stream);
-    let (count_ptr, g18) = dq_count.device_ptr_mut(stream);
-    let (visits_ptr, g19) = if pairs {
-        layout.pair_tile_visits.device_ptr(stream)
-    } else {
-        layout.tile_visits.device_ptr(stream)
-    };
     let pk = part_dk.as_mut().map(|b| b.device_ptr_mut(stream));
     let pv = part_dv.as_mut().map(|b| b.device_ptr_mut(stream));
     let kpm = options.key_padding_mask.map(|m| m.device_ptr(stream));
@@ -1857,9 +1807,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         scale,
         scale_log2: scale * std::f32::consts::LOG2_E,
         causal: i32::from(options.causal),
-        dq_tiles: layout.num_qtiles as i32,
-        dq_count: if hopper { count_ptr } else { 0 },
-        dq_expect: if hopper { visits_ptr } else { 0 },
+        pad_: 0,
     };
     let pre_cfg = LaunchConfig {
         grid_dim: (stats_rows.div_ceil(4) as u32, 1, 1),
@@ -1890,13 +1838,8 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
     // Hopper kernel bulk-copies whole 64-row tiles of the statistics buffer, which holds
     // exactly the `stats_rows` (padded) rows both index; the transposed
     // tables were built for this layout, whose padded length covers L, so every chunk and tile
-    // index is below ceil(L_padded / 64); dq_acc is zeroed by the pre-pass before the main kernel adds into it; on Hopper
-    // the pre-pass also zeroes dq_count (B*H*Lp/64 i32, Lp = the padded statistics rows per
-    // matrix) and writes dq on the rows of tiles whose visit count (`tile_visits` /
-    // `pair_tile_visits`: [H * dq_tiles] i32 of the layout, for exactly the table the main kernel
-    // walks) is 0, and the main kernel writes dq rows < L of every other tile once its count
-    // reaches the visits (each of the table's entries adds 1 after its reduction completed), so
-    // the dq kernel runs on sm_80 only; the launches are ordered on one stream; the dynamic shared memory is exactly what the main
+    // index is below ceil(L_padded / 64); dq_acc is zeroed by the pre-pass before the main kernel adds into it; the three
+    // launches are ordered on one stream; the dynamic shared memory is exactly what the main
     // kernel carves (`smem` above: K / V tiles per chunk, Q / dO tiles and statistics per
     // stage, dS tiles per chunk and dS buffer, a bias tile per stage for the bias-tile
     // kernels, and for the Hopper kernels, chosen only on
@@ -1924,17 +1867,10 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         }
         l.launch(main_cfg)
             .map_err(cuda_err("launching the attention backward kernel"))?;
-        if !hopper {
-            let post = dev.load_function(
-                "sparse_attn",
-                fatbin::SPARSE_ATTN,
-                kernel_name(&BWD_DQ, type_name, head_dim),
-            )?;
-            let mut l = stream.launch_builder(&post);
-            l.arg(&params).arg(&d);
-            l.launch(post_cfg)
-                .map_err(cuda_err("launching the dq conversion"))?;
-        }
+        let mut l = stream.launch_builder(&post);
+        l.arg(&params).arg(&d);
+        l.launch(post_cfg)
+            .map_err(cuda_err("launching the dq conversion"))?;
         if plan.num_split > 0 {
             let combine = dev.load_function(
                 "sparse_attn",
@@ -1954,7 +1890,7 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + cudarc::driver::ValidAs
         }
     }
     drop((
-        g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g13, g14, g15, g17, g18, g19, pk, pv, kpm,
+        g1, g2, g3, g4, g5, g6, g7, g8, g9, g10, g11, g13, g14, g15, g17, pk, pv, kpm,
     ));
     Ok(())
 }

@@ -817,37 +817,6 @@ fn coarse_tables_cover_exactly_the_layout() {
     }
 }
 
-#[test]
-fn query_tile_visits_count_the_backward_tables_entries() {
-    // CPU-only: the Hopper backward writes a tile's dq once this many reductions have landed,
-    // so a count one too high leaves dq unwritten and one too low writes it early. Single
-    // tables: one entry per active (query tile, key chunk), i.e. the forward row's length;
-    // pair tables: one per pair of chunks (2c, 2c + 1) the row touches.
-    for block in [16, 32, 64, 128] {
-        for family in 0u8..5 {
-            let layout = make_layout(family, 3, block, 700, family % 2 == 0, 11);
-            let t = CoarseTables::new(&layout);
-            let (single, pairs) = (t.query_tile_visits(false), t.query_tile_visits(true));
-            assert_eq!(single.len(), t.heads * t.num_qtiles);
-            for r in 0..t.heads * t.num_qtiles {
-                let chunks = &t.cols[t.row_ptr[r] as usize..t.row_ptr[r + 1] as usize];
-                assert_eq!(
-                    single[r] as usize,
-                    chunks.len(),
-                    "block {block} family {family}"
-                );
-                let distinct: std::collections::BTreeSet<i32> =
-                    chunks.iter().map(|c| c / 2).collect();
-                assert_eq!(
-                    pairs[r] as usize,
-                    distinct.len(),
-                    "block {block} family {family}"
-                );
-            }
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn check_softmax<T: Element + RefElement + cudarc::driver::DeviceRepr>(
     dev: &CudaDevice,
@@ -1212,9 +1181,8 @@ fn gpu_backward_kernels_agree_at_scale() {
     let (longformer, bigbird, empty_columns) = at_scale_layouts(heads, seq, 128, |h, r, c| {
         c == 0 || ((5 * c + h) % 7 != 0 && (r == c || r + 1 == c || r == 0))
     });
-    // Row r of head h: empty when (7 r + h) % 9 == 0 (no key sees it: the Hopper kernels'
-    // dq of such a tile comes from the pre-pass, not from a reduction count), else column 0,
-    // the diagonal and the block right of it.
+    // Row r of head h: empty when (7 r + h) % 9 == 0 (no key sees it, so its dq is 0 from the
+    // zeroed accumulator alone), else column 0, the diagonal and the block right of it.
     let nb = seq.div_ceil(64);
     let empty_rows = Layout::from_mask(
         heads,
