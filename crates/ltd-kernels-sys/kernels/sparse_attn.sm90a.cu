@@ -372,19 +372,22 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         };
         // A whole chunk (every block-64 / 128 layout) issues its four products without a branch
         // each: behind per-product branches ptxas rebuilds each descriptor from scratch and adds
-        // a warpgroup arrive per product (D 128: ~49 instructions for the four, ~20 without).
-        // Forward 0.5-1.3% faster on block-64 / 128 layouts, Fixed b16 (partial chunks: the
-        // branches) up to 2.3% slower (H200, session 10).
+        // a warpgroup arrive per product and closes with a dummy product (D 128: ~52
+        // instructions for the four, ~20 here, where the path also commits and waits alone).
+        // Forward 0.5-2% faster on block-64 / 128 layouts, Fixed b16 (partial chunks: the
+        // branches) within -0.7..+1.6% (H200, session 10; two A/B runs of the two steps).
         if (PAIR || colbits == 0xFu) {
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) pv(ks);
+            wg_commit();
+            wg_wait<0>();
         } else {
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks)
                 if ((colbits >> ks) & 1u) pv(ks);
+            wg_commit();
+            wg_wait<0>();
         }
-        wg_commit();
-        wg_wait<0>();
         fence_regs(o);
         __syncthreads();  // the buffer is overwritten by the next iteration's prefetch
         if constexpr (kOneV) {
@@ -704,13 +707,15 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         if (qany == 0xFu) {
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) dv_dk(ks);
+            wg_commit();
+            wg_wait<0>();
         } else {
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks)
                 if ((qany >> ks) & 1u) dv_dk(ks);
+            wg_commit();
+            wg_wait<0>();
         }
-        wg_commit();
-        wg_wait<0>();
         fence_regs(dv);
         fence_regs(dk);
 
@@ -735,13 +740,15 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         if (kany == (1u << (4 * kGroups)) - 1u) {
 #pragma unroll
             for (int ks = 0; ks < 4 * kGroups; ++ks) dq_step(ks);
+            wg_commit();
+            wg_wait<0>();
         } else {
 #pragma unroll
             for (int ks = 0; ks < 4 * kGroups; ++ks)
                 if ((kany >> ks) & 1u) dq_step(ks);
+            wg_commit();
+            wg_wait<0>();
         }
-        wg_commit();
-        wg_wait<0>();
         fence_regs(dq);
         // dq_acc += scale * dQ by TMA reductions, out of this tile's Q and dO buffers (free:
         // every warpgroup's dK and dV retired before the barrier above); thread 0 issues the
