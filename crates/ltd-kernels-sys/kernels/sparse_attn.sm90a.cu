@@ -96,6 +96,28 @@ __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.alig
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+// The products f(0) .. f(N - 1) of the k-slices whose bit is set in `bits` (uniform over the
+// warpgroup), committed and waited for. All N on takes a path without a branch per product:
+// behind per-product branches ptxas rebuilds each shared-memory descriptor from scratch, adds a
+// warpgroup arrive per product and closes with a dummy product (D 128 forward O += P V: ~52
+// instructions for four products, ~20 without); committing and waiting inside each path keeps
+// that dummy out of the whole-slices one. Measured (H200, session 10, gpu-notes 10.6): forward
+// 0-2.1% faster on block-64 / 128 layouts, 0.1-1.6% slower on Fixed block 16 (partial chunks).
+template <int N, typename F>
+__device__ __forceinline__ void wgmma_slices(unsigned bits, F&& f) {
+    if (bits == (1u << N) - 1u) {
+#pragma unroll
+        for (int ks = 0; ks < N; ++ks) f(ks);
+        wg_commit();
+        wg_wait<0>();
+    } else {
+#pragma unroll
+        for (int ks = 0; ks < N; ++ks)
+            if ((bits >> ks) & 1u) f(ks);
+        wg_commit();
+        wg_wait<0>();
+    }
+}
 // Keeps the compiler from moving accumulator reads/writes across the asynchronous MMAs.
 template <int N>
 __device__ __forceinline__ void fence_regs(float (&r)[N]) {
@@ -366,28 +388,11 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         if constexpr (kOneV) mbar_wait(bar_v, (it - begin) & 1);
         fence_regs(o);
         wg_fence();
-        auto pv = [&](int ks) {
+        // A whole chunk (every chunk of a block-64 / 128 layout) without a branch per product.
+        wgmma_slices<4>(PAIR ? 0xFu : colbits, [&](int ks) {
             if constexpr (D == 64) Wgmma<T>::rs_n64(o, pf[ks], desc_mnmajor(tV, ks));
             else Wgmma<T>::rs_n128(o, pf[ks], desc_mnmajor(tV, ks));
-        };
-        // A whole chunk (every block-64 / 128 layout) issues its four products without a branch
-        // each: behind per-product branches ptxas rebuilds each descriptor from scratch and adds
-        // a warpgroup arrive per product and closes with a dummy product (D 128: ~52
-        // instructions for the four, ~20 here, where the path also commits and waits alone).
-        // Forward 0.5-2% faster on block-64 / 128 layouts, Fixed b16 (partial chunks: the
-        // branches) within -0.7..+1.6% (H200, session 10; two A/B runs of the two steps).
-        if (PAIR || colbits == 0xFu) {
-#pragma unroll
-            for (int ks = 0; ks < 4; ++ks) pv(ks);
-            wg_commit();
-            wg_wait<0>();
-        } else {
-#pragma unroll
-            for (int ks = 0; ks < 4; ++ks)
-                if ((colbits >> ks) & 1u) pv(ks);
-            wg_commit();
-            wg_wait<0>();
-        }
+        });
         fence_regs(o);
         __syncthreads();  // the buffer is overwritten by the next iteration's prefetch
         if constexpr (kOneV) {
@@ -692,7 +697,9 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         fence_regs(dv);
         fence_regs(dk);
         wg_fence();
-        auto dv_dk = [&](int ks) {
+        // With the dQ product below, forward + backward 2.6-3.0% faster at BigBird b128 D 128
+        // (pair kernel), 1.3-2.3% slower on Fixed block 16 (H200, session 10).
+        wgmma_slices<4>(qany, [&](int ks) {
             if constexpr (D == 64) {
                 Wgmma<T>::rs_n64(dv, pf[ks], desc_mnmajor(tdO, ks));
                 Wgmma<T>::rs_n64(dk, dsf[ks], desc_mnmajor(tQ, ks));
@@ -700,22 +707,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
                 Wgmma<T>::rs_n128(dv, pf[ks], desc_mnmajor(tdO, ks));
                 Wgmma<T>::rs_n128(dk, dsf[ks], desc_mnmajor(tQ, ks));
             }
-        };
-        // All four slices active (every block-64 / 128 layout): no branch per product, as the
-        // forward's O += P V (and the dQ product below); forward + backward with the pair kernel
-        // 2-2.5% faster at BigBird b128 D 128 (H200, session 10).
-        if (qany == 0xFu) {
-#pragma unroll
-            for (int ks = 0; ks < 4; ++ks) dv_dk(ks);
-            wg_commit();
-            wg_wait<0>();
-        } else {
-#pragma unroll
-            for (int ks = 0; ks < 4; ++ks)
-                if ((qany >> ks) & 1u) dv_dk(ks);
-            wg_commit();
-            wg_wait<0>();
-        }
+        });
         fence_regs(dv);
         fence_regs(dk);
 
@@ -733,22 +725,10 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         const uint32_t kcol = (c0 >> 6) * kBlockBytes + (c0 & 63) * 2;
         fence_regs(dq);
         wg_fence();
-        auto dq_step = [&](int ks) {
+        wgmma_slices<4 * kGroups>(kany, [&](int ks) {
             ss_tt<T, kN>(dq, desc_mnmajor(tdS + (ks >> 2) * kBlockBytes, ks & 3),
                          desc_mnmajor(sK + (ks >> 2) * kTileBytes + kcol, ks & 3), 1);
-        };
-        if (kany == (1u << (4 * kGroups)) - 1u) {
-#pragma unroll
-            for (int ks = 0; ks < 4 * kGroups; ++ks) dq_step(ks);
-            wg_commit();
-            wg_wait<0>();
-        } else {
-#pragma unroll
-            for (int ks = 0; ks < 4 * kGroups; ++ks)
-                if ((kany >> ks) & 1u) dq_step(ks);
-            wg_commit();
-            wg_wait<0>();
-        }
+        });
         fence_regs(dq);
         // dq_acc += scale * dQ by TMA reductions, out of this tile's Q and dO buffers (free:
         // every warpgroup's dK and dV retired before the barrier above); thread 0 issues the
