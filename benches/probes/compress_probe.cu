@@ -42,6 +42,7 @@ template <typename F> float timeit(F f) {
   std::vector<float> v;
   for (int w = 0; w < 3; ++w) f();
   for (int r = 0; r < 15; ++r) { cudaEventRecord(a); f(); cudaEventRecord(b); cudaEventSynchronize(b); float ms; cudaEventElapsedTime(&ms, a, b); v.push_back(ms * 1000.f); }
+  cudaEventDestroy(a); cudaEventDestroy(b);
   std::sort(v.begin(), v.end()); return v[v.size() / 2];
 }
 
