@@ -10,7 +10,7 @@ use ltd_kernels_sys::{LtdSparseAttnFwdParams, LtdSparseAttnTmaMaps};
 
 use super::check::AttentionCall;
 use super::config::{self, ForwardSmem};
-use super::kernels::{FWD, FWD_BIAS_SM90, FWD_BIAS_TILES, FWD_COMBINE, FWD_SM90};
+use super::kernels::{AttnKernel, FWD, FWD_BIAS_SM90, FWD_BIAS_TILES, FWD_COMBINE, FWD_SM90};
 use super::launch::{Borrows, TmaBuffers, partial_buffer, tma_maps};
 use super::{CudaAttentionLayout, CudaAttentionOptions};
 use crate::{AttentionShape, Result, SparseAttnError};
@@ -113,12 +113,13 @@ impl ForwardKernel {
         let plain = FWD.load(dev, dtype, d, smem)?;
         if bias_tiles {
             let tiled_smem = config::forward_smem(ForwardSmem::MmaSync, d, true);
-            let (tiled, plain_name) = (FWD_BIAS_TILES.entry(dtype, d)?, FWD.entry(dtype, d)?);
-            let ctas = |name, bytes| {
-                FWD.module
+            let ctas = |family: &AttnKernel, bytes| {
+                let name = family.entry(dtype, d)?;
+                family
+                    .module
                     .blocks_per_multiprocessor(dev, name, config::FWD_THREADS, bytes)
             };
-            if ctas(tiled, tiled_smem)? >= ctas(plain_name, smem)? {
+            if ctas(&FWD_BIAS_TILES, tiled_smem)? >= ctas(&FWD, smem)? {
                 return Ok(ForwardKernel {
                     func: FWD_BIAS_TILES.load(dev, dtype, d, tiled_smem)?,
                     smem: tiled_smem,
