@@ -10,7 +10,7 @@ mod gpu_support;
 
 mod common;
 
-use common::{Data, poisoned};
+use common::{Data, make_layout, poisoned};
 use gpu_support::{cases, gpu};
 use half::{bf16, f16};
 use ltd_core::{CudaDevice, Element};
@@ -21,8 +21,7 @@ use ltd_sparse_attn::cuda::{
     CudaAttentionOptions, attention_backward_cuda, attention_forward_cuda,
 };
 use ltd_sparse_attn::{
-    AttentionShape, BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout,
-    SparseAttnError, VariableConfig,
+    AttentionShape, BSLongformerConfig, BigBirdConfig, FixedConfig, Layout, SparseAttnError,
 };
 use proptest::prelude::*;
 
@@ -37,55 +36,6 @@ fn kernels(dev: &CudaDevice) -> Vec<CudaAttentionKernel> {
     .into_iter()
     .filter(|k| k.runs_on(dev.compute_capability()))
     .collect()
-}
-
-fn make_layout(family: u8, heads: usize, block: usize, seq: usize, uni: bool, seed: u64) -> Layout {
-    let dir = if uni {
-        Direction::Unidirectional
-    } else {
-        Direction::Bidirectional
-    };
-    match family {
-        0 => {
-            let mut c = FixedConfig::new(heads);
-            c.block = block;
-            c.attention = dir;
-            c.num_local_blocks = 2;
-            c.num_global_blocks = 1;
-            c.make_layout(seq).unwrap()
-        }
-        1 => {
-            let mut c = BigBirdConfig::new(heads);
-            c.block = block;
-            c.num_random_blocks = 1;
-            c.num_sliding_window_blocks = 1;
-            c.different_layout_per_head = true;
-            c.seed = seed;
-            c.make_layout(seq).unwrap()
-        }
-        2 => {
-            let mut c = BSLongformerConfig::new(heads);
-            c.block = block;
-            c.num_sliding_window_blocks = 1;
-            c.attention = dir;
-            c.make_layout(seq).unwrap()
-        }
-        3 => {
-            let mut c = VariableConfig::new(heads);
-            c.block = block;
-            c.num_random_blocks = 1;
-            c.local_window_blocks = vec![1, 2];
-            c.attention = dir;
-            c.different_layout_per_head = true;
-            c.seed = seed;
-            c.make_layout(seq).unwrap()
-        }
-        _ => {
-            let mut c = DenseConfig::new(heads);
-            c.block = block;
-            c.make_layout(seq).unwrap()
-        }
-    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -279,12 +279,7 @@ impl<'a> BackwardLaunch<'a> {
                 backward: Some([dout, dq_acc, dk, dv]),
                 bias: kernel.smem.bias_tiles.then_some(bias),
             };
-            Some(tma_maps(
-                &tma,
-                shape.batch * shape.heads,
-                shape.seq_len,
-                shape.head_dim,
-            )?)
+            Some(tma_maps(&tma, shape)?)
         } else {
             None
         };

@@ -202,12 +202,7 @@ impl<'a> ForwardLaunch<'a> {
                 backward: None,
                 bias: kernel.bias_tiles.then_some(bias),
             };
-            Some(tma_maps(
-                &tma,
-                shape.batch * shape.heads,
-                shape.seq_len,
-                shape.head_dim,
-            )?)
+            Some(tma_maps(&tma, shape)?)
         } else {
             None
         };

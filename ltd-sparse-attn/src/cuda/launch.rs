@@ -9,7 +9,7 @@ use ltd_core::cuda::{TensorMapElement, tensor_map_3d};
 use ltd_kernels_sys::LtdSparseAttnTmaMaps;
 
 use super::upload::GpuPlan;
-use crate::{Result, SparseAttnError};
+use crate::{AttentionShape, Result, SparseAttnError};
 
 /// The device addresses of a call's buffers, each buffer borrowed (and its stream guard held)
 /// until the launches that use the address are queued, when this is dropped.
@@ -84,17 +84,13 @@ pub(super) struct TmaBuffers {
     pub bias: Option<u64>,
 }
 
-/// The tensor maps of a Hopper attention launch over `matrices` `[L][D]` matrices: 64 x 64
+/// The tensor maps of a Hopper attention launch over `B*H` `[L][D]` matrices: 64 x 64
 /// boxes of 2-byte elements (64 x 32 of f32 for the dq accumulator; 64 x 64 boxes of the
 /// `[L][L]` bias). Maps a call does not use repeat q's (encoded once).
-pub(super) fn tma_maps(
-    bufs: &TmaBuffers,
-    matrices: usize,
-    seq: usize,
-    head_dim: usize,
-) -> Result<LtdSparseAttnTmaMaps> {
+pub(super) fn tma_maps(bufs: &TmaBuffers, shape: AttentionShape) -> Result<LtdSparseAttnTmaMaps> {
     use TensorMapElement::{F32, U16};
-    let dims = [matrices, seq, head_dim];
+    let (matrices, seq) = (shape.batch * shape.heads, shape.seq_len);
+    let dims = [matrices, seq, shape.head_dim];
     let tile = |ptr| tensor_map_3d(ptr, U16, [64, 64], dims);
     let [q, k, v] = bufs.qkv;
     let q = tile(q)?;

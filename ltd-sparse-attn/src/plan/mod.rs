@@ -16,9 +16,6 @@
 mod tables;
 mod work;
 
-#[cfg(test)]
-mod tests;
-
 pub use tables::CoarseTables;
 pub use work::WorkPlan;
 

@@ -1,59 +1,10 @@
-//! The work planner against the layouts it plans: tables cover exactly the layout, plans cover
-//! every row and column once.
+//! The host-side work planner (no GPU, no `cuda` feature) against the layouts it plans: the
+//! coarse tables cover exactly the layout, the work plans cover every row and column once.
 
-use super::CoarseTables;
-use crate::{
-    BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout, VariableConfig,
-};
+mod common;
 
-fn make_layout(family: u8, heads: usize, block: usize, seq: usize, uni: bool, seed: u64) -> Layout {
-    let dir = if uni {
-        Direction::Unidirectional
-    } else {
-        Direction::Bidirectional
-    };
-    match family {
-        0 => {
-            let mut c = FixedConfig::new(heads);
-            c.block = block;
-            c.attention = dir;
-            c.num_local_blocks = 2;
-            c.num_global_blocks = 1;
-            c.make_layout(seq).unwrap()
-        }
-        1 => {
-            let mut c = BigBirdConfig::new(heads);
-            c.block = block;
-            c.num_random_blocks = 1;
-            c.num_sliding_window_blocks = 1;
-            c.different_layout_per_head = true;
-            c.seed = seed;
-            c.make_layout(seq).unwrap()
-        }
-        2 => {
-            let mut c = BSLongformerConfig::new(heads);
-            c.block = block;
-            c.num_sliding_window_blocks = 1;
-            c.attention = dir;
-            c.make_layout(seq).unwrap()
-        }
-        3 => {
-            let mut c = VariableConfig::new(heads);
-            c.block = block;
-            c.num_random_blocks = 1;
-            c.local_window_blocks = vec![1, 2];
-            c.attention = dir;
-            c.different_layout_per_head = true;
-            c.seed = seed;
-            c.make_layout(seq).unwrap()
-        }
-        _ => {
-            let mut c = DenseConfig::new(heads);
-            c.block = block;
-            c.make_layout(seq).unwrap()
-        }
-    }
-}
+use common::make_layout;
+use ltd_sparse_attn::plan::CoarseTables;
 
 #[test]
 fn work_plans_cover_every_row_and_column_exactly_once() {
