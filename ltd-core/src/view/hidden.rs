@@ -26,8 +26,8 @@ impl<'a, T: Element> HiddenView<'a, T> {
     /// A contiguous view of `data` with shape `order.shape(batch, seq, channels)`.
     ///
     /// # Errors
-    /// [`CoreError::BufferTooSmall`] when `data` is shorter than `batch * seq * channels`;
-    /// [`CoreError::SizeOverflow`].
+    /// [`CoreError::BufferTooSmall`](crate::CoreError::BufferTooSmall) when `data` is shorter than `batch * seq * channels`;
+    /// [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow).
     ///
     /// ```
     /// use ltd_core::{HiddenOrder, HiddenView};
@@ -48,7 +48,7 @@ impl<'a, T: Element> HiddenView<'a, T> {
     /// A view of `data` with an explicit layout (any batch and sequence strides, including 0).
     ///
     /// # Errors
-    /// [`CoreError::BufferTooSmall`] when `data` does not cover the layout.
+    /// [`CoreError::BufferTooSmall`](crate::CoreError::BufferTooSmall) when `data` does not cover the layout.
     ///
     /// ```
     /// use ltd_core::{HiddenLayout, HiddenOrder, HiddenView};
@@ -133,7 +133,7 @@ impl<'a, T: Element> HiddenViewMut<'a, T> {
     /// A contiguous mutable view of `data`.
     ///
     /// # Errors
-    /// [`CoreError::BufferTooSmall`], [`CoreError::SizeOverflow`].
+    /// [`CoreError::BufferTooSmall`](crate::CoreError::BufferTooSmall), [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow).
     ///
     /// ```
     /// # use ltd_core::{HiddenOrder, HiddenViewMut};
@@ -153,7 +153,7 @@ impl<'a, T: Element> HiddenViewMut<'a, T> {
     /// A mutable view with an explicit layout.
     ///
     /// # Errors
-    /// [`CoreError::BufferTooSmall`]; [`CoreError::OverlappingRows`] when two `(b, s)` rows
+    /// [`CoreError::BufferTooSmall`](crate::CoreError::BufferTooSmall); [`CoreError::OverlappingRows`](crate::CoreError::OverlappingRows) when two `(b, s)` rows
     /// would share elements (e.g. a zero stride, or a stride below `C`).
     ///
     /// ```

@@ -28,7 +28,7 @@ impl<'a> IndexView<'a> {
     /// A contiguous `[batch, reserved]` view.
     ///
     /// # Errors
-    /// [`CoreError::BufferTooSmall`], [`CoreError::SizeOverflow`].
+    /// [`CoreError::BufferTooSmall`](crate::CoreError::BufferTooSmall), [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow).
     ///
     /// ```
     /// # use ltd_core::IndexView;
@@ -42,8 +42,8 @@ impl<'a> IndexView<'a> {
     /// A `[batch, reserved]` view whose rows start `row_stride` elements apart.
     ///
     /// # Errors
-    /// [`CoreError::InvalidArgument`] when `row_stride < reserved` and `batch > 1` (rows would
-    /// overlap); [`CoreError::BufferTooSmall`]; [`CoreError::SizeOverflow`].
+    /// [`CoreError::InvalidArgument`](crate::CoreError::InvalidArgument) when `row_stride < reserved` and `batch > 1` (rows would
+    /// overlap); [`CoreError::BufferTooSmall`](crate::CoreError::BufferTooSmall); [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow).
     ///
     /// ```
     /// # use ltd_core::IndexView;
@@ -159,7 +159,7 @@ impl<'a> LayerIndicesView<'a> {
     /// A contiguous `[layers, batch, reserved]` view.
     ///
     /// # Errors
-    /// [`CoreError::BufferTooSmall`], [`CoreError::SizeOverflow`].
+    /// [`CoreError::BufferTooSmall`](crate::CoreError::BufferTooSmall), [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow).
     ///
     /// ```
     /// assert!(ltd_core::LayerIndicesView::new(&[0; 8], 2, 2, 2).is_ok());
@@ -220,7 +220,7 @@ impl<'a> LayerIndicesView<'a> {
     /// Layer `l`'s `[B, r]` indices.
     ///
     /// # Errors
-    /// [`CoreError::InvalidSize`] when `l >= L`.
+    /// [`CoreError::InvalidSize`](crate::CoreError::InvalidSize) when `l >= L`.
     ///
     /// ```
     /// let all = ltd_core::LayerIndicesView::new(&[0, 1, 2, 3], 2, 1, 2)?;
@@ -338,7 +338,7 @@ impl SampledIndices {
     /// Layer `l`'s `[B, r]` indices.
     ///
     /// # Errors
-    /// [`CoreError::InvalidSize`] when `l >= L`.
+    /// [`CoreError::InvalidSize`](crate::CoreError::InvalidSize) when `l >= L`.
     ///
     /// ```
     /// let idx = ltd_core::TokenSampler::new(0).sample(0, 3, 1, 4, 2)?;

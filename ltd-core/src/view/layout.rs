@@ -48,7 +48,7 @@ impl HiddenOrder {
 ///
 /// The channel stride is always 1 (each row of `C` channels is contiguous); the batch and sequence
 /// strides are arbitrary, so transposed, padded, sliced and broadcast (stride 0) inputs work.
-/// Output views additionally need rows that do not overlap (checked by [`HiddenViewMut`]).
+/// Output views additionally need rows that do not overlap (checked by [`HiddenViewMut`](crate::HiddenViewMut)).
 ///
 /// ```
 /// use ltd_core::{HiddenLayout, HiddenOrder};
@@ -75,7 +75,7 @@ impl HiddenLayout {
     /// The dense layout of the shape `order.shape(batch, seq, channels)`.
     ///
     /// # Errors
-    /// [`CoreError::SizeOverflow`] when the element count overflows `usize`.
+    /// [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow) when the element count overflows `usize`.
     ///
     /// ```
     /// use ltd_core::{HiddenLayout, HiddenOrder};
@@ -102,7 +102,7 @@ impl HiddenLayout {
     /// A layout with the given batch and sequence strides (in elements; channel stride 1).
     ///
     /// # Errors
-    /// [`CoreError::SizeOverflow`] when the last element's offset overflows `usize`.
+    /// [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow) when the last element's offset overflows `usize`.
     ///
     /// ```
     /// use ltd_core::{HiddenLayout, HiddenOrder};

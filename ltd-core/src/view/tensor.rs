@@ -22,7 +22,7 @@ impl<T: Element> HiddenTensor<T> {
     /// A tensor filled with `value`.
     ///
     /// # Errors
-    /// [`CoreError::SizeOverflow`].
+    /// [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow).
     ///
     /// ```
     /// # use ltd_core::{HiddenOrder, HiddenTensor};
@@ -47,7 +47,7 @@ impl<T: Element> HiddenTensor<T> {
     /// A tensor of zeros.
     ///
     /// # Errors
-    /// [`CoreError::SizeOverflow`].
+    /// [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow).
     ///
     /// ```
     /// # use ltd_core::{HiddenOrder, HiddenTensor};
@@ -62,7 +62,7 @@ impl<T: Element> HiddenTensor<T> {
     /// Wraps a vector holding a contiguous tensor of the given shape.
     ///
     /// # Errors
-    /// [`CoreError::ShapeMismatch`] when `data.len() != batch * seq * channels`.
+    /// [`CoreError::ShapeMismatch`](crate::CoreError::ShapeMismatch) when `data.len() != batch * seq * channels`.
     ///
     /// ```
     /// # use ltd_core::{HiddenOrder, HiddenTensor};
