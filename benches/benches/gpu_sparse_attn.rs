@@ -7,10 +7,10 @@
 //! `LTD_BENCH_BIAS=1` gives every call an additive bias `[B, H, L, L]` (no dbias), to time the
 //! bias kernels, `LTD_BENCH_BIAS=2` also asks for dbias (`ours.json` then describes calls the
 //! peer script does not make with a bias).
-//! Besides `Auto` (forward and forward + backward) each cell times the `mma.sync` kernels, the
-//! Hopper forward `Auto` did not pick, and forward + backward with each Hopper choice forced
-//! (`Wgmma`: single-chunk backward; `WgmmaPairs`: pair forward and pair backward), and says
-//! whether `Auto`'s backward ran the pair kernel, so kernel variants compare within one run.
+//! Besides `Auto` (forward and forward + backward) each cell times the `mma.sync` kernels and
+//! forward + backward with each Hopper choice forced (`Wgmma`: single-chunk backward;
+//! `WgmmaPairs`: pair backward), and says whether `Auto`'s backward ran the pair kernel, so
+//! kernel variants compare within one run.
 
 #[cfg(not(feature = "cuda"))]
 fn main() {
@@ -70,7 +70,7 @@ mod gpu {
         let mut json = format!("{{\"device\": {:?}, \"runs\": [\n", dev.to_string());
         let mut first = true;
         println!(
-            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9}",
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9}",
             "layout",
             "S",
             "B",
@@ -81,7 +81,6 @@ mod gpu {
             "fwd+bwd us",
             "mma.sync us",
             "mma.sync f+b us",
-            "other fwd us",
             "kernel tiles",
             "host fwd us",
             "host f+b us",
@@ -179,17 +178,7 @@ mod gpu {
                     let fb_us = time(true, &auto)?;
                     let sm80_us = time(false, &sm80)?;
                     let sm80_fb_us = time(true, &sm80)?;
-                    // On Hopper, the forward of the Hopper variant Auto did not pick.
                     let cc = dev.compute_capability();
-                    let other = match auto.kernel.resolve(cc, &gl, d) {
-                        CudaAttentionKernel::WgmmaPairs => Some(CudaAttentionKernel::Wgmma),
-                        CudaAttentionKernel::Wgmma => Some(CudaAttentionKernel::WgmmaPairs),
-                        _ => None,
-                    };
-                    let other_us = match other {
-                        Some(kernel) => time(false, &CudaAttentionOptions { kernel, ..base })?,
-                        None => f64::NAN,
-                    };
                     // On Hopper, forward + backward with each Hopper choice forced (the
                     // backward of `Wgmma` runs one warpgroup per key chunk, that of
                     // `WgmmaPairs` two per pair of chunks; `Auto` picks per layout).
@@ -225,7 +214,7 @@ mod gpu {
                     let flops = 4.0 * batch as f64 * layout.nnz() as f64 * block * block * d as f64;
                     let tflops = flops / us / 1e6;
                     println!(
-                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9}",
+                        "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9}",
                         name,
                         seq,
                         batch,
@@ -236,7 +225,6 @@ mod gpu {
                         fb_us,
                         sm80_us,
                         sm80_fb_us,
-                        other_us,
                         gl.active_kernel_tiles(),
                         host_us,
                         host_fb_us,
@@ -245,13 +233,13 @@ mod gpu {
                         bwd_pairs
                     );
                     json.push_str(&format!(
-                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}, \"fwd_mma_sync_us\": {sm80_us:.3}, \"fwdbwd_mma_sync_us\": {sm80_fb_us:.3}, \"fwd_kernel\": \"{:?}\", \"fwd_other_hopper_us\": {other_us:.3}, \"kernel_tiles\": {}, \"host_fwd_us\": {host_us:.3}, \"host_fwdbwd_us\": {host_fb_us:.3}, \"fwdbwd_wgmma_us\": {single_fb_us:.3}, \"fwdbwd_wgmma_pairs_us\": {pairs_fb_us:.3}, \"bwd_pairs\": {bwd_pairs}}}",
+                        "{}  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {us:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {fb_us:.3}, \"fwd_mma_sync_us\": {sm80_us:.3}, \"fwdbwd_mma_sync_us\": {sm80_fb_us:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {host_us:.3}, \"host_fwdbwd_us\": {host_fb_us:.3}, \"fwdbwd_wgmma_us\": {single_fb_us:.3}, \"fwdbwd_wgmma_pairs_us\": {pairs_fb_us:.3}, \"bwd_pairs\": {bwd_pairs}}}",
                         if first { "" } else { ",\n" },
                         layout.block(),
                         layout.num_blocks(),
                         layout.nnz(),
                         layout.density(),
-                        auto.kernel.resolve(dev.compute_capability(), &gl, d),
+                        auto.kernel.resolve(cc),
                         gl.active_kernel_tiles()
                     ));
                     first = false;

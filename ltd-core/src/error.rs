@@ -106,14 +106,9 @@ pub enum CoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
-    /// The CUDA feature was not compiled in.
-    #[error(
-        "CUDA support is not compiled in: rebuild with `--features cuda` (needs nvcc; see the README)"
-    )]
-    CudaNotCompiled,
     /// No CUDA driver library (`libcuda.so`) could be loaded on this machine.
     #[error(
-        "no CUDA driver found (libcuda.so could not be loaded): install an NVIDIA driver (580 / CUDA 13.0 or newer) or use Device::Cpu"
+        "no CUDA driver found (libcuda.so could not be loaded): install an NVIDIA driver (580 / CUDA 13.0 or newer) or use the CPU ops"
     )]
     NoCudaDriver,
     /// A CUDA driver call failed.

@@ -38,7 +38,7 @@ pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
 
 /// Copies one row. `copy_from_slice` on fixed-size pieces: the compiler inlines each piece as a
 /// few vector moves. (A plain `copy_from_slice` of a whole 2 KiB row calls `memcpy`, which on some
-/// CPUs takes a slow path for mid-sized copies: measured 3x slower than this on an AMD EPYC.)
+/// CPUs takes a slow path for mid-sized copies.)
 #[inline(always)]
 fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
     const PIECE: usize = 64;

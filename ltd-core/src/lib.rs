@@ -35,7 +35,6 @@ mod check;
 mod copy;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-mod device;
 mod dtype;
 mod dynamic;
 mod error;
@@ -47,8 +46,7 @@ mod view;
 
 pub use copy::{StridedLayout2d, copy_strided_2d};
 #[cfg(feature = "cuda")]
-pub use cuda::copy_strided_2d_cuda;
-pub use device::{CudaDevice, Device};
+pub use cuda::{CudaDevice, copy_strided_2d_cuda};
 pub use dtype::{DType, Element};
 pub use dynamic::{
     AnyHiddenView, AnyHiddenViewMut, gather_any, gather_backward_any, route_any,

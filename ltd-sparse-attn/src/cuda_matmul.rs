@@ -14,28 +14,14 @@
 //! The layout's lookup tables (CSR, CSC and the row of every tile) are uploaded once into a
 //! [`CudaMatMulLayout`] and reused by every call.
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg};
-use ltd_core::{CoreError, CudaDevice, DType, Element};
-use ltd_kernels_sys::{LtdSparseMatmulParams, fatbin, names};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
+use ltd_core::{CudaDevice, DType, Element};
+use ltd_kernels_sys::{LtdSparseMatmulParams, names};
 
+use crate::cuda::kernels::SPARSE_MATMUL;
+use crate::cuda::{MATMUL_TILE, matmul_dense, matmul_sdd, matmul_tiles_per_block};
 use crate::ops::Operand;
 use crate::{BlockSparseMatMul, Layout, MatMulMode, Result, SparseAttnError};
-
-fn cuda_err(during: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> SparseAttnError {
-    move |source| SparseAttnError::Core(CoreError::Cuda { during, source })
-}
-
-fn invalid(
-    what: &str,
-    value: impl std::fmt::Display,
-    expected: impl Into<String>,
-) -> SparseAttnError {
-    SparseAttnError::InvalidArgument {
-        what: what.into(),
-        value: value.to_string(),
-        expected: expected.into(),
-    }
-}
 
 /// A layout's lookup tables in GPU memory for the block-sparse matmuls: the CSR (row offsets
 /// and the block column of every tile), the CSC (column offsets, block row and tile of every
@@ -146,7 +132,7 @@ fn check_common(
     ordinals: &[(&str, usize)],
 ) -> Result<()> {
     if layout.ordinal != dev.ordinal() {
-        return Err(invalid(
+        return Err(SparseAttnError::invalid(
             "layout",
             format!("tables on cuda:{}", layout.ordinal),
             format!(
@@ -157,7 +143,7 @@ fn check_common(
     }
     for (what, ordinal) in ordinals {
         if *ordinal != dev.ordinal() {
-            return Err(invalid(
+            return Err(SparseAttnError::invalid(
                 what,
                 format!("a buffer on cuda:{ordinal}"),
                 format!("a buffer on cuda:{}", dev.ordinal()),
@@ -165,23 +151,23 @@ fn check_common(
         }
     }
     if batch == 0 || batch > 65_535 {
-        return Err(invalid("batch", batch, "1 to 65535"));
+        return Err(SparseAttnError::invalid("batch", batch, "1 to 65535"));
     }
-    if dense_dim == 0 || dense_dim.div_ceil(64) > 65_535 {
-        return Err(invalid(
+    if dense_dim == 0 || dense_dim.div_ceil(MATMUL_TILE) > 65_535 {
+        return Err(SparseAttnError::invalid(
             "dense_dim",
             dense_dim,
             "1 to 65535 * 64 (the K of sdd, N of dsd, M of dds)",
         ));
     }
     let l = &layout.layout;
-    let per = if l.block() > 64 { 2 } else { 1 };
+    let per = matmul_tiles_per_block(l.block());
     let grid_x = l
         .nnz()
         .max(l.num_heads() * l.num_blocks())
         .checked_mul(per * per);
     if grid_x.is_none_or(|g| g > i32::MAX as usize) {
-        return Err(invalid(
+        return Err(SparseAttnError::invalid(
             "layout",
             format!(
                 "{} tiles, {} block rows",
@@ -219,7 +205,13 @@ fn launch<T: Element + DeviceRepr>(
         32 => 1,
         64 => 2,
         128 => 3,
-        other => return Err(invalid("block", other, "16, 32, 64 or 128")),
+        other => {
+            return Err(SparseAttnError::invalid(
+                "block",
+                other,
+                "16, 32, 64 or 128",
+            ));
+        }
     };
     let di = match T::DTYPE {
         DType::F32 => 0,
@@ -231,38 +223,14 @@ fn launch<T: Element + DeviceRepr>(
         MatMulMode::Dsd => 1,
         MatMulMode::Dds => 2,
     };
-    let per = if block > 64 { 2 } else { 1 };
+    if out.is_empty() {
+        return Ok(()); // no tile to compute
+    }
     let cfg = match op.mode {
-        MatMulMode::Sdd => {
-            if out.is_empty() {
-                return Ok(()); // no tile to compute
-            }
-            LaunchConfig {
-                grid_dim: ((nnz * per * per) as u32, batch as u32, 1),
-                block_dim: (if block == 16 { 32 } else { 128 }, 1, 1),
-                shared_mem_bytes: 0,
-            }
-        }
-        MatMulMode::Dsd | MatMulMode::Dds => {
-            if out.is_empty() {
-                return Ok(());
-            }
-            LaunchConfig {
-                grid_dim: (
-                    (heads * nb * per) as u32,
-                    dense_dim.div_ceil(64) as u32,
-                    batch as u32,
-                ),
-                block_dim: (128, 1, 1),
-                shared_mem_bytes: 0,
-            }
-        }
+        MatMulMode::Sdd => matmul_sdd(nnz, block, batch),
+        MatMulMode::Dsd | MatMulMode::Dds => matmul_dense(heads * nb, block, dense_dim, batch),
     };
-    let func = dev.load_function(
-        "sparse_matmul",
-        fatbin::SPARSE_MATMUL,
-        names::SPARSE_MATMUL[mi][di][bi],
-    )?;
+    let func = SPARSE_MATMUL.function(dev, names::SPARSE_MATMUL[mi][di][bi])?;
     let stream = dev.stream();
     let (x_ptr, g1) = x.device_ptr(stream);
     let (y_ptr, g2) = y.device_ptr(stream);
@@ -300,7 +268,8 @@ fn launch<T: Element + DeviceRepr>(
     // every block index below nb; the grid matches the header (checked against the u32/i32 and
     // 65535 limits in `check_common`); the kernels use static shared memory only. `out` is a
     // distinct `&mut` buffer, so it aliases no input.
-    unsafe { builder.launch(cfg) }.map_err(cuda_err("launching the block-sparse matmul"))?;
+    unsafe { builder.launch(cfg) }
+        .map_err(SparseAttnError::driver("launching the block-sparse matmul"))?;
     drop((g1, g2, g3, g4, g5, g6, g7, g8, g9));
     Ok(())
 }

@@ -130,6 +130,28 @@ impl SparseAttnError {
         }
     }
 
+    /// Shorthand for [`SparseAttnError::InvalidArgument`].
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn invalid(
+        what: &str,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        SparseAttnError::InvalidArgument {
+            what: what.into(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+
+    /// Maps a driver error to [`SparseAttnError::Core`], naming what was being done.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn driver(
+        during: &'static str,
+    ) -> impl FnOnce(cudarc::driver::DriverError) -> SparseAttnError {
+        move |source| SparseAttnError::Core(ltd_core::CoreError::Cuda { during, source })
+    }
+
     /// Prefixes the key path of an [`SparseAttnError::InvalidConfig`] (or the path of
     /// [`SparseAttnError::UnknownKeys`]) with `prefix` and a dot; other errors pass through.
     ///

@@ -11,6 +11,8 @@
 //! - [`SparseSelfAttention`], [`attention_forward`], [`attention_backward`]: fused flash-style
 //!   attention with causal option, key-padding mask and additive bias.
 //! - [`render_text`], [`render_png`], [`write_png`]: pictures of layouts.
+//! - [`plan`]: the GPU kernels' view of a layout (64 x 64 tiles with sub-block masks) and their
+//!   work plans, host-side.
 //! - `cuda` (feature `cuda`): the fused attention forward and backward on the GPU (fp16/bf16,
 //!   head dims 64 and 128), with the layout's kernel tables cached per device and length.
 //! - `cuda_matmul` (feature `cuda`): the `sdd`/`dsd`/`dds` products on the GPU (f32, f16, bf16,
@@ -57,6 +59,7 @@ pub mod cuda_matmul;
 mod error;
 pub mod layout;
 pub mod ops;
+pub mod plan;
 mod render;
 
 pub use attention::{

@@ -7,9 +7,11 @@
 //! launch's result is checked.
 
 mod copy;
+mod driver_ext;
 mod random_ltd;
 
 pub use copy::copy_strided_2d_cuda;
+pub use driver_ext::{TensorMapElement, kernel_arg, launch_programmatic, tensor_map_3d};
 pub use random_ltd::{
     CudaHidden, CudaHiddenMut, CudaSampledIndices, MaskForm, gather_cuda, mask_gather_cuda,
     route_cuda, sample_tokens_cuda, scatter_cuda,

@@ -254,8 +254,7 @@ fn sample_tokens_into(
     // Keys in shared memory when they fit (one ChaCha pass instead of five), else recomputed.
     let key_bytes = seq * 4;
     let use_smem = key_bytes <= dev.max_dynamic_shared_bytes();
-    // Measured on an H100 (docs/gpu-notes.md): 256 threads per row win for S <= 4096 (more rows
-    // resident per SM), 512 for longer rows.
+    // 256 threads per row keep more rows resident per SM on short rows; long rows want 512.
     let wide = seq > LTD_SAMPLER_WIDE_MIN_SEQ as usize;
     let threads = if wide { 512 } else { 256 };
     let func = if use_smem {

@@ -4,7 +4,9 @@
 use half::{bf16, f16};
 use ltd_core::Element;
 use ltd_reference::RefElement;
-use ltd_sparse_attn::Layout;
+use ltd_sparse_attn::{
+    BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout, VariableConfig,
+};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -156,4 +158,62 @@ pub fn matmul_reference<T: TestElement>(
     }
     .unwrap();
     (c, da, db)
+}
+
+/// A layout of `family` (0 Fixed, 1 BigBird, 2 BSLongformer, 3 Variable, else Dense) with small
+/// windows, `uni` for unidirectional where the family has it.
+pub fn make_layout(
+    family: u8,
+    heads: usize,
+    block: usize,
+    seq: usize,
+    uni: bool,
+    seed: u64,
+) -> Layout {
+    let dir = if uni {
+        Direction::Unidirectional
+    } else {
+        Direction::Bidirectional
+    };
+    match family {
+        0 => {
+            let mut c = FixedConfig::new(heads);
+            c.block = block;
+            c.attention = dir;
+            c.num_local_blocks = 2;
+            c.num_global_blocks = 1;
+            c.make_layout(seq).unwrap()
+        }
+        1 => {
+            let mut c = BigBirdConfig::new(heads);
+            c.block = block;
+            c.num_random_blocks = 1;
+            c.num_sliding_window_blocks = 1;
+            c.different_layout_per_head = true;
+            c.seed = seed;
+            c.make_layout(seq).unwrap()
+        }
+        2 => {
+            let mut c = BSLongformerConfig::new(heads);
+            c.block = block;
+            c.num_sliding_window_blocks = 1;
+            c.attention = dir;
+            c.make_layout(seq).unwrap()
+        }
+        3 => {
+            let mut c = VariableConfig::new(heads);
+            c.block = block;
+            c.num_random_blocks = 1;
+            c.local_window_blocks = vec![1, 2];
+            c.attention = dir;
+            c.different_layout_per_head = true;
+            c.seed = seed;
+            c.make_layout(seq).unwrap()
+        }
+        _ => {
+            let mut c = DenseConfig::new(heads);
+            c.block = block;
+            c.make_layout(seq).unwrap()
+        }
+    }
 }

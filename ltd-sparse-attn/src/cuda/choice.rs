@@ -1,0 +1,138 @@
+//! Which kernel family runs a call: [`CudaAttentionKernel`] and the rule `Auto` follows.
+//!
+//! The rule: on compute capability 9.0 (H100, H200) the Hopper kernels (`wgmma` fed by TMA),
+//! elsewhere the `mma.sync` ones. The Hopper backward runs its pair kernel (two warpgroups on two
+//! adjacent key chunks sharing every Q / dO tile load and dQ reduction) at head dim 128 without
+//! a bias, on layouts whose adjacent chunks see the same query tiles (block-128 layouts); at head
+//! dim 64 its register use halves the warps an SM holds, and on layouts that share less the
+//! saved loads do not pay for the union of the two chunks' work. See `docs/kernels.md`, "Which
+//! variant runs when".
+
+use super::CudaAttentionLayout;
+
+/// The kernel family of the fused attention (forward and backward). All compute the same thing
+/// from the same tables; they differ in the tensor-core instructions, so results agree to
+/// rounding (f32 accumulation in all).
+///
+/// ```
+/// use ltd_sparse_attn::cuda::CudaAttentionKernel;
+/// assert_eq!(CudaAttentionKernel::default(), CudaAttentionKernel::Auto);
+/// assert!(CudaAttentionKernel::Wgmma.runs_on((9, 0)) && CudaAttentionKernel::WgmmaPairs.runs_on((9, 0)));
+/// assert!(!CudaAttentionKernel::Wgmma.runs_on((8, 0)) && CudaAttentionKernel::MmaSync.runs_on((8, 6)));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CudaAttentionKernel {
+    /// On compute capability 9.0 (H100/H200) [`Wgmma`](Self::Wgmma), except for a backward
+    /// [`backward_pairs`](Self::backward_pairs) gives to the pair kernel;
+    /// [`MmaSync`](Self::MmaSync) elsewhere.
+    #[default]
+    Auto,
+    /// `mma.sync` warp MMAs, 4 warps x 16 query rows (sm_80 and newer: A100, H100, ...).
+    MmaSync,
+    /// Hopper warpgroup MMAs (`wgmma.mma_async`, sm_90a machine code), one warpgroup per 64-row
+    /// query tile or 64-key chunk: compute capability 9.0 only; asking for it elsewhere is an
+    /// [`SparseAttnError::InvalidArgument`](crate::SparseAttnError::InvalidArgument).
+    Wgmma,
+    /// [`Wgmma`](Self::Wgmma) with the backward always on the pair kernel (two warpgroups per
+    /// CTA on a pair of adjacent 64-key chunks, sharing the Q / dO tiles of every query tile and
+    /// adding one dQ tile for both, [`CudaAttentionLayout::column_pair_sharing`]), where `Auto`
+    /// picks it only where [`backward_pairs`](Self::backward_pairs) says. The forward is
+    /// `Wgmma`'s; with a bias the backward is `Wgmma`'s too (no pair variant of the bias kernel).
+    WgmmaPairs,
+}
+
+impl CudaAttentionKernel {
+    /// Whether this choice can run on a device of compute capability `(major, minor)`.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::cuda::CudaAttentionKernel;
+    /// assert!(CudaAttentionKernel::Auto.runs_on((8, 0)));
+    /// assert!(!CudaAttentionKernel::MmaSync.runs_on((7, 5)));
+    /// ```
+    pub fn runs_on(self, (major, minor): (i32, i32)) -> bool {
+        match self {
+            CudaAttentionKernel::Auto | CudaAttentionKernel::MmaSync => major >= 8,
+            CudaAttentionKernel::Wgmma | CudaAttentionKernel::WgmmaPairs => {
+                (major, minor) == (9, 0)
+            }
+        }
+    }
+
+    /// Whether this (resolved) choice is one of the Hopper kernels.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::cuda::CudaAttentionKernel;
+    /// assert!(CudaAttentionKernel::WgmmaPairs.is_hopper());
+    /// assert!(!CudaAttentionKernel::MmaSync.is_hopper());
+    /// ```
+    pub fn is_hopper(self) -> bool {
+        matches!(
+            self,
+            CudaAttentionKernel::Wgmma | CudaAttentionKernel::WgmmaPairs
+        )
+    }
+
+    /// The concrete family this choice runs on a device of compute capability `cc`: `Auto` is
+    /// [`Wgmma`](Self::Wgmma) on 9.0 and [`MmaSync`](Self::MmaSync) elsewhere (whether its
+    /// backward runs the pair kernel, [`backward_pairs`](Self::backward_pairs) says); other
+    /// choices are returned as they are.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::cuda::CudaAttentionKernel;
+    /// assert_eq!(CudaAttentionKernel::Auto.resolve((9, 0)), CudaAttentionKernel::Wgmma);
+    /// assert_eq!(CudaAttentionKernel::Auto.resolve((8, 0)), CudaAttentionKernel::MmaSync);
+    /// assert_eq!(CudaAttentionKernel::MmaSync.resolve((9, 0)), CudaAttentionKernel::MmaSync);
+    /// ```
+    pub fn resolve(self, cc: (i32, i32)) -> CudaAttentionKernel {
+        match self {
+            CudaAttentionKernel::Auto if cc == (9, 0) => CudaAttentionKernel::Wgmma,
+            CudaAttentionKernel::Auto => CudaAttentionKernel::MmaSync,
+            other => other,
+        }
+    }
+
+    /// Whether the backward of this choice runs the Hopper pair kernel (two warpgroups on two
+    /// adjacent key chunks) on a device of compute capability `cc`: always for
+    /// [`WgmmaPairs`](Self::WgmmaPairs); for `Auto` on 9.0 at head dim 128 where adjacent
+    /// chunks see the same query tiles ([`CudaAttentionLayout::column_pair_sharing`] at most
+    /// [`AUTO_BACKWARD_PAIR_SHARING`]); never with a bias or dbias (no pair variant of the bias
+    /// kernel) and never for the other choices. The module docs give the reasons.
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_sparse_attn::{BigBirdConfig, cuda::{CudaAttentionKernel, CudaAttentionLayout}};
+    /// let dev = CudaDevice::new(0)?;
+    /// let mut c = BigBirdConfig::new(4);
+    /// c.block = 128;
+    /// let layout = CudaAttentionLayout::new(&dev, &c.make_layout(4096)?)?;
+    /// assert!(CudaAttentionKernel::Auto.backward_pairs((9, 0), &layout, 128, false));
+    /// assert!(!CudaAttentionKernel::Auto.backward_pairs((9, 0), &layout, 64, false));
+    /// assert!(!CudaAttentionKernel::Auto.backward_pairs((9, 0), &layout, 128, true));
+    /// assert!(!CudaAttentionKernel::Wgmma.backward_pairs((9, 0), &layout, 128, false));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn backward_pairs(
+        self,
+        cc: (i32, i32),
+        layout: &CudaAttentionLayout,
+        head_dim: usize,
+        with_bias: bool,
+    ) -> bool {
+        !with_bias
+            && match self {
+                CudaAttentionKernel::WgmmaPairs => true,
+                CudaAttentionKernel::Auto => {
+                    cc == (9, 0)
+                        && head_dim == 128
+                        && layout.column_pair_sharing() <= AUTO_BACKWARD_PAIR_SHARING
+                }
+                _ => false,
+            }
+    }
+}
+
+/// `Auto` runs the backward's pair kernel (head dim 128) on layouts whose
+/// [`CudaAttentionLayout::column_pair_sharing`] is at most this: block-128 layouts (0.5), where
+/// adjacent chunks always see the same query tiles; the block-64 layouts of the benchmarks
+/// share less (0.69 and up), and there the pair backward did not pay.
+pub const AUTO_BACKWARD_PAIR_SHARING: f64 = 0.55;

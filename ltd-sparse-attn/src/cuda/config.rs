@@ -1,0 +1,255 @@
+//! Every launch-configuration number of the attention, softmax and matmul kernels: threads per
+//! CTA, grids and dynamic shared-memory bytes, each written once here and nowhere in a launcher.
+//! The shared-memory sizes follow each kernel's own layout of its buffers (`ltd_kernels.h` and
+//! `docs/kernels.md`, "Shared-memory maps"); when the kernels export them, this module is the one
+//! to change.
+
+use cudarc::driver::LaunchConfig;
+
+use crate::plan::TILE;
+
+/// Bytes of an fp16 / bf16 element, the kernels' tile element.
+const HALF: usize = 2;
+/// Bytes of an f32.
+const F32: usize = 4;
+
+/// A 64 x `head_dim` tile of 2-byte elements (a Q, K, V or dO tile).
+const fn tile_bytes(head_dim: usize) -> usize {
+    TILE * head_dim * HALF
+}
+
+/// A 64 x 64 tile of 2-byte elements (a bias or dS tile).
+const SQUARE_TILE_BYTES: usize = TILE * TILE * HALF;
+
+/// What the Hopper kernels add to their tiles: 1 KB of slack to align the swizzled tiles to
+/// 1 KB, and 64 bytes of mbarriers after them.
+const SM90_EXTRA_BYTES: usize = 1024 + 64;
+
+/// Threads of the row-per-warp kernels (combines, pre-pass, softmax): 4 warps.
+const ROW_KERNEL_THREADS: u32 = 128;
+/// Rows per CTA of the row-per-warp kernels.
+const ROWS_PER_CTA: usize = 4;
+
+/// Threads of a forward CTA: 4 warps x 16 query rows (`mma.sync`), or one warpgroup (Hopper).
+pub(super) const FWD_THREADS: u32 = 128;
+
+/// Threads of a backward CTA per key chunk it owns (4 warps; one warpgroup on Hopper).
+const BWD_THREADS_PER_CHUNK: u32 = 128;
+
+/// Rows per `[B*H]` matrix of the Hopper backward's tiled row statistics are L rounded up to
+/// this (`ltd_attn::stats_rows` in the kernels, `row_stats` in `ltd_kernels.h`): a multiple of
+/// every layout block, so the tables' last query tile (the layout's padded length) has its pair.
+const STATS_ROWS_ALIGN: usize = 128;
+const _: () = {
+    let mut i = 0;
+    while i < crate::SUPPORTED_BLOCKS.len() {
+        assert!(STATS_ROWS_ALIGN.is_multiple_of(crate::SUPPORTED_BLOCKS[i]));
+        i += 1;
+    }
+};
+
+/// A bias is read in 64 x 64 tiles (TMA / `cp.async`: 16-byte row pieces) when its rows are
+/// 16-byte multiples, and element by element otherwise.
+pub(super) fn bias_tiles_fit(seq_len: usize) -> bool {
+    seq_len.is_multiple_of(8)
+}
+
+/// The forward kernel variants, by their shared-memory layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ForwardSmem {
+    /// `mma.sync`: Q, two K and two V buffers of 64 x D.
+    MmaSync,
+    /// Hopper: Q, two K and two V buffers at D 64; one V buffer at D 128 (so three CTAs fit an
+    /// SM); aligned, with barriers.
+    Sm90,
+}
+
+/// Dynamic shared memory of a forward kernel, with two 64 x 64 bias buffers when
+/// `bias_tiles`.
+pub(super) fn forward_smem(variant: ForwardSmem, head_dim: usize, bias_tiles: bool) -> usize {
+    let bias = if bias_tiles { 2 * SQUARE_TILE_BYTES } else { 0 };
+    match variant {
+        ForwardSmem::MmaSync => 5 * tile_bytes(head_dim) + bias,
+        ForwardSmem::Sm90 => {
+            let tiles = if head_dim == 128 { 4 } else { 5 };
+            tiles * tile_bytes(head_dim) + bias + SM90_EXTRA_BYTES
+        }
+    }
+}
+
+/// The forward's main launch: one CTA per work item.
+pub(super) fn forward_main(items: u32, smem: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (items, 1, 1),
+        block_dim: (FWD_THREADS, 1, 1),
+        shared_mem_bytes: smem as u32,
+    }
+}
+
+/// Query rows of a forward work item's partial output (one tile).
+pub(super) const FWD_ITEM_ROWS: usize = TILE;
+
+/// The forward combine: one warp per row of a split row, `split_rows` split rows of the batch.
+pub(super) fn forward_combine(split_rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (split_rows as u32, (FWD_ITEM_ROWS / ROWS_PER_CTA) as u32, 1),
+        block_dim: (ROW_KERNEL_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The backward main kernel's variants, by their shared-memory layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct BackwardSmem {
+    /// Hopper (aligned tiles and barriers).
+    pub hopper: bool,
+    /// The pair kernel: two key chunks per CTA, three stages, two dS buffers.
+    pub pairs: bool,
+    /// A 64 x 64 bias tile per stage.
+    pub bias_tiles: bool,
+}
+
+impl BackwardSmem {
+    /// Key chunks per CTA.
+    fn chunks(self) -> usize {
+        if self.pairs { 2 } else { 1 }
+    }
+
+    /// Dynamic shared memory: per key chunk a K and a V tile of 64 x D; per stage a Q and a dO
+    /// tile and 2 x 64 f32 of row statistics; per chunk and dS buffer a 64 x 64 dS tile; per
+    /// stage a bias tile when reading bias tiles.
+    pub(super) fn bytes(self, head_dim: usize) -> usize {
+        let (chunks, stages, ds_buffers) = if self.pairs { (2, 3, 2) } else { (1, 2, 1) };
+        let bias_tiles = if self.bias_tiles { stages } else { 0 };
+        (chunks * 2 + stages * 2) * tile_bytes(head_dim)
+            + (ds_buffers * chunks + bias_tiles) * SQUARE_TILE_BYTES
+            + stages * 2 * TILE * F32
+            + if self.hopper { SM90_EXTRA_BYTES } else { 0 }
+    }
+
+    /// The main launch: one CTA per work item.
+    pub(super) fn launch(self, items: u32, head_dim: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (items, 1, 1),
+            block_dim: (BWD_THREADS_PER_CHUNK * self.chunks() as u32, 1, 1),
+            shared_mem_bytes: self.bytes(head_dim) as u32,
+        }
+    }
+}
+
+/// Rows of the backward's statistics buffer: `matrices` `[B*H]` matrices of L rows, rounded up
+/// for the Hopper kernels' tiled statistics.
+pub(super) fn stats_rows(matrices: usize, seq_len: usize, hopper: bool) -> usize {
+    matrices
+        * if hopper {
+            seq_len.div_ceil(STATS_ROWS_ALIGN) * STATS_ROWS_ALIGN
+        } else {
+            seq_len
+        }
+}
+
+/// The backward pre-pass: one warp per statistics row.
+pub(super) fn backward_pre(stats_rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (stats_rows.div_ceil(ROWS_PER_CTA) as u32, 1, 1),
+        block_dim: (ROW_KERNEL_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The dq conversion over `n` elements: 4 elements per thread and grid step, a grid-stride loop
+/// past the grid cap.
+pub(super) fn dq_convert(n: usize) -> LaunchConfig {
+    const THREADS: usize = 256;
+    const GRID_CAP: usize = 65_535 * 16;
+    LaunchConfig {
+        grid_dim: ((n / 4).div_ceil(THREADS).min(GRID_CAP) as u32, 1, 1),
+        block_dim: (THREADS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The backward combine: one warp per key of a split column, `split_cols` split columns of the
+/// batch.
+pub(super) fn backward_combine(split_cols: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (split_cols as u32, (TILE / ROWS_PER_CTA) as u32, 1),
+        block_dim: (ROW_KERNEL_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The block-sparse softmax over `rows` rows (one warp each), or `None` past the grid limit.
+pub(super) fn softmax(rows: usize) -> Option<LaunchConfig> {
+    let grid = rows.div_ceil(ROWS_PER_CTA);
+    (grid > 0 && grid <= i32::MAX as usize).then_some(LaunchConfig {
+        grid_dim: (grid as u32, 1, 1),
+        block_dim: (ROW_KERNEL_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+/// Output tile side of the block-sparse products, and dense columns per CTA of `dsd` / `dds`.
+pub(crate) const MATMUL_TILE: usize = 64;
+
+/// Output tiles per layout block side of the block-sparse products.
+pub(crate) fn matmul_tiles_per_block(block: usize) -> usize {
+    if block > MATMUL_TILE { 2 } else { 1 }
+}
+
+/// `sdd`: one CTA per output tile of each layout tile, per batch row; a warp for block 16.
+pub(crate) fn matmul_sdd(nnz: usize, block: usize, batch: usize) -> LaunchConfig {
+    let per = matmul_tiles_per_block(block);
+    LaunchConfig {
+        grid_dim: ((nnz * per * per) as u32, batch as u32, 1),
+        block_dim: (if block == 16 { 32 } else { 128 }, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// `dsd` / `dds`: one CTA per (64-row output tile of a block row, 64 dense columns, batch row).
+pub(crate) fn matmul_dense(
+    block_rows: usize,
+    block: usize,
+    dense_dim: usize,
+    batch: usize,
+) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (
+            (block_rows * matmul_tiles_per_block(block)) as u32,
+            dense_dim.div_ceil(MATMUL_TILE) as u32,
+            batch as u32,
+        ),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes the kernels carve, written out: a change here must match a kernel change.
+    #[test]
+    fn shared_memory_sizes() {
+        assert_eq!(forward_smem(ForwardSmem::MmaSync, 64, false), 40_960);
+        assert_eq!(forward_smem(ForwardSmem::MmaSync, 128, true), 98_304);
+        assert_eq!(forward_smem(ForwardSmem::Sm90, 64, false), 41_984 + 64);
+        assert_eq!(forward_smem(ForwardSmem::Sm90, 128, false), 65_536 + 1088);
+        let single = BackwardSmem {
+            hopper: false,
+            pairs: false,
+            bias_tiles: false,
+        };
+        assert_eq!(single.bytes(64), 6 * 8192 + 8192 + 1024);
+        let pair = BackwardSmem {
+            hopper: true,
+            pairs: true,
+            bias_tiles: false,
+        };
+        assert_eq!(pair.bytes(128), 10 * 16_384 + 4 * 8192 + 1536 + 1088);
+        assert_eq!(pair.launch(7, 128).block_dim, (256, 1, 1));
+        assert_eq!(stats_rows(3, 130, true), 3 * 256);
+        assert_eq!(stats_rows(3, 130, false), 3 * 130);
+    }
+}

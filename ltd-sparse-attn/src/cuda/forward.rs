@@ -1,0 +1,258 @@
+//! The fused attention forward: [`attention_forward_cuda`], its kernel variant choice and its
+//! typed launch.
+
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use ltd_core::cuda::{kernel_arg, launch_programmatic};
+use ltd_core::{CudaDevice, Element};
+use ltd_kernels_sys::{LtdSparseAttnFwdParams, LtdSparseAttnTmaMaps};
+
+use super::check::AttentionCall;
+use super::config::{self, ForwardSmem};
+use super::kernels::{AttnKernel, FWD, FWD_BIAS_SM90, FWD_BIAS_TILES, FWD_COMBINE, FWD_SM90};
+use super::launch::{Borrows, TmaBuffers, partial_buffer, tma_maps};
+use super::{CudaAttentionLayout, CudaAttentionOptions};
+use crate::{AttentionShape, Result, SparseAttnError};
+
+/// Fused block-sparse attention forward on the GPU: writes `out` `[B, H, L, D]` and `lse`
+/// `[B, H, L]` (natural log). Inputs `[B, H, L, D]` contiguous, fp16 or bf16, `D` 64 or 128.
+///
+/// # Errors
+/// [`SparseAttnError::HeadMismatch`], [`SparseAttnError::ShapeMismatch`] (buffer lengths, a
+/// layout built for another length), [`SparseAttnError::InvalidArgument`] for f32 inputs or
+/// another head dim (use [`crate::attention_forward`] on the CPU), driver failures.
+///
+/// ```no_run
+/// use half::bf16;
+/// use ltd_core::CudaDevice;
+/// use ltd_sparse_attn::{AttentionShape, FixedConfig};
+/// use ltd_sparse_attn::cuda::{CudaAttentionLayout, CudaAttentionOptions, attention_forward_cuda};
+/// let dev = CudaDevice::new(0)?;
+/// let shape = AttentionShape { batch: 1, heads: 4, seq_len: 1000, head_dim: 64 };
+/// let layout = CudaAttentionLayout::new(&dev, &FixedConfig::new(4).make_layout(1000)?)?;
+/// let x = dev.upload(&vec![bf16::from_f32(0.5); shape.qkv_len()])?;
+/// let mut out = dev.upload(&vec![bf16::ZERO; shape.qkv_len()])?;
+/// let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()])?;
+/// attention_forward_cuda(&dev, &layout, shape, (&x, &x, &x), &CudaAttentionOptions::default(), &mut out, &mut lse)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn attention_forward_cuda<T: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    layout: &CudaAttentionLayout,
+    shape: AttentionShape,
+    (q, k, v): (&CudaSlice<T>, &CudaSlice<T>, &CudaSlice<T>),
+    options: &CudaAttentionOptions<'_, T>,
+    out: &mut CudaSlice<T>,
+    lse: &mut CudaSlice<f32>,
+) -> Result<()> {
+    let tensors = [
+        ("q", q.len()),
+        ("k", k.len()),
+        ("v", v.len()),
+        ("out", out.len()),
+    ];
+    let call = AttentionCall::check::<T>(
+        layout,
+        shape,
+        &tensors,
+        lse.len(),
+        options,
+        dev.compute_capability(),
+    )?;
+    let kernel = ForwardKernel::choose(dev, &call, options.bias.is_some())?;
+    let stream = dev.stream();
+    let plan = &layout.fwd_plan;
+    // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots,
+    // rows]), only for layouts that have split rows.
+    let rows = shape.batch * plan.num_slots * config::FWD_ITEM_ROWS;
+    let mut part_o = partial_buffer(stream, plan, rows * shape.head_dim)?;
+    let mut part_lse = partial_buffer(stream, plan, rows)?;
+    let buffers = ForwardBuffers {
+        qkv: (q, k, v),
+        out,
+        lse,
+        part_o: part_o.as_mut(),
+        part_lse: part_lse.as_mut(),
+    };
+    ForwardLaunch::new(dev, layout, &call, kernel, buffers, options)?.enqueue(stream)
+}
+
+/// The forward kernel chosen for a call.
+struct ForwardKernel {
+    func: CudaFunction,
+    smem: usize,
+    hopper: bool,
+    /// The kernel reads the bias in 64 x 64 tiles (by TMA on Hopper).
+    bias_tiles: bool,
+}
+
+impl ForwardKernel {
+    /// The Hopper kernels on Hopper; elsewhere `mma.sync`, with a bias the bias-tile kernel where
+    /// its two extra tiles keep as many CTAs per SM as the per-element kernel (not on an A100,
+    /// whose smaller shared memory would halve them). The device caches both occupancies.
+    fn choose(dev: &CudaDevice, call: &AttentionCall, with_bias: bool) -> Result<ForwardKernel> {
+        let (dtype, d) = (call.dtype(), call.shape().head_dim);
+        let bias_tiles = with_bias && config::bias_tiles_fit(call.shape().seq_len);
+        if call.kernel().is_hopper() {
+            let family = if bias_tiles {
+                &FWD_BIAS_SM90
+            } else {
+                &FWD_SM90
+            };
+            let smem = config::forward_smem(ForwardSmem::Sm90, d, bias_tiles);
+            let func = family.load(dev, dtype, d, smem)?;
+            return Ok(ForwardKernel {
+                func,
+                smem,
+                hopper: true,
+                bias_tiles,
+            });
+        }
+        let smem = config::forward_smem(ForwardSmem::MmaSync, d, false);
+        let plain = FWD.load(dev, dtype, d, smem)?;
+        if bias_tiles {
+            let tiled_smem = config::forward_smem(ForwardSmem::MmaSync, d, true);
+            let ctas = |family: &AttnKernel, bytes| {
+                let name = family.entry(dtype, d)?;
+                family
+                    .module
+                    .blocks_per_multiprocessor(dev, name, config::FWD_THREADS, bytes)
+            };
+            if ctas(&FWD_BIAS_TILES, tiled_smem)? >= ctas(&FWD, smem)? {
+                return Ok(ForwardKernel {
+                    func: FWD_BIAS_TILES.load(dev, dtype, d, tiled_smem)?,
+                    smem: tiled_smem,
+                    hopper: false,
+                    bias_tiles: true,
+                });
+            }
+        }
+        Ok(ForwardKernel {
+            func: plain,
+            smem,
+            hopper: false,
+            bias_tiles: false,
+        })
+    }
+}
+
+/// The buffers of a forward call.
+struct ForwardBuffers<'a, T> {
+    qkv: (&'a CudaSlice<T>, &'a CudaSlice<T>, &'a CudaSlice<T>),
+    out: &'a mut CudaSlice<T>,
+    lse: &'a mut CudaSlice<f32>,
+    part_o: Option<&'a mut CudaSlice<f32>>,
+    part_lse: Option<&'a mut CudaSlice<f32>>,
+}
+
+/// A forward ready to queue, built only from a checked call: its main kernel and, for layouts
+/// with split rows, the combine.
+struct ForwardLaunch<'a> {
+    kernel: ForwardKernel,
+    main: LaunchConfig,
+    params: LtdSparseAttnFwdParams,
+    maps: Option<LtdSparseAttnTmaMaps>,
+    combine: Option<(CudaFunction, LaunchConfig)>,
+    _borrows: Borrows<'a>,
+}
+
+impl<'a> ForwardLaunch<'a> {
+    fn new<T>(
+        dev: &'a CudaDevice,
+        layout: &'a CudaAttentionLayout,
+        call: &AttentionCall,
+        kernel: ForwardKernel,
+        bufs: ForwardBuffers<'a, T>,
+        options: &CudaAttentionOptions<'a, T>,
+    ) -> Result<ForwardLaunch<'a>> {
+        let shape = call.shape();
+        let plan = &layout.fwd_plan;
+        let items = plan.grid(shape.batch)?;
+        let mut b = Borrows::new(dev.stream());
+        let (q, k, v) = (b.read(bufs.qkv.0), b.read(bufs.qkv.1), b.read(bufs.qkv.2));
+        let o = b.write(bufs.out);
+        let bias = b.read_opt(options.bias);
+        let params = LtdSparseAttnFwdParams {
+            q,
+            k,
+            v,
+            o,
+            lse: b.write(bufs.lse),
+            tile_cols: b.read(&layout.cols),
+            tile_masks: b.read(&layout.masks),
+            kpm: b.read_opt(options.key_padding_mask),
+            bias,
+            work_items: b.read(&plan.items),
+            split_rows: b.read(&plan.split),
+            part_o: b.write_opt(bufs.part_o),
+            part_lse: b.write_opt(bufs.part_lse),
+            batch: shape.batch as i64,
+            heads: shape.heads as i64,
+            seq: shape.seq_len as i64,
+            num_slots: plan.num_slots as i64,
+            scale_log2: call.scale() * std::f32::consts::LOG2_E,
+            causal: i32::from(options.causal),
+            item_rows: config::FWD_ITEM_ROWS as i32,
+        };
+        let maps = if kernel.hopper {
+            let tma = TmaBuffers {
+                qkv: [q, k, v],
+                out: Some(o),
+                backward: None,
+                bias: kernel.bias_tiles.then_some(bias),
+            };
+            Some(tma_maps(&tma, shape)?)
+        } else {
+            None
+        };
+        let combine = if plan.num_split > 0 {
+            let func = FWD_COMBINE.load_plain(dev, call.dtype(), shape.head_dim)?;
+            Some((func, config::forward_combine(plan.num_split * shape.batch)))
+        } else {
+            None
+        };
+        Ok(ForwardLaunch {
+            main: config::forward_main(items, kernel.smem),
+            kernel,
+            params,
+            maps,
+            combine,
+            _borrows: b,
+        })
+    }
+
+    /// Queues the main kernel, then the combine (behind the Hopper kernels a programmatic
+    /// launch: it waits with `griddepcontrol.wait` before reading the partial results).
+    fn enqueue(self, stream: &CudaStream) -> Result<()> {
+        let mut launch = stream.launch_builder(&self.kernel.func);
+        launch.arg(&self.params);
+        if let Some(maps) = &self.maps {
+            launch.arg(maps);
+        }
+        // SAFETY: `new` built the params from a checked call (every buffer of its shape's
+        // length, lse and masks included) over the layout's own tables and forward plan (items
+        // with head < H, tile and chunk indices below the padded length's tiles, slots below
+        // num_slots, partial buffers sized for them); the kernel reads and writes rows < L only
+        // (TMA boxes over exactly these buffers zero-fill the rest), its grid is the plan's items
+        // times B (checked) and its shared memory is `config::forward_smem` of this variant.
+        unsafe { launch.launch(self.main) }.map_err(SparseAttnError::driver(
+            "launching the sparse attention kernel",
+        ))?;
+        let Some((combine, cfg)) = &self.combine else {
+            return Ok(());
+        };
+        // SAFETY: the same params; the combine reads the partial buffers the main kernel wrote
+        // (same stream, so after it) at the split rows' slots and writes out / lse rows < L.
+        if self.kernel.hopper {
+            unsafe { launch_programmatic(stream, combine, *cfg, &mut [kernel_arg(&self.params)]) }
+        } else {
+            let mut launch = stream.launch_builder(combine);
+            launch.arg(&self.params);
+            unsafe { launch.launch(*cfg) }.map(drop)
+        }
+        .map_err(SparseAttnError::driver(
+            "launching the attention combine kernel",
+        ))
+    }
+}
