@@ -215,5 +215,9 @@ fn the_constants_have_the_values_the_launchers_used() {
     assert_eq!(LTD_SPARSE_ATTN_BWD_DQ_THREADS, 256);
     assert_eq!(LTD_SPARSE_ATTN_BWD_DQ_ELEMS_PER_THREAD, 4);
     // A multiple of every layout block (16 to 128), as the launcher asserts.
-    assert!([16, 32, 64, 128].iter().all(|b| STATS_ROWS_ALIGN % b == 0));
+    assert!(
+        [16, 32, 64, 128]
+            .iter()
+            .all(|b| STATS_ROWS_ALIGN.is_multiple_of(*b))
+    );
 }
