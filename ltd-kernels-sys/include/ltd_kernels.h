@@ -44,7 +44,7 @@ typedef struct LtdStridedCopy2dParams {
  * ------------------------------------------------------------------------------------------- */
 
 /**
- * Keyed-ChaCha token sampler (design section 4). One thread block per (layer, row): grid.x =
+ * Keyed-ChaCha token sampler. One thread block per (layer, row): grid.x =
  * layers * batch. For row (l, b), key[i] is word i of the ChaCha8 stream with 32-byte key
  * (seed_le ++ step_le ++ zeros), stream l*batch + b; the kernel keeps the `reserved` positions
  * with the smallest (key[i], i) pairs and writes them ascending to
@@ -148,8 +148,76 @@ typedef struct LtdMaskGatherParams {
 } LtdMaskGatherParams;
 
 /* ---------------------------------------------------------------------------------------------
- * Block-sparse attention (kernels/sparse_attn.cu)
+ * Block-sparse attention (kernels/attn/: sm80/ mma.sync kernels for compute capability 8.0+,
+ * sm90/ wgmma + TMA kernels for 9.0 only, common/ the auxiliary kernels both paths launch:
+ * the forward combine, the backward pre-pass, the dk/dv combine and the dq conversion).
+ *
+ * Launch configuration: the one definition of every attention kernel's block size and dynamic
+ * shared memory. Each kernel static_asserts its own shared-memory struct against its constant
+ * and the launchers read the constants through the bindings (docs/kernels.md, "Shared-memory
+ * maps"). 64 is not a setting and appears as a literal: query tiles and key chunks are 64 rows,
+ * and the 16-bit sub-block masks are 4 x 4 blocks of 16 (docs/kernels.md, "Tiles and sub-block
+ * masks"). A `_SMEM_D64` / `_SMEM_D128` constant is the dynamic shared memory, in bytes, of the
+ * kernels of that name prefix at head dim 64 / 128, for either element type (bf16 and f16 are
+ * both 2 bytes).
  * ------------------------------------------------------------------------------------------- */
+
+/** Threads per CTA of every attention kernel except the pair backward and the dq conversion. */
+#define LTD_SPARSE_ATTN_THREADS 128
+/** Threads per CTA of `ltd_sparse_attn_bwd_sm90_pair_*`: one warpgroup per key chunk of the pair. */
+#define LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS 256
+/** Rows per CTA of the combine kernels and the backward pre-pass: one warp per row. */
+#define LTD_SPARSE_ATTN_ROWS_PER_CTA 4
+/** Threads per CTA of `ltd_sparse_attn_bwd_dq_*`. */
+#define LTD_SPARSE_ATTN_BWD_DQ_THREADS 256
+/** Elements of dq each thread of `ltd_sparse_attn_bwd_dq_*` converts per grid step. */
+#define LTD_SPARSE_ATTN_BWD_DQ_ELEMS_PER_THREAD 4
+/**
+ * Rows per [B*H] matrix of the tiled row statistics (row_stats) are L rounded up to this: a
+ * multiple of every layout block (16 to 128), so every query tile of the tables has its pair.
+ */
+#define LTD_SPARSE_ATTN_STATS_ROWS_ALIGN 128
+/**
+ * Dynamic shared memory the sm90 kernels add to their tiles: 1 KB of slack to align the swizzled
+ * tiles to 1 KB, and 64 bytes for up to 8 mbarriers.
+ */
+#define LTD_SPARSE_ATTN_SM90_SMEM_EXTRA (1024 + 64)
+
+/** `ltd_sparse_attn_fwd_*`: Q, two K and two V tiles of 64 x D. */
+#define LTD_SPARSE_ATTN_FWD_SMEM_D64 (5 * 64 * 64 * 2)
+#define LTD_SPARSE_ATTN_FWD_SMEM_D128 (5 * 64 * 128 * 2)
+/** `ltd_sparse_attn_fwd_bias_tiles_*`: the forward's tiles and two 64 x 64 bias tiles. */
+#define LTD_SPARSE_ATTN_FWD_BIAS_TILES_SMEM_D64 (LTD_SPARSE_ATTN_FWD_SMEM_D64 + 2 * 64 * 64 * 2)
+#define LTD_SPARSE_ATTN_FWD_BIAS_TILES_SMEM_D128 (LTD_SPARSE_ATTN_FWD_SMEM_D128 + 2 * 64 * 64 * 2)
+/** `ltd_sparse_attn_fwd_sm90_*`: Q, two K and two V tiles (one V tile at D 128), the extra. */
+#define LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64 (5 * 64 * 64 * 2 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA)
+#define LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128 (4 * 64 * 128 * 2 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA)
+/** `ltd_sparse_attn_fwd_bias_tma_sm90_*`: the sm90 forward's and two 64 x 64 bias tiles. */
+#define LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D64 (LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64 + 2 * 64 * 64 * 2)
+#define LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D128 (LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128 + 2 * 64 * 64 * 2)
+/**
+ * `ltd_sparse_attn_bwd_*` and `ltd_sparse_attn_bwd_bias_*`: a K and a V tile of 64 x D, two
+ * stages of a Q and a dO tile, a 64 x 64 dS tile, two stages of 64 lse and 64 dvec floats.
+ */
+#define LTD_SPARSE_ATTN_BWD_SMEM_D64 ((6 * 64 * 64 + 64 * 64) * 2 + 2 * 2 * 64 * 4)
+#define LTD_SPARSE_ATTN_BWD_SMEM_D128 ((6 * 64 * 128 + 64 * 64) * 2 + 2 * 2 * 64 * 4)
+/** `ltd_sparse_attn_bwd_bias_tiles_*`: the backward's and a 64 x 64 bias tile per stage. */
+#define LTD_SPARSE_ATTN_BWD_BIAS_TILES_SMEM_D64 (LTD_SPARSE_ATTN_BWD_SMEM_D64 + 2 * 64 * 64 * 2)
+#define LTD_SPARSE_ATTN_BWD_BIAS_TILES_SMEM_D128 (LTD_SPARSE_ATTN_BWD_SMEM_D128 + 2 * 64 * 64 * 2)
+/** `ltd_sparse_attn_bwd_sm90_*` and `ltd_sparse_attn_bwd_bias_sm90_*`: the backward's and the extra. */
+#define LTD_SPARSE_ATTN_BWD_SM90_SMEM_D64 (LTD_SPARSE_ATTN_BWD_SMEM_D64 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA)
+#define LTD_SPARSE_ATTN_BWD_SM90_SMEM_D128 (LTD_SPARSE_ATTN_BWD_SMEM_D128 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA)
+/** `ltd_sparse_attn_bwd_bias_tma_sm90_*`: the sm90 backward's and a 64 x 64 bias tile per stage. */
+#define LTD_SPARSE_ATTN_BWD_BIAS_TMA_SM90_SMEM_D64 (LTD_SPARSE_ATTN_BWD_SM90_SMEM_D64 + 2 * 64 * 64 * 2)
+#define LTD_SPARSE_ATTN_BWD_BIAS_TMA_SM90_SMEM_D128 (LTD_SPARSE_ATTN_BWD_SM90_SMEM_D128 + 2 * 64 * 64 * 2)
+/**
+ * `ltd_sparse_attn_bwd_sm90_pair_*`: per chunk of the pair a K and a V tile; three stages of a Q
+ * and a dO tile and 2 x 64 statistics floats; two dS buffers of a 64 x 64 tile per chunk; the extra.
+ */
+#define LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D64 \
+    ((10 * 64 * 64 + 4 * 64 * 64) * 2 + 3 * 2 * 64 * 4 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA)
+#define LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D128 \
+    ((10 * 64 * 128 + 4 * 64 * 64) * 2 + 3 * 2 * 64 * 4 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA)
 
 /**
  * An encoded CUDA tensor map (the driver's CUtensorMap: 128 opaque bytes, 64-byte aligned),
@@ -209,29 +277,23 @@ typedef struct LtdSparseAttnTmaMaps {
  * the slot). Every (head, query tile) is covered by its items, rows with no chunk by an empty
  * item. Items are ordered longest first (the launcher's choice: by powers of two, head-major
  * inside each).
- * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (sm_80+, mma.sync): grid (items * B)
- * with item = blockIdx.x / B, b = blockIdx.x % B; 128 threads; dynamic shared memory
- * 5 * 64 * D * 2 bytes; item_rows = 64. `ltd_sparse_attn_fwd_bias_tiles_{bf16,f16}_d{64,128}`
- * (same file and contract) read the bias one [64 query][64 key] tile per chunk by cp.async
- * (L a multiple of 8) with 2 * 64 * 64 * 2 bytes more dynamic shared memory.
- * `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}`
- * (sparse_attn.sm90a.cu, wgmma + TMA, compute capability 9.0 only): the same, with a second
- * parameter LtdSparseAttnTmaMaps (q, k, v, and o for the whole rows it stores; below) and
- * dynamic shared memory (D == 128 ? 4 : 5) * 64 * D * 2 + 1024 + 64 bytes (alignment slack, barriers).
+ * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (attn/sm80, mma.sync, compute capability
+ * 8.0+): grid (items * B) with item = blockIdx.x / B, b = blockIdx.x % B; LTD_SPARSE_ATTN_THREADS
+ * threads; dynamic shared memory LTD_SPARSE_ATTN_FWD_SMEM_D{64,128}; item_rows = 64.
+ * `ltd_sparse_attn_fwd_bias_tiles_{bf16,f16}_d{64,128}` (same file and contract) read the bias
+ * one [64 query][64 key] tile per chunk by cp.async (L a multiple of 8), with dynamic shared
+ * memory LTD_SPARSE_ATTN_FWD_BIAS_TILES_SMEM_D{64,128}.
+ * `ltd_sparse_attn_fwd_sm90_{bf16,f16}_d{64,128}` (attn/sm90, wgmma + TMA, compute capability
+ * 9.0 only): the same, with a second parameter LtdSparseAttnTmaMaps (q, k, v, and o for the
+ * whole rows it stores; below) and dynamic shared memory LTD_SPARSE_ATTN_FWD_SM90_SMEM_D{64,128}.
  * `ltd_sparse_attn_fwd_bias_tma_sm90_{bf16,f16}_d{64,128}` (same file and contract) take the bias
- * through the bias tensor map (L a multiple of 8; p.bias is ignored) and 2 * 64 * 64 * 2 bytes
- * more dynamic shared memory.
- * `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file) work on pairs of query
- * tiles: item_rows = 128, the "query tile" of an
- * item is a pair p (tiles 2p and 2p + 1, one warpgroup each, sharing the K/V chunks), and
- * tile_cols / tile_masks are the pair tables (sorted union of both tiles' chunks; mask bits
- * 0..16 for tile 2p, 16..32 for tile 2p + 1); 256 threads; LtdSparseAttnTmaMaps as the
- * second parameter; dynamic shared memory 6 * 64 * D * 2 + 1024 + 64 bytes; partial slots hold
- * 128 rows.
- * `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` then merges the pieces of every split row:
- * split_rows is int32 [split][4] = (head, query tile or pair, first slot, slot count), each
- * covering item_rows rows; grid (split * B, item_rows / 4) with the same item/batch order in x,
- * 128 threads: warp w of CTA (x, y) merges row 4y + w of its split row. It executes
+ * through the bias tensor map (L a multiple of 8; p.bias is ignored), with dynamic shared memory
+ * LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D{64,128}.
+ * `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` (attn/common) then merges the pieces of
+ * every split row: split_rows is int32 [split][4] = (head, query tile, first slot, slot count),
+ * each covering item_rows rows; grid (split * B, item_rows / LTD_SPARSE_ATTN_ROWS_PER_CTA) with
+ * the same item/batch order in x, LTD_SPARSE_ATTN_THREADS threads: warp w of CTA (x, y) merges
+ * row 4y + w of its split row (docs/kernels.md, "Work items and split/combine"). It executes
  * griddepcontrol.wait before reading the partials, and the sm90 forward kernels execute
  * griddepcontrol.launch_dependents at their start, so on compute capability 9.0 the combine may
  * be launched with programmatic stream serialisation right behind them (an ordinary launch works
@@ -261,44 +323,44 @@ typedef struct LtdSparseAttnFwdParams {
 } LtdSparseAttnFwdParams;
 
 /**
- * Fused block-sparse attention backward (FA2 structure), fp16/bf16, fp32 accumulation.
- * Three kernels, all on these params:
- *   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}`: dvec[row] = sum_d dout[row,d] * o[row,d]
+ * Fused block-sparse attention backward (FA2 structure; docs/kernels.md, "Backward"),
+ * fp16/bf16, fp32 accumulation. Three kernels, all on these params:
+ *   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}` (attn/common): dvec[row] = sum_d dout[row,d] * o[row,d]
  *       (f32 [B,H,L]) and dq_acc[row, :] = 0 (so dq_acc needs no zero fill); grid
  *       ceil(B*H*L / 4), 128 threads (one warp per row). With row_stats (not 0) it writes,
  *       instead of dvec, each 64-row query tile's lse and dvec side by side for the Hopper
- *       kernel: f32 [B*H][Lp / 64][2][64], Lp = L rounded up to 128 (covers the padded length
- *       of a layout of any block), rows past L as 0; the grid then covers ceil(B*H*Lp / 4)
+ *       kernel: f32 [B*H][Lp / 64][2][64], Lp = L rounded up to LTD_SPARSE_ATTN_STATS_ROWS_ALIGN
+ *       (covers the padded length of a layout of any block), rows past L as 0; the grid then covers ceil(B*H*Lp / 4)
  *       warps (one per padded row).
  *   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with
- *       bias / dbias): one CTA (128 threads) per work item (a 64-key chunk, or a piece of a
- *       long one) and batch row (below), dynamic shared memory (6 * 64 * D + 64 * 64) * 2 +
- *       4 * 64 * 4 bytes; walks the query tiles of its chunk through the transposed coarse
+ *       bias / dbias; attn/sm80): one CTA (128 threads) per work item (a 64-key chunk, or a
+ *       piece of a long one) and batch row (below), dynamic shared memory
+ *       LTD_SPARSE_ATTN_BWD_SMEM_D{64,128}; walks the query tiles of its chunk through the transposed coarse
  *       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),
  *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed by the pre-pass).
  *       `ltd_sparse_attn_bwd_bias_tiles_{bf16,f16}_d{64,128}` (same file and parameters): the
  *       bias kernel reading the bias one [64 query][64 key] tile per query tile by cp.async
- *       (L a multiple of 8), with 2 * 64 * 64 * 2 bytes more dynamic shared memory.
+ *       (L a multiple of 8), with dynamic shared memory LTD_SPARSE_ATTN_BWD_BIAS_TILES_SMEM_D{64,128}.
  *   `ltd_sparse_attn_bwd_sm90_{bf16,f16}_d{64,128}` and `ltd_sparse_attn_bwd_bias_sm90_...`
- *       (sparse_attn.sm90a.cu, compute capability 9.0 only): the main kernel on warpgroup MMAs
- *       and TMA, same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc, dk, dv) as a second
- *       parameter, dynamic shared memory as above + 1024 + 64 bytes (alignment slack of its
- *       swizzled tiles, barriers); reads lse / dvec from row_stats (written by the pre-pass,
+ *       (attn/sm90, compute capability 9.0 only): the main kernel on warpgroup MMAs and TMA,
+ *       same grid and work items, LtdSparseAttnTmaMaps (q, k, v, dout, dq_acc, dk, dv) as a
+ *       second parameter, dynamic shared memory LTD_SPARSE_ATTN_BWD_SM90_SMEM_D{64,128}; reads lse / dvec from row_stats (written by the pre-pass,
  *       16-byte aligned), not from lse / dvec.
  *   `ltd_sparse_attn_bwd_bias_tma_sm90_{bf16,f16}_d{64,128}` (same file and parameters): the
  *       bias kernel reading the bias through the bias tensor map (L a multiple of 8; p.bias is
- *       ignored, dbias written as above), one 64 x 64 tile per stage: 2 * 64 * 64 * 2 bytes
- *       more dynamic shared memory.
+ *       ignored, dbias written as above), one 64 x 64 tile per stage, with dynamic shared memory
+ *       LTD_SPARSE_ATTN_BWD_BIAS_TMA_SM90_SMEM_D{64,128}.
  *   `ltd_sparse_attn_bwd_sm90_pair_{bf16,f16}_d{64,128}` (no bias; same file and parameters):
- *       one CTA of 256 threads (two warpgroups) per work item of the transposed pair tables:
+ *       one CTA of LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS threads (two warpgroups) per work item of the transposed pair tables:
  *       key chunks 2c and 2c + 1 (c = the item's tile; the second may be the one past the
  *       last), tile_rows / tile_col_masks = the sorted union of their query tiles with chunk
  *       2c's mask in bits 0..16 and 2c + 1's in bits 16..32; dynamic shared memory
- *       (10 * 64 * D + 4 * 64 * 64) * 2 + 6 * 64 * 4 + 1024 + 64 bytes. Partial results come in
+ *       LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D{64,128}. Partial results come in
  *       two banks: an item with slot s writes chunk 2c's to slot s and 2c + 1's to
  *       s + num_slots / 2 (num_slots counts both banks; split_cols lists 64-key chunks).
- *   `ltd_sparse_attn_bwd_dq_{bf16,f16}`: dq = dq_acc rounded, 4 elements per thread and
- *       grid step (dq_acc and dq 16- and 8-byte aligned); any grid.
+ *   `ltd_sparse_attn_bwd_dq_{bf16,f16}` (attn/common): dq = dq_acc rounded,
+ *       LTD_SPARSE_ATTN_BWD_DQ_ELEMS_PER_THREAD elements per thread and grid step (dq_acc and dq
+ *       16- and 8-byte aligned); any grid (the launcher's: LTD_SPARSE_ATTN_BWD_DQ_THREADS threads).
  * lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).
  * bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be
  * zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.
@@ -307,7 +369,7 @@ typedef struct LtdSparseAttnFwdParams {
  * slot, first query tile, first mask, second query tile) over tile_rows / tile_col_masks; an item with
  * slot s >= 0 writes f32 partial dK (scaled) / dV rows to
  * part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] (all 64) instead of dk / dv, and
- * `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (grid (split * B, 16), 128 threads: warp w
+ * `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (attn/common; grid (split * B, 16), 128 threads: warp w
  * of CTA (x, y) sums key 4y + w of its column) sums the pieces of every split column
  * (split_cols[i] = (head, key chunk, first slot, count)).
  */
@@ -381,7 +443,7 @@ typedef struct LtdSparseSoftmaxParams {
  * ------------------------------------------------------------------------------------------- */
 
 /**
- * Block-sparse products C = op(A) op(B) (upstream's MatMul, spec 2.6), op(X) = X^T when the
+ * Block-sparse products C = op(A) op(B) (upstream's MatMul), op(X) = X^T when the
  * trans flag is non-zero. S = num_blocks * block, F = dense_dim (>= 1), Z = batch, H = heads.
  * Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order; dense
  * tensors are row-major [Z, H, rows, cols], stored transposed when their trans flag is set:

@@ -22,7 +22,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include "ltd_kernels.h"
-#include "mma_common.cuh"
+#include "common/mma.cuh"
 
 namespace {
 

@@ -5,9 +5,12 @@
 //! - `include/ltd_kernels.h` declares one by-value parameter struct per kernel family;
 //! - [`bindings`](crate) (`src/bindings.rs`) is bindgen's output for it, committed, with bindgen's
 //!   layout tests; regenerate with `cargo build -p ltd-kernels-sys --features bindgen`;
-//! - with feature `cuda`, `build.rs` compiles `kernels/*.cu` with nvcc and [`fatbin`] embeds the
-//!   images; the kernels are then loaded and launched through the CUDA driver API (cudarc), so
-//!   nothing links against the CUDA runtime.
+//! - with feature `cuda`, `build.rs` compiles every `.cu` file under `kernels/` with nvcc (the
+//!   directory picks the targets: `sm90/` is Hopper-only) and [`image`] embeds the images, each a
+//!   [`KernelImage`] that carries its module name; the kernels are then loaded and launched
+//!   through the CUDA driver API (cudarc), so nothing links against the CUDA runtime;
+//! - the launch configuration of the attention kernels (threads, dynamic shared memory per head
+//!   dim) is defined once, in the header, as the `LTD_SPARSE_ATTN_*` constants.
 //!
 //! ```
 //! use ltd_kernels_sys::LtdStridedCopy2dParams;
@@ -22,13 +25,63 @@
 mod bindings;
 pub use bindings::*;
 
-/// The compiled kernel images, one `&[u8]` fatbin per `kernels/*.cu` file (feature `cuda`).
+/// A compiled kernel image (a fatbin, ready for `cuModuleLoadData`) with the module name it is
+/// loaded and cached under, so the name and the bytes are never paired by hand.
 ///
-/// Each is a complete fatbin (sm_80 and sm_90 machine code plus compute_90 PTX unless
-/// `LTD_CUDA_ARCHS` said otherwise at build time), ready for `cuModuleLoadData`.
+/// ```
+/// use ltd_kernels_sys::KernelImage;
+/// static EMPTY: KernelImage = KernelImage { name: "empty", fatbin: &[] };
+/// assert_eq!(EMPTY.name, "empty");
+/// assert!(EMPTY.fatbin.is_empty());
+/// # #[cfg(feature = "cuda")]
+/// # {
+/// let image = &ltd_kernels_sys::image::SPARSE_ATTN_AUX;
+/// assert_eq!(image.name, "sparse_attn_aux");
+/// assert!(!image.fatbin.is_empty());
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelImage {
+    /// The module name: the stem of the `.cu` file, unique under `kernels/`.
+    pub name: &'static str,
+    /// The fatbin.
+    pub fatbin: &'static [u8],
+}
+
+/// The compiled kernel images, one [`KernelImage`] per `.cu` file under `kernels/` (feature
+/// `cuda`), named after the file: `COPY`, `RANDOM_LTD`, `SPARSE_MATMUL`, `SPARSE_SOFTMAX`,
+/// `SPARSE_ATTN_SM80` (the mma.sync attention kernels), `SPARSE_ATTN_SM90` (the Hopper ones,
+/// compute capability 9.0 only) and `SPARSE_ATTN_AUX` (the combine, pre-pass and dq kernels
+/// both attention paths launch), and [`image::ALL`].
+///
+/// Each is a complete fatbin: sm_80 and sm_90 machine code plus compute_90 PTX unless
+/// `LTD_CUDA_ARCHS` said otherwise at build time; `sm_90a` machine code alone for the files in
+/// a `sm90/` directory.
+///
+/// ```
+/// use ltd_kernels_sys::image;
+/// for img in image::ALL {
+///     assert!(!img.fatbin.is_empty(), "{}", img.name);
+/// }
+/// assert_eq!(image::SPARSE_ATTN_SM90.name, "sparse_attn_sm90");
+/// ```
+#[cfg(feature = "cuda")]
+pub mod image {
+    use crate::KernelImage;
+    include!(concat!(env!("OUT_DIR"), "/images.rs"));
+}
+
+/// The bytes of every kernel image, as in [`image`], under the same names; `SPARSE_ATTN` and
+/// `SPARSE_ATTN_SM90A` are the old names of `SPARSE_ATTN_SM80` and `SPARSE_ATTN_SM90`.
+///
+/// ```
+/// use ltd_kernels_sys::{fatbin, image};
+/// assert_eq!(fatbin::SPARSE_ATTN_SM80, image::SPARSE_ATTN_SM80.fatbin);
+/// assert_eq!(fatbin::SPARSE_ATTN, fatbin::SPARSE_ATTN_SM80);
+/// ```
 #[cfg(feature = "cuda")]
 pub mod fatbin {
-    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+    include!(concat!(env!("OUT_DIR"), "/fatbins.rs"));
 }
 
 /// Kernel entry points, by name, grouped with the fatbin that holds them (feature `cuda`).

@@ -1,6 +1,6 @@
-// Device primitives shared by the attention and matmul kernels (sparse_attn.cu,
-// sparse_attn.sm90a.cu, sparse_matmul.cu): shared-memory addresses, cp.async, bf16/f16 packing,
-// the mma.sync m16n8k16 tensor-core product and ldmatrix fragment loads.
+// Device primitives shared by the attention and matmul kernels (attn/, sparse_matmul.cu):
+// shared-memory addresses, cp.async, bf16/f16 packing, the mma.sync m16n8k16 tensor-core
+// product and ldmatrix fragment loads.
 #pragma once
 #include <stdint.h>
 #include <cuda_bf16.h>

@@ -1,26 +1,30 @@
-// Fused flash-style block-sparse attention (forward), FA2 structure on mma.sync m16n8k16
-// (sm_80+): one CTA of 4 warps per (query tile of 64 rows, head, batch); each warp owns 16 query
-// rows; the CTA walks the active 64-key chunks of its tile (a 64x64 coarsening of the layout with
-// a 16-bit sub-block mask, so layout blocks of 16/32 still use full MMA tiles), double-buffering
-// K and V through shared memory with cp.async. Scores never leave registers. Contract:
-// include/ltd_kernels.h (LtdSparseAttnFwdParams).
+// Fused flash-style block-sparse attention on mma.sync m16n8k16 (sm_80 and newer), forward and
+// backward, FA2 structure. Forward: one CTA of 4 warps per (query tile of 64 rows, head, batch);
+// each warp owns 16 query rows; the CTA walks the active 64-key chunks of its tile (a 64 x 64
+// coarsening of the layout with a 16-bit sub-block mask, so layout blocks of 16 / 32 still use
+// whole MMA tiles; docs/kernels.md, "Tiles and sub-block masks"), double-buffering K and V
+// through shared memory with cp.async. Scores never leave registers. The backward is further
+// below; the combine, pre-pass and dq kernels are in attn/common/sparse_attn_aux.cu.
+// Contract: include/ltd_kernels.h (LtdSparseAttnFwdParams, LtdSparseAttnBwdParams).
 #include <stdint.h>
 #include <type_traits>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include "ltd_kernels.h"
-#include "sparse_attn_common.cuh"
+#include "attn/common/attn_common.cuh"
+#include "attn/common/bwd_probs.cuh"
 
 namespace {
 
-constexpr int kTile = 64;     // query rows per CTA and keys per chunk
-constexpr int kThreads = 128; // 4 warps x 16 query rows
+using ltd_attn::by_head_dim;
+using ltd_attn::kLog2e;
+using ltd_attn::kThreads;
+using ltd_attn::kTile;
 
-// ---- shared-memory tiles: [64 rows][D] 2-byte elements, 16-byte chunks XOR-swizzled by row ----
+// Element offset of (row, col) in a swizzled [rows][D] tile (an unsigned pointer offset).
 template <int D>
-__device__ __forceinline__ uint32_t swz(int row, int col) {  // element offset
-    const int chunk = (col >> 3) ^ (row & 7);
-    return row * D + chunk * 8 + (col & 7);
+__device__ __forceinline__ uint32_t swz(int row, int col) {
+    return ltd_attn::swizzled<D>(row, col);
 }
 
 using ltd_attn::cp_async_commit;
@@ -40,8 +44,7 @@ __device__ __forceinline__ void load_tile(T* tile, const T* __restrict__ base, l
 
 // The [64 query][64 key] bias tile at rows q0.., keys k0.. of one (b, h) matrix ([seq][seq], seq a
 // multiple of 8 so its rows are 16-byte aligned) into `tile` by cp.async: 16-byte pieces, 4 per
-// thread, at the 128-byte swizzle softmax_chunk reads (row * 64 + ((col / 8) ^ (row % 8)) * 8 +
-// col % 8 elements); pieces past seq are zero-filled.
+// thread, swizzled as softmax_chunk reads them; pieces past seq are zero-filled.
 template <typename T>
 __device__ __forceinline__ void load_bias_tile(T* tile, const T* __restrict__ bias, long long q0, long long k0, long long seq) {
 #pragma unroll
@@ -50,19 +53,39 @@ __device__ __forceinline__ void load_bias_tile(T* tile, const T* __restrict__ bi
         const int row = piece >> 3, col = 8 * (piece & 7);
         const bool valid = q0 + row < seq && k0 + col < seq;
         const T* src = valid ? bias + (q0 + row) * seq + k0 + col : bias;
-        ltd_mma::cp_async16(smem_addr(tile + row * 64 + (((col >> 3) ^ (row & 7)) << 3)), src, valid ? 16 : 0);
+        ltd_mma::cp_async16(smem_addr(tile + row * 64 + (ltd_attn::swizzle_chunk(row, col >> 3) << 3)), src, valid ? 16 : 0);
     }
 }
+
+// Dynamic shared memory of the forward (docs/kernels.md, "Shared-memory maps"): Q, two K and two
+// V buffers of [64 rows][D], swizzled.
+template <typename T, int D>
+struct FwdSmem {
+    T q[kTile * D];
+    T k[2][kTile * D];
+    T v[2][kTile * D];
+};
+// The bias-tile forward's: the same and two [64 query][64 key] bias tiles.
+template <typename T, int D>
+struct FwdBiasTilesSmem {
+    FwdSmem<T, D> tiles;
+    T bias[2][kTile * kTile];
+};
 
 // TBIAS (`_bias_tiles_` kernels): the bias arrives one [64 query][64 key] tile per chunk with the
 // chunk's K / V (two 8 KB buffers) instead of per-element global loads; L % 8 == 0.
 template <typename T, int D, bool TBIAS>
 __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p) {
+    using Smem = typename std::conditional<TBIAS, FwdBiasTilesSmem<T, D>, FwdSmem<T, D>>::type;
+    static_assert(sizeof(Smem) == (TBIAS ? by_head_dim<D>(LTD_SPARSE_ATTN_FWD_BIAS_TILES_SMEM_D64, LTD_SPARSE_ATTN_FWD_BIAS_TILES_SMEM_D128)
+                                         : by_head_dim<D>(LTD_SPARSE_ATTN_FWD_SMEM_D64, LTD_SPARSE_ATTN_FWD_SMEM_D128)),
+                  "ltd_kernels.h states this kernel's shared memory");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T* sQ = reinterpret_cast<T*>(smem_raw);
-    T* sK = sQ + kTile * D;      // 2 buffers
-    T* sV = sK + 2 * kTile * D;  // 2 buffers
-    T* sB = sV + 2 * kTile * D;  // TBIAS: 2 bias tiles
+    FwdSmem<T, D>& tiles = *reinterpret_cast<FwdSmem<T, D>*>(smem_raw);
+    T* sQ = tiles.q;
+    T* sK = tiles.k[0];
+    T* sV = tiles.v[0];
+    T* sB = reinterpret_cast<FwdBiasTilesSmem<T, D>*>(smem_raw)->bias[0];  // TBIAS only
 
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
     const int qt = work.tile, h = work.h, b = work.b, begin = work.begin, end = work.end;
@@ -165,77 +188,6 @@ __device__ __forceinline__ void sparse_attn_fwd(const LtdSparseAttnFwdParams& p)
     ltd_attn::fwd_store<T, D>(p, work, qt, 0, warp, g, t, oacc, m, l);
 }
 
-// Merges the pieces of a split row (item_rows query rows: one tile, or a pair of tiles for the
-// Hopper kernel): lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i (pieces with no
-// visible key have lse_i = -inf and weigh 0). One warp per row (row 4 blockIdx.y + warp of the
-// split row blockIdx.x / B): lanes read the pieces' lse in parallel and own columns lane + 32 j,
-// so every load is a coalesced 128-byte line. Pieces go 8 at a time, their lse and partial rows
-// loaded together (one memory round trip per 8 pieces) and merged with a running maximum.
-// Launched programmatically behind the Hopper forward (the launcher's choice): the table read
-// overlaps that kernel's tail, pdl_wait() holds the rest until its partials are visible.
-// (A CTA per split row walking its rows and pieces one after the other was latency-bound: 35-60
-// µs after the main kernel on an H100; merging in the CTA of the last piece to finish, counted
-// with atomics, was slower still at L = 16384: one CTA cannot pull the pieces' partials fast.)
-template <typename T, int D>
-__device__ __forceinline__ void sparse_attn_fwd_combine(const LtdSparseAttnFwdParams& p) {
-    const long long item = blockIdx.x / p.batch;
-    const int b = (int)(blockIdx.x % p.batch);
-    const int* sr = reinterpret_cast<const int*>(p.split_rows) + item * 4;
-    const int h = sr[0], qt = sr[1], s0 = sr[2], cnt = sr[3];
-    const int lane = threadIdx.x & 31;
-    const int local = blockIdx.y * 4 + (threadIdx.x >> 5);
-    const long long seq = p.seq;
-    const long long row = (long long)qt * p.item_rows + local;
-    if (local >= p.item_rows || row >= seq) return;  // the whole warp
-    ltd_attn::pdl_wait();
-    const long long bh = (long long)b * p.heads + h;
-    const long long rows = p.item_rows;  // slot i of this row: part0 + i * rows
-    const long long part0 = ((long long)b * p.num_slots + s0) * rows + local;
-    const float* plse = reinterpret_cast<const float*>(p.part_lse);
-    const float* po = reinterpret_cast<const float*>(p.part_o) + part0 * D + lane;
-    constexpr int kBatch = 8;  // pieces per round trip
-    float mx = -INFINITY;      // running maximum of the pieces' lse (uniform across the warp)
-    float total = 0.f;         // this lane's piece weights, relative to mx
-    float acc[D / 32];
-#pragma unroll
-    for (int j = 0; j < D / 32; ++j) acc[j] = 0.f;
-    for (int i0 = 0; i0 < cnt; i0 += kBatch) {
-        const int n = min(kBatch, cnt - i0);
-        const float lse_i = lane < n ? plse[part0 + (i0 + lane) * rows] : -INFINITY;
-        float part[kBatch][D / 32];
-#pragma unroll
-        for (int i = 0; i < kBatch; ++i)
-#pragma unroll
-            for (int j = 0; j < D / 32; ++j) part[i][j] = i < n ? po[(i0 + i) * rows * D + 32 * j] : 0.f;
-        float bm = lse_i;
-#pragma unroll
-        for (int off = 4; off > 0; off >>= 1) bm = fmaxf(bm, __shfl_xor_sync(0xffffffffu, bm, off));
-        bm = __shfl_sync(0xffffffffu, bm, 0);  // max over lanes 0..7, the batch's lse
-        const float nm = fmaxf(mx, bm);
-        if (nm == -INFINITY) continue;  // no visible key in any piece so far
-        const float corr = __expf(mx - nm);  // 0 while mx is -inf
-        total *= corr;
-#pragma unroll
-        for (int j = 0; j < D / 32; ++j) acc[j] *= corr;
-        const float w = lane < n ? __expf(lse_i - nm) : 0.f;
-        total += w;
-#pragma unroll
-        for (int i = 0; i < kBatch; ++i) {
-            const float wgt = __shfl_sync(0xffffffffu, w, i);
-#pragma unroll
-            for (int j = 0; j < D / 32; ++j) acc[j] += wgt * part[i][j];
-        }
-        mx = nm;
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) total += __shfl_xor_sync(0xffffffffu, total, off);
-    const float inv = total > 0.f ? 1.f / total : 0.f;
-    T* O = reinterpret_cast<T*>(p.o) + (bh * seq + row) * D;
-#pragma unroll
-    for (int j = 0; j < D / 32; ++j) O[lane + 32 * j] = (T)(acc[j] * inv);
-    if (lane == 0) reinterpret_cast<float*>(p.lse)[bh * seq + row] = total > 0.f ? mx + logf(total) : -INFINITY;
-}
-
 }  // namespace
 
 #define LTD_SPARSE_FWD(NAME, T, D, TBIAS) \
@@ -249,12 +201,6 @@ LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bias_tiles_bf16_d128, __nv_bfloat16, 128, tru
 LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bias_tiles_f16_d64, __half, 64, true)
 LTD_SPARSE_FWD(ltd_sparse_attn_fwd_bias_tiles_f16_d128, __half, 128, true)
 
-#define LTD_SPARSE_FWD_COMBINE(NAME, T, D) \
-    extern "C" __global__ void __launch_bounds__(kThreads) NAME(const LtdSparseAttnFwdParams p) { sparse_attn_fwd_combine<T, D>(p); }
-LTD_SPARSE_FWD_COMBINE(ltd_sparse_attn_fwd_combine_bf16_d64, __nv_bfloat16, 64)
-LTD_SPARSE_FWD_COMBINE(ltd_sparse_attn_fwd_combine_bf16_d128, __nv_bfloat16, 128)
-LTD_SPARSE_FWD_COMBINE(ltd_sparse_attn_fwd_combine_f16_d64, __half, 64)
-LTD_SPARSE_FWD_COMBINE(ltd_sparse_attn_fwd_combine_f16_d128, __half, 128)
 
 // =================================================================================================
 // Backward. dvec = rowsum(dO * O); then per 64-key chunk: for each query tile that sees it,
@@ -263,59 +209,31 @@ LTD_SPARSE_FWD_COMBINE(ltd_sparse_attn_fwd_combine_f16_d128, __half, 128)
 // =================================================================================================
 namespace {
 
-// Per row: dvec = rowsum(dO * O), and the row of dq_acc zeroed (the main kernel adds into it).
-// Lane l owns the D / 32 contiguous columns from l D / 32, read with one vector load per tensor.
-// With row_stats (the Hopper kernel's input), the row's lse and dvec go to its query tile's
-// [lse x 64][dvec x 64] pair instead, and the warps cover the padded rows of every matrix
-// (stats_rows) so the padding is written (as 0) too.
-template <typename T, int D>
-__device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams& p) {
-    const long long seq = p.seq;
-    const long long per_matrix = p.row_stats ? ltd_attn::stats_rows(seq) : seq;
-    const long long padded_row = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);
-    if (padded_row >= p.batch * p.heads * per_matrix) return;
-    const int lane = threadIdx.x & 31;
-    // This row's lse in row_stats (per_matrix is a multiple of 64, so the padded row index
-    // alone gives its tile); its dvec is kTile floats further.
-    constexpr long long kTileMask = kTile - 1;
-    float* stats = p.row_stats ? reinterpret_cast<float*>(p.row_stats) + 2 * (padded_row & ~kTileMask) + (padded_row & kTileMask)
-                               : nullptr;
-    long long row = padded_row;  // no padding (per_matrix == seq): the same row
-    if (per_matrix != seq) {
-        const long long bh = padded_row / per_matrix, q = padded_row - bh * per_matrix;
-        if (q >= seq) {  // padding of the tiled statistics: no key sees these rows
-            if (lane == 0) stats[0] = stats[kTile] = 0.f;
-            return;
-        }
-        row = bh * seq + q;
-    }
-    constexpr int kPer = D / 32;  // 2 or 4
-    using Vec = typename std::conditional<kPer == 2, uint32_t, uint2>::type;
-    const long long at = row * D + lane * kPer;
-    // The row's lse (copied into row_stats) is loaded with O and dO, not after the sum: a load
-    // issued after the shuffles would add a memory round trip to every warp.
-    const float lse_row = stats && lane == 0 ? reinterpret_cast<const float*>(p.lse)[row] : 0.f;
-    const Vec ov = *reinterpret_cast<const Vec*>(reinterpret_cast<const T*>(p.o) + at);
-    const Vec dv = *reinterpret_cast<const Vec*>(reinterpret_cast<const T*>(p.dout) + at);
-    const T* oe = reinterpret_cast<const T*>(&ov);
-    const T* de = reinterpret_cast<const T*>(&dv);
-    float acc = 0.f;
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) acc += (float)oe[i] * (float)de[i];
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-    if (lane == 0) {
-        if (stats) {
-            stats[0] = lse_row;
-            stats[kTile] = acc;
-        } else {
-            reinterpret_cast<float*>(p.dvec)[row] = acc;
-        }
-    }
-    float* acc_row = reinterpret_cast<float*>(p.dq_acc) + at;
-    if constexpr (kPer == 2) *reinterpret_cast<float2*>(acc_row) = make_float2(0.f, 0.f);
-    else *reinterpret_cast<float4*>(acc_row) = make_float4(0.f, 0.f, 0.f, 0.f);
-}
+// The end of the backward's shared memory: kBiasTiles [64 query][64 key] bias tiles (one per
+// stage, swizzled; none without bias tiles), then each stage's row statistics.
+template <typename T, int kBiasTiles>
+struct BwdSmemTail {
+    T bias[kBiasTiles][kTile * kTile];
+    float lse_log2[2][kTile];
+    float dvec[2][kTile];
+};
+template <typename T>
+struct BwdSmemTail<T, 0> {
+    float lse_log2[2][kTile];
+    float dvec[2][kTile];
+};
+// Dynamic shared memory of the backward (docs/kernels.md, "Shared-memory maps"): the chunk's K
+// and V tiles, two stages of Q and dO tiles ([64 rows][D], swizzled), the dS^T tile ([64 keys]
+// [64 queries], swizzled), then the tail.
+template <typename T, int D, int kBiasTiles>
+struct BwdSmem {
+    T k[kTile * D];
+    T v[kTile * D];
+    T q[2][kTile * D];
+    T dout[2][kTile * D];
+    T ds[kTile * kTile];
+    BwdSmemTail<T, kBiasTiles> tail;
+};
 
 // TBIAS (`_bias_tiles_` kernels, BIAS only): the bias arrives one [64 query][64 key] tile per
 // query tile with its Q / dO (two 8 KB buffers) instead of per-element global loads, which here
@@ -323,15 +241,20 @@ __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams
 template <typename T, int D, bool BIAS, bool TBIAS>
 __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p) {
     static_assert(BIAS || !TBIAS, "bias tiles: bias kernels only");
+    using Smem = BwdSmem<T, D, TBIAS ? 2 : 0>;
+    static_assert(sizeof(Smem) == (TBIAS ? by_head_dim<D>(LTD_SPARSE_ATTN_BWD_BIAS_TILES_SMEM_D64, LTD_SPARSE_ATTN_BWD_BIAS_TILES_SMEM_D128)
+                                         : by_head_dim<D>(LTD_SPARSE_ATTN_BWD_SMEM_D64, LTD_SPARSE_ATTN_BWD_SMEM_D128)),
+                  "ltd_kernels.h states this kernel's shared memory");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    T* sK = reinterpret_cast<T*>(smem_raw);
-    T* sV = sK + kTile * D;
-    T* sQ = sV + kTile * D;          // 2 buffers
-    T* sdO = sQ + 2 * kTile * D;     // 2 buffers
-    T* sdS = sdO + 2 * kTile * D;    // [64 keys][64 queries], swizzled
-    T* sB = sdS + kTile * kTile;     // TBIAS: 2 bias tiles [64 queries][64 keys]
-    float* sLse = reinterpret_cast<float*>(sB + (TBIAS ? 2 : 0) * kTile * kTile);  // 2 x 64, log2 domain
-    float* sDvec = sLse + 2 * kTile;                               // 2 x 64
+    Smem& smem = *reinterpret_cast<Smem*>(smem_raw);
+    T* sK = smem.k;
+    T* sV = smem.v;
+    T* sQ = smem.q[0];
+    T* sdO = smem.dout[0];
+    T* sdS = smem.ds;
+    T* sB = reinterpret_cast<T*>(&smem.tail);  // TBIAS: the bias tiles open the tail
+    float* sLse = smem.tail.lse_log2[0];
+    float* sDvec = smem.tail.dvec[0];
 
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
     const int h = work.h, kc = work.tile, begin = work.begin, end = work.end, b = work.b;
@@ -354,7 +277,6 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
     T* dbias = BIAS && p.dbias ? reinterpret_cast<T*>(p.dbias) + bh * seq * seq : nullptr;
     const long long k0 = (long long)kc * kTile;
     const long long key_g[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
-    constexpr float kLog2e = 1.4426950408889634f;
     float kpm_l2[2] = {0.f, 0.f};
     if (kpm) {
 #pragma unroll
@@ -413,11 +335,9 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
 
         uint32_t dsf[4][4];  // dS^T as A fragments (k = queries), zero where inactive
         if (qbits) {
-            float st[8][4], dpt[8][4];
+            float st[32], dpt[32];  // S^T and dP^T in the m16n8 C layout: [4j + e], queries 8j..
 #pragma unroll
-            for (int j = 0; j < 8; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) st[j][e] = dpt[j][e] = 0.f;
+            for (int i = 0; i < 32; ++i) st[i] = dpt[i] = 0.f;
 #pragma unroll
             for (int ks = 0; ks < D / 16; ++ks) {
                 uint32_t ka[4], va[4];
@@ -433,51 +353,16 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
                     const int bcol = ks * 16 + 8 * ((lane >> 3) & 1);
                     ldmatrix_x4(qb, tQ + swz<D>(brow, bcol));
                     ldmatrix_x4(ob, tdO + swz<D>(brow, bcol));
-                    ltd_mma::Mma<T>::mma(st[2 * np], ka, qb[0], qb[1]);
-                    ltd_mma::Mma<T>::mma(st[2 * np + 1], ka, qb[2], qb[3]);
-                    ltd_mma::Mma<T>::mma(dpt[2 * np], va, ob[0], ob[1]);
-                    ltd_mma::Mma<T>::mma(dpt[2 * np + 1], va, ob[2], ob[3]);
+                    ltd_mma::Mma<T>::mma(&st[8 * np], ka, qb[0], qb[1]);
+                    ltd_mma::Mma<T>::mma(&st[8 * np + 4], ka, qb[2], qb[3]);
+                    ltd_mma::Mma<T>::mma(&dpt[8 * np], va, ob[0], ob[1]);
+                    ltd_mma::Mma<T>::mma(&dpt[8 * np + 4], va, ob[2], ob[3]);
                 }
-            }
-            // Visibility with 32-bit offsets in the tile: query offset ql sees this thread's key r
-            // when ql < q_left (inside the sequence) and ql >= q_min[r] (causal), and the key exists.
-            const int q_left = (int)min((long long)kTile, seq - q0);
-            int q_min[2];
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const long long d = key_g[r] - q0;
-                q_min[r] = key_g[r] >= seq ? kTile : (p.causal ? (int)max(0ll, min((long long)kTile, d)) : 0);
             }
             uint32_t pf[4][4];
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                const bool on = (qbits >> (j >> 1)) & 1u;
-                float pv[4], dsv[4];
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int ql = 8 * j + 2 * t + (e & 1);
-                    const float l2 = sLse[buf * kTile + ql];
-                    const bool visible = on && ql < q_left && ql >= q_min[e >> 1] && l2 != -INFINITY;
-                    float logit = st[j][e] * p.scale_log2 + kpm_l2[e >> 1] - l2;
-                    if (TBIAS && visible) {
-                        // Query row ql, key kl of the tile (4 rows per load, their 16-byte
-                        // chunks apart under the swizzle).
-                        const int kl = warp * 16 + g + 8 * (e >> 1);
-                        logit += (float)sB[buf * kTile * kTile + ql * 64 + (((kl >> 3) ^ (ql & 7)) << 3) + (kl & 7)] * kLog2e;
-                    } else if (BIAS && bias && visible) {
-                        logit += (float)bias[(q0 + ql) * seq + key_g[e >> 1]] * kLog2e;
-                    }
-                    const float pe = visible ? ltd_attn::fast_exp2(logit) : 0.f;
-                    pv[e] = pe;
-                    dsv[e] = pe * (dpt[j][e] - sDvec[buf * kTile + ql]);
-                    if (BIAS && dbias && visible) dbias[(q0 + ql) * seq + key_g[e >> 1]] = (T)dsv[e];
-                }
-                // st/dpt n-tile j covers queries 8j..8j+7: k-slice j/2, registers (j&1)*2 + row half.
-                pf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(pv[0], pv[1]);
-                pf[j >> 1][(j & 1) * 2 + 1] = ltd_attn::pack2<T>(pv[2], pv[3]);
-                dsf[j >> 1][(j & 1) * 2 + 0] = ltd_attn::pack2<T>(dsv[0], dsv[1]);
-                dsf[j >> 1][(j & 1) * 2 + 1] = ltd_attn::pack2<T>(dsv[2], dsv[3]);
-            }
+            const ltd_attn::Log2RowStats stats{sLse + buf * kTile, sDvec + buf * kTile};
+            ltd_attn::bwd_probs<T, BIAS, TBIAS>(p, stats, st, dpt, qbits, q0, key_g, kpm_l2, bias, dbias, sB + buf * kTile * kTile,
+                                                warp, g, t, pf, dsf, [](int, uint32_t, uint32_t) {});
             // dV += P^T dO and dK += dS^T Q (k = queries).
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {
@@ -548,71 +433,14 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
     ltd_attn::bwd_store<T, D>(p, work, warp, g, t, reinterpret_cast<const float(&)[D / 2]>(dk), reinterpret_cast<const float(&)[D / 2]>(dv));
 }
 
-// Sums the pieces of a split key column into dk / dv (keys < seq). One warp per key (key
-// 4 blockIdx.y + warp of the split column blockIdx.x / B); lanes own columns lane + 32 j, and
-// the loads of 4 pieces are in flight at once.
-template <typename T, int D>
-__device__ __forceinline__ void sparse_attn_bwd_combine(const LtdSparseAttnBwdParams& p) {
-    const long long item = blockIdx.x / p.batch;
-    const int b = (int)(blockIdx.x % p.batch);
-    const int* sc = reinterpret_cast<const int*>(p.split_cols) + item * 4;
-    const int h = sc[0], kc = sc[1], s0 = sc[2], cnt = sc[3];
-    const int lane = threadIdx.x & 31;
-    const int local = blockIdx.y * 4 + (threadIdx.x >> 5);
-    const long long seq = p.seq;
-    const long long key = (long long)kc * kTile + local;
-    if (local >= kTile || key >= seq) return;  // the whole warp
-    const long long bh = (long long)b * p.heads + h;
-    const long long at0 = (((long long)b * p.num_slots + s0) * kTile + local) * D + lane;
-    const float* pk = reinterpret_cast<const float*>(p.part_dk) + at0;
-    const float* pv = reinterpret_cast<const float*>(p.part_dv) + at0;
-    float ak[D / 32], av[D / 32];
-#pragma unroll
-    for (int j = 0; j < D / 32; ++j) ak[j] = av[j] = 0.f;
-#pragma unroll 4
-    for (int i = 0; i < cnt; ++i) {
-        const long long at = (long long)i * kTile * D;
-#pragma unroll
-        for (int j = 0; j < D / 32; ++j) {
-            ak[j] += pk[at + 32 * j];
-            av[j] += pv[at + 32 * j];
-        }
-    }
-    T* dk = reinterpret_cast<T*>(p.dk) + (bh * seq + key) * D + lane;
-    T* dv = reinterpret_cast<T*>(p.dv) + (bh * seq + key) * D + lane;
-#pragma unroll
-    for (int j = 0; j < D / 32; ++j) {
-        dk[32 * j] = (T)ak[j];
-        dv[32 * j] = (T)av[j];
-    }
-}
-
-// dq = dq_acc rounded, 4 elements per thread per step (D is a multiple of 4).
-template <typename T>
-__device__ __forceinline__ void sparse_attn_bwd_dq(const LtdSparseAttnBwdParams& p, long long d) {
-    const long long quads = p.batch * p.heads * p.seq * d / 4;
-    const float4* acc = reinterpret_cast<const float4*>(p.dq_acc);
-    uint2* dq = reinterpret_cast<uint2*>(p.dq);
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < quads; i += (long long)gridDim.x * blockDim.x) {
-        const float4 v = acc[i];
-        dq[i] = make_uint2(ltd_attn::pack2<T>(v.x, v.y), ltd_attn::pack2<T>(v.z, v.w));
-    }
-}
-
 }  // namespace
 
 #define LTD_SPARSE_BWD(SUFFIX, T, D)                                                                            \
-    extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_pre_##SUFFIX(const LtdSparseAttnBwdParams p) { \
-        sparse_attn_bwd_pre<T, D>(p);                                                                            \
-    }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_##SUFFIX(const LtdSparseAttnBwdParams p) { \
         sparse_attn_bwd<T, D, false, false>(p);                                                                  \
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_bias_##SUFFIX(const LtdSparseAttnBwdParams p) { \
         sparse_attn_bwd<T, D, true, false>(p);                                                                   \
-    }                                                                                                            \
-    extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_combine_##SUFFIX(const LtdSparseAttnBwdParams p) { \
-        sparse_attn_bwd_combine<T, D>(p);                                                                        \
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_bias_tiles_##SUFFIX(const LtdSparseAttnBwdParams p) { \
         sparse_attn_bwd<T, D, true, true>(p);                                                                    \
@@ -622,5 +450,3 @@ LTD_SPARSE_BWD(bf16_d128, __nv_bfloat16, 128)
 LTD_SPARSE_BWD(f16_d64, __half, 64)
 LTD_SPARSE_BWD(f16_d128, __half, 128)
 
-extern "C" __global__ void ltd_sparse_attn_bwd_dq_bf16(const LtdSparseAttnBwdParams p, long long d) { sparse_attn_bwd_dq<__nv_bfloat16>(p, d); }
-extern "C" __global__ void ltd_sparse_attn_bwd_dq_f16(const LtdSparseAttnBwdParams p, long long d) { sparse_attn_bwd_dq<__half>(p, d); }

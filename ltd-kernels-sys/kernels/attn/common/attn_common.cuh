@@ -1,14 +1,32 @@
-// Pieces shared by the block-sparse attention kernels (sparse_attn.cu for sm_80+,
-// sparse_attn.sm90a.cu for Hopper): work-item decoding and the output stores of the forward and
-// the backward. Contract: include/ltd_kernels.h (LtdSparseAttnFwdParams, LtdSparseAttnBwdParams).
+// Pieces shared by the block-sparse attention kernels (attn/sm80, attn/sm90, attn/common):
+// work-item decoding, the forward's online-softmax step and the output stores of the forward
+// and the backward. Contract: include/ltd_kernels.h (LtdSparseAttnFwdParams,
+// LtdSparseAttnBwdParams).
 #pragma once
 #include <stdint.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include "ltd_kernels.h"
-#include "mma_common.cuh"
+#include "common/mma.cuh"
+#include "attn/common/swizzle.cuh"
 
 namespace ltd_attn {
+
+// Query tiles and key chunks are 64 rows and the sub-block masks 4 x 4 blocks of 16: a fixed
+// invariant of the layout tables, not a setting (docs/kernels.md, "Tiles and sub-block masks").
+constexpr int kTile = 64;
+// log2(e): the kernels keep softmax exponents in the log2 domain (one ex2 per element).
+constexpr float kLog2e = 1.4426950408889634f;
+// Threads per CTA: 4 warps of 16 rows of a tile (one warpgroup on sm_90).
+constexpr int kThreads = LTD_SPARSE_ATTN_THREADS;
+static_assert(kThreads == 4 * 32, "4 warps of 16 rows cover a 64-row tile");
+
+// The value for head dim D of a configuration constant defined per head dim in ltd_kernels.h.
+template <int D>
+__host__ __device__ constexpr unsigned by_head_dim(unsigned d64, unsigned d128) {
+    static_assert(D == 64 || D == 128, "head dims 64 and 128");
+    return D == 64 ? d64 : d128;
+}
 
 // The primitives of mma_common.cuh, under this namespace's names too.
 using ltd_mma::cp_async16;
@@ -118,8 +136,8 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
 // 16-key sub-blocks in the layout (0: every score masked, P = 0, the state unchanged);
 // warp_row0: the warp's first query row. Scales and masks the scores (keys past seq, causal,
 // kpm, bias; with kFoldScale a plain chunk keeps the raw scores and folds the scale into the
-// exponent's FMA: max(c s) = |c| max(sign(c) s) — fewer instructions, but 24–26 more registers
-// in the sm_80 kernel, a CTA per SM there, so it passes false), updates the running max m and
+// exponent's FMA: max(c s) = |c| max(sign(c) s) — fewer instructions, but more registers: a
+// CTA per SM fewer in the sm_80 kernel, so it passes false), updates the running max m and
 // sum l, rescales the output accumulator o (same layout, D / 2 values) only when a row max
 // moved, and returns P as A fragments pf (4 k-slices of 16 keys; sub-blocks outside the layout
 // exactly 0). With sbias (instead of bias) the bias comes from the chunk's [64 query][64 key]
@@ -130,7 +148,6 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
                                               long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
                                               float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4],
                                               const T* sbias) {
-    constexpr float kLog2e = 1.4426950408889634f;
     const long long seq = p.seq;
     const long long row_g[2] = {warp_row0 + g, warp_row0 + g + 8};
     float rowmax[2] = {-INFINITY, -INFINITY};
@@ -141,11 +158,9 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
     // The rest (row maxima across the quad, the exponentials, the sums, O's rescale); sc is the
     // factor still to apply to s in the exponent (kFoldScale's plain path). With kSplitTail
     // each branch below runs its own copy: with one copy after the branches join, ptxas moves
-    // all 32 scores of the plain branch into the masked branch's registers first (32 moves a
-    // chunk). Measured on an H100 (gpu-notes 9.3): the Hopper forward 2-8% faster on
-    // block-64 / 128 layouts, 1-4% slower on Fixed block 16 (masked chunks), and its bias-tile
-    // variant 3-4% slower, so that one keeps the joined tail; the sm_80 forward 1-6% faster at
-    // D 128, within 1% at D 64.
+    // all 32 scores of the plain branch into the masked branch's registers first. Faster on
+    // whole chunks, slower on masked ones and in the Hopper bias-tile kernel, which keeps the
+    // joined tail (docs/kernels.md, "Which variant runs when").
     auto finish = [&](float sc) {
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
@@ -235,10 +250,9 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
                     if (col < keys_left && col <= row_lim[e >> 1]) {
                         v = s[4 * j + e] * p.scale_log2;
                         if (sbias) {
-                            // The chunk's bias tile in shared memory: [64 rows][64 keys], 128-byte
-                            // rows with their 16-byte chunks XOR-swizzled by row % 8.
+                            // The chunk's bias tile in shared memory: [64 rows][64 keys], swizzled.
                             const int row = (int)(row_g[e >> 1] & 63);
-                            v += (float)sbias[row * 64 + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7)] * kLog2e;
+                            v += (float)sbias[swizzled<64>(row, col)] * kLog2e;
                         } else if (bias && row_g[e >> 1] < seq) {
                             v += (float)bias[row_g[e >> 1] * seq + kbase + col] * kLog2e;
                         }
@@ -254,10 +268,13 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
     if constexpr (!kSplitTail) finish(sc);
 }
 
-// Rows per matrix of the backward's tiled row statistics (row_stats): L rounded up to 128, which
-// covers the padded length of a layout of any supported block (16 to 128), so every query tile
-// in the tables has its [lse x 64][dvec x 64] pair.
-__device__ __forceinline__ long long stats_rows(long long seq) { return (seq + 127) / 128 * 128; }
+// Rows per matrix of the backward's tiled row statistics (row_stats): L rounded up to
+// LTD_SPARSE_ATTN_STATS_ROWS_ALIGN, so every query tile in the tables has its [lse x 64][dvec x 64] pair.
+__device__ __forceinline__ long long stats_rows(long long seq) {
+    constexpr long long kAlign = LTD_SPARSE_ATTN_STATS_ROWS_ALIGN;
+    static_assert(kAlign % kTile == 0, "whole 64-row tiles");
+    return (seq + kAlign - 1) / kAlign * kAlign;
+}
 
 // A finished row's output factor 1 / l and its logsumexp (natural log) from the running max m
 // (log2 domain) and sum l: a row with no visible key gives factor 0 and lse = -inf.

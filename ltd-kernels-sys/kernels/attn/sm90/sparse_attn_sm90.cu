@@ -1,0 +1,600 @@
+// Fused flash-style block-sparse attention on Hopper (sm_90a only), forward and backward: the
+// same contracts as the sm_80 kernels (LtdSparseAttnFwdParams / LtdSparseAttnBwdParams), with
+// the products on warpgroup MMAs (wgmma.mma_async) and the tiles moved by the tensor memory
+// accelerator (TMA; the tensor maps come in LtdSparseAttnTmaMaps). Forward: one warpgroup (128
+// threads) per 64-row query tile. S = Q K^T is an m64n64k16 wgmma with both operands in shared
+// memory (K-major, 128-byte swizzle); P stays in registers (the accumulator layout is the
+// A-fragment layout) and O += P V is an m64nDk16 wgmma with V read MN-major from shared memory.
+// K/V chunks are double-buffered: thread 0 issues the TMA copies of chunk i + 1 on an mbarrier
+// while chunk i is consumed (one V buffer at D 128, so three CTAs fit per SM). The backward is
+// further below; the combine, pre-pass and dq kernels are in attn/common/sparse_attn_aux.cu.
+#include <stddef.h>
+#include <stdint.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include "ltd_kernels.h"
+#include "attn/common/attn_common.cuh"
+#include "attn/common/bwd_probs.cuh"
+#include "attn/sm90/hopper.cuh"
+
+namespace {
+
+using namespace ltd_sm90;
+using ltd_attn::by_head_dim;
+using ltd_attn::kLog2e;
+using ltd_attn::kThreads;
+using ltd_attn::kTile;
+
+// The sm_90 kernels' shared memory starts at the first 1 KB boundary of the dynamic shared
+// memory (swizzled tiles are 1 KB aligned): the launcher's allocation is the struct plus this.
+constexpr unsigned kAlignSlack = 1024;
+// Room for the mbarriers at the end of every sm_90 kernel's shared memory.
+constexpr int kBarrierSlots = 8;
+
+// The end of the forward's shared memory: kBiasTiles [64 query][64 key] bias tiles (TMA boxes,
+// one per K/V buffer; none without bias tiles), then the barriers.
+template <typename T, int kBiasTiles>
+struct FwdSm90Tail {
+    T bias[kBiasTiles][kTile * kTile];
+    uint64_t barriers[kBarrierSlots];
+};
+template <typename T>
+struct FwdSm90Tail<T, 0> {
+    uint64_t barriers[kBarrierSlots];
+};
+// Shared memory of the forward (docs/kernels.md, "Shared-memory maps"): Q, two K buffers and two
+// V buffers (one at D 128: 3 CTAs per SM instead of 2) of [64 rows][D] in the 128-byte-swizzled
+// layout of hopper.cuh, then the tail.
+template <typename T, int D, int kBiasTiles>
+struct FwdSm90Smem {
+    T q[kTile * D];
+    T k[2][kTile * D];
+    T v[D == 128 ? 1 : 2][kTile * D];
+    FwdSm90Tail<T, kBiasTiles> tail;
+};
+
+// TBIAS (`_bias_tma_` kernels): the bias tile of each (query tile, chunk) arrives by TMA with the
+// chunk's K / V (two 8 KB buffers) instead of per-element global loads.
+template <typename T, int D, bool TBIAS>
+__device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParams& p, const LtdSparseAttnTmaMaps& maps) {
+    using Smem = FwdSm90Smem<T, D, TBIAS ? 2 : 0>;
+    static_assert(kAlignSlack + sizeof(Smem) ==
+                      (TBIAS ? by_head_dim<D>(LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D64, LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D128)
+                             : by_head_dim<D>(LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64, LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128)),
+                  "ltd_kernels.h states this kernel's shared memory");
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    const uint32_t raw = smem_addr(smem_raw);
+    constexpr uint32_t kTileBytes = kTile * D * 2;
+    const uint32_t base = (raw + (kAlignSlack - 1)) & ~(kAlignSlack - 1);
+    const uint32_t sQ = base + offsetof(Smem, q);
+    const uint32_t sK = base + offsetof(Smem, k);  // 2 buffers
+    // D 128: one V buffer; V of the next chunk loads once PV of this one has retired, overlapped
+    // with the next S / softmax.
+    constexpr bool kOneV = D == 128;
+    const uint32_t sV = base + offsetof(Smem, v);
+    const uint32_t sBias = base + offsetof(Smem, tail);  // TBIAS: the bias tiles open the tail
+    // Barrier slots: 0 Q, 2 + buffer K (+ V) (+ bias) of each buffer, 4 V (kOneV); 1 is free.
+    const uint32_t bars = sBias + offsetof(decltype(Smem::tail), barriers);
+    constexpr uint32_t kBiasBytes = TBIAS ? kBlockBytes : 0;
+    const uint32_t bar_q = bars;
+    const uint32_t bar_kv = bars + 16;  // + 8 * buffer
+    const uint32_t bar_v = bars + 32;
+
+    ltd_attn::pdl_launch_dependents();  // the combine of split rows may be scheduled behind this grid
+    if (threadIdx.x == 0) {
+        prefetch_map(&maps.q);
+        prefetch_map(&maps.k);
+        prefetch_map(&maps.v);
+        prefetch_map(&maps.o);
+        if (TBIAS) prefetch_map(&maps.bias);
+    }
+    const ltd_attn::WorkItem work = ltd_attn::work_item(p);
+    const int qt = work.tile, h = work.h, b = work.b, begin = work.begin, end = work.end;
+    const int tid = threadIdx.x & 127;  // the thread in the warpgroup (its index bounds are known)
+    const int warp = tid >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const long long seq = p.seq;
+    const long long bh = (long long)b * p.heads + h;
+    const int* cols = reinterpret_cast<const int*>(p.tile_cols);
+    const int* masks = reinterpret_cast<const int*>(p.tile_masks);
+    const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
+    const T* bias = !TBIAS && p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
+    const long long q0 = (long long)qt * kTile;
+
+    // The chunk table is read one iteration ahead in registers (its loads overlap a whole
+    // iteration): kc / mask of chunk `it`, next_kc of chunk it + 1.
+    int kc = work.first;
+    unsigned mask = (unsigned)work.first_mask;
+    int next_kc = work.second;
+    const int mat = (int)bh;
+    mbar_init_all<5>(bars);
+    if (tid == 0) {  // rows past the end arrive as 0
+        mbar_expect(bar_q, kTileBytes);
+        tma_tile<D>(sQ, &maps.q, (int)q0, mat, bar_q);
+    }
+    if (threadIdx.x == 0 && begin < end) {
+        if constexpr (kOneV) {
+            mbar_expect(bar_kv, kTileBytes + kBiasBytes);
+            tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
+            mbar_expect(bar_v, kTileBytes);
+            tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_v);
+        } else {
+            mbar_expect(bar_kv, 2 * kTileBytes + kBiasBytes);
+            tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
+            tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_kv);
+        }
+        if constexpr (TBIAS) tma_box(sBias, &maps.bias, kc * kTile, (int)q0, mat, bar_kv);
+    }
+    mbar_wait(bar_q, 0);
+
+    // Running softmax state for rows g and g + 8 of this warp (log2 domain).
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    float o[D / 2];  // O accumulator, wgmma layout: o[4i + e], columns 8i + 2t + (e & 1), row g + 8 (e >> 1)
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+    float s[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) s[i] = 0.f;
+
+    for (int it = begin; it < end; ++it) {
+        const int buf = (it - begin) & 1;
+        const int after_kc = it + 2 < end ? cols[it + 2] : 0;               // for the next iteration
+        const unsigned next_mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
+        // Prefetch chunk it + 1 into the other buffer (free: the barrier closing the previous
+        // iteration follows its last read). Issued after this chunk's S product, so thread 0's
+        // copy setup overlaps the MMA instead of delaying its warp's arrival at it.
+        auto prefetch = [&]() {
+            if (threadIdx.x == 0 && it + 1 < end) {
+                const uint32_t bar = bar_kv + 8 * (buf ^ 1);
+                mbar_expect(bar, (kOneV ? 1 : 2) * kTileBytes + kBiasBytes);
+                tma_tile<D>(sK + (buf ^ 1) * kTileBytes, &maps.k, next_kc * kTile, mat, bar);
+                if constexpr (!kOneV) tma_tile<D>(sV + (buf ^ 1) * kTileBytes, &maps.v, next_kc * kTile, mat, bar);
+                if constexpr (TBIAS) tma_box(sBias + (buf ^ 1) * kBlockBytes, &maps.bias, next_kc * kTile, (int)q0, mat, bar);
+            }
+        };
+        mbar_wait(bar_kv + 8 * buf, ((it - begin) >> 1) & 1);
+        const unsigned bits = (mask >> (4 * warp)) & 0xFu;  // this warp's 16 rows
+        const uint32_t tK = sK + buf * kTileBytes;
+        const uint32_t tV = sV + (kOneV ? 0 : buf) * kTileBytes;
+        // S = Q K^T (the whole warpgroup, 64 x 64), for every warp: a wgmma under a branch ptxas
+        // cannot prove uniform makes it serialise all of them (C7520).
+        fence_regs(s);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(s, desc_kmajor(sQ, kk), desc_kmajor(tK, kk), kk > 0);
+        wg_commit();
+        prefetch();
+        wg_wait<0>();
+        fence_regs(s);
+
+        // The softmax runs also for a warp with no layout block in the chunk (bits 0: every score
+        // masked, P = 0, the state unchanged): under a branch that zeroes P instead, ptxas zeroes
+        // the fragments ahead of the branch, which is slower.
+        uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
+        const T* sbias = TBIAS ? reinterpret_cast<const T*>(smem_raw + (sBias + buf * kBlockBytes - raw)) : nullptr;
+        ltd_attn::softmax_chunk<T, D, true, !TBIAS>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, sbias);
+
+        // O += P V, skipping 16-key slices outside the layout for all 64 rows (P is 0 there; the
+        // slices are uniform over the warpgroup).
+        const unsigned colbits = (mask | (mask >> 4) | (mask >> 8) | (mask >> 12)) & 0xFu;
+        if constexpr (kOneV) mbar_wait(bar_v, (it - begin) & 1);
+        fence_regs(o);
+        wg_fence();
+        // A whole chunk (every chunk of a block-64 / 128 layout) without a branch per product.
+        wgmma_slices<4>(colbits, [&](int ks) {
+            if constexpr (D == 64) Wgmma<T>::rs_n64(o, pf[ks], desc_mnmajor(tV, ks));
+            else Wgmma<T>::rs_n128(o, pf[ks], desc_mnmajor(tV, ks));
+        });
+        fence_regs(o);
+        __syncthreads();  // the buffer is overwritten by the next iteration's prefetch
+        if constexpr (kOneV) {
+            if (threadIdx.x == 0 && it + 1 < end) {
+                mbar_expect(bar_v, kTileBytes);
+                tma_tile<D>(sV, &maps.v, next_kc * kTile, mat, bar_v);
+            }
+        }
+        kc = next_kc;
+        next_kc = after_kc;
+        mask = next_mask;
+    }
+
+    // Normalise and store. A row with no visible key gives 0 and lse = -inf.
+    if (work.slot >= 0) {
+        ltd_attn::fwd_store<T, D>(p, work, qt, 0, warp, g, t, o, m, l);
+    } else {
+        // A whole row: O goes through the Q tile (free: the last S product has retired) and
+        // out by TMA, 16-byte-coalesced (the 4-byte stores of an m64 accumulator fill half of
+        // each 32-byte sector they touch); rows past seq are skipped by the TMA.
+        const float inv[2] = {ltd_attn::row_inv(l[0]), ltd_attn::row_inv(l[1])};
+        stage_acc<T, D>(sQ, o, inv, warp, g, t);
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const long long row = q0 + warp * 16 + g + 8 * r;
+            if (t == 0 && row < seq) reinterpret_cast<float*>(p.lse)[bh * seq + row] = ltd_attn::row_lse(m[r], l[r]);
+        }
+        fence_proxy_async();
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            tma_store_tile<D>(&maps.o, sQ, (int)q0, mat);
+            bulk_commit();
+            bulk_wait_read();  // the shared memory must outlive the copy's reads
+        }
+    }
+}
+
+}  // namespace
+
+// Held to 4 (D 64) / 3 (D 128) CTAs per SM: without the bound ptxas takes enough registers for
+// one CTA per SM fewer. The bias-tile kernels (TBIAS, two more tiles) are held to 3 / 2.
+#define LTD_SPARSE_FWD_SM90(NAME, T, D, TBIAS) \
+    extern "C" __global__ void __launch_bounds__(kThreads, TBIAS ? (D == 64 ? 3 : 2) : D == 64 ? 4 : 3) \
+        NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_sm90<T, D, TBIAS>(p, maps); }
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d64, __nv_bfloat16, 64, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_bf16_d128, __nv_bfloat16, 128, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d64, __half, 64, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_sm90_f16_d128, __half, 128, false)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_bf16_d64, __nv_bfloat16, 64, true)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_bf16_d128, __nv_bfloat16, 128, true)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d64, __half, 64, true)
+LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d128, __half, 128, true)
+
+// =================================================================================================
+// Backward on Hopper (`_bias_` variants: with bias / dbias). The same contract as
+// `ltd_sparse_attn_bwd_*` of the sm_80 kernels (LtdSparseAttnBwdParams; docs/kernels.md,
+// "Backward"). One warpgroup per 64-key
+// chunk: a CTA is one warpgroup on a work item of the transposed tables (a chunk, or a piece of
+// a long one), or (`_pair_`, on the pair tables of the transpose) two warpgroups on chunks 2c
+// and 2c + 1, which share every Q / dO / row-statistics load and add one dQ tile per query tile
+// into dq_acc instead of two. Per query tile of the chunk's column, each warpgroup computes
+//   S^T = K Q^T and dP^T = V dO^T      (wgmma, both operands K-major in shared memory)
+//   P^T = exp2(S^T * scale_log2 + kpm - lse), dS^T = P^T (dP^T - dvec)   (registers)
+//   dV += P^T dO, dK += dS^T Q         (wgmma, A from registers, B MN-major)
+// and stages dS^T in shared memory ([key][query]); then
+//   dQ += scale * dS K                 (wgmma with both operands MN-major, k = the CTA's 64 or
+//                                       128 keys; in the pair kernel warpgroup w computes
+//                                       columns [w D / 2, (w + 1) D / 2); staged in shared
+//                                       memory, added into dq_acc by TMA reductions)
+// =================================================================================================
+namespace {
+
+// The end of the backward's shared memory: kBiasTiles [64 query][64 key] bias tiles (TBIAS: one
+// per stage, TMA boxes), each stage's row statistics ([lse x 64 (natural log)][dvec x 64], one
+// bulk copy), then the barriers.
+template <typename T, int kStages, int kBiasTiles>
+struct BwdSm90Tail {
+    T bias[kBiasTiles][kTile * kTile];
+    float stats[kStages][2 * kTile];
+    uint64_t barriers[kBarrierSlots];
+};
+template <typename T, int kStages>
+struct BwdSm90Tail<T, kStages, 0> {
+    float stats[kStages][2 * kTile];
+    uint64_t barriers[kBarrierSlots];
+};
+// Shared memory of the backward (docs/kernels.md, "Shared-memory maps"): a K and a V tile per
+// chunk of the CTA, a Q and a dO tile per stage ([64 rows][D]), kDsBufs dS^T tiles per chunk
+// ([64 keys][64 queries]), all in the 128-byte-swizzled layout of hopper.cuh, then the tail.
+template <typename T, int D, int kGroups, int kStages, int kDsBufs, int kBiasTiles>
+struct BwdSm90Smem {
+    T k[kGroups][kTile * D];
+    T v[kGroups][kTile * D];
+    T q[kStages][kTile * D];
+    T dout[kStages][kTile * D];
+    T ds[kDsBufs * kGroups][kTile * kTile];
+    BwdSm90Tail<T, kStages, kBiasTiles> tail;
+};
+
+// TBIAS (`_bias_tma_` kernels; BIAS, single-chunk only): the bias tile of each (query tile,
+// chunk) arrives by TMA with the tile's Q / dO (an 8 KB buffer per stage) instead of per-element
+// global loads, which here are transposed (lanes step queries: L elements apart).
+template <typename T, int D, bool BIAS, bool PAIR, bool TBIAS>
+__device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParams& p, const LtdSparseAttnTmaMaps& maps) {
+    static_assert(!TBIAS || (BIAS && !PAIR), "bias tiles: the single-chunk bias kernel only");
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    const uint32_t raw = smem_addr(smem_raw);
+    constexpr int kGroups = PAIR ? 2 : 1;  // warpgroups = 64-key chunks per CTA
+    // The pair kernel defers each query tile's dQ reduction to the next tile's first CTA barrier
+    // (one barrier per tile instead of two): its staged dQ then outlives the next tile, so it
+    // keeps 3 Q / dO / statistics buffers and 2 dS^T buffers (one CTA per SM at D 128 either
+    // way); the single-chunk kernel (2-3 CTAs per SM) keeps 2 and 1.
+    constexpr bool kDefer = PAIR;
+    constexpr int kStages = kDefer ? 3 : 2;
+    constexpr int kDsBufs = kDefer ? 2 : 1;
+    using Smem = BwdSm90Smem<T, D, kGroups, kStages, kDsBufs, TBIAS ? kStages : 0>;
+    static_assert(kAlignSlack + sizeof(Smem) ==
+                      (PAIR    ? by_head_dim<D>(LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D64, LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D128)
+                       : TBIAS ? by_head_dim<D>(LTD_SPARSE_ATTN_BWD_BIAS_TMA_SM90_SMEM_D64, LTD_SPARSE_ATTN_BWD_BIAS_TMA_SM90_SMEM_D128)
+                               : by_head_dim<D>(LTD_SPARSE_ATTN_BWD_SM90_SMEM_D64, LTD_SPARSE_ATTN_BWD_SM90_SMEM_D128)),
+                  "ltd_kernels.h states this kernel's shared memory");
+    using Tail = decltype(Smem::tail);
+    constexpr uint32_t kTileBytes = kTile * D * 2;
+    constexpr uint32_t kStatsBytes = sizeof(Tail::stats[0]);
+    const uint32_t sK = (raw + (kAlignSlack - 1)) & ~(kAlignSlack - 1);  // keys 64 w.. of the CTA
+    const uint32_t sV = sK + offsetof(Smem, v);
+    const uint32_t sQ = sK + offsetof(Smem, q);
+    const uint32_t sdO = sK + offsetof(Smem, dout);
+    const uint32_t sdS = sK + offsetof(Smem, ds);
+    unsigned char* base_ptr = smem_raw + (sK - raw);
+    const uint32_t sBias = sK + offsetof(Smem, tail);  // TBIAS: the bias tiles open the tail
+    constexpr uint32_t kBiasBytes = TBIAS ? kBlockBytes : 0;
+    const uint32_t sStats_addr = sBias + offsetof(Tail, stats);
+    const float* sStats = reinterpret_cast<const float*>(base_ptr + (sStats_addr - sK));
+    // Barrier slots: 0 K + V, 1 + stage Q + dO (+ statistics) (+ bias) of each stage.
+    const uint32_t bar_kv = sBias + offsetof(Tail, barriers);
+    const uint32_t bar_q = bar_kv + 8;  // + 8 * stage
+    static_assert(1 + kStages <= kBarrierSlots, "barrier slots");
+
+    if (threadIdx.x == 0) {
+        prefetch_map(&maps.q);
+        prefetch_map(&maps.k);
+        prefetch_map(&maps.v);
+        prefetch_map(&maps.dout);
+        prefetch_map(&maps.dq_acc);
+        prefetch_map(&maps.dk);
+        prefetch_map(&maps.dv);
+        if (TBIAS) prefetch_map(&maps.bias);
+    }
+    const ltd_attn::WorkItem work = ltd_attn::work_item(p);
+    const int wg = PAIR ? threadIdx.x >> 7 : 0;  // this warpgroup's chunk: kGroups * tile + wg
+    const int h = work.h, begin = work.begin, end = work.end, b = work.b;
+    const int kc = kGroups * work.tile + wg;
+    const int warp = (threadIdx.x & 127) >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const uint32_t tK = sK + wg * kTileBytes, tV = sV + wg * kTileBytes;  // this warpgroup's keys
+    const long long seq = p.seq;
+    const long long bh = (long long)b * p.heads + h;
+    // This matrix's tiled statistics (the pre-pass's row_stats): tile qt at 2 * 64 * qt.
+    const float* stats = reinterpret_cast<const float*>(p.row_stats) + bh * 2 * ltd_attn::stats_rows(seq);
+    const int* rows = reinterpret_cast<const int*>(p.tile_rows);
+    const int* masks = reinterpret_cast<const int*>(p.tile_col_masks);
+    const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
+    // BIAS: compiled in only for calls with a bias or dbias (it costs registers).
+    const T* bias = BIAS && !TBIAS && p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
+    T* dbias = BIAS && p.dbias ? reinterpret_cast<T*>(p.dbias) + bh * seq * seq : nullptr;
+    const long long k0 = (long long)kc * kTile;
+    const long long key_g[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
+    float kpm_l2[2] = {0.f, 0.f};
+    if (kpm) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) kpm_l2[r] = key_g[r] < seq ? kpm[key_g[r]] * kLog2e : -INFINITY;
+    }
+    // Thread 0: query tile qt's Q and dO tiles and its lse / dvec (one 512-byte bulk copy; the
+    // padding rows past the end are 0, and no key sees them) into buffer `buf`, on its barrier.
+    // Copying the statistics with the tiles, not by per-thread cp.async, means no CTA barrier
+    // has to publish them: waiting on the barrier's phase makes all of it visible.
+    const int mat = (int)bh;
+    auto load_query_tile = [&](int buf, int qt) {
+        const uint32_t bar = bar_q + 8 * buf;
+        mbar_expect(bar, 2 * kTileBytes + kStatsBytes + kBiasBytes);
+        tma_tile<D>(sQ + buf * kTileBytes, &maps.q, qt * kTile, mat, bar);
+        tma_tile<D>(sdO + buf * kTileBytes, &maps.dout, qt * kTile, mat, bar);
+        bulk_copy(sStats_addr + buf * kStatsBytes, stats + 2 * kTile * qt, kStatsBytes, bar);
+        if constexpr (TBIAS) tma_box(sBias + buf * kBlockBytes, &maps.bias, (int)k0, qt * kTile, mat, bar);
+    };
+    // The query-tile table is read one iteration ahead in registers: qt / mask of tile `it`,
+    // next_qt of tile it + 1.
+    int qt = work.first;
+    unsigned mask = (unsigned)work.first_mask;
+    int next_qt = work.second;
+
+    mbar_init_all<1 + kStages>(bar_kv);
+    if (threadIdx.x == 0) {
+        mbar_expect(bar_kv, 2 * kGroups * kTileBytes);
+#pragma unroll
+        for (int w = 0; w < kGroups; ++w) {
+            const int row0 = (kGroups * work.tile + w) * kTile;
+            tma_tile<D>(sK + w * kTileBytes, &maps.k, row0, mat, bar_kv);
+            tma_tile<D>(sV + w * kTileBytes, &maps.v, row0, mat, bar_kv);
+        }
+        if (begin < end) load_query_tile(0, qt);
+    }
+    mbar_wait(bar_kv, 0);
+
+    float dk[D / 2], dv[D / 2];  // wgmma layout: rows = keys 16w + g (+8), columns = d
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) dk[i] = dv[i] = 0.f;
+    float st[32], dpt[32];  // S^T and dP^T: rows = keys, columns = queries 8j + 2t (+1)
+#pragma unroll
+    for (int i = 0; i < 32; ++i) st[i] = dpt[i] = 0.f;
+    // dQ columns of this warpgroup: [c0, c0 + kN).
+    constexpr int kN = D / kGroups;
+    const int c0 = wg * kN;
+    // The staged dQ of a tile: D / 32 boxes of [64 rows][32 cols] f32 (8 KB, 128-byte swizzle),
+    // the first D / 64 in the tile's Q buffer and the rest in its dO buffer.
+    auto box_base = [&](int buf, int box) {
+        return box < D / 64 ? sQ + buf * kTileBytes + box * kBlockBytes : sdO + buf * kTileBytes + (box - D / 64) * kBlockBytes;
+    };
+    // Thread 0: dq_acc rows q0.. += the dQ staged in buffer `buf` (TMA reductions, one bulk group).
+    auto reduce_dq = [&](int buf, long long q0) {
+#pragma unroll
+        for (int box = 0; box < D / 32; ++box) tma_reduce_add_box(&maps.dq_acc, box_base(buf, box), 32 * box, (int)q0, mat);
+        bulk_commit();
+    };
+    long long staged_q0 = 0;  // kDefer: the previous tile's rows, whose dQ is staged
+
+    for (int it = begin; it < end; ++it) {
+        const unsigned step = it - begin;
+        const int buf = step % kStages;
+        const int after_qt = it + 2 < end ? rows[it + 2] : 0;  // for the next iteration
+        const unsigned next_mask = it + 1 < end ? (unsigned)masks[it + 1] : 0u;
+        mbar_wait(bar_q + 8 * buf, (step / kStages) & 1);
+        const long long q0 = (long long)qt * kTile;
+        const uint32_t tQ = sQ + buf * kTileBytes;
+        const uint32_t tdO = sdO + buf * kTileBytes;
+        const uint32_t tdS = sdS + (step % kDsBufs) * kGroups * kBlockBytes;
+        T* sdS_ptr = reinterpret_cast<T*>(base_ptr + (tdS - sK) + wg * kBlockBytes);
+        // This warpgroup's half of a pair mask (0 where the tile is only the other chunk's).
+        const unsigned m = PAIR ? (mask >> (16 * wg)) & 0xFFFFu : mask;
+        // This warp's keys are sub-block `warp`; query sub-block i is bit 4i + warp.
+        unsigned qbits = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qbits |= ((m >> (4 * i + warp)) & 1u) << i;
+        // Query slices active for some key of the CTA, and key slices active for some query
+        // (k-steps of 16 keys over the CTA's 64 or 128 keys). Both skip wgmmas, so they must be
+        // uniform over the CTA: computed from the whole mask, never from the warpgroup index
+        // (ptxas serialises every wgmma under a branch it cannot prove uniform, C7520).
+        const unsigned mu = PAIR ? (mask | (mask >> 16)) & 0xFFFFu : mask;
+        unsigned qany = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) qany |= (((mu >> (4 * i)) & 0xFu) != 0u ? 1u : 0u) << i;
+        auto key_slices = [](unsigned x) { return (x | (x >> 4) | (x >> 8) | (x >> 12)) & 0xFu; };
+        const unsigned kany = PAIR ? key_slices(mask & 0xFFFFu) | (key_slices(mask >> 16) << 4) : key_slices(mask);
+
+        fence_regs(st);
+        fence_regs(dpt);
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(st, desc_kmajor(tK, kk), desc_kmajor(tQ, kk), kk > 0);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(dpt, desc_kmajor(tV, kk), desc_kmajor(tdO, kk), kk > 0);
+        wg_commit();
+        // Prefetch query tile it + 1 into buffer (step + 1) % kStages while the products run, so
+        // thread 0's wait and copy setup do not hold the other warps. Its last products ran
+        // before the previous tile's barriers (single kernel: the other buffer, tile it - 1;
+        // kDefer: tile it - 2, whose dQ reduction was issued at tile it - 1's first barrier).
+        if (threadIdx.x == 0 && it + 1 < end) {
+            bulk_wait_read();  // the dQ reduction out of that buffer has read it
+            load_query_tile((step + 1) % kStages, next_qt);
+        }
+        wg_wait<0>();
+        fence_regs(st);
+        fence_regs(dpt);
+
+        // P^T and dS^T (A fragments: m = keys, k = queries); each 8-query slice of dS^T also goes
+        // to shared memory, [key][query], for the dQ product.
+        uint32_t pf[4][4], dsf[4][4];
+        const ltd_attn::TiledRowStats row_stats{sStats + buf * 2 * kTile};
+        const T* bias_tile = TBIAS ? reinterpret_cast<const T*>(base_ptr + (sBias + buf * kBlockBytes - sK)) : nullptr;
+        ltd_attn::bwd_probs<T, BIAS, TBIAS>(p, row_stats, st, dpt, qbits, q0, key_g, kpm_l2, bias, dbias, bias_tile, warp, g, t,
+                                            pf, dsf, [&](int j, uint32_t ds_lo, uint32_t ds_hi) {
+                                                const int kl = warp * 16 + g, ql = 8 * j + 2 * t;
+                                                *reinterpret_cast<uint32_t*>(sdS_ptr + sw128<kTile>(kl, ql)) = ds_lo;
+                                                *reinterpret_cast<uint32_t*>(sdS_ptr + sw128<kTile>(kl + 8, ql)) = ds_hi;
+                                            });
+
+        // dV += P^T dO, dK += dS^T Q (k = queries; slices with no active query are 0).
+        fence_regs(dv);
+        fence_regs(dk);
+        wg_fence();
+        wgmma_slices<4>(qany, [&](int ks) {
+            if constexpr (D == 64) {
+                Wgmma<T>::rs_n64(dv, pf[ks], desc_mnmajor(tdO, ks));
+                Wgmma<T>::rs_n64(dk, dsf[ks], desc_mnmajor(tQ, ks));
+            } else {
+                Wgmma<T>::rs_n128(dv, pf[ks], desc_mnmajor(tdO, ks));
+                Wgmma<T>::rs_n128(dk, dsf[ks], desc_mnmajor(tQ, ks));
+            }
+        });
+        fence_regs(dv);
+        fence_regs(dk);
+
+        // dQ (64 queries x kN columns from c0) = dS K: A = dS from sdS (MN-major: queries
+        // contiguous), B = K (MN-major: d contiguous; column c0 is (c0 / 64) blocks and
+        // (c0 % 64) * 2 bytes in, inside the 128-byte swizzle atom, which the hardware applies to
+        // the address bits), k = the CTA's keys; slices with no active key are skipped.
+        fence_proxy_async();  // the dS^T stores above are generic-proxy writes
+        __syncthreads();      // and every warpgroup's dS^T is read below
+        // kDefer: every thread staged (and fenced) the previous tile's dQ before this barrier.
+        if (kDefer && threadIdx.x == 0 && step > 0) reduce_dq((step - 1) % kStages, staged_q0);
+        float dq[kN / 2];
+#pragma unroll
+        for (int i = 0; i < kN / 2; ++i) dq[i] = 0.f;
+        const uint32_t kcol = (c0 >> 6) * kBlockBytes + (c0 & 63) * 2;
+        fence_regs(dq);
+        wg_fence();
+        wgmma_slices<4 * kGroups>(kany, [&](int ks) {
+            ss_tt<T, kN>(dq, desc_mnmajor(tdS + (ks >> 2) * kBlockBytes, ks & 3),
+                         desc_mnmajor(sK + (ks >> 2) * kTileBytes + kcol, ks & 3), 1);
+        });
+        fence_regs(dq);
+        // dq_acc += scale * dQ by TMA reductions, out of this tile's Q and dO buffers (free:
+        // every warpgroup's dK and dV retired before the barrier above); thread 0 issues the
+        // reductions (kDefer: at the next tile's first barrier, or after the loop) and, before
+        // the next prefetch into these buffers, waits until they have been read.
+#pragma unroll
+        for (int i = 0; i < kN / 8; ++i) {
+            const uint32_t base = box_base(buf, (c0 >> 5) + (i >> 2));  // columns c0 + 32 (i / 4) ..
+            const int chunk = 2 * (i & 3) + (t >> 1);  // 16-byte chunk of the 128-byte row
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int row = warp * 16 + g + 8 * r;  // row % 8 == g
+                const uint32_t addr = base + row * 128 + (ltd_attn::swizzle_chunk(g, chunk) << 4) + (t & 1) * 8;
+                asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(dq[4 * i + 2 * r] * p.scale),
+                             "f"(dq[4 * i + 2 * r + 1] * p.scale)
+                             : "memory");
+            }
+        }
+        fence_proxy_async();  // generic stores, read by the TMA (async proxy)
+        if constexpr (kDefer) {
+            // The next tile writes the other dS^T buffer and another Q / dO buffer; a
+            // warpgroup can be at most that far ahead (the next tile's barrier waits for both).
+            staged_q0 = q0;
+        } else {
+            __syncthreads();  // and: the buffers and sdS are overwritten next iteration
+            if (threadIdx.x == 0) reduce_dq(buf, q0);
+        }
+        qt = next_qt;
+        next_qt = after_qt;
+        mask = next_mask;
+    }
+
+    if (kDefer && begin < end) {
+        // Both warpgroups staged the last tile's dQ, and their last dQ products (which read
+        // both K tiles) have retired before a whole column's dK / dV is staged into them below.
+        __syncthreads();
+        if (threadIdx.x == 0) reduce_dq((end - 1 - begin) % kStages, staged_q0);
+    }
+    if (threadIdx.x == 0) bulk_wait_all();  // the shared memory stays until the reductions read it
+    if (work.slot >= 0) {
+        // A piece of a split column: warpgroup w's partial sums go to slot + w num_slots / 2
+        // (the pair plan's slots come in one bank per warpgroup).
+        ltd_attn::WorkItem mine = work;
+        mine.tile = kc;
+        mine.slot = work.slot + wg * (int)(p.num_slots / 2);
+        ltd_attn::bwd_store<T, D>(p, mine, warp, g, t, dk, dv);
+    } else {
+        // A whole column: dK (scaled) and dV leave through the K and V tiles (free: the last
+        // products have retired) by TMA stores, 16-byte coalesced; keys past seq are skipped.
+        const float fk[2] = {p.scale, p.scale}, fv[2] = {1.f, 1.f};
+        stage_acc<T, D>(tK, dk, fk, warp, g, t);
+        stage_acc<T, D>(tV, dv, fv, warp, g, t);
+        fence_proxy_async();
+        __syncthreads();
+        if (threadIdx.x == 0) {
+#pragma unroll
+            for (int w = 0; w < kGroups; ++w) {
+                const int row0 = (kGroups * work.tile + w) * kTile;
+                tma_store_tile<D>(&maps.dk, sK + w * kTileBytes, row0, mat);
+                tma_store_tile<D>(&maps.dv, sV + w * kTileBytes, row0, mat);
+            }
+            bulk_commit();
+            bulk_wait_read();  // the shared memory must outlive the copies' reads
+        }
+    }
+}
+
+}  // namespace
+
+// The pair kernels run one CTA of 256 threads per SM (their registers, and at D 128 their shared
+// memory, allow no second one); the single ones 3 (D 64 without bias) or 1-2 CTAs of 128 threads.
+constexpr int kPairThreads = LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS;
+static_assert(kPairThreads == 2 * kThreads, "one warpgroup per key chunk of the pair");
+#define LTD_SPARSE_BWD_SM90(NAME, T, D, BIAS, PAIR, TBIAS) \
+    extern "C" __global__ void __launch_bounds__(PAIR ? kPairThreads : kThreads, PAIR || !(D == 64 && !BIAS) ? 1 : 3) \
+        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_sm90<T, D, BIAS, PAIR, TBIAS>(p, maps); }
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d64, __nv_bfloat16, 64, false, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_bf16_d128, __nv_bfloat16, 128, false, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d64, __half, 64, false, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_f16_d128, __half, 128, false, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d64, __nv_bfloat16, 64, true, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_bf16_d128, __nv_bfloat16, 128, true, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d64, __half, 64, true, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_sm90_f16_d128, __half, 128, true, false, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_bf16_d64, __nv_bfloat16, 64, false, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_bf16_d128, __nv_bfloat16, 128, false, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_f16_d64, __half, 64, false, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_sm90_pair_f16_d128, __half, 128, false, true, false)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d64, __nv_bfloat16, 64, true, false, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d128, __nv_bfloat16, 128, true, false, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d64, __half, 64, true, false, true)
+LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d128, __half, 128, true, false, true)
