@@ -18,7 +18,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelA
 use ltd_core::{CudaDevice, DType, Element};
 use ltd_kernels_sys::{LtdSparseMatmulParams, names};
 
-use crate::cuda::kernels::SPARSE_MATMUL;
+use crate::cuda::kernels::{LoadKernel, SPARSE_MATMUL};
 use crate::cuda::{MATMUL_TILE, matmul_dense, matmul_sdd, matmul_tiles_per_block};
 use crate::ops::Operand;
 use crate::{BlockSparseMatMul, Layout, MatMulMode, Result, SparseAttnError};

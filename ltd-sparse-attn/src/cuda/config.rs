@@ -1,45 +1,26 @@
 //! Every launch-configuration number of the attention, softmax and matmul kernels: threads per
-//! CTA, grids and dynamic shared-memory bytes, each written once here and nowhere in a launcher.
-//! The shared-memory sizes follow each kernel's own layout of its buffers (`ltd_kernels.h` and
-//! `docs/kernels.md`, "Shared-memory maps"); when the kernels export them, this module is the one
-//! to change.
+//! CTA, grids and dynamic shared-memory bytes, nowhere in a launcher. The attention kernels'
+//! shared-memory sizes and thread counts are read from `ltd_kernels.h` (through
+//! `ltd-kernels-sys`), where each kernel `static_assert`s them against its own shared-memory
+//! struct (`docs/kernels.md`, "Shared-memory maps"); Rust never recomputes them.
 
 use cudarc::driver::LaunchConfig;
+use ltd_kernels_sys as sys;
 
 use crate::plan::TILE;
 
-/// Bytes of an fp16 / bf16 element, the kernels' tile element.
-const HALF: usize = 2;
-/// Bytes of an f32.
-const F32: usize = 4;
-
-/// A 64 x `head_dim` tile of 2-byte elements (a Q, K, V or dO tile).
-const fn tile_bytes(head_dim: usize) -> usize {
-    TILE * head_dim * HALF
-}
-
-/// A 64 x 64 tile of 2-byte elements (a bias or dS tile).
-const SQUARE_TILE_BYTES: usize = TILE * TILE * HALF;
-
-/// What the Hopper kernels add to their tiles: 1 KB of slack to align the swizzled tiles to
-/// 1 KB, and 64 bytes of mbarriers after them.
-const SM90_EXTRA_BYTES: usize = 1024 + 64;
-
 /// Threads of the row-per-warp kernels (combines, pre-pass, softmax): 4 warps.
-const ROW_KERNEL_THREADS: u32 = 128;
+const ROW_KERNEL_THREADS: u32 = sys::LTD_SPARSE_ATTN_THREADS;
 /// Rows per CTA of the row-per-warp kernels.
-const ROWS_PER_CTA: usize = 4;
+const ROWS_PER_CTA: usize = sys::LTD_SPARSE_ATTN_ROWS_PER_CTA as usize;
 
 /// Threads of a forward CTA: 4 warps x 16 query rows (`mma.sync`), or one warpgroup (Hopper).
-pub(super) const FWD_THREADS: u32 = 128;
-
-/// Threads of a backward CTA per key chunk it owns (4 warps; one warpgroup on Hopper).
-const BWD_THREADS_PER_CHUNK: u32 = 128;
+pub(super) const FWD_THREADS: u32 = sys::LTD_SPARSE_ATTN_THREADS;
 
 /// Rows per `[B*H]` matrix of the Hopper backward's tiled row statistics are L rounded up to
-/// this (`ltd_attn::stats_rows` in the kernels, `row_stats` in `ltd_kernels.h`): a multiple of
-/// every layout block, so the tables' last query tile (the layout's padded length) has its pair.
-const STATS_ROWS_ALIGN: usize = 128;
+/// this: a multiple of every layout block, so the tables' last query tile (the layout's padded
+/// length) has its pair.
+const STATS_ROWS_ALIGN: usize = sys::LTD_SPARSE_ATTN_STATS_ROWS_ALIGN as usize;
 const _: () = {
     let mut i = 0;
     while i < crate::SUPPORTED_BLOCKS.len() {
@@ -47,6 +28,13 @@ const _: () = {
         i += 1;
     }
 };
+
+/// The header's value for `head_dim`: the fused kernels exist for head dims 64 and 128 only,
+/// which `AttentionCall` has checked before any launch configuration is asked for.
+fn by_head_dim(head_dim: usize, d64: u32, d128: u32) -> usize {
+    debug_assert!(head_dim == 64 || head_dim == 128, "head_dim {head_dim}");
+    (if head_dim == 64 { d64 } else { d128 }) as usize
+}
 
 /// A bias is read in 64 x 64 tiles (TMA / `cp.async`: 16-byte row pieces) when its rows are
 /// 16-byte multiples, and element by element otherwise.
@@ -67,13 +55,28 @@ pub(super) enum ForwardSmem {
 /// Dynamic shared memory of a forward kernel, with two 64 x 64 bias buffers when
 /// `bias_tiles`.
 pub(super) fn forward_smem(variant: ForwardSmem, head_dim: usize, bias_tiles: bool) -> usize {
-    let bias = if bias_tiles { 2 * SQUARE_TILE_BYTES } else { 0 };
-    match variant {
-        ForwardSmem::MmaSync => 5 * tile_bytes(head_dim) + bias,
-        ForwardSmem::Sm90 => {
-            let tiles = if head_dim == 128 { 4 } else { 5 };
-            tiles * tile_bytes(head_dim) + bias + SM90_EXTRA_BYTES
-        }
+    use sys::*;
+    match (variant, bias_tiles) {
+        (ForwardSmem::MmaSync, false) => by_head_dim(
+            head_dim,
+            LTD_SPARSE_ATTN_FWD_SMEM_D64,
+            LTD_SPARSE_ATTN_FWD_SMEM_D128,
+        ),
+        (ForwardSmem::MmaSync, true) => by_head_dim(
+            head_dim,
+            LTD_SPARSE_ATTN_FWD_BIAS_TILES_SMEM_D64,
+            LTD_SPARSE_ATTN_FWD_BIAS_TILES_SMEM_D128,
+        ),
+        (ForwardSmem::Sm90, false) => by_head_dim(
+            head_dim,
+            LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64,
+            LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128,
+        ),
+        (ForwardSmem::Sm90, true) => by_head_dim(
+            head_dim,
+            LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D64,
+            LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D128,
+        ),
     }
 }
 
@@ -110,28 +113,41 @@ pub(super) struct BackwardSmem {
 }
 
 impl BackwardSmem {
-    /// Key chunks per CTA.
-    fn chunks(self) -> usize {
-        if self.pairs { 2 } else { 1 }
-    }
-
-    /// Dynamic shared memory: per key chunk a K and a V tile of 64 x D; per stage a Q and a dO
-    /// tile and 2 x 64 f32 of row statistics; per chunk and dS buffer a 64 x 64 dS tile; per
-    /// stage a bias tile when reading bias tiles.
+    /// Dynamic shared memory of this variant (the pair kernel reads no bias tiles).
     pub(super) fn bytes(self, head_dim: usize) -> usize {
-        let (chunks, stages, ds_buffers) = if self.pairs { (2, 3, 2) } else { (1, 2, 1) };
-        let bias_tiles = if self.bias_tiles { stages } else { 0 };
-        (chunks * 2 + stages * 2) * tile_bytes(head_dim)
-            + (ds_buffers * chunks + bias_tiles) * SQUARE_TILE_BYTES
-            + stages * 2 * TILE * F32
-            + if self.hopper { SM90_EXTRA_BYTES } else { 0 }
+        use sys::*;
+        let (d64, d128) = match (self.hopper, self.pairs, self.bias_tiles) {
+            (false, _, false) => (LTD_SPARSE_ATTN_BWD_SMEM_D64, LTD_SPARSE_ATTN_BWD_SMEM_D128),
+            (false, _, true) => (
+                LTD_SPARSE_ATTN_BWD_BIAS_TILES_SMEM_D64,
+                LTD_SPARSE_ATTN_BWD_BIAS_TILES_SMEM_D128,
+            ),
+            (true, true, _) => (
+                LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D64,
+                LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D128,
+            ),
+            (true, false, false) => (
+                LTD_SPARSE_ATTN_BWD_SM90_SMEM_D64,
+                LTD_SPARSE_ATTN_BWD_SM90_SMEM_D128,
+            ),
+            (true, false, true) => (
+                LTD_SPARSE_ATTN_BWD_BIAS_TMA_SM90_SMEM_D64,
+                LTD_SPARSE_ATTN_BWD_BIAS_TMA_SM90_SMEM_D128,
+            ),
+        };
+        by_head_dim(head_dim, d64, d128)
     }
 
     /// The main launch: one CTA per work item.
     pub(super) fn launch(self, items: u32, head_dim: usize) -> LaunchConfig {
+        let threads = if self.pairs {
+            sys::LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS
+        } else {
+            sys::LTD_SPARSE_ATTN_THREADS
+        };
         LaunchConfig {
             grid_dim: (items, 1, 1),
-            block_dim: (BWD_THREADS_PER_CHUNK * self.chunks() as u32, 1, 1),
+            block_dim: (threads, 1, 1),
             shared_mem_bytes: self.bytes(head_dim) as u32,
         }
     }
@@ -157,13 +173,18 @@ pub(super) fn backward_pre(stats_rows: usize) -> LaunchConfig {
     }
 }
 
-/// The dq conversion over `n` elements: 4 elements per thread and grid step, a grid-stride loop
+/// The dq conversion over `n` elements: a few elements per thread and grid step, a grid-stride loop
 /// past the grid cap.
 pub(super) fn dq_convert(n: usize) -> LaunchConfig {
-    const THREADS: usize = 256;
+    const THREADS: usize = sys::LTD_SPARSE_ATTN_BWD_DQ_THREADS as usize;
+    const PER_THREAD: usize = sys::LTD_SPARSE_ATTN_BWD_DQ_ELEMS_PER_THREAD as usize;
     const GRID_CAP: usize = 65_535 * 16;
     LaunchConfig {
-        grid_dim: ((n / 4).div_ceil(THREADS).min(GRID_CAP) as u32, 1, 1),
+        grid_dim: (
+            (n / PER_THREAD).div_ceil(THREADS).min(GRID_CAP) as u32,
+            1,
+            1,
+        ),
         block_dim: (THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     }

@@ -10,7 +10,9 @@ use ltd_kernels_sys::{LtdSparseAttnFwdParams, LtdSparseAttnTmaMaps};
 
 use super::check::AttentionCall;
 use super::config::{self, ForwardSmem};
-use super::kernels::{AttnKernel, FWD, FWD_BIAS_SM90, FWD_BIAS_TILES, FWD_COMBINE, FWD_SM90};
+use super::kernels::{
+    AttnKernel, FWD, FWD_BIAS_SM90, FWD_BIAS_TILES, FWD_COMBINE, FWD_SM90, LoadKernel,
+};
 use super::launch::{Borrows, TmaBuffers, partial_buffer, tma_maps};
 use super::{CudaAttentionLayout, CudaAttentionOptions};
 use crate::{AttentionShape, Result, SparseAttnError};

@@ -1,78 +1,62 @@
-//! Which kernel image holds which entry point: the kernel modules (one fatbin each, paired with
-//! the name it is cached under) and the entry-point names of every attention kernel family by
-//! element type and head dim.
+//! Which kernel image holds which entry point: loading from `ltd-kernels-sys`'s images (each
+//! carries the module name it is cached under) and the entry-point names of every attention
+//! kernel family by element type and head dim.
 
 use cudarc::driver::CudaFunction;
 use ltd_core::{CudaDevice, DType};
-use ltd_kernels_sys::fatbin;
+pub(crate) use ltd_kernels_sys::KernelImage;
+use ltd_kernels_sys::image::{SPARSE_ATTN_AUX, SPARSE_ATTN_SM80, SPARSE_ATTN_SM90};
+pub(crate) use ltd_kernels_sys::image::{SPARSE_MATMUL, SPARSE_SOFTMAX};
 
 use crate::Result;
 
-/// A kernel image of `ltd-kernels-sys` and the name [`CudaDevice`] caches it under: the one place
-/// a module name and its fatbin are paired.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct KernelModule {
-    /// The name the device caches the loaded module under.
-    pub name: &'static str,
-    /// The fatbin.
-    pub image: &'static [u8],
-}
+/// Loading entry points of a kernel image on a device: the image carries the name the device
+/// caches its module under, so a module name and its fatbin are never paired by hand.
+pub(crate) trait LoadKernel {
+    /// The entry point `function` of this image on `dev` (loaded and looked up once).
+    fn function(&self, dev: &CudaDevice, function: &'static str) -> Result<CudaFunction>;
 
-/// `kernels/sparse_attn.cu`: the `mma.sync` attention kernels (sm_80 and newer) and the
-/// architecture-independent ones (combines, backward pre-pass, dq conversion).
-pub(crate) static SPARSE_ATTN: KernelModule = KernelModule {
-    name: "sparse_attn",
-    image: fatbin::SPARSE_ATTN,
-};
-
-/// `kernels/sparse_attn.sm90a.cu`: the Hopper (`wgmma`, TMA) attention kernels.
-pub(crate) static SPARSE_ATTN_SM90A: KernelModule = KernelModule {
-    name: "sparse_attn_sm90a",
-    image: fatbin::SPARSE_ATTN_SM90A,
-};
-
-/// `kernels/sparse_softmax.cu`: the block-sparse softmax.
-pub(crate) static SPARSE_SOFTMAX: KernelModule = KernelModule {
-    name: "sparse_softmax",
-    image: fatbin::SPARSE_SOFTMAX,
-};
-
-/// `kernels/sparse_matmul.cu`: the block-sparse products.
-pub(crate) static SPARSE_MATMUL: KernelModule = KernelModule {
-    name: "sparse_matmul",
-    image: fatbin::SPARSE_MATMUL,
-};
-
-impl KernelModule {
-    /// The entry point `function` of this module on `dev` (loaded and looked up once).
-    pub(crate) fn function(
+    /// [`function`](Self::function), allowed `bytes` of dynamic shared memory per block.
+    fn function_with_shared(
         &self,
         dev: &CudaDevice,
         function: &'static str,
-    ) -> Result<CudaFunction> {
-        Ok(dev.load_function(self.name, self.image, function)?)
+        bytes: usize,
+    ) -> Result<CudaFunction>;
+
+    /// Blocks of `threads` threads and `bytes` of dynamic shared memory of `function` resident
+    /// per multiprocessor of `dev` (cached by the device).
+    fn blocks_per_multiprocessor(
+        &self,
+        dev: &CudaDevice,
+        function: &'static str,
+        threads: u32,
+        bytes: usize,
+    ) -> Result<usize>;
+}
+
+impl LoadKernel for KernelImage {
+    fn function(&self, dev: &CudaDevice, function: &'static str) -> Result<CudaFunction> {
+        Ok(dev.load_function(self.name, self.fatbin, function)?)
     }
 
-    /// [`function`](Self::function), allowed `bytes` of dynamic shared memory per block.
-    pub(crate) fn function_with_shared(
+    fn function_with_shared(
         &self,
         dev: &CudaDevice,
         function: &'static str,
         bytes: usize,
     ) -> Result<CudaFunction> {
-        Ok(dev.load_function_with_shared(self.name, self.image, function, bytes)?)
+        Ok(dev.load_function_with_shared(self.name, self.fatbin, function, bytes)?)
     }
 
-    /// Blocks of `threads` threads and `bytes` of dynamic shared memory of `function` resident
-    /// per multiprocessor of `dev` (cached by the device).
-    pub(crate) fn blocks_per_multiprocessor(
+    fn blocks_per_multiprocessor(
         &self,
         dev: &CudaDevice,
         function: &'static str,
         threads: u32,
         bytes: usize,
     ) -> Result<usize> {
-        Ok(dev.blocks_per_multiprocessor(self.name, self.image, function, threads, bytes)?)
+        Ok(dev.blocks_per_multiprocessor(self.name, self.fatbin, function, threads, bytes)?)
     }
 }
 
@@ -81,7 +65,7 @@ impl KernelModule {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct AttnKernel {
     /// The module holding every entry point of the family.
-    pub module: &'static KernelModule,
+    pub module: &'static KernelImage,
     /// `[bf16, f16][d64, d128]`.
     names: [[&'static str; 2]; 2],
 }
@@ -102,42 +86,42 @@ macro_rules! family {
 }
 
 /// Forward, `mma.sync`, bias (if any) read per element.
-pub(crate) static FWD: AttnKernel = family!(SPARSE_ATTN, "ltd_sparse_attn_fwd");
+pub(crate) static FWD: AttnKernel = family!(SPARSE_ATTN_SM80, "ltd_sparse_attn_fwd");
 /// Forward, `mma.sync`, bias read in 64 x 64 tiles.
 pub(crate) static FWD_BIAS_TILES: AttnKernel =
-    family!(SPARSE_ATTN, "ltd_sparse_attn_fwd_bias_tiles");
+    family!(SPARSE_ATTN_SM80, "ltd_sparse_attn_fwd_bias_tiles");
 /// Forward, Hopper, no bias or a bias read per element.
-pub(crate) static FWD_SM90: AttnKernel = family!(SPARSE_ATTN_SM90A, "ltd_sparse_attn_fwd_sm90");
+pub(crate) static FWD_SM90: AttnKernel = family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_fwd_sm90");
 /// Forward, Hopper, bias read in 64 x 64 tiles by TMA.
 pub(crate) static FWD_BIAS_SM90: AttnKernel =
-    family!(SPARSE_ATTN_SM90A, "ltd_sparse_attn_fwd_bias_tma_sm90");
+    family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_fwd_bias_tma_sm90");
 /// Merges the partial outputs of split query rows.
-pub(crate) static FWD_COMBINE: AttnKernel = family!(SPARSE_ATTN, "ltd_sparse_attn_fwd_combine");
+pub(crate) static FWD_COMBINE: AttnKernel = family!(SPARSE_ATTN_AUX, "ltd_sparse_attn_fwd_combine");
 /// Backward pre-pass: row statistics, dq accumulator zeroed.
-pub(crate) static BWD_PRE: AttnKernel = family!(SPARSE_ATTN, "ltd_sparse_attn_bwd_pre");
+pub(crate) static BWD_PRE: AttnKernel = family!(SPARSE_ATTN_AUX, "ltd_sparse_attn_bwd_pre");
 /// Backward, `mma.sync`, no bias.
-pub(crate) static BWD: AttnKernel = family!(SPARSE_ATTN, "ltd_sparse_attn_bwd");
+pub(crate) static BWD: AttnKernel = family!(SPARSE_ATTN_SM80, "ltd_sparse_attn_bwd");
 /// Backward, `mma.sync`, bias read per element (or dbias only).
-pub(crate) static BWD_BIAS: AttnKernel = family!(SPARSE_ATTN, "ltd_sparse_attn_bwd_bias");
+pub(crate) static BWD_BIAS: AttnKernel = family!(SPARSE_ATTN_SM80, "ltd_sparse_attn_bwd_bias");
 /// Backward, `mma.sync`, bias read in 64 x 64 tiles.
 pub(crate) static BWD_BIAS_TILES: AttnKernel =
-    family!(SPARSE_ATTN, "ltd_sparse_attn_bwd_bias_tiles");
+    family!(SPARSE_ATTN_SM80, "ltd_sparse_attn_bwd_bias_tiles");
 /// Backward, Hopper, one key chunk per CTA, no bias.
-pub(crate) static BWD_SM90: AttnKernel = family!(SPARSE_ATTN_SM90A, "ltd_sparse_attn_bwd_sm90");
+pub(crate) static BWD_SM90: AttnKernel = family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_sm90");
 /// Backward, Hopper, bias read per element (or dbias only).
 pub(crate) static BWD_BIAS_SM90: AttnKernel =
-    family!(SPARSE_ATTN_SM90A, "ltd_sparse_attn_bwd_bias_sm90");
+    family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_bias_sm90");
 /// Backward, Hopper, bias read in 64 x 64 tiles by TMA.
 pub(crate) static BWD_BIAS_TMA_SM90: AttnKernel =
-    family!(SPARSE_ATTN_SM90A, "ltd_sparse_attn_bwd_bias_tma_sm90");
+    family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_bias_tma_sm90");
 /// Backward, Hopper, a pair of key chunks per CTA (no bias).
 pub(crate) static BWD_SM90_PAIR: AttnKernel =
-    family!(SPARSE_ATTN_SM90A, "ltd_sparse_attn_bwd_sm90_pair");
+    family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_sm90_pair");
 /// Sums the partial dK / dV of split key columns.
-pub(crate) static BWD_COMBINE: AttnKernel = family!(SPARSE_ATTN, "ltd_sparse_attn_bwd_combine");
+pub(crate) static BWD_COMBINE: AttnKernel = family!(SPARSE_ATTN_AUX, "ltd_sparse_attn_bwd_combine");
 /// Rounds the f32 dq accumulator to dq (one entry point per element type).
 pub(crate) static BWD_DQ: AttnKernel = AttnKernel {
-    module: &SPARSE_ATTN,
+    module: &SPARSE_ATTN_AUX,
     names: [
         ["ltd_sparse_attn_bwd_dq_bf16", "ltd_sparse_attn_bwd_dq_bf16"],
         ["ltd_sparse_attn_bwd_dq_f16", "ltd_sparse_attn_bwd_dq_f16"],
@@ -242,7 +226,7 @@ mod tests {
                 for d in [64, 128] {
                     let name = family.name(dtype, d).unwrap();
                     assert!(
-                        in_image(family.module.image, name),
+                        in_image(family.module.fatbin, name),
                         "{name} not in {}",
                         family.module.name
                     );
@@ -255,7 +239,7 @@ mod tests {
         for backward in [false, true] {
             for dtype in [DType::F32, DType::F16, DType::BF16] {
                 assert!(in_image(
-                    SPARSE_SOFTMAX.image,
+                    SPARSE_SOFTMAX.fatbin,
                     softmax_name(backward, dtype)
                 ));
             }
@@ -268,20 +252,5 @@ mod tests {
             BWD_DQ.name(DType::BF16, 128),
             Some("ltd_sparse_attn_bwd_dq_bf16")
         );
-    }
-
-    /// Each module's name is unique: the device caches loaded modules by name.
-    #[test]
-    fn module_names_are_unique() {
-        let names = [
-            SPARSE_ATTN.name,
-            SPARSE_ATTN_SM90A.name,
-            SPARSE_SOFTMAX.name,
-            SPARSE_MATMUL.name,
-        ];
-        let mut sorted = names.to_vec();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), names.len());
     }
 }

@@ -7,7 +7,7 @@ use ltd_kernels_sys::LtdSparseSoftmaxParams;
 
 use super::CudaAttentionLayout;
 use super::config;
-use super::kernels::{SPARSE_SOFTMAX, softmax_name};
+use super::kernels::{LoadKernel, SPARSE_SOFTMAX, softmax_name};
 use super::launch::Borrows;
 use crate::{MaskMode, Result, SparseAttnError};
 
