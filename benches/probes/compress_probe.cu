@@ -6,7 +6,7 @@
 // and zero-fill the buffer), f32 atomic adds into it, a fill with data and a read of that data.
 // Built and run on the GPU machine (it has nvcc and the driver; this one has no libcuda to link):
 //   nvcc -O3 -std=c++17 -arch=sm_90 benches/probes/compress_probe.cu -o /tmp/cp -lcuda && /tmp/cp
-// Results (H100, session 11): docs/gpu-notes.md, 11.2.
+// Results (H100): benches/runs/2026-11-23-s11-table-remeasured/README.md, "11.2".
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <cstdio>
