@@ -13,9 +13,34 @@ use ltd_core::cuda::{
 };
 use ltd_core::{Element, HiddenLayout, HiddenOrder};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::cpu::hidden_layout;
 use crate::tokens::hidden_dims;
 use crate::{LtdCandleError, Result};
+
+/// Device-to-device copies made by the CUDA glue so far.
+static COPIES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one device-to-device copy of ours.
+pub(crate) fn count_copy() {
+    COPIES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many device-to-device copies the CUDA glue has made in this process (feature `cuda`):
+/// inputs the GPU attention kernels cannot read in place (`[B, L, H, D]`, strided views,
+/// slices at an offset) and outputs returned in `[B, L, H, D]` order, masks that were not
+/// contiguous, and the pass-through of the output when a bias is given. Zero for contiguous
+/// `[B, H, L, D]` attention and for every Random-LTD op. For benchmarks and tests.
+///
+/// ```no_run
+/// let before = ltd_candle::cuda_device_copies();
+/// // ... run ops on CUDA tensors ...
+/// println!("{} copies", ltd_candle::cuda_device_copies() - before);
+/// ```
+pub fn cuda_device_copies() -> u64 {
+    COPIES.load(Ordering::Relaxed)
+}
 
 /// Our device handle on candle's context and stream: every launch is ordered with candle's
 /// work by the stream alone; kernel images load once per context.
@@ -228,6 +253,9 @@ fn gather_masks_t<M: CudaDType + DeviceRepr>(
 ) -> Result<Tensor> {
     let ltd = ltd_device(dev)?;
     // The kernel reads a contiguous mask: a strided one is made contiguous once per step.
+    if !mask.is_contiguous() {
+        count_copy();
+    }
     let mask = mask.contiguous()?;
     let indices = indices.contiguous()?;
     let (b, _, rows, s) = mask.dims4()?;

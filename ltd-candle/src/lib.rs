@@ -52,6 +52,8 @@ mod ltd;
 mod tokens;
 
 pub use attention::{LayoutSource, QkvLayout, SparseAttentionOptions, sparse_attention};
+#[cfg(feature = "cuda")]
+pub use cuda::cuda_device_copies;
 pub use error::{LtdCandleError, Result};
 pub use ltd::{LayerContext, LayerMask, MaskArg, RandomLayerTokenDrop, RandomLtd};
 pub use tokens::{gather_tokens, route, sample_token_indices, scatter_tokens};

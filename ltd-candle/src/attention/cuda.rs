@@ -17,7 +17,7 @@ use ltd_sparse_attn::cuda::{
 };
 
 use super::{AttnCtx, Lse, QkvLayout, lock};
-use crate::cuda::{alloc_output, ltd_device};
+use crate::cuda::{alloc_output, count_copy, ltd_device};
 use crate::{LtdCandleError, Result};
 
 /// Checks that the GPU kernels run this dtype and head dim.
@@ -70,6 +70,7 @@ fn exact<'a, T: CudaDType + DeviceRepr>(
         return Ok(Exact::Borrowed(s));
     }
     let permuted = l.permute(perm)?;
+    count_copy();
     let mut dst = CudaStorage::wrap_cuda_slice(alloc_output::<T>(dev, n)?, s.device.clone());
     s.copy_strided_src(&mut dst, 0, &permuted)?;
     Ok(Exact::Owned(dst))
@@ -102,6 +103,7 @@ fn to_user_order<T: CudaDType + DeviceRepr>(
                 Layout::contiguous((s.batch, s.heads, s.seq_len, s.head_dim)).transpose(1, 2)?;
             let mut dst =
                 CudaStorage::wrap_cuda_slice(alloc_output::<T>(dev, s.qkv_len())?, cdev.clone());
+            count_copy();
             x.copy_strided_src(&mut dst, 0, &l)?;
             Ok(dst)
         }
