@@ -516,23 +516,36 @@ impl RandomLtdConfig {
                 id_count: self.random_ltd_layer_id.len(),
             });
         }
-        let mut seen = vec![false; self.total_layer_num];
+        // Sized by the id list (which the caller already holds), never by total_layer_num: a
+        // total of 2^40 layers must not allocate a table of that size.
+        let path = |index: usize| paths::random_ltd(&format!("random_ltd_layer_id[{index}]"));
         for (index, &layer_id) in self.random_ltd_layer_id.iter().enumerate() {
-            let path = || paths::random_ltd(&format!("random_ltd_layer_id[{index}]"));
-            let Some(slot) = seen.get_mut(layer_id) else {
+            if layer_id >= self.total_layer_num {
                 return Err(SchedulerError::LayerIdOutOfRange {
-                    path: path(),
+                    path: path(index),
                     layer_id,
                     total_layer_num: self.total_layer_num,
                 });
-            };
-            if *slot {
-                return Err(SchedulerError::DuplicateLayerId {
-                    path: path(),
-                    layer_id,
-                });
             }
-            *slot = true;
+        }
+        let mut by_id: Vec<(usize, usize)> = self
+            .random_ltd_layer_id
+            .iter()
+            .enumerate()
+            .map(|(index, &id)| (id, index))
+            .collect();
+        by_id.sort_unstable();
+        // Report the first position that repeats an earlier id, as a left-to-right scan would.
+        let repeat = by_id
+            .windows(2)
+            .filter(|pair| pair[0].0 == pair[1].0)
+            .map(|pair| pair[1])
+            .min_by_key(|&(_, index)| index);
+        if let Some((layer_id, index)) = repeat {
+            return Err(SchedulerError::DuplicateLayerId {
+                path: path(index),
+                layer_id,
+            });
         }
         match &self.model_mask_name {
             Some(name) if name.is_empty() => {

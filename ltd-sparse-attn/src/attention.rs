@@ -10,7 +10,10 @@
 //!
 //! Scores: `s[i,j] = scale * q_i·k_j + bias[i,j] + kpm[j]`, restricted to the layout's active
 //! tiles, to `j <= i` when `causal`, and to `j < L`. A row with no admissible key (all masked)
-//! gets a zero output, `lse = -inf`, and contributes zero to every gradient.
+//! gets a zero output, `lse = -inf`, and contributes zero to every gradient. A row with a NaN or
+//! `+inf` score (a NaN or Inf in `q`, `k`, the bias or the key-padding mask) gets a NaN output and
+//! `lse = NaN`, and its NaN reaches the gradients, as PyTorch's softmax gives NaN for such a row:
+//! a diverging run is never turned into zeros.
 //!
 //! Sequence lengths that are not a multiple of the block are handled inside: the layout has
 //! `ceil(L / b)` blocks and the keys past `L` are masked out, so callers never pad.
@@ -248,31 +251,8 @@ impl Prepared {
                 num_blocks: layout.num_blocks(),
             });
         }
-        if shape.head_dim == 0 {
-            return Err(SparseAttnError::InvalidArgument {
-                what: "head_dim".into(),
-                value: "0".into(),
-                expected: "at least 1".into(),
-            });
-        }
+        let scale = check_inputs(shape, inputs, options)?;
         let (b, h, l, d) = (shape.batch, shape.heads, shape.seq_len, shape.head_dim);
-        for (what, x) in [("q", inputs.q), ("k", inputs.k), ("v", inputs.v)] {
-            check_len(what, x.len(), &[b, h, l, d], "[B,H,L,D]")?;
-        }
-        if let Some(m) = &options.key_padding_mask {
-            check_len("key_padding_mask", m.len(), &[b, l], "[B,L]")?;
-        }
-        if let Some(bias) = options.bias {
-            check_len("bias", bias.len(), &[b, h, l, l], "[B,H,L,L]")?;
-        }
-        let scale = options.scale.unwrap_or(1.0 / (d as f32).sqrt());
-        if !scale.is_finite() {
-            return Err(SparseAttnError::InvalidArgument {
-                what: "scale".into(),
-                value: scale.to_string(),
-                expected: "a finite number".into(),
-            });
-        }
         Ok(Prepared {
             b,
             h,
@@ -326,6 +306,54 @@ impl Prepared {
     }
 }
 
+/// Checks `head_dim`, the lengths of `q`, `k`, `v`, the mask and the bias against `shape`, and the
+/// scale; returns the scale. Needs no layout, so callers that build one run it first (a huge
+/// `seq_len` with short buffers is then a length error, not a huge allocation).
+fn check_inputs<T: Element>(
+    shape: AttentionShape,
+    inputs: &AttentionInputs<'_, T>,
+    options: &AttentionOptions<'_, T>,
+) -> Result<f32> {
+    if shape.head_dim == 0 {
+        return Err(SparseAttnError::InvalidArgument {
+            what: "head_dim".into(),
+            value: "0".into(),
+            expected: "at least 1".into(),
+        });
+    }
+    let (b, h, l, d) = (shape.batch, shape.heads, shape.seq_len, shape.head_dim);
+    for (what, x) in [("q", inputs.q), ("k", inputs.k), ("v", inputs.v)] {
+        check_len(what, x.len(), &[b, h, l, d], "[B,H,L,D]")?;
+    }
+    if let Some(m) = &options.key_padding_mask {
+        check_len("key_padding_mask", m.len(), &[b, l], "[B,L]")?;
+    }
+    if let Some(bias) = options.bias {
+        check_len("bias", bias.len(), &[b, h, l, l], "[B,H,L,L]")?;
+    }
+    let scale = options.scale.unwrap_or(1.0 / (d as f32).sqrt());
+    if !scale.is_finite() {
+        return Err(SparseAttnError::InvalidArgument {
+            what: "scale".into(),
+            value: scale.to_string(),
+            expected: "a finite number".into(),
+        });
+    }
+    Ok(scale)
+}
+
+/// Checks the lengths of `[B, H, L, D]` and `[B, H, L]` buffers named in `bhld` and `bhl`.
+fn check_output_lens(shape: AttentionShape, bhld: &[(&str, usize)], bhl: &[(&str, usize)]) -> Result<()> {
+    let (b, h, l, d) = (shape.batch, shape.heads, shape.seq_len, shape.head_dim);
+    for &(what, len) in bhld {
+        check_len(what, len, &[b, h, l, d], "[B,H,L,D]")?;
+    }
+    for &(what, len) in bhl {
+        check_len(what, len, &[b, h, l], "[B,H,L]")?;
+    }
+    Ok(())
+}
+
 /// Tasks over `(batch*head, block)` pieces: splits a `[B*H, L, width]` buffer into per-block
 /// pieces of `rows * width` elements.
 fn block_pieces<T>(buf: &mut [T], bh: usize, l: usize, blk: usize, width: usize) -> Vec<&mut [T]> {
@@ -339,7 +367,7 @@ fn block_pieces<T>(buf: &mut [T], bh: usize, l: usize, blk: usize, width: usize)
 
 /// Fused block-sparse attention forward on a given layout: writes `out` (`[B, H, L, D]`) and
 /// `lse` (`[B, H, L]`, natural-log logsumexp of each row's scores; `-inf` for a fully masked
-/// row, whose output is zero).
+/// row, whose output is zero; NaN, with a NaN output, for a row with a NaN or `+inf` score).
 ///
 /// Errors: head count different from the layout's, a layout with a block count other than
 /// `ceil(L / b)`, `D = 0`, a buffer or mask of the wrong length, a non-finite scale.
@@ -388,6 +416,9 @@ pub fn attention_forward<T: Element>(
             for (r, qi) in p.rows(i).enumerate() {
                 acc.fill(0.0);
                 let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+                // A NaN or +inf score makes the whole softmax row NaN (f32::max skips NaN, so
+                // it must be caught explicitly, not left to the running maximum).
+                let mut poisoned = false;
                 for &j in cols {
                     let j = j as usize;
                     if !p.causally_visible(i, j) {
@@ -400,6 +431,10 @@ pub fn attention_forward<T: Element>(
                         let s = p.score(bh, qi, kj);
                         scores[c] = s;
                         block_max = block_max.max(s);
+                        poisoned |= s.is_nan() || s == f32::INFINITY;
+                    }
+                    if poisoned {
+                        break;
                     }
                     if block_max == f32::NEG_INFINITY {
                         continue;
@@ -424,7 +459,10 @@ pub fn attention_forward<T: Element>(
                     m = m_new;
                 }
                 let orow = &mut o[r * d..(r + 1) * d];
-                if sum > 0.0 {
+                if poisoned {
+                    orow.fill(T::from_f32_lossy(f32::NAN));
+                    ls[r] = f32::NAN;
+                } else if sum > 0.0 {
                     let inv = 1.0 / sum;
                     for (x, a) in orow.iter_mut().zip(&acc) {
                         *x = T::from_f32_lossy(a * inv);
@@ -705,6 +743,12 @@ impl SparseSelfAttention {
         lse: &mut [f32],
     ) -> Result<()> {
         self.check_heads(shape)?;
+        // Every length before the layout: a huge seq_len with short buffers must not build one.
+        check_inputs(shape, inputs, options)?;
+        check_output_lens(shape, &[("out", out.len())], &[("lse", lse.len())])?;
+        if shape.lse_len() == 0 {
+            return Ok(());
+        }
         let layout = self.layout(shape.seq_len)?;
         attention_forward(&layout, shape, inputs, options, out, lse)
     }
@@ -736,6 +780,22 @@ impl SparseSelfAttention {
         grads: AttentionGrads<'_, T>,
     ) -> Result<()> {
         self.check_heads(shape)?;
+        check_inputs(shape, inputs, options)?;
+        let bhld = [
+            ("out", out.len()),
+            ("dout", dout.len()),
+            ("dq", grads.dq.len()),
+            ("dk", grads.dk.len()),
+            ("dv", grads.dv.len()),
+        ];
+        check_output_lens(shape, &bhld, &[("lse", lse.len())])?;
+        if let Some(db) = &grads.dbias {
+            let (b, h, l) = (shape.batch, shape.heads, shape.seq_len);
+            check_len("dbias", db.len(), &[b, h, l, l], "[B,H,L,L]")?;
+        }
+        if shape.lse_len() == 0 {
+            return Ok(());
+        }
         let layout = self.layout(shape.seq_len)?;
         attention_backward(&layout, shape, inputs, options, out, dout, lse, grads)
     }

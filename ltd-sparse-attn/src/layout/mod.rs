@@ -190,38 +190,13 @@ impl Layout {
             )));
         }
         let nb = num_blocks;
-        let mut row_offsets = Vec::with_capacity(num_heads * nb + 1);
-        let mut row_columns = Vec::with_capacity(nnz);
-        row_offsets.push(0i32);
-        for hr in 0..num_heads * nb {
-            for c in 0..nb {
-                if mask[hr * nb + c] == 1 {
-                    row_columns.push(c as i32);
-                }
-            }
-            row_offsets.push(row_columns.len() as i32);
-        }
-        let mut column_offsets = Vec::with_capacity(num_heads * nb + 1);
-        let mut column_rows = Vec::with_capacity(nnz);
-        let mut column_tiles = Vec::with_capacity(nnz);
-        column_offsets.push(0i32);
-        for h in 0..num_heads {
-            for c in 0..nb {
-                for r in 0..nb {
-                    if mask[(h * nb + r) * nb + c] == 1 {
-                        // Position of column c inside row r's CSR list.
-                        let start = row_offsets[h * nb + r] as usize;
-                        let end = row_offsets[h * nb + r + 1] as usize;
-                        let pos = row_columns[start..end]
-                            .binary_search(&(c as i32))
-                            .unwrap_or_default();
-                        column_rows.push(r as i32);
-                        column_tiles.push((start + pos) as i32);
-                    }
-                }
-                column_offsets.push(column_rows.len() as i32);
-            }
-        }
+        let rows = num_heads * nb;
+        // The mask is already held; check the five lookup tables together before building them.
+        let table_entries = 2 * (rows as u128 + 1) + 3 * nnz as u128;
+        ltd_core::check_allocation("layout lookup tables", table_entries, size_of::<i32>())?;
+        let (row_offsets, row_columns) = csr_tables(&mask, rows, nb, nnz)?;
+        let (column_offsets, column_rows, column_tiles) =
+            csc_tables(&row_offsets, &row_columns, num_heads, nb)?;
         Ok(Layout {
             num_heads,
             num_blocks,
@@ -536,6 +511,8 @@ impl SparsityConfig {
     /// assert_eq!(l.num_blocks(), 3);
     /// ```
     pub fn make_layout(&self, seq_len: usize) -> Result<Layout> {
+        // Validate before dividing: a block of 0 must be an error, not a division by zero.
+        self.validate()?;
         self.make_layout_blocks(seq_len.div_ceil(self.block()))
     }
 }
@@ -567,6 +544,8 @@ macro_rules! impl_make_layout {
             ///
             #[doc = concat!("```\nlet l = ltd_sparse_attn::", stringify!($family), "::new(1).make_layout(60).unwrap();\nassert_eq!(l.num_blocks(), 4);\n```")]
             pub fn make_layout(&self, seq_len: usize) -> Result<Layout> {
+                // Validate before dividing: a block of 0 is an error, not a division by zero.
+                self.validate()?;
                 self.make_layout_blocks(seq_len.div_ceil(self.block))
             }
         })*
@@ -702,6 +681,67 @@ pub(crate) fn py_slice(start: i128, stop: i128, n: usize) -> std::ops::Range<usi
     s as usize..e as usize
 }
 
+/// The CSR tables of a `[rows, nb]` 0/1 mask with `nnz` ones, read row by row.
+fn csr_tables(mask: &[u8], rows: usize, nb: usize, nnz: usize) -> Result<(Vec<i32>, Vec<i32>)> {
+    let mut row_offsets = ltd_core::try_with_capacity("layout row offsets", rows + 1)?;
+    let mut row_columns = ltd_core::try_with_capacity("layout row columns", nnz)?;
+    row_offsets.push(0i32);
+    if nb > 0 {
+        for row in mask.chunks_exact(nb) {
+            row_columns.extend(
+                row.iter()
+                    .enumerate()
+                    .filter(|&(_, &v)| v == 1)
+                    .map(|(c, _)| c as i32),
+            );
+            // nnz <= i32::MAX was checked by the caller.
+            row_offsets.push(row_columns.len() as i32);
+        }
+    } else {
+        row_offsets.resize(rows + 1, 0);
+    }
+    Ok((row_offsets, row_columns))
+}
+
+/// The CSC tables, transposed from the CSR tables in one counting pass per head (linear in the
+/// number of tiles; rows come out ascending because the CSR is walked in row order).
+type CscTables = (Vec<i32>, Vec<i32>, Vec<i32>);
+fn csc_tables(
+    row_offsets: &[i32],
+    row_columns: &[i32],
+    num_heads: usize,
+    nb: usize,
+) -> Result<CscTables> {
+    let nnz = row_columns.len();
+    let mut column_offsets = ltd_core::try_vec("layout column offsets", num_heads * nb + 1, 0i32)?;
+    let mut column_rows = ltd_core::try_vec("layout column rows", nnz, 0i32)?;
+    let mut column_tiles = ltd_core::try_vec("layout column tiles", nnz, 0i32)?;
+    // Count the tiles of every (head, column), then prefix-sum into offsets.
+    for h in 0..num_heads {
+        let tiles = row_offsets[h * nb] as usize..row_offsets[(h + 1) * nb] as usize;
+        for &c in &row_columns[tiles] {
+            column_offsets[h * nb + c as usize + 1] += 1;
+        }
+    }
+    for i in 1..column_offsets.len() {
+        column_offsets[i] += column_offsets[i - 1];
+    }
+    let mut next: Vec<i32> = ltd_core::try_with_capacity("layout column cursor", num_heads * nb)?;
+    next.extend_from_slice(&column_offsets[..num_heads * nb]);
+    for h in 0..num_heads {
+        for r in 0..nb {
+            let hr = h * nb + r;
+            for tile in row_offsets[hr] as usize..row_offsets[hr + 1] as usize {
+                let slot = &mut next[h * nb + row_columns[tile] as usize];
+                column_rows[*slot as usize] = r as i32;
+                column_tiles[*slot as usize] = tile as i32;
+                *slot += 1;
+            }
+        }
+    }
+    Ok((column_offsets, column_rows, column_tiles))
+}
+
 /// Builds a layout: allocates `[num_heads, nb, nb]`, fills heads `0..num_layout_heads` with
 /// `fill_head`, copies head 0 into every other head when the layout is shared.
 pub(crate) fn build_layout(
@@ -724,7 +764,7 @@ pub(crate) fn build_layout(
             i32::MAX
         )));
     }
-    let mut mask = vec![0u8; total];
+    let mut mask = ltd_core::try_vec("layout mask", total, 0u8)?;
     let layout_heads = if per_head {
         num_heads
     } else {
