@@ -139,9 +139,18 @@ mod tests {
     fn impossible_sizes_are_errors_naming_the_bytes() {
         let err = try_vec("table", usize::MAX, 0u32).unwrap_err();
         let message = err.to_string();
-        assert!(message.starts_with("table needs 73786976294838206460 bytes"), "{message}");
+        assert!(
+            message.starts_with("table needs 73786976294838206460 bytes"),
+            "{message}"
+        );
         let err = check_allocation("product", u128::MAX, 8).unwrap_err();
-        assert!(matches!(err, CoreError::AllocationFailed { bytes: u128::MAX, .. }));
+        assert!(matches!(
+            err,
+            CoreError::AllocationFailed {
+                bytes: u128::MAX,
+                ..
+            }
+        ));
         let limit = memory_limit_bytes();
         assert!(check_allocation("just over", limit + 1, 1).is_err());
     }

@@ -56,7 +56,8 @@ mod tests {
     use super::*;
 
     fn scratch_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("ltd-core-files-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("ltd-core-files-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -68,7 +69,10 @@ mod tests {
         std::fs::write(&path, b"old contents").unwrap();
         write_file_atomic(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, [std::ffi::OsString::from("out.png")]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -81,7 +85,10 @@ mod tests {
         std::fs::create_dir_all(path.join("inside")).unwrap();
         assert!(write_file_atomic(&path, b"data").is_err());
         assert!(path.join("inside").is_dir());
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, [std::ffi::OsString::from("target")]);
         // A missing directory fails at create, before anything exists.
         assert!(write_file_atomic(&dir.join("no/such/dir/x"), b"data").is_err());

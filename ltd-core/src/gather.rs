@@ -126,9 +126,12 @@ fn check_part(
 /// The indices must already be checked strictly ascending and in range.
 fn kept_slots(idx: &IndexView<'_>, seq: usize) -> Result<Vec<u32>> {
     // A broadcast (zero-stride) hidden view can describe B * S rows with a tiny buffer.
-    let len = idx.batch().checked_mul(seq).ok_or(CoreError::SizeOverflow {
-        what: "kept-position table",
-    })?;
+    let len = idx
+        .batch()
+        .checked_mul(seq)
+        .ok_or(CoreError::SizeOverflow {
+            what: "kept-position table",
+        })?;
     let mut slots = crate::try_vec("kept-position table", len, u32::MAX)?;
     for b in 0..idx.batch() {
         for (k, &s) in idx.row_unchecked(b).iter().enumerate() {

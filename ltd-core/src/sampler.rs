@@ -214,7 +214,9 @@ impl TokenSampler {
             out.par_chunks_mut(reserved).enumerate().try_for_each_init(
                 || RowScratch::try_new(scratch_len).ok(),
                 |scratch, x| {
-                    let scratch = scratch.as_mut().ok_or_else(|| RowScratch::failed(scratch_len))?;
+                    let scratch = scratch
+                        .as_mut()
+                        .ok_or_else(|| RowScratch::failed(scratch_len))?;
                     work(scratch, x);
                     Ok(())
                 },

@@ -343,7 +343,11 @@ fn check_inputs<T: Element>(
 }
 
 /// Checks the lengths of `[B, H, L, D]` and `[B, H, L]` buffers named in `bhld` and `bhl`.
-fn check_output_lens(shape: AttentionShape, bhld: &[(&str, usize)], bhl: &[(&str, usize)]) -> Result<()> {
+fn check_output_lens(
+    shape: AttentionShape,
+    bhld: &[(&str, usize)],
+    bhl: &[(&str, usize)],
+) -> Result<()> {
     let (b, h, l, d) = (shape.batch, shape.heads, shape.seq_len, shape.head_dim);
     for &(what, len) in bhld {
         check_len(what, len, &[b, h, l, d], "[B,H,L,D]")?;
