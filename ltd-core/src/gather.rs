@@ -263,7 +263,13 @@ pub fn gather_tensor<T: Element>(
 ) -> Result<HiddenTensor<T>> {
     let l = hidden.layout();
     check_full("hidden states", l, idx)?;
-    let mut out = HiddenTensor::zeros(l.order(), l.batch(), idx.reserved(), l.channels())?;
+    let mut out = crate::alloc::hidden_zeros(
+        "gathered tokens",
+        l.order(),
+        l.batch(),
+        idx.reserved(),
+        l.channels(),
+    )?;
     gather(hidden, idx, &mut out.view_mut())?;
     Ok(out)
 }
@@ -398,7 +404,13 @@ pub fn route_tensor<T: Element>(
 ) -> Result<HiddenTensor<T>> {
     let l = hidden.layout();
     check_full("hidden states", l, idx)?;
-    let mut out = HiddenTensor::zeros(l.order(), l.batch(), l.seq(), l.channels())?;
+    let mut out = crate::alloc::hidden_zeros(
+        "routed hidden states",
+        l.order(),
+        l.batch(),
+        l.seq(),
+        l.channels(),
+    )?;
     route(hidden, layer_out, idx, &mut out.view_mut())?;
     Ok(out)
 }

@@ -757,7 +757,13 @@ impl<M: MaskElement> TokenDropRouter<M> {
         self.prepare_step(step, l.batch(), l.seq(), reserved, mask)?;
         let (idx, layer_mask) = self.kept(id)?;
         let part = gather_tensor(&hidden, &idx)?;
-        let mut grad_layer_out = HiddenTensor::zeros(l.order(), l.batch(), reserved, l.channels())?;
+        let mut grad_layer_out = crate::alloc::hidden_zeros(
+            "layer output gradient",
+            l.order(),
+            l.batch(),
+            reserved,
+            l.channels(),
+        )?;
         route_backward_to_layer(&grad_output, &idx, &mut grad_layer_out.view_mut())?;
         let input = LayerInput {
             hidden: part.view(),
@@ -766,7 +772,13 @@ impl<M: MaskElement> TokenDropRouter<M> {
             layer_index,
         };
         let grad_layer_in = layer.backward(input, grad_layer_out.view()).map_err(wrap)?;
-        let mut grad_hidden = HiddenTensor::zeros(l.order(), l.batch(), l.seq(), l.channels())?;
+        let mut grad_hidden = crate::alloc::hidden_zeros(
+            "hidden-state gradient",
+            l.order(),
+            l.batch(),
+            l.seq(),
+            l.channels(),
+        )?;
         route_backward_to_hidden(
             &grad_output,
             &grad_layer_in.view(),

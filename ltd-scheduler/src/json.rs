@@ -36,9 +36,24 @@ pub fn parse_deepspeed_text(text: &str) -> Result<Value> {
             ),
         });
     }
-    deser_hjson::from_str(text).map_err(|hjson_error| SchedulerError::InvalidJson {
+    read_hjson(text).map_err(|hjson_error| SchedulerError::InvalidJson {
         message: format!("{json_error} (as hjson: {hjson_error})"),
     })
+}
+
+/// hjson through deser-hjson. Its 2.2.6 panics while building an error message whose position
+/// falls inside a multi-byte character, so non-ASCII text is first read as an ASCII stand-in
+/// (each non-ASCII character replaced by `x`, which keeps the structure, lines and columns):
+/// only when that parses is the original read, and then it parses too, building no message.
+fn read_hjson(text: &str) -> std::result::Result<Value, deser_hjson::Error> {
+    if !text.is_ascii() {
+        let stand_in: String = text
+            .chars()
+            .map(|c| if c.is_ascii() { c } else { 'x' })
+            .collect();
+        deser_hjson::from_str::<Value>(&stand_in)?;
+    }
+    deser_hjson::from_str(text)
 }
 
 /// An upper bound on the bracket nesting of `text` (brackets inside strings count too).

@@ -109,9 +109,24 @@ fn parse_config_text(text: &str) -> Result<Value> {
             "{json_error} (and nesting depth {deepest} is deeper than the {MAX_NESTING} levels accepted)"
         )));
     }
-    deser_hjson::from_str(text).map_err(|hjson_error| {
+    read_hjson(text).map_err(|hjson_error| {
         SparseAttnError::Json(format!("{json_error} (as hjson: {hjson_error})"))
     })
+}
+
+/// hjson through deser-hjson. Its 2.2.6 panics while building an error message whose position
+/// falls inside a multi-byte character, so non-ASCII text is first read as an ASCII stand-in
+/// (each non-ASCII character replaced by `x`, which keeps the structure, lines and columns):
+/// only when that parses is the original read, and then it parses too, building no message.
+fn read_hjson(text: &str) -> std::result::Result<Value, deser_hjson::Error> {
+    if !text.is_ascii() {
+        let stand_in: String = text
+            .chars()
+            .map(|c| if c.is_ascii() { c } else { 'x' })
+            .collect();
+        deser_hjson::from_str::<Value>(&stand_in)?;
+    }
+    deser_hjson::from_str(text)
 }
 
 /// A key of the section that has no effect for the chosen mode, as the parser reports it (it
