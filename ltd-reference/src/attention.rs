@@ -373,9 +373,10 @@ pub fn attention_forward<T: RefElement>(
     dims: AttnDims,
     opts: &AttentionOptions<'_, T>,
 ) -> Result<AttentionOutput<T>> {
-    let conv = validate_and_convert(q, k, v, dims, opts)?;
+    // Before converting anything: a length past memory must answer at once.
     let seq = dims.seq as u128;
     check_alloc("attention probabilities [L, L] (f64)", seq * seq, 8)?;
+    let conv = validate_and_convert(q, k, v, dims, opts)?;
     let (out, lse) = forward_f64(&conv.problem(dims, opts));
     Ok(AttentionOutput {
         out: from_f64_vec(&out),
@@ -410,14 +411,14 @@ pub fn attention_backward<T: RefElement>(
     dims: AttnDims,
     opts: &AttentionOptions<'_, T>,
 ) -> Result<AttentionGrads<T>> {
+    let (b, h, l) = (dims.batch as u128, dims.heads as u128, dims.seq as u128);
+    check_alloc("dbias [B, H, L, L] (f64)", (b * h).saturating_mul(l * l), 8)?;
     let conv = validate_and_convert(q, k, v, dims, opts)?;
     check_len(
         "dout",
         dout,
         &[dims.batch, dims.heads, dims.seq, dims.head_dim],
     )?;
-    let (b, h, l) = (dims.batch as u128, dims.heads as u128, dims.seq as u128);
-    check_alloc("dbias [B, H, L, L] (f64)", (b * h).saturating_mul(l * l), 8)?;
     let (dq, dk, dv, dbias) = backward_f64(&conv.problem(dims, opts), &to_f64_vec(dout));
     Ok(AttentionGrads {
         dq: from_f64_vec(&dq),
