@@ -68,6 +68,19 @@ impl DeepSpeedConfig {
             source_name: source_name.clone(),
             message: e.to_string(),
         })?;
+        // hjson reads any text as some value (a quoteless string at least): a config is an object.
+        if !value.is_object() {
+            let kind = match &value {
+                Value::Array(_) => "a list",
+                Value::String(_) => "a string (hjson reads unquoted text as one)",
+                Value::Null => "null",
+                _ => "a number or boolean",
+            };
+            return Err(CliError::Config {
+                source_name,
+                message: format!("invalid JSON: the top level is {kind}; expected an object"),
+            });
+        }
         Ok(DeepSpeedConfig { source_name, value })
     }
 

@@ -666,8 +666,13 @@ mod tests {
         assert_eq!(short(50_000.0), "50k");
         assert_eq!(short(1_500_000.0), "1.5M");
         assert_eq!(short(5.033e12), "5.03T");
-        assert_eq!(grouped(5_033_164_800), "5,033,164,800");
-        assert_eq!(grouped(12), "12");
+        assert_eq!(grouped(5_033_164_800u64), "5,033,164,800");
+        // Counts past u64 print in full, never saturated at 2^64 - 1.
+        assert_eq!(
+            grouped(u128::from(u64::MAX) + 1),
+            "18,446,744,073,709,551,616"
+        );
+        assert_eq!(grouped(12u64), "12");
         assert_eq!(nice_ticks(200_000.0, 6), [0.0, 50e3, 100e3, 150e3, 200e3]);
         assert_eq!(nice_ticks(2048.0, 5)[1], 500.0);
     }

@@ -260,7 +260,10 @@ fn nan_or_inf_in_k_makes_the_rows_that_see_it_nan() {
             assert_eq!(r.lse[i].is_nan(), poisoned, "row {i}: lse {}", r.lse[i]);
             assert_eq!(r.out[i * 4].is_nan(), poisoned, "row {i}");
             if poisoned {
-                assert!(r.dq[i * 4..(i + 1) * 4].iter().all(|x| x.is_nan()), "dq row {i}");
+                assert!(
+                    r.dq[i * 4..(i + 1) * 4].iter().all(|x| x.is_nan()),
+                    "dq row {i}"
+                );
             }
         }
         assert!(r.dk.iter().any(|x| x.is_nan()) && r.dv.iter().any(|x| x.is_nan()));
