@@ -309,7 +309,7 @@ impl Prepared {
 /// Checks `head_dim`, the lengths of `q`, `k`, `v`, the mask and the bias against `shape`, and the
 /// scale; returns the scale. Needs no layout, so callers that build one run it first (a huge
 /// `seq_len` with short buffers is then a length error, not a huge allocation).
-fn check_inputs<T: Element>(
+pub(crate) fn check_inputs<T: Element>(
     shape: AttentionShape,
     inputs: &AttentionInputs<'_, T>,
     options: &AttentionOptions<'_, T>,
@@ -343,7 +343,7 @@ fn check_inputs<T: Element>(
 }
 
 /// Checks the lengths of `[B, H, L, D]` and `[B, H, L]` buffers named in `bhld` and `bhl`.
-fn check_output_lens(
+pub(crate) fn check_output_lens(
     shape: AttentionShape,
     bhld: &[(&str, usize)],
     bhl: &[(&str, usize)],
