@@ -48,6 +48,7 @@
 #![deny(missing_docs)]
 
 mod attention;
+mod attention_args;
 mod cache;
 mod config;
 #[cfg(feature = "cuda")]

@@ -34,7 +34,9 @@ mod bigbird;
 mod bslongformer;
 mod dense;
 mod fixed;
+mod grid;
 mod local_sliding_window;
+mod tables;
 mod variable;
 
 pub use bigbird::BigBirdConfig;
@@ -43,6 +45,9 @@ pub use dense::DenseConfig;
 pub use fixed::FixedConfig;
 pub use local_sliding_window::LocalSlidingWindowConfig;
 pub use variable::VariableConfig;
+
+pub(crate) use grid::HeadGrid;
+use tables::{csc_tables, csr_tables};
 
 use crate::error::{Result, SparseAttnError};
 use rand_chacha::ChaCha8Rng;
@@ -620,57 +625,6 @@ pub(crate) fn too_large(key: &str, value: usize, num_blocks: usize) -> SparseAtt
     )
 }
 
-/// A mutable view of one head's `nb x nb` mask with upstream-style fill helpers.
-pub(crate) struct HeadGrid<'a> {
-    pub(crate) nb: usize,
-    pub(crate) cells: &'a mut [u8],
-}
-
-impl HeadGrid<'_> {
-    /// Sets rows `rows` x columns `cols` to 1.
-    pub(crate) fn fill(&mut self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
-        for r in rows {
-            for c in cols.clone() {
-                self.cells[r * self.nb + c] = 1;
-            }
-        }
-    }
-
-    /// Sets one cell.
-    pub(crate) fn set(&mut self, r: usize, c: usize) {
-        self.cells[r * self.nb + c] = 1;
-    }
-
-    /// Fixed/Variable local window `[start, end)`: causal triangle if unidirectional, else full.
-    pub(crate) fn local_window(&mut self, start: usize, end: usize, dir: Direction) {
-        for r in start..end {
-            let col_end = match dir {
-                Direction::Unidirectional => r + 1,
-                Direction::Bidirectional => end,
-            };
-            self.fill(r..r + 1, start..col_end);
-        }
-    }
-
-    /// Symmetric sliding window of half-width `w` on every row.
-    pub(crate) fn sliding_window(&mut self, w: usize) {
-        for r in 0..self.nb {
-            let lo = r.saturating_sub(w);
-            let hi = (r + w + 1).min(self.nb);
-            self.fill(r..r + 1, lo..hi);
-        }
-    }
-
-    /// Zeroes everything above the diagonal (`torch.tril`).
-    pub(crate) fn tril(&mut self) {
-        for r in 0..self.nb {
-            for c in r + 1..self.nb {
-                self.cells[r * self.nb + c] = 0;
-            }
-        }
-    }
-}
-
 /// Python slice `start:stop` normalised for a dimension of length `n` (negative indices wrap
 /// once, then clamp), as numpy/torch slicing does.
 pub(crate) fn py_slice(start: i128, stop: i128, n: usize) -> std::ops::Range<usize> {
@@ -679,67 +633,6 @@ pub(crate) fn py_slice(start: i128, stop: i128, n: usize) -> std::ops::Range<usi
     let s = norm(start);
     let e = norm(stop).max(s);
     s as usize..e as usize
-}
-
-/// The CSR tables of a `[rows, nb]` 0/1 mask with `nnz` ones, read row by row.
-fn csr_tables(mask: &[u8], rows: usize, nb: usize, nnz: usize) -> Result<(Vec<i32>, Vec<i32>)> {
-    let mut row_offsets = ltd_core::try_with_capacity("layout row offsets", rows + 1)?;
-    let mut row_columns = ltd_core::try_with_capacity("layout row columns", nnz)?;
-    row_offsets.push(0i32);
-    if nb > 0 {
-        for row in mask.chunks_exact(nb) {
-            row_columns.extend(
-                row.iter()
-                    .enumerate()
-                    .filter(|&(_, &v)| v == 1)
-                    .map(|(c, _)| c as i32),
-            );
-            // nnz <= i32::MAX was checked by the caller.
-            row_offsets.push(row_columns.len() as i32);
-        }
-    } else {
-        row_offsets.resize(rows + 1, 0);
-    }
-    Ok((row_offsets, row_columns))
-}
-
-/// The CSC tables, transposed from the CSR tables in one counting pass per head (linear in the
-/// number of tiles; rows come out ascending because the CSR is walked in row order).
-type CscTables = (Vec<i32>, Vec<i32>, Vec<i32>);
-fn csc_tables(
-    row_offsets: &[i32],
-    row_columns: &[i32],
-    num_heads: usize,
-    nb: usize,
-) -> Result<CscTables> {
-    let nnz = row_columns.len();
-    let mut column_offsets = ltd_core::try_vec("layout column offsets", num_heads * nb + 1, 0i32)?;
-    let mut column_rows = ltd_core::try_vec("layout column rows", nnz, 0i32)?;
-    let mut column_tiles = ltd_core::try_vec("layout column tiles", nnz, 0i32)?;
-    // Count the tiles of every (head, column), then prefix-sum into offsets.
-    for h in 0..num_heads {
-        let tiles = row_offsets[h * nb] as usize..row_offsets[(h + 1) * nb] as usize;
-        for &c in &row_columns[tiles] {
-            column_offsets[h * nb + c as usize + 1] += 1;
-        }
-    }
-    for i in 1..column_offsets.len() {
-        column_offsets[i] += column_offsets[i - 1];
-    }
-    let mut next: Vec<i32> = ltd_core::try_with_capacity("layout column cursor", num_heads * nb)?;
-    next.extend_from_slice(&column_offsets[..num_heads * nb]);
-    for h in 0..num_heads {
-        for r in 0..nb {
-            let hr = h * nb + r;
-            for tile in row_offsets[hr] as usize..row_offsets[hr + 1] as usize {
-                let slot = &mut next[h * nb + row_columns[tile] as usize];
-                column_rows[*slot as usize] = r as i32;
-                column_tiles[*slot as usize] = tile as i32;
-                *slot += 1;
-            }
-        }
-    }
-    Ok((column_offsets, column_rows, column_tiles))
 }
 
 /// Builds a layout: allocates `[num_heads, nb, nb]`, fills heads `0..num_layout_heads` with
