@@ -143,8 +143,8 @@ fn deepspeed_hjson_with_auto_and_warnings() {
 
 #[test]
 fn hostile_text_is_an_error_not_a_panic() {
-    // Deep nesting, and non-ASCII text whose hjson error falls inside a multi-byte character
-    // (deser-hjson 2.2.6 panics building that message).
+    // Deep nesting, and non-ASCII text that deser-hjson 2.2.6 would slice inside a multi-byte
+    // character (it panics on a quote followed by one, and building some error messages).
     let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
     assert!(parse_deepspeed_text(&deep).is_err());
     for text in [
@@ -152,10 +152,13 @@ fn hostile_text_is_an_error_not_a_panic() {
         "{a: é",
         "{\u{1f600}:",
         "é",
-        "{x: [1, 2 ,\u{e9}",
+        "'\u{fffd}\u{fffd}'",
     ] {
-        let _ = parse_deepspeed_text(text);
+        let err = parse_deepspeed_text(text).unwrap_err().to_string();
+        assert!(err.contains("ASCII"), "{err}");
     }
+    // Non-ASCII JSON is still read (by the JSON reader).
+    assert_eq!(parse_deepspeed_text("{\"é\": 1}").unwrap()["é"], 1);
     let err = parse_deepspeed_text("{\"data_routing\"\u{fffd} {").unwrap_err();
     assert!(matches!(err, SchedulerError::InvalidJson { .. }));
 }
