@@ -157,6 +157,9 @@ fn hostile_text_is_an_error_not_a_panic() {
         let err = parse_deepspeed_text(text).unwrap_err().to_string();
         assert!(err.contains("ASCII"), "{err}");
     }
+    // An unterminated multiline string made deser-hjson index past the end of the text.
+    let err = parse_deepspeed_text("''''").unwrap_err().to_string();
+    assert!(err.contains("multiline"), "{err}");
     // Non-ASCII JSON is still read (by the JSON reader).
     assert_eq!(parse_deepspeed_text("{\"é\": 1}").unwrap()["é"], 1);
     let err = parse_deepspeed_text("{\"data_routing\"\u{fffd} {").unwrap_err();
