@@ -205,7 +205,7 @@ mod gpu {
         }
         json.push_str("  ]\n}\n");
         if let Ok(path) = std::env::var("LTD_BENCH_JSON") {
-            std::fs::write(&path, json)?;
+            ltd_core::write_file_atomic(std::path::Path::new(&path), json.as_bytes())?;
             println!("\nwrote {path}");
         }
         Ok(())

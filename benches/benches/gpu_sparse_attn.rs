@@ -92,7 +92,8 @@ mod gpu {
             let batch = 16384 / seq;
             for (name, layout) in layouts(seq)? {
                 if let Some(dir) = &dir {
-                    std::fs::write(format!("{dir}/layout_{name}_s{seq}.u8"), layout.mask())?;
+                    let path = format!("{dir}/layout_{name}_s{seq}.u8");
+                    ltd_core::write_file_atomic(std::path::Path::new(&path), layout.mask())?;
                 }
                 let gl = CudaAttentionLayout::new(&dev, &layout)?;
                 for d in [64usize, 128] {
@@ -248,7 +249,8 @@ mod gpu {
         }
         json.push_str("\n]}\n");
         if let Some(dir) = &dir {
-            std::fs::write(format!("{dir}/ours.json"), json)?;
+            let path = format!("{dir}/ours.json");
+            ltd_core::write_file_atomic(std::path::Path::new(&path), json.as_bytes())?;
             println!("\nwrote {dir}/ours.json and the layouts");
         }
         Ok(())

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use ltd_scheduler::{DataEfficiencyConfig, GPT3_1_3B_EXAMPLE, RandomLtdConfig};
-use ltd_sparse_attn::{SparsityConfig, sparse_attention_from_value};
+use ltd_sparse_attn::{
+    SparsityConfig, sparse_attention_from_value, sparse_attention_with_warnings,
+};
 use serde_json::Value;
 
 use crate::error::{CliError, Result};
@@ -53,17 +55,32 @@ impl DeepSpeedConfig {
         }
     }
 
-    /// Reads a DeepSpeed JSON file.
+    /// Reads a DeepSpeed config file (JSON or hjson, as DeepSpeed reads it).
     ///
     /// # Errors
-    /// [`CliError::Read`] when the file cannot be read, [`CliError::Config`] when it is not JSON.
+    /// [`CliError::Read`] when the file cannot be read, [`CliError::Config`] when it is neither
+    /// JSON nor hjson.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| CliError::read(path, e))?;
         let source_name = path.display().to_string();
-        let value = serde_json::from_str(&text).map_err(|e| CliError::Config {
+        // DeepSpeed's grammar: JSON or hjson (comments, trailing commas, quoteless strings).
+        let value = ltd_scheduler::parse_deepspeed_text(&text).map_err(|e| CliError::Config {
             source_name: source_name.clone(),
-            message: format!("invalid JSON: {e}"),
+            message: e.to_string(),
         })?;
+        // hjson reads any text as some value (a quoteless string at least): a config is an object.
+        if !value.is_object() {
+            let kind = match &value {
+                Value::Array(_) => "a list",
+                Value::String(_) => "a string (hjson reads unquoted text as one)",
+                Value::Null => "null",
+                _ => "a number or boolean",
+            };
+            return Err(CliError::Config {
+                source_name,
+                message: format!("invalid JSON: the top level is {kind}; expected an object"),
+            });
+        }
         Ok(DeepSpeedConfig { source_name, value })
     }
 
@@ -98,6 +115,59 @@ impl DeepSpeedConfig {
             .map_err(|e| self.config_error(e))
     }
 
+    /// The key paths whose value is `"auto"` (read as unset; a flag must supply them).
+    ///
+    /// # Errors
+    /// [`CliError::Config`] with the key path of a bad value.
+    pub fn auto_keys(&self) -> Result<Vec<String>> {
+        DataEfficiencyConfig::from_deepspeed_value(&self.value)
+            .map(|c| c.auto_keys)
+            .map_err(|e| self.config_error(e))
+    }
+
+    /// The keys of this config that have no effect (random-LTD and sparse-attention sections, the
+    /// layout for `heads` heads), as `path: why` lines. Sections that fail to parse give none here
+    /// (their error is reported where the section is read).
+    pub fn warnings(&self, heads: usize) -> Vec<String> {
+        let mut lines: Vec<String> = DataEfficiencyConfig::from_deepspeed_value(&self.value)
+            .map(|c| c.warnings.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        if self.has_sparse_section()
+            && let Ok((_, warnings)) = sparse_attention_with_warnings(&self.value, heads.max(1))
+        {
+            lines.extend(warnings.iter().map(ToString::to_string));
+        }
+        lines
+    }
+
+    /// Prints [`warnings`](Self::warnings) to stderr, each as `warning: SOURCE: path: why`.
+    pub fn print_warnings(&self, heads: usize) {
+        for line in self.warnings(heads) {
+            eprintln!("warning: {}: {line}", self.source_name);
+        }
+    }
+
+    /// A layout that could not be built from this config's `sparse_attention` section at
+    /// sequence length `seq`: the key path under `sparse_attention` and the length.
+    pub fn layout_error(&self, e: ltd_sparse_attn::SparseAttnError, seq: usize) -> CliError {
+        match e {
+            e @ ltd_sparse_attn::SparseAttnError::InvalidConfig { .. } => CliError::Config {
+                source_name: self.source_name.clone(),
+                message: format!(
+                    "{} (building the layout for sequence length {seq})",
+                    e.with_key_prefix("sparse_attention")
+                ),
+            },
+            other => other.into(),
+        }
+    }
+
+    fn has_sparse_section(&self) -> bool {
+        self.value
+            .as_object()
+            .is_some_and(|m| m.contains_key("sparse_attention"))
+    }
+
     /// The random-LTD section; an error naming the key when it is absent or disabled.
     pub fn require_random_ltd(&self) -> Result<RandomLtdConfig> {
         self.random_ltd()?.ok_or_else(|| CliError::Config {
@@ -114,11 +184,7 @@ impl DeepSpeedConfig {
     /// # Errors
     /// [`CliError::Config`] with the key path of the bad value.
     pub fn sparse_attention(&self, heads: usize) -> Result<Option<SparsityConfig>> {
-        let has_section = self
-            .value
-            .as_object()
-            .is_some_and(|m| m.contains_key("sparse_attention"));
-        if !has_section {
+        if !self.has_sparse_section() {
             return Ok(None);
         }
         sparse_attention_from_value(&self.value, heads)

@@ -94,7 +94,9 @@ impl CliError {
 /// `Result` with [`CliError`].
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
 
-/// Writes `bytes` to `path`, naming the file in the error.
+/// Writes `bytes` to `path` atomically (a temporary file beside it, then a rename: the file is
+/// complete or absent, and an existing one is untouched until the new one is whole), naming the
+/// file in the error. Every file the command writes goes through here.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| CliError::write(path, e))
+    ltd_core::write_file_atomic(path, bytes).map_err(|e| CliError::write(path, e))
 }

@@ -527,9 +527,11 @@ pub fn run(args: &LayoutArgs, out: &mut impl Write) -> Result<()> {
     if args.heads == 0 {
         return Err(CliError::usage("--heads: 0; expected at least 1 head"));
     }
+    let mut source = None;
     let config = match (&args.config, args.mode) {
         (Some(path), _) => {
-            let source = DeepSpeedConfig::from_file(path)?;
+            let source = source.insert(DeepSpeedConfig::from_file(path)?);
+            source.print_warnings(args.heads);
             let mut config =
                 source
                     .sparse_attention(args.heads)?
@@ -546,7 +548,11 @@ pub fn run(args: &LayoutArgs, out: &mut impl Write) -> Result<()> {
         (None, Some(mode)) => config_from_args(args, mode)?,
         (None, None) => return Err(CliError::usage("give --mode or --config")),
     };
-    let layout = config.make_layout(args.seq).map_err(flag_error)?;
+    // Values from a file are blamed on its keys (and the length); values from flags on the flags.
+    let layout = config.make_layout(args.seq).map_err(|e| match &source {
+        Some(source) if args.block.is_none() => source.layout_error(e, args.seq),
+        _ => flag_error(e),
+    })?;
     if let Some(path) = &args.png {
         match args.cell_pixels {
             // Raw: heads side by side, `cell_pixels` per block (ltd-sparse-attn's renderer).

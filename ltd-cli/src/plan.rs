@@ -31,8 +31,9 @@ pub struct PlanArgs {
     /// Training tokens instead of steps: steps = ceil(tokens / (global batch x max_value)).
     #[arg(long, value_parser = parse_count)]
     pub train_tokens: Option<u64>,
-    /// Global batch size in sequences (overrides train_batch_size / global_batch_size).
-    #[arg(long, value_parser = parse_count)]
+    /// Global batch size in sequences (overrides train_batch_size / global_batch_size, and fills
+    /// them in where the config says "auto").
+    #[arg(long, value_parser = parse_positive_count)]
     pub global_batch: Option<u64>,
     /// Rows of the schedule table.
     #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u64).range(2..=1000))]
@@ -91,6 +92,14 @@ pub fn parse_count(s: &str) -> std::result::Result<u64, String> {
     Ok(v as u64)
 }
 
+/// [`parse_count`] for a count that must be at least 1.
+pub fn parse_positive_count(s: &str) -> std::result::Result<u64, String> {
+    match parse_count(s)? {
+        0 => Err(format!("{s:?} is 0; expected at least 1")),
+        n => Ok(n),
+    }
+}
+
 /// The scheduler of `config`, with `global_batch` overriding its batch size.
 fn scheduler_for(
     source: &DeepSpeedConfig,
@@ -102,12 +111,19 @@ fn scheduler_for(
         config = config.with_global_batch_size(g)?;
     }
     if config.global_batch_size.is_none() {
-        return Err(CliError::Config {
-            source_name: source.source_name.clone(),
-            message: format!(
+        let auto = source.auto_keys()?;
+        let message = match auto.iter().find(|k| k.ends_with("batch_size")) {
+            Some(key) => format!(
+                "{key}: \"auto\" needs a value here; pass --global-batch (sequences per optimizer step)"
+            ),
+            None => format!(
                 "{}.global_batch_size: missing; set train_batch_size in the config or pass --global-batch",
                 ltd_scheduler::RANDOM_LTD_KEY_PATH
             ),
+        };
+        return Err(CliError::Config {
+            source_name: source.source_name.clone(),
+            message,
         });
     }
     let scheduler = RandomLtdScheduler::new(&config).map_err(|e| CliError::Config {
@@ -131,6 +147,7 @@ pub fn run(args: &PlanArgs, out: &mut impl Write) -> Result<()> {
     let random_ltd = source.random_ltd()?;
     let heads = args.heads as usize;
     let sparse = source.sparse_attention(heads)?;
+    source.print_warnings(heads);
     if random_ltd.is_none() && sparse.is_none() {
         return Err(CliError::Config {
             source_name: source.source_name.clone(),
@@ -176,7 +193,14 @@ pub fn run(args: &PlanArgs, out: &mut impl Write) -> Result<()> {
     }
     match &sparse {
         Some(sparse) => {
-            plan_sparse(args, sparse, layout_seq.unwrap_or(2048), &lengths, out)?;
+            plan_sparse(
+                args,
+                &source,
+                sparse,
+                layout_seq.unwrap_or(2048),
+                &lengths,
+                out,
+            )?;
         }
         None => writeln!(out, "\nSparse attention: no sparse_attention section")?,
     }
@@ -247,7 +271,7 @@ fn plan_random_ltd(
         out,
         "  global batch  {g} sequences x {} tokens = {} tokens per step",
         sched.max_value,
-        grouped(u64::try_from(tokens_per_step).unwrap_or(u64::MAX))
+        grouped(tokens_per_step)
     )?;
     if let Some(t) = args.train_tokens {
         writeln!(
@@ -392,6 +416,7 @@ fn plan_random_ltd(
 
 fn plan_sparse(
     args: &PlanArgs,
+    source: &DeepSpeedConfig,
     sparse: &SparsityConfig,
     seq: usize,
     lengths: &[u64],
@@ -400,7 +425,9 @@ fn plan_sparse(
     if seq == 0 {
         return Err(CliError::usage("--layout-seq must be at least 1"));
     }
-    let layout = sparse.make_layout(seq)?;
+    let layout = sparse
+        .make_layout(seq)
+        .map_err(|e| source.layout_error(e, seq))?;
     let nb = layout.num_blocks();
     writeln!(out, "\nSparse attention (sparse_attention)")?;
     writeln!(
@@ -438,6 +465,7 @@ fn plan_sparse(
                 sparse
                     .make_layout(r as usize)
                     .map(|l| format!("r = {r}: {:.2}%", 100.0 * l.density()))
+                    .map_err(|e| source.layout_error(e, r as usize))
             })
             .collect::<std::result::Result<_, _>>()?;
         writeln!(

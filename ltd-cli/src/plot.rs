@@ -41,8 +41,8 @@ fn trim(s: String) -> String {
 }
 
 /// An integer with thousands separators: `5,033,164,800`.
-pub fn grouped(n: u64) -> String {
-    let s = n.to_string();
+pub fn grouped(n: impl Into<u128>) -> String {
+    let s = n.into().to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, ch) in s.chars().enumerate() {
         if i > 0 && (s.len() - i).is_multiple_of(3) {
@@ -178,22 +178,43 @@ pub fn head_groups(layout: &Layout) -> Vec<Vec<usize>> {
     groups
 }
 
-/// `head 3`, `heads 0-15`, `heads 0,4,8,12`.
+/// `head 3`, `heads 0-15`, `heads 0,4,8,12`; a long list is shortened to its first heads and a
+/// count (`heads 0,4,8,...,99996 (25000 heads)`), so a label stays short for any head count.
 pub fn heads_label(heads: &[usize]) -> String {
+    const SHOWN: usize = 6;
     match heads {
+        [] => "no heads".to_owned(),
         [one] => format!("head {one}"),
         _ if heads.windows(2).all(|w| w[1] == w[0] + 1) => {
             format!("heads {}-{}", heads[0], heads[heads.len() - 1])
         }
-        _ => format!(
-            "heads {}",
-            heads
-                .iter()
-                .map(|h| h.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
+        _ if heads.len() > SHOWN => format!(
+            "heads {},...,{} ({} heads)",
+            join(&heads[..SHOWN - 1]),
+            heads[heads.len() - 1],
+            heads.len()
         ),
+        _ => format!("heads {}", join(heads)),
     }
+}
+
+fn join(heads: &[usize]) -> String {
+    heads
+        .iter()
+        .map(|h| h.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `text` padded with spaces to `width` characters (by hand: a `format!` width must fit a
+/// `u16`, and a caller-sized width must never panic).
+fn pad_to(text: &str, width: usize) -> String {
+    let mut s = text.to_owned();
+    let len = text.chars().count();
+    if width > len {
+        s.push_str(&" ".repeat(width - len));
+    }
+    s
 }
 
 /// The downsampling factor that fits `nb` blocks into at most `max_cells` cells.
@@ -292,7 +313,7 @@ pub fn layout_pictures(layout: &Layout, max_cells: usize, max_width: usize, fit:
                 if k > 0 {
                     s.push_str(&" ".repeat(gap));
                 }
-                s.push_str(&format!("{cell:<w$}"));
+                s.push_str(&pad_to(cell, *w));
             }
             s.trim_end().to_owned() + "\n"
         };
@@ -645,8 +666,13 @@ mod tests {
         assert_eq!(short(50_000.0), "50k");
         assert_eq!(short(1_500_000.0), "1.5M");
         assert_eq!(short(5.033e12), "5.03T");
-        assert_eq!(grouped(5_033_164_800), "5,033,164,800");
-        assert_eq!(grouped(12), "12");
+        assert_eq!(grouped(5_033_164_800u64), "5,033,164,800");
+        // Counts past u64 print in full, never saturated at 2^64 - 1.
+        assert_eq!(
+            grouped(u128::from(u64::MAX) + 1),
+            "18,446,744,073,709,551,616"
+        );
+        assert_eq!(grouped(12u64), "12");
         assert_eq!(nice_ticks(200_000.0, 6), [0.0, 50e3, 100e3, 150e3, 200e3]);
         assert_eq!(nice_ticks(2048.0, 5)[1], 500.0);
     }

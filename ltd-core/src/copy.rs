@@ -119,8 +119,15 @@ pub(crate) fn check_strided_copy(
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
 pub fn copy_strided_2d<T: Element>(src: &[T], layout: StridedLayout2d) -> Result<Vec<T>> {
-    check_strided_copy(src.len(), layout, layout.rows.saturating_mul(layout.cols))?;
-    let mut out = Vec::with_capacity(layout.rows * layout.cols);
+    // Broadcast (zero) strides let a tiny `src` describe a huge view: size the output checked.
+    let len = layout
+        .rows
+        .checked_mul(layout.cols)
+        .ok_or(CoreError::SizeOverflow {
+            what: "strided copy output",
+        })?;
+    check_strided_copy(src.len(), layout, len)?;
+    let mut out = crate::try_with_capacity("strided copy output", len)?;
     for i in 0..layout.rows {
         let row = i * layout.row_stride;
         if layout.col_stride == 1 {

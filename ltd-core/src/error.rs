@@ -85,6 +85,17 @@ pub enum CoreError {
         /// Which argument.
         what: &'static str,
     },
+    /// A buffer sized from the arguments cannot be allocated: more than this machine's memory, or
+    /// the allocator refused it. Returned instead of aborting.
+    #[error("{what} needs {bytes} bytes, which cannot be allocated: {reason}")]
+    AllocationFailed {
+        /// Which buffer.
+        what: &'static str,
+        /// The bytes it would need (saturated at `u128::MAX`).
+        bytes: u128,
+        /// Why it cannot be allocated, with the limit where there is one.
+        reason: String,
+    },
     /// An argument that must be given is missing, or one argument does not go with another.
     #[error("{what}: got {got}, expected {expected}")]
     InvalidArgument {

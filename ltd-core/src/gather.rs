@@ -124,15 +124,22 @@ fn check_part(
 
 /// `slot[b * S + s]` = the `k` with `idx[b, k] = s`, or `u32::MAX` for a dropped position.
 /// The indices must already be checked strictly ascending and in range.
-fn kept_slots(idx: &IndexView<'_>, seq: usize) -> Vec<u32> {
-    let mut slots = vec![u32::MAX; idx.batch() * seq];
+fn kept_slots(idx: &IndexView<'_>, seq: usize) -> Result<Vec<u32>> {
+    // A broadcast (zero-stride) hidden view can describe B * S rows with a tiny buffer.
+    let len = idx
+        .batch()
+        .checked_mul(seq)
+        .ok_or(CoreError::SizeOverflow {
+            what: "kept-position table",
+        })?;
+    let mut slots = crate::try_vec("kept-position table", len, u32::MAX)?;
     for b in 0..idx.batch() {
         for (k, &s) in idx.row_unchecked(b).iter().enumerate() {
             // k < r <= S <= 2^31, so it fits below u32::MAX.
             slots[b * seq + s as usize] = k as u32;
         }
     }
-    slots
+    Ok(slots)
 }
 
 /// Runs `f(n, row)` for every output row, in parallel when `elements` is large.
@@ -190,7 +197,7 @@ fn route_impl<T: Element>(
     check_part(part_what, part.layout(), full.layout(), r)?;
     check_same_shape("output", out.layout(), full.layout())?;
     check_indices("indices", idx, s, IndexRule::StrictlyAscending)?;
-    let slots = kept_slots(idx, s);
+    let slots = kept_slots(idx, s)?;
     let mut rows = out.rows_mut();
     let coords = rows.coords_fn();
     let (full, part, slots) = (*full, *part, &slots);
@@ -256,7 +263,13 @@ pub fn gather_tensor<T: Element>(
 ) -> Result<HiddenTensor<T>> {
     let l = hidden.layout();
     check_full("hidden states", l, idx)?;
-    let mut out = HiddenTensor::zeros(l.order(), l.batch(), idx.reserved(), l.channels())?;
+    let mut out = crate::alloc::hidden_zeros(
+        "gathered tokens",
+        l.order(),
+        l.batch(),
+        idx.reserved(),
+        l.channels(),
+    )?;
     gather(hidden, idx, &mut out.view_mut())?;
     Ok(out)
 }
@@ -314,7 +327,7 @@ pub fn scatter_in_place<T: Element>(
     let r = idx.reserved();
     check_part("part", part.layout(), &full, r)?;
     check_indices("indices", idx, s, IndexRule::StrictlyAscending)?;
-    let slots = kept_slots(idx, s);
+    let slots = kept_slots(idx, s)?;
     let rows = hidden.rows_mut();
     let coords = rows.coords_fn();
     // Only the kept rows are written: hand exactly those to the workers.
@@ -391,7 +404,13 @@ pub fn route_tensor<T: Element>(
 ) -> Result<HiddenTensor<T>> {
     let l = hidden.layout();
     check_full("hidden states", l, idx)?;
-    let mut out = HiddenTensor::zeros(l.order(), l.batch(), l.seq(), l.channels())?;
+    let mut out = crate::alloc::hidden_zeros(
+        "routed hidden states",
+        l.order(),
+        l.batch(),
+        l.seq(),
+        l.channels(),
+    )?;
     route(hidden, layer_out, idx, &mut out.view_mut())?;
     Ok(out)
 }

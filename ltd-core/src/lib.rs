@@ -30,6 +30,7 @@
 //! - Every public function validates its arguments and returns a [`CoreError`] that names the
 //!   bad value and the expected one; none panics on caller input.
 
+mod alloc;
 pub mod chacha;
 mod check;
 mod copy;
@@ -38,12 +39,14 @@ pub mod cuda;
 mod dtype;
 mod dynamic;
 mod error;
+mod files;
 mod gather;
 mod mask;
 mod router;
 mod sampler;
 mod view;
 
+pub use alloc::{check_allocation, memory_limit_bytes, try_reserve, try_vec, try_with_capacity};
 pub use copy::{StridedLayout2d, copy_strided_2d};
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaDevice, copy_strided_2d_cuda};
@@ -53,6 +56,7 @@ pub use dynamic::{
     scatter_backward_any,
 };
 pub use error::{CoreError, CudaDriverError, Result};
+pub use files::write_file_atomic;
 pub use gather::{
     PARALLEL_MIN_ELEMENTS, gather, gather_backward, gather_tensor, route, route_backward_to_hidden,
     route_backward_to_layer, route_tensor, scatter, scatter_backward, scatter_in_place,

@@ -17,12 +17,35 @@ use crate::check::{IndexRule, check_indices, nonzero, reserved_in_range};
 use crate::{CoreError, IndexView, LayerIndicesView, PARALLEL_MIN_ELEMENTS, Result};
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for bool {}
-    impl Sealed for u8 {}
-    impl Sealed for f32 {}
-    impl Sealed for half::f16 {}
-    impl Sealed for half::bf16 {}
+    pub trait Sealed {
+        /// The element's bits, for content fingerprints (bitwise, so NaN equals itself).
+        fn bits(self) -> u32;
+    }
+    impl Sealed for bool {
+        fn bits(self) -> u32 {
+            u32::from(self)
+        }
+    }
+    impl Sealed for u8 {
+        fn bits(self) -> u32 {
+            u32::from(self)
+        }
+    }
+    impl Sealed for f32 {
+        fn bits(self) -> u32 {
+            self.to_bits()
+        }
+    }
+    impl Sealed for half::f16 {
+        fn bits(self) -> u32 {
+            u32::from(self.to_bits())
+        }
+    }
+    impl Sealed for half::bf16 {
+        fn bits(self) -> u32 {
+            u32::from(self.to_bits())
+        }
+    }
 }
 
 /// A mask element type: `bool`, `u8`, `f32`, `half::f16` or `half::bf16`. Mask gathers do no
@@ -187,6 +210,26 @@ impl<'a, M: MaskElement> MaskView<'a, M> {
     pub fn get(&self, b: usize, i: usize, j: usize) -> Option<M> {
         (b < self.batch && i < self.rows && j < self.cols)
             .then(|| self.data[b * self.batch_stride + i * self.row_stride + j])
+    }
+
+    /// A 64-bit fingerprint of the shape and every element's bits (not of the strides: two views
+    /// of equal contents match). The router uses it to see that a step's mask changed.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        // FNV-1a over 32-bit words: not cryptographic, only to tell masks apart.
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |word: u64| hash = (hash ^ word).wrapping_mul(PRIME);
+        for size in [self.batch, self.rows, self.cols] {
+            mix(size as u64);
+        }
+        for b in 0..self.batch {
+            for i in 0..self.rows {
+                for &m in self.row_unchecked(b, i) {
+                    mix(u64::from(m.bits()));
+                }
+            }
+        }
+        hash
     }
 
     #[inline]
@@ -494,7 +537,7 @@ pub fn gather_masks<M: MaskElement>(
         .ok_or(CoreError::SizeOverflow {
             what: "gathered masks",
         })?;
-    let mut data = vec![M::default(); len];
+    let mut data = crate::try_vec("gathered masks", len, M::default())?;
     gather_masks_into(mask, indices, &mut data)?;
     Ok(MaskTensor {
         data,

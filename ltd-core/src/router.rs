@@ -248,6 +248,25 @@ enum StepMasks<M> {
     Tensor(MaskTensor<M>),
 }
 
+/// Which model mask a step's masks were gathered from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MaskKey {
+    None,
+    Causal,
+    /// The fingerprint of the mask tensor's shape and contents.
+    Tensor(u64),
+}
+
+impl MaskKey {
+    fn of<M: MaskElement>(mask: &ModelMask<'_, M>) -> Self {
+        match mask {
+            ModelMask::None => MaskKey::None,
+            ModelMask::Causal => MaskKey::Causal,
+            ModelMask::Tensor(m) => MaskKey::Tensor(m.fingerprint()),
+        }
+    }
+}
+
 /// The indices (and gathered masks) of one step.
 #[derive(Clone, Debug)]
 struct StepSample<M> {
@@ -257,6 +276,7 @@ struct StepSample<M> {
     reserved: usize,
     indices: SampledIndices,
     masks: StepMasks<M>,
+    mask_key: MaskKey,
 }
 
 /// Runs the selected layers of a model on a random sorted subset of `r` tokens per row and writes
@@ -265,8 +285,11 @@ struct StepSample<M> {
 /// Call [`TokenDropRouter::forward`] for every layer (selected or not) with the step number, the
 /// reserved length `r` of that step (from the scheduler) and the model's mask. The first
 /// dropping call of a step samples the indices of all LTD layers at once and gathers their
-/// masks; later calls of the same step (other layers, recomputation, backward) reuse them. The
-/// mask is read only at that first call: pass the same mask to every layer of a step.
+/// masks; later calls of the same step (other layers, recomputation, backward) reuse them. Every
+/// call compares its mask with the one the step's masks were gathered from (by shape and
+/// contents): a different mask at the same step (another micro-batch under gradient
+/// accumulation) is gathered anew at the same kept positions, never silently replaced by the
+/// first one.
 ///
 /// Pass-through (the layer sees all `S` tokens, the router only forwards its result) happens in
 /// eval mode, for layers not in `ltd_layers`, and when `r >= S`.
@@ -437,7 +460,7 @@ impl<M: MaskElement> TokenDropRouter<M> {
     }
 
     /// Samples the indices of all LTD layers for `step` (and gathers their masks), unless this
-    /// step with these sizes is already sampled. [`TokenDropRouter::forward`] calls it; calling it
+    /// step with these sizes and this mask (same shape and contents) is already sampled. [`TokenDropRouter::forward`] calls it; calling it
     /// first is optional.
     ///
     /// # Errors
@@ -460,8 +483,10 @@ impl<M: MaskElement> TokenDropRouter<M> {
         reserved: usize,
         mask: ModelMask<'_, M>,
     ) -> Result<()> {
+        let mask_key = MaskKey::of(&mask);
         if let Some(c) = &self.current
             && (c.step, c.batch, c.seq, c.reserved) == (step, batch, seq, reserved)
+            && c.mask_key == mask_key
         {
             return Ok(());
         }
@@ -511,6 +536,7 @@ impl<M: MaskElement> TokenDropRouter<M> {
             reserved,
             indices,
             masks,
+            mask_key,
         });
         Ok(())
     }
@@ -731,7 +757,13 @@ impl<M: MaskElement> TokenDropRouter<M> {
         self.prepare_step(step, l.batch(), l.seq(), reserved, mask)?;
         let (idx, layer_mask) = self.kept(id)?;
         let part = gather_tensor(&hidden, &idx)?;
-        let mut grad_layer_out = HiddenTensor::zeros(l.order(), l.batch(), reserved, l.channels())?;
+        let mut grad_layer_out = crate::alloc::hidden_zeros(
+            "layer output gradient",
+            l.order(),
+            l.batch(),
+            reserved,
+            l.channels(),
+        )?;
         route_backward_to_layer(&grad_output, &idx, &mut grad_layer_out.view_mut())?;
         let input = LayerInput {
             hidden: part.view(),
@@ -740,7 +772,13 @@ impl<M: MaskElement> TokenDropRouter<M> {
             layer_index,
         };
         let grad_layer_in = layer.backward(input, grad_layer_out.view()).map_err(wrap)?;
-        let mut grad_hidden = HiddenTensor::zeros(l.order(), l.batch(), l.seq(), l.channels())?;
+        let mut grad_hidden = crate::alloc::hidden_zeros(
+            "hidden-state gradient",
+            l.order(),
+            l.batch(),
+            l.seq(),
+            l.channels(),
+        )?;
         route_backward_to_hidden(
             &grad_output,
             &grad_layer_in.view(),

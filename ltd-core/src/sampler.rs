@@ -25,10 +25,31 @@ use crate::{
 pub const MAX_SEQ_LEN: usize = 1 << 31;
 
 /// Scratch buffers one thread reuses across rows.
-#[derive(Default)]
 struct RowScratch {
     keys: Vec<u32>,
     packed: Vec<u64>,
+}
+
+impl RowScratch {
+    const WHAT: &'static str = "sampler scratch (one key per position)";
+
+    /// Room for one row's keys of a length-`seq` sequence, allocated checked.
+    fn try_new(seq: usize) -> Result<Self> {
+        let mut keys = crate::try_with_capacity(Self::WHAT, seq)?;
+        keys.resize(seq, 0);
+        // About seq / 256 pairs fall in the selected bucket; extend grows it past that if needed.
+        let packed = crate::try_with_capacity(Self::WHAT, seq / 128 + 16)?;
+        Ok(RowScratch { keys, packed })
+    }
+
+    /// The error of a worker whose scratch could not be allocated.
+    fn failed(seq: usize) -> CoreError {
+        CoreError::AllocationFailed {
+            what: Self::WHAT,
+            bytes: seq as u128 * size_of::<u32>() as u128,
+            reason: "the allocator refused it".into(),
+        }
+    }
 }
 
 /// Samples one row: the `out.len()` positions of `0..seq` with the smallest `(key, position)`.
@@ -40,7 +61,7 @@ fn sample_row(key: &[u32; 8], stream: u64, seq: usize, out: &mut [i32], scratch:
         }
         return;
     }
-    scratch.keys.resize(seq, 0);
+    debug_assert_eq!(scratch.keys.len(), seq);
     fill_words(key, stream, &mut scratch.keys);
     // Radix select, as the GPU kernel does: a histogram of the top 8 key bits finds the bucket that
     // holds the r-th smallest key; only that bucket's (key, position) pairs (about S / 256) are
@@ -174,17 +195,39 @@ impl TokenSampler {
         let work = |scratch: &mut RowScratch, (row, dst): (usize, &mut [i32])| {
             sample_row(&key, row as u64, seq, dst, scratch);
         };
-        if layers * batch > 1 && (layers * batch).saturating_mul(seq) >= PARALLEL_MIN_ELEMENTS / 4 {
-            out.par_chunks_mut(reserved)
-                .enumerate()
-                .for_each_init(RowScratch::default, work);
+        let parallel =
+            layers * batch > 1 && (layers * batch).saturating_mul(seq) >= PARALLEL_MIN_ELEMENTS / 4;
+        let threads = if parallel {
+            rayon::current_num_threads()
         } else {
-            let mut scratch = RowScratch::default();
+            1
+        };
+        // Every worker holds a full row of keys (none when every position is kept): check them
+        // all together before any starts.
+        let scratch_len = if reserved == seq { 0 } else { seq };
+        crate::check_allocation(
+            RowScratch::WHAT,
+            scratch_len as u128 * threads as u128,
+            size_of::<u32>(),
+        )?;
+        if parallel {
+            out.par_chunks_mut(reserved).enumerate().try_for_each_init(
+                || RowScratch::try_new(scratch_len).ok(),
+                |scratch, x| {
+                    let scratch = scratch
+                        .as_mut()
+                        .ok_or_else(|| RowScratch::failed(scratch_len))?;
+                    work(scratch, x);
+                    Ok(())
+                },
+            )
+        } else {
+            let mut scratch = RowScratch::try_new(scratch_len)?;
             out.chunks_mut(reserved)
                 .enumerate()
                 .for_each(|x| work(&mut scratch, x));
+            Ok(())
         }
-        Ok(())
     }
 
     /// Samples `[layers, batch, reserved]` sorted positions in `[0, seq)` for `step`.
@@ -210,7 +253,7 @@ impl TokenSampler {
         reserved: usize,
     ) -> Result<SampledIndices> {
         let len = TokenSampler::check(layers, batch, seq, reserved)?;
-        let mut data = vec![0i32; len];
+        let mut data = crate::try_vec("sampled indices", len, 0i32)?;
         self.sample_into(step, layers, batch, seq, reserved, &mut data)?;
         Ok(SampledIndices {
             data,

@@ -8,6 +8,7 @@
 //! `-inf`. Then `P = softmax_j(s)`, `out_i = Σ_j P_ij v_j`. A row whose scores are all `-inf`
 //! gives zeros (output and gradients) and logsumexp `-inf`.
 
+use crate::alloc::check_alloc;
 use crate::element::{RefElement, from_f64_vec, to_f64_vec};
 use crate::error::{RefError, Result, check_len, nonzero, product, same_dim};
 use crate::layout::Layout;
@@ -207,6 +208,10 @@ pub(crate) fn forward_f64(pb: &Problem<'_>) -> (Vec<f64>, Vec<f64>) {
             lse.extend(row_lse);
             for i in 0..dims.seq {
                 for j in 0..dims.seq {
+                    // A key of zero probability contributes nothing, even with a NaN value.
+                    if p[i][j] == 0.0 {
+                        continue;
+                    }
                     for d in 0..dims.head_dim {
                         out[dims.at(b, h, i, d)] += p[i][j] * pb.v[dims.at(b, h, j, d)];
                     }
@@ -239,8 +244,14 @@ pub(crate) fn backward_f64(
                         *dp_ij += dout[dims.at(b, h, i, d)] * pb.v[dims.at(b, h, j, d)];
                     }
                 }
-                let row_dot: f64 = (0..l).map(|j| p[i][j] * dp[j]).sum();
+                let row_dot: f64 = (0..l)
+                    .filter(|&j| p[i][j] != 0.0)
+                    .map(|j| p[i][j] * dp[j])
+                    .sum();
                 for j in 0..l {
+                    if p[i][j] == 0.0 {
+                        continue;
+                    }
                     let ds = p[i][j] * (dp[j] - row_dot);
                     dbias[((b * dims.heads + h) * l + i) * l + j] = ds;
                     for d in 0..dd {
@@ -362,6 +373,9 @@ pub fn attention_forward<T: RefElement>(
     dims: AttnDims,
     opts: &AttentionOptions<'_, T>,
 ) -> Result<AttentionOutput<T>> {
+    // Before converting anything: a length past memory must answer at once.
+    let seq = dims.seq as u128;
+    check_alloc("attention probabilities [L, L] (f64)", seq * seq, 8)?;
     let conv = validate_and_convert(q, k, v, dims, opts)?;
     let (out, lse) = forward_f64(&conv.problem(dims, opts));
     Ok(AttentionOutput {
@@ -397,6 +411,8 @@ pub fn attention_backward<T: RefElement>(
     dims: AttnDims,
     opts: &AttentionOptions<'_, T>,
 ) -> Result<AttentionGrads<T>> {
+    let (b, h, l) = (dims.batch as u128, dims.heads as u128, dims.seq as u128);
+    check_alloc("dbias [B, H, L, L] (f64)", (b * h).saturating_mul(l * l), 8)?;
     let conv = validate_and_convert(q, k, v, dims, opts)?;
     check_len(
         "dout",

@@ -10,6 +10,7 @@
 //! A sparse operand is given with the layout of its *stored* (untransposed) dense equivalent; a
 //! transposed sparse operand means each tile is transposed and the layout read transposed.
 
+use crate::alloc::{check_alloc, try_vec};
 use crate::element::{RefElement, from_f64_vec, to_f64_vec};
 use crate::error::{RefError, Result, check_len, nonzero, product, same_dim};
 use crate::layout::Layout;
@@ -74,6 +75,8 @@ pub fn dense_to_sparse<T: Copy>(dense: &[T], batch: usize, layout: &Layout<'_>) 
     let (rows, cols) = dense_dims(layout)?;
     check_len("dense", dense, &[batch, layout.heads, rows, cols])?;
     let tiles = layout.tiles();
+    let len = (batch as u128 * nnz as u128).saturating_mul((b * b) as u128);
+    check_alloc("sparse [Z, nnz, b, b]", len, size_of::<T>())?;
     let mut sparse = Vec::with_capacity(batch * nnz * b * b);
     for z in 0..batch {
         for &(h, i, j) in &tiles {
@@ -108,7 +111,7 @@ pub fn sparse_to_dense<T: Copy>(
     let (rows, cols) = dense_dims(layout)?;
     check_len("sparse", sparse, &[batch, nnz, b, b])?;
     let total = product("dense", &[batch, layout.heads, rows, cols])?;
-    let mut dense = vec![fill; total];
+    let mut dense = try_vec("dense [Z, H, rows, cols]", total as u128, fill)?;
     for z in 0..batch {
         for (k, &(h, i, j)) in layout.tiles().iter().enumerate() {
             for r in 0..b {
@@ -232,6 +235,20 @@ fn prepare<T: RefElement>(
     let nnz = check_layout(dims.batch, layout)?;
     let blk = layout.block;
     product("c", &[dims.batch, dims.heads, dims.m, dims.n])?;
+    let (zh, m, n, k) = (
+        dims.batch as u128 * dims.heads as u128,
+        dims.m as u128,
+        dims.n as u128,
+        dims.k as u128,
+    );
+    check_alloc(
+        "dense operands and result (f64)",
+        (m.saturating_mul(k))
+            .saturating_add(k.saturating_mul(n))
+            .saturating_add(m.saturating_mul(n))
+            .saturating_mul(zh),
+        8,
+    )?;
     let (ar, ac) = stored(dims.m, dims.k, trans_a);
     let (br, bc) = stored(dims.k, dims.n, trans_b);
     let sparse_shape = [dims.batch, nnz, blk, blk];

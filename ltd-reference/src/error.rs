@@ -89,6 +89,14 @@ pub enum RefError {
         /// The value it must have.
         expected: usize,
     },
+    /// A buffer sized from the arguments could never be allocated on this machine.
+    #[error("{what} needs {bytes} bytes, more than this machine's memory")]
+    AllocationTooLarge {
+        /// Which buffer.
+        what: &'static str,
+        /// The bytes it would need (saturated at `u128::MAX`).
+        bytes: u128,
+    },
     /// The softmax scale is NaN or infinite.
     #[error("scale must be finite, got {0}")]
     NonFiniteScale(f64),

@@ -22,6 +22,11 @@
 //!   [`MaskMode::Mul`] (`-inf` where the value is 0, else 0).
 //! - **Empty rows**: a softmax row whose keys are all excluded or `-inf` gives zero
 //!   probabilities, zero output and zero gradients, and logsumexp `-inf` (upstream gives NaN).
+//! - **NaN and Inf propagate**: a softmax row with a NaN or `+inf` score is NaN throughout (its
+//!   logsumexp too), as `torch.softmax` gives; keys of zero probability contribute nothing (a NaN
+//!   value at an excluded key does not leak in).
+//! - **Sizes**: a buffer sized from the arguments that could never fit this machine's memory is
+//!   [`RefError::AllocationTooLarge`], not an abort.
 //! - **Errors**: every public function validates its inputs (zero sizes, lengths, index ranges,
 //!   layout values and fit, block divisibility) and returns [`RefError`]; nothing panics on
 //!   caller input.
@@ -39,6 +44,7 @@
 // Index loops mirror the formulas (out[i][j] = Σ_k ...); iterator chains would hide them.
 #![allow(clippy::needless_range_loop)]
 
+mod alloc;
 mod attention;
 mod block_sparse;
 mod element;

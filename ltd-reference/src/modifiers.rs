@@ -98,8 +98,13 @@ impl Modifiers<'_> {
 
 /// Softmax of one row in f64. Entries equal to `-inf` get probability 0. If every entry is
 /// `-inf` (or the row is empty) the result is all zeros and the logsumexp is `-inf` (our
-/// convention; upstream gives NaN). Returns `(p, logsumexp)`.
+/// convention; upstream gives NaN). If any entry is NaN or `+inf` every probability and the
+/// logsumexp are NaN (as `torch.softmax`). Returns `(p, logsumexp)`.
 pub(crate) fn softmax_row(s: &[f64]) -> (Vec<f64>, f64) {
+    // f64::max skips NaN, so a poisoned row must be caught before the maximum.
+    if s.iter().any(|x| x.is_nan() || *x == f64::INFINITY) {
+        return (vec![f64::NAN; s.len()], f64::NAN);
+    }
     let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if m == f64::NEG_INFINITY {
         return (vec![0.0; s.len()], f64::NEG_INFINITY);

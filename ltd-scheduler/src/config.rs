@@ -1,9 +1,15 @@
 //! DeepSpeed's `data_efficiency.data_routing.random_ltd` configuration: types, validation and a
-//! strict JSON parser whose errors name the key path.
+//! strict parser (of JSON or DeepSpeed's hjson) whose errors name the key path.
 
 use serde_json::{Map, Value};
 
 use crate::error::{Result, SchedulerError};
+use crate::json::{
+    ConfigWarning, as_f64, as_object, as_str, as_u64, enum_key, merge_batch_size, non_null,
+    optional_bool, optional_positive_u64_or_auto, optional_u64, parse_json, reject_unknown_keys,
+    required, to_usize, wrong_type,
+};
+pub use crate::kinds::{HiddenStateOrder, ModelType};
 use crate::lr::{DecayType, LayerTokenLrConfig, WarmupType};
 use crate::schedule::{ReservedLengthScheduleConfig, ScheduleType};
 
@@ -89,74 +95,6 @@ pub const GPT3_1_3B_EXAMPLE: &str = r#"{
 }
 "#;
 
-/// Which sampler and mask handling the model needs (`model_type`).
-///
-/// ```
-/// assert_eq!(ltd_scheduler::ModelType::Decoder.name(), "decoder");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelType {
-    /// `"encoder"` (BERT-like): bidirectional attention, the mask is gathered per kept position.
-    Encoder,
-    /// `"decoder"` (GPT-like): causal attention.
-    Decoder,
-}
-
-impl ModelType {
-    /// The names accepted in JSON.
-    ///
-    /// ```
-    /// assert_eq!(ltd_scheduler::ModelType::NAMES, &["encoder", "decoder"]);
-    /// ```
-    pub const NAMES: &'static [&'static str] = &["encoder", "decoder"];
-
-    /// The JSON name.
-    ///
-    /// ```
-    /// assert_eq!(ltd_scheduler::ModelType::Encoder.name(), "encoder");
-    /// ```
-    pub fn name(&self) -> &'static str {
-        match self {
-            ModelType::Encoder => "encoder",
-            ModelType::Decoder => "decoder",
-        }
-    }
-}
-
-/// The layout of the hidden states (`hidden_state_order`).
-///
-/// ```
-/// assert_eq!(ltd_scheduler::HiddenStateOrder::SeqBatchDim.name(), "seq_batch_dim");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HiddenStateOrder {
-    /// `"batch_seq_dim"`: `[B, S, C]`.
-    BatchSeqDim,
-    /// `"seq_batch_dim"`: `[S, B, C]` (Megatron).
-    SeqBatchDim,
-}
-
-impl HiddenStateOrder {
-    /// The names accepted in JSON.
-    ///
-    /// ```
-    /// assert_eq!(ltd_scheduler::HiddenStateOrder::NAMES, &["batch_seq_dim", "seq_batch_dim"]);
-    /// ```
-    pub const NAMES: &'static [&'static str] = &["batch_seq_dim", "seq_batch_dim"];
-
-    /// The JSON name.
-    ///
-    /// ```
-    /// assert_eq!(ltd_scheduler::HiddenStateOrder::BatchSeqDim.name(), "batch_seq_dim");
-    /// ```
-    pub fn name(&self) -> &'static str {
-        match self {
-            HiddenStateOrder::BatchSeqDim => "batch_seq_dim",
-            HiddenStateOrder::SeqBatchDim => "seq_batch_dim",
-        }
-    }
-}
-
 /// An enabled `data_efficiency.data_routing.random_ltd` section.
 ///
 /// | JSON key | field | rule (upstream checks none of these) |
@@ -240,6 +178,12 @@ pub struct DataEfficiencyConfig {
     pub data_routing_enabled: bool,
     /// The random-LTD section when `data_efficiency.data_routing.random_ltd.enabled` is true.
     pub random_ltd: Option<RandomLtdConfig>,
+    /// Key paths whose value was `"auto"` (HF's DeepSpeed integration fills those in itself):
+    /// read as unset, so a caller can supply them (for example `--global-batch`) and blame the
+    /// `"auto"` when it does not.
+    pub auto_keys: Vec<String>,
+    /// Keys that have no effect (the parser prints nothing; show them as you like).
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl DataEfficiencyConfig {
@@ -280,18 +224,25 @@ impl DataEfficiencyConfig {
     /// ```
     pub fn from_deepspeed_value(value: &Value) -> Result<Self> {
         let root = as_object(value, "(top level)")?;
-        let train_batch_size = optional_positive_u64(root, "train_batch_size", "train_batch_size")?;
-        let train_micro_batch_size = optional_positive_u64(
-            root,
-            "train_micro_batch_size_per_gpu",
-            "train_micro_batch_size_per_gpu",
-        )?;
-
         let mut parsed = DataEfficiencyConfig {
             data_efficiency_enabled: false,
             data_routing_enabled: false,
             random_ltd: None,
+            auto_keys: Vec::new(),
+            warnings: Vec::new(),
         };
+        let train_batch_size = optional_positive_u64_or_auto(
+            root,
+            "train_batch_size",
+            "train_batch_size",
+            &mut parsed.auto_keys,
+        )?;
+        let train_micro_batch_size = optional_positive_u64_or_auto(
+            root,
+            "train_micro_batch_size_per_gpu",
+            "train_micro_batch_size_per_gpu",
+            &mut parsed.auto_keys,
+        )?;
         let Some(data_efficiency) = non_null(root.get("data_efficiency")) else {
             return Ok(parsed);
         };
@@ -311,9 +262,25 @@ impl DataEfficiencyConfig {
         let Some(section) = non_null(data_routing.get("random_ltd")) else {
             return Ok(parsed);
         };
-        let Some(mut config) = RandomLtdConfig::walk_section(section)? else {
+        let Some(mut config) = RandomLtdConfig::walk_section(section, &mut parsed)? else {
             return Ok(parsed);
         };
+        for (enabled, key) in [
+            (parsed.data_efficiency_enabled, "data_efficiency.enabled"),
+            (
+                parsed.data_routing_enabled,
+                "data_efficiency.data_routing.enabled",
+            ),
+        ] {
+            if !enabled {
+                parsed.warnings.push(ConfigWarning {
+                    path: key.to_owned(),
+                    message: format!(
+                        "is not true, which has no effect: as in DeepSpeed, {RANDOM_LTD_KEY_PATH}.enabled alone turns random-LTD on"
+                    ),
+                });
+            }
+        }
         config.global_batch_size = merge_batch_size(
             config.global_batch_size,
             train_batch_size,
@@ -426,7 +393,14 @@ impl RandomLtdConfig {
     /// );
     /// ```
     pub fn from_section_value(value: &Value) -> Result<Option<Self>> {
-        let Some(config) = Self::walk_section(value)? else {
+        let mut notes = DataEfficiencyConfig {
+            data_efficiency_enabled: false,
+            data_routing_enabled: false,
+            random_ltd: None,
+            auto_keys: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let Some(config) = Self::walk_section(value, &mut notes)? else {
             return Ok(None);
         };
         config.validate()?;
@@ -516,23 +490,36 @@ impl RandomLtdConfig {
                 id_count: self.random_ltd_layer_id.len(),
             });
         }
-        let mut seen = vec![false; self.total_layer_num];
+        // Sized by the id list (which the caller already holds), never by total_layer_num: a
+        // total of 2^40 layers must not allocate a table of that size.
+        let path = |index: usize| paths::random_ltd(&format!("random_ltd_layer_id[{index}]"));
         for (index, &layer_id) in self.random_ltd_layer_id.iter().enumerate() {
-            let path = || paths::random_ltd(&format!("random_ltd_layer_id[{index}]"));
-            let Some(slot) = seen.get_mut(layer_id) else {
+            if layer_id >= self.total_layer_num {
                 return Err(SchedulerError::LayerIdOutOfRange {
-                    path: path(),
+                    path: path(index),
                     layer_id,
                     total_layer_num: self.total_layer_num,
                 });
-            };
-            if *slot {
-                return Err(SchedulerError::DuplicateLayerId {
-                    path: path(),
-                    layer_id,
-                });
             }
-            *slot = true;
+        }
+        let mut by_id: Vec<(usize, usize)> = self
+            .random_ltd_layer_id
+            .iter()
+            .enumerate()
+            .map(|(index, &id)| (id, index))
+            .collect();
+        by_id.sort_unstable();
+        // Report the first position that repeats an earlier id, as a left-to-right scan would.
+        let repeat = by_id
+            .windows(2)
+            .filter(|pair| pair[0].0 == pair[1].0)
+            .map(|pair| pair[1])
+            .min_by_key(|&(_, index)| index);
+        if let Some((layer_id, index)) = repeat {
+            return Err(SchedulerError::DuplicateLayerId {
+                path: path(index),
+                layer_id,
+            });
         }
         match &self.model_mask_name {
             Some(name) if name.is_empty() => {
@@ -568,11 +555,20 @@ impl RandomLtdConfig {
     }
 
     /// Walks the section: unknown keys, types and enums. Values are checked by `validate`.
-    fn walk_section(value: &Value) -> Result<Option<Self>> {
+    /// `"auto"` batch sizes and keys without effect are noted in `notes`.
+    fn walk_section(value: &Value, notes: &mut DataEfficiencyConfig) -> Result<Option<Self>> {
         let section = as_object(value, RANDOM_LTD_KEY_PATH)?;
         reject_unknown_keys(section, RANDOM_LTD_KEY_PATH, Self::SECTION_KEYS)?;
         let enabled = optional_bool(section, "enabled", &paths::random_ltd("enabled"))?;
         if enabled != Some(true) {
+            if section.keys().any(|key| key != "enabled") {
+                notes.warnings.push(ConfigWarning {
+                    path: paths::random_ltd("enabled"),
+                    message:
+                        "is not true: random-LTD is off and the section's other keys have no effect"
+                            .into(),
+                });
+            }
             return Ok(None);
         }
         let usize_key = |key: &str| -> Result<usize> {
@@ -620,15 +616,23 @@ impl RandomLtdConfig {
             HiddenStateOrder::NAMES,
             &[HiddenStateOrder::BatchSeqDim, HiddenStateOrder::SeqBatchDim],
         )?;
-        let micro_batch_size = optional_u64(
+        let micro_batch_size = optional_positive_u64_or_auto(
             section,
             "micro_batch_size",
             &paths::random_ltd("micro_batch_size"),
+            &mut notes.auto_keys,
         )?;
-        let global_batch_size = optional_u64(
+        if micro_batch_size.is_some() {
+            notes.warnings.push(ConfigWarning {
+                path: paths::random_ltd("micro_batch_size"),
+                message: "has no effect (upstream stores it and never reads it)".into(),
+            });
+        }
+        let global_batch_size = optional_positive_u64_or_auto(
             section,
             "global_batch_size",
             &paths::random_ltd("global_batch_size"),
+            &mut notes.auto_keys,
         )?;
         let schedule = Self::walk_schedule(section)?;
         let layer_token_lr_schedule = Self::walk_lr(section)?;
@@ -773,168 +777,5 @@ impl RandomLtdConfig {
             peak_lr,
             min_lr,
         }))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// JSON walking helpers: each names the key path in its error.
-
-fn parse_json(text: &str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|error| SchedulerError::InvalidJson {
-        message: error.to_string(),
-    })
-}
-
-/// A JSON value as short text for an error message.
-fn describe(value: &Value) -> String {
-    const LIMIT: usize = 60;
-    let text = value.to_string();
-    if text.chars().count() <= LIMIT {
-        text
-    } else {
-        let short: String = text.chars().take(LIMIT).collect();
-        format!("{short}...")
-    }
-}
-
-fn wrong_type(path: &str, expected: &'static str, found: &Value) -> SchedulerError {
-    SchedulerError::WrongType {
-        path: path.to_owned(),
-        expected,
-        found: describe(found),
-    }
-}
-
-/// `None` for an absent key or a JSON null.
-fn non_null(value: Option<&Value>) -> Option<&Value> {
-    value.filter(|value| !value.is_null())
-}
-
-fn as_object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>> {
-    value
-        .as_object()
-        .ok_or_else(|| wrong_type(path, "an object", value))
-}
-
-fn reject_unknown_keys(
-    object: &Map<String, Value>,
-    path: &str,
-    allowed: &'static [&'static str],
-) -> Result<()> {
-    let unknown: Vec<String> = object
-        .keys()
-        .filter(|key| !allowed.contains(&key.as_str()))
-        .cloned()
-        .collect();
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(SchedulerError::UnknownKeys {
-            path: path.to_owned(),
-            unknown,
-            expected: allowed.to_vec(),
-        })
-    }
-}
-
-fn required<'a>(object: &'a Map<String, Value>, key: &str, path: &str) -> Result<&'a Value> {
-    object.get(key).ok_or_else(|| SchedulerError::MissingKey {
-        path: path.to_owned(),
-    })
-}
-
-fn as_u64(value: &Value, path: &str) -> Result<u64> {
-    value
-        .as_u64()
-        .ok_or_else(|| wrong_type(path, "a non-negative integer", value))
-}
-
-fn to_usize(value: u64, path: &str) -> Result<usize> {
-    usize::try_from(value).map_err(|_| SchedulerError::WrongType {
-        path: path.to_owned(),
-        expected: "an integer that fits in usize",
-        found: value.to_string(),
-    })
-}
-
-fn as_f64(value: &Value, path: &str) -> Result<f64> {
-    value
-        .as_f64()
-        .ok_or_else(|| wrong_type(path, "a number", value))
-}
-
-fn as_str<'a>(value: &'a Value, path: &str) -> Result<&'a str> {
-    value
-        .as_str()
-        .ok_or_else(|| wrong_type(path, "a string", value))
-}
-
-fn optional_bool(object: &Map<String, Value>, key: &str, path: &str) -> Result<Option<bool>> {
-    non_null(object.get(key))
-        .map(|value| {
-            value
-                .as_bool()
-                .ok_or_else(|| wrong_type(path, "true or false", value))
-        })
-        .transpose()
-}
-
-fn optional_u64(object: &Map<String, Value>, key: &str, path: &str) -> Result<Option<u64>> {
-    non_null(object.get(key))
-        .map(|value| as_u64(value, path))
-        .transpose()
-}
-
-fn optional_positive_u64(
-    object: &Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<Option<u64>> {
-    let value = optional_u64(object, key, path)?;
-    if value == Some(0) {
-        return Err(SchedulerError::NotPositive {
-            path: path.to_owned(),
-            found: "0".into(),
-        });
-    }
-    Ok(value)
-}
-
-fn enum_key<T: Copy>(
-    object: &Map<String, Value>,
-    key: &str,
-    path: &str,
-    names: &'static [&'static str],
-    variants: &[T],
-) -> Result<T> {
-    let name = as_str(required(object, key, path)?, path)?;
-    names
-        .iter()
-        .position(|candidate| *candidate == name)
-        .and_then(|index| variants.get(index).copied())
-        .ok_or_else(|| SchedulerError::UnknownVariant {
-            path: path.to_owned(),
-            found: name.to_owned(),
-            expected: names,
-        })
-}
-
-/// The section's own batch size merged with the top-level one the engine injects.
-fn merge_batch_size(
-    in_section: Option<u64>,
-    top_level: Option<u64>,
-    section_key: &str,
-    top_level_key: &'static str,
-) -> Result<Option<u64>> {
-    match (in_section, top_level) {
-        (Some(value), Some(top_level_value)) if value != top_level_value => {
-            Err(SchedulerError::ConflictingBatchSize {
-                path: paths::random_ltd(section_key),
-                value,
-                top_level_key,
-                top_level_value,
-            })
-        }
-        (in_section, top_level) => Ok(top_level.or(in_section)),
     }
 }

@@ -274,6 +274,19 @@ pub enum SchedulerError {
         expected: &'static str,
     },
 
+    /// A layer-token sum would walk more distinct reserved lengths than the bound on its work.
+    #[error(
+        "summing the layer-tokens of {steps} steps would walk {distinct_values} distinct reserved lengths; expected at most {limit} (use a larger seq_per_step or fewer steps)"
+    )]
+    ScheduleTooLong {
+        /// The steps asked for.
+        steps: u64,
+        /// Distinct reserved lengths in those steps (an upper bound).
+        distinct_values: u64,
+        /// The most that are summed.
+        limit: u64,
+    },
+
     /// A layer-token count does not fit in a `u64`.
     #[error("{what} overflows u64 (maximum {max})", max = u64::MAX)]
     Overflow {

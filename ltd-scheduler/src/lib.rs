@@ -32,6 +32,8 @@
 
 mod config;
 mod error;
+mod json;
+mod kinds;
 mod lr;
 mod schedule;
 mod scheduler;
@@ -41,6 +43,7 @@ pub use config::{
     RandomLtdConfig,
 };
 pub use error::{Result, SchedulerError};
+pub use json::{ConfigWarning, MAX_NESTING, parse_deepspeed_text};
 pub use lr::{DecayType, LayerTokenLrConfig, LayerTokenLrSchedule, WarmupType};
 pub use schedule::{ReservedLengthSchedule, ReservedLengthScheduleConfig, ScheduleType};
 pub use scheduler::{RandomLtdScheduler, RandomLtdState, megatron_effective_seq_len};

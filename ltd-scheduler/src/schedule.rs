@@ -318,22 +318,44 @@ impl ReservedLengthSchedule {
         to: u64,
         reached: impl Fn(u64) -> bool,
     ) -> u64 {
+        self.first_step_above_near(from, to, from, reached)
+    }
+
+    /// As [`first_step_above_in`](Self::first_step_above_in), galloping out from `hint` (a guess
+    /// of the answer): costs about `2·log2(|answer − hint| + 1)` evaluations.
+    fn first_step_above_near(
+        &self,
+        from: u64,
+        to: u64,
+        hint: u64,
+        reached: impl Fn(u64) -> bool,
+    ) -> u64 {
         if from >= to || reached(self.value_at(from)) {
             return from.min(to);
         }
         // Invariant: !reached(value_at(low)); the answer is in (low, high].
         let mut low = from;
-        let mut stride: u64 = 1;
-        let mut high = loop {
-            let probe = low.saturating_add(stride).min(to);
-            if probe >= to {
-                break to;
-            }
-            if reached(self.value_at(probe)) {
-                break probe;
-            }
+        let probe = hint.clamp(from.saturating_add(1), to);
+        let mut high = if probe < to && !reached(self.value_at(probe)) {
             low = probe;
-            stride = stride.saturating_mul(2);
+            self.gallop_up(&mut low, to, &reached)
+        } else {
+            // The answer is in (from, probe]: gallop down from probe for a tighter low end.
+            let mut stride: u64 = 1;
+            let mut high = probe;
+            loop {
+                let down = high.saturating_sub(stride).max(low);
+                if down == low {
+                    break high;
+                }
+                if reached(self.value_at(down)) {
+                    high = down;
+                    stride = stride.saturating_mul(2);
+                } else {
+                    low = down;
+                    break high;
+                }
+            }
         };
         while high - low > 1 {
             let mid = low + (high - low) / 2;
@@ -346,21 +368,103 @@ impl ReservedLengthSchedule {
         high
     }
 
-    /// Sum of `value_at(t)` for `t` in `0..steps`, summed per run of equal values.
-    pub(crate) fn sum_of_values(&self, steps: u64) -> u128 {
+    /// Doubles a stride up from `*low` (not reached) until a reached step or `to`; leaves `*low`
+    /// at the last step not reached and returns the first bound found.
+    fn gallop_up(&self, low: &mut u64, to: u64, reached: &impl Fn(u64) -> bool) -> u64 {
+        let mut stride: u64 = 1;
+        loop {
+            let probe = low.saturating_add(stride).min(to);
+            if probe >= to {
+                return to;
+            }
+            if reached(self.value_at(probe)) {
+                return probe;
+            }
+            *low = probe;
+            stride = stride.saturating_mul(2);
+        }
+    }
+
+    /// Where the formula first reaches `target` (before rounding), as a guess for the search:
+    /// inverts `x · span + min` (and the root).
+    fn step_guess(&self, target: u64) -> u64 {
+        if self.span <= 0.0 {
+            return 0;
+        }
+        let mut fraction = (target as f64 - self.min_f64) / self.span;
+        if let ScheduleType::FixedRoot { root_degree } = self.config.schedule_type {
+            fraction = fraction.max(0.0).powf(root_degree);
+        }
+        // Float-to-int `as` saturates (NaN gives 0), so any guess is a valid step.
+        (fraction * self.require_steps_f64).ceil() as u64
+    }
+
+    /// An upper bound on the number of distinct values in steps `0..steps`: the multiples of
+    /// `seq_per_step` between the first and the last value, plus `max_value` itself when it is
+    /// reached and not a multiple, and never more than `steps`. O(1).
+    ///
+    /// ```
+    /// let config = ltd_scheduler::RandomLtdConfig::gpt3_1_3b_example().schedule;
+    /// let schedule = ltd_scheduler::ReservedLengthSchedule::new(config)?;
+    /// assert_eq!(schedule.distinct_values(200_001), 121); // 128, 144, ..., 2048
+    /// assert_eq!(schedule.distinct_values(1), 1);
+    /// # Ok::<(), ltd_scheduler::SchedulerError>(())
+    /// ```
+    pub fn distinct_values(&self, steps: u64) -> u64 {
+        if steps == 0 {
+            return 0;
+        }
+        let (first, last) = (self.value_at(0), self.value_at(steps - 1));
+        let k = self.config.seq_per_step;
+        let (low, high) = (first.div_ceil(k), last / k);
+        let multiples = if high >= low { high - low + 1 } else { 0 };
+        (multiples + u64::from(last % k != 0)).min(steps)
+    }
+
+    /// Sum of `value_at(t)` for `t` in `0..steps`, summed per run of equal values (each run's end
+    /// found by a search started at the formula's own guess, a few evaluations per value).
+    ///
+    /// Bounded: errors before any work when the steps hold more than
+    /// [`MAX_SUMMED_VALUES`](Self::MAX_SUMMED_VALUES) distinct values, and as soon as the running
+    /// sum passes `limit` (the caller's overflow bound), not at the end.
+    pub(crate) fn sum_of_values(&self, steps: u64, limit: u128) -> Result<u128> {
+        let distinct = self.distinct_values(steps);
+        if distinct > Self::MAX_SUMMED_VALUES {
+            return Err(SchedulerError::ScheduleTooLong {
+                steps,
+                distinct_values: distinct,
+                limit: Self::MAX_SUMMED_VALUES,
+            });
+        }
         let max = self.config.max_value;
+        let k = self.config.seq_per_step;
         let mut sum: u128 = 0;
         let mut step = 0;
         while step < steps {
             let value = self.value_at(step);
-            if value >= max {
-                sum += u128::from(steps - step) * u128::from(max);
-                break;
-            }
-            let end = self.first_step_above_in(step, steps, |v| v > value);
+            let end = if value >= max {
+                steps
+            } else {
+                let next = value.saturating_add(k - value % k).min(max);
+                let hint = self.step_guess(next);
+                self.first_step_above_near(step, steps, hint, |v| v > value)
+            };
             sum += u128::from(end - step) * u128::from(value);
+            if sum > limit {
+                return Err(SchedulerError::Overflow {
+                    what: "total layer-tokens",
+                });
+            }
             step = end;
         }
-        sum
+        Ok(sum)
     }
+
+    /// The most distinct reserved lengths a layer-token sum walks (about a second of work);
+    /// longer schedules are an error rather than a hang.
+    ///
+    /// ```
+    /// assert_eq!(ltd_scheduler::ReservedLengthSchedule::MAX_SUMMED_VALUES, 1 << 22);
+    /// ```
+    pub const MAX_SUMMED_VALUES: u64 = 1 << 22;
 }

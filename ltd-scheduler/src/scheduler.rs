@@ -393,12 +393,24 @@ impl RandomLtdScheduler {
     /// # Ok::<(), ltd_scheduler::SchedulerError>(())
     /// ```
     pub fn total_layer_tokens(&self, steps: u64) -> Result<u64> {
-        let sum_of_values = self.schedule.sum_of_values(steps);
-        let total = u128::from(self.ltd_tokens_per_unit_length) * sum_of_values
-            + u128::from(self.full_layer_tokens_per_step) * u128::from(steps);
+        let total = self.total_layer_tokens_within(steps, u128::from(u64::MAX))?;
         u64::try_from(total).map_err(|_| SchedulerError::Overflow {
             what: "total layer-tokens",
         })
+    }
+
+    /// The total of [`total_layer_tokens`](Self::total_layer_tokens) in `u128`; stops with
+    /// [`SchedulerError::Overflow`] as soon as the running sum passes `limit`.
+    fn total_layer_tokens_within(&self, steps: u64, limit: u128) -> Result<u128> {
+        let overflow = SchedulerError::Overflow {
+            what: "total layer-tokens",
+        };
+        let full = u128::from(self.full_layer_tokens_per_step) * u128::from(steps);
+        let room = limit.checked_sub(full).ok_or(overflow)?;
+        // ltd_tokens_per_unit_length = G · L_ltd >= 1 for a validated config.
+        let per_unit = u128::from(self.ltd_tokens_per_unit_length.max(1));
+        let sum_of_values = self.schedule.sum_of_values(steps, room / per_unit)?;
+        Ok(per_unit * sum_of_values + full)
     }
 
     /// Layer-tokens of `steps` steps without random-LTD: `steps · G · max_value · L_tot`.
@@ -443,9 +455,8 @@ impl RandomLtdScheduler {
             * u128::from(self.state.max_value)
             * self.total_layer_num as u128;
         let baseline = per_step_baseline * u128::from(steps);
-        let sum_of_values = self.schedule.sum_of_values(steps);
-        let total = u128::from(self.ltd_tokens_per_unit_length) * sum_of_values
-            + u128::from(self.full_layer_tokens_per_step) * u128::from(steps);
+        // The total is at most the baseline, so it bounds the sum.
+        let total = self.total_layer_tokens_within(steps, baseline)?;
         Ok((baseline - total) as f64 / baseline as f64)
     }
 

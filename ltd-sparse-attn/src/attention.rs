@@ -10,7 +10,10 @@
 //!
 //! Scores: `s[i,j] = scale * q_i·k_j + bias[i,j] + kpm[j]`, restricted to the layout's active
 //! tiles, to `j <= i` when `causal`, and to `j < L`. A row with no admissible key (all masked)
-//! gets a zero output, `lse = -inf`, and contributes zero to every gradient.
+//! gets a zero output, `lse = -inf`, and contributes zero to every gradient. A row with a NaN or
+//! `+inf` score (a NaN or Inf in `q`, `k`, the bias or the key-padding mask) gets a NaN output and
+//! `lse = NaN`, and its NaN reaches the gradients, as PyTorch's softmax gives NaN for such a row:
+//! a diverging run is never turned into zeros.
 //!
 //! Sequence lengths that are not a multiple of the block are handled inside: the layout has
 //! `ceil(L / b)` blocks and the keys past `L` are masked out, so callers never pad.
@@ -23,191 +26,9 @@ use ltd_core::Element;
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// Sizes of the `[B, H, L, D]` query, key, value and output tensors.
-///
-/// ```
-/// let s = ltd_sparse_attn::AttentionShape { batch: 2, heads: 4, seq_len: 100, head_dim: 32 };
-/// assert_eq!(s.qkv_len(), 2 * 4 * 100 * 32);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct AttentionShape {
-    /// Batch `B`.
-    pub batch: usize,
-    /// Heads `H` (must equal the layout's).
-    pub heads: usize,
-    /// Sequence length `L` (any value; padded to whole blocks internally).
-    pub seq_len: usize,
-    /// Head dimension `D` (at least 1).
-    pub head_dim: usize,
-}
-
-impl AttentionShape {
-    /// Elements of one `[B, H, L, D]` tensor.
-    ///
-    /// ```
-    /// let s = ltd_sparse_attn::AttentionShape { batch: 1, heads: 1, seq_len: 3, head_dim: 2 };
-    /// assert_eq!(s.qkv_len(), 6);
-    /// ```
-    pub fn qkv_len(&self) -> usize {
-        self.lse_len().saturating_mul(self.head_dim)
-    }
-
-    /// Elements of the `[B, H, L]` logsumexp.
-    ///
-    /// ```
-    /// let s = ltd_sparse_attn::AttentionShape { batch: 2, heads: 3, seq_len: 5, head_dim: 8 };
-    /// assert_eq!(s.lse_len(), 30);
-    /// ```
-    pub fn lse_len(&self) -> usize {
-        self.batch
-            .saturating_mul(self.heads)
-            .saturating_mul(self.seq_len)
-    }
-
-    /// Elements of a `[B, H, L, L]` bias.
-    ///
-    /// ```
-    /// let s = ltd_sparse_attn::AttentionShape { batch: 1, heads: 2, seq_len: 5, head_dim: 8 };
-    /// assert_eq!(s.bias_len(), 50);
-    /// ```
-    pub fn bias_len(&self) -> usize {
-        self.lse_len().saturating_mul(self.seq_len)
-    }
-}
-
-/// A key-padding mask over `[B, L]`.
-///
-/// ```
-/// use ltd_sparse_attn::KeyPaddingMask;
-/// let keep = [true, true, false];
-/// let m = KeyPaddingMask::Keep(&keep);
-/// assert_eq!(m.len(), 3);
-/// ```
-#[derive(Clone, Copy, Debug)]
-pub enum KeyPaddingMask<'a> {
-    /// Added to the scores (`0` keeps a key, `-inf` drops it; upstream's `add` mode, as BERT's
-    /// extended mask).
-    Additive(&'a [f32]),
-    /// `true` keeps the key (a real token), `false` drops it (padding).
-    Keep(&'a [bool]),
-}
-
-impl KeyPaddingMask<'_> {
-    /// Number of elements.
-    ///
-    /// ```
-    /// assert_eq!(ltd_sparse_attn::KeyPaddingMask::Additive(&[0.0; 4]).len(), 4);
-    /// ```
-    pub fn len(&self) -> usize {
-        match self {
-            KeyPaddingMask::Additive(m) => m.len(),
-            KeyPaddingMask::Keep(m) => m.len(),
-        }
-    }
-
-    /// Whether the mask is empty.
-    ///
-    /// ```
-    /// assert!(ltd_sparse_attn::KeyPaddingMask::Keep(&[]).is_empty());
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn additive(&self) -> Vec<f32> {
-        match self {
-            KeyPaddingMask::Additive(m) => m.to_vec(),
-            KeyPaddingMask::Keep(m) => m
-                .iter()
-                .map(|&k| if k { 0.0 } else { f32::NEG_INFINITY })
-                .collect(),
-        }
-    }
-}
-
-/// Options of one attention call.
-///
-/// ```
-/// use ltd_sparse_attn::AttentionOptions;
-/// let o = AttentionOptions::<f32> { causal: true, ..AttentionOptions::new() };
-/// assert!(o.scale.is_none() && o.bias.is_none());
-/// ```
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionOptions<'a, T> {
-    /// Score scale; `None` means `1 / sqrt(D)`.
-    pub scale: Option<f32>,
-    /// Token-level causality: query `i` sees keys `j <= i` only (on top of the layout).
-    pub causal: bool,
-    /// Key-padding mask `[B, L]`.
-    pub key_padding_mask: Option<KeyPaddingMask<'a>>,
-    /// Additive bias `[B, H, L, L]` (for example a relative-position bias), added after scaling;
-    /// [`attention_backward`] can return its gradient.
-    pub bias: Option<&'a [T]>,
-}
-
-impl<T> AttentionOptions<'_, T> {
-    /// Default scale, not causal, no mask, no bias.
-    ///
-    /// ```
-    /// assert!(!ltd_sparse_attn::AttentionOptions::<f32>::new().causal);
-    /// ```
-    pub fn new() -> Self {
-        AttentionOptions {
-            scale: None,
-            causal: false,
-            key_padding_mask: None,
-            bias: None,
-        }
-    }
-}
-
-impl<T> Default for AttentionOptions<'_, T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The `[B, H, L, D]` inputs of attention. All three share one element type, so a dtype
-/// mismatch between them (or with the bias and the outputs) cannot be expressed:
-///
-/// ```
-/// let (q, k, v) = (vec![0.0f32; 4], vec![0.0f32; 4], vec![0.0f32; 4]);
-/// let x = ltd_sparse_attn::AttentionInputs { q: &q, k: &k, v: &v };
-/// assert_eq!(x.q.len(), 4);
-/// ```
-///
-/// ```compile_fail
-/// let (q, k) = (vec![0.0f32; 4], vec![half::f16::ZERO; 4]);
-/// let x = ltd_sparse_attn::AttentionInputs { q: &q, k: &k, v: &q }; // f16 keys, f32 queries
-/// ```
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionInputs<'a, T> {
-    /// Queries `[B, H, L, D]`.
-    pub q: &'a [T],
-    /// Keys `[B, H, L, D]`.
-    pub k: &'a [T],
-    /// Values `[B, H, L, D]`.
-    pub v: &'a [T],
-}
-
-/// Gradient outputs of [`attention_backward`]; every element is written.
-///
-/// ```
-/// let (mut a, mut b, mut c) = (vec![0.0f32; 1], vec![0.0f32; 1], vec![0.0f32; 1]);
-/// let g = ltd_sparse_attn::AttentionGrads { dq: &mut a, dk: &mut b, dv: &mut c, dbias: None };
-/// assert!(g.dbias.is_none());
-/// ```
-#[derive(Debug)]
-pub struct AttentionGrads<'a, T> {
-    /// dL/dq `[B, H, L, D]`.
-    pub dq: &'a mut [T],
-    /// dL/dk `[B, H, L, D]`.
-    pub dk: &'a mut [T],
-    /// dL/dv `[B, H, L, D]`.
-    pub dv: &'a mut [T],
-    /// dL/dbias `[B, H, L, L]` (zero outside the active, unmasked entries), if wanted.
-    pub dbias: Option<&'a mut [T]>,
-}
+pub use crate::attention_args::{
+    AttentionGrads, AttentionInputs, AttentionOptions, AttentionShape, KeyPaddingMask,
+};
 
 /// Everything the kernels read, validated and widened to f32.
 struct Prepared {
@@ -248,31 +69,8 @@ impl Prepared {
                 num_blocks: layout.num_blocks(),
             });
         }
-        if shape.head_dim == 0 {
-            return Err(SparseAttnError::InvalidArgument {
-                what: "head_dim".into(),
-                value: "0".into(),
-                expected: "at least 1".into(),
-            });
-        }
+        let scale = check_inputs(shape, inputs, options)?;
         let (b, h, l, d) = (shape.batch, shape.heads, shape.seq_len, shape.head_dim);
-        for (what, x) in [("q", inputs.q), ("k", inputs.k), ("v", inputs.v)] {
-            check_len(what, x.len(), &[b, h, l, d], "[B,H,L,D]")?;
-        }
-        if let Some(m) = &options.key_padding_mask {
-            check_len("key_padding_mask", m.len(), &[b, l], "[B,L]")?;
-        }
-        if let Some(bias) = options.bias {
-            check_len("bias", bias.len(), &[b, h, l, l], "[B,H,L,L]")?;
-        }
-        let scale = options.scale.unwrap_or(1.0 / (d as f32).sqrt());
-        if !scale.is_finite() {
-            return Err(SparseAttnError::InvalidArgument {
-                what: "scale".into(),
-                value: scale.to_string(),
-                expected: "a finite number".into(),
-            });
-        }
         Ok(Prepared {
             b,
             h,
@@ -326,6 +124,58 @@ impl Prepared {
     }
 }
 
+/// Checks `head_dim`, the lengths of `q`, `k`, `v`, the mask and the bias against `shape`, and the
+/// scale; returns the scale. Needs no layout, so callers that build one run it first (a huge
+/// `seq_len` with short buffers is then a length error, not a huge allocation).
+pub(crate) fn check_inputs<T: Element>(
+    shape: AttentionShape,
+    inputs: &AttentionInputs<'_, T>,
+    options: &AttentionOptions<'_, T>,
+) -> Result<f32> {
+    if shape.head_dim == 0 {
+        return Err(SparseAttnError::InvalidArgument {
+            what: "head_dim".into(),
+            value: "0".into(),
+            expected: "at least 1".into(),
+        });
+    }
+    let (b, h, l, d) = (shape.batch, shape.heads, shape.seq_len, shape.head_dim);
+    for (what, x) in [("q", inputs.q), ("k", inputs.k), ("v", inputs.v)] {
+        check_len(what, x.len(), &[b, h, l, d], "[B,H,L,D]")?;
+    }
+    if let Some(m) = &options.key_padding_mask {
+        check_len("key_padding_mask", m.len(), &[b, l], "[B,L]")?;
+    }
+    if let Some(bias) = options.bias {
+        check_len("bias", bias.len(), &[b, h, l, l], "[B,H,L,L]")?;
+    }
+    let scale = options.scale.unwrap_or(1.0 / (d as f32).sqrt());
+    if !scale.is_finite() {
+        return Err(SparseAttnError::InvalidArgument {
+            what: "scale".into(),
+            value: scale.to_string(),
+            expected: "a finite number".into(),
+        });
+    }
+    Ok(scale)
+}
+
+/// Checks the lengths of `[B, H, L, D]` and `[B, H, L]` buffers named in `bhld` and `bhl`.
+pub(crate) fn check_output_lens(
+    shape: AttentionShape,
+    bhld: &[(&str, usize)],
+    bhl: &[(&str, usize)],
+) -> Result<()> {
+    let (b, h, l, d) = (shape.batch, shape.heads, shape.seq_len, shape.head_dim);
+    for &(what, len) in bhld {
+        check_len(what, len, &[b, h, l, d], "[B,H,L,D]")?;
+    }
+    for &(what, len) in bhl {
+        check_len(what, len, &[b, h, l], "[B,H,L]")?;
+    }
+    Ok(())
+}
+
 /// Tasks over `(batch*head, block)` pieces: splits a `[B*H, L, width]` buffer into per-block
 /// pieces of `rows * width` elements.
 fn block_pieces<T>(buf: &mut [T], bh: usize, l: usize, blk: usize, width: usize) -> Vec<&mut [T]> {
@@ -339,7 +189,7 @@ fn block_pieces<T>(buf: &mut [T], bh: usize, l: usize, blk: usize, width: usize)
 
 /// Fused block-sparse attention forward on a given layout: writes `out` (`[B, H, L, D]`) and
 /// `lse` (`[B, H, L]`, natural-log logsumexp of each row's scores; `-inf` for a fully masked
-/// row, whose output is zero).
+/// row, whose output is zero; NaN, with a NaN output, for a row with a NaN or `+inf` score).
 ///
 /// Errors: head count different from the layout's, a layout with a block count other than
 /// `ceil(L / b)`, `D = 0`, a buffer or mask of the wrong length, a non-finite scale.
@@ -388,6 +238,9 @@ pub fn attention_forward<T: Element>(
             for (r, qi) in p.rows(i).enumerate() {
                 acc.fill(0.0);
                 let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+                // A NaN or +inf score makes the whole softmax row NaN (f32::max skips NaN, so
+                // it must be caught explicitly, not left to the running maximum).
+                let mut poisoned = false;
                 for &j in cols {
                     let j = j as usize;
                     if !p.causally_visible(i, j) {
@@ -399,19 +252,16 @@ pub fn attention_forward<T: Element>(
                     for (c, kj) in keys.clone().enumerate() {
                         let s = p.score(bh, qi, kj);
                         scores[c] = s;
-                        // NaN-propagating max: a NaN score must reach the output.
-                        if s.is_nan() || s > block_max {
-                            block_max = s;
-                        }
+                        block_max = block_max.max(s);
+                        poisoned |= s.is_nan() || s == f32::INFINITY;
+                    }
+                    if poisoned {
+                        break;
                     }
                     if block_max == f32::NEG_INFINITY {
                         continue;
                     }
-                    let m_new = if block_max.is_nan() || m.is_nan() {
-                        f32::NAN
-                    } else {
-                        m.max(block_max)
-                    };
+                    let m_new = m.max(block_max);
                     let alpha = if m == f32::NEG_INFINITY {
                         0.0
                     } else {
@@ -431,7 +281,10 @@ pub fn attention_forward<T: Element>(
                     m = m_new;
                 }
                 let orow = &mut o[r * d..(r + 1) * d];
-                if sum > 0.0 || sum.is_nan() {
+                if poisoned {
+                    orow.fill(T::from_f32_lossy(f32::NAN));
+                    ls[r] = f32::NAN;
+                } else if sum > 0.0 {
                     let inv = 1.0 / sum;
                     for (x, a) in orow.iter_mut().zip(&acc) {
                         *x = T::from_f32_lossy(a * inv);
@@ -712,6 +565,12 @@ impl SparseSelfAttention {
         lse: &mut [f32],
     ) -> Result<()> {
         self.check_heads(shape)?;
+        // Every length before the layout: a huge seq_len with short buffers must not build one.
+        check_inputs(shape, inputs, options)?;
+        check_output_lens(shape, &[("out", out.len())], &[("lse", lse.len())])?;
+        if shape.lse_len() == 0 {
+            return Ok(());
+        }
         let layout = self.layout(shape.seq_len)?;
         attention_forward(&layout, shape, inputs, options, out, lse)
     }
@@ -743,6 +602,22 @@ impl SparseSelfAttention {
         grads: AttentionGrads<'_, T>,
     ) -> Result<()> {
         self.check_heads(shape)?;
+        check_inputs(shape, inputs, options)?;
+        let bhld = [
+            ("out", out.len()),
+            ("dout", dout.len()),
+            ("dq", grads.dq.len()),
+            ("dk", grads.dk.len()),
+            ("dv", grads.dv.len()),
+        ];
+        check_output_lens(shape, &bhld, &[("lse", lse.len())])?;
+        if let Some(db) = &grads.dbias {
+            let (b, h, l) = (shape.batch, shape.heads, shape.seq_len);
+            check_len("dbias", db.len(), &[b, h, l, l], "[B,H,L,L]")?;
+        }
+        if shape.lse_len() == 0 {
+            return Ok(());
+        }
         let layout = self.layout(shape.seq_len)?;
         attention_backward(&layout, shape, inputs, options, out, dout, lse, grads)
     }

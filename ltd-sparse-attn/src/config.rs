@@ -21,6 +21,8 @@
 //! As upstream, a key that exists but does not apply to the chosen mode is **ignored** (its value
 //! is not even type-checked), so `attention` is never passed to bigbird or bslongformer and they
 //! are always bidirectional from JSON; `local_sliding_window` is not reachable from JSON.
+//! [`sparse_attention_with_warnings`] returns such keys as [`ConfigWarning`]s. Text is read as
+//! JSON or, as DeepSpeed reads it, hjson (comments, trailing commas, quoteless strings).
 //! Unlike upstream, a key that no mode knows is an error naming it
 //! ([`SparseAttnError::UnknownKeys`]), every used value is type-checked, and every config
 //! check names the key path (`sparse_attention.num_local_blocks: ...`). Block indices must be
@@ -78,9 +80,143 @@ pub const SPARSE_ATTENTION_KEYS: [&str; 13] = [
 ///     "sparse_attention.num_local_blocks: 5 is not a multiple of num_global_blocks 2");
 /// ```
 pub fn parse_sparse_attention(text: &str, num_heads: usize) -> Result<SparsityConfig> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| SparseAttnError::Json(e.to_string()))?;
-    sparse_attention_from_value(&value, num_heads)
+    sparse_attention_from_value(&parse_config_text(text)?, num_heads)
+}
+
+/// Deepest bracket nesting accepted in a config's text (the hjson reader recurses per level).
+const MAX_NESTING: usize = 128;
+
+/// Strict JSON first, then hjson (DeepSpeed's own grammar: comments, trailing commas, quoteless
+/// strings); the error gives both readers' messages.
+fn parse_config_text(text: &str) -> Result<Value> {
+    let json_error = match serde_json::from_str(text) {
+        Ok(value) => return Ok(value),
+        Err(error) => error,
+    };
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for byte in text.bytes() {
+        match byte {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_NESTING {
+        return Err(SparseAttnError::Json(format!(
+            "{json_error} (and nesting depth {deepest} is deeper than the {MAX_NESTING} levels accepted)"
+        )));
+    }
+    read_hjson(text).map_err(|hjson_error| {
+        SparseAttnError::Json(format!("{json_error} (as hjson: {hjson_error})"))
+    })
+}
+
+/// hjson through deser-hjson, for ASCII text without multiline strings only: its 2.2.6 slices
+/// its input at byte offsets that can fall inside a multi-byte character, and indexes past the
+/// end of an unterminated `'''` string, and panics (three fuzz finds). DeepSpeed configs need
+/// neither, so such text, when it is not JSON, is refused with an error saying why.
+fn read_hjson(text: &str) -> std::result::Result<Value, String> {
+    if !text.is_ascii() {
+        return Err("hjson is read for ASCII text only (write non-ASCII characters as JSON, or as \\u escapes)".into());
+    }
+    if text.contains("'''") {
+        return Err("hjson multiline strings (''') are not accepted".into());
+    }
+    deser_hjson::from_str(text).map_err(|e| e.to_string())
+}
+
+/// A key of the section that has no effect for the chosen mode, as the parser reports it (it
+/// prints nothing itself).
+///
+/// ```
+/// let v = serde_json::json!({"mode": "bigbird", "attention": "unidirectional"});
+/// let (cfg, warnings) = ltd_sparse_attn::sparse_attention_with_warnings(&v, 2).unwrap();
+/// assert_eq!(cfg.mode_name(), "bigbird");
+/// assert_eq!(warnings[0].path, "sparse_attention.attention");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The key path.
+    pub path: String,
+    /// Why it has no effect.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// The keys each mode reads (the table in the module docs); any other section key is ignored by
+/// upstream's JSON path, so it has no effect.
+fn keys_of_mode(mode: &str) -> &'static [&'static str] {
+    match mode {
+        "dense" => &["mode", "block"],
+        "fixed" => &[
+            "mode",
+            "block",
+            "different_layout_per_head",
+            "num_local_blocks",
+            "num_global_blocks",
+            "attention",
+            "horizontal_global_attention",
+            "num_different_global_patterns",
+        ],
+        "variable" => &[
+            "mode",
+            "block",
+            "different_layout_per_head",
+            "num_random_blocks",
+            "local_window_blocks",
+            "global_block_indices",
+            "global_block_end_indices",
+            "attention",
+            "horizontal_global_attention",
+        ],
+        "bigbird" => &[
+            "mode",
+            "block",
+            "different_layout_per_head",
+            "num_random_blocks",
+            "num_sliding_window_blocks",
+            "num_global_blocks",
+        ],
+        "bslongformer" => &[
+            "mode",
+            "block",
+            "different_layout_per_head",
+            "num_sliding_window_blocks",
+            "global_block_indices",
+            "global_block_end_indices",
+        ],
+        _ => &SPARSE_ATTENTION_KEYS,
+    }
+}
+
+/// Warnings for the keys of `map` that `mode` does not read.
+fn unused_key_warnings(map: &Map<String, Value>, mode: &str) -> Vec<ConfigWarning> {
+    let used = keys_of_mode(mode);
+    let mut keys: Vec<&String> = map.keys().filter(|k| !used.contains(&k.as_str())).collect();
+    keys.sort();
+    keys.into_iter()
+        .map(|key| {
+            let mut message =
+                format!("has no effect in mode {mode:?} (upstream's JSON path ignores it)");
+            if key == "attention" {
+                message.push_str(&format!(
+                    "; {mode} layouts from JSON are always bidirectional"
+                ));
+            }
+            ConfigWarning {
+                path: format!("{SECTION}.{key}"),
+                message,
+            }
+        })
+        .collect()
 }
 
 /// [`parse_sparse_attention`] on an already parsed JSON value.
@@ -91,6 +227,22 @@ pub fn parse_sparse_attention(text: &str, num_heads: usize) -> Result<SparsityCo
 /// assert_eq!((cfg.mode_name(), cfg.block()), ("dense", 32));
 /// ```
 pub fn sparse_attention_from_value(value: &Value, num_heads: usize) -> Result<SparsityConfig> {
+    sparse_attention_with_warnings(value, num_heads).map(|(config, _)| config)
+}
+
+/// [`sparse_attention_from_value`], also returning the keys that have no effect for the chosen
+/// mode (see [`ConfigWarning`]).
+///
+/// ```
+/// let v = serde_json::json!({"sparse_attention": {"mode": "dense", "num_local_blocks": 4}});
+/// let (_, warnings) = ltd_sparse_attn::sparse_attention_with_warnings(&v, 1).unwrap();
+/// assert_eq!(warnings.len(), 1);
+/// assert!(warnings[0].to_string().starts_with("sparse_attention.num_local_blocks: has no effect"));
+/// ```
+pub fn sparse_attention_with_warnings(
+    value: &Value,
+    num_heads: usize,
+) -> Result<(SparsityConfig, Vec<ConfigWarning>)> {
     let root = value.as_object().ok_or_else(|| {
         SparseAttnError::Json(format!(
             "expected a JSON object at the top level, got {}",
@@ -110,7 +262,9 @@ pub fn sparse_attention_from_value(value: &Value, num_heads: usize) -> Result<Sp
     } else {
         return Err(SparseAttnError::MissingSection);
     };
-    section_to_config(section, num_heads)
+    let config = section_to_config(section, num_heads)?;
+    let warnings = unused_key_warnings(section, config.mode_name());
+    Ok((config, warnings))
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -50,6 +50,7 @@
 #![deny(missing_docs)]
 
 mod attention;
+mod attention_args;
 mod cache;
 mod config;
 #[cfg(feature = "cuda")]
@@ -67,7 +68,10 @@ pub use attention::{
     SparseSelfAttention, attention_backward, attention_forward,
 };
 pub use cache::LayoutCache;
-pub use config::{SPARSE_ATTENTION_KEYS, parse_sparse_attention, sparse_attention_from_value};
+pub use config::{
+    ConfigWarning, SPARSE_ATTENTION_KEYS, parse_sparse_attention, sparse_attention_from_value,
+    sparse_attention_with_warnings,
+};
 #[cfg(feature = "cuda")]
 pub use cuda_matmul::{CudaMatMulLayout, matmul_backward_cuda, matmul_forward_cuda};
 pub use error::{Result, SparseAttnError};

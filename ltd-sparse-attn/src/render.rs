@@ -108,7 +108,7 @@ pub fn render_png(layout: &Layout, options: &PngOptions) -> Result<Vec<u8>> {
                 expected: "at most 2^31 pixels; use a smaller cell_pixels".into(),
             });
         }
-        let mut px = vec![GAP; w * h];
+        let mut px = ltd_core::try_vec("layout picture", w * h, GAP)?;
         for head in 0..heads {
             let x0 = head * (nb + gap);
             for r in 0..nb {
@@ -146,7 +146,8 @@ pub fn render_png(layout: &Layout, options: &PngOptions) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Writes [`render_png`]'s picture to `path`.
+/// Writes [`render_png`]'s picture to `path`, atomically ([`ltd_core::write_file_atomic`]: the
+/// file is complete or absent, and an existing file is replaced only once the new one is whole).
 ///
 /// ```
 /// use ltd_sparse_attn::{FixedConfig, PngOptions, write_png};
@@ -163,7 +164,7 @@ pub fn write_png(
 ) -> Result<()> {
     let bytes = render_png(layout, options)?;
     let path = path.as_ref();
-    std::fs::write(path, bytes).map_err(|source| SparseAttnError::Io {
+    ltd_core::write_file_atomic(path, &bytes).map_err(|source| SparseAttnError::Io {
         path: path.display().to_string(),
         source,
     })

@@ -72,6 +72,12 @@ impl FixedConfig {
     pub fn validate(&self) -> Result<()> {
         check_common(self.num_heads, self.block)?;
         let (nl, ng) = (self.num_local_blocks, self.num_global_blocks);
+        if nl == 0 {
+            return Err(SparseAttnError::config(
+                "num_local_blocks",
+                "0; expected at least 1 (and a multiple of num_global_blocks)",
+            ));
+        }
         if ng == 0 {
             return Err(SparseAttnError::config(
                 "num_global_blocks",
@@ -153,17 +159,23 @@ impl FixedConfig {
         }
         // 2. First global column of each window for this head's pattern.
         let g0 = nl - (1 + h % self.num_different_global_patterns) * ng;
-        // 3. Full windows.
+        // 3. Full windows: global columns `c..c+ng` for `c = g0, g0+nl, ...` below `full_end`,
+        // seen from row `c` on (unidirectional) or every row. Written row by row so the mask is
+        // walked in memory order (column by column is a cache miss per cell at large `nb`).
         let full_end = nb - nb % nl;
-        let mut c = g0;
-        while c < full_end {
-            let r0 = if uni { c } else { 0 };
-            let cols = c..c.saturating_add(ng).min(nb);
-            g.fill(r0..nb, cols.clone());
-            if self.horizontal_global_attention {
-                g.fill(cols, 0..nb);
+        let starts = || (g0..full_end).step_by(nl);
+        for r in 0..nb {
+            for c in starts() {
+                if uni && c > r {
+                    break;
+                }
+                g.fill(r..r + 1, c..c.saturating_add(ng).min(nb));
             }
-            c = c.saturating_add(nl);
+        }
+        if self.horizontal_global_attention {
+            for c in starts() {
+                g.fill(c..c.saturating_add(ng).min(nb), 0..nb);
+            }
         }
         // 4. Partial last window (Python slicing: a negative start wraps).
         if full_end < nb {

@@ -34,7 +34,9 @@ mod bigbird;
 mod bslongformer;
 mod dense;
 mod fixed;
+mod grid;
 mod local_sliding_window;
+mod tables;
 mod variable;
 
 pub use bigbird::BigBirdConfig;
@@ -43,6 +45,9 @@ pub use dense::DenseConfig;
 pub use fixed::FixedConfig;
 pub use local_sliding_window::LocalSlidingWindowConfig;
 pub use variable::VariableConfig;
+
+pub(crate) use grid::HeadGrid;
+use tables::{csc_tables, csr_tables};
 
 use crate::error::{Result, SparseAttnError};
 use rand_chacha::ChaCha8Rng;
@@ -190,38 +195,13 @@ impl Layout {
             )));
         }
         let nb = num_blocks;
-        let mut row_offsets = Vec::with_capacity(num_heads * nb + 1);
-        let mut row_columns = Vec::with_capacity(nnz);
-        row_offsets.push(0i32);
-        for hr in 0..num_heads * nb {
-            for c in 0..nb {
-                if mask[hr * nb + c] == 1 {
-                    row_columns.push(c as i32);
-                }
-            }
-            row_offsets.push(row_columns.len() as i32);
-        }
-        let mut column_offsets = Vec::with_capacity(num_heads * nb + 1);
-        let mut column_rows = Vec::with_capacity(nnz);
-        let mut column_tiles = Vec::with_capacity(nnz);
-        column_offsets.push(0i32);
-        for h in 0..num_heads {
-            for c in 0..nb {
-                for r in 0..nb {
-                    if mask[(h * nb + r) * nb + c] == 1 {
-                        // Position of column c inside row r's CSR list.
-                        let start = row_offsets[h * nb + r] as usize;
-                        let end = row_offsets[h * nb + r + 1] as usize;
-                        let pos = row_columns[start..end]
-                            .binary_search(&(c as i32))
-                            .unwrap_or_default();
-                        column_rows.push(r as i32);
-                        column_tiles.push((start + pos) as i32);
-                    }
-                }
-                column_offsets.push(column_rows.len() as i32);
-            }
-        }
+        let rows = num_heads * nb;
+        // The mask is already held; check the five lookup tables together before building them.
+        let table_entries = 2 * (rows as u128 + 1) + 3 * nnz as u128;
+        ltd_core::check_allocation("layout lookup tables", table_entries, size_of::<i32>())?;
+        let (row_offsets, row_columns) = csr_tables(&mask, rows, nb, nnz)?;
+        let (column_offsets, column_rows, column_tiles) =
+            csc_tables(&row_offsets, &row_columns, num_heads, nb)?;
         Ok(Layout {
             num_heads,
             num_blocks,
@@ -536,6 +516,8 @@ impl SparsityConfig {
     /// assert_eq!(l.num_blocks(), 3);
     /// ```
     pub fn make_layout(&self, seq_len: usize) -> Result<Layout> {
+        // Validate before dividing: a block of 0 must be an error, not a division by zero.
+        self.validate()?;
         self.make_layout_blocks(seq_len.div_ceil(self.block()))
     }
 }
@@ -567,6 +549,8 @@ macro_rules! impl_make_layout {
             ///
             #[doc = concat!("```\nlet l = ltd_sparse_attn::", stringify!($family), "::new(1).make_layout(60).unwrap();\nassert_eq!(l.num_blocks(), 4);\n```")]
             pub fn make_layout(&self, seq_len: usize) -> Result<Layout> {
+                // Validate before dividing: a block of 0 is an error, not a division by zero.
+                self.validate()?;
                 self.make_layout_blocks(seq_len.div_ceil(self.block))
             }
         })*
@@ -641,57 +625,6 @@ pub(crate) fn too_large(key: &str, value: usize, num_blocks: usize) -> SparseAtt
     )
 }
 
-/// A mutable view of one head's `nb x nb` mask with upstream-style fill helpers.
-pub(crate) struct HeadGrid<'a> {
-    pub(crate) nb: usize,
-    pub(crate) cells: &'a mut [u8],
-}
-
-impl HeadGrid<'_> {
-    /// Sets rows `rows` x columns `cols` to 1.
-    pub(crate) fn fill(&mut self, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) {
-        for r in rows {
-            for c in cols.clone() {
-                self.cells[r * self.nb + c] = 1;
-            }
-        }
-    }
-
-    /// Sets one cell.
-    pub(crate) fn set(&mut self, r: usize, c: usize) {
-        self.cells[r * self.nb + c] = 1;
-    }
-
-    /// Fixed/Variable local window `[start, end)`: causal triangle if unidirectional, else full.
-    pub(crate) fn local_window(&mut self, start: usize, end: usize, dir: Direction) {
-        for r in start..end {
-            let col_end = match dir {
-                Direction::Unidirectional => r + 1,
-                Direction::Bidirectional => end,
-            };
-            self.fill(r..r + 1, start..col_end);
-        }
-    }
-
-    /// Symmetric sliding window of half-width `w` on every row.
-    pub(crate) fn sliding_window(&mut self, w: usize) {
-        for r in 0..self.nb {
-            let lo = r.saturating_sub(w);
-            let hi = (r + w + 1).min(self.nb);
-            self.fill(r..r + 1, lo..hi);
-        }
-    }
-
-    /// Zeroes everything above the diagonal (`torch.tril`).
-    pub(crate) fn tril(&mut self) {
-        for r in 0..self.nb {
-            for c in r + 1..self.nb {
-                self.cells[r * self.nb + c] = 0;
-            }
-        }
-    }
-}
-
 /// Python slice `start:stop` normalised for a dimension of length `n` (negative indices wrap
 /// once, then clamp), as numpy/torch slicing does.
 pub(crate) fn py_slice(start: i128, stop: i128, n: usize) -> std::ops::Range<usize> {
@@ -724,7 +657,7 @@ pub(crate) fn build_layout(
             i32::MAX
         )));
     }
-    let mut mask = vec![0u8; total];
+    let mut mask = ltd_core::try_vec("layout mask", total, 0u8)?;
     let layout_heads = if per_head {
         num_heads
     } else {

@@ -132,7 +132,8 @@ fn row_piece_lengths(layout: &Layout, batch: usize) -> impl Iterator<Item = usiz
 /// `s = x * scale + rpe[z,h,i,j] + kpm[z,j] + am[i,j]` (masks per their mode), in `f32`.
 ///
 /// Unlike upstream, a row whose active keys are all masked (or a block-row with no tiles)
-/// gives zeros, not NaN; bf16 works too.
+/// gives zeros, not NaN; bf16 works too. A row with a NaN or `+inf` score is NaN throughout, as
+/// `torch.softmax` gives.
 ///
 /// ```
 /// use ltd_sparse_attn::{Layout, SoftmaxOptions, softmax_forward_in_place};
@@ -195,7 +196,10 @@ pub fn softmax_forward_in_place<T: Element>(
                 }
             }
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if max == f32::NEG_INFINITY {
+            // f32::max skips NaN: a NaN or +inf score must make the row NaN, as torch.softmax.
+            if row.iter().any(|v| v.is_nan() || *v == f32::INFINITY) {
+                row.fill(f32::NAN);
+            } else if max == f32::NEG_INFINITY {
                 row.fill(0.0);
             } else {
                 let mut sum = 0.0f32;
@@ -245,7 +249,8 @@ pub fn softmax_forward<T: Element>(
 }
 
 /// Gradient of the softmax: `dx = y ⊙ (dy − Σ_j y_j dy_j) · scale`, the sum over the active keys
-/// of each row, in `f32`. No gradient flows to `rpe` or the masks (as upstream).
+/// of each row, in `f32`. No gradient flows to `rpe` or the masks (as upstream). A non-finite
+/// `scale` is an error, as in the forward.
 ///
 /// ```
 /// use ltd_sparse_attn::{Layout, softmax_backward};
@@ -267,6 +272,13 @@ pub fn softmax_backward<T: Element>(
     check_sparse("y", y.len(), layout, batch)?;
     check_sparse("dy", dy.len(), layout, batch)?;
     check_sparse("dx", dx.len(), layout, batch)?;
+    if !scale.is_finite() {
+        return Err(SparseAttnError::InvalidArgument {
+            what: "scale".into(),
+            value: scale.to_string(),
+            expected: "a finite number (as softmax_forward requires)".into(),
+        });
+    }
     let b = layout.block();
     let bb = b * b;
     let lengths: Vec<usize> = row_piece_lengths(layout, batch).collect();
