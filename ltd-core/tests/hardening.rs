@@ -57,6 +57,12 @@ fn sizes_past_memory_are_typed_errors() {
         route_tensor(&wide, &part, &idx)
     });
     fails_fast("try_vec", || try_vec("anything", usize::MAX / 2, 0u16));
+    fails_fast("HiddenTensor::zeros", || {
+        HiddenTensor::<f32>::zeros(HiddenOrder::BatchSeq, 1 << 20, 1 << 20, 1 << 10)
+    });
+    fails_fast("HiddenTensor::full", || {
+        HiddenTensor::full(1.0f32, HiddenOrder::SeqBatch, 1 << 16, 1 << 16, 1 << 16)
+    });
 }
 
 #[test]

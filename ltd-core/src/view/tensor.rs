@@ -22,7 +22,8 @@ impl<T: Element> HiddenTensor<T> {
     /// A tensor filled with `value`.
     ///
     /// # Errors
-    /// [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow).
+    /// [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow); [`CoreError::AllocationFailed`](crate::CoreError::AllocationFailed)
+    /// when the buffer would not fit in memory.
     ///
     /// ```
     /// # use ltd_core::{HiddenOrder, HiddenTensor};
@@ -38,16 +39,14 @@ impl<T: Element> HiddenTensor<T> {
         channels: usize,
     ) -> Result<Self> {
         let layout = HiddenLayout::contiguous(order, batch, seq, channels)?;
-        Ok(HiddenTensor {
-            layout,
-            data: vec![value; layout.min_buffer_len()],
-        })
+        let data = crate::try_vec("hidden tensor", layout.min_buffer_len(), value)?;
+        Ok(HiddenTensor { layout, data })
     }
 
     /// A tensor of zeros.
     ///
     /// # Errors
-    /// [`CoreError::SizeOverflow`](crate::CoreError::SizeOverflow).
+    /// As [`full`](Self::full).
     ///
     /// ```
     /// # use ltd_core::{HiddenOrder, HiddenTensor};
