@@ -374,6 +374,29 @@ fn demo_user_config_encoder_batch_seq() {
 }
 
 #[test]
+fn demo_default_step_is_inside_a_short_schedule() {
+    // USER_CONFIG's schedule ends at step 1000; the old fixed default step (100k) dropped nothing.
+    let dir = temp_dir("demo-short");
+    let path = write(&dir, "ds.json", USER_CONFIG);
+    let out = ok(&[
+        "demo", "--config", &path, "--seq", "128", "--heads", "2", "--device", "cpu",
+    ]);
+    // The middle of the schedule: step 500, r = 288 of 512, scaled to 128: 72 kept.
+    assert!(out.contains("step 500: r = 288 of 512"), "{out}");
+    assert!(out.contains("skipped 112 of 256 tokens"), "{out}");
+    assert!(out.contains("PASS"), "{out}");
+    // A step past the schedule's end keeps every token: a usage error, not a vacuous PASS.
+    fails(
+        &[
+            "demo", "--config", &path, "--step", "5000", "--seq", "128", "--heads", "2",
+            "--device", "cpu",
+        ],
+        2,
+        "drop nothing",
+    );
+}
+
+#[test]
 fn demo_fails_when_the_result_is_wrong() {
     let o = ltd(&[
         "demo",

@@ -53,9 +53,10 @@ pub struct DemoArgs {
     /// A DeepSpeed JSON config (random_ltd and sparse_attention sections) [default: embedded].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Training step whose reserved length r is used (scaled from max_value to --seq).
-    #[arg(long, default_value = "100000", value_parser = parse_count)]
-    pub step: u64,
+    /// Training step whose reserved length r is used (scaled from max_value to --seq)
+    /// [default: the middle of the config's schedule, where r is between its min and max].
+    #[arg(long, value_parser = parse_count)]
+    pub step: Option<u64>,
     /// Batch size B.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub batch: u64,
@@ -115,11 +116,11 @@ struct Setup {
 /// Runs `ltd demo`.
 pub fn run(args: &DemoArgs, out: &mut impl Write) -> Result<()> {
     let setup = setup(args)?;
-    write_header(out, args, &setup)?;
+    write_header(out, &setup)?;
     let result = run_step(args, &setup.ctx, out)?;
     write_times(out, &result)?;
     let failed = check(out, args, &setup, &result)?;
-    write_savings(out, args, &setup)?;
+    write_savings(out, &setup)?;
     if failed.is_empty() {
         writeln!(out, "\nPASS")?;
         Ok(())
@@ -169,9 +170,20 @@ fn setup(args: &DemoArgs) -> Result<Setup> {
         ),
     };
     let attn = SparseSelfAttention::new(sparse.clone())?;
+    source.print_warnings(heads);
     let max_value = ltd.schedule.max_value;
-    let r_full = scheduler.reserved_length_at(args.step);
+    // The middle of the ramp, so the default step drops tokens whatever the config's schedule.
+    let step = args.step.unwrap_or(ltd.schedule.require_steps / 2);
+    let r_full = scheduler.reserved_length_at(step);
     let reserved = ((r_full as f64 * seq as f64 / max_value as f64).round() as usize).clamp(1, seq);
+    if reserved >= seq {
+        return Err(CliError::usage(format!(
+            "--step {step}: the schedule keeps all {seq} tokens there (r = {r_full} of \
+             max_value {max_value}), so the demo would drop nothing; pick a step before \
+             require_steps = {} (or leave --step out for the middle of the schedule)",
+            ltd.schedule.require_steps
+        )));
+    }
     let layer_ids = ltd.sorted_layer_ids();
     let order = match ltd.hidden_state_order {
         HiddenStateOrder::BatchSeqDim => HiddenOrder::BatchSeq,
@@ -206,7 +218,7 @@ fn setup(args: &DemoArgs) -> Result<Setup> {
         ltd_id: 0,
         layer_index: layer_ids[0],
         seed: args.seed,
-        step: args.step,
+        step,
         causal: ltd.model_type == ModelType::Decoder,
         dims,
         weights: Weights::init(dims, args.seed),
@@ -236,7 +248,7 @@ fn setup(args: &DemoArgs) -> Result<Setup> {
 }
 
 /// The config, schedule, model and layer lines.
-fn write_header(out: &mut impl Write, args: &DemoArgs, setup: &Setup) -> Result<()> {
+fn write_header(out: &mut impl Write, setup: &Setup) -> Result<()> {
     let Setup { ctx, ltd, .. } = setup;
     let (seq, reserved, channels, heads) = (ctx.seq, ctx.reserved, ctx.channels, ctx.dims.heads);
     writeln!(
@@ -247,7 +259,7 @@ fn write_header(out: &mut impl Write, args: &DemoArgs, setup: &Setup) -> Result<
     writeln!(
         out,
         "schedule   step {}: r = {} of {}; scaled to this demo's S = {seq}: r = {reserved}",
-        grouped(args.step),
+        grouped(setup.ctx.step),
         setup.r_full,
         ltd.schedule.max_value
     )?;
@@ -459,7 +471,7 @@ fn write_row_checks(
 }
 
 /// Tokens this layer skipped, and the layer-token saving at the config's size.
-fn write_savings(out: &mut impl Write, args: &DemoArgs, setup: &Setup) -> Result<()> {
+fn write_savings(out: &mut impl Write, setup: &Setup) -> Result<()> {
     let Setup { ctx, ltd, .. } = setup;
     let (batch, seq) = (ctx.batch, ctx.seq);
     let max_value = ltd.schedule.max_value;
@@ -481,7 +493,7 @@ fn write_savings(out: &mut impl Write, args: &DemoArgs, setup: &Setup) -> Result
         ltd.total_layer_num,
         ltd.random_ltd_layer_num,
         100.0 * step_saving,
-        grouped(args.step),
+        grouped(setup.ctx.step),
         100.0 * setup.scheduler.layer_token_saving(horizon)?,
         grouped(horizon)
     )?;
