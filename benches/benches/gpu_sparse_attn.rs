@@ -1,6 +1,6 @@
 //! GPU fused block-sparse attention forward (feature `cuda`): time and effective TFLOP/s
 //! (`4 · B · active_blocks · block² · D / t`, active blocks summed over heads) for the layouts
-//! of design §5. With `LTD_BENCH_DIR=dir` it also writes each layout (`layout_<name>.u8`, the
+//! of design.md §5. With `LTD_BENCH_DIR=dir` it also writes each layout (`layout_<name>.u8`, the
 //! `[H, nb, nb]` 0/1 bytes) and `ours.json` there, which `benches/peers/sparse_attn_peer.py`
 //! reads to time FlexAttention on the same layouts and dense SDPA, and print our/peer ratios.
 //! `LTD_BENCH_FILTER` keeps only the cells whose `{layout}_s{S}_d{D}` contains it.

@@ -7,7 +7,7 @@
 //!   backward. Layouts come from `ltd_sparse_attn` (one per sequence length, cached).
 //! - [`sample_token_indices`], [`gather_tokens`], [`route`] / [`scatter_tokens`]: Random-LTD's
 //!   sampler (U32 `[L, B, r]` indices, bit-identical on CPU and GPU) and its token moves with
-//!   exact gradients (spec §1.4 "net effect" for the wrapper's graph).
+//!   exact gradients (upstream-semantics.md §1.4 "net effect" for the wrapper's graph).
 //! - [`RandomLtd`] and [`RandomLayerTokenDrop`]: the layer wrapper driven by DeepSpeed's
 //!   `random_ltd` JSON config through `ltd_scheduler::RandomLtdScheduler`.
 //!

@@ -1,6 +1,6 @@
 //! The Random-LTD layer wrapper for candle: [`RandomLtd`] (the schedule, the sampler and the
 //! indices of the current step, shared by all layers) and [`RandomLayerTokenDrop`] (one wrapped
-//! layer), with upstream's semantics (spec §1.7) and its limitations fixed:
+//! layer), with upstream's semantics (upstream-semantics.md §1.7) and its limitations fixed:
 //! - layers are selected by their exact model layer index (not a substring of a module name);
 //! - the indices of all LTD layers are sampled once per step, keyed by the seed and the step,
 //!   and kept, so a recomputation (activation checkpointing) or a pipeline stage without layer 0

@@ -7,7 +7,7 @@
 //! can feed a RoPE table or an embedding lookup directly. The values are the i32 positions of
 //! `ltd_core::TokenSampler` (and of the GPU sampler, bit for bit).
 //!
-//! Gradients (spec §1.4 "net effect"). Candle adds up the gradients that reach a tensor, so each
+//! Gradients (upstream-semantics.md §1.4 "net effect"). Candle adds up the gradients that reach a tensor, so each
 //! op returns its own exact gradient and their sum is upstream's net effect:
 //! - [`gather_tokens`]: `g_h[b, idx[b, k]] = g_part[b, k]`, zero at the other rows;
 //! - [`route`]: `g_h = g_y` at dropped rows and zero at kept rows (they were overwritten),

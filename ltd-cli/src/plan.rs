@@ -529,7 +529,7 @@ mod tests {
         let mut buf = Vec::new();
         run(&args, &mut buf).unwrap();
         let text = String::from_utf8(buf).unwrap();
-        // 0, 50k, 100k, 150k, 200k → 128, 608, 1088, 1568, 2048 (spec §1.9).
+        // 0, 50k, 100k, 150k, 200k → 128, 608, 1088, 1568, 2048 (upstream-semantics.md §1.9).
         for (step, r) in [("50,000", "608"), ("100,000", "1088"), ("200,000", "2048")] {
             assert!(
                 text.lines().any(|l| l.contains(step) && l.contains(r)),

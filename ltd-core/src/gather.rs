@@ -1,4 +1,4 @@
-//! Gather, scatter and the fused out-of-place route, forward and backward (spec §1.4), for both
+//! Gather, scatter and the fused out-of-place route, forward and backward (upstream-semantics.md §1.4), for both
 //! hidden orders, any `C`, strided inputs and outputs.
 //!
 //! One layer's kept positions are an [`IndexView`] `[B, r]`. The kept part has the hidden states'
@@ -415,7 +415,7 @@ pub fn route_tensor<T: Element>(
     Ok(out)
 }
 
-/// Backward of the gather (spec §1.4): `grad_hidden = grad_pass` with the kept rows
+/// Backward of the gather (upstream-semantics.md §1.4): `grad_hidden = grad_pass` with the kept rows
 /// **overwritten** by `grad_part` (`grad_hidden[b, idx[b, k]] = grad_part[b, k]`), out of place.
 ///
 /// `grad_pass` is the gradient reaching upstream's pass-through output (shape of the hidden
@@ -450,7 +450,7 @@ pub fn gather_backward<T: Element>(
     )
 }
 
-/// Backward of the scatter (spec §1.4): `grad_part = gather(grad_out, idx)`. The gradient of the
+/// Backward of the scatter (upstream-semantics.md §1.4): `grad_part = gather(grad_out, idx)`. The gradient of the
 /// scatter's full-size input is all of `grad_out` (kept rows are not zeroed), so there is nothing
 /// to compute for it: use `grad_out` itself. Each row of `idx` must be strictly ascending and in
 /// range (as for the forward scatter).
@@ -510,7 +510,7 @@ pub fn route_backward_to_layer<T: Element>(
     )
 }
 
-/// Second half of the route's backward (spec §1.4 "net effect"): `grad_hidden = grad_y` at
+/// Second half of the route's backward (upstream-semantics.md §1.4 "net effect"): `grad_hidden = grad_y` at
 /// dropped rows (the identity path) and `grad_layer_in` (the layer's vector-Jacobian product for
 /// `grad_layer_out`) at kept rows; every row written once.
 ///

@@ -1,5 +1,5 @@
 //! The Random-LTD layer wrapper: a small [`Layer`] trait and the [`TokenDropRouter`] that runs
-//! selected layers on the kept tokens only (upstream's `RandomLayerTokenDrop`, spec §1.7).
+//! selected layers on the kept tokens only (upstream's `RandomLayerTokenDrop`, upstream-semantics.md §1.7).
 //!
 //! Differences from upstream, all deliberate:
 //! - layers are selected by their exact model layer index (not a substring of a module name);
@@ -682,7 +682,7 @@ impl<M: MaskElement> TokenDropRouter<M> {
     /// The backward of [`TokenDropRouter::forward`] with the same arguments plus `grad_output`
     /// (the gradient with respect to the routed hidden output): returns the gradient with respect
     /// to `hidden`. When dropping, that is `grad_output` at dropped rows and the layer's backward
-    /// of `gather(grad_output)` at kept rows (spec §1.4 "net effect"); otherwise the layer's
+    /// of `gather(grad_output)` at kept rows (upstream-semantics.md §1.4 "net effect"); otherwise the layer's
     /// backward on all tokens.
     ///
     /// # Errors

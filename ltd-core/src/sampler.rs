@@ -1,4 +1,4 @@
-//! The keyed-ChaCha token sampler (design §4), shared by the decoder (`gpt`) and encoder (`bert`)
+//! The keyed-ChaCha token sampler (design.md §4), shared by the decoder (`gpt`) and encoder (`bert`)
 //! variants, which differ only in the masks they return.
 //!
 //! For seed `s`, step `t` and row `(l, b)` of `[L, B]`: `key[i]` is word `i` of ChaCha8 stream

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-/// The design §4 definition, written with `rand_chacha`: keys are the words of stream `l*B+b`,
+/// The design.md §4 definition, written with `rand_chacha`: keys are the words of stream `l*B+b`,
 /// keep the r smallest `(key, i)` pairs, sort ascending.
 fn oracle_row(seed: u64, step: u64, stream: u64, seq: usize, r: usize) -> Vec<i32> {
     let mut bytes = [0u8; 32];

@@ -2,7 +2,7 @@
 //! causality and an optional block-layout restriction; forward (output and logsumexp) and
 //! backward (dq, dk, dv, dbias). All in f64.
 //!
-//! For batch `b`, head `h`, query `i` and key `j` the score is, in this order (spec §2.7):
+//! For batch `b`, head `h`, query `i` and key `j` the score is, in this order (upstream-semantics.md §2.7):
 //! `s = (q_i · k_j) * scale`, `+ bias[b,h,i,j]`, `+ kpm term(b, j)`, `+ attn-mask term(i, j)`;
 //! keys excluded by `causal` (`j > i`) or by an inactive layout tile `(h, i / b, j / b)` get
 //! `-inf`. Then `P = softmax_j(s)`, `out_i = Σ_j P_ij v_j`. A row whose scores are all `-inf`

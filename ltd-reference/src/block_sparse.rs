@@ -1,4 +1,4 @@
-//! Block-sparse primitives through densify → compute → sparsify (spec §2.1, §2.6, §2.7).
+//! Block-sparse primitives through densify → compute → sparsify (upstream-semantics.md §2.1, §2.6, §2.7).
 //!
 //! Sparse tensors are `[Z, nnz, b, b]`: for each batch entry `z`, the active tiles of the layout
 //! in lexicographic `(head, block_row, block_col)` order over all heads ([`Layout::tiles`]).
@@ -547,7 +547,7 @@ fn row_tiles(layout: &Layout<'_>) -> Vec<Vec<(usize, usize)>> {
     rows
 }
 
-/// Block-sparse softmax forward (spec §2.7): for batch `z`, head `h`, query `i` and each key `j`
+/// Block-sparse softmax forward (upstream-semantics.md §2.7): for batch `z`, head `h`, query `i` and each key `j`
 /// in the active tiles of `i`'s block row, `s = x·scale + rpe[z,h,i,j] + kpm term(z, j) +
 /// attn-mask term(i, j)`, then a softmax over those keys; returns `y [Z, nnz, b, b]`.
 ///
@@ -639,7 +639,7 @@ pub(crate) fn softmax_f64(
     y
 }
 
-/// Block-sparse softmax backward (spec §2.7): `dx = y ⊙ (dy − Σ_j y_j·dy_j) · scale`, the sum
+/// Block-sparse softmax backward (upstream-semantics.md §2.7): `dx = y ⊙ (dy − Σ_j y_j·dy_j) · scale`, the sum
 /// over the active keys of the row (all tiles of the block row). `y` and `dy` are
 /// `[Z, nnz, b, b]`. A fully masked row (`y` all zero) gives zeros. No gradient flows to rpe or
 /// masks.

@@ -1,4 +1,4 @@
-//! Random-LTD gather and scatter, forward and backward (spec §1.4), for both hidden orders.
+//! Random-LTD gather and scatter, forward and backward (upstream-semantics.md §1.4), for both hidden orders.
 //!
 //! One layer's indices are `idx: [B, r]` i32 (row `b` lists the kept positions of batch entry
 //! `b`). Hidden states are `[B, S, C]` ([`HiddenOrder::BatchSeq`]) or `[S, B, C]`
@@ -184,7 +184,7 @@ pub fn scatter<T: Copy>(
     Ok(y)
 }
 
-/// Backward of the gather (spec §1.4): `g_h = g_pass` with the kept rows **overwritten** by
+/// Backward of the gather (upstream-semantics.md §1.4): `g_h = g_pass` with the kept rows **overwritten** by
 /// `g_part` (`g_h[b, idx[b, k], :] = g_part[b, k, :]`).
 ///
 /// `g_pass` is the gradient reaching the pass-through output (shape `dims`), `g_part` the
@@ -218,7 +218,7 @@ pub fn gather_backward<T: Copy>(
     Ok(g_h)
 }
 
-/// Backward of the scatter (spec §1.4): returns `(g_h_full, g_part)` where `g_h_full` is **all of
+/// Backward of the scatter (upstream-semantics.md §1.4): returns `(g_h_full, g_part)` where `g_h_full` is **all of
 /// `g_y`** (kept rows are not zeroed) and `g_part = gather(g_y, idx)`.
 ///
 /// `g_y` has shape `dims`; `g_part` has shape `dims.part(r)`. Indices must be distinct within a

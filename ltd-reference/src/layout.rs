@@ -7,7 +7,7 @@ use crate::error::{RefError, Result, check_len, nonzero};
 /// (query-block, key-block) tile is active, 0 elsewhere; `block` is the tile edge `b`.
 ///
 /// Sparse tensors store the active tiles in lexicographic `(head, block_row, block_col)` order
-/// over **all** heads (spec §2.1), which is the order of [`Layout::tiles`]. Convert a `bool`
+/// over **all** heads (upstream-semantics.md §2.1), which is the order of [`Layout::tiles`]. Convert a `bool`
 /// layout with `values.iter().map(|&v| v as u8)`.
 ///
 /// ```

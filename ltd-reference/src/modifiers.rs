@@ -1,5 +1,5 @@
 //! Score modifiers shared by the dense attention and the block-sparse softmax: [`MaskMode`],
-//! [`Mask`], and the order in which scale, bias and masks apply (spec §2.7).
+//! [`Mask`], and the order in which scale, bias and masks apply (upstream-semantics.md §2.7).
 
 /// How a mask's values enter the scores.
 ///
@@ -69,7 +69,7 @@ pub(crate) struct Modifiers<'a> {
 
 impl Modifiers<'_> {
     /// The score of query `i`, key `j` in (batch `b`, head `h`) for a raw dot product `x`, in
-    /// spec §2.7 order: scale, then bias, then key padding, then attention mask. `heads` and
+    /// upstream-semantics.md §2.7 order: scale, then bias, then key padding, then attention mask. `heads` and
     /// `seq` give the tensor shapes.
     #[allow(clippy::too_many_arguments)]
     pub fn apply(

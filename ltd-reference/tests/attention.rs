@@ -316,7 +316,7 @@ fn all_ones_layout_equals_no_layout() {
 #[test]
 fn dense_attention_matches_sdd_softmax_dsd() {
     // Two independent code paths: the dense oracle with a layout, and the block-sparse
-    // primitives composed as upstream's SparseSelfAttention does (spec §2.8), with rpe, a
+    // primitives composed as upstream's SparseSelfAttention does (upstream-semantics.md §2.8), with rpe, a
     // key-padding mask (add) and an attention mask (mul).
     let (z, h, l, d, b) = (2, 2, 6, 4, 2);
     let dims = AttnDims {

@@ -136,7 +136,7 @@ fn r_equal_s_is_a_full_permutation() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward (spec §1.4)
+// Backward (upstream-semantics.md §1.4)
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -183,7 +183,7 @@ fn scatter_backward_passes_all_of_g_y_to_h_full() {
 #[test]
 fn net_effect_of_the_wrapper_graph() {
     // y = scatter(h, layer(gather(h)), idx) with layer(x) = 3x. The total gradient is
-    // g_y at dropped rows and 3 g_y at kept rows (spec §1.4 "net effect").
+    // g_y at dropped rows and 3 g_y at kept rows (upstream-semantics.md §1.4 "net effect").
     let d = dims(1, 4, 1, HiddenOrder::BatchSeq);
     let idx = [1, 2];
     let g_y = [1.0f32, 2.0, 3.0, 4.0];

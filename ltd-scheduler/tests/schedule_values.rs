@@ -1,4 +1,4 @@
-//! The worked example of spec §1.9, the floor-fix cases of §3.2 and the update_seq semantics.
+//! The worked example of upstream-semantics.md §1.9, the floor-fix cases of §3.2 and the update_seq semantics.
 
 use ltd_scheduler::{
     RandomLtdConfig, RandomLtdScheduler, ReservedLengthSchedule, ReservedLengthScheduleConfig,

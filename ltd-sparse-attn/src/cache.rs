@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 /// blocks `ceil(L / block)`, so lengths that pad to the same block count share an entry).
 ///
 /// Each layout is built for its own length with [`SparsityConfig::make_layout_blocks`] (not
-/// cropped from a maximum-length layout as upstream does; spec §2.8), once, and handed out as an
+/// cropped from a maximum-length layout as upstream does; upstream-semantics.md §2.8), once, and handed out as an
 /// `Arc`. The cache belongs to one instance: two attention modules with different configs never
 /// share layouts (upstream's class-level cache does). Safe to share between threads.
 ///

@@ -1,4 +1,4 @@
-//! DeepSpeed's `sparse_attention` JSON section (spec §2.5).
+//! DeepSpeed's `sparse_attention` JSON section (upstream-semantics.md §2.5).
 //!
 //! Keys, defaults and the modes that use them:
 //!

@@ -2,7 +2,7 @@
 //! `dsd` and `dds` with every `trans_a` / `trans_b` combination, forward
 //! ([`matmul_forward_cuda`]) and backward ([`matmul_backward_cuda`]), in f32, f16 and bf16,
 //! layout blocks 16, 32, 64 and 128. Same shapes and semantics as the CPU
-//! [`BlockSparseMatMul::forward`] / [`BlockSparseMatMul::backward`] (spec §2.6): results equal
+//! [`BlockSparseMatMul::forward`] / [`BlockSparseMatMul::backward`] (upstream-semantics.md §2.6): results equal
 //! the dense product of the densified operands, dense output rows or columns with no tile are
 //! zero, accumulation is f32 and the output is rounded once.
 //!

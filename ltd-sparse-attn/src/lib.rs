@@ -18,7 +18,7 @@
 //! - `cuda_matmul` (feature `cuda`): the `sdd`/`dsd`/`dds` products on the GPU (f32, f16, bf16,
 //!   every transpose, forward and backward), [`BlockSparseMatMul`] semantics.
 //!
-//! # Differences from upstream DeepSpeed (all deliberate, spec §2.12)
+//! # Differences from upstream DeepSpeed (all deliberate, upstream-semantics.md §2.12)
 //! - Any sequence length: layouts have `ceil(L / b)` blocks and the fused op masks the padding
 //!   keys itself (upstream raises unless `L % b == 0`).
 //! - Layouts are built for each length and cached per instance (upstream crops one

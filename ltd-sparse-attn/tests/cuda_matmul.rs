@@ -1,6 +1,6 @@
 //! The GPU block-sparse matmuls (sdd, dsd, dds; every trans_a x trans_b; f32, f16, bf16; blocks
 //! 16/32/64/128; forward and backward) against `ltd-reference` (densify, f64 product,
-//! sparsify), with the tolerances of spec §3.1 that the CPU tests use. Random layouts with
+//! sparsify), with the tolerances of upstream-semantics.md §3.1 that the CPU tests use. Random layouts with
 //! empty block rows and columns, batch and heads above 1, dense dims that are and are not
 //! multiples of 8 (vector and scalar load paths) and above 64 (several slabs). Outputs are
 //! poisoned (NaN) first, so an unwritten element fails. `LTD_GPU_CASES` lowers the proptest

@@ -1,4 +1,4 @@
-//! Golden layouts (every example matrix of spec §2.3, verbatim), hand-checked edge cases,
+//! Golden layouts (every example matrix of upstream-semantics.md §2.3, verbatim), hand-checked edge cases,
 //! per-head patterns, seeded random blocks, validation errors, and the layout cache.
 
 use ltd_sparse_attn::*;
@@ -58,7 +58,7 @@ fn fixed_nb10_partial_window_has_global_column_9() {
 
 #[test]
 fn fixed_nb10_is_not_the_crop_of_nb128() {
-    // Upstream crops the max-length layout; a direct nb = 10 layout differs (spec §2.8).
+    // Upstream crops the max-length layout; a direct nb = 10 layout differs (upstream-semantics.md §2.8).
     let c = fixed(4, 1, Direction::Bidirectional);
     let big = c.make_layout_blocks(128).unwrap();
     let small = c.make_layout_blocks(10).unwrap();

@@ -1,4 +1,4 @@
-//! Block-sparse matrix products `sdd`, `dsd`, `dds` with transposes and backward (spec §2.6).
+//! Block-sparse matrix products `sdd`, `dsd`, `dds` with transposes and backward (upstream-semantics.md §2.6).
 
 use super::{axpy, check_len, dot, narrow_into, widen};
 use crate::error::{Result, SparseAttnError};

@@ -1,4 +1,4 @@
-//! Block-sparse primitives (spec §2.6–2.7): [`BlockSparseMatMul`] (`sdd`, `dsd`, `dds`, with
+//! Block-sparse primitives (upstream-semantics.md §2.6–2.7): [`BlockSparseMatMul`] (`sdd`, `dsd`, `dds`, with
 //! transposes and backward) and the block-sparse softmax ([`softmax_forward`],
 //! [`softmax_backward`]).
 //!

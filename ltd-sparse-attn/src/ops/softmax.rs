@@ -1,4 +1,4 @@
-//! Block-sparse softmax with scale, relative-position bias and masks (spec §2.7).
+//! Block-sparse softmax with scale, relative-position bias and masks (upstream-semantics.md §2.7).
 
 use super::{check_len, split_lengths};
 use crate::error::{Result, SparseAttnError};

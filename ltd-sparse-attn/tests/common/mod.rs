@@ -12,7 +12,7 @@ use rand_core::{Rng, SeedableRng};
 
 /// An element type both crates accept.
 pub trait TestElement: Element + RefElement {
-    /// (rtol, atol) of spec §3.1 (bf16 per the issue).
+    /// (rtol, atol) of upstream-semantics.md §3.1 (bf16 per the issue).
     const TOL: (f32, f32);
 }
 impl TestElement for f32 {
