@@ -31,16 +31,18 @@ struct TiledRowStats {
 
 // st / dpt: the warp's S^T and dP^T in the m16n8 C layout (st[4j + e]: key 16 warp + g + 8 (e >> 1),
 // query 8j + 2t + (e & 1)); qbits: the warp's active 16-query sub-blocks; q0: the tile's first
-// query; key_g: this thread's two keys; kpm_log2: their key-padding terms. The bias comes from
-// `bias_tile` (TBIAS: the tile's [64 query][64 key] bias tile, swizzled) or from `bias` (BIAS,
-// per element; null = none). after_slice(j, ds_lo, ds_hi) runs once 8-query slice j is packed,
-// with its dS^T registers for keys g and g + 8.
-template <typename T, bool BIAS, bool TBIAS, typename Stats, typename AfterSlice>
+// query; seq: p.seq, read once by the caller (a re-read here is not merged across the asm); key_g:
+// this thread's two keys; kpm_log2: their key-padding terms. The bias comes from
+// bias_tile(ql, kl) (TBIAS: the element at query ql, key kl of the tile's swizzled [64 query][64
+// key] bias tile; called only where it is used, so the tile's address is formed there) or from
+// `bias` (BIAS, per element; null = none). after_slice(j, ds_lo, ds_hi) runs once 8-query slice
+// j is packed, with its dS^T registers for keys g and g + 8.
+template <typename T, bool BIAS, bool TBIAS, typename Stats, typename BiasTile, typename AfterSlice>
 __device__ __forceinline__ void bwd_probs(const LtdSparseAttnBwdParams& p, const Stats& stats, const float (&st)[32],
-                                          const float (&dpt)[32], unsigned qbits, long long q0, const long long (&key_g)[2],
-                                          const float (&kpm_log2)[2], const T* bias, T* dbias, const T* bias_tile, int warp,
-                                          int g, int t, uint32_t (&pf)[4][4], uint32_t (&dsf)[4][4], AfterSlice&& after_slice) {
-    const long long seq = p.seq;
+                                          const float (&dpt)[32], unsigned qbits, long long q0, long long seq,
+                                          const long long (&key_g)[2], const float (&kpm_log2)[2], const T* bias, T* dbias,
+                                          BiasTile&& bias_tile, int warp, int g, int t, uint32_t (&pf)[4][4],
+                                          uint32_t (&dsf)[4][4], AfterSlice&& after_slice) {
     // Visibility with 32-bit offsets in the tile: query offset ql sees this thread's key r
     // when ql < q_left (inside the sequence) and ql >= q_min[r] (causal), and the key exists.
     const int q_left = (int)min((long long)kTile, seq - q0);
@@ -64,7 +66,7 @@ __device__ __forceinline__ void bwd_probs(const LtdSparseAttnBwdParams& p, const
                 // Query row ql, key kl of the tile (4 rows per load, their 16-byte chunks apart
                 // under the swizzle: conflict-free).
                 const int kl = warp * 16 + g + 8 * (e >> 1);
-                logit += (float)bias_tile[swizzled<64>(ql, kl)] * kLog2e;
+                logit += bias_tile(ql, kl) * kLog2e;
             } else if (BIAS && bias && visible) {
                 logit += (float)bias[(q0 + ql) * seq + key_g[e >> 1]] * kLog2e;
             }

@@ -24,7 +24,8 @@ using ltd_attn::kTile;
 // Element offset of (row, col) in a swizzled [rows][D] tile (an unsigned pointer offset).
 template <int D>
 __device__ __forceinline__ uint32_t swz(int row, int col) {
-    return ltd_attn::swizzled<D>(row, col);
+    const int chunk = ltd_attn::swizzle_chunk(row, col >> 3);
+    return row * D + chunk * 8 + (col & 7);
 }
 
 using ltd_attn::cp_async_commit;
@@ -361,8 +362,9 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
             }
             uint32_t pf[4][4];
             const ltd_attn::Log2RowStats stats{sLse + buf * kTile, sDvec + buf * kTile};
-            ltd_attn::bwd_probs<T, BIAS, TBIAS>(p, stats, st, dpt, qbits, q0, key_g, kpm_l2, bias, dbias, sB + buf * kTile * kTile,
-                                                warp, g, t, pf, dsf, [](int, uint32_t, uint32_t) {});
+            const auto bias_tile = [&](int ql, int kl) { return (float)sB[buf * kTile * kTile + ltd_attn::swizzled<64>(ql, kl)]; };
+            ltd_attn::bwd_probs<T, BIAS, TBIAS>(p, stats, st, dpt, qbits, q0, seq, key_g, kpm_l2, bias, dbias, bias_tile, warp, g, t,
+                                                pf, dsf, [](int, uint32_t, uint32_t) {});
             // dV += P^T dO and dK += dS^T Q (k = queries).
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {
