@@ -120,8 +120,14 @@ for key in sorted(set(old) | set(new), key=lambda k: (k[1], k[0])):
         hn = collections.Counter(opcode(t) for t in n['text'])
         delta = {op: hn[op] - ho[op] for op in set(ho) | set(hn) if hn[op] != ho[op]}
         top = sorted(delta.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:8]
-        detail = '%d -> %d instrs; %s' % (len(o['text']), len(n['text']),
-                                          ' '.join('%s%+d' % kv for kv in top) or 'same opcode mix')
+        eo = [erase_regs(t) for t in o['text']]
+        en = [erase_regs(t) for t in n['text']]
+        if not top and sorted(eo) == sorted(en):
+            moved = sum(1 for a, b in zip(eo, en) if a != b)
+            mix = 'same instructions, %d positions reordered' % moved
+        else:
+            mix = ' '.join('%s%+d' % kv for kv in top) or 'same opcode mix'
+        detail = '%d -> %d instrs; %s' % (len(o['text']), len(n['text']), mix)
     counts[verdict] += 1
     res = ''
     if o is not None and n is not None and o['res'] != n['res']:

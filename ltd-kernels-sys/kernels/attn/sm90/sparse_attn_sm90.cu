@@ -66,8 +66,9 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const uint32_t raw = smem_addr(smem_raw);
     constexpr uint32_t kTileBytes = kTile * D * 2;
     const int tid = threadIdx.x & 127;  // the thread in the warpgroup (its index bounds are known)
-    // Each address is the one before it plus the distance between the members (not the aligned
-    // base plus the member's offset): ptxas keeps this chain on the uniform datapath.
+    // The addresses are written as the kernel was tuned with them: each tile aligned on its own
+    // and the rest chained from K, not one aligned base plus each member's offset (equal values,
+    // but that form compiles to different code, measured slower; scripts/sass-diff.sh compares).
     constexpr uint32_t kOffQ = offsetof(Smem, q), kOffK = offsetof(Smem, k), kOffV = offsetof(Smem, v);
     constexpr uint32_t kOffTail = offsetof(Smem, tail), kOffBars = offsetof(decltype(Smem::tail), barriers);
     const uint32_t sQ = ((raw + (kAlignSlack - 1)) & ~(kAlignSlack - 1)) + kOffQ;
@@ -466,7 +467,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         // P^T and dS^T (A fragments: m = keys, k = queries); each 8-query slice of dS^T also goes
         // to shared memory, [key][query], for the dQ product.
         uint32_t pf[4][4], dsf[4][4];
-        const ltd_attn::TiledRowStats row_stats{sStats + buf * 2 * kTile};
+        const ltd_attn::TiledRowStats row_stats{sStats, buf};
         const auto bias_tile = [&](int ql, int kl) {
             const T* sb = reinterpret_cast<const T*>(base_ptr + (sBias + buf * kBlockBytes - sK));
             return (float)sb[ltd_attn::swizzled<64>(ql, kl)];
