@@ -24,7 +24,8 @@ using ltd_attn::kTile;
 // Element offset of (row, col) in a swizzled [rows][D] tile (an unsigned pointer offset).
 template <int D>
 __device__ __forceinline__ uint32_t swz(int row, int col) {
-    return ltd_attn::swizzled<D>(row, col);
+    const int chunk = ltd_attn::swizzle_chunk(row, col >> 3);
+    return row * D + chunk * 8 + (col & 7);
 }
 
 using ltd_attn::cp_async_commit;
@@ -335,9 +336,11 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
 
         uint32_t dsf[4][4];  // dS^T as A fragments (k = queries), zero where inactive
         if (qbits) {
-            float st[32], dpt[32];  // S^T and dP^T in the m16n8 C layout: [4j + e], queries 8j..
+            float st[8][4], dpt[8][4];  // S^T and dP^T in the m16n8 C layout: [j][e], queries 8j..
 #pragma unroll
-            for (int i = 0; i < 32; ++i) st[i] = dpt[i] = 0.f;
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) st[j][e] = dpt[j][e] = 0.f;
 #pragma unroll
             for (int ks = 0; ks < D / 16; ++ks) {
                 uint32_t ka[4], va[4];
@@ -353,16 +356,17 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
                     const int bcol = ks * 16 + 8 * ((lane >> 3) & 1);
                     ldmatrix_x4(qb, tQ + swz<D>(brow, bcol));
                     ldmatrix_x4(ob, tdO + swz<D>(brow, bcol));
-                    ltd_mma::Mma<T>::mma(&st[8 * np], ka, qb[0], qb[1]);
-                    ltd_mma::Mma<T>::mma(&st[8 * np + 4], ka, qb[2], qb[3]);
-                    ltd_mma::Mma<T>::mma(&dpt[8 * np], va, ob[0], ob[1]);
-                    ltd_mma::Mma<T>::mma(&dpt[8 * np + 4], va, ob[2], ob[3]);
+                    ltd_mma::Mma<T>::mma(st[2 * np], ka, qb[0], qb[1]);
+                    ltd_mma::Mma<T>::mma(st[2 * np + 1], ka, qb[2], qb[3]);
+                    ltd_mma::Mma<T>::mma(dpt[2 * np], va, ob[0], ob[1]);
+                    ltd_mma::Mma<T>::mma(dpt[2 * np + 1], va, ob[2], ob[3]);
                 }
             }
             uint32_t pf[4][4];
-            const ltd_attn::Log2RowStats stats{sLse + buf * kTile, sDvec + buf * kTile};
-            ltd_attn::bwd_probs<T, BIAS, TBIAS>(p, stats, st, dpt, qbits, q0, key_g, kpm_l2, bias, dbias, sB + buf * kTile * kTile,
-                                                warp, g, t, pf, dsf, [](int, uint32_t, uint32_t) {});
+            const ltd_attn::Log2RowStats stats{sLse, sDvec, buf};
+            const auto bias_tile = [&](int ql, int kl) { return (float)sB[buf * kTile * kTile + ltd_attn::swizzled<64>(ql, kl)]; };
+            ltd_attn::bwd_probs<T, BIAS, TBIAS>(p, stats, st, dpt, qbits, q0, seq, key_g, kpm_l2, bias, dbias, bias_tile, warp, g, t,
+                                                pf, dsf, [](int, uint32_t, uint32_t) {});
             // dV += P^T dO and dK += dS^T Q (k = queries).
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {

@@ -65,16 +65,21 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t raw = smem_addr(smem_raw);
     constexpr uint32_t kTileBytes = kTile * D * 2;
-    const uint32_t base = (raw + (kAlignSlack - 1)) & ~(kAlignSlack - 1);
-    const uint32_t sQ = base + offsetof(Smem, q);
-    const uint32_t sK = base + offsetof(Smem, k);  // 2 buffers
+    const int tid = threadIdx.x & 127;  // the thread in the warpgroup (its index bounds are known)
+    // The addresses are written as the kernel was tuned with them: each tile aligned on its own
+    // and the rest chained from K, not one aligned base plus each member's offset (equal values,
+    // but that form compiles to different code, measured slower; scripts/sass-diff.sh compares).
+    constexpr uint32_t kOffQ = offsetof(Smem, q), kOffK = offsetof(Smem, k), kOffV = offsetof(Smem, v);
+    constexpr uint32_t kOffTail = offsetof(Smem, tail), kOffBars = offsetof(decltype(Smem::tail), barriers);
+    const uint32_t sQ = ((raw + (kAlignSlack - 1)) & ~(kAlignSlack - 1)) + kOffQ;
+    const uint32_t sK = ((raw + (kAlignSlack - 1)) & ~(kAlignSlack - 1)) + kOffK;  // 2 buffers
     // D 128: one V buffer; V of the next chunk loads once PV of this one has retired, overlapped
     // with the next S / softmax.
     constexpr bool kOneV = D == 128;
-    const uint32_t sV = base + offsetof(Smem, v);
-    const uint32_t sBias = base + offsetof(Smem, tail);  // TBIAS: the bias tiles open the tail
+    const uint32_t sV = sK + (kOffV - kOffK);
+    const uint32_t sBias = sV + (kOffTail - kOffV);  // TBIAS: the bias tiles open the tail
     // Barrier slots: 0 Q, 2 + buffer K (+ V) (+ bias) of each buffer, 4 V (kOneV); 1 is free.
-    const uint32_t bars = sBias + offsetof(decltype(Smem::tail), barriers);
+    const uint32_t bars = sBias + kOffBars;
     constexpr uint32_t kBiasBytes = TBIAS ? kBlockBytes : 0;
     const uint32_t bar_q = bars;
     const uint32_t bar_kv = bars + 16;  // + 8 * buffer
@@ -90,7 +95,6 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     }
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
     const int qt = work.tile, h = work.h, b = work.b, begin = work.begin, end = work.end;
-    const int tid = threadIdx.x & 127;  // the thread in the warpgroup (its index bounds are known)
     const int warp = tid >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const long long seq = p.seq;
@@ -463,10 +467,13 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
         // P^T and dS^T (A fragments: m = keys, k = queries); each 8-query slice of dS^T also goes
         // to shared memory, [key][query], for the dQ product.
         uint32_t pf[4][4], dsf[4][4];
-        const ltd_attn::TiledRowStats row_stats{sStats + buf * 2 * kTile};
-        const T* bias_tile = TBIAS ? reinterpret_cast<const T*>(base_ptr + (sBias + buf * kBlockBytes - sK)) : nullptr;
-        ltd_attn::bwd_probs<T, BIAS, TBIAS>(p, row_stats, st, dpt, qbits, q0, key_g, kpm_l2, bias, dbias, bias_tile, warp, g, t,
-                                            pf, dsf, [&](int j, uint32_t ds_lo, uint32_t ds_hi) {
+        const ltd_attn::TiledRowStats row_stats{sStats, buf};
+        const auto bias_tile = [&](int ql, int kl) {
+            const T* sb = reinterpret_cast<const T*>(base_ptr + (sBias + buf * kBlockBytes - sK));
+            return (float)sb[ltd_attn::swizzled<64>(ql, kl)];
+        };
+        ltd_attn::bwd_probs<T, BIAS, TBIAS>(p, row_stats, st, dpt, qbits, q0, seq, key_g, kpm_l2, bias, dbias, bias_tile, warp, g,
+                                            t, pf, dsf, [&](int j, uint32_t ds_lo, uint32_t ds_hi) {
                                                 const int kl = warp * 16 + g, ql = 8 * j + 2 * t;
                                                 *reinterpret_cast<uint32_t*>(sdS_ptr + sw128<kTile>(kl, ql)) = ds_lo;
                                                 *reinterpret_cast<uint32_t*>(sdS_ptr + sw128<kTile>(kl + 8, ql)) = ds_hi;
