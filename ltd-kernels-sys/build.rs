@@ -123,7 +123,7 @@ fn compile_kernels() {
         panic!(
             "\n\nltd-kernels-sys: feature `cuda` is on but no `nvcc` was found \
              (looked at $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin and PATH).\n\
-             Install one without root with:\n    eval \"$(../shared/scripts/install-nvcc.sh)\"\n\
+             Install one without root with:\n    eval \"$(bash scripts/install-nvcc.sh)\"\n\
              or set CUDA_HOME to a CUDA 13.0+ toolkit, or build without `--features cuda`.\n\n"
         );
     };
