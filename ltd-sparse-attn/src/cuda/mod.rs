@@ -25,13 +25,14 @@
 //! `launch` (what the launches share), and one typed launch per kernel family: `forward`,
 //! `backward`, `softmax`.
 
+pub(crate) mod align;
 mod backward;
 mod check;
 mod choice;
 mod config;
 mod forward;
 pub(crate) mod kernels;
-mod launch;
+pub(crate) mod launch;
 mod options;
 mod softmax;
 mod upload;
