@@ -91,8 +91,8 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
     let opts = CudaAttentionOptions {
         scale: None,
         causal,
-        key_padding_mask: with_kpm.then_some(&d_kpm),
-        bias: with_bias.then_some(&d_bias),
+        key_padding_mask: with_kpm.then_some((&d_kpm).into()),
+        bias: with_bias.then_some((&d_bias).into()),
         kernel,
     };
     attention_forward_cuda(
@@ -181,10 +181,8 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
         &d_dout,
         &opts,
         CudaAttentionGrads {
-            dq: &mut gq,
-            dk: &mut gk,
-            dv: &mut gv,
-            dbias: with_bias.then_some(&mut gbias),
+            dbias: with_bias.then_some((&mut gbias).into()),
+            ..CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv)
         },
     )
     .unwrap();
@@ -319,7 +317,7 @@ fn gpu_fully_masked_rows_are_zero() {
     // Every kernel; the backward below recomputes the forward with Auto.
     for kernel in kernels(&dev) {
         let opts = CudaAttentionOptions {
-            key_padding_mask: Some(&kpm),
+            key_padding_mask: Some((&kpm).into()),
             kernel,
             ..Default::default()
         };
@@ -343,7 +341,7 @@ fn gpu_fully_masked_rows_are_zero() {
         lse = dev.upload(&[f32::NAN; 40]).unwrap();
     }
     let opts = CudaAttentionOptions {
-        key_padding_mask: Some(&kpm),
+        key_padding_mask: Some((&kpm).into()),
         ..Default::default()
     };
     attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &opts, &mut out, &mut lse).unwrap();
@@ -362,12 +360,7 @@ fn gpu_fully_masked_rows_are_zero() {
         (&out, &lse),
         &x,
         &opts,
-        CudaAttentionGrads {
-            dq: &mut gq,
-            dk: &mut gk,
-            dv: &mut gv,
-            dbias: None,
-        },
+        CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv),
     )
     .unwrap();
     for g in [&gq, &gk, &gv] {
@@ -445,7 +438,7 @@ fn gpu_rejects_bad_input() {
     // A bias of the wrong size.
     let short_bias = dev.upload(&[bf16::ZERO; 10]).unwrap();
     let with_bias = CudaAttentionOptions {
-        bias: Some(&short_bias),
+        bias: Some((&short_bias).into()),
         ..Default::default()
     };
     let e = attention_forward_cuda(
@@ -475,12 +468,7 @@ fn gpu_rejects_bad_input() {
         dev.upload(&vec![bf16::ZERO; shape.qkv_len()]).unwrap(),
         dev.upload(&vec![bf16::ZERO; shape.qkv_len()]).unwrap(),
     );
-    let grads = CudaAttentionGrads {
-        dq: &mut dq,
-        dk: &mut dk,
-        dv: &mut dv,
-        dbias: None,
-    };
+    let grads = CudaAttentionGrads::new(&mut dq, &mut dk, &mut dv);
     let e = attention_backward_cuda(
         &dev,
         &gl,
@@ -613,10 +601,10 @@ fn check_softmax<T: Element + RefElement + cudarc::driver::DeviceRepr>(
     let dam = am.as_ref().map(|v| dev.upload(v).unwrap());
     let opts = CudaSoftmaxOptions {
         scale,
-        rpe: with_rpe.then_some(&drpe),
-        key_padding_mask: dkpm.as_ref(),
+        rpe: with_rpe.then_some((&drpe).into()),
+        key_padding_mask: dkpm.as_ref().map(Into::into),
         key_padding_mask_mode: kpm_mode.unwrap_or(MaskMode::Add),
-        attn_mask: dam.as_ref(),
+        attn_mask: dam.as_ref().map(Into::into),
         attn_mask_mode: am_mode.unwrap_or(MaskMode::Add),
     };
     let mut y = dev.upload(&poisoned::<T>(n)).unwrap();
@@ -711,7 +699,7 @@ fn gpu_softmax_rejects_bad_buffers() {
     assert!(matches!(e, SparseAttnError::ShapeMismatch { .. }), "{e}");
     let bad_mask = dev.upload(&[0.0f32; 3]).unwrap();
     let opts = CudaSoftmaxOptions {
-        key_padding_mask: Some(&bad_mask),
+        key_padding_mask: Some((&bad_mask).into()),
         ..Default::default()
     };
     let mut y = dev.upload(&vec![0.0f32; n]).unwrap();
@@ -879,7 +867,7 @@ fn gpu_forward_kernels_agree_at_scale() {
             let masked = (li + d / 64) % 2 == 0;
             let opts = |kernel| CudaAttentionOptions {
                 causal: masked,
-                key_padding_mask: masked.then_some(&kpm),
+                key_padding_mask: masked.then_some((&kpm).into()),
                 kernel,
                 ..Default::default()
             };
@@ -965,7 +953,7 @@ fn gpu_backward_kernels_agree_at_scale() {
             let masked = (li + d / 64) % 2 == 1;
             let opts = |kernel| CudaAttentionOptions {
                 causal: masked,
-                key_padding_mask: masked.then_some(&kpm),
+                key_padding_mask: masked.then_some((&kpm).into()),
                 kernel,
                 ..Default::default()
             };
@@ -977,12 +965,7 @@ fn gpu_backward_kernels_agree_at_scale() {
             let grads = |opts: &CudaAttentionOptions<bf16>| -> [Vec<f32>; 3] {
                 let poison = || dev.upload(&poisoned::<bf16>(n)).unwrap();
                 let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
-                let g = CudaAttentionGrads {
-                    dq: &mut gq,
-                    dk: &mut gk,
-                    dv: &mut gv,
-                    dbias: None,
-                };
+                let g = CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv);
                 attention_backward_cuda(
                     &dev,
                     &gl,

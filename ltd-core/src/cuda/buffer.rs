@@ -297,10 +297,7 @@ impl<'a, T> DeviceBufMut<'a, T> {
     /// assert_eq!(addr % 16, 0);
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
-    pub fn ptr_mut<'s>(
-        &'s mut self,
-        stream: &'s CudaStream,
-    ) -> (CUdeviceptr, SyncOnDrop<'s>) {
+    pub fn ptr_mut<'s>(&'s mut self, stream: &'s CudaStream) -> (CUdeviceptr, SyncOnDrop<'s>) {
         match &mut self.kind {
             KindMut::Slice(s) => s.device_ptr_mut(stream),
             KindMut::View(v) => v.device_ptr_mut(stream),

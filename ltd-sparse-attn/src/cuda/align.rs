@@ -80,7 +80,10 @@ mod tests {
                 required,
                 ..
             } => {
-                assert_eq!((what.as_str(), address, alignment, required), ("q", 0x1002, 2, 16));
+                assert_eq!(
+                    (what.as_str(), address, alignment, required),
+                    ("q", 0x1002, 2, 16)
+                );
             }
             other => panic!("expected Misaligned, got {other:?}"),
         }
@@ -89,7 +92,9 @@ mod tests {
                 .check("k", 0x1008, 2)
                 .unwrap_err()
                 .to_string()
-                .starts_with("k: device address 0x1008 is aligned to 8 bytes; expected a multiple of 16")
+                .starts_with(
+                    "k: device address 0x1008 is aligned to 8 bytes; expected a multiple of 16"
+                )
         );
     }
 

@@ -147,8 +147,8 @@ impl ForwardKernel {
     /// `bias` is the bias's address: tiles only for a 16-byte aligned one.
     fn choose(dev: &CudaDevice, call: &AttentionCall, bias: Option<u64>) -> Result<ForwardKernel> {
         let (dtype, d) = (call.dtype(), call.shape().head_dim);
-        let bias_tiles = bias.is_some_and(bias_tiles_aligned)
-            && config::bias_tiles_fit(call.shape().seq_len);
+        let bias_tiles =
+            bias.is_some_and(bias_tiles_aligned) && config::bias_tiles_fit(call.shape().seq_len);
         if call.kernel().is_hopper() {
             let family = if bias_tiles {
                 &FWD_BIAS_SM90

@@ -19,7 +19,8 @@
 //! backward also has a pair kernel whose two warpgroups share the Q / dO tiles of two adjacent
 //! key chunks. `Auto` picks per device and layout ([`CudaAttentionKernel::backward_pairs`]).
 //!
-//! Inside, one module per job: `choice` ([`CudaAttentionKernel`] and the rule `Auto` follows),
+//! Inside, one module per job: `align` (the address alignment each kernel needs), `module`
+//! ([`crate::SparseSelfAttention`]'s GPU calls), `choice` ([`CudaAttentionKernel`] and the rule `Auto` follows),
 //! `check` (call validation), `upload` (tables in GPU memory and their cache), `kernels` (kernel
 //! images and entry-point names), `config` (every launch's threads, grid and shared memory),
 //! `launch` (what the launches share), and one typed launch per kernel family: `forward`,
@@ -33,6 +34,7 @@ mod config;
 mod forward;
 pub(crate) mod kernels;
 pub(crate) mod launch;
+mod module;
 mod options;
 mod softmax;
 mod upload;
