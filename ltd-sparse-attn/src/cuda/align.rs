@@ -3,6 +3,15 @@
 
 use crate::{Result, SparseAttnError};
 
+/// Bytes to which the fused attention kernels need the start of every `[B, H, L, D]` buffer
+/// (q, k, v, out, dout, dq, dk, dv) aligned: both kernel families move rows in 16-byte pieces.
+/// A view of fp16 / bf16 elements must start at a multiple of 8 elements.
+///
+/// ```
+/// assert_eq!(ltd_sparse_attn::cuda::ATTENTION_TENSOR_ALIGN, 16);
+/// ```
+pub const ATTENTION_TENSOR_ALIGN: usize = 16;
+
 /// What a kernel needs of a buffer's start address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Align {
@@ -20,7 +29,7 @@ impl Align {
     pub(crate) fn bytes(self, elem: usize) -> u64 {
         let elem = elem.max(1) as u64;
         match self {
-            Align::Rows => 16,
+            Align::Rows => ATTENTION_TENSOR_ALIGN as u64,
             Align::Element => elem,
             Align::Pairs if elem == 2 => 4,
             Align::Pairs => elem,

@@ -101,7 +101,7 @@ impl SparseSelfAttention {
     /// let opts = CudaAttentionOptions::default();
     /// attn.forward_cuda(&dev, shape, (&x, &x, &x), &opts, &mut out, &mut lse)?;
     /// let mut g = dev.upload(&vec![bf16::ZERO; 3 * n])?;
-    /// let (dq, rest) = g.split_at_mut(n);
+    /// let (dq, mut rest) = g.split_at_mut(n);
     /// let (dk, dv) = rest.split_at_mut(n);
     /// attn.backward_cuda(&dev, shape, (&x, &x, &x), (&out, &lse), &x, &opts, CudaAttentionGrads::new(dq, dk, dv))?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -60,7 +60,7 @@ pub struct CudaAttentionOptions<'a, T> {
 /// let grads = ltd_sparse_attn::cuda::CudaAttentionGrads::new(&mut dq, &mut dk, &mut dv);
 /// // or, into one [3, B, H, L, D] buffer with no copy afterwards:
 /// let mut dqkv = dev.upload(&vec![bf16::ZERO; 3 * n])?;
-/// let (dq, rest) = dqkv.split_at_mut(n);
+/// let (dq, mut rest) = dqkv.split_at_mut(n);
 /// let (dk, dv) = rest.split_at_mut(n);
 /// let grads = ltd_sparse_attn::cuda::CudaAttentionGrads::new(dq, dk, dv);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -84,7 +84,7 @@ impl<'a, T> CudaAttentionGrads<'a, T> {
     /// # use half::f16;
     /// # let dev = ltd_core::CudaDevice::new(0)?;
     /// let mut g = dev.upload(&vec![f16::ZERO; 3 * 8192])?;
-    /// let (dq, rest) = g.split_at_mut(8192);
+    /// let (dq, mut rest) = g.split_at_mut(8192);
     /// let (dk, dv) = rest.split_at_mut(8192);
     /// let grads = ltd_sparse_attn::cuda::CudaAttentionGrads::new(dq, dk, dv);
     /// assert!(grads.dbias.is_none());
