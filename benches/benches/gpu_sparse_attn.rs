@@ -129,13 +129,13 @@ mod gpu {
                         None
                     };
                     let base = CudaAttentionOptions {
-                        bias: bias.as_ref(),
+                        bias: bias.as_ref().map(Into::into),
                         ..Default::default()
                     };
-                    let auto = base;
+                    let auto = base.clone();
                     let sm80 = CudaAttentionOptions {
                         kernel: CudaAttentionKernel::MmaSync,
-                        ..base
+                        ..base.clone()
                     };
                     let (mut gq, mut gk, mut gv) =
                         (dev.upload(&host)?, dev.upload(&host)?, dev.upload(&host)?);
@@ -153,10 +153,8 @@ mod gpu {
                             )?;
                             if with_backward {
                                 let grads = CudaAttentionGrads {
-                                    dq: &mut gq,
-                                    dk: &mut gk,
-                                    dv: &mut gv,
-                                    dbias: dbias.as_mut(),
+                                    dbias: dbias.as_mut().map(Into::into),
+                                    ..CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv)
                                 };
                                 attention_backward_cuda(
                                     &dev,
@@ -185,7 +183,13 @@ mod gpu {
                     // `WgmmaPairs` two per pair of chunks; `Auto` picks per layout).
                     let mut hopper_fb = |kernel: CudaAttentionKernel| -> Res<f64> {
                         if kernel.runs_on(cc) {
-                            time(true, &CudaAttentionOptions { kernel, ..base })
+                            time(
+                                true,
+                                &CudaAttentionOptions {
+                                    kernel,
+                                    ..base.clone()
+                                },
+                            )
                         } else {
                             Ok(f64::NAN)
                         }

@@ -28,10 +28,12 @@ pub(crate) fn count_copy() {
 }
 
 /// How many device-to-device copies the CUDA glue has made in this process (feature `cuda`):
-/// inputs the GPU attention kernels cannot read in place (`[B, L, H, D]`, strided views,
-/// slices at an offset) and outputs returned in `[B, L, H, D]` order, masks that were not
-/// contiguous, and the pass-through of the output when a bias is given. Zero for contiguous
-/// `[B, H, L, D]` attention and for every Random-LTD op. For benchmarks and tests.
+/// inputs the GPU attention kernels cannot read in place (`[B, L, H, D]`, strided views, a
+/// q/k/v/out/dout that starts at an offset that is not 16-byte aligned) and outputs returned in
+/// `[B, L, H, D]` order, masks that were not contiguous, and the pass-through of the output when
+/// a bias is given. Zero for contiguous `[B, H, L, D]` attention (at any aligned offset: a
+/// narrow along B or H, a slice of a bigger buffer) and for every Random-LTD op. For
+/// benchmarks and tests.
 ///
 /// ```no_run
 /// let before = ltd_candle::cuda_device_copies();

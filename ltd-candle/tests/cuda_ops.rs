@@ -13,6 +13,14 @@ use ltd_candle::{
 use ltd_core::HiddenOrder;
 use ltd_sparse_attn::{BigBirdConfig, FixedConfig, SparseSelfAttention};
 
+/// Held by every test here: `cuda_device_copies` counts for the whole process, so a test that
+/// asserts a count of zero must not run beside one that copies.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A candle device on GPU 0 with a stream of its own (not the default stream).
 fn gpu() -> Device {
     match candle_core::CudaDevice::new_with_stream(0) {
@@ -66,6 +74,7 @@ fn assert_close(what: &str, gpu: &Tensor, cpu: &Tensor, atol: f32, rtol: f32) {
 
 #[test]
 fn gpu_sampler_matches_cpu_bit_for_bit() {
+    let _serial = serial();
     let dev = gpu();
     for (l, b, s, r) in [(3, 2, 100, 37), (22, 8, 2048, 1024), (1, 1, 5000, 1)] {
         let g = sample_token_indices(11, 7, l, b, s, r, &dev).unwrap();
@@ -86,6 +95,7 @@ fn gpu_sampler_matches_cpu_bit_for_bit() {
 /// the hidden states read through an offset, strided view.
 #[test]
 fn gpu_token_ops_match_cpu() {
+    let _serial = serial();
     let dev = gpu();
     for (order, dtype, (b, s, c, r)) in [
         (HiddenOrder::BatchSeq, DType::F32, (2, 64, 24, 20)),
@@ -151,6 +161,7 @@ fn gpu_token_ops_match_cpu() {
 /// The wrapper on the GPU (sampler, mask gather, gather, route) equals the CPU's.
 #[test]
 fn gpu_wrapper_matches_cpu() {
+    let _serial = serial();
     let dev = gpu();
     let json = r#"{"train_batch_size": 2, "data_efficiency": {"data_routing": {"random_ltd": {
       "enabled": true, "total_layer_num": 3, "random_ltd_layer_num": 2, "random_ltd_layer_id": [1, 2],
@@ -200,6 +211,7 @@ fn gpu_wrapper_matches_cpu() {
 /// compute), forward and every gradient; q, k, v are offset views of one projection.
 #[test]
 fn gpu_attention_matches_cpu() {
+    let _serial = serial();
     let dev = gpu();
     for (dtype, d, l, order, causal, kpm, bias) in [
         (DType::BF16, 64, 256, QkvLayout::Bhld, true, false, false),
@@ -257,6 +269,7 @@ fn gpu_attention_matches_cpu() {
 
 #[test]
 fn gpu_unsupported_combinations_are_typed_errors() {
+    let _serial = serial();
     let dev = gpu();
     let attn = SparseSelfAttention::new(FixedConfig::new(2).into()).unwrap();
     let x = host(&[1, 2, 64, 64], 1, DType::F32)
@@ -294,4 +307,64 @@ fn gpu_unsupported_combinations_are_typed_errors() {
         matches!(e, LtdCandleError::DeviceMismatch { what: "k", .. }),
         "{e}"
     );
+}
+
+/// q, k, v that start at offsets of their storage (two of one `[3, B, H, L, D]` projection
+/// indexed, one a narrow along the batch) are read in place: forward and backward make no device
+/// copy, and give exactly what fresh contiguous tensors of the same values give.
+#[test]
+fn gpu_attention_offset_views_make_no_copies() {
+    let _serial = serial();
+    let dev = gpu();
+    let (b, h, l, d) = (2, 2, 192, 64);
+    let attn = SparseSelfAttention::new(BigBirdConfig::new(h).into()).unwrap();
+    let packed = Var::from_tensor(
+        &host(&[3, b, h, l, d], 31, DType::BF16)
+            .to_device(&dev)
+            .unwrap(),
+    )
+    .unwrap();
+    let wide = Var::from_tensor(
+        &host(&[2 * b, h, l, d], 32, DType::BF16)
+            .to_device(&dev)
+            .unwrap(),
+    )
+    .unwrap();
+    let w = host(&[b, h, l, d], 33, DType::F32).to_device(&dev).unwrap();
+    let opts = SparseAttentionOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let run = |q: &Tensor, k: &Tensor, v: &Tensor| {
+        let out = sparse_attention(q, k, v, &attn, &opts).unwrap();
+        let g = (out.to_dtype(DType::F32).unwrap() * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        (out, g)
+    };
+    let (q, k) = (packed.i(1).unwrap(), packed.i(2).unwrap());
+    let v = wide.narrow(0, b, b).unwrap(); // starts B*H*L*D elements in
+    assert!(q.layout().start_offset() > 0 && v.layout().start_offset() > 0);
+    let before = ltd_candle::cuda_device_copies();
+    let (out, g) = run(&q, &k, &v);
+    assert_eq!(
+        ltd_candle::cuda_device_copies() - before,
+        0,
+        "offset views copied"
+    );
+    let dp = g.get(&packed).unwrap();
+    let (dq, dk) = (dp.i(1).unwrap(), dp.i(2).unwrap());
+    let dv = g.get(&wide).unwrap().narrow(0, b, b).unwrap();
+    let fresh = [&q, &k, &v].map(|x| Var::from_tensor(&x.copy().unwrap()).unwrap());
+    let (want_out, wg) = run(&fresh[0], &fresh[1], &fresh[2]);
+    let want = fresh.each_ref().map(|x| wg.get(x).unwrap().clone());
+    let bits = |t: &Tensor| -> Vec<u32> { to_host_f32(t).iter().map(|x| x.to_bits()).collect() };
+    assert_eq!(bits(&out), bits(&want_out), "out");
+    // dk, dv exactly; dq sums f32 atomics in no fixed order (equal up to the last bf16 bit).
+    assert_eq!(bits(&dk), bits(&want[1]), "dk");
+    assert_eq!(bits(&dv), bits(&want[2]), "dv");
+    assert_close("dq", &dq, &want[0], 1e-6, 1.0 / 64.0);
 }

@@ -258,12 +258,7 @@ impl AttentionBackend<f32> for GpuAttention {
             (&saved.out, &saved.lse),
             &dout,
             &self.options(),
-            CudaAttentionGrads {
-                dq: &mut dq,
-                dk: &mut dk,
-                dv: &mut dv,
-                dbias: None,
-            },
+            CudaAttentionGrads::new(&mut dq, &mut dk, &mut dv),
         )?;
         Ok((
             to_f32(&dev.download(&dq)?),

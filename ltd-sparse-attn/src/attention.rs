@@ -622,7 +622,7 @@ impl SparseSelfAttention {
         attention_backward(&layout, shape, inputs, options, out, dout, lse, grads)
     }
 
-    fn check_heads(&self, shape: AttentionShape) -> Result<()> {
+    pub(crate) fn check_heads(&self, shape: AttentionShape) -> Result<()> {
         let expected = self.config().num_heads();
         if shape.heads != expected {
             return Err(SparseAttnError::HeadMismatch {

@@ -13,12 +13,20 @@
 //!
 //! The layout's lookup tables (CSR, CSC and the row of every tile) are uploaded once into a
 //! [`CudaMatMulLayout`] and reused by every call.
+//!
+//! Operands and results are [`DeviceBuf`] / [`DeviceBufMut`]: whole slices, views at offsets or
+//! raw pointers. Inputs may start at any element (the kernels fall back to scalar loads where a
+//! row is not 16-byte aligned); an f16 / bf16 output must start 4-byte aligned (an even element
+//! offset: results are stored in pairs), else [`SparseAttnError::Misaligned`].
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
+use ltd_core::cuda::{DeviceBuf, DeviceBufMut};
 use ltd_core::{CudaDevice, DType, Element};
 use ltd_kernels_sys::{LtdSparseMatmulParams, names};
 
+use crate::cuda::align::Align;
 use crate::cuda::kernels::{LoadKernel, SPARSE_MATMUL};
+use crate::cuda::launch::Borrows;
 use crate::cuda::{MATMUL_TILE, matmul_dense, matmul_sdd, matmul_tiles_per_block};
 use crate::ops::Operand;
 use crate::{BlockSparseMatMul, Layout, MatMulMode, Result, SparseAttnError};
@@ -123,13 +131,13 @@ impl CudaMatMulLayout {
 }
 
 /// Checks the scalar arguments and that every buffer lives on `dev` (the lengths are checked
-/// per product by [`BlockSparseMatMul::check`]).
+/// per product by [`BlockSparseMatMul::check`]; a raw pointer has no ordinal to check).
 fn check_common(
     dev: &CudaDevice,
     layout: &CudaMatMulLayout,
     batch: usize,
     dense_dim: usize,
-    ordinals: &[(&str, usize)],
+    ordinals: &[(&str, Option<usize>)],
 ) -> Result<()> {
     if layout.ordinal != dev.ordinal() {
         return Err(SparseAttnError::invalid(
@@ -142,7 +150,9 @@ fn check_common(
         ));
     }
     for (what, ordinal) in ordinals {
-        if *ordinal != dev.ordinal() {
+        if let Some(ordinal) = *ordinal
+            && ordinal != dev.ordinal()
+        {
             return Err(SparseAttnError::invalid(
                 what,
                 format!("a buffer on cuda:{ordinal}"),
@@ -188,9 +198,9 @@ fn launch<T: Element + DeviceRepr>(
     op: BlockSparseMatMul,
     batch: usize,
     dense_dim: usize,
-    (xn, x): (&str, &CudaSlice<T>),
-    (yn, y): (&str, &CudaSlice<T>),
-    (on, out): (&str, &mut CudaSlice<T>),
+    (xn, x): (&str, &DeviceBuf<'_, T>),
+    (yn, y): (&str, &DeviceBuf<'_, T>),
+    (on, out): (&str, &mut DeviceBufMut<'_, T>),
 ) -> Result<()> {
     let l = &layout.layout;
     op.check(
@@ -232,25 +242,17 @@ fn launch<T: Element + DeviceRepr>(
     };
     let func = SPARSE_MATMUL.function(dev, names::SPARSE_MATMUL[mi][di][bi])?;
     let stream = dev.stream();
-    let (x_ptr, g1) = x.device_ptr(stream);
-    let (y_ptr, g2) = y.device_ptr(stream);
-    let (c_ptr, g3) = out.device_ptr_mut(stream);
-    let (ro, g4) = layout.row_offsets.device_ptr(stream);
-    let (rc, g5) = layout.row_columns.device_ptr(stream);
-    let (co, g6) = layout.col_offsets.device_ptr(stream);
-    let (cr, g7) = layout.col_rows.device_ptr(stream);
-    let (ct, g8) = layout.col_tiles.device_ptr(stream);
-    let (tr, g9) = layout.tile_rows.device_ptr(stream);
+    let mut b = Borrows::new(stream);
     let params = LtdSparseMatmulParams {
-        a: x_ptr,
-        b: y_ptr,
-        c: c_ptr,
-        row_offsets: ro,
-        row_columns: rc,
-        col_offsets: co,
-        col_rows: cr,
-        col_tiles: ct,
-        tile_rows: tr,
+        a: b.input(xn, x, Align::Element)?,
+        b: b.input(yn, y, Align::Element)?,
+        c: b.output(on, out, Align::Pairs)?,
+        row_offsets: b.read(&layout.row_offsets),
+        row_columns: b.read(&layout.row_columns),
+        col_offsets: b.read(&layout.col_offsets),
+        col_rows: b.read(&layout.col_rows),
+        col_tiles: b.read(&layout.col_tiles),
+        tile_rows: b.read(&layout.tile_rows),
         batch: batch as i64,
         heads: heads as i64,
         num_blocks: nb as i64,
@@ -263,14 +265,15 @@ fn launch<T: Element + DeviceRepr>(
     builder.arg(&params);
     // SAFETY: one `LtdSparseMatmulParams` by value, as the kernel takes. Every buffer length
     // was checked against the layout, batch and dense_dim by `op.check` (A, B and C exactly as
-    // the header's shapes for this mode and trans flags); the tables are this layout's own
+    // the header's shapes for this mode and trans flags), inputs aligned for T (the kernel
+    // checks 16 bytes itself before vector loads) and C for its paired stores; the tables are this layout's own
     // (uploaded by `CudaMatMulLayout::new` on this device), so every tile index is below nnz and
     // every block index below nb; the grid matches the header (checked against the u32/i32 and
     // 65535 limits in `check_common`); the kernels use static shared memory only. `out` is a
     // distinct `&mut` buffer, so it aliases no input.
     unsafe { builder.launch(cfg) }
         .map_err(SparseAttnError::driver("launching the block-sparse matmul"))?;
-    drop((g1, g2, g3, g4, g5, g6, g7, g8, g9));
+    drop(b);
     Ok(())
 }
 
@@ -281,12 +284,14 @@ fn launch<T: Element + DeviceRepr>(
 /// `dsd`: op(A) sparse, op(B) `[Z,H,S,F]`, C `[Z,H,S,F]`;
 /// `dds`: op(A) `[Z,H,F,S]`, op(B) sparse, C `[Z,H,F,S]`
 /// (a dense operand with its trans flag set is stored transposed). Every element of `c` is
-/// written. The work is queued on `dev`'s stream.
+/// written. The work is queued on `dev`'s stream. `a`, `b` and `c` are whole slices, views at
+/// offsets or raw pointers (module docs: alignment).
 ///
 /// # Errors
 /// [`SparseAttnError::ShapeMismatch`] for a buffer of the wrong length (naming it and the shape
 /// it should have), [`SparseAttnError::InvalidArgument`] for `batch` or `dense_dim` of 0 or past
-/// the grid limits, or a buffer or table on another device; driver failures.
+/// the grid limits, or a buffer or table on another device; [`SparseAttnError::Misaligned`] for
+/// an f16/bf16 `c` at an odd element offset; driver failures.
 ///
 /// ```no_run
 /// use ltd_core::CudaDevice;
@@ -303,16 +308,17 @@ fn launch<T: Element + DeviceRepr>(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_forward_cuda<T: Element + DeviceRepr>(
+pub fn matmul_forward_cuda<'b, T: Element + DeviceRepr>(
     dev: &CudaDevice,
     layout: &CudaMatMulLayout,
     op: BlockSparseMatMul,
     batch: usize,
     dense_dim: usize,
-    a: &CudaSlice<T>,
-    b: &CudaSlice<T>,
-    c: &mut CudaSlice<T>,
+    a: impl Into<DeviceBuf<'b, T>>,
+    b: impl Into<DeviceBuf<'b, T>>,
+    c: impl Into<DeviceBufMut<'b, T>>,
 ) -> Result<()> {
+    let (a, b, mut c) = (a.into(), b.into(), c.into());
     check_common(
         dev,
         layout,
@@ -326,9 +332,9 @@ pub fn matmul_forward_cuda<T: Element + DeviceRepr>(
         op,
         batch,
         dense_dim,
-        ("a", a),
-        ("b", b),
-        ("c", c),
+        ("a", &a),
+        ("b", &b),
+        ("c", &mut c),
     )
 }
 
@@ -341,7 +347,7 @@ pub fn matmul_forward_cuda<T: Element + DeviceRepr>(
 ///
 /// # Errors
 /// As [`matmul_forward_cuda`], for `a`, `b`, `dc`, `da` (must match `a`) and `db` (must match
-/// `b`).
+/// `b`); buffers of the same kinds (an f16/bf16 `da` or `db` at an even element offset).
 ///
 /// ```no_run
 /// use ltd_core::CudaDevice;
@@ -358,18 +364,20 @@ pub fn matmul_forward_cuda<T: Element + DeviceRepr>(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_backward_cuda<T: Element + DeviceRepr>(
+pub fn matmul_backward_cuda<'b, T: Element + DeviceRepr>(
     dev: &CudaDevice,
     layout: &CudaMatMulLayout,
     op: BlockSparseMatMul,
     batch: usize,
     dense_dim: usize,
-    a: &CudaSlice<T>,
-    b: &CudaSlice<T>,
-    dc: &CudaSlice<T>,
-    da: &mut CudaSlice<T>,
-    db: &mut CudaSlice<T>,
+    a: impl Into<DeviceBuf<'b, T>>,
+    b: impl Into<DeviceBuf<'b, T>>,
+    dc: impl Into<DeviceBuf<'b, T>>,
+    da: impl Into<DeviceBufMut<'b, T>>,
+    db: impl Into<DeviceBufMut<'b, T>>,
 ) -> Result<()> {
+    let (a, b, dc) = (a.into(), b.into(), dc.into());
+    let (mut da, mut db) = (da.into(), db.into());
     check_common(
         dev,
         layout,
@@ -390,9 +398,9 @@ pub fn matmul_backward_cuda<T: Element + DeviceRepr>(
         [a.len(), b.len(), dc.len(), da.len(), db.len()],
     )?;
     let pick = |o: Operand| match o {
-        Operand::A => ("a", a),
-        Operand::B => ("b", b),
-        Operand::Dc => ("dc", dc),
+        Operand::A => ("a", &a),
+        Operand::B => ("b", &b),
+        Operand::Dc => ("dc", &dc),
     };
     let [(op_a, xa, ya), (op_b, xb, yb)] = op.backward_products();
     launch(
@@ -403,7 +411,7 @@ pub fn matmul_backward_cuda<T: Element + DeviceRepr>(
         dense_dim,
         pick(xa),
         pick(ya),
-        ("da", da),
+        ("da", &mut da),
     )?;
     launch(
         dev,
@@ -413,6 +421,6 @@ pub fn matmul_backward_cuda<T: Element + DeviceRepr>(
         dense_dim,
         pick(xb),
         pick(yb),
-        ("db", db),
+        ("db", &mut db),
     )
 }

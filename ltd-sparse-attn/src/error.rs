@@ -84,6 +84,23 @@ pub enum SparseAttnError {
         /// What is accepted.
         expected: String,
     },
+    /// A device buffer starts at an address the GPU kernels cannot read from (a view at an
+    /// element offset that breaks their vector loads, or a raw pointer).
+    #[error(
+        "{what}: device address {address:#x} is aligned to {alignment} bytes; expected a multiple of {required} ({why})"
+    )]
+    Misaligned {
+        /// Which buffer (for example `q` or `bias`).
+        what: String,
+        /// Its device address.
+        address: u64,
+        /// The largest power of two dividing the address (capped at 256).
+        alignment: u64,
+        /// The alignment the kernels need.
+        required: u64,
+        /// Why the kernels need it.
+        why: &'static str,
+    },
     /// Encoding a PNG picture failed.
     #[error("PNG encoding failed: {0}")]
     Png(String),

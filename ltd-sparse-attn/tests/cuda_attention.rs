@@ -91,8 +91,8 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
     let opts = CudaAttentionOptions {
         scale: None,
         causal,
-        key_padding_mask: with_kpm.then_some(&d_kpm),
-        bias: with_bias.then_some(&d_bias),
+        key_padding_mask: with_kpm.then_some((&d_kpm).into()),
+        bias: with_bias.then_some((&d_bias).into()),
         kernel,
     };
     attention_forward_cuda(
@@ -181,10 +181,8 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
         &d_dout,
         &opts,
         CudaAttentionGrads {
-            dq: &mut gq,
-            dk: &mut gk,
-            dv: &mut gv,
-            dbias: with_bias.then_some(&mut gbias),
+            dbias: with_bias.then_some((&mut gbias).into()),
+            ..CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv)
         },
     )
     .unwrap();
@@ -319,7 +317,7 @@ fn gpu_fully_masked_rows_are_zero() {
     // Every kernel; the backward below recomputes the forward with Auto.
     for kernel in kernels(&dev) {
         let opts = CudaAttentionOptions {
-            key_padding_mask: Some(&kpm),
+            key_padding_mask: Some((&kpm).into()),
             kernel,
             ..Default::default()
         };
@@ -343,7 +341,7 @@ fn gpu_fully_masked_rows_are_zero() {
         lse = dev.upload(&[f32::NAN; 40]).unwrap();
     }
     let opts = CudaAttentionOptions {
-        key_padding_mask: Some(&kpm),
+        key_padding_mask: Some((&kpm).into()),
         ..Default::default()
     };
     attention_forward_cuda(&dev, &gl, shape, (&x, &x, &x), &opts, &mut out, &mut lse).unwrap();
@@ -362,12 +360,7 @@ fn gpu_fully_masked_rows_are_zero() {
         (&out, &lse),
         &x,
         &opts,
-        CudaAttentionGrads {
-            dq: &mut gq,
-            dk: &mut gk,
-            dv: &mut gv,
-            dbias: None,
-        },
+        CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv),
     )
     .unwrap();
     for g in [&gq, &gk, &gv] {
@@ -445,7 +438,7 @@ fn gpu_rejects_bad_input() {
     // A bias of the wrong size.
     let short_bias = dev.upload(&[bf16::ZERO; 10]).unwrap();
     let with_bias = CudaAttentionOptions {
-        bias: Some(&short_bias),
+        bias: Some((&short_bias).into()),
         ..Default::default()
     };
     let e = attention_forward_cuda(
@@ -475,12 +468,7 @@ fn gpu_rejects_bad_input() {
         dev.upload(&vec![bf16::ZERO; shape.qkv_len()]).unwrap(),
         dev.upload(&vec![bf16::ZERO; shape.qkv_len()]).unwrap(),
     );
-    let grads = CudaAttentionGrads {
-        dq: &mut dq,
-        dk: &mut dk,
-        dv: &mut dv,
-        dbias: None,
-    };
+    let grads = CudaAttentionGrads::new(&mut dq, &mut dk, &mut dv);
     let e = attention_backward_cuda(
         &dev,
         &gl,
@@ -613,10 +601,10 @@ fn check_softmax<T: Element + RefElement + cudarc::driver::DeviceRepr>(
     let dam = am.as_ref().map(|v| dev.upload(v).unwrap());
     let opts = CudaSoftmaxOptions {
         scale,
-        rpe: with_rpe.then_some(&drpe),
-        key_padding_mask: dkpm.as_ref(),
+        rpe: with_rpe.then_some((&drpe).into()),
+        key_padding_mask: dkpm.as_ref().map(Into::into),
         key_padding_mask_mode: kpm_mode.unwrap_or(MaskMode::Add),
-        attn_mask: dam.as_ref(),
+        attn_mask: dam.as_ref().map(Into::into),
         attn_mask_mode: am_mode.unwrap_or(MaskMode::Add),
     };
     let mut y = dev.upload(&poisoned::<T>(n)).unwrap();
@@ -711,7 +699,7 @@ fn gpu_softmax_rejects_bad_buffers() {
     assert!(matches!(e, SparseAttnError::ShapeMismatch { .. }), "{e}");
     let bad_mask = dev.upload(&[0.0f32; 3]).unwrap();
     let opts = CudaSoftmaxOptions {
-        key_padding_mask: Some(&bad_mask),
+        key_padding_mask: Some((&bad_mask).into()),
         ..Default::default()
     };
     let mut y = dev.upload(&vec![0.0f32; n]).unwrap();
@@ -879,7 +867,7 @@ fn gpu_forward_kernels_agree_at_scale() {
             let masked = (li + d / 64) % 2 == 0;
             let opts = |kernel| CudaAttentionOptions {
                 causal: masked,
-                key_padding_mask: masked.then_some(&kpm),
+                key_padding_mask: masked.then_some((&kpm).into()),
                 kernel,
                 ..Default::default()
             };
@@ -965,7 +953,7 @@ fn gpu_backward_kernels_agree_at_scale() {
             let masked = (li + d / 64) % 2 == 1;
             let opts = |kernel| CudaAttentionOptions {
                 causal: masked,
-                key_padding_mask: masked.then_some(&kpm),
+                key_padding_mask: masked.then_some((&kpm).into()),
                 kernel,
                 ..Default::default()
             };
@@ -977,12 +965,7 @@ fn gpu_backward_kernels_agree_at_scale() {
             let grads = |opts: &CudaAttentionOptions<bf16>| -> [Vec<f32>; 3] {
                 let poison = || dev.upload(&poisoned::<bf16>(n)).unwrap();
                 let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
-                let g = CudaAttentionGrads {
-                    dq: &mut gq,
-                    dk: &mut gk,
-                    dv: &mut gv,
-                    dbias: None,
-                };
+                let g = CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv);
                 attention_backward_cuda(
                     &dev,
                     &gl,
@@ -1026,4 +1009,442 @@ fn gpu_backward_kernels_agree_at_scale() {
             }
         }
     }
+}
+
+/// Bit patterns of a downloaded buffer, for exact comparisons.
+fn bits<T: Element + cudarc::driver::DeviceRepr>(
+    dev: &CudaDevice,
+    x: &cudarc::driver::CudaSlice<T>,
+) -> Vec<u32> {
+    dev.download(x)
+        .unwrap()
+        .iter()
+        .map(|v| v.to_f32().to_bits())
+        .collect()
+}
+
+/// `[pad zeros | parts...]` in one device buffer: the parts then start at `pad`, `pad + len`, ...
+fn packed<T: Element + cudarc::driver::DeviceRepr>(
+    dev: &CudaDevice,
+    pad: usize,
+    parts: &[&[T]],
+) -> cudarc::driver::CudaSlice<T> {
+    let mut host = vec![T::from_f32(0.0); pad];
+    for p in parts {
+        host.extend_from_slice(p);
+    }
+    dev.upload(&host).unwrap()
+}
+
+/// Forward and backward read through views at (16-byte aligned) offsets of bigger buffers, and
+/// through raw device pointers, give exactly the whole-buffer results (dq up to the order of
+/// its f32 atomics), with a key-padding mask and a bias, on every kernel family.
+#[test]
+fn gpu_views_and_raw_pointers_match_whole_buffers() {
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+    use ltd_core::cuda::{DeviceBuf, DeviceBufMut};
+    let dev = gpu();
+    let shape = AttentionShape {
+        batch: 2,
+        heads: 2,
+        seq_len: 200,
+        head_dim: 64,
+    };
+    let (n, nl) = (shape.qkv_len(), shape.lse_len());
+    let nb = n / shape.head_dim * shape.seq_len;
+    let layout = BigBirdConfig::new(2).make_layout(shape.seq_len).unwrap();
+    let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
+    let mut data = Data::new(91);
+    let (q, k, v, dout): (Vec<bf16>, Vec<bf16>, Vec<bf16>, Vec<bf16>) = (
+        data.vec(n, -1.0, 1.0),
+        data.vec(n, -1.0, 1.0),
+        data.vec(n, -1.0, 1.0),
+        data.vec(n, -1.0, 1.0),
+    );
+    let bias: Vec<bf16> = data.vec(nb, -0.5, 0.5);
+    let kpm: Vec<f32> = (0..shape.batch * shape.seq_len)
+        .map(|i| if i % 9 == 4 { f32::NEG_INFINITY } else { 0.0 })
+        .collect();
+    // Whole buffers.
+    let (wq, wk, wv, wdo) = (
+        dev.upload(&q).unwrap(),
+        dev.upload(&k).unwrap(),
+        dev.upload(&v).unwrap(),
+        dev.upload(&dout).unwrap(),
+    );
+    let (wbias, wkpm) = (dev.upload(&bias).unwrap(), dev.upload(&kpm).unwrap());
+    // The same values packed after 8 (16 bytes of) bf16 and 4 f32 of padding.
+    let qkv = packed(&dev, 8, &[&q, &k, &v, &dout]);
+    let pbias = packed(&dev, 8, &[&bias]);
+    let pkpm = packed(&dev, 4, &[&kpm]);
+    for kernel in kernels(&dev) {
+        let whole_opts = CudaAttentionOptions {
+            causal: true,
+            key_padding_mask: Some((&wkpm).into()),
+            bias: Some((&wbias).into()),
+            kernel,
+            ..Default::default()
+        };
+        let view_opts = CudaAttentionOptions {
+            key_padding_mask: Some(pkpm.slice(4..).into()),
+            bias: Some(pbias.slice(8..).into()),
+            ..whole_opts.clone()
+        };
+        let mut out = dev.upload(&poisoned::<bf16>(n)).unwrap();
+        let mut lse = dev.upload(&vec![f32::NAN; nl]).unwrap();
+        attention_forward_cuda(
+            &dev,
+            &gl,
+            shape,
+            (&wq, &wk, &wv),
+            &whole_opts,
+            &mut out,
+            &mut lse,
+        )
+        .unwrap();
+        // Views: inputs of one packed buffer, outputs at offsets of bigger ones.
+        let mut vout = dev.upload(&poisoned::<bf16>(n + 24)).unwrap();
+        let mut vlse = dev.upload(&vec![f32::NAN; nl + 3]).unwrap();
+        let views = (
+            qkv.slice(8..8 + n),
+            qkv.slice(8 + n..8 + 2 * n),
+            qkv.slice(8 + 2 * n..8 + 3 * n),
+        );
+        attention_forward_cuda(
+            &dev,
+            &gl,
+            shape,
+            views,
+            &view_opts,
+            vout.slice_mut(16..16 + n),
+            vlse.slice_mut(1..1 + nl),
+        )
+        .unwrap();
+        let vo = bits(&dev, &vout);
+        assert_eq!(
+            &vo[16..16 + n],
+            &bits(&dev, &out)[..],
+            "{kernel:?}: out through views"
+        );
+        let vl = bits(&dev, &vlse);
+        assert_eq!(
+            &vl[1..1 + nl],
+            &bits(&dev, &lse)[..],
+            "{kernel:?}: lse through views"
+        );
+        assert!(
+            vo[..16]
+                .iter()
+                .chain(&vo[16 + n..])
+                .all(|b| f32::from_bits(*b).is_nan()),
+            "{kernel:?}: out outside the view untouched"
+        );
+        // Raw pointers into the same packed buffers.
+        let mut rout = dev.upload(&poisoned::<bf16>(n)).unwrap();
+        let mut rlse = dev.upload(&vec![f32::NAN; nl]).unwrap();
+        {
+            let s = dev.stream();
+            let (base, _g1) = qkv.device_ptr(s);
+            let (b_ptr, _g2) = pbias.device_ptr(s);
+            let (m_ptr, _g3) = pkpm.device_ptr(s);
+            let (o_ptr, _g4) = rout.device_ptr_mut(s);
+            let (l_ptr, _g5) = rlse.device_ptr_mut(s);
+            // SAFETY: each pointer addresses `len` initialised elements of its buffer, on this
+            // device, alive and used by nothing else until the synchronize below.
+            let (rq, rk, rv, rb, rm, ro, rl) = unsafe {
+                (
+                    DeviceBuf::<bf16>::from_raw(base + 16, n),
+                    DeviceBuf::<bf16>::from_raw(base + 16 + 2 * n as u64, n),
+                    DeviceBuf::<bf16>::from_raw(base + 16 + 4 * n as u64, n),
+                    DeviceBuf::<bf16>::from_raw(b_ptr + 16, nb),
+                    DeviceBuf::<f32>::from_raw(m_ptr + 16, kpm.len()),
+                    DeviceBufMut::<bf16>::from_raw(o_ptr, n),
+                    DeviceBufMut::<f32>::from_raw(l_ptr, nl),
+                )
+            };
+            let raw_opts = CudaAttentionOptions {
+                key_padding_mask: Some(rm),
+                bias: Some(rb),
+                ..whole_opts.clone()
+            };
+            attention_forward_cuda(&dev, &gl, shape, (rq, rk, rv), &raw_opts, ro, rl).unwrap();
+            dev.synchronize().unwrap();
+        }
+        assert_eq!(
+            bits(&dev, &rout),
+            bits(&dev, &out),
+            "{kernel:?}: out through raw pointers"
+        );
+        assert_eq!(
+            bits(&dev, &rlse),
+            bits(&dev, &lse),
+            "{kernel:?}: lse through raw pointers"
+        );
+        // Backward: whole buffers, then views (inputs packed, gradients in one [3, n] buffer
+        // after 8 elements, dbias at an offset).
+        let poison = || dev.upload(&poisoned::<bf16>(n)).unwrap();
+        let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
+        let mut gb = dev.upload(&poisoned::<bf16>(nb)).unwrap();
+        let grads = CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv).with_dbias(&mut gb);
+        attention_backward_cuda(
+            &dev,
+            &gl,
+            shape,
+            (&wq, &wk, &wv),
+            (&out, &lse),
+            &wdo,
+            &whole_opts,
+            grads,
+        )
+        .unwrap();
+        let mut g3 = dev.upload(&poisoned::<bf16>(8 + 3 * n)).unwrap();
+        let mut vgb = dev.upload(&poisoned::<bf16>(nb + 8)).unwrap();
+        {
+            let (_, mut tail) = g3.split_at_mut(8);
+            let (vdq, mut rest) = tail.split_at_mut(n);
+            let (vdk, vdv) = rest.split_at_mut(n);
+            let grads = CudaAttentionGrads::new(vdq, vdk, vdv).with_dbias(vgb.slice_mut(8..));
+            let views = (
+                qkv.slice(8..8 + n),
+                qkv.slice(8 + n..8 + 2 * n),
+                qkv.slice(8 + 2 * n..8 + 3 * n),
+            );
+            let saved = (vout.slice(16..16 + n), vlse.slice(1..1 + nl));
+            let vdout = qkv.slice(8 + 3 * n..);
+            attention_backward_cuda(&dev, &gl, shape, views, saved, vdout, &view_opts, grads)
+                .unwrap();
+        }
+        let g3b = bits(&dev, &g3);
+        assert_eq!(
+            &g3b[8 + n..8 + 2 * n],
+            &bits(&dev, &gk)[..],
+            "{kernel:?}: dk through views"
+        );
+        assert_eq!(
+            &g3b[8 + 2 * n..],
+            &bits(&dev, &gv)[..],
+            "{kernel:?}: dv through views"
+        );
+        assert_eq!(
+            &bits(&dev, &vgb)[8..],
+            &bits(&dev, &gb)[..],
+            "{kernel:?}: dbias through views"
+        );
+        // dq sums f32 atomics in no fixed order: equal up to the last bf16 bit.
+        let (vdq, wdq) = (dev.download(&g3).unwrap(), dev.download(&gq).unwrap());
+        for (i, (a, b)) in vdq[8..8 + n].iter().zip(&wdq).enumerate() {
+            let (a, b) = (a.to_f32(), b.to_f32());
+            assert!(
+                (a - b).abs() <= b.abs() / 64.0 + 1e-6,
+                "{kernel:?}: dq[{i}] {a} vs {b}"
+            );
+        }
+    }
+}
+
+/// A q, k, v, out or gradient view that breaks the kernels' 16-byte alignment is a typed error
+/// naming the buffer and its alignment (both kernel families load these rows in 16-byte
+/// pieces, so there is no kernel to fall back to); an lse raw pointer off its f32 alignment
+/// too. A bias at such an offset is not refused: the per-element kernels read it, with the
+/// same result as the aligned bias up to rounding.
+#[test]
+fn gpu_misaligned_views_are_typed_errors() {
+    use ltd_core::cuda::DeviceBufMut;
+    let dev = gpu();
+    let shape = AttentionShape {
+        batch: 1,
+        heads: 2,
+        seq_len: 128,
+        head_dim: 64,
+    };
+    let (n, nl) = (shape.qkv_len(), shape.lse_len());
+    let gl =
+        CudaAttentionLayout::new(&dev, &FixedConfig::new(2).make_layout(128).unwrap()).unwrap();
+    let mut data = Data::new(5);
+    let x: Vec<bf16> = data.vec(n + 8, -1.0, 1.0);
+    let big = dev.upload(&x).unwrap();
+    let mut out = dev.upload(&vec![bf16::ZERO; n + 8]).unwrap();
+    let mut lse = dev.upload(&vec![0.0f32; nl + 1]).unwrap();
+    let opts = CudaAttentionOptions::<bf16>::default();
+    let misaligned = |e: SparseAttnError, name: &str, align: u64, required: u64| match e {
+        SparseAttnError::Misaligned {
+            what,
+            alignment,
+            required: r,
+            ..
+        } => assert_eq!((what.as_str(), alignment, r), (name, align, required)),
+        other => panic!("{name}: expected Misaligned, got {other}"),
+    };
+    let aligned = big.slice(..n);
+    let e = attention_forward_cuda(
+        &dev,
+        &gl,
+        shape,
+        (big.slice(1..1 + n), aligned.slice(..), aligned.slice(..)),
+        &opts,
+        out.slice_mut(..n),
+        lse.slice_mut(..nl),
+    )
+    .unwrap_err();
+    misaligned(e, "q", 2, 16);
+    let e = attention_forward_cuda(
+        &dev,
+        &gl,
+        shape,
+        (big.slice(..n), big.slice(..n), big.slice(4..4 + n)),
+        &opts,
+        out.slice_mut(..n),
+        lse.slice_mut(..nl),
+    )
+    .unwrap_err();
+    misaligned(e, "v", 8, 16);
+    let e = attention_forward_cuda(
+        &dev,
+        &gl,
+        shape,
+        (big.slice(..n), big.slice(..n), big.slice(..n)),
+        &opts,
+        out.slice_mut(2..2 + n),
+        lse.slice_mut(..nl),
+    )
+    .unwrap_err();
+    misaligned(e, "out", 4, 16);
+    {
+        use cudarc::driver::DevicePtrMut;
+        let (l_ptr, _g) = lse.device_ptr_mut(dev.stream());
+        // SAFETY: never dereferenced: the call is refused before any launch.
+        let bad = unsafe { DeviceBufMut::<f32>::from_raw(l_ptr + 2, nl) };
+        let e = attention_forward_cuda(
+            &dev,
+            &gl,
+            shape,
+            (big.slice(..n), big.slice(..n), big.slice(..n)),
+            &opts,
+            out.slice_mut(..n),
+            bad,
+        )
+        .unwrap_err();
+        misaligned(e, "lse", 2, 4);
+    }
+    let mut g = dev.upload(&vec![bf16::ZERO; 3 * n + 8]).unwrap();
+    {
+        let (_, mut tail) = g.split_at_mut(3);
+        let (dq, mut rest) = tail.split_at_mut(n);
+        let (dk, dv) = rest.split_at_mut(n);
+        let e = attention_backward_cuda(
+            &dev,
+            &gl,
+            shape,
+            (big.slice(..n), big.slice(..n), big.slice(..n)),
+            (big.slice(..n), lse.slice(..nl)),
+            big.slice(..n),
+            &opts,
+            CudaAttentionGrads::new(dq, dk, dv),
+        )
+        .unwrap_err();
+        misaligned(e, "dq", 2, 16);
+    }
+    // A bias 3 elements in: read element by element, same result as an aligned one.
+    let nb = n / shape.head_dim * shape.seq_len;
+    let b: Vec<bf16> = data.vec(nb, -0.5, 0.5);
+    let (aligned_bias, odd_bias) = (dev.upload(&b).unwrap(), packed(&dev, 3, &[&b]));
+    let run = |opts: &CudaAttentionOptions<bf16>| {
+        let mut o = dev.upload(&poisoned::<bf16>(n)).unwrap();
+        let mut l = dev.upload(&vec![f32::NAN; nl]).unwrap();
+        attention_forward_cuda(
+            &dev,
+            &gl,
+            shape,
+            (big.slice(..n), big.slice(..n), big.slice(..n)),
+            opts,
+            &mut o,
+            &mut l,
+        )
+        .unwrap();
+        (dev.download(&o).unwrap(), dev.download(&l).unwrap())
+    };
+    for kernel in kernels(&dev) {
+        let (want_o, want_l) = run(&CudaAttentionOptions {
+            bias: Some((&aligned_bias).into()),
+            kernel,
+            ..Default::default()
+        });
+        let (got_o, got_l) = run(&CudaAttentionOptions {
+            bias: Some(odd_bias.slice(3..).into()),
+            kernel,
+            ..Default::default()
+        });
+        for (i, (a, b)) in got_o.iter().zip(&want_o).enumerate() {
+            let (a, b) = (a.to_f32(), b.to_f32());
+            assert!(
+                (a - b).abs() <= 1e-2 + b.abs() / 64.0,
+                "{kernel:?}: out[{i}] {a} vs {b}"
+            );
+        }
+        for (i, (a, b)) in got_l.iter().zip(&want_l).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
+                "{kernel:?}: lse[{i}] {a} vs {b}"
+            );
+        }
+    }
+}
+
+/// `SparseSelfAttention`'s GPU calls check lengths before building a layout (a huge length
+/// with short buffers is a length error) and do nothing for an empty batch.
+#[test]
+fn gpu_module_checks_before_the_layout() {
+    use ltd_sparse_attn::SparseSelfAttention;
+    let dev = gpu();
+    let attn = SparseSelfAttention::new(FixedConfig::new(2).into()).unwrap();
+    let x = dev.upload(&vec![bf16::ZERO; 64]).unwrap();
+    let mut out = dev.upload(&vec![bf16::ZERO; 64]).unwrap();
+    let mut lse = dev.upload(&[0.0f32; 4]).unwrap();
+    let huge = AttentionShape {
+        batch: 1,
+        heads: 2,
+        seq_len: 1 << 40,
+        head_dim: 64,
+    };
+    let opts = CudaAttentionOptions::default();
+    let e = attn
+        .forward_cuda(&dev, huge, (&x, &x, &x), &opts, &mut out, &mut lse)
+        .unwrap_err();
+    assert!(
+        matches!(e, SparseAttnError::ShapeMismatch { ref what, .. } if what == "q"),
+        "{e}"
+    );
+    assert!(attn.cache().is_empty(), "no layout was built");
+    let empty = AttentionShape {
+        batch: 0,
+        heads: 2,
+        seq_len: 128,
+        head_dim: 64,
+    };
+    let none = dev.upload(&[bf16::ZERO; 1]).unwrap();
+    let mut none_out = dev.upload(&[bf16::ZERO; 1]).unwrap();
+    let mut none_lse = dev.upload(&[0.0f32; 1]).unwrap();
+    attn.forward_cuda(
+        &dev,
+        empty,
+        (none.slice(..0), none.slice(..0), none.slice(..0)),
+        &opts,
+        none_out.slice_mut(..0),
+        none_lse.slice_mut(..0),
+    )
+    .unwrap();
+    let one = || dev.upload(&[bf16::ZERO; 1]).unwrap();
+    let (mut a, mut b, mut c) = (one(), one(), one());
+    let grads = CudaAttentionGrads::new(a.slice_mut(..0), b.slice_mut(..0), c.slice_mut(..0));
+    attn.backward_cuda(
+        &dev,
+        empty,
+        (none.slice(..0), none.slice(..0), none.slice(..0)),
+        (none.slice(..0), none_lse.slice(..0)),
+        none.slice(..0),
+        &opts,
+        grads,
+    )
+    .unwrap();
+    assert!(attn.cache().is_empty(), "no layout for an empty batch");
 }

@@ -289,3 +289,51 @@ fn gpu_matmul_rejects_bad_input() {
     matmul_backward_cuda(&dev, &gl, sdd, batch, f, &a, &b, &dc, &mut da, &mut db).unwrap();
     assert!(dev.download(&da).unwrap().iter().all(|&x| x == 0.0));
 }
+
+/// Operands read through views at odd element offsets (the kernels' scalar load path) and the
+/// result written through a view at an even offset give the whole-buffer result bit for bit; an
+/// f16 result at an odd element offset is a typed error naming `c` (stored in pairs).
+#[test]
+fn gpu_matmul_views_match_whole_buffers() {
+    use half::f16;
+    let dev = gpu();
+    let layout = Layout::from_mask(2, 2, 16, vec![1, 0, 1, 1, 1, 1, 0, 1]).unwrap();
+    let gl = CudaMatMulLayout::new(&dev, &layout).unwrap();
+    let (batch, f) = (2, 24);
+    let n = batch * 2 * 32 * f; // [Z, H, S, F]
+    let op = BlockSparseMatMul::sdd(false, true);
+    let mut data = Data::new(17);
+    let (a, b): (Vec<f16>, Vec<f16>) = (data.vec(n, -1.0, 1.0), data.vec(n, -1.0, 1.0));
+    let nc = batch * layout.nnz() * 16 * 16;
+    let (wa, wb) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
+    let mut wc = dev.upload(&poisoned::<f16>(nc)).unwrap();
+    matmul_forward_cuda(&dev, &gl, op, batch, f, &wa, &wb, &mut wc).unwrap();
+    let mut host = vec![f16::ZERO; 3];
+    host.extend_from_slice(&a);
+    host.extend_from_slice(&b);
+    let ab = dev.upload(&host).unwrap();
+    let mut vc = dev.upload(&poisoned::<f16>(nc + 4)).unwrap();
+    matmul_forward_cuda(
+        &dev,
+        &gl,
+        op,
+        batch,
+        f,
+        ab.slice(3..3 + n),
+        ab.slice(3 + n..),
+        vc.slice_mut(2..2 + nc),
+    )
+    .unwrap();
+    let bits = |x: Vec<f16>| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let (got, want) = (
+        bits(dev.download(&vc).unwrap()),
+        bits(dev.download(&wc).unwrap()),
+    );
+    assert_eq!(&got[2..2 + nc], &want[..]);
+    let e = matmul_forward_cuda(&dev, &gl, op, batch, f, &wa, &wb, vc.slice_mut(1..1 + nc))
+        .unwrap_err();
+    assert!(
+        matches!(&e, SparseAttnError::Misaligned { what, alignment: 2, required: 4, .. } if what == "c"),
+        "{e}"
+    );
+}

@@ -1,8 +1,10 @@
 //! The CUDA side of the attention op (feature `cuda`): `ltd_sparse_attn`'s fused kernels on
-//! candle's stream. The kernels read whole contiguous `[B, H, L, D]` buffers, so an input that is
-//! one already (offset 0, exact length) is read in place and anything else (`[B, L, H, D]`, a
-//! strided view, a slice at an offset) is copied into one on the same device first; outputs in
-//! `[B, L, H, D]` order are copied back into that order.
+//! candle's stream. The kernels read contiguous `[B, H, L, D]` buffers starting 16-byte aligned,
+//! so an input that is one (at any offset in its storage that keeps that alignment: a narrow
+//! along B or H, a slice of a bigger buffer) is read in place through a view, and anything else
+//! (`[B, L, H, D]`, a strided view such as a narrow along D, an offset that breaks the
+//! alignment) is copied into one on the same device first; outputs in `[B, L, H, D]` order are
+//! copied back into that order. Masks and biases are read through views at any offset.
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::CudaDType;
@@ -11,9 +13,11 @@ use candle_core::{CudaStorage, DType, Layout, Shape, Storage, Tensor};
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use half::{bf16, f16};
 use ltd_core::Element;
+use ltd_core::cuda::DeviceBuf;
 use ltd_sparse_attn::AttentionShape;
 use ltd_sparse_attn::cuda::{
-    CudaAttentionGrads, CudaAttentionOptions, attention_backward_cuda, attention_forward_cuda,
+    ATTENTION_TENSOR_ALIGN, CudaAttentionGrads, CudaAttentionOptions, attention_backward_cuda,
+    attention_forward_cuda,
 };
 
 use super::{AttnCtx, Lse, QkvLayout, lock};
@@ -39,35 +43,60 @@ pub(super) fn check_supported(dtype: DType, shape: AttentionShape) -> Result<()>
     Ok(())
 }
 
-/// A storage holding exactly a tensor's elements, contiguous in the kernels' order: the
-/// tensor's own storage when it already is that, else a copy on the same device.
+/// A tensor's elements, contiguous in the kernels' order: a view of its own storage when it
+/// already is that, else a copy on the same device.
 enum Exact<'a> {
-    Borrowed(&'a CudaStorage),
+    View {
+        storage: &'a CudaStorage,
+        start: usize,
+        len: usize,
+    },
     Owned(CudaStorage),
 }
 
 impl Exact<'_> {
-    fn slice<T: CudaDType>(&self) -> Result<&CudaSlice<T>> {
+    fn buf<T: CudaDType>(&self) -> Result<DeviceBuf<'_, T>> {
         Ok(match self {
-            Exact::Borrowed(s) => s.as_cuda_slice::<T>()?,
-            Exact::Owned(s) => s.as_cuda_slice::<T>()?,
+            Exact::View {
+                storage,
+                start,
+                len,
+            } => {
+                let slice = storage.as_cuda_slice::<T>()?;
+                let view = slice.try_slice(*start..*start + *len).ok_or_else(|| {
+                    LtdCandleError::State(format!(
+                        "a tensor's elements {start}..{} lie outside its storage of {}",
+                        start + len,
+                        slice.len()
+                    ))
+                })?;
+                view.into()
+            }
+            Exact::Owned(s) => s.as_cuda_slice::<T>()?.into(),
         })
     }
 }
 
 /// `s` read through `l` with its dims permuted by `perm` (the kernels' order), as an exact
-/// contiguous buffer.
+/// contiguous buffer whose start is a multiple of `align` bytes: a view when the layout is
+/// contiguous in that order at such an offset, else a copy (counted).
 fn exact<'a, T: CudaDType + DeviceRepr>(
     dev: &ltd_core::CudaDevice,
     s: &'a CudaStorage,
     l: &Layout,
     perm: &[usize],
+    align: usize,
 ) -> Result<Exact<'a>> {
     let n = l.shape().elem_count();
     let identity = perm.iter().enumerate().all(|(i, &p)| i == p);
-    if identity && l.is_contiguous() && l.start_offset() == 0 && s.as_cuda_slice::<T>()?.len() == n
-    {
-        return Ok(Exact::Borrowed(s));
+    let start = l.start_offset();
+    let aligned = (start * std::mem::size_of::<T>()).is_multiple_of(align);
+    if identity && l.is_contiguous() && aligned && start + n <= s.as_cuda_slice::<T>()?.len() {
+        return Ok(Exact::View {
+            storage: s,
+            start,
+            len: n,
+        });
     }
     let permuted = l.permute(perm)?;
     count_copy();
@@ -144,19 +173,21 @@ fn with_modifiers<T: CudaDType + DeviceRepr, R>(
 ) -> Result<R> {
     let kpm_guard = ctx.kpm.as_ref().map(Tensor::storage_and_layout);
     let bias_guard = ctx.bias.as_ref().map(Tensor::storage_and_layout);
+    // Read element by element (a bias that is not 16-byte aligned takes the per-element
+    // kernel): any offset will do.
     let kpm = match &kpm_guard {
-        Some((s, l)) => Some(exact::<f32>(dev, cuda_storage(s)?, l, &[0, 1])?),
+        Some((s, l)) => Some(exact::<f32>(dev, cuda_storage(s)?, l, &[0, 1], 1)?),
         None => None,
     };
     let bias = match &bias_guard {
-        Some((s, l)) => Some(exact::<T>(dev, cuda_storage(s)?, l, &[0, 1, 2, 3])?),
+        Some((s, l)) => Some(exact::<T>(dev, cuda_storage(s)?, l, &[0, 1, 2, 3], 1)?),
         None => None,
     };
     let options = CudaAttentionOptions {
         scale: ctx.scale,
         causal: ctx.causal,
-        key_padding_mask: kpm.as_ref().map(Exact::slice::<f32>).transpose()?,
-        bias: bias.as_ref().map(Exact::slice::<T>).transpose()?,
+        key_padding_mask: kpm.as_ref().map(Exact::buf::<f32>).transpose()?,
+        bias: bias.as_ref().map(Exact::buf::<T>).transpose()?,
         kernel: Default::default(),
     };
     f(options)
@@ -168,15 +199,16 @@ fn forward_t<T: CudaDType + DeviceRepr + Element>(
 ) -> Result<(CudaStorage, Shape)> {
     let dev = ltd_device(&sq.device)?;
     let perm = ctx.order.perm();
+    let a = ATTENTION_TENSOR_ALIGN;
     let (q, k, v) = (
-        exact::<T>(&dev, sq, lq, &perm)?,
-        exact::<T>(&dev, sk, lk, &perm)?,
-        exact::<T>(&dev, sv, lv, &perm)?,
+        exact::<T>(&dev, sq, lq, &perm, a)?,
+        exact::<T>(&dev, sk, lk, &perm, a)?,
+        exact::<T>(&dev, sv, lv, &perm, a)?,
     );
     let mut out = alloc_output::<T>(&dev, ctx.shape.qkv_len())?;
     let mut lse = alloc_output::<f32>(&dev, ctx.shape.lse_len())?;
     with_modifiers::<T, _>(ctx, &dev, |options| {
-        let qkv = (q.slice::<T>()?, k.slice::<T>()?, v.slice::<T>()?);
+        let qkv = (q.buf::<T>()?, k.buf::<T>()?, v.buf::<T>()?);
         Ok(attention_forward_cuda(
             &dev,
             cuda_layout(ctx)?,
@@ -223,7 +255,13 @@ fn backward_t<T: CudaDType + DeviceRepr + Element + ValidAsZeroBits>(
     let guards = [q, k, v, out, dout].map(Tensor::storage_and_layout);
     let mut bufs = Vec::with_capacity(5);
     for (s, l) in &guards {
-        bufs.push(exact::<T>(&dev, cuda_storage(s)?, l, &perm)?);
+        bufs.push(exact::<T>(
+            &dev,
+            cuda_storage(s)?,
+            l,
+            &perm,
+            ATTENTION_TENSOR_ALIGN,
+        )?);
     }
     let s = ctx.shape;
     let (mut dq, mut dk, mut dv) = (
@@ -244,18 +282,16 @@ fn backward_t<T: CudaDType + DeviceRepr + Element + ValidAsZeroBits>(
         };
         with_modifiers::<T, _>(ctx, &dev, |options| {
             let grads = CudaAttentionGrads {
-                dq: &mut dq,
-                dk: &mut dk,
-                dv: &mut dv,
-                dbias: dbias.as_mut(),
+                dbias: dbias.as_mut().map(Into::into),
+                ..CudaAttentionGrads::new(&mut dq, &mut dk, &mut dv)
             };
             Ok(attention_backward_cuda(
                 &dev,
                 cuda_layout(ctx)?,
                 s,
-                (bufs[0].slice()?, bufs[1].slice()?, bufs[2].slice()?),
-                (bufs[3].slice()?, lse),
-                bufs[4].slice()?,
+                (bufs[0].buf()?, bufs[1].buf()?, bufs[2].buf()?),
+                (bufs[3].buf()?, lse),
+                bufs[4].buf()?,
                 &options,
                 grads,
             )?)

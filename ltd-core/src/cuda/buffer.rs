@@ -5,7 +5,8 @@
 
 use cudarc::driver::sys::CUdeviceptr;
 use cudarc::driver::{
-    CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, SyncOnDrop,
+    CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceSlice,
+    DriverError, SyncOnDrop,
 };
 
 /// A device buffer an op reads.
@@ -84,7 +85,58 @@ impl<'a, T> DeviceBuf<'a, T> {
     }
 
     /// The same buffer, borrowed again.
-    pub(crate) fn reborrow(&self) -> DeviceBuf<'_, T> {
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// let x = dev.upload(&[0u8; 5])?;
+    /// let buf = ltd_core::cuda::DeviceBuf::from(x.slice(1..));
+    /// assert_eq!(buf.reborrow().len(), 4);
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn reborrow(&self) -> DeviceBuf<'_, T> {
+        self.clone()
+    }
+
+    /// The ordinal of the device holding a cudarc buffer; `None` for a raw pointer (its
+    /// device is the caller's promise).
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// let x = dev.upload(&[0u8; 5])?;
+    /// assert_eq!(ltd_core::cuda::DeviceBuf::from(&x).ordinal(), Some(0));
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn ordinal(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::Slice(s) => Some(s.ordinal()),
+            Kind::View(v) => Some(v.stream().context().ordinal()),
+            Kind::Raw { .. } => None,
+        }
+    }
+
+    /// The device address for a launch on `stream`, and the guard that records the read when
+    /// dropped (drop it after queueing the launch that reads the address).
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// let x = dev.upload(&[0u16; 8])?;
+    /// let buf = ltd_core::cuda::DeviceBuf::from(x.slice(2..));
+    /// let (whole, _g1) = ltd_core::cuda::DeviceBuf::from(&x).ptr(dev.stream());
+    /// let (tail, _g2) = buf.ptr(dev.stream());
+    /// assert_eq!(tail - whole, 4); // two u16 in
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn ptr<'s>(&'s self, stream: &'s CudaStream) -> (CUdeviceptr, SyncOnDrop<'s>) {
+        match &self.kind {
+            Kind::Slice(s) => s.device_ptr(stream),
+            Kind::View(v) => v.device_ptr(stream),
+            Kind::Raw { ptr, .. } => (*ptr, SyncOnDrop::Record(None)),
+        }
+    }
+}
+
+impl<T> Clone for DeviceBuf<'_, T> {
+    fn clone(&self) -> Self {
         DeviceBuf {
             kind: match &self.kind {
                 Kind::Slice(s) => Kind::Slice(s),
@@ -94,16 +146,6 @@ impl<'a, T> DeviceBuf<'a, T> {
                     len: *len,
                 },
             },
-        }
-    }
-
-    /// The device address for a launch on `stream`, and the guard that records the read when
-    /// dropped (after the launch).
-    pub(crate) fn ptr<'s>(&'s self, stream: &'s CudaStream) -> (CUdeviceptr, SyncOnDrop<'s>) {
-        match &self.kind {
-            Kind::Slice(s) => s.device_ptr(stream),
-            Kind::View(v) => v.device_ptr(stream),
-            Kind::Raw { ptr, .. } => (*ptr, SyncOnDrop::Record(None)),
         }
     }
 }
@@ -204,12 +246,58 @@ impl<'a, T> DeviceBufMut<'a, T> {
         self.len() == 0
     }
 
+    /// The ordinal of the device holding a cudarc buffer; `None` for a raw pointer.
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// let mut y = dev.stream().alloc_zeros::<u8>(3).unwrap();
+    /// assert_eq!(ltd_core::cuda::DeviceBufMut::from(&mut y).ordinal(), Some(0));
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn ordinal(&self) -> Option<usize> {
+        match &self.kind {
+            KindMut::Slice(s) => Some(s.ordinal()),
+            KindMut::View(v) => Some(v.stream().context().ordinal()),
+            KindMut::Raw { .. } => None,
+        }
+    }
+
+    /// Queues a fill with zero bytes on `stream`.
+    ///
+    /// # Errors
+    /// The driver's, when the fill cannot be queued.
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// let mut y = dev.upload(&[7u32; 4])?;
+    /// ltd_core::cuda::DeviceBufMut::from(y.slice_mut(2..)).zero(dev.stream()).unwrap();
+    /// assert_eq!(dev.download(&y)?, [7, 7, 0, 0]);
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn zero(&mut self, stream: &CudaStream) -> Result<(), DriverError> {
+        let bytes = self.len() * std::mem::size_of::<T>();
+        let (ptr, _guard) = self.ptr_mut(stream);
+        if bytes == 0 {
+            return Ok(());
+        }
+        // SAFETY: `ptr` addresses `len` elements of `T` (a cudarc buffer, or the promise of
+        // `from_raw`) writable on `stream`'s context until the queued fill has run; the guard
+        // records the write after it is queued.
+        unsafe { cudarc::driver::result::memset_d8_async(ptr, 0, bytes, stream.cu_stream()) }
+    }
+
     /// The device address for a launch on `stream`, and the guard that records the write when
-    /// dropped (after the launch).
-    pub(crate) fn ptr_mut<'s>(
-        &'s mut self,
-        stream: &'s CudaStream,
-    ) -> (CUdeviceptr, SyncOnDrop<'s>) {
+    /// dropped (drop it after queueing the launch that writes the address).
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// let mut y = dev.stream().alloc_zeros::<f32>(8).unwrap();
+    /// let mut buf = ltd_core::cuda::DeviceBufMut::from(y.slice_mut(4..));
+    /// let (addr, _guard) = buf.ptr_mut(dev.stream());
+    /// assert_eq!(addr % 16, 0);
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn ptr_mut<'s>(&'s mut self, stream: &'s CudaStream) -> (CUdeviceptr, SyncOnDrop<'s>) {
         match &mut self.kind {
             KindMut::Slice(s) => s.device_ptr_mut(stream),
             KindMut::View(v) => v.device_ptr_mut(stream),

@@ -5,9 +5,11 @@
 use cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
+use ltd_core::cuda::{DeviceBuf, DeviceBufMut};
 use ltd_core::{CudaDevice, Element};
 use ltd_kernels_sys::{LtdSparseAttnBwdParams, LtdSparseAttnTmaMaps};
 
+use super::align::{Align, bias_tiles_aligned};
 use super::check::{AttentionCall, check_dbias};
 use super::config::{self, BackwardSmem};
 use super::kernels::{
@@ -22,13 +24,15 @@ use crate::{AttentionShape, Result, SparseAttnError};
 
 /// Fused block-sparse attention backward on the GPU: given the forward's inputs, its output
 /// `out` and `lse`, and `dout`, writes dq, dk, dv (FA2 structure: one CTA per 64-key chunk
-/// walking the query tiles that see it; dq through f32 atomics, then rounded). Same options
-/// and limits as [`attention_forward_cuda`](super::attention_forward_cuda); with a bias in the
-/// options (or a `dbias` buffer) the bias kernel variant runs and fills `dbias`.
+/// walking the query tiles that see it; dq through f32 atomics, then rounded). Same options,
+/// limits and buffer kinds as [`attention_forward_cuda`](super::attention_forward_cuda) (whole
+/// slices, views at offsets, raw pointers; `[B, H, L, D]` buffers 16-byte aligned, lse 4-byte,
+/// dbias 2-byte); with a bias in the options (or a `dbias` buffer) the bias kernel variant runs
+/// and fills `dbias`.
 ///
 /// # Errors
-/// As [`attention_forward_cuda`](super::attention_forward_cuda), plus length checks of `out`,
-/// `lse`, `dout` and the gradients.
+/// As [`attention_forward_cuda`](super::attention_forward_cuda), plus length and alignment
+/// checks of `out`, `lse`, `dout` and the gradients.
 ///
 /// ```no_run
 /// use half::bf16;
@@ -45,50 +49,94 @@ use crate::{AttentionShape, Result, SparseAttnError};
 /// attention_forward_cuda(&dev, &layout, shape, (&x, &x, &x), &opts, &mut out, &mut lse)?;
 /// let (mut dq, mut dk, mut dv) = (dev.upload(&vec![bf16::ZERO; n])?, dev.upload(&vec![bf16::ZERO; n])?, dev.upload(&vec![bf16::ZERO; n])?);
 /// attention_backward_cuda(&dev, &layout, shape, (&x, &x, &x), (&out, &lse), &x, &opts,
-///     CudaAttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv, dbias: None })?;
+///     CudaAttentionGrads::new(&mut dq, &mut dk, &mut dv))?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[allow(clippy::too_many_arguments)]
-pub fn attention_backward_cuda<T: Element + DeviceRepr + ValidAsZeroBits>(
+pub fn attention_backward_cuda<'b, T: Element + DeviceRepr + ValidAsZeroBits>(
     dev: &CudaDevice,
     layout: &CudaAttentionLayout,
     shape: AttentionShape,
-    (q, k, v): (&CudaSlice<T>, &CudaSlice<T>, &CudaSlice<T>),
-    (out, lse): (&CudaSlice<T>, &CudaSlice<f32>),
-    dout: &CudaSlice<T>,
+    (q, k, v): (
+        impl Into<DeviceBuf<'b, T>>,
+        impl Into<DeviceBuf<'b, T>>,
+        impl Into<DeviceBuf<'b, T>>,
+    ),
+    (out, lse): (impl Into<DeviceBuf<'b, T>>, impl Into<DeviceBuf<'b, f32>>),
+    dout: impl Into<DeviceBuf<'b, T>>,
     options: &CudaAttentionOptions<'_, T>,
     grads: CudaAttentionGrads<'_, T>,
 ) -> Result<()> {
+    let (q, k, v) = (q.into(), k.into(), v.into());
+    let (out, lse, dout) = (out.into(), lse.into(), dout.into());
+    let CudaAttentionGrads {
+        mut dq,
+        mut dk,
+        mut dv,
+        mut dbias,
+    } = grads;
     let tensors = [
         ("q", q.len()),
         ("k", k.len()),
         ("v", v.len()),
         ("out", out.len()),
         ("dout", dout.len()),
-        ("dq", grads.dq.len()),
-        ("dk", grads.dk.len()),
-        ("dv", grads.dv.len()),
+        ("dq", dq.len()),
+        ("dk", dk.len()),
+        ("dv", dv.len()),
     ];
     let cc = dev.compute_capability();
     let call = AttentionCall::check::<T>(layout, shape, &tensors, lse.len(), options, cc)?;
-    check_dbias(&call, grads.dbias.as_deref().map(|d| d.len()))?;
-    let with_bias = options.bias.is_some() || grads.dbias.is_some();
+    check_dbias(&call, dbias.as_ref().map(DeviceBufMut::len))?;
+    let want_dbias = dbias.is_some();
+    let stream = dev.stream();
+    // The caller's buffers stay borrowed (their stream guards held) until every launch is queued.
+    let mut user = Borrows::new(stream);
+    let io = BackwardIo {
+        q: user.input("q", &q, Align::Rows)?,
+        k: user.input("k", &k, Align::Rows)?,
+        v: user.input("v", &v, Align::Rows)?,
+        out: user.input("out", &out, Align::Rows)?,
+        lse: user.input("lse", &lse, Align::Element)?,
+        dout: user.input("dout", &dout, Align::Rows)?,
+        dq: user.output("dq", &mut dq, Align::Rows)?,
+        dk: user.output("dk", &mut dk, Align::Rows)?,
+        dv: user.output("dv", &mut dv, Align::Rows)?,
+        kpm: user.input_opt(
+            "key_padding_mask",
+            options.key_padding_mask.as_ref(),
+            Align::Element,
+        )?,
+        bias: options
+            .bias
+            .as_ref()
+            .map(|b| user.input("bias", b, Align::Element))
+            .transpose()?,
+        dbias: 0,
+    };
+    let io = match dbias.as_mut() {
+        Some(db) => {
+            db.zero(stream)
+                .map_err(SparseAttnError::driver("zeroing dbias"))?;
+            BackwardIo {
+                dbias: user.output("dbias", db, Align::Element)?,
+                ..io
+            }
+        }
+        None => io,
+    };
+    let with_bias = io.bias.is_some() || want_dbias;
     let pairs = options
         .kernel
         .backward_pairs(cc, layout, shape.head_dim, with_bias);
     let variant = BackwardSmem {
         hopper: call.kernel().is_hopper(),
         pairs,
-        bias_tiles: !pairs && options.bias.is_some() && config::bias_tiles_fit(shape.seq_len),
+        bias_tiles: !pairs
+            && io.bias.is_some_and(bias_tiles_aligned)
+            && config::bias_tiles_fit(shape.seq_len),
     };
     let kernel = BackwardKernel::choose(dev, &call, layout, variant, with_bias)?;
-    let stream = dev.stream();
-    let mut dbias = grads.dbias;
-    if let Some(db) = dbias.as_deref_mut() {
-        stream
-            .memset_zeros(db)
-            .map_err(SparseAttnError::driver("zeroing dbias"))?;
-    }
     let n = shape.qkv_len();
     // SAFETY: uninitialised device memory of B*H*L*D f32; the pre-pass (the first launch, on
     // the same stream, over all B*H*L rows) zeroes every element before the main kernel adds
@@ -105,18 +153,32 @@ pub fn attention_backward_cuda<T: Element + DeviceRepr + ValidAsZeroBits>(
     let mut part_dk = partial_buffer(stream, kernel.plan, parts)?;
     let mut part_dv = partial_buffer(stream, kernel.plan, parts)?;
     let buffers = BackwardBuffers {
-        qkv: (q, k, v),
-        out,
-        lse,
-        dout,
-        grads: (grads.dq, grads.dk, grads.dv),
-        dbias,
+        io,
         stats: &mut stats,
         dq_acc: &mut dq_acc,
         part_dk: part_dk.as_mut(),
         part_dv: part_dv.as_mut(),
     };
-    BackwardLaunch::new(dev, &call, kernel, buffers, options)?.enqueue(stream)
+    BackwardLaunch::new(dev, &call, kernel, buffers, options)?.enqueue(stream)?;
+    drop(user);
+    Ok(())
+}
+
+/// The checked device addresses of a backward call's own buffers (0: none).
+#[derive(Clone, Copy)]
+struct BackwardIo {
+    q: u64,
+    k: u64,
+    v: u64,
+    out: u64,
+    lse: u64,
+    dout: u64,
+    dq: u64,
+    dk: u64,
+    dv: u64,
+    kpm: u64,
+    bias: Option<u64>,
+    dbias: u64,
 }
 
 /// The backward kernels chosen for a call, and the plan and tables the main one walks.
@@ -192,18 +254,9 @@ fn main_family(smem: BackwardSmem, with_bias: bool) -> &'static AttnKernel {
     }
 }
 
-/// The buffers of a backward call.
-struct BackwardBuffers<'a, T> {
-    qkv: (&'a CudaSlice<T>, &'a CudaSlice<T>, &'a CudaSlice<T>),
-    out: &'a CudaSlice<T>,
-    lse: &'a CudaSlice<f32>,
-    dout: &'a CudaSlice<T>,
-    grads: (
-        &'a mut CudaSlice<T>,
-        &'a mut CudaSlice<T>,
-        &'a mut CudaSlice<T>,
-    ),
-    dbias: Option<&'a mut CudaSlice<T>>,
+/// The buffers of a backward call: the caller's (addresses) and its scratch.
+struct BackwardBuffers<'a> {
+    io: BackwardIo,
     stats: &'a mut CudaSlice<f32>,
     dq_acc: &'a mut CudaSlice<f32>,
     part_dk: Option<&'a mut CudaSlice<f32>>,
@@ -226,28 +279,36 @@ impl<'a> BackwardLaunch<'a> {
         dev: &'a CudaDevice,
         call: &AttentionCall,
         kernel: BackwardKernel<'a>,
-        bufs: BackwardBuffers<'a, T>,
-        options: &CudaAttentionOptions<'a, T>,
+        bufs: BackwardBuffers<'a>,
+        options: &CudaAttentionOptions<'_, T>,
     ) -> Result<BackwardLaunch<'a>> {
         let shape = call.shape();
         let hopper = kernel.smem.hopper;
         let items = kernel.plan.grid(shape.batch)?;
         let mut b = Borrows::new(dev.stream());
-        let (q, k, v) = (b.read(bufs.qkv.0), b.read(bufs.qkv.1), b.read(bufs.qkv.2));
-        let (dq, dk, dv) = (
-            b.write(bufs.grads.0),
-            b.write(bufs.grads.1),
-            b.write(bufs.grads.2),
-        );
-        let (dout, dq_acc, stats) = (b.read(bufs.dout), b.write(bufs.dq_acc), b.write(bufs.stats));
-        let bias = b.read_opt(options.bias);
+        let BackwardIo {
+            q,
+            k,
+            v,
+            out,
+            lse,
+            dout,
+            dq,
+            dk,
+            dv,
+            kpm,
+            bias,
+            dbias,
+        } = bufs.io;
+        let (dq_acc, stats) = (b.write(bufs.dq_acc), b.write(bufs.stats));
+        let bias = bias.unwrap_or(0);
         let params = LtdSparseAttnBwdParams {
             q,
             k,
             v,
-            o: b.read(bufs.out),
+            o: out,
             dout,
-            lse: b.read(bufs.lse),
+            lse,
             dvec: if hopper { 0 } else { stats },
             row_stats: if hopper { stats } else { 0 },
             dq_acc,
@@ -256,9 +317,9 @@ impl<'a> BackwardLaunch<'a> {
             dv,
             tile_rows: b.read(kernel.rows),
             tile_col_masks: b.read(kernel.row_masks),
-            kpm: b.read_opt(options.key_padding_mask),
+            kpm,
             bias,
-            dbias: b.write_opt(bufs.dbias),
+            dbias,
             work_items: b.read(&kernel.plan.items),
             split_cols: b.read(&kernel.plan.split),
             part_dk: b.write_opt(bufs.part_dk),
@@ -314,7 +375,9 @@ impl<'a> BackwardLaunch<'a> {
         if let Some(maps) = &self.maps {
             launch.arg(maps);
         }
-        // SAFETY: every buffer has its checked length; the kernel walks the layout's own
+        // SAFETY: every buffer has its checked length and alignment (`align::Align`; bias
+        // tiles only from a 16-byte aligned bias; raw pointers hold the promise of
+        // `DeviceBuf::from_raw`); the kernel walks the layout's own
         // transposed tables through its plan (head < H, chunk and tile indices below the padded
         // length's tiles, slots below num_slots, partial buffers sized for them), touches rows
         // < L only (TMA boxes over exactly these buffers zero-fill the rest), after the

@@ -35,8 +35,8 @@ impl AttentionCall {
         check_lengths(shape, tensors, lse_len)?;
         check_masks(
             shape,
-            options.key_padding_mask.map(|m| m.len()),
-            options.bias.map(|b| b.len()),
+            options.key_padding_mask.as_ref().map(|m| m.len()),
+            options.bias.as_ref().map(|b| b.len()),
         )?;
         let scale = options
             .scale

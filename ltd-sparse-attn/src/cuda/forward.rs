@@ -4,10 +4,11 @@
 use cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use ltd_core::cuda::{kernel_arg, launch_programmatic};
+use ltd_core::cuda::{DeviceBuf, DeviceBufMut, kernel_arg, launch_programmatic};
 use ltd_core::{CudaDevice, Element};
 use ltd_kernels_sys::{LtdSparseAttnFwdParams, LtdSparseAttnTmaMaps};
 
+use super::align::{Align, bias_tiles_aligned};
 use super::check::AttentionCall;
 use super::config::{self, ForwardSmem};
 use super::kernels::{
@@ -20,10 +21,19 @@ use crate::{AttentionShape, Result, SparseAttnError};
 /// Fused block-sparse attention forward on the GPU: writes `out` `[B, H, L, D]` and `lse`
 /// `[B, H, L]` (natural log). Inputs `[B, H, L, D]` contiguous, fp16 or bf16, `D` 64 or 128.
 ///
+/// Every buffer is a [`DeviceBuf`] / [`DeviceBufMut`]: pass `&x` / `&mut x` for a whole
+/// `CudaSlice`, `x.slice(off..off + n)` for a view at an offset (no copy), or a raw device
+/// pointer ([`DeviceBuf::from_raw`], `unsafe`). q, k, v and out must start 16-byte aligned
+/// (both kernel families move rows in 16-byte pieces), so a view of them starts at a multiple
+/// of 8 elements; lse and the key-padding mask at 4 bytes; a bias anywhere (one that is not
+/// 16-byte aligned is read element by element).
+///
 /// # Errors
 /// [`SparseAttnError::HeadMismatch`], [`SparseAttnError::ShapeMismatch`] (buffer lengths, a
 /// layout built for another length), [`SparseAttnError::InvalidArgument`] for f32 inputs or
-/// another head dim (use [`crate::attention_forward`] on the CPU), driver failures.
+/// another head dim (use [`crate::attention_forward`] on the CPU),
+/// [`SparseAttnError::Misaligned`] for a buffer that starts where the kernels cannot read it,
+/// driver failures.
 ///
 /// ```no_run
 /// use half::bf16;
@@ -37,17 +47,28 @@ use crate::{AttentionShape, Result, SparseAttnError};
 /// let mut out = dev.upload(&vec![bf16::ZERO; shape.qkv_len()])?;
 /// let mut lse = dev.upload(&vec![0.0f32; shape.lse_len()])?;
 /// attention_forward_cuda(&dev, &layout, shape, (&x, &x, &x), &CudaAttentionOptions::default(), &mut out, &mut lse)?;
+/// // q, k, v packed in one [3, B, H, L, D] buffer: three views, no copy.
+/// let n = shape.qkv_len();
+/// let qkv = dev.upload(&vec![bf16::from_f32(0.5); 3 * n])?;
+/// let views = (qkv.slice(..n), qkv.slice(n..2 * n), qkv.slice(2 * n..));
+/// attention_forward_cuda(&dev, &layout, shape, views, &CudaAttentionOptions::default(), &mut out, &mut lse)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn attention_forward_cuda<T: Element + DeviceRepr>(
+pub fn attention_forward_cuda<'b, T: Element + DeviceRepr>(
     dev: &CudaDevice,
     layout: &CudaAttentionLayout,
     shape: AttentionShape,
-    (q, k, v): (&CudaSlice<T>, &CudaSlice<T>, &CudaSlice<T>),
+    (q, k, v): (
+        impl Into<DeviceBuf<'b, T>>,
+        impl Into<DeviceBuf<'b, T>>,
+        impl Into<DeviceBuf<'b, T>>,
+    ),
     options: &CudaAttentionOptions<'_, T>,
-    out: &mut CudaSlice<T>,
-    lse: &mut CudaSlice<f32>,
+    out: impl Into<DeviceBufMut<'b, T>>,
+    lse: impl Into<DeviceBufMut<'b, f32>>,
 ) -> Result<()> {
+    let (q, k, v) = (q.into(), k.into(), v.into());
+    let (mut out, mut lse) = (out.into(), lse.into());
     let tensors = [
         ("q", q.len()),
         ("k", k.len()),
@@ -62,8 +83,27 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
         options,
         dev.compute_capability(),
     )?;
-    let kernel = ForwardKernel::choose(dev, &call, options.bias.is_some())?;
     let stream = dev.stream();
+    // The caller's buffers stay borrowed (their stream guards held) until every launch is queued.
+    let mut user = Borrows::new(stream);
+    let io = ForwardIo {
+        q: user.input("q", &q, Align::Rows)?,
+        k: user.input("k", &k, Align::Rows)?,
+        v: user.input("v", &v, Align::Rows)?,
+        out: user.output("out", &mut out, Align::Rows)?,
+        lse: user.output("lse", &mut lse, Align::Element)?,
+        kpm: user.input_opt(
+            "key_padding_mask",
+            options.key_padding_mask.as_ref(),
+            Align::Element,
+        )?,
+        bias: options
+            .bias
+            .as_ref()
+            .map(|b| user.input("bias", b, Align::Element))
+            .transpose()?,
+    };
+    let kernel = ForwardKernel::choose(dev, &call, io.bias)?;
     let plan = &layout.fwd_plan;
     // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots,
     // rows]), only for layouts that have split rows.
@@ -71,13 +111,24 @@ pub fn attention_forward_cuda<T: Element + DeviceRepr>(
     let mut part_o = partial_buffer(stream, plan, rows * shape.head_dim)?;
     let mut part_lse = partial_buffer(stream, plan, rows)?;
     let buffers = ForwardBuffers {
-        qkv: (q, k, v),
-        out,
-        lse,
+        io,
         part_o: part_o.as_mut(),
         part_lse: part_lse.as_mut(),
     };
-    ForwardLaunch::new(dev, layout, &call, kernel, buffers, options)?.enqueue(stream)
+    ForwardLaunch::new(dev, layout, &call, kernel, buffers, options)?.enqueue(stream)?;
+    drop(user);
+    Ok(())
+}
+
+/// The checked device addresses of a forward call's own buffers (0: none).
+struct ForwardIo {
+    q: u64,
+    k: u64,
+    v: u64,
+    out: u64,
+    lse: u64,
+    kpm: u64,
+    bias: Option<u64>,
 }
 
 /// The forward kernel chosen for a call.
@@ -93,9 +144,11 @@ impl ForwardKernel {
     /// The Hopper kernels on Hopper; elsewhere `mma.sync`, with a bias the bias-tile kernel where
     /// its two extra tiles keep as many CTAs per SM as the per-element kernel (not on an A100,
     /// whose smaller shared memory would halve them). The device caches both occupancies.
-    fn choose(dev: &CudaDevice, call: &AttentionCall, with_bias: bool) -> Result<ForwardKernel> {
+    /// `bias` is the bias's address: tiles only for a 16-byte aligned one.
+    fn choose(dev: &CudaDevice, call: &AttentionCall, bias: Option<u64>) -> Result<ForwardKernel> {
         let (dtype, d) = (call.dtype(), call.shape().head_dim);
-        let bias_tiles = with_bias && config::bias_tiles_fit(call.shape().seq_len);
+        let bias_tiles =
+            bias.is_some_and(bias_tiles_aligned) && config::bias_tiles_fit(call.shape().seq_len);
         if call.kernel().is_hopper() {
             let family = if bias_tiles {
                 &FWD_BIAS_SM90
@@ -139,11 +192,9 @@ impl ForwardKernel {
     }
 }
 
-/// The buffers of a forward call.
-struct ForwardBuffers<'a, T> {
-    qkv: (&'a CudaSlice<T>, &'a CudaSlice<T>, &'a CudaSlice<T>),
-    out: &'a mut CudaSlice<T>,
-    lse: &'a mut CudaSlice<f32>,
+/// The buffers of a forward call: the caller's (addresses) and its partial results.
+struct ForwardBuffers<'a> {
+    io: ForwardIo,
     part_o: Option<&'a mut CudaSlice<f32>>,
     part_lse: Option<&'a mut CudaSlice<f32>>,
 }
@@ -165,25 +216,32 @@ impl<'a> ForwardLaunch<'a> {
         layout: &'a CudaAttentionLayout,
         call: &AttentionCall,
         kernel: ForwardKernel,
-        bufs: ForwardBuffers<'a, T>,
-        options: &CudaAttentionOptions<'a, T>,
+        bufs: ForwardBuffers<'a>,
+        options: &CudaAttentionOptions<'_, T>,
     ) -> Result<ForwardLaunch<'a>> {
         let shape = call.shape();
         let plan = &layout.fwd_plan;
         let items = plan.grid(shape.batch)?;
         let mut b = Borrows::new(dev.stream());
-        let (q, k, v) = (b.read(bufs.qkv.0), b.read(bufs.qkv.1), b.read(bufs.qkv.2));
-        let o = b.write(bufs.out);
-        let bias = b.read_opt(options.bias);
+        let ForwardIo {
+            q,
+            k,
+            v,
+            out: o,
+            lse,
+            kpm,
+            bias,
+        } = bufs.io;
+        let bias = bias.unwrap_or(0);
         let params = LtdSparseAttnFwdParams {
             q,
             k,
             v,
             o,
-            lse: b.write(bufs.lse),
+            lse,
             tile_cols: b.read(&layout.cols),
             tile_masks: b.read(&layout.masks),
-            kpm: b.read_opt(options.key_padding_mask),
+            kpm,
             bias,
             work_items: b.read(&plan.items),
             split_rows: b.read(&plan.split),
@@ -233,7 +291,9 @@ impl<'a> ForwardLaunch<'a> {
             launch.arg(maps);
         }
         // SAFETY: `new` built the params from a checked call (every buffer of its shape's
-        // length, lse and masks included) over the layout's own tables and forward plan (items
+        // length, lse and masks included, each starting at the alignment its loads need:
+        // `align::Align`, bias tiles only from a 16-byte aligned bias; raw pointers hold the
+        // promise of `DeviceBuf::from_raw`) over the layout's own tables and forward plan (items
         // with head < H, tile and chunk indices below the padded length's tiles, slots below
         // num_slots, partial buffers sized for them); the kernel reads and writes rows < L only
         // (TMA boxes over exactly these buffers zero-fill the rest), its grid is the plan's items

@@ -5,21 +5,22 @@
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop};
-use ltd_core::cuda::{TensorMapElement, tensor_map_3d};
+use ltd_core::cuda::{DeviceBuf, DeviceBufMut, TensorMapElement, tensor_map_3d};
 use ltd_kernels_sys::LtdSparseAttnTmaMaps;
 
+use super::align::Align;
 use super::upload::GpuPlan;
 use crate::{AttentionShape, Result, SparseAttnError};
 
 /// The device addresses of a call's buffers, each buffer borrowed (and its stream guard held)
 /// until the launches that use the address are queued, when this is dropped.
-pub(super) struct Borrows<'a> {
+pub(crate) struct Borrows<'a> {
     stream: &'a CudaStream,
     guards: Vec<SyncOnDrop<'a>>,
 }
 
 impl<'a> Borrows<'a> {
-    pub(super) fn new(stream: &'a CudaStream) -> Borrows<'a> {
+    pub(crate) fn new(stream: &'a CudaStream) -> Borrows<'a> {
         Borrows {
             stream,
             guards: Vec::new(),
@@ -27,7 +28,7 @@ impl<'a> Borrows<'a> {
     }
 
     /// The address of a buffer the kernels read.
-    pub(super) fn read<T>(&mut self, buf: &'a CudaSlice<T>) -> u64 {
+    pub(crate) fn read<T>(&mut self, buf: &'a CudaSlice<T>) -> u64 {
         let (ptr, guard) = buf.device_ptr(self.stream);
         self.guards.push(guard);
         ptr
@@ -40,15 +41,58 @@ impl<'a> Borrows<'a> {
         ptr
     }
 
-    /// The address of an optional input, 0 (null: the kernels skip it) for none.
-    pub(super) fn read_opt<T>(&mut self, buf: Option<&'a CudaSlice<T>>) -> u64 {
-        buf.map_or(0, |b| self.read(b))
-    }
-
     /// The address of an optional output, 0 (null: the kernels skip it) for none.
     pub(super) fn write_opt<T>(&mut self, buf: Option<&'a mut CudaSlice<T>>) -> u64 {
         buf.map_or(0, |b| self.write(b))
     }
+
+    /// The address of a caller's buffer the kernels read, checked for `align`.
+    pub(crate) fn input<T>(
+        &mut self,
+        what: &str,
+        buf: &'a DeviceBuf<'_, T>,
+        align: Align,
+    ) -> Result<u64> {
+        let (ptr, guard) = buf.ptr(self.stream);
+        self.guards.push(guard);
+        check_address(what, ptr, buf.len(), align, std::mem::size_of::<T>())
+    }
+
+    /// The address of an optional caller's input, 0 (null: the kernels skip it) for none.
+    pub(crate) fn input_opt<T>(
+        &mut self,
+        what: &str,
+        buf: Option<&'a DeviceBuf<'_, T>>,
+        align: Align,
+    ) -> Result<u64> {
+        buf.map_or(Ok(0), |b| self.input(what, b, align))
+    }
+
+    /// The address of a caller's buffer the kernels write, checked for `align`.
+    pub(crate) fn output<T>(
+        &mut self,
+        what: &str,
+        buf: &'a mut DeviceBufMut<'_, T>,
+        align: Align,
+    ) -> Result<u64> {
+        let len = buf.len();
+        let (ptr, guard) = buf.ptr_mut(self.stream);
+        self.guards.push(guard);
+        check_address(what, ptr, len, align, std::mem::size_of::<T>())
+    }
+}
+
+/// A caller's address: not null (a raw pointer could be) unless the buffer is empty, and
+/// aligned as `align` asks for elements of `elem` bytes.
+fn check_address(what: &str, ptr: u64, len: usize, align: Align, elem: usize) -> Result<u64> {
+    if ptr == 0 && len > 0 {
+        return Err(SparseAttnError::invalid(
+            what,
+            "a null device pointer",
+            format!("the address of {len} elements"),
+        ));
+    }
+    align.check(what, ptr, elem)
 }
 
 /// An uninitialised f32 buffer of `len` for the partial results of split rows or columns, or

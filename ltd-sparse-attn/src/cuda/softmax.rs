@@ -1,11 +1,13 @@
 //! The block-sparse softmax on the GPU ([`softmax_forward_cuda`], [`softmax_backward_cuda`]):
 //! upstream's `Softmax` primitive over a layout's sparse `[Z, nnz, b, b]` scores.
 
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use ltd_core::cuda::{DeviceBuf, DeviceBufMut};
 use ltd_core::{CudaDevice, Element};
 use ltd_kernels_sys::LtdSparseSoftmaxParams;
 
 use super::CudaAttentionLayout;
+use super::align::Align;
 use super::config;
 use super::kernels::{LoadKernel, SPARSE_SOFTMAX, softmax_name};
 use super::launch::Borrows;
@@ -13,24 +15,25 @@ use crate::{MaskMode, Result, SparseAttnError};
 
 /// Options of [`softmax_forward_cuda`], as [`crate::SoftmaxOptions`] with device buffers (all in
 /// the scores' element type): `rpe` `[Z, H, S, S]`, `key_padding_mask` `[Z, S]`, `attn_mask`
-/// `[S, S]`, `S = num_blocks * block`.
+/// `[S, S]`, `S = num_blocks * block`. Each is a [`DeviceBuf`] (`Some((&x).into())`, a view
+/// `Some(x.slice(off..).into())`, or a raw pointer), read element by element.
 ///
 /// ```
 /// let o = ltd_sparse_attn::cuda::CudaSoftmaxOptions::<f32>::default();
 /// assert_eq!(o.scale, 1.0);
 /// ```
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct CudaSoftmaxOptions<'a, T> {
     /// Multiplies the scores first.
     pub scale: f32,
     /// Dense relative-position bias, added after the scale.
-    pub rpe: Option<&'a CudaSlice<T>>,
+    pub rpe: Option<DeviceBuf<'a, T>>,
     /// Key-padding mask.
-    pub key_padding_mask: Option<&'a CudaSlice<T>>,
+    pub key_padding_mask: Option<DeviceBuf<'a, T>>,
     /// How the key-padding mask applies.
     pub key_padding_mask_mode: MaskMode,
     /// Attention mask shared by batch and heads.
-    pub attn_mask: Option<&'a CudaSlice<T>>,
+    pub attn_mask: Option<DeviceBuf<'a, T>>,
     /// How the attention mask applies.
     pub attn_mask_mode: MaskMode,
 }
@@ -126,10 +129,12 @@ fn check_scale(scale: f32) -> Result<()> {
 /// Block-sparse softmax forward on the GPU (upstream's `Softmax`): `y` gets the softmax of each
 /// query row of the sparse scores `x` `[Z, nnz, b, b]` over the row's active keys, after scale,
 /// rpe, key-padding and attention masks (in that order); a row with no finite score gives
-/// zeros, not NaN. f32, f16 and bf16 (f32 arithmetic).
+/// zeros, not NaN. f32, f16 and bf16 (f32 arithmetic). `x` and `y` are whole slices, views
+/// at offsets or raw pointers ([`DeviceBuf`], [`DeviceBufMut`]), aligned for `T`.
 ///
 /// # Errors
-/// [`SparseAttnError::ShapeMismatch`] for any buffer of the wrong length, driver failures.
+/// [`SparseAttnError::ShapeMismatch`] for any buffer of the wrong length,
+/// [`SparseAttnError::Misaligned`] for a raw pointer not aligned for `T`, driver failures.
 ///
 /// ```no_run
 /// use ltd_core::CudaDevice;
@@ -144,21 +149,22 @@ fn check_scale(scale: f32) -> Result<()> {
 /// softmax_forward_cuda(&dev, &gl, 1, &x, &CudaSoftmaxOptions::default(), &mut y)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn softmax_forward_cuda<T: Element + DeviceRepr>(
+pub fn softmax_forward_cuda<'b, T: Element + DeviceRepr>(
     dev: &CudaDevice,
     layout: &CudaAttentionLayout,
     batch: usize,
-    x: &CudaSlice<T>,
+    x: impl Into<DeviceBuf<'b, T>>,
     options: &CudaSoftmaxOptions<'_, T>,
-    y: &mut CudaSlice<T>,
+    y: impl Into<DeviceBufMut<'b, T>>,
 ) -> Result<()> {
+    let (x, mut y) = (x.into(), y.into());
     layout.check_sparse("x", batch, x.len())?;
     layout.check_sparse("y", batch, y.len())?;
     let s = layout.num_blocks * layout.block;
     for (what, buf, want) in [
-        ("rpe", options.rpe, batch * layout.heads * s * s),
-        ("key_padding_mask", options.key_padding_mask, batch * s),
-        ("attn_mask", options.attn_mask, s * s),
+        ("rpe", &options.rpe, batch * layout.heads * s * s),
+        ("key_padding_mask", &options.key_padding_mask, batch * s),
+        ("attn_mask", &options.attn_mask, s * s),
     ] {
         if let Some(b) = buf
             && b.len() != want
@@ -171,19 +177,21 @@ pub fn softmax_forward_cuda<T: Element + DeviceRepr>(
     let func = SPARSE_SOFTMAX.function(dev, softmax_name(false, T::DTYPE))?;
     let stream = dev.stream();
     let mut b = Borrows::new(stream);
+    let el = Align::Element;
     let params = LtdSparseSoftmaxParams {
-        x: b.read(x),
-        y: b.write(y),
-        rpe: b.read_opt(options.rpe),
-        kpm: b.read_opt(options.key_padding_mask),
-        attn_mask: b.read_opt(options.attn_mask),
+        x: b.input("x", &x, el)?,
+        y: b.output("y", &mut y, el)?,
+        rpe: b.input_opt("rpe", options.rpe.as_ref(), el)?,
+        kpm: b.input_opt("key_padding_mask", options.key_padding_mask.as_ref(), el)?,
+        attn_mask: b.input_opt("attn_mask", options.attn_mask.as_ref(), el)?,
         kpm_mul: i32::from(options.key_padding_mask_mode == MaskMode::Mul),
         attn_mask_mul: i32::from(options.attn_mask_mode == MaskMode::Mul),
         ..layout.softmax_params(&mut b, batch, options.scale)
     };
     let mut launch = stream.launch_builder(&func);
     launch.arg(&params);
-    // SAFETY: x and y hold Z*nnz*b*b elements and the masks exactly the sizes above (checked);
+    // SAFETY: x and y hold Z*nnz*b*b elements and the masks exactly the sizes above, each
+    // aligned for T (checked);
     // the CSR tables are the layout's own, so every tile index is below nnz and every column
     // below nb; one warp per row of Z*H*S rows (grid checked).
     unsafe { launch.launch(cfg) }.map_err(SparseAttnError::driver(
@@ -193,10 +201,12 @@ pub fn softmax_forward_cuda<T: Element + DeviceRepr>(
 }
 
 /// Block-sparse softmax backward on the GPU: `dx = y * (dy - sum_row(y * dy)) * scale` over
-/// each row's active keys (no gradient to rpe or the masks, as upstream).
+/// each row's active keys (no gradient to rpe or the masks, as upstream). Buffers as
+/// [`softmax_forward_cuda`]'s.
 ///
 /// # Errors
-/// [`SparseAttnError::ShapeMismatch`] for a buffer of the wrong length, driver failures.
+/// [`SparseAttnError::ShapeMismatch`] for a buffer of the wrong length,
+/// [`SparseAttnError::Misaligned`] for a raw pointer not aligned for `T`, driver failures.
 ///
 /// ```no_run
 /// # use ltd_core::CudaDevice;
@@ -210,15 +220,16 @@ pub fn softmax_forward_cuda<T: Element + DeviceRepr>(
 /// softmax_backward_cuda(&dev, &gl, 1, &y, &dy, 1.0, &mut dx)?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn softmax_backward_cuda<T: Element + DeviceRepr>(
+pub fn softmax_backward_cuda<'b, T: Element + DeviceRepr>(
     dev: &CudaDevice,
     layout: &CudaAttentionLayout,
     batch: usize,
-    y: &CudaSlice<T>,
-    dy: &CudaSlice<T>,
+    y: impl Into<DeviceBuf<'b, T>>,
+    dy: impl Into<DeviceBuf<'b, T>>,
     scale: f32,
-    dx: &mut CudaSlice<T>,
+    dx: impl Into<DeviceBufMut<'b, T>>,
 ) -> Result<()> {
+    let (y, dy, mut dx) = (y.into(), dy.into(), dx.into());
     layout.check_sparse("y", batch, y.len())?;
     layout.check_sparse("dy", batch, dy.len())?;
     layout.check_sparse("dx", batch, dx.len())?;
@@ -227,10 +238,11 @@ pub fn softmax_backward_cuda<T: Element + DeviceRepr>(
     let func = SPARSE_SOFTMAX.function(dev, softmax_name(true, T::DTYPE))?;
     let stream = dev.stream();
     let mut b = Borrows::new(stream);
+    let el = Align::Element;
     let params = LtdSparseSoftmaxParams {
-        y: b.read(y),
-        dy: b.read(dy),
-        dx: b.write(dx),
+        y: b.input("y", &y, el)?,
+        dy: b.input("dy", &dy, el)?,
+        dx: b.output("dx", &mut dx, el)?,
         ..layout.softmax_params(&mut b, batch, scale)
     };
     let mut launch = stream.launch_builder(&func);
