@@ -126,12 +126,7 @@ mod gpu {
         };
         let raw = dev.median_time_us(3, 10, 7, || -> Res<()> {
             attention_forward_cuda(dev, &layout, shape, (&q, &k, &v), &opts, &mut out, &mut lse)?;
-            let grads = CudaAttentionGrads {
-                dq: &mut dq,
-                dk: &mut dk,
-                dv: &mut dv,
-                dbias: None,
-            };
+            let grads = CudaAttentionGrads::new(&mut dq, &mut dk, &mut dv);
             attention_backward_cuda(
                 dev,
                 &layout,

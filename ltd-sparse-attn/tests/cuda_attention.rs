@@ -1029,7 +1029,7 @@ fn packed<T: Element + cudarc::driver::DeviceRepr>(
     pad: usize,
     parts: &[&[T]],
 ) -> cudarc::driver::CudaSlice<T> {
-    let mut host = vec![T::from_f32(0.0); pad];
+    let mut host = vec![T::from_f32_lossy(0.0); pad];
     for p in parts {
         host.extend_from_slice(p);
     }
@@ -1397,8 +1397,8 @@ fn gpu_module_checks_before_the_layout() {
     use ltd_sparse_attn::SparseSelfAttention;
     let dev = gpu();
     let attn = SparseSelfAttention::new(FixedConfig::new(2).into()).unwrap();
-    let x = dev.upload(&vec![bf16::ZERO; 64]).unwrap();
-    let mut out = dev.upload(&vec![bf16::ZERO; 64]).unwrap();
+    let x = dev.upload(&[bf16::ZERO; 64]).unwrap();
+    let mut out = dev.upload(&[bf16::ZERO; 64]).unwrap();
     let mut lse = dev.upload(&[0.0f32; 4]).unwrap();
     let huge = AttentionShape {
         batch: 1,

@@ -120,9 +120,9 @@ impl<'a, T> DeviceBuf<'a, T> {
     /// ```no_run
     /// let dev = ltd_core::CudaDevice::new(0)?;
     /// let x = dev.upload(&[0u16; 8])?;
-    /// let buf = ltd_core::cuda::DeviceBuf::from(x.slice(2..));
-    /// let (whole, _g1) = ltd_core::cuda::DeviceBuf::from(&x).ptr(dev.stream());
-    /// let (tail, _g2) = buf.ptr(dev.stream());
+    /// let (all, tail) = (ltd_core::cuda::DeviceBuf::from(&x), ltd_core::cuda::DeviceBuf::from(x.slice(2..)));
+    /// let (whole, _g1) = all.ptr(dev.stream());
+    /// let (tail, _g2) = tail.ptr(dev.stream());
     /// assert_eq!(tail - whole, 4); // two u16 in
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
