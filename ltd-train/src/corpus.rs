@@ -327,6 +327,19 @@ impl Dataset {
         self.fill(windows.into_iter(), batch)
     }
 
+    /// A 64-bit FNV-1a hash of the windows' bytes (checkpoints use it to refuse another text).
+    ///
+    /// ```
+    /// use ltd_train::{Corpus, Dataset};
+    /// let a = Dataset::new(&Corpus::embedded(), 64, 0.1, 0)?;
+    /// let b = Dataset::new(&Corpus::from_text("t", &"xy".repeat(500))?, 64, 0.1, 0)?;
+    /// assert_ne!(a.fingerprint(), b.fingerprint());
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
+    pub fn fingerprint(&self) -> u64 {
+        crate::fsutil::fnv64(&self.bytes)
+    }
+
     /// The first `count` validation windows (all of them when `count` is 0 or larger than the
     /// split) in batches of at most `batch` rows; the same windows every call.
     ///

@@ -11,19 +11,32 @@
 #![warn(missing_docs)]
 
 mod attention;
+mod checkpoint;
+mod config;
 mod corpus;
+mod ds_sections;
 mod error;
+mod fsutil;
 mod lr;
 mod model;
+mod optim;
 mod params;
+mod report;
 mod rotary;
 mod routing;
+mod trainer;
 
 pub use attention::{AttentionKind, CausalAttention};
+pub use checkpoint::{MODEL_FILE, OPTIMIZER_FILE, STATE_FILE};
+pub use config::{DEFAULT_DEEPSPEED_CONFIG, DEFAULT_MODEL, Overrides, TrainConfig};
 pub use corpus::{Corpus, Dataset, EMBEDDED_CORPUS, TokenBatch};
 pub use error::{Result, TrainError};
+pub use fsutil::write_atomic;
 pub use lr::{LrSchedule, Warmup};
 pub use model::{ForwardTrace, Gpt, GptConfig, VOCAB};
+pub use optim::{AdamW, AdamWParams, grad_norm};
 pub use params::Params;
+pub use report::{CSV_HEADER, RunResult, SaveEvery, csv, drive};
 pub use rotary::{Rotary, RotaryAt};
 pub use routing::{KeptTokens, gather_tokens, route};
+pub use trainer::{StepRecord, Trainer, Variant};
