@@ -1,4 +1,4 @@
-//! `ltd`: plan Random-LTD schedules, run a checked demo training step, render sparse-attention
+//! `ltd`: train a small GPT with Random-LTD, plan Random-LTD schedules, run a checked demo training step, render sparse-attention
 //! layouts and benchmark the kernels. Each subcommand lives in its own module; this file only
 //! parses the command line and maps errors to exit codes (2 for usage errors, 1 for failures).
 
@@ -15,6 +15,7 @@ mod layout;
 mod plan;
 mod plot;
 mod timing;
+mod train;
 
 use std::process::ExitCode;
 
@@ -27,8 +28,8 @@ pub use error::{CliError, Result};
 #[command(
     name = "ltd",
     version,
-    about = "Random-LTD and block-sparse attention: plan schedules, run a checked demo step, render layouts, benchmark kernels",
-    after_help = "Examples:\n  ltd demo                      one checked Random-LTD + sparse-attention training step\n  ltd plan                      the schedule and layout of the embedded GPT-3 1.3B example\n  ltd plan ds_config.json --png r.png\n  ltd layout --mode bigbird --seq 1024 --heads 2\n  ltd bench --quick"
+    about = "Random-LTD and block-sparse attention: train a GPT with them, plan schedules, run a checked demo step, render layouts, benchmark kernels",
+    after_help = "Examples:\n  ltd train --compare           baseline vs Random-LTD on the embedded corpus, with the saving\n  ltd demo                      one checked Random-LTD + sparse-attention training step\n  ltd plan                      the schedule and layout of the embedded GPT-3 1.3B example\n  ltd plan ds_config.json --png r.png\n  ltd layout --mode bigbird --seq 1024 --heads 2\n  ltd bench --quick"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +38,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a small GPT with and without Random-LTD on the embedded corpus and report the saving.
+    Train(train::TrainArgs),
     /// Read a DeepSpeed config and print the Random-LTD schedule, layer-token budget and sparse layout.
     Plan(plan::PlanArgs),
     /// Run one small Random-LTD + sparse-attention training step and check it against the reference.
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let result = match cli.command {
+        Command::Train(args) => train::run(&args, &mut out),
         Command::Plan(args) => plan::run(&args, &mut out),
         Command::Demo(args) => demo::run(&args, &mut out),
         Command::Layout(args) => layout::run(&args, &mut out),
