@@ -458,7 +458,6 @@ pub struct LineChart<'a> {
     pub legend: &'a str,
 }
 
-
 /// Draws `chart` as a 960 x 540 RGB PNG: white background, grid, labelled axes, a blue line.
 ///
 /// # Errors
@@ -518,7 +517,11 @@ fn nice_ticks_between(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         return nice_ticks(hi, n);
     }
     let span = nice_ticks(hi - lo, n);
-    let step = span.get(1).copied().unwrap_or(hi - lo).max(f64::MIN_POSITIVE);
+    let step = span
+        .get(1)
+        .copied()
+        .unwrap_or(hi - lo)
+        .max(f64::MIN_POSITIVE);
     let mut t = (lo / step).ceil() * step;
     let mut ticks = Vec::new();
     while t <= hi * (1.0 + 1e-9) && ticks.len() < 64 {
@@ -539,7 +542,11 @@ pub fn multi_line_chart_png(chart: &MultiLineChart<'_>) -> Result<Vec<u8>> {
     let (left, right, top, bottom) = (110i64, 56i64, 60i64, 90i64);
     let (px0, px1, py0, py1) = (left, w - right, top, h - bottom);
     let x_max = if chart.x_max > 0.0 { chart.x_max } else { 1.0 };
-    let y_min = if chart.y_min.is_finite() { chart.y_min } else { 0.0 };
+    let y_min = if chart.y_min.is_finite() {
+        chart.y_min
+    } else {
+        0.0
+    };
     let y_span = if chart.y_max > y_min {
         (chart.y_max - y_min) * 1.05
     } else {
@@ -571,7 +578,11 @@ pub fn multi_line_chart_png(chart: &MultiLineChart<'_>) -> Result<Vec<u8>> {
             false,
         );
     }
-    let y_top = if chart.y_max > y_min { chart.y_max } else { y_min + 1.0 };
+    let y_top = if chart.y_max > y_min {
+        chart.y_max
+    } else {
+        y_min + 1.0
+    };
     for t in nice_ticks_between(y_min, y_top.max(y_min + 1e-12), 5) {
         let (_, y) = to_px(0.0, t);
         cv.hline(px0, px1, y, GRID, None);

@@ -181,7 +181,12 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
         Some(path) => Corpus::from_file(path)?,
         None => Corpus::embedded(),
     };
-    let data = Dataset::new(&corpus, config.model.seq_len, config.val_fraction, config.seed)?;
+    let data = Dataset::new(
+        &corpus,
+        config.model.seq_len,
+        config.val_fraction,
+        config.seed,
+    )?;
     let device = device(&args.device)?;
     let variants = args.variants(&config);
     describe(out, &config, &corpus, &data, &variants)?;
@@ -195,7 +200,12 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
             None => Trainer::new(&config, variant, &data, &device)?,
         };
         if args.resume.is_some() {
-            writeln!(out, "{name}: resumed at step {} of {}", run.steps_done(), config.steps)?;
+            writeln!(
+                out,
+                "{name}: resumed at step {} of {}",
+                run.steps_done(),
+                config.steps
+            )?;
         }
         let pb = progress_bar(config.steps, args.quiet, name);
         pb.set_position(run.steps_done());
@@ -209,7 +219,10 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
         drive(&mut run, save, |r: &StepRecord| {
             let dt = (r.wall_clock_s - last_wall).max(1e-9);
             last_wall = r.wall_clock_s;
-            let val = r.val_loss.map(|v| format!(" val {v:.3}")).unwrap_or_default();
+            let val = r
+                .val_loss
+                .map(|v| format!(" val {v:.3}"))
+                .unwrap_or_default();
             pb.set_message(format!(
                 "loss {:.3}{val} | {:.0} tok/s | r {}",
                 r.train_loss,
@@ -277,7 +290,11 @@ fn describe(
         c.batch,
         c.optimizer.lr,
         c.lr_schedule.name(),
-        if c.layer_token_lr { ", LayerToken LR under Random-LTD" } else { "" }
+        if c.layer_token_lr {
+            ", LayerToken LR under Random-LTD"
+        } else {
+            ""
+        }
     )?;
     if let Some(ltd) = &c.random_ltd {
         let s = &ltd.schedule;
@@ -298,7 +315,11 @@ fn describe(
 }
 
 /// Moving average of the training loss over `window` steps, as `(x, loss)` with `x` from `key`.
-fn smoothed(history: &[StepRecord], window: usize, key: impl Fn(&StepRecord) -> f64) -> Vec<(f64, f64)> {
+fn smoothed(
+    history: &[StepRecord],
+    window: usize,
+    key: impl Fn(&StepRecord) -> f64,
+) -> Vec<(f64, f64)> {
     let mut sum = 0.0;
     history
         .iter()
@@ -315,10 +336,15 @@ fn smoothed(history: &[StepRecord], window: usize, key: impl Fn(&StepRecord) -> 
 
 fn write_charts(dir: &Path, runs: &[(RunResult, Vec<StepRecord>)]) -> Result<()> {
     let charts: [(&str, &str, &str, fn(&StepRecord) -> f64); 2] = [
-        ("loss-vs-steps.png", "Loss against steps", "step", |r| r.step as f64),
-        ("loss-vs-layer-tokens.png", "Loss against layer-tokens", "layer-tokens consumed", |r| {
-            r.layer_tokens as f64
+        ("loss-vs-steps.png", "Loss against steps", "step", |r| {
+            r.step as f64
         }),
+        (
+            "loss-vs-layer-tokens.png",
+            "Loss against layer-tokens",
+            "layer-tokens consumed",
+            |r| r.layer_tokens as f64,
+        ),
     ];
     let all = runs.iter().flat_map(|(_, h)| h.iter());
     let y_max = all
@@ -341,7 +367,10 @@ fn write_charts(dir: &Path, runs: &[(RunResult, Vec<StepRecord>)]) -> Result<()>
             .map(|(r, h)| Series {
                 legend: format!("{} (train, smoothed; squares: val)", r.name),
                 points: smoothed(h, (h.len() / 50).max(1), key),
-                markers: h.iter().filter_map(|s| Some((key(s), s.val_loss?))).collect(),
+                markers: h
+                    .iter()
+                    .filter_map(|s| Some((key(s), s.val_loss?)))
+                    .collect(),
             })
             .collect();
         let chart = MultiLineChart {

@@ -120,10 +120,9 @@ impl CausalAttention {
 
     /// The additive mask for length `t`: `[1, 1, t, t]` dense, `[1, H, t, t]` sparse.
     fn bias_for(&self, t: usize) -> Result<Tensor> {
-        let mut cache = self
-            .bias
-            .lock()
-            .map_err(|_| TrainError::Candle(candle_core::Error::Msg("poisoned mask cache".into())))?;
+        let mut cache = self.bias.lock().map_err(|_| {
+            TrainError::Candle(candle_core::Error::Msg("poisoned mask cache".into()))
+        })?;
         if let Some(b) = cache.get(&t) {
             return Ok(b.clone());
         }
@@ -162,4 +161,3 @@ impl CausalAttention {
         Ok(bias)
     }
 }
-

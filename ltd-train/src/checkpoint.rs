@@ -81,15 +81,27 @@ fn safetensors_bytes(tensors: HashMap<String, Tensor>, target: &Path) -> Result<
 }
 
 /// The first key path where two JSON values differ, with both values.
-fn first_difference(path: &str, saved: &Value, current: &Value) -> Option<(String, String, String)> {
+fn first_difference(
+    path: &str,
+    saved: &Value,
+    current: &Value,
+) -> Option<(String, String, String)> {
     match (saved, current) {
         (Value::Object(a), Value::Object(b)) => {
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
             keys.sort();
             keys.dedup();
             keys.into_iter().find_map(|k| {
-                let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                first_difference(&sub, a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null))
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                first_difference(
+                    &sub,
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                )
             })
         }
         (a, b) if a == b => None,
@@ -160,46 +172,74 @@ impl Trainer {
         }
         let state_path = dir.join(STATE_FILE);
         let text = std::fs::read(&state_path).map_err(|e| {
-            TrainError::checkpoint(&state_path, format!("cannot read ({e}); is this a checkpoint directory written by --save?"))
+            TrainError::checkpoint(
+                &state_path,
+                format!("cannot read ({e}); is this a checkpoint directory written by --save?"),
+            )
         })?;
-        let state: State = serde_json::from_slice(&text)
-            .map_err(|e| TrainError::checkpoint(&state_path, format!("not a valid checkpoint state: {e}")))?;
+        let state: State = serde_json::from_slice(&text).map_err(|e| {
+            TrainError::checkpoint(&state_path, format!("not a valid checkpoint state: {e}"))
+        })?;
         if state.format != FORMAT {
-            return Err(TrainError::checkpoint(&state_path, format!("format {:?}; expected {FORMAT:?}", state.format)));
+            return Err(TrainError::checkpoint(
+                &state_path,
+                format!("format {:?}; expected {FORMAT:?}", state.format),
+            ));
         }
         if state.variant != variant {
-            return Err(TrainError::checkpoint(&state_path, format!(
-                "written by the {} run; this is the {} run",
-                state.variant.name(),
-                variant.name()
-            )));
+            return Err(TrainError::checkpoint(
+                &state_path,
+                format!(
+                    "written by the {} run; this is the {} run",
+                    state.variant.name(),
+                    variant.name()
+                ),
+            ));
         }
-        if let Some((key, saved, now)) = first_difference("", &state.config, &config.fingerprint()) {
-            return Err(TrainError::checkpoint(&state_path, format!(
-                "written with another configuration: {key} was {saved}, this run has {now}"
-            )));
+        if let Some((key, saved, now)) = first_difference("", &state.config, &config.fingerprint())
+        {
+            return Err(TrainError::checkpoint(
+                &state_path,
+                format!(
+                    "written with another configuration: {key} was {saved}, this run has {now}"
+                ),
+            ));
         }
         let corpus = format!("{:016x}", data.fingerprint());
         if state.data.corpus_fnv64 != corpus
             || state.data.train_windows != data.train_windows()
             || state.data.val_windows != data.val_windows()
         {
-            return Err(TrainError::checkpoint(&state_path, "written for another training text (--data) or split"));
+            return Err(TrainError::checkpoint(
+                &state_path,
+                "written for another training text (--data) or split",
+            ));
         }
         let mut run = Trainer::new(config, variant, data, device)?;
         let weights = read_tensors(&dir.join(MODEL_FILE), &state.model_file, device)?;
         run.load_weights(&weights, &dir.join(MODEL_FILE))?;
         let moments = read_tensors(&dir.join(OPTIMIZER_FILE), &state.optimizer_file, device)?;
-        run.optimizer.load_state(&moments, state.optimizer_steps, &dir.join(OPTIMIZER_FILE))?;
+        run.optimizer
+            .load_state(&moments, state.optimizer_steps, &dir.join(OPTIMIZER_FILE))?;
         match (run.scheduler.as_mut(), state.random_ltd) {
             (Some(s), Some(saved)) => s
                 .load_state_dict(saved)
                 .map_err(|e| TrainError::checkpoint(&state_path, format!("random_ltd: {e}")))?,
             (None, None) => {}
-            _ => return Err(TrainError::checkpoint(&state_path, "random_ltd state does not match the variant")),
+            _ => {
+                return Err(TrainError::checkpoint(
+                    &state_path,
+                    "random_ltd state does not match the variant",
+                ));
+            }
         }
-        if state.data.next_step != state.steps_done || state.history.len() as u64 != state.steps_done {
-            return Err(TrainError::checkpoint(&state_path, "inconsistent step counters"));
+        if state.data.next_step != state.steps_done
+            || state.history.len() as u64 != state.steps_done
+        {
+            return Err(TrainError::checkpoint(
+                &state_path,
+                "inconsistent step counters",
+            ));
         }
         run.step = state.steps_done;
         run.layer_tokens = state.layer_tokens;
@@ -215,14 +255,23 @@ impl Trainer {
                 .get(name)
                 .ok_or_else(|| TrainError::checkpoint(path, format!("tensor {name} is missing")))?;
             if t.dims() != var.dims() || t.dtype() != var.dtype() {
-                return Err(TrainError::checkpoint(path, format!(
-                    "tensor {name} is {:?} {:?}; expected {:?} {:?}",
-                    t.dtype(), t.dims(), var.dtype(), var.dims()
-                )));
+                return Err(TrainError::checkpoint(
+                    path,
+                    format!(
+                        "tensor {name} is {:?} {:?}; expected {:?} {:?}",
+                        t.dtype(),
+                        t.dims(),
+                        var.dtype(),
+                        var.dims()
+                    ),
+                ));
             }
         }
         if let Some(extra) = tensors.keys().find(|k| params.get(k).is_none()) {
-            return Err(TrainError::checkpoint(path, format!("unexpected tensor {extra} (a checkpoint of another model?)")));
+            return Err(TrainError::checkpoint(
+                path,
+                format!("unexpected tensor {extra} (a checkpoint of another model?)"),
+            ));
         }
         for (name, var) in params.iter() {
             var.set(&tensors[name])?;
@@ -231,16 +280,24 @@ impl Trainer {
     }
 }
 
-fn read_tensors(path: &Path, stamp: &FileStamp, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| TrainError::checkpoint(path, format!("cannot read: {e}")))?;
+fn read_tensors(
+    path: &Path,
+    stamp: &FileStamp,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| TrainError::checkpoint(path, format!("cannot read: {e}")))?;
     if FileStamp::of(&bytes) != *stamp {
-        return Err(TrainError::checkpoint(path, format!(
-            "{} bytes, hash {:016x}; state.json expects {} bytes, hash {}: the file is truncated, replaced, or its save was interrupted",
-            bytes.len(),
-            fnv64(&bytes),
-            stamp.bytes,
-            stamp.fnv64
-        )));
+        return Err(TrainError::checkpoint(
+            path,
+            format!(
+                "{} bytes, hash {:016x}; state.json expects {} bytes, hash {}: the file is truncated, replaced, or its save was interrupted",
+                bytes.len(),
+                fnv64(&bytes),
+                stamp.bytes,
+                stamp.fnv64
+            ),
+        ));
     }
     candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| TrainError::checkpoint(path, format!("not a valid safetensors file: {e}")))

@@ -12,11 +12,11 @@ use ltd_sparse_attn::{SparsityConfig, sparse_attention_from_value};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::ds_sections::{optimizer_from, scheduler_from};
 use crate::error::{Result, TrainError};
 use crate::lr::LrSchedule;
 use crate::model::GptConfig;
 use crate::optim::AdamWParams;
-use crate::ds_sections::{optimizer_from, scheduler_from};
 
 /// The embedded default DeepSpeed config (`ltd-train/configs/default.json`).
 ///
@@ -129,12 +129,11 @@ impl TrainConfig {
     /// # Errors
     /// As [`from_value`](Self::from_value).
     pub fn embedded(overrides: &Overrides) -> Result<Self> {
-        let mut value: Value = serde_json::from_str(DEFAULT_DEEPSPEED_CONFIG).map_err(|e| {
-            TrainError::Config {
+        let mut value: Value =
+            serde_json::from_str(DEFAULT_DEEPSPEED_CONFIG).map_err(|e| TrainError::Config {
                 source_name: "embedded default".to_owned(),
                 message: format!("invalid JSON: {e}"),
-            }
-        })?;
+            })?;
         adapt_embedded(&mut value, overrides);
         Self::from_value(value, "embedded default", overrides)
     }
@@ -193,10 +192,7 @@ impl TrainConfig {
         let optimizer = optimizer_from(root.get("optimizer"), overrides.lr).map_err(err)?;
         let (lr_schedule, schedule_steps) =
             scheduler_from(root.get("scheduler"), &optimizer).map_err(err)?;
-        let steps = overrides
-            .steps
-            .or(schedule_steps)
-            .unwrap_or(DEFAULT_STEPS);
+        let steps = overrides.steps.or(schedule_steps).unwrap_or(DEFAULT_STEPS);
         if steps == 0 {
             return Err(err("--steps: 0; expected at least one step".to_owned()));
         }
@@ -288,7 +284,11 @@ fn resolve_batch(root: &Map<String, Value>, flag: Option<usize>) -> Result<usize
         None | Some(Value::Null) => None,
         Some(v) => match v.as_u64() {
             Some(b) if b > 0 => Some(b as usize),
-            _ => return Err(format!("train_batch_size: {v}; expected a positive integer")),
+            _ => {
+                return Err(format!(
+                    "train_batch_size: {v}; expected a positive integer"
+                ));
+            }
         },
     };
     match (from_json, flag) {
@@ -356,7 +356,8 @@ fn adapt_embedded(value: &mut Value, o: &Overrides) {
     if let Some(b) = o.batch {
         value["train_batch_size"] = json!(b);
     }
-    let scale_steps = |v: u64| -> u64 { ((v as f64 * steps as f64 / base_steps as f64).round() as u64).max(1) };
+    let scale_steps =
+        |v: u64| -> u64 { ((v as f64 * steps as f64 / base_steps as f64).round() as u64).max(1) };
     if let Some(p) = value.pointer_mut("/scheduler/params") {
         let warmup = p["warmup_num_steps"].as_u64().unwrap_or(0);
         p["warmup_num_steps"] = json!(scale_steps(warmup));
@@ -377,13 +378,17 @@ fn adapt_embedded(value: &mut Value, o: &Overrides) {
     let schedule = &mut ltd["random_ltd_schedule"];
     let max0 = schedule["max_value"].as_u64().unwrap_or(seq).max(1);
     let min0 = schedule["min_value"].as_u64().unwrap_or(1);
-    let k0 = schedule["schedule_config"]["seq_per_step"].as_u64().unwrap_or(1);
+    let k0 = schedule["schedule_config"]["seq_per_step"]
+        .as_u64()
+        .unwrap_or(1);
     let scale_len = |v: u64| ((v as f64 * seq as f64 / max0 as f64).round() as u64).max(1);
     let k = scale_len(k0);
     schedule["max_value"] = json!(seq);
     schedule["min_value"] = json!(scale_len(min0).div_ceil(k) * k);
     schedule["schedule_config"]["seq_per_step"] = json!(k);
-    let require = schedule["schedule_config"]["require_steps"].as_u64().unwrap_or(steps);
+    let require = schedule["schedule_config"]["require_steps"]
+        .as_u64()
+        .unwrap_or(steps);
     schedule["schedule_config"]["require_steps"] = json!(scale_steps(require));
 }
 

@@ -386,11 +386,13 @@ mod tests {
             let w = data
                 .train
                 .iter()
-                .find(|&&w| data.bytes[w * 1001] as u32 == batch.inputs[0]
-                    && data.bytes[w * 1001..w * 1001 + 1000]
-                        .iter()
-                        .map(|&b| b as u32)
-                        .eq(batch.inputs.iter().copied()))
+                .find(|&&w| {
+                    data.bytes[w * 1001] as u32 == batch.inputs[0]
+                        && data.bytes[w * 1001..w * 1001 + 1000]
+                            .iter()
+                            .map(|&b| b as u32)
+                            .eq(batch.inputs.iter().copied())
+                })
                 .copied()
                 .unwrap();
             seen[w] += 1;

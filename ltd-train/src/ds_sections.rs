@@ -49,7 +49,10 @@ fn reject_unknown(params: &Obj, path: &str, known: &[&str]) -> Result<(), String
 
 /// `optimizer` → AdamW. Accepts `AdamW`, and `Adam` with `adam_w_mode` true (DeepSpeed's
 /// default). Missing values take torch's AdamW defaults; `lr_flag` overrides `lr`.
-pub(crate) fn optimizer_from(section: Option<&Value>, lr_flag: Option<f64>) -> Result<AdamWParams, String> {
+pub(crate) fn optimizer_from(
+    section: Option<&Value>,
+    lr_flag: Option<f64>,
+) -> Result<AdamWParams, String> {
     let mut p = AdamWParams::default();
     if let Some(section) = section.filter(|v| !v.is_null()) {
         let s = object(section, "optimizer")?;
@@ -78,7 +81,15 @@ pub(crate) fn optimizer_from(section: Option<&Value>, lr_flag: Option<f64>) -> R
         reject_unknown(
             params,
             path,
-            &["lr", "betas", "eps", "weight_decay", "adam_w_mode", "torch_adam", "fused"],
+            &[
+                "lr",
+                "betas",
+                "eps",
+                "weight_decay",
+                "adam_w_mode",
+                "torch_adam",
+                "fused",
+            ],
         )?;
         p.lr = number(params, "lr", path, p.lr)?;
         p.eps = number(params, "eps", path, p.eps)?;
@@ -136,9 +147,8 @@ pub(crate) fn scheduler_from(
     let kind = s.get("type").and_then(Value::as_str).unwrap_or("");
     let warmup_num_steps = count(params, "warmup_num_steps", path)?.unwrap_or(1000);
     let total = count(params, "total_num_steps", path)?;
-    let need_total = || {
-        total.ok_or_else(|| format!("{path}.total_num_steps: missing; {kind} needs it"))
-    };
+    let need_total =
+        || total.ok_or_else(|| format!("{path}.total_num_steps: missing; {kind} needs it"));
     let schedule = match kind {
         "WarmupLR" | "WarmupDecayLR" => {
             let known = [
@@ -208,12 +218,23 @@ mod tests {
     fn optimizer_section_maps_and_rejects() {
         let v = json!({"type": "AdamW", "params": {"lr": 0.01, "betas": [0.8, 0.9], "eps": 1e-6, "weight_decay": 0.0}});
         let p = optimizer_from(Some(&v), None).unwrap();
-        assert_eq!((p.lr, p.beta1, p.beta2, p.eps, p.weight_decay), (0.01, 0.8, 0.9, 1e-6, 0.0));
+        assert_eq!(
+            (p.lr, p.beta1, p.beta2, p.eps, p.weight_decay),
+            (0.01, 0.8, 0.9, 1e-6, 0.0)
+        );
         assert_eq!(optimizer_from(Some(&v), Some(0.5)).unwrap().lr, 0.5);
         let sgd = json!({"type": "SGD"});
-        assert!(optimizer_from(Some(&sgd), None).unwrap_err().starts_with("optimizer.type"));
+        assert!(
+            optimizer_from(Some(&sgd), None)
+                .unwrap_err()
+                .starts_with("optimizer.type")
+        );
         let typo = json!({"type": "AdamW", "params": {"betass": [0.9, 0.9]}});
-        assert!(optimizer_from(Some(&typo), None).unwrap_err().contains("betass"));
+        assert!(
+            optimizer_from(Some(&typo), None)
+                .unwrap_err()
+                .contains("betass")
+        );
     }
 
     #[test]
@@ -224,8 +245,15 @@ mod tests {
         assert_eq!(total, Some(100));
         assert_eq!(s.lr_at(10), 0.002);
         let missing = json!({"type": "WarmupCosineLR", "params": {}});
-        assert!(scheduler_from(Some(&missing), &opt).unwrap_err().contains("total_num_steps"));
+        assert!(
+            scheduler_from(Some(&missing), &opt)
+                .unwrap_err()
+                .contains("total_num_steps")
+        );
         let (constant, none) = scheduler_from(None, &opt).unwrap();
-        assert_eq!((constant.lr_at(0), constant.lr_at(99), none), (opt.lr, opt.lr, None));
+        assert_eq!(
+            (constant.lr_at(0), constant.lr_at(99), none),
+            (opt.lr, opt.lr, None)
+        );
     }
 }

@@ -119,11 +119,7 @@ impl LrSchedule {
                 warmup_type,
             } => {
                 let w = warmup_num_steps.max(2);
-                let gamma = if t < w {
-                    warmup_type.gamma(t, w)
-                } else {
-                    1.0
-                };
+                let gamma = if t < w { warmup_type.gamma(t, w) } else { 1.0 };
                 warmup_min_lr + (warmup_max_lr - warmup_min_lr) * gamma
             }
             LrSchedule::WarmupDecay {

@@ -133,8 +133,20 @@ impl Block {
         // GPT-2: residual projections scaled down by sqrt(2 · layers).
         let std_out = std / (2.0 * cfg.layers as f64).sqrt();
         let mut linear = |name: &str, out: usize, inp: usize, s: f64| -> Result<Linear> {
-            let w = p.create(&format!("blocks.{i:02}.{name}.weight"), &[out, inp], Init::Normal(s), seed, dev)?;
-            let b = p.create(&format!("blocks.{i:02}.{name}.bias"), &[out], Init::Constant(0.0), seed, dev)?;
+            let w = p.create(
+                &format!("blocks.{i:02}.{name}.weight"),
+                &[out, inp],
+                Init::Normal(s),
+                seed,
+                dev,
+            )?;
+            let b = p.create(
+                &format!("blocks.{i:02}.{name}.bias"),
+                &[out],
+                Init::Constant(0.0),
+                seed,
+                dev,
+            )?;
             Ok(Linear::new(w, Some(b)))
         };
         let qkv = linear("attn.qkv", 3 * c, c, std)?;
@@ -154,7 +166,13 @@ impl Block {
 
     /// `x + attn(ln1(x)) ` then `+ mlp(ln2(·))`, on `x: [B, T, C]` whose token `t` of row `b`
     /// sits at the position `at` describes.
-    fn forward(&self, x: &Tensor, rotary: &Rotary, at: &RotaryAt, attn: &CausalAttention) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        at: &RotaryAt,
+        attn: &CausalAttention,
+    ) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
         let d = c / self.heads;
         let qkv = self.qkv.forward(&self.ln1.forward(x)?)?;
@@ -177,8 +195,20 @@ impl Block {
 }
 
 fn layer_norm(p: &mut Params, name: &str, c: usize, seed: u64, dev: &Device) -> Result<LayerNorm> {
-    let w = p.create(&format!("{name}.weight"), &[c], Init::Constant(1.0), seed, dev)?;
-    let b = p.create(&format!("{name}.bias"), &[c], Init::Constant(0.0), seed, dev)?;
+    let w = p.create(
+        &format!("{name}.weight"),
+        &[c],
+        Init::Constant(1.0),
+        seed,
+        dev,
+    )?;
+    let b = p.create(
+        &format!("{name}.bias"),
+        &[c],
+        Init::Constant(0.0),
+        seed,
+        dev,
+    )?;
     Ok(LayerNorm::new(w, b, 1e-5))
 }
 
@@ -249,7 +279,13 @@ impl Gpt {
             }
         }
         let mut params = Params::default();
-        let wte = params.create("wte", &[VOCAB, config.width], Init::Normal(0.02), seed, device)?;
+        let wte = params.create(
+            "wte",
+            &[VOCAB, config.width],
+            Init::Normal(0.02),
+            seed,
+            device,
+        )?;
         let blocks = (0..config.layers)
             .map(|i| Block::new(&mut params, i, config, seed, device))
             .collect::<Result<Vec<_>>>()?;
@@ -288,7 +324,11 @@ impl Gpt {
     ///
     /// # Errors
     /// A sequence longer than the rotary table, a `kept` of the wrong length or shape.
-    pub fn forward(&self, ids: &Tensor, kept: &[Option<KeptTokens>]) -> Result<(Tensor, ForwardTrace)> {
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        kept: &[Option<KeptTokens>],
+    ) -> Result<(Tensor, ForwardTrace)> {
         let (b, s) = ids.dims2()?;
         if !kept.is_empty() && kept.len() != self.blocks.len() {
             return Err(TrainError::Candle(candle_core::Error::Msg(format!(

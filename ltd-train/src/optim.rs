@@ -220,10 +220,30 @@ impl AdamW {
 
 fn validate(p: &AdamWParams) -> Result<()> {
     let checks: [(&str, f64, bool, &str); 5] = [
-        ("optimizer.params.lr", p.lr, p.lr.is_finite() && p.lr >= 0.0, "a finite rate >= 0"),
-        ("optimizer.params.betas[0]", p.beta1, (0.0..1.0).contains(&p.beta1), "in [0, 1)"),
-        ("optimizer.params.betas[1]", p.beta2, (0.0..1.0).contains(&p.beta2), "in [0, 1)"),
-        ("optimizer.params.eps", p.eps, p.eps.is_finite() && p.eps > 0.0, "a finite number > 0"),
+        (
+            "optimizer.params.lr",
+            p.lr,
+            p.lr.is_finite() && p.lr >= 0.0,
+            "a finite rate >= 0",
+        ),
+        (
+            "optimizer.params.betas[0]",
+            p.beta1,
+            (0.0..1.0).contains(&p.beta1),
+            "in [0, 1)",
+        ),
+        (
+            "optimizer.params.betas[1]",
+            p.beta2,
+            (0.0..1.0).contains(&p.beta2),
+            "in [0, 1)",
+        ),
+        (
+            "optimizer.params.eps",
+            p.eps,
+            p.eps.is_finite() && p.eps > 0.0,
+            "a finite number > 0",
+        ),
         (
             "optimizer.params.weight_decay",
             p.weight_decay,

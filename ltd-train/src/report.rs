@@ -6,7 +6,8 @@ use crate::error::Result;
 use crate::trainer::{StepRecord, Trainer};
 
 /// The CSV header of [`csv`].
-pub const CSV_HEADER: &str = "step,train_loss,val_loss,layer_tokens,wall_clock_s,lr,reserved_length";
+pub const CSV_HEADER: &str =
+    "step,train_loss,val_loss,layer_tokens,wall_clock_s,lr,reserved_length";
 
 /// A run's log as CSV (one row per step; `val_loss` empty where not evaluated).
 ///
@@ -43,7 +44,11 @@ pub struct SaveEvery<'a> {
 ///
 /// # Errors
 /// The first step or save error.
-pub fn drive(run: &mut Trainer, save: Option<SaveEvery<'_>>, mut on_step: impl FnMut(&StepRecord)) -> Result<()> {
+pub fn drive(
+    run: &mut Trainer,
+    save: Option<SaveEvery<'_>>,
+    mut on_step: impl FnMut(&StepRecord),
+) -> Result<()> {
     while !run.is_done() {
         let record = run.step()?;
         on_step(&record);

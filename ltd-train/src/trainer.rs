@@ -125,7 +125,12 @@ impl Trainer {
     /// [`TrainError::Config`] when the variant needs a section the config lacks (Random-LTD
     /// without `random_ltd`, sparse without `sparse_attention`), a data set whose sequence
     /// length differs from the model's, or an invalid model or optimizer.
-    pub fn new(config: &TrainConfig, variant: Variant, data: &Dataset, device: &Device) -> Result<Self> {
+    pub fn new(
+        config: &TrainConfig,
+        variant: Variant,
+        data: &Dataset,
+        device: &Device,
+    ) -> Result<Self> {
         let err = |message: String| TrainError::Config {
             source_name: config.source_name.clone(),
             message,
@@ -248,7 +253,12 @@ impl Trainer {
         Ok((kept, r as u64))
     }
 
-    fn loss(&self, ids: &Tensor, targets: &Tensor, kept: &[Option<KeptTokens>]) -> Result<(Tensor, ForwardTrace)> {
+    fn loss(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        kept: &[Option<KeptTokens>],
+    ) -> Result<(Tensor, ForwardTrace)> {
         let (logits, trace) = self.model.forward(ids, kept)?;
         let (b, s, _) = logits.dims3()?;
         let loss = candle_nn::loss::cross_entropy(&logits.reshape((b * s, VOCAB))?, targets)?;
@@ -272,7 +282,11 @@ impl Trainer {
         let (kept, r) = self.routing(batch.batch)?;
         let (loss, trace) = self.loss(&ids, &targets, &kept)?;
         let grads = loss.backward()?;
-        let lr = match self.scheduler.as_ref().and_then(RandomLtdScheduler::current_lr) {
+        let lr = match self
+            .scheduler
+            .as_ref()
+            .and_then(RandomLtdScheduler::current_lr)
+        {
             Some(lr) => lr,
             None => self.config.lr_schedule.lr_at(self.step),
         };
@@ -291,7 +305,11 @@ impl Trainer {
         let evaluate = self.is_done()
             || (self.config.eval_every > 0 && self.step % self.config.eval_every == 0);
         let val_loss = if evaluate {
-            let windows = if self.is_done() { 0 } else { self.config.eval_windows };
+            let windows = if self.is_done() {
+                0
+            } else {
+                self.config.eval_windows
+            };
             Some(self.evaluate(windows)?)
         } else {
             None
@@ -330,7 +348,10 @@ impl Trainer {
 /// The LayerToken schedule that matches the step schedule: the same peak, warmup over the
 /// layer-tokens the warmup steps consume, cosine decay to the step schedule's floor over the
 /// run's layer-tokens.
-fn layer_token_lr_for(config: &TrainConfig, ltd: &ltd_scheduler::RandomLtdConfig) -> Result<LayerTokenLrConfig> {
+fn layer_token_lr_for(
+    config: &TrainConfig,
+    ltd: &ltd_scheduler::RandomLtdConfig,
+) -> Result<LayerTokenLrConfig> {
     let probe = RandomLtdScheduler::new(ltd)?;
     let total_layer_tokens = probe.total_layer_tokens(config.steps)?;
     let (warmup_steps, warmup_type, floor_ratio) = match config.lr_schedule {
