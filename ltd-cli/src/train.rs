@@ -334,8 +334,16 @@ fn smoothed(
         .collect()
 }
 
+/// A chart file: name, title, x label and the x value of a record.
+type ChartSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&StepRecord) -> f64,
+);
+
 fn write_charts(dir: &Path, runs: &[(RunResult, Vec<StepRecord>)]) -> Result<()> {
-    let charts: [(&str, &str, &str, fn(&StepRecord) -> f64); 2] = [
+    let charts: [ChartSpec; 2] = [
         ("loss-vs-steps.png", "Loss against steps", "step", |r| {
             r.step as f64
         }),

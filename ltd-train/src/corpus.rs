@@ -191,8 +191,8 @@ fn shuffle(items: &mut [usize], rng: &mut ChaCha8Rng) {
     }
 }
 
-const TAG_SPLIT: u64 = 0x5350_4c49_54; // "SPLIT"
-const TAG_ORDER: u64 = 0x4f52_4445_52; // "ORDER"
+const TAG_SPLIT: u64 = 0x0053_504c_4954; // "SPLIT"
+const TAG_ORDER: u64 = 0x004f_5244_4552; // "ORDER"
 
 impl Dataset {
     /// Cuts `corpus` into windows of `seq_len + 1` bytes and splits them (see the type).

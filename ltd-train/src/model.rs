@@ -75,7 +75,7 @@ impl GptConfig {
                 return bad(format!("{flag}: 0; expected a positive number"));
             }
         }
-        if self.width % self.heads != 0 || (self.width / self.heads) % 2 != 0 {
+        if !self.width.is_multiple_of(self.heads) || !(self.width / self.heads).is_multiple_of(2) {
             return bad(format!(
                 "--width {} / --heads {}: expected the width to be a multiple of the heads with an even head dimension (rotary embedding)",
                 self.width, self.heads
@@ -266,17 +266,17 @@ impl Gpt {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
-        if let AttentionKind::Sparse(layout) = &attention {
-            if layout.num_heads() != config.heads {
-                return Err(TrainError::Config {
-                    source_name: "sparse_attention".to_owned(),
-                    message: format!(
-                        "the layout has {} heads; expected --heads {}",
-                        layout.num_heads(),
-                        config.heads
-                    ),
-                });
-            }
+        if let AttentionKind::Sparse(layout) = &attention
+            && layout.num_heads() != config.heads
+        {
+            return Err(TrainError::Config {
+                source_name: "sparse_attention".to_owned(),
+                message: format!(
+                    "the layout has {} heads; expected --heads {}",
+                    layout.num_heads(),
+                    config.heads
+                ),
+            });
         }
         let mut params = Params::default();
         let wte = params.create(

@@ -52,10 +52,10 @@ pub fn drive(
     while !run.is_done() {
         let record = run.step()?;
         on_step(&record);
-        if let Some(s) = save {
-            if run.is_done() || (s.every > 0 && record.step % s.every == 0) {
-                run.save(s.dir)?;
-            }
+        if let Some(s) = save
+            && (run.is_done() || (s.every > 0 && record.step.is_multiple_of(s.every)))
+        {
+            run.save(s.dir)?;
         }
     }
     Ok(())

@@ -42,7 +42,7 @@ impl Rotary {
     /// assert!(ltd_train::Rotary::new(8, 7, 10_000.0, &candle_core::Device::Cpu).is_err());
     /// ```
     pub fn new(max_len: usize, head_dim: usize, base: f64, device: &Device) -> Result<Self> {
-        if head_dim == 0 || head_dim % 2 != 0 || max_len == 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) || max_len == 0 {
             return Err(TrainError::Config {
                 source_name: "model".to_owned(),
                 message: format!(

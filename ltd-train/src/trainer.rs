@@ -303,7 +303,7 @@ impl Trainer {
         self.step += 1;
         self.layer_tokens += trace.layer_tokens;
         let evaluate = self.is_done()
-            || (self.config.eval_every > 0 && self.step % self.config.eval_every == 0);
+            || (self.config.eval_every > 0 && self.step.is_multiple_of(self.config.eval_every));
         let val_loss = if evaluate {
             let windows = if self.is_done() {
                 0

@@ -167,7 +167,7 @@ fn rotary_sees_the_kept_tokens_true_positions() {
         .map(|p| p.to_vec2::<u32>().unwrap())
         .collect();
     let all: Vec<u32> = (0..s as u32).collect();
-    assert_eq!(positions[0], [all.clone()]);
+    assert_eq!(positions[0], vec![all.clone()]);
     assert_eq!(positions[1], [[1, 4, 5, 11], [0, 2, 7, 9]]);
     assert_eq!(positions[2], [all]);
     assert_eq!(trace.layer_tokens, (b * s + b * 4 + b * s) as u64);
