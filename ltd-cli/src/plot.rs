@@ -476,6 +476,7 @@ pub fn line_chart_png(chart: &LineChart<'_>) -> Result<Vec<u8>> {
             markers: Vec::new(),
         }],
         reference: chart.reference.clone(),
+        legend_top: false,
     })
 }
 
@@ -507,6 +508,8 @@ pub struct MultiLineChart<'a> {
     pub series: Vec<Series>,
     /// A dashed horizontal reference line and its label.
     pub reference: Option<(f64, String)>,
+    /// The legend in the top-right corner (for falling curves) instead of the bottom right.
+    pub legend_top: bool,
 }
 
 const SERIES_COLOURS: [[u8; 3]; 4] = [BLUE, [214, 96, 30], [40, 150, 60], [150, 60, 170]];
@@ -625,7 +628,7 @@ pub fn multi_line_chart_png(chart: &MultiLineChart<'_>) -> Result<Vec<u8>> {
         cv.hline(px0, px1, ry, GREY, Some(6));
         cv.text(px0 + 8, ry - 12, label, 1, GREY, false);
     }
-    // The lines, their markers and the legend (bottom right, one row per series).
+    // The lines, their markers and the legend (one row per series).
     let rows = chart.series.len() as i64;
     for (i, series) in chart.series.iter().enumerate() {
         let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
@@ -638,7 +641,12 @@ pub fn multi_line_chart_png(chart: &MultiLineChart<'_>) -> Result<Vec<u8>> {
             cv.line((mx, my), (mx, my), colour, 9);
         }
         let lw = Canvas::text_width(&series.legend, 2);
-        let (lx, ly) = (px1 - lw - 10, py1 - 30 - 24 * (rows - 1 - i as i64));
+        let ly = if chart.legend_top {
+            py0 + 10 + 24 * i as i64
+        } else {
+            py1 - 30 - 24 * (rows - 1 - i as i64)
+        };
+        let lx = px1 - lw - 10;
         cv.line((lx - 40, ly + 8), (lx - 10, ly + 8), colour, 3);
         cv.text(lx, ly, &series.legend, 2, BLACK, false);
     }

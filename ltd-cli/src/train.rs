@@ -390,6 +390,7 @@ fn write_charts(dir: &Path, runs: &[(RunResult, Vec<StepRecord>)]) -> Result<()>
             y_max,
             series,
             reference: None,
+            legend_top: true,
         };
         write_atomic(&dir.join(file), &plot::multi_line_chart_png(&chart)?)?;
     }
@@ -405,10 +406,18 @@ fn summary(out: &mut impl Write, runs: &[(RunResult, Vec<StepRecord>)]) -> Resul
     )?;
     let base = runs.iter().map(|(r, _)| r).find(|r| r.name == "baseline");
     for (r, _) in runs {
-        let (tokens, wall, loss) = base.map_or((0.0, 0.0, 0.0), |b| r.against(b));
+        let compared = base.filter(|b| b.name != r.name).map(|b| r.against(b));
+        let (loss, tokens, wall) = match compared {
+            Some((tokens, wall, loss)) => (
+                format!("{loss:+.2}%"),
+                format!("{tokens:.1}%"),
+                format!("{wall:.1}%"),
+            ),
+            None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+        };
         writeln!(
             out,
-            "{:<18} {:>9.4} {:>+8.2}% {:>16} {:>7.1}% {:>10.1} {:>7.1}%",
+            "{:<18} {:>9.4} {:>9} {:>16} {:>8} {:>10.1} {:>8}",
             r.name,
             r.val_loss,
             loss,
