@@ -399,12 +399,19 @@ pub fn attention_forward<T: Element>(
                     for (c, kj) in keys.clone().enumerate() {
                         let s = p.score(bh, qi, kj);
                         scores[c] = s;
-                        block_max = block_max.max(s);
+                        // NaN-propagating max: a NaN score must reach the output.
+                        if s.is_nan() || s > block_max {
+                            block_max = s;
+                        }
                     }
                     if block_max == f32::NEG_INFINITY {
                         continue;
                     }
-                    let m_new = m.max(block_max);
+                    let m_new = if block_max.is_nan() || m.is_nan() {
+                        f32::NAN
+                    } else {
+                        m.max(block_max)
+                    };
                     let alpha = if m == f32::NEG_INFINITY {
                         0.0
                     } else {
@@ -424,7 +431,7 @@ pub fn attention_forward<T: Element>(
                     m = m_new;
                 }
                 let orow = &mut o[r * d..(r + 1) * d];
-                if sum > 0.0 {
+                if sum > 0.0 || sum.is_nan() {
                     let inv = 1.0 / sum;
                     for (x, a) in orow.iter_mut().zip(&acc) {
                         *x = T::from_f32_lossy(a * inv);

@@ -1,0 +1,57 @@
+//! Block-sparse attention and Random-LTD (random layerwise token dropping) as candle tensor ops
+//! with autograd, on the CPU and (feature `cuda`) on candle's own CUDA stream.
+//!
+//! - [`sparse_attention`]: fused block-sparse self-attention over `[B, H, L, D]` (or
+//!   `[B, L, H, D]`) tensors with scale, token-level causality, key padding and an additive
+//!   bias; `backward()` gives dq, dk, dv and dbias; the forward's log-sum-exp is kept for the
+//!   backward. Layouts come from `ltd_sparse_attn` (one per sequence length, cached).
+//! - [`sample_token_indices`], [`gather_tokens`], [`route`] / [`scatter_tokens`]: Random-LTD's
+//!   sampler (U32 `[L, B, r]` indices, bit-identical on CPU and GPU) and its token moves with
+//!   exact gradients (spec §1.4 "net effect" for the wrapper's graph).
+//! - [`RandomLtd`] and [`RandomLayerTokenDrop`]: the layer wrapper driven by DeepSpeed's
+//!   `random_ltd` JSON config through `ltd_scheduler::RandomLtdScheduler`.
+//!
+//! Dtypes: f32, f16 and bf16 on the CPU (computing in f32); on CUDA the dtypes the kernels
+//! support. A dtype, device or combination that cannot run is an [`LtdCandleError`], never a
+//! silent fallback or a copy to another device.
+//!
+//! A transformer block's attention and MLP on the kept tokens, forward and backward:
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor, Var};
+//! use ltd_candle::*;
+//! use ltd_core::HiddenOrder;
+//! use ltd_sparse_attn::{BigBirdConfig, SparseSelfAttention};
+//!
+//! let (b, s, heads, d) = (2, 64, 2, 8);
+//! let dev = Device::Cpu;
+//! let attn = SparseSelfAttention::new(BigBirdConfig::new(heads).into())?;
+//! let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, s, heads * d), &dev)?)?;
+//! // Keep 40 of the 64 tokens of every row (one LTD layer, step 0).
+//! let idx = sample_token_indices(1234, 0, 1, b, s, 40, &dev)?.get(0)?;
+//! let x = gather_tokens(&h, &idx, HiddenOrder::BatchSeq)?; // [B, r, C]
+//! // Heads as [B, r, H, D]: no transpose needed.
+//! let qkv = x.reshape((b, 40, heads, d))?;
+//! let opts = SparseAttentionOptions { causal: true, layout: QkvLayout::Blhd, ..Default::default() };
+//! let a = sparse_attention(&qkv, &qkv, &qkv, &attn, &opts)?.reshape((b, 40, heads * d))?;
+//! let y = route(&h, &(x + a)?, &idx, HiddenOrder::BatchSeq)?; // residual, back into [B, S, C]
+//! let grads = y.sqr()?.sum_all()?.backward()?;
+//! assert_eq!(grads.get(&h).unwrap().dims(), &[b, s, heads * d]);
+//! # Ok::<(), LtdCandleError>(())
+//! ```
+
+#![deny(missing_docs)]
+
+mod attention;
+mod check;
+mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod error;
+mod ltd;
+mod tokens;
+
+pub use attention::{LayoutSource, QkvLayout, SparseAttentionOptions, sparse_attention};
+pub use error::{LtdCandleError, Result};
+pub use ltd::{LayerContext, LayerMask, MaskArg, RandomLayerTokenDrop, RandomLtd};
+pub use tokens::{gather_tokens, route, sample_token_indices, scatter_tokens};
