@@ -1,15 +1,14 @@
 //! Causal self-attention on `[B, H, T, D]` tensors, dense or restricted to a DeepSpeed
-//! block-sparse layout. This is the one place the model calls attention, so the backend can be
-//! switched (to `ltd-candle`'s fused sparse attention) without touching the model.
+//! block-sparse layout, through `ltd-candle`'s fused attention (forward and backward on the
+//! CPU, and on candle's CUDA stream with feature `cuda`). This is the one place the model calls
+//! attention.
 //!
-//! The current backend is candle's own masked-softmax attention: the layout and the token-level
-//! causal mask become an additive `0 / -inf` bias, cached per length.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+//! Dense attention is the fused op with a dense layout (every tile active) and token-level
+//! causality, so the baseline and the sparse runs share one kernel.
 
 use candle_core::{Device, Tensor};
-use ltd_sparse_attn::SparsityConfig;
+use ltd_candle::{SparseAttentionOptions, sparse_attention};
+use ltd_sparse_attn::{DenseConfig, SparseSelfAttention, SparsityConfig};
 
 use crate::error::{Result, TrainError};
 
@@ -44,13 +43,13 @@ impl AttentionKind {
     }
 }
 
-/// Causal attention with a per-length cache of its mask.
+/// Causal attention; the layout of each length is built once and cached.
 ///
 /// ```
 /// use candle_core::{Device, Tensor, DType};
 /// use ltd_train::{AttentionKind, CausalAttention};
 ///
-/// let attn = CausalAttention::new(AttentionKind::Dense, 2, &Device::Cpu);
+/// let attn = CausalAttention::new(AttentionKind::Dense, 2, &Device::Cpu)?;
 /// let q = Tensor::ones((1, 2, 5, 4), DType::F32, &Device::Cpu)?;
 /// let out = attn.forward(&q, &q, &q)?;
 /// assert_eq!(out.dims(), [1, 2, 5, 4]);
@@ -59,105 +58,82 @@ impl AttentionKind {
 #[derive(Debug, Clone)]
 pub struct CausalAttention {
     kind: AttentionKind,
-    heads: usize,
-    device: Device,
-    bias: Arc<Mutex<HashMap<usize, Tensor>>>,
+    layouts: std::sync::Arc<SparseSelfAttention>,
 }
 
+/// The tile size of the dense layout: large tiles keep the fused kernel's per-tile overhead low.
+const DENSE_BLOCK: usize = 64;
+
 impl CausalAttention {
-    /// Attention of `kind` for `heads` heads on `device`.
+    /// Attention of `kind` for `heads` heads. (`device` is where the tensors will live; the
+    /// layouts are built on the host and uploaded by the op when needed.)
+    ///
+    /// # Errors
+    /// [`TrainError::Sparse`] for a layout that cannot serve `heads` heads.
     ///
     /// ```
-    /// let a = ltd_train::CausalAttention::new(ltd_train::AttentionKind::Dense, 4, &candle_core::Device::Cpu);
+    /// let a = ltd_train::CausalAttention::new(ltd_train::AttentionKind::Dense, 4, &candle_core::Device::Cpu)?;
     /// assert_eq!(a.kind().name(), "dense");
+    /// # Ok::<(), ltd_train::TrainError>(())
     /// ```
-    pub fn new(kind: AttentionKind, heads: usize, device: &Device) -> Self {
-        CausalAttention {
+    pub fn new(kind: AttentionKind, heads: usize, device: &Device) -> Result<Self> {
+        let _ = device;
+        let config = match &kind {
+            AttentionKind::Dense => {
+                let mut dense = DenseConfig::new(heads);
+                dense.block = DENSE_BLOCK;
+                SparsityConfig::from(dense)
+            }
+            AttentionKind::Sparse(c) => {
+                if c.num_heads() != heads {
+                    return Err(TrainError::Config {
+                        source_name: "sparse_attention".to_owned(),
+                        message: format!(
+                            "the layout has {} heads; expected --heads {heads}",
+                            c.num_heads()
+                        ),
+                    });
+                }
+                c.clone()
+            }
+        };
+        Ok(CausalAttention {
             kind,
-            heads,
-            device: device.clone(),
-            bias: Arc::new(Mutex::new(HashMap::new())),
-        }
+            layouts: std::sync::Arc::new(SparseSelfAttention::new(config)?),
+        })
     }
 
     /// The attention pattern.
     ///
     /// ```
-    /// let a = ltd_train::CausalAttention::new(ltd_train::AttentionKind::Dense, 4, &candle_core::Device::Cpu);
+    /// let a = ltd_train::CausalAttention::new(ltd_train::AttentionKind::Dense, 4, &candle_core::Device::Cpu)?;
     /// assert!(matches!(a.kind(), ltd_train::AttentionKind::Dense));
+    /// # Ok::<(), ltd_train::TrainError>(())
     /// ```
     pub fn kind(&self) -> &AttentionKind {
         &self.kind
     }
 
-    /// `softmax(q kᵀ / sqrt(D) + mask) v` for `q, k, v` of shape `[B, H, T, D]`.
+    /// `softmax(q kᵀ / sqrt(D) + mask) v` over the layout's tiles and keys at or before each
+    /// query, for `q, k, v` of shape `[B, H, T, D]`; differentiable in all three.
     ///
     /// # Errors
-    /// Shape errors, or a layout whose head count differs from `H`.
+    /// Shape, dtype or device errors, or a head count other than the layout's.
     ///
     /// ```
     /// use candle_core::{Device, Tensor, DType};
     /// use ltd_train::{AttentionKind, CausalAttention};
     /// let layout = ltd_sparse_attn::parse_sparse_attention(r#"{"mode": "fixed", "block": 16, "attention": "unidirectional"}"#, 2)?;
-    /// let attn = CausalAttention::new(AttentionKind::Sparse(layout), 2, &Device::Cpu);
+    /// let attn = CausalAttention::new(AttentionKind::Sparse(layout), 2, &Device::Cpu)?;
     /// let q = Tensor::ones((1, 2, 40, 8), DType::F32, &Device::Cpu)?;
     /// assert_eq!(attn.forward(&q, &q, &q)?.dims(), [1, 2, 40, 8]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let (_, h, t, d) = q.dims4()?;
-        if h != self.heads {
-            return Err(TrainError::Candle(candle_core::Error::Msg(format!(
-                "attention got {h} heads; expected {}",
-                self.heads
-            ))));
-        }
-        let bias = self.bias_for(t)?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&bias)?)?;
-        Ok(probs.matmul(v)?)
-    }
-
-    /// The additive mask for length `t`: `[1, 1, t, t]` dense, `[1, H, t, t]` sparse.
-    fn bias_for(&self, t: usize) -> Result<Tensor> {
-        let mut cache = self.bias.lock().map_err(|_| {
-            TrainError::Candle(candle_core::Error::Msg("poisoned mask cache".into()))
-        })?;
-        if let Some(b) = cache.get(&t) {
-            return Ok(b.clone());
-        }
-        let (heads, allowed) = match &self.kind {
-            AttentionKind::Dense => (1, None),
-            AttentionKind::Sparse(cfg) => {
-                let layout = cfg.make_layout(t)?;
-                if layout.num_heads() != self.heads {
-                    return Err(TrainError::Config {
-                        source_name: "sparse_attention".to_owned(),
-                        message: format!(
-                            "layout has {} heads; the model has {}",
-                            layout.num_heads(),
-                            self.heads
-                        ),
-                    });
-                }
-                (self.heads, Some(layout))
-            }
+        let opts = SparseAttentionOptions {
+            causal: true,
+            ..Default::default()
         };
-        let mut values = vec![f32::NEG_INFINITY; heads * t * t];
-        for head in 0..heads {
-            for i in 0..t {
-                for j in 0..=i {
-                    let ok = allowed
-                        .as_ref()
-                        .is_none_or(|l| l.is_active(head, i / l.block(), j / l.block()));
-                    if ok {
-                        values[(head * t + i) * t + j] = 0.0;
-                    }
-                }
-            }
-        }
-        let bias = Tensor::from_vec(values, (1, heads, t, t), &self.device)?;
-        cache.insert(t, bias.clone());
-        Ok(bias)
+        Ok(sparse_attention(q, k, v, self.layouts.as_ref(), &opts)?)
     }
 }

@@ -55,6 +55,9 @@ pub enum TrainError {
     /// An `ltd-core` error (for example the token sampler's).
     #[error(transparent)]
     Core(#[from] ltd_core::CoreError),
+    /// An `ltd-candle` op (sparse attention, token routing) rejected its input.
+    #[error(transparent)]
+    LtdCandle(#[from] ltd_candle::LtdCandleError),
     /// A candle tensor operation failed.
     #[error("tensor operation: {0}")]
     Candle(#[from] candle_core::Error),

@@ -266,18 +266,6 @@ impl Gpt {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
-        if let AttentionKind::Sparse(layout) = &attention
-            && layout.num_heads() != config.heads
-        {
-            return Err(TrainError::Config {
-                source_name: "sparse_attention".to_owned(),
-                message: format!(
-                    "the layout has {} heads; expected --heads {}",
-                    layout.num_heads(),
-                    config.heads
-                ),
-            });
-        }
         let mut params = Params::default();
         let wte = params.create(
             "wte",
@@ -297,7 +285,7 @@ impl Gpt {
             blocks,
             ln_f,
             rotary: Rotary::new(config.seq_len, config.head_dim(), config.rope_base, device)?,
-            attention: CausalAttention::new(attention, config.heads, device),
+            attention: CausalAttention::new(attention, config.heads, device)?,
             params,
             device: device.clone(),
         })

@@ -1,11 +1,11 @@
 //! Random-LTD token routing on candle tensors: which positions a layer keeps, gathering them and
-//! writing the layer's output back. The model calls only [`gather_tokens`] and [`route`], so the
-//! implementation can be switched (to `ltd-candle`'s fused ops) without touching the model.
+//! writing the layer's output back, through `ltd-candle`'s ops (`[B, S, C]` order).
 //!
 //! Gradients follow upstream's net effect (spec §1.4): a dropped position gets the incoming
 //! gradient unchanged, a kept position only the gradient through the layer.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
+use ltd_core::HiddenOrder;
 
 use crate::error::{Result, TrainError};
 
@@ -21,8 +21,6 @@ use crate::error::{Result, TrainError};
 #[derive(Debug, Clone)]
 pub struct KeptTokens {
     positions: Tensor,
-    flat_rows: Tensor,
-    dropped: Tensor,
     batch: usize,
     seq_len: usize,
     kept: usize,
@@ -57,8 +55,6 @@ impl KeptTokens {
                 positions.len()
             )));
         }
-        let mut dropped = vec![1f32; batch * seq_len];
-        let mut flat = Vec::with_capacity(batch * kept);
         for (b, row) in positions.chunks(kept).enumerate() {
             for (i, &p) in row.iter().enumerate() {
                 let ok = p >= 0 && (p as usize) < seq_len && (i == 0 || row[i - 1] < p);
@@ -67,15 +63,43 @@ impl KeptTokens {
                         "row {b}: position {p} at index {i}; expected strictly increasing positions in [0, {seq_len})"
                     )));
                 }
-                dropped[b * seq_len + p as usize] = 0.0;
-                flat.push((b * seq_len + p as usize) as u32);
             }
         }
         let pos: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
         Ok(KeptTokens {
             positions: Tensor::from_vec(pos, (batch, kept), device)?,
-            flat_rows: Tensor::from_vec(flat, batch * kept, device)?,
-            dropped: Tensor::from_vec(dropped, (batch, seq_len, 1), device)?,
+            batch,
+            seq_len,
+            kept,
+        })
+    }
+
+    /// One layer's rows of a sampler's output (`[B, r]` u32, sorted and distinct by the
+    /// sampler's contract), for a sequence of `seq_len`.
+    ///
+    /// # Errors
+    /// When `indices` is not 2-D u32 with `r <= seq_len`.
+    ///
+    /// ```
+    /// use candle_core::Device;
+    /// let all = ltd_candle::sample_token_indices(1, 0, 2, 3, 10, 4, &Device::Cpu)?;
+    /// let kept = ltd_train::KeptTokens::from_sampled(all.get(1)?, 10)?;
+    /// assert_eq!(kept.kept(), 4);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
+    pub fn from_sampled(indices: Tensor, seq_len: usize) -> Result<Self> {
+        let (batch, kept) = indices.dims2()?;
+        if indices.dtype() != DType::U32 || kept == 0 || kept > seq_len {
+            return Err(TrainError::Config {
+                source_name: "kept positions".to_owned(),
+                message: format!(
+                    "{:?} indices of shape [{batch}, {kept}]; expected u32 [B, r] with 0 < r <= {seq_len}",
+                    indices.dtype()
+                ),
+            });
+        }
+        Ok(KeptTokens {
+            positions: indices,
             batch,
             seq_len,
             kept,
@@ -129,11 +153,12 @@ impl KeptTokens {
 /// # Ok::<(), ltd_train::TrainError>(())
 /// ```
 pub fn gather_tokens(h: &Tensor, kept: &KeptTokens) -> Result<Tensor> {
-    let c = kept.check_hidden(h)?;
-    let rows = h.reshape((kept.batch * kept.seq_len, c))?;
-    Ok(rows
-        .index_select(&kept.flat_rows, 0)?
-        .reshape((kept.batch, kept.kept, c))?)
+    kept.check_hidden(h)?;
+    Ok(ltd_candle::gather_tokens(
+        h,
+        &kept.positions,
+        HiddenOrder::BatchSeq,
+    )?)
 }
 
 /// `y = h` with the kept rows replaced by `out` (`[B, r, C]`): exactly `out` at kept rows and
@@ -153,17 +178,11 @@ pub fn gather_tokens(h: &Tensor, kept: &KeptTokens) -> Result<Tensor> {
 /// # Ok::<(), ltd_train::TrainError>(())
 /// ```
 pub fn route(h: &Tensor, out: &Tensor, kept: &KeptTokens) -> Result<Tensor> {
-    let c = kept.check_hidden(h)?;
-    let (b, r, oc) = out.dims3()?;
-    if (b, r, oc) != (kept.batch, kept.kept, c) {
-        return Err(TrainError::Candle(candle_core::Error::Msg(format!(
-            "layer output [{b}, {r}, {oc}]; expected [{}, {}, {c}]",
-            kept.batch, kept.kept
-        ))));
-    }
-    // h · 1 and 0 + out are exact, so kept rows hold exactly `out` and dropped rows exactly `h`.
-    let passthrough = h.broadcast_mul(&kept.dropped.to_dtype(h.dtype())?)?;
-    let zeros = Tensor::zeros((kept.batch * kept.seq_len, c), h.dtype(), h.device())?;
-    let written = zeros.index_add(&kept.flat_rows, &out.reshape((b * r, c))?, 0)?;
-    Ok((passthrough + written.reshape((kept.batch, kept.seq_len, c))?)?)
+    kept.check_hidden(h)?;
+    Ok(ltd_candle::route(
+        h,
+        out,
+        &kept.positions,
+        HiddenOrder::BatchSeq,
+    )?)
 }

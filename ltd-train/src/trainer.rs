@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use ltd_core::TokenSampler;
 use ltd_scheduler::{DecayType, LayerTokenLrConfig, RandomLtdScheduler, WarmupType};
 use serde::{Deserialize, Serialize};
 
@@ -111,7 +110,6 @@ pub struct Trainer {
     pub(crate) optimizer: AdamW,
     pub(crate) scheduler: Option<RandomLtdScheduler>,
     ltd_layers: Vec<usize>,
-    sampler: TokenSampler,
     pub(crate) step: u64,
     pub(crate) layer_tokens: u64,
     pub(crate) wall_clock_s: f64,
@@ -175,7 +173,6 @@ impl Trainer {
             optimizer,
             scheduler,
             ltd_layers,
-            sampler: TokenSampler::new(config.seed),
             step: 0,
             layer_tokens: 0,
             wall_clock_s: 0.0,
@@ -244,11 +241,18 @@ impl Trainer {
         }
         let r = r as usize;
         let n = self.ltd_layers.len();
-        let sampled = self.sampler.sample(self.step, n, batch, seq, r)?;
+        let sampled = ltd_candle::sample_token_indices(
+            self.config.seed,
+            self.step,
+            n,
+            batch,
+            seq,
+            r,
+            self.model.device(),
+        )?;
         let mut kept = vec![None; self.config.model.layers];
         for (compact, &layer) in self.ltd_layers.iter().enumerate() {
-            let rows = &sampled.as_slice()[compact * batch * r..(compact + 1) * batch * r];
-            kept[layer] = Some(KeptTokens::new(rows, batch, seq, r, self.model.device())?);
+            kept[layer] = Some(KeptTokens::from_sampled(sampled.get(compact)?, seq)?);
         }
         Ok((kept, r as u64))
     }
