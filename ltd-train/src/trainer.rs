@@ -358,26 +358,33 @@ fn layer_token_lr_for(
 ) -> Result<LayerTokenLrConfig> {
     let probe = RandomLtdScheduler::new(ltd)?;
     let total_layer_tokens = probe.total_layer_tokens(config.steps)?;
-    let (warmup_steps, warmup_type, floor_ratio) = match config.lr_schedule {
+    let (warmup_steps, warmup_type, peak_lr, min_lr) = match config.lr_schedule {
         LrSchedule::WarmupCosine {
+            lr,
             warmup_num_steps,
             cos_min_ratio,
             warmup_type,
             ..
-        } => (warmup_num_steps, warmup_type, cos_min_ratio),
+        } => (
+            warmup_num_steps,
+            warmup_type,
+            lr,
+            lr * cos_min_ratio.clamp(0.0, 1.0),
+        ),
         LrSchedule::WarmupDecay {
             warmup_num_steps,
             warmup_type,
+            warmup_max_lr,
             ..
-        } => (warmup_num_steps, warmup_type, 0.0),
+        } => (warmup_num_steps, warmup_type, warmup_max_lr, 0.0),
         LrSchedule::Warmup {
             warmup_num_steps,
             warmup_type,
+            warmup_max_lr,
             ..
-        } => (warmup_num_steps, warmup_type, 1.0),
+        } => (warmup_num_steps, warmup_type, warmup_max_lr, warmup_max_lr),
     };
     let warmup_layer_tokens = probe.total_layer_tokens(warmup_steps.min(config.steps))?;
-    let peak_lr = config.lr_schedule.lr_at(warmup_steps.max(2));
     Ok(LayerTokenLrConfig {
         total_layer_tokens: total_layer_tokens.max(1),
         warmup_layer_tokens: warmup_layer_tokens.min(total_layer_tokens),
@@ -387,6 +394,6 @@ fn layer_token_lr_for(
         },
         decay_type: DecayType::Cosine,
         peak_lr,
-        min_lr: peak_lr * floor_ratio.clamp(0.0, 1.0),
+        min_lr: min_lr.min(peak_lr),
     })
 }

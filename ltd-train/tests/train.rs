@@ -296,3 +296,35 @@ fn checkpoint_errors_name_the_file_and_change_nothing() {
         .to_string();
     assert!(err.contains("no such directory"), "{err}");
 }
+
+#[test]
+fn layer_token_lr_follows_consumed_layer_tokens() {
+    let mut cfg = small_config();
+    cfg.layer_token_lr = true;
+    let data = small_data(&cfg);
+    let mut run = Trainer::new(&cfg, Variant::RANDOM_LTD, &data, &Device::Cpu).unwrap();
+    let h = run_all(&mut run);
+    let schedule = *run.scheduler().unwrap().lr_schedule().unwrap();
+    // Each step's rate is the schedule at the layer-tokens counted through that step.
+    for r in &h {
+        assert_eq!(
+            r.lr.to_bits(),
+            schedule.lr_at(r.layer_tokens).to_bits(),
+            "step {}",
+            r.step
+        );
+    }
+    // Peak 0.01 after warmup, floor 0.01 * cos_min_ratio 0.1 once every layer-token is consumed.
+    let config = schedule.config();
+    assert!((config.peak_lr - 0.01).abs() < 1e-12 && (config.min_lr - 0.001).abs() < 1e-12);
+    assert_eq!(config.total_layer_tokens, run.layer_tokens());
+    assert!((h[29].lr - 0.001).abs() < 1e-12);
+    // Early steps keep fewer tokens, so by mid-run less of the decay is done than by steps.
+    let by_steps: Vec<f64> = (0..30).map(|t| cfg.lr_schedule.lr_at(t)).collect();
+    assert!(
+        h[14].lr > by_steps[14] + 1e-4,
+        "{} vs {}",
+        h[14].lr,
+        by_steps[14]
+    );
+}
