@@ -15,6 +15,17 @@
 //! support. A dtype, device or combination that cannot run is an [`LtdCandleError`], never a
 //! silent fallback or a copy to another device.
 //!
+//! # CUDA (feature `cuda`)
+//! The feature turns on candle-core's `cuda` and ours in one build: our cudarc dependency yields
+//! to candle's choice to link the CUDA libraries (used alone, `ltd-core` loads the driver at run
+//! time and needs no toolkit). Building therefore needs what candle links: `eval "$(bash
+//! scripts/install-cuda-libs.sh)"` installs cuBLAS, cuRAND, NVRTC 13.0 from PyPI, a link stub of
+//! the driver and nvcc, and sets `CUDA_COMPUTE_CAP=90` for candle-kernels. Running needs the
+//! NVIDIA driver and those libraries on the loader's path. Every op runs on candle's own stream
+//! (`ltd_core::CudaDevice::from_stream`), reads tensors at their offsets, and allocates nothing
+//! besides its outputs; the attention kernels read exact contiguous `[B, H, L, D]` buffers, so
+//! other inputs are copied on the device first (`cuda_device_copies()` counts those copies).
+//!
 //! A transformer block's attention and MLP on the kept tokens, forward and backward:
 //!
 //! ```
@@ -52,6 +63,8 @@ mod ltd;
 mod tokens;
 
 pub use attention::{LayoutSource, QkvLayout, SparseAttentionOptions, sparse_attention};
+#[cfg(feature = "cuda")]
+pub use cuda::cuda_device_copies;
 pub use error::{LtdCandleError, Result};
 pub use ltd::{LayerContext, LayerMask, MaskArg, RandomLayerTokenDrop, RandomLtd};
 pub use tokens::{gather_tokens, route, sample_token_indices, scatter_tokens};

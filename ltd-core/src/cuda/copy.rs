@@ -1,8 +1,9 @@
 //! The strided 2-D copy kernel: the smallest kernel that goes through the whole pipeline.
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
 use ltd_kernels_sys::{LtdStridedCopy2dParams, fatbin, names};
 
+use super::buffer::{DeviceBuf, DeviceBufMut};
 use super::{CudaDevice, driver_err};
 use crate::copy::{StridedLayout2d, check_strided_copy};
 use crate::{Element, Result};
@@ -27,12 +28,13 @@ use crate::{Element, Result};
 /// assert_eq!(dev.download(&dst)?, vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn copy_strided_2d_cuda<T: Element + cudarc::driver::DeviceRepr>(
+pub fn copy_strided_2d_cuda<'a, T: Element + cudarc::driver::DeviceRepr + 'a>(
     dev: &CudaDevice,
-    src: &CudaSlice<T>,
+    src: impl Into<DeviceBuf<'a, T>>,
     layout: StridedLayout2d,
-    dst: &mut CudaSlice<T>,
+    dst: impl Into<DeviceBufMut<'a, T>>,
 ) -> Result<()> {
+    let (src, mut dst) = (src.into(), dst.into());
     check_strided_copy(src.len(), layout, dst.len())?;
     let function = match T::DTYPE.size_in_bytes() {
         2 => names::STRIDED_COPY_2D_U16,
@@ -40,8 +42,8 @@ pub fn copy_strided_2d_cuda<T: Element + cudarc::driver::DeviceRepr>(
     };
     let func = dev.load_function("copy", fatbin::COPY, function)?;
     let stream = dev.stream();
-    let (src_ptr, src_guard) = src.device_ptr(stream);
-    let (dst_ptr, dst_guard) = dst.device_ptr_mut(stream);
+    let (src_ptr, src_guard) = src.ptr(stream);
+    let (dst_ptr, dst_guard) = dst.ptr_mut(stream);
     // Every value below fits in i64: check_strided_copy bounded each by a buffer length.
     let params = LtdStridedCopy2dParams {
         src: src_ptr,

@@ -6,24 +6,36 @@
 //! buffer length, so the kernel can never index outside the buffers it is given, and every
 //! launch's result is checked.
 
+mod buffer;
+mod context;
 mod copy;
+mod indices;
 mod random_ltd;
 
+pub use buffer::{DeviceBuf, DeviceBufMut};
 pub use copy::copy_strided_2d_cuda;
+pub use indices::{
+    AsCudaIndices, CudaIndices, CudaSampledIndices, IndexBuf, IndexElement, sample_tokens_cuda,
+    sample_tokens_cuda_into,
+};
 pub use random_ltd::{
-    CudaHidden, CudaHiddenMut, CudaSampledIndices, MaskForm, gather_cuda, mask_gather_cuda,
-    route_cuda, sample_tokens_cuda, scatter_cuda,
+    CudaHidden, CudaHiddenMut, MaskForm, gather_cuda, mask_gather_cuda, route_cuda, scatter_cuda,
 };
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr};
 
 use crate::{CoreError, Result};
+use context::{ContextShared, lock};
 
-/// An open CUDA device: a context on GPU `ordinal`, one stream all ops of this handle are
-/// ordered on, and the kernel modules loaded so far. Cheap to clone (shared handle).
+/// An open CUDA device: a context on a GPU, the one stream all ops of this handle are launched
+/// on, and the kernel modules loaded on that context (shared by every handle on the context,
+/// so each image is loaded once per context). Cheap to clone (shared handle).
+///
+/// [`CudaDevice::new`] opens GPU `ordinal`'s primary context with a stream of its own;
+/// [`CudaDevice::from_stream`] runs on a caller's stream (a framework's, e.g. candle's), so our
+/// kernels are ordered with the framework's work with no synchronisation.
 ///
 /// ```no_run
 /// use ltd_core::CudaDevice;
@@ -37,42 +49,28 @@ pub struct CudaDevice {
 }
 
 struct Inner {
-    ordinal: usize,
-    name: String,
-    compute_capability: (i32, i32),
-    sm_count: usize,
-    max_dynamic_shared_bytes: usize,
     stream: Arc<CudaStream>,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    /// Entry points already looked up, so a launch costs no driver call to find its kernel.
-    functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
-    /// The dynamic shared-memory limit already raised per entry point (bytes).
-    shared_limits: Mutex<HashMap<(&'static str, &'static str), usize>>,
-    /// Resident blocks per multiprocessor already asked of the driver, per entry point, block
-    /// size and dynamic shared memory.
-    occupancy: Mutex<HashMap<OccupancyKey, usize>>,
+    shared: Arc<ContextShared>,
 }
-
-/// (module, function, threads per block, dynamic shared-memory bytes).
-type OccupancyKey = (&'static str, &'static str, u32, usize);
 
 impl std::fmt::Debug for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaDevice")
-            .field("ordinal", &self.inner.ordinal)
-            .field("name", &self.inner.name)
-            .field("compute_capability", &self.inner.compute_capability)
+            .field("ordinal", &self.ordinal())
+            .field("name", &self.name())
+            .field("compute_capability", &self.compute_capability())
             .finish_non_exhaustive()
     }
 }
 
 impl std::fmt::Display for CudaDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (major, minor) = self.inner.compute_capability;
+        let (major, minor) = self.compute_capability();
         write!(
             f,
             "cuda:{} ({}, sm_{major}{minor})",
-            self.inner.ordinal, self.inner.name
+            self.ordinal(),
+            self.name()
         )
     }
 }
@@ -99,9 +97,7 @@ impl CudaDevice {
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
     pub fn new(ordinal: usize) -> Result<CudaDevice> {
-        // SAFETY: `is_culib_present` only tries to dlopen the driver library by its usual names
-        // and drops the handle; it calls no driver function.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        if !context::driver_library_present() {
             return Err(CoreError::NoCudaDriver);
         }
         cudarc::driver::result::init().map_err(driver_err("cuInit"))?;
@@ -115,36 +111,45 @@ impl CudaDevice {
             });
         }
         let ctx = CudaContext::new(ordinal).map_err(driver_err("creating the context"))?;
-        let name = ctx.name().map_err(driver_err("reading the device name"))?;
-        let compute_capability = ctx
-            .compute_capability()
-            .map_err(driver_err("reading the compute capability"))?;
-        let optin = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-            .map_err(driver_err("reading the shared-memory limit"))?;
-        let sm_count = ctx
-            .attribute(
-                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
-            )
-            .map_err(driver_err("reading the multiprocessor count"))?;
-        let sm_count = usize::try_from(sm_count).unwrap_or(1).max(1);
-        // Leave room for the kernels' static shared memory (a few KB).
-        let max_dynamic_shared_bytes = usize::try_from(optin).unwrap_or(0).saturating_sub(8 * 1024);
         let stream = ctx.new_stream().map_err(driver_err("creating a stream"))?;
+        CudaDevice::from_stream(stream)
+    }
+
+    /// A handle that launches every op on `stream` (a caller's stream on any context, e.g. the
+    /// one a framework such as candle computes on): no stream of its own, no implicit
+    /// synchronisation, so our kernels are ordered with the caller's work by the stream alone.
+    /// Kernel images are loaded once per context: handles on the same context (this one,
+    /// [`CudaDevice::new`]'s on the primary context, other streams) share them.
+    ///
+    /// # Errors
+    /// [`CoreError::Cuda`] when the device's properties cannot be read.
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// let ctx = cudarc::driver::CudaContext::new(0).unwrap();
+    /// let stream = ctx.new_stream().unwrap();
+    /// let dev = CudaDevice::from_stream(stream.clone())?;
+    /// assert!(std::sync::Arc::ptr_eq(dev.stream(), &stream));
+    /// let other = CudaDevice::from_stream(ctx.new_stream().unwrap())?;
+    /// assert!(dev.shares_modules_with(&other)); // one context: images load once
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn from_stream(stream: Arc<CudaStream>) -> Result<CudaDevice> {
+        let shared = ContextShared::of(stream.context())?;
         Ok(CudaDevice {
-            inner: Arc::new(Inner {
-                ordinal,
-                name,
-                compute_capability,
-                sm_count,
-                max_dynamic_shared_bytes,
-                stream,
-                modules: Mutex::new(HashMap::new()),
-                functions: Mutex::new(HashMap::new()),
-                shared_limits: Mutex::new(HashMap::new()),
-                occupancy: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(Inner { stream, shared }),
         })
+    }
+
+    /// `true` when `other` runs on the same CUDA context, sharing its loaded kernel modules.
+    ///
+    /// ```no_run
+    /// let (a, b) = (ltd_core::CudaDevice::new(0)?, ltd_core::CudaDevice::new(0)?);
+    /// assert!(a.shares_modules_with(&b)); // both on GPU 0's primary context
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn shares_modules_with(&self, other: &CudaDevice) -> bool {
+        Arc::ptr_eq(&self.inner.shared, &other.inner.shared)
     }
 
     /// The device ordinal this handle was opened with.
@@ -154,7 +159,7 @@ impl CudaDevice {
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
     pub fn ordinal(&self) -> usize {
-        self.inner.ordinal
+        self.inner.shared.ctx.ordinal()
     }
 
     /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
@@ -164,7 +169,7 @@ impl CudaDevice {
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
     pub fn name(&self) -> &str {
-        &self.inner.name
+        &self.inner.shared.name
     }
 
     /// Number of streaming multiprocessors (132 on an H100 SXM), for sizing work splits.
@@ -174,7 +179,7 @@ impl CudaDevice {
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
     pub fn sm_count(&self) -> usize {
-        self.inner.sm_count
+        self.inner.shared.sm_count
     }
 
     /// `(major, minor)` compute capability, e.g. `(9, 0)` for an H100.
@@ -185,7 +190,7 @@ impl CudaDevice {
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
     pub fn compute_capability(&self) -> (i32, i32) {
-        self.inner.compute_capability
+        self.inner.shared.compute_capability
     }
 
     /// The stream every op of this handle is launched on. Use it to allocate and copy buffers
@@ -298,10 +303,10 @@ impl CudaDevice {
     /// The most dynamic shared memory a kernel of ours may ask for on this device (the opt-in
     /// limit less room for static shared memory).
     pub(crate) fn max_dynamic_shared_bytes(&self) -> usize {
-        self.inner.max_dynamic_shared_bytes
+        self.inner.shared.max_dynamic_shared_bytes
     }
 
-    /// Loads (once per device handle) the kernel image `image` under the name `module` and
+    /// Loads (once per CUDA context) the kernel image `image` under the name `module` and
     /// returns its entry point `function` (looked up once, then cached). For the kernel crates of this workspace
     /// (`ltd-sparse-attn` launches its kernels through it); images come from
     /// `ltd_kernels_sys::fatbin`.
@@ -321,17 +326,11 @@ impl CudaDevice {
         function: &'static str,
     ) -> Result<CudaFunction> {
         let key = (module, function);
-        if let Some(f) = self
-            .inner
-            .functions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(f) = lock(&self.inner.shared.functions).get(&key) {
             return Ok(f.clone());
         }
         let loaded = {
-            let mut modules = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner());
+            let mut modules = lock(&self.inner.shared.modules);
             match modules.get(module) {
                 Some(m) => m.clone(),
                 None => {
@@ -350,11 +349,7 @@ impl CudaDevice {
         let f = loaded
             .load_function(function)
             .map_err(driver_err("looking up a kernel"))?;
-        self.inner
-            .functions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, f.clone());
+        lock(&self.inner.shared.functions).insert(key, f.clone());
         Ok(f)
     }
 
@@ -382,11 +377,7 @@ impl CudaDevice {
         bytes: usize,
     ) -> Result<CudaFunction> {
         let f = self.load_function(module, image, function)?;
-        let mut limits = self
-            .inner
-            .shared_limits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut limits = lock(&self.inner.shared.shared_limits);
         let limit = limits.entry((module, function)).or_insert(0);
         if bytes > *limit {
             let value = i32::try_from(bytes).map_err(|_| CoreError::InvalidSize {
@@ -433,13 +424,7 @@ impl CudaDevice {
         bytes: usize,
     ) -> Result<usize> {
         let key = (module, function, threads, bytes);
-        if let Some(&blocks) = self
-            .inner
-            .occupancy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(&blocks) = lock(&self.inner.shared.occupancy).get(&key) {
             return Ok(blocks);
         }
         let f = self.load_function_with_shared(module, image, function, bytes)?;
@@ -447,11 +432,7 @@ impl CudaDevice {
             .occupancy_max_active_blocks_per_multiprocessor(threads, bytes, None)
             .map_err(driver_err("querying a kernel's occupancy"))?;
         let blocks = usize::try_from(blocks).unwrap_or(0);
-        self.inner
-            .occupancy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, blocks);
+        lock(&self.inner.shared.occupancy).insert(key, blocks);
         Ok(blocks)
     }
 }

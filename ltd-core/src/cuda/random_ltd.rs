@@ -1,307 +1,18 @@
-//! Random-LTD on the GPU: the keyed-ChaCha sampler, gather / scatter / route and the mask
-//! gathers. Same semantics, same validation and bit-identical results as the CPU ops.
+//! Random-LTD's row moves on the GPU: gather / scatter / route and the mask gathers, on hidden
+//! states given as device buffers (whole slices, views at an offset, raw pointers) with any
+//! batch and sequence strides. Same semantics, same validation and bit-identical results as the
+//! CPU ops.
 
-use cudarc::driver::{
-    CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use ltd_kernels_sys::{
-    LTD_ROWS_GATHER, LTD_ROWS_SCATTER, LTD_SAMPLER_WIDE_MIN_SEQ, LtdIndexRowsParams,
-    LtdMaskGatherParams, LtdRouteRowsParams, LtdSampleParams, fatbin, names,
+    LTD_ROWS_GATHER, LTD_ROWS_SCATTER, LtdIndexRowsParams, LtdMaskGatherParams, LtdRouteRowsParams,
+    fatbin, names,
 };
 
+use super::buffer::{DeviceBuf, DeviceBufMut};
+use super::indices::{AsCudaIndices, CudaIndices, MODULE, invalid};
 use super::{CudaDevice, driver_err};
-use crate::{CoreError, Element, HiddenLayout, HiddenOrder, Result, SampledIndices};
-
-const MODULE: &str = "random_ltd";
-
-/// Sampled positions `[L, B, r]` (i32, each row sorted ascending, distinct, in `[0, S)`) in GPU
-/// memory. Valid by construction: made by [`sample_tokens_cuda`] or uploaded from a (validated)
-/// [`SampledIndices`], so the GPU ops never need to re-check the values.
-///
-/// ```no_run
-/// use ltd_core::{CudaDevice, TokenSampler};
-/// use ltd_core::cuda::CudaSampledIndices;
-/// let dev = CudaDevice::new(0)?;
-/// let host = TokenSampler::new(7).sample(0, 2, 4, 128, 32)?;
-/// let gpu = CudaSampledIndices::upload(&dev, &host)?;
-/// assert_eq!(gpu.download(&dev)?.as_slice(), host.as_slice());
-/// # Ok::<(), ltd_core::CoreError>(())
-/// ```
-pub struct CudaSampledIndices {
-    data: CudaSlice<i32>,
-    layers: usize,
-    batch: usize,
-    reserved: usize,
-    seq: usize,
-}
-
-impl CudaSampledIndices {
-    /// Copies host indices to the GPU.
-    ///
-    /// ```no_run
-    /// # use ltd_core::{CudaDevice, TokenSampler, cuda::CudaSampledIndices};
-    /// let dev = CudaDevice::new(0)?;
-    /// let idx = CudaSampledIndices::upload(&dev, &TokenSampler::new(1).sample(3, 1, 2, 64, 16)?)?;
-    /// assert_eq!(idx.reserved(), 16);
-    /// # Ok::<(), ltd_core::CoreError>(())
-    /// ```
-    pub fn upload(dev: &CudaDevice, host: &SampledIndices) -> Result<CudaSampledIndices> {
-        Ok(CudaSampledIndices {
-            data: dev.upload(host.as_slice())?,
-            layers: host.layers(),
-            batch: host.batch(),
-            reserved: host.reserved(),
-            seq: host.seq(),
-        })
-    }
-
-    /// Copies the indices back to the host.
-    ///
-    /// ```no_run
-    /// # use ltd_core::{CudaDevice, cuda::sample_tokens_cuda};
-    /// let dev = CudaDevice::new(0)?;
-    /// let host = sample_tokens_cuda(&dev, 1, 0, 2, 2, 64, 8)?.download(&dev)?;
-    /// assert_eq!(host.as_slice().len(), 2 * 2 * 8);
-    /// # Ok::<(), ltd_core::CoreError>(())
-    /// ```
-    pub fn download(&self, dev: &CudaDevice) -> Result<SampledIndices> {
-        let data = dev.download(&self.data)?;
-        Ok(SampledIndices {
-            data,
-            layers: self.layers,
-            batch: self.batch,
-            reserved: self.reserved,
-            seq: self.seq,
-        })
-    }
-
-    /// Number of layers `L`.
-    ///
-    /// ```no_run
-    /// # let dev = ltd_core::CudaDevice::new(0)?;
-    /// assert_eq!(ltd_core::cuda::sample_tokens_cuda(&dev, 1, 0, 3, 2, 64, 8)?.layers(), 3);
-    /// # Ok::<(), ltd_core::CoreError>(())
-    /// ```
-    pub fn layers(&self) -> usize {
-        self.layers
-    }
-    /// Batch size `B`.
-    ///
-    /// ```no_run
-    /// # let dev = ltd_core::CudaDevice::new(0)?;
-    /// assert_eq!(ltd_core::cuda::sample_tokens_cuda(&dev, 1, 0, 3, 2, 64, 8)?.batch(), 2);
-    /// # Ok::<(), ltd_core::CoreError>(())
-    /// ```
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-    /// Kept positions per row, `r`.
-    ///
-    /// ```no_run
-    /// # let dev = ltd_core::CudaDevice::new(0)?;
-    /// assert_eq!(ltd_core::cuda::sample_tokens_cuda(&dev, 1, 0, 3, 2, 64, 8)?.reserved(), 8);
-    /// # Ok::<(), ltd_core::CoreError>(())
-    /// ```
-    pub fn reserved(&self) -> usize {
-        self.reserved
-    }
-    /// The sequence length `S` the positions index.
-    ///
-    /// ```no_run
-    /// # let dev = ltd_core::CudaDevice::new(0)?;
-    /// assert_eq!(ltd_core::cuda::sample_tokens_cuda(&dev, 1, 0, 3, 2, 64, 8)?.seq(), 64);
-    /// # Ok::<(), ltd_core::CoreError>(())
-    /// ```
-    pub fn seq(&self) -> usize {
-        self.seq
-    }
-    /// The raw `[L, B, r]` device buffer.
-    ///
-    /// ```no_run
-    /// # let dev = ltd_core::CudaDevice::new(0)?;
-    /// assert_eq!(ltd_core::cuda::sample_tokens_cuda(&dev, 1, 0, 3, 2, 64, 8)?.as_cuda_slice().len(), 48);
-    /// # Ok::<(), ltd_core::CoreError>(())
-    /// ```
-    pub fn as_cuda_slice(&self) -> &CudaSlice<i32> {
-        &self.data
-    }
-
-    /// Samples again into this buffer for a new `(seed, step)`, keeping the shape: no
-    /// allocation, one launch (what a training loop does every step).
-    ///
-    /// ```no_run
-    /// # use ltd_core::{CudaDevice, TokenSampler, cuda::sample_tokens_cuda};
-    /// let dev = CudaDevice::new(0)?;
-    /// let mut idx = sample_tokens_cuda(&dev, 1, 0, 22, 8, 2048, 1024)?;
-    /// idx.resample(&dev, 1, 1)?;
-    /// assert_eq!(idx.download(&dev)?.as_slice(), TokenSampler::new(1).sample(1, 22, 8, 2048, 1024)?.as_slice());
-    /// # Ok::<(), ltd_core::CoreError>(())
-    /// ```
-    pub fn resample(&mut self, dev: &CudaDevice, seed: u64, step: u64) -> Result<()> {
-        let (l, b, s, r) = (self.layers, self.batch, self.seq, self.reserved);
-        sample_tokens_into(dev, seed, step, l, b, s, r, &mut self.data)
-    }
-
-    /// The `[B, r]` indices of layer `l` (a view into the buffer).
-    fn layer(&self, l: usize) -> Result<CudaView<'_, i32>> {
-        if l >= self.layers {
-            return Err(CoreError::InvalidSize {
-                what: "layer",
-                got: l,
-                expected: format!("below the number of sampled layers {}", self.layers),
-            });
-        }
-        let n = self.batch * self.reserved;
-        Ok(self.data.slice(l * n..(l + 1) * n))
-    }
-}
-
-fn invalid(what: &'static str, got: usize, expected: impl Into<String>) -> CoreError {
-    CoreError::InvalidSize {
-        what,
-        got,
-        expected: expected.into(),
-    }
-}
-
-/// Samples `[layers, batch, reserved]` sorted positions on the GPU with the keyed-ChaCha
-/// algorithm of the design (section 4): bit-identical to
-/// [`TokenSampler::sample`](crate::TokenSampler::sample) on the CPU for the same arguments, in
-/// one launch for all layers and rows, with no limit on `seq` below 2^31.
-///
-/// # Errors
-/// [`CoreError::InvalidSize`] when `layers`, `batch`, `seq` or `reserved` is 0, `reserved > seq`,
-/// `seq >= 2^31` or `layers * batch >= 2^31`; [`CoreError::Cuda`] on a driver failure.
-///
-/// ```no_run
-/// use ltd_core::{CudaDevice, TokenSampler, cuda::sample_tokens_cuda};
-/// let dev = CudaDevice::new(0)?;
-/// let gpu = sample_tokens_cuda(&dev, 42, 1000, 22, 8, 2048, 1024)?;
-/// let cpu = TokenSampler::new(42).sample(1000, 22, 8, 2048, 1024)?;
-/// assert_eq!(gpu.download(&dev)?.as_slice(), cpu.as_slice());
-/// # Ok::<(), ltd_core::CoreError>(())
-/// ```
-pub fn sample_tokens_cuda(
-    dev: &CudaDevice,
-    seed: u64,
-    step: u64,
-    layers: usize,
-    batch: usize,
-    seq: usize,
-    reserved: usize,
-) -> Result<CudaSampledIndices> {
-    for (what, v) in [
-        ("layers", layers),
-        ("batch", batch),
-        ("seq", seq),
-        ("reserved", reserved),
-    ] {
-        if v == 0 {
-            return Err(invalid(what, v, "at least 1"));
-        }
-    }
-    if reserved > seq {
-        return Err(invalid(
-            "reserved",
-            reserved,
-            format!("at most seq = {seq}"),
-        ));
-    }
-    if seq > i32::MAX as usize {
-        return Err(invalid("seq", seq, "below 2^31 (positions are i32)"));
-    }
-    let rows = layers
-        .checked_mul(batch)
-        .filter(|&r| r <= i32::MAX as usize);
-    let Some(rows) = rows else {
-        return Err(invalid(
-            "layers * batch",
-            layers.saturating_mul(batch),
-            "below 2^31",
-        ));
-    };
-    let total = rows.checked_mul(reserved).ok_or(CoreError::SizeOverflow {
-        what: "sampled indices",
-    })?;
-    let stream = dev.stream();
-    // SAFETY: every element is written by the kernel before it is read (each row writes exactly
-    // `reserved` distinct slots; see the compaction proof in kernels/random_ltd.cu). The tests
-    // poison a buffer of the same size first to check this.
-    let mut out =
-        unsafe { stream.alloc::<i32>(total) }.map_err(driver_err("allocating sampled indices"))?;
-    sample_tokens_into(dev, seed, step, layers, batch, seq, reserved, &mut out)?;
-    Ok(CudaSampledIndices {
-        data: out,
-        layers,
-        batch,
-        reserved,
-        seq,
-    })
-}
-
-/// Launches the sampler into `out` (already validated sizes, `out.len() == layers*batch*reserved`).
-#[allow(clippy::too_many_arguments)]
-fn sample_tokens_into(
-    dev: &CudaDevice,
-    seed: u64,
-    step: u64,
-    layers: usize,
-    batch: usize,
-    seq: usize,
-    reserved: usize,
-    out: &mut CudaSlice<i32>,
-) -> Result<()> {
-    // Keys in shared memory when they fit (one ChaCha pass instead of five), else recomputed.
-    let key_bytes = seq * 4;
-    let use_smem = key_bytes <= dev.max_dynamic_shared_bytes();
-    // Measured on an H100 (docs/gpu-notes.md): 256 threads per row win for S <= 4096 (more rows
-    // resident per SM), 512 for longer rows.
-    let wide = seq > LTD_SAMPLER_WIDE_MIN_SEQ as usize;
-    let threads = if wide { 512 } else { 256 };
-    let func = if use_smem {
-        let name = if wide {
-            names::SAMPLE_TOKENS_SMEM_WIDE
-        } else {
-            names::SAMPLE_TOKENS_SMEM
-        };
-        // The entry point's dynamic shared-memory limit follows the keys (raised once per size
-        // that exceeds it; the kernel's ~1.3 KB of static shared memory counts against the same
-        // 48 KB default, so no size is special-cased here).
-        dev.load_function_with_shared(MODULE, fatbin::RANDOM_LTD, name, key_bytes)?
-    } else {
-        let name = if wide {
-            names::SAMPLE_TOKENS_WIDE
-        } else {
-            names::SAMPLE_TOKENS
-        };
-        dev.load_function(MODULE, fatbin::RANDOM_LTD, name)?
-    };
-    let stream = dev.stream();
-    let (out_ptr, out_guard) = out.device_ptr_mut(stream);
-    let params = LtdSampleParams {
-        out: out_ptr,
-        seed,
-        step,
-        layers: layers as i64,
-        batch: batch as i64,
-        seq: seq as i64,
-        reserved: reserved as i64,
-    };
-    let cfg = LaunchConfig {
-        grid_dim: ((layers * batch) as u32, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: if use_smem { key_bytes as u32 } else { 0 },
-    };
-    let mut launch = stream.launch_builder(&func);
-    launch.arg(&params);
-    // SAFETY: one `LtdSampleParams` by value, as the kernel declares; grid.x = layers * batch
-    // rows (< 2^31) and each block writes only out[row*reserved .. (row+1)*reserved), inside
-    // `out`, which has layers*batch*reserved elements; the dynamic shared memory is seq*4 bytes
-    // when the smem variant runs, exactly what it indexes.
-    unsafe { launch.launch(cfg) }.map_err(driver_err("launching ltd_sample_tokens"))?;
-    drop(out_guard);
-    Ok(())
-}
+use crate::{CoreError, Element, HiddenLayout, HiddenOrder, Result};
 
 /// A hidden-state tensor in GPU memory: a device buffer and the shape/strides it is read with.
 ///
@@ -314,12 +25,12 @@ fn sample_tokens_into(
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
 pub struct CudaHidden<'a, T> {
-    data: &'a CudaSlice<T>,
+    data: DeviceBuf<'a, T>,
     layout: HiddenLayout,
 }
 
 impl<'a, T> CudaHidden<'a, T> {
-    /// Checks that `data` covers `layout`.
+    /// Checks that `data` (a slice, a view at an offset, or a [`DeviceBuf`]) covers `layout`.
     ///
     /// ```no_run
     /// # use ltd_core::{CudaDevice, HiddenLayout, HiddenOrder, cuda::CudaHidden};
@@ -328,7 +39,8 @@ impl<'a, T> CudaHidden<'a, T> {
     /// assert!(CudaHidden::new(&small, HiddenLayout::contiguous(HiddenOrder::BatchSeq, 1, 1, 4)?).is_err());
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
-    pub fn new(data: &'a CudaSlice<T>, layout: HiddenLayout) -> Result<Self> {
+    pub fn new(data: impl Into<DeviceBuf<'a, T>>, layout: HiddenLayout) -> Result<Self> {
+        let data = data.into();
         check_covers("hidden states", data.len(), &layout)?;
         Ok(CudaHidden { data, layout })
     }
@@ -357,12 +69,13 @@ impl<'a, T> CudaHidden<'a, T> {
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
 pub struct CudaHiddenMut<'a, T> {
-    data: &'a mut CudaSlice<T>,
+    data: DeviceBufMut<'a, T>,
     layout: HiddenLayout,
 }
 
 impl<'a, T> CudaHiddenMut<'a, T> {
-    /// Checks that `data` covers `layout` and that no two rows share elements.
+    /// Checks that `data` (a slice, a view at an offset, or a [`DeviceBufMut`]) covers `layout`
+    /// and that no two rows share elements.
     ///
     /// ```no_run
     /// # use ltd_core::{CudaDevice, HiddenLayout, HiddenOrder, cuda::CudaHiddenMut};
@@ -373,7 +86,8 @@ impl<'a, T> CudaHiddenMut<'a, T> {
     /// assert!(CudaHiddenMut::new(&mut b, l).is_err());
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
-    pub fn new(data: &'a mut CudaSlice<T>, layout: HiddenLayout) -> Result<Self> {
+    pub fn new(data: impl Into<DeviceBufMut<'a, T>>, layout: HiddenLayout) -> Result<Self> {
+        let data = data.into();
         check_covers("output", data.len(), &layout)?;
         layout.check_rows_disjoint("output")?;
         Ok(CudaHiddenMut { data, layout })
@@ -453,17 +167,17 @@ fn check_same_rows(
     Ok(())
 }
 
-fn check_indices_match(idx: &CudaSampledIndices, full: &HiddenLayout) -> Result<()> {
-    if idx.batch != full.batch() || idx.seq != full.seq() {
+fn check_indices_match(idx: &CudaIndices<'_>, full: &HiddenLayout) -> Result<()> {
+    if idx.batch() != full.batch() || idx.seq() != full.seq() {
         return Err(CoreError::ShapeMismatch {
             what: "indices",
-            got: vec![idx.layers, idx.batch, idx.reserved],
+            got: vec![idx.layers(), idx.batch(), idx.reserved()],
             expected: format!(
                 "[L, B={}, r] sampled for S={} (they were sampled for B={}, S={})",
                 full.batch(),
                 full.seq(),
-                idx.batch,
-                idx.seq
+                idx.batch(),
+                idx.seq()
             ),
         });
     }
@@ -471,23 +185,30 @@ fn check_indices_match(idx: &CudaSampledIndices, full: &HiddenLayout) -> Result<
 }
 
 /// The checks every row op shares: `idx` was sampled for `full`'s batch and length, `part` has
-/// `[B, r, C]` in `full`'s order, and `layer` exists. Returns that layer's `[B, r]` indices.
-fn checked_layer<'a>(
-    idx: &'a CudaSampledIndices,
+/// `[B, r, C]` in `full`'s order, and `layer` exists.
+fn check_layer(
+    idx: &CudaIndices<'_>,
     full: &HiddenLayout,
     part: &HiddenLayout,
     layer: usize,
-) -> Result<CudaView<'a, i32>> {
+) -> Result<()> {
     check_indices_match(idx, full)?;
     check_same_rows(
         "part",
         part,
         full.batch(),
-        idx.reserved,
+        idx.reserved(),
         full.channels(),
         full.order(),
     )?;
-    idx.layer(layer)
+    if layer >= idx.layers() {
+        return Err(invalid(
+            "layer",
+            layer,
+            format!("below the number of sampled layers {}", idx.layers()),
+        ));
+    }
+    Ok(())
 }
 
 const ROWS_PER_BLOCK: usize = 4;
@@ -504,24 +225,23 @@ fn rows_launch(rows: usize) -> Result<LaunchConfig> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Gather (`mode` = [`LTD_ROWS_GATHER`]) or in-place scatter of the rows of one layer.
 fn launch_index_rows<T: Element + DeviceRepr>(
     dev: &CudaDevice,
     mode: u32,
-    src: &CudaSlice<T>,
-    src_layout: &HiddenLayout,
-    dst: &mut CudaSlice<T>,
-    dst_layout: &HiddenLayout,
-    idx: &CudaView<'_, i32>,
-    seq: usize,
-    reserved: usize,
+    src: CudaHidden<'_, T>,
+    dst: CudaHiddenMut<'_, T>,
+    (idx, layer): (&CudaIndices<'_>, usize),
 ) -> Result<()> {
+    let (src_layout, dst_layout) = (src.layout, dst.layout);
+    let (seq, reserved) = (idx.seq(), idx.reserved());
+    let mut dst_data = dst.data;
     let stream = dev.stream();
     let e = T::DTYPE.size_in_bytes();
     let row_bytes = src_layout.channels() * e;
-    let (src_ptr, src_guard) = src.device_ptr(stream);
-    let (dst_ptr, dst_guard) = dst.device_ptr_mut(stream);
-    let (idx_ptr, idx_guard) = idx.device_ptr(stream);
+    let (src_ptr, src_guard) = src.data.ptr(stream);
+    let (dst_ptr, dst_guard) = dst_data.ptr_mut(stream);
+    let (idx_ptr, idx_guard) = idx.layer_ptr(layer, stream)?;
     let strides = [
         src_layout.batch_stride() * e,
         src_layout.seq_stride() * e,
@@ -585,26 +305,16 @@ fn launch_index_rows<T: Element + DeviceRepr>(
 /// assert_eq!(dev.download(&part)?, vec![1.0; b * r * c]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn gather_cuda<T: Element + DeviceRepr>(
+pub fn gather_cuda<T: Element + DeviceRepr, I: AsCudaIndices + ?Sized>(
     dev: &CudaDevice,
     h: CudaHidden<'_, T>,
-    idx: &CudaSampledIndices,
+    idx: &I,
     layer: usize,
     part: CudaHiddenMut<'_, T>,
 ) -> Result<()> {
-    let view = checked_layer(idx, &h.layout, &part.layout, layer)?;
-    let l = &h.layout;
-    launch_index_rows(
-        dev,
-        LTD_ROWS_GATHER,
-        h.data,
-        &h.layout,
-        part.data,
-        &part.layout,
-        &view,
-        l.seq(),
-        idx.reserved,
-    )
+    let idx = idx.as_cuda_indices();
+    check_layer(&idx, &h.layout, &part.layout, layer)?;
+    launch_index_rows(dev, LTD_ROWS_GATHER, h, part, (&idx, layer))
 }
 
 /// Writes the layer output back in place: `y[b, idx[layer, b, k], :] = part[b, k, :]`; other
@@ -632,26 +342,16 @@ pub fn gather_cuda<T: Element + DeviceRepr>(
 /// assert_eq!(ones, b * r * c);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn scatter_cuda<T: Element + DeviceRepr>(
+pub fn scatter_cuda<T: Element + DeviceRepr, I: AsCudaIndices + ?Sized>(
     dev: &CudaDevice,
     part: CudaHidden<'_, T>,
-    idx: &CudaSampledIndices,
+    idx: &I,
     layer: usize,
     y: CudaHiddenMut<'_, T>,
 ) -> Result<()> {
-    let view = checked_layer(idx, &y.layout, &part.layout, layer)?;
-    let l = y.layout;
-    launch_index_rows(
-        dev,
-        LTD_ROWS_SCATTER,
-        part.data,
-        &part.layout,
-        y.data,
-        &l,
-        &view,
-        l.seq(),
-        idx.reserved,
-    )
+    let idx = idx.as_cuda_indices();
+    check_layer(&idx, &y.layout, &part.layout, layer)?;
+    launch_index_rows(dev, LTD_ROWS_SCATTER, part, y, (&idx, layer))
 }
 
 /// Fused out-of-place route: `y = h` with the kept rows of layer `layer` replaced by the layer
@@ -677,24 +377,26 @@ pub fn scatter_cuda<T: Element + DeviceRepr>(
 /// assert_eq!(dev.download(&y)?.iter().sum::<f32>(), (b * r * c) as f32);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn route_cuda<T: Element + DeviceRepr>(
+pub fn route_cuda<T: Element + DeviceRepr, I: AsCudaIndices + ?Sized>(
     dev: &CudaDevice,
     h: CudaHidden<'_, T>,
     part: CudaHidden<'_, T>,
-    idx: &CudaSampledIndices,
+    idx: &I,
     layer: usize,
     y: CudaHiddenMut<'_, T>,
 ) -> Result<()> {
-    let view = checked_layer(idx, &h.layout, &part.layout, layer)?;
+    let idx = idx.as_cuda_indices();
+    check_layer(&idx, &h.layout, &part.layout, layer)?;
     let l = h.layout;
+    let mut y_data = y.data;
     check_same_rows("y", &y.layout, l.batch(), l.seq(), l.channels(), l.order())?;
     let stream = dev.stream();
     let e = T::DTYPE.size_in_bytes();
     let row_bytes = l.channels() * e;
-    let (h_ptr, h_guard) = h.data.device_ptr(stream);
-    let (p_ptr, p_guard) = part.data.device_ptr(stream);
-    let (y_ptr, y_guard) = y.data.device_ptr_mut(stream);
-    let (i_ptr, i_guard) = view.device_ptr(stream);
+    let (h_ptr, h_guard) = h.data.ptr(stream);
+    let (p_ptr, p_guard) = part.data.ptr(stream);
+    let (y_ptr, y_guard) = y_data.ptr_mut(stream);
+    let (i_ptr, i_guard) = idx.layer_ptr(layer, stream)?;
     let strides = [
         l.batch_stride() * e,
         l.seq_stride() * e,
@@ -712,7 +414,7 @@ pub fn route_cuda<T: Element + DeviceRepr>(
         idx: i_ptr,
         batch: l.batch() as i64,
         seq: l.seq() as i64,
-        reserved: idx.reserved as i64,
+        reserved: idx.reserved() as i64,
         row_bytes: row_bytes as i64,
         h_batch_stride_bytes: strides[0] as i64,
         h_seq_stride_bytes: strides[1] as i64,
@@ -720,13 +422,13 @@ pub fn route_cuda<T: Element + DeviceRepr>(
         part_seq_stride_bytes: strides[3] as i64,
         y_batch_stride_bytes: strides[4] as i64,
         y_seq_stride_bytes: strides[5] as i64,
-        idx_batch_stride: idx.reserved as i64,
+        idx_batch_stride: idx.reserved() as i64,
     };
     let cfg = rows_launch(l.batch() * l.seq())?;
     let mut launch = stream.launch_builder(&func);
     launch.arg(&params);
     // SAFETY: one `LtdRouteRowsParams` by value. All three buffers cover their layouts (checked
-    // by CudaHidden/CudaHiddenMut), `idx` rows are sorted and in [0, seq) (CudaSampledIndices is
+    // by CudaHidden/CudaHiddenMut), `idx` holds L*B*r entries (checked by CudaIndices) and the kernel's binary search reads only row b's r entries (CudaSampledIndices is
     // valid by construction), the binary search only reads idx[b, 0..reserved), and the word
     // width divides every address, stride and the row length.
     unsafe { launch.launch(cfg) }.map_err(driver_err("launching ltd_route_rows"))?;
@@ -773,13 +475,15 @@ pub enum MaskForm {
 /// assert_eq!(out[0..r].iter().filter(|&&v| v == 1).count(), 1);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn mask_gather_cuda<M: DeviceRepr>(
+pub fn mask_gather_cuda<'m, M: DeviceRepr + 'm, I: AsCudaIndices + ?Sized>(
     dev: &CudaDevice,
-    mask: &CudaSlice<M>,
+    mask: impl Into<DeviceBuf<'m, M>>,
     form: MaskForm,
-    idx: &CudaSampledIndices,
-    out: &mut CudaSlice<M>,
+    idx: &I,
+    out: impl Into<DeviceBufMut<'m, M>>,
 ) -> Result<()> {
+    let (mask, mut out) = (mask.into(), out.into());
+    let idx = idx.as_cuda_indices();
     let e = std::mem::size_of::<M>();
     let which = match e {
         1 => 0,
@@ -793,7 +497,7 @@ pub fn mask_gather_cuda<M: DeviceRepr>(
             });
         }
     };
-    let (b, s, r, layers) = (idx.batch, idx.seq, idx.reserved, idx.layers);
+    let (b, s, r, layers) = (idx.batch(), idx.seq(), idx.reserved(), idx.layers());
     let (mask_len, out_rows) = match form {
         MaskForm::Full => (b * s * s, r),
         MaskForm::KeyPadding => (b * s, 1),
@@ -819,9 +523,9 @@ pub fn mask_gather_cuda<M: DeviceRepr>(
     }
     let func = dev.load_function(MODULE, fatbin::RANDOM_LTD, names::MASK_GATHER[which])?;
     let stream = dev.stream();
-    let (m_ptr, m_guard) = mask.device_ptr(stream);
-    let (i_ptr, i_guard) = idx.data.device_ptr(stream);
-    let (o_ptr, o_guard) = out.device_ptr_mut(stream);
+    let (m_ptr, m_guard) = mask.ptr(stream);
+    let (i_ptr, i_guard) = idx.layer_ptr(0, stream)?;
+    let (o_ptr, o_guard) = out.ptr_mut(stream);
     let (batch_stride, row_stride) = match form {
         MaskForm::Full => (s * s, s),
         MaskForm::KeyPadding => (s, 0),
