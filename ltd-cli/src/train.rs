@@ -139,11 +139,11 @@ impl TrainArgs {
 fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        #[cfg(feature = "cuda")]
+        #[cfg(feature = "train-cuda")]
         _ => Device::new_cuda(0).map_err(|e| CliError::Train(e.into())),
-        #[cfg(not(feature = "cuda"))]
+        #[cfg(not(feature = "train-cuda"))]
         _ => Err(CliError::usage(
-            "--device cuda: this ltd was built without CUDA; rebuild with --features cuda",
+            "--device cuda: this ltd was built without candle's CUDA backend; rebuild with --features train-cuda",
         )),
     }
 }
