@@ -91,7 +91,7 @@ pub struct TrainArgs {
     /// Continue from the checkpoints in DIR/<run>/.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
-    /// Where to train.
+    /// Where to train (cuda: build with --features train-cuda; the fused attention kernels need width / heads = 64 or 128).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     pub device: String,
     /// No progress bar.

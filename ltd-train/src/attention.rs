@@ -4,9 +4,11 @@
 //! attention.
 //!
 //! Dense attention is the fused op with a dense layout (every tile active) and token-level
-//! causality, so the baseline and the sparse runs share one kernel.
+//! causality, so the baseline and the sparse runs share one kernel. On CUDA the fused kernels
+//! take bf16 (or f16), so `q`, `k`, `v` are cast to bf16 for the op and the output back to the
+//! model's dtype (both casts are differentiable); on the CPU the op computes in f32 directly.
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use ltd_candle::{SparseAttentionOptions, sparse_attention};
 use ltd_sparse_attn::{DenseConfig, SparseSelfAttention, SparsityConfig};
 
@@ -59,14 +61,15 @@ impl AttentionKind {
 pub struct CausalAttention {
     kind: AttentionKind,
     layouts: std::sync::Arc<SparseSelfAttention>,
+    compute_dtype: DType,
 }
 
 /// The tile size of the dense layout: large tiles keep the fused kernel's per-tile overhead low.
 const DENSE_BLOCK: usize = 64;
 
 impl CausalAttention {
-    /// Attention of `kind` for `heads` heads. (`device` is where the tensors will live; the
-    /// layouts are built on the host and uploaded by the op when needed.)
+    /// Attention of `kind` for `heads` heads on `device` (which picks the op's dtype: f32 on the
+    /// CPU, bf16 on CUDA).
     ///
     /// # Errors
     /// [`TrainError::Sparse`] for a layout that cannot serve `heads` heads.
@@ -77,7 +80,11 @@ impl CausalAttention {
     /// # Ok::<(), ltd_train::TrainError>(())
     /// ```
     pub fn new(kind: AttentionKind, heads: usize, device: &Device) -> Result<Self> {
-        let _ = device;
+        let compute_dtype = if device.is_cuda() {
+            DType::BF16
+        } else {
+            DType::F32
+        };
         let config = match &kind {
             AttentionKind::Dense => {
                 let mut dense = DenseConfig::new(heads);
@@ -100,6 +107,7 @@ impl CausalAttention {
         Ok(CausalAttention {
             kind,
             layouts: std::sync::Arc::new(SparseSelfAttention::new(config)?),
+            compute_dtype,
         })
     }
 
@@ -134,6 +142,18 @@ impl CausalAttention {
             causal: true,
             ..Default::default()
         };
-        Ok(sparse_attention(q, k, v, self.layouts.as_ref(), &opts)?)
+        let dtype = q.dtype();
+        if dtype == self.compute_dtype {
+            return Ok(sparse_attention(q, k, v, self.layouts.as_ref(), &opts)?);
+        }
+        let cast = |t: &Tensor| t.to_dtype(self.compute_dtype);
+        let out = sparse_attention(
+            &cast(q)?,
+            &cast(k)?,
+            &cast(v)?,
+            self.layouts.as_ref(),
+            &opts,
+        )?;
+        Ok(out.to_dtype(dtype)?)
     }
 }
