@@ -457,7 +457,6 @@ pub struct LineChart<'a> {
     /// The legend text of the line.
     pub legend: &'a str,
 }
-
 /// Draws `chart` as a 960 x 540 RGB PNG: white background, grid, labelled axes, a blue line.
 ///
 /// # Errors

@@ -21,10 +21,22 @@ use crate::fsutil::{fnv64, temp_sibling, write_atomic};
 use crate::trainer::{StepRecord, Trainer, Variant};
 
 /// Weights file name.
+///
+/// ```
+/// assert_eq!(ltd_train::MODEL_FILE, "model.safetensors");
+/// ```
 pub const MODEL_FILE: &str = "model.safetensors";
 /// AdamW moments file name.
+///
+/// ```
+/// assert_eq!(ltd_train::OPTIMIZER_FILE, "optimizer.safetensors");
+/// ```
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 /// State file name.
+///
+/// ```
+/// assert_eq!(ltd_train::STATE_FILE, "state.json");
+/// ```
 pub const STATE_FILE: &str = "state.json";
 const FORMAT: &str = "ltd-train checkpoint 1";
 
@@ -114,6 +126,21 @@ impl Trainer {
     ///
     /// # Errors
     /// [`TrainError::Io`] naming the file that could not be written.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// let dir = std::env::temp_dir().join(format!("ltd-doc-save-{}", std::process::id()));
+    /// let mut run = Trainer::new(&cfg, Variant::RANDOM_LTD, &data, &Device::Cpu)?;
+    /// run.step()?;
+    /// run.save(&dir)?;
+    /// let resumed = Trainer::resume(&cfg, Variant::RANDOM_LTD, &data, &Device::Cpu, &dir)?;
+    /// assert_eq!(resumed.steps_done(), 1);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         let weights: HashMap<String, Tensor> = self
@@ -160,6 +187,17 @@ impl Trainer {
     /// # Errors
     /// [`TrainError::Checkpoint`] when `dir` or a file is missing, unreadable, truncated, from
     /// an interrupted save, or from another configuration, variant or corpus.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// let missing = std::env::temp_dir().join("ltd-doc-no-such-checkpoint");
+    /// let err = Trainer::resume(&cfg, Variant::BASELINE, &data, &Device::Cpu, &missing).err().unwrap();
+    /// assert!(err.to_string().contains("no such directory"));
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn resume(
         config: &TrainConfig,
         variant: Variant,

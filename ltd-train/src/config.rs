@@ -128,6 +128,12 @@ impl TrainConfig {
     ///
     /// # Errors
     /// As [`from_value`](Self::from_value).
+    ///
+    /// ```
+    /// let cfg = ltd_train::TrainConfig::embedded(&ltd_train::Overrides { layers: Some(4), ..Default::default() })?;
+    /// assert_eq!(cfg.random_ltd.unwrap().random_ltd_layer_id, [1, 2]);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn embedded(overrides: &Overrides) -> Result<Self> {
         let mut value: Value =
             serde_json::from_str(DEFAULT_DEEPSPEED_CONFIG).map_err(|e| TrainError::Config {
@@ -143,6 +149,11 @@ impl TrainConfig {
     /// # Errors
     /// [`TrainError::Io`] when unreadable, [`TrainError::Config`] when not JSON or invalid (the
     /// message starts with the key path or flag).
+    ///
+    /// ```
+    /// let err = ltd_train::TrainConfig::from_file(std::path::Path::new("no-such.json"), &Default::default());
+    /// assert!(err.unwrap_err().to_string().starts_with("no-such.json"));
+    /// ```
     pub fn from_file(path: &std::path::Path, overrides: &Overrides) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
         let source_name = path.display().to_string();

@@ -92,4 +92,9 @@ impl TrainError {
 }
 
 /// `Result` with [`TrainError`].
+///
+/// ```
+/// let ok: ltd_train::Result<u8> = Ok(1);
+/// assert!(ok.is_ok());
+/// ```
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;

@@ -13,6 +13,10 @@ use crate::rotary::{Rotary, RotaryAt};
 use crate::routing::{KeptTokens, gather_tokens, route};
 
 /// Byte-level vocabulary.
+///
+/// ```
+/// assert_eq!(ltd_train::VOCAB, 256);
+/// ```
 pub const VOCAB: usize = 256;
 
 /// The model's shape.
@@ -243,6 +247,13 @@ impl Gpt {
     ///
     /// # Errors
     /// [`GptConfig::validate`]'s.
+    ///
+    /// ```
+    /// let cfg = ltd_train::GptConfig { layers: 2, width: 16, heads: 2, seq_len: 8, ..Default::default() };
+    /// let model = ltd_train::Gpt::new(&cfg, 0, &candle_core::Device::Cpu)?;
+    /// assert_eq!(model.config().layers, 2);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn new(config: &GptConfig, seed: u64, device: &Device) -> Result<Self> {
         Self::with_attention(config, AttentionKind::Dense, seed, device)
     }
@@ -292,16 +303,37 @@ impl Gpt {
     }
 
     /// The shape.
+    ///
+    /// ```
+    /// let cfg = ltd_train::GptConfig { layers: 2, width: 16, heads: 2, seq_len: 8, ..Default::default() };
+    /// let model = ltd_train::Gpt::new(&cfg, 0, &candle_core::Device::Cpu)?;
+    /// assert_eq!(model.config().heads, 2);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn config(&self) -> &GptConfig {
         &self.config
     }
 
     /// The trainable parameters.
+    ///
+    /// ```
+    /// let cfg = ltd_train::GptConfig { layers: 2, width: 16, heads: 2, seq_len: 8, ..Default::default() };
+    /// let model = ltd_train::Gpt::new(&cfg, 0, &candle_core::Device::Cpu)?;
+    /// assert!(model.params().get("blocks.01.attn.qkv.weight").is_some());
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn params(&self) -> &Params {
         &self.params
     }
 
     /// The device the parameters live on.
+    ///
+    /// ```
+    /// let cfg = ltd_train::GptConfig { layers: 2, width: 16, heads: 2, seq_len: 8, ..Default::default() };
+    /// let model = ltd_train::Gpt::new(&cfg, 0, &candle_core::Device::Cpu)?;
+    /// assert!(model.device().is_cpu());
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -312,6 +344,17 @@ impl Gpt {
     ///
     /// # Errors
     /// A sequence longer than the rotary table, a `kept` of the wrong length or shape.
+    ///
+    /// ```
+    /// use candle_core::{Device, Tensor};
+    /// let cfg = ltd_train::GptConfig { layers: 3, width: 16, heads: 2, seq_len: 8, ..Default::default() };
+    /// let model = ltd_train::Gpt::new(&cfg, 0, &Device::Cpu)?;
+    /// let ids = Tensor::zeros((1, 8), candle_core::DType::U32, &Device::Cpu)?;
+    /// let kept = ltd_train::KeptTokens::new(&[1, 4, 6], 1, 8, 3, &Device::Cpu)?;
+    /// let (logits, trace) = model.forward(&ids, &[None, Some(kept), None])?;
+    /// assert_eq!((logits.dims(), trace.layer_tokens), (&[1usize, 8, 256][..], 8 + 3 + 8));
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn forward(
         &self,
         ids: &Tensor,

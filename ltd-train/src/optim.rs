@@ -76,6 +76,14 @@ impl AdamW {
     ///
     /// # Errors
     /// Invalid hyper-parameters (each names the DeepSpeed key), or an allocation failure.
+    ///
+    /// ```
+    /// use ltd_train::{AdamW, AdamWParams, Gpt, GptConfig};
+    /// let model = Gpt::new(&GptConfig { layers: 1, width: 16, heads: 2, seq_len: 8, ..Default::default() }, 0, &candle_core::Device::Cpu)?;
+    /// let mut opt = AdamW::new(model.params(), AdamWParams::default())?;
+    /// assert!(AdamW::new(model.params(), AdamWParams { eps: 0.0, ..Default::default() }).is_err());
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn new(params: &Params, hyper: AdamWParams) -> Result<Self> {
         validate(&hyper)?;
         let slots = params
@@ -97,11 +105,27 @@ impl AdamW {
     }
 
     /// Steps taken so far (the bias-correction exponent).
+    ///
+    /// ```
+    /// use ltd_train::{AdamW, AdamWParams, Gpt, GptConfig};
+    /// let model = Gpt::new(&GptConfig { layers: 1, width: 16, heads: 2, seq_len: 8, ..Default::default() }, 0, &candle_core::Device::Cpu)?;
+    /// let mut opt = AdamW::new(model.params(), AdamWParams::default())?;
+    /// assert_eq!(opt.step_count(), 0);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn step_count(&self) -> u64 {
         self.step_t
     }
 
     /// The hyper-parameters.
+    ///
+    /// ```
+    /// use ltd_train::{AdamW, AdamWParams, Gpt, GptConfig};
+    /// let model = Gpt::new(&GptConfig { layers: 1, width: 16, heads: 2, seq_len: 8, ..Default::default() }, 0, &candle_core::Device::Cpu)?;
+    /// let mut opt = AdamW::new(model.params(), AdamWParams::default())?;
+    /// assert_eq!(opt.params().weight_decay, 0.01);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn params(&self) -> &AdamWParams {
         &self.params
     }
@@ -111,6 +135,17 @@ impl AdamW {
     ///
     /// # Errors
     /// Tensor errors.
+    ///
+    /// ```
+    /// use ltd_train::{AdamW, AdamWParams, Gpt, GptConfig};
+    /// let model = Gpt::new(&GptConfig { layers: 1, width: 16, heads: 2, seq_len: 8, ..Default::default() }, 0, &candle_core::Device::Cpu)?;
+    /// let mut opt = AdamW::new(model.params(), AdamWParams::default())?;
+    /// let ids = candle_core::Tensor::new(&[[1u32, 2]], &candle_core::Device::Cpu)?;
+    /// let grads = model.forward(&ids, &[])?.0.sqr()?.mean_all()?.backward()?;
+    /// opt.step(&grads, 1e-3, 1.0)?;
+    /// assert_eq!(opt.step_count(), 1);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn step(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
         self.step_t += 1;
         let AdamWParams {
@@ -147,6 +182,14 @@ impl AdamW {
     }
 
     /// The moments as named tensors: `m.<parameter>` and `v.<parameter>`.
+    ///
+    /// ```
+    /// use ltd_train::{AdamW, AdamWParams, Gpt, GptConfig};
+    /// let model = Gpt::new(&GptConfig { layers: 1, width: 16, heads: 2, seq_len: 8, ..Default::default() }, 0, &candle_core::Device::Cpu)?;
+    /// let mut opt = AdamW::new(model.params(), AdamWParams::default())?;
+    /// assert!(opt.state_tensors().iter().any(|(n, _)| n == "m.wte"));
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         self.slots
             .iter()
@@ -164,6 +207,19 @@ impl AdamW {
     ///
     /// # Errors
     /// [`TrainError::Checkpoint`] naming the missing, extra or mis-shaped tensor.
+    ///
+    /// ```
+    /// use ltd_train::{AdamW, AdamWParams, Gpt, GptConfig};
+    /// let model = Gpt::new(&GptConfig { layers: 1, width: 16, heads: 2, seq_len: 8, ..Default::default() }, 0, &candle_core::Device::Cpu)?;
+    /// let mut opt = AdamW::new(model.params(), AdamWParams::default())?;
+    /// // Copies: a Var cannot be set from its own storage.
+    /// let saved: std::collections::HashMap<_, _> =
+    ///     opt.state_tensors().into_iter().map(|(n, t)| (n, t.copy().unwrap())).collect();
+    /// opt.load_state(&saved, 7, std::path::Path::new("optimizer.safetensors"))?;
+    /// assert_eq!(opt.step_count(), 7);
+    /// assert!(opt.load_state(&Default::default(), 7, std::path::Path::new("o")).is_err());
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn load_state(
         &mut self,
         tensors: &HashMap<String, Tensor>,

@@ -6,6 +6,10 @@ use crate::error::Result;
 use crate::trainer::{StepRecord, Trainer};
 
 /// The CSV header of [`csv`].
+///
+/// ```
+/// assert!(ltd_train::CSV_HEADER.starts_with("step,train_loss,val_loss,layer_tokens"));
+/// ```
 pub const CSV_HEADER: &str =
     "step,train_loss,val_loss,layer_tokens,wall_clock_s,lr,reserved_length";
 
@@ -31,6 +35,11 @@ pub fn csv(records: &[StepRecord]) -> String {
 }
 
 /// Where and how often [`drive`] writes checkpoints.
+///
+/// ```
+/// let s = ltd_train::SaveEvery { dir: std::path::Path::new("ck"), every: 50 };
+/// assert_eq!(s.every, 50);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SaveEvery<'a> {
     /// The checkpoint directory.
@@ -44,6 +53,20 @@ pub struct SaveEvery<'a> {
 ///
 /// # Errors
 /// The first step or save error.
+///
+/// ```
+/// # use candle_core::Device;
+/// # use ltd_train::*;
+/// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+/// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+/// let mut run = Trainer::new(&cfg, Variant::BASELINE, &data, &Device::Cpu)?;
+/// let mut seen = 0;
+/// drive(&mut run, None, |_| seen += 1)?;
+/// assert_eq!(seen, 2);
+/// let result = RunResult::of(&run).unwrap();
+/// assert_eq!(result.layer_tokens, 2 * 3 * 2 * 16);
+/// # Ok::<(), ltd_train::TrainError>(())
+/// ```
 pub fn drive(
     run: &mut Trainer,
     save: Option<SaveEvery<'_>>,
@@ -81,6 +104,16 @@ pub struct RunResult {
 
 impl RunResult {
     /// The result of a finished run; `None` before its final evaluation.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// let run = Trainer::new(&cfg, Variant::BASELINE, &data, &Device::Cpu)?;
+    /// assert!(RunResult::of(&run).is_none()); // no step yet
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn of(run: &Trainer) -> Option<Self> {
         let last = run.history().last()?;
         Some(RunResult {

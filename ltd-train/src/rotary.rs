@@ -26,6 +26,12 @@ pub struct Rotary {
 }
 
 /// cos and sin of one batch's positions, `[B or 1, 1, T, head_dim / 2]`.
+///
+/// ```
+/// let rotary = ltd_train::Rotary::new(8, 4, 1e4, &candle_core::Device::Cpu)?;
+/// let _at: ltd_train::RotaryAt = rotary.at_range(8)?;
+/// # Ok::<(), ltd_train::TrainError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct RotaryAt {
     cos: Tensor,

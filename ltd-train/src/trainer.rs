@@ -32,16 +32,28 @@ pub struct Variant {
 
 impl Variant {
     /// Full model, dense attention.
+    ///
+    /// ```
+    /// assert_eq!(ltd_train::Variant::BASELINE.name(), "baseline");
+    /// ```
     pub const BASELINE: Variant = Variant {
         random_ltd: false,
         sparse: false,
     };
     /// Random-LTD, dense attention.
+    ///
+    /// ```
+    /// assert_eq!(ltd_train::Variant::RANDOM_LTD.name(), "random-ltd");
+    /// ```
     pub const RANDOM_LTD: Variant = Variant {
         random_ltd: true,
         sparse: false,
     };
     /// Full model, sparse attention.
+    ///
+    /// ```
+    /// assert_eq!(ltd_train::Variant::SPARSE.name(), "sparse");
+    /// ```
     pub const SPARSE: Variant = Variant {
         random_ltd: false,
         sparse: true,
@@ -123,6 +135,16 @@ impl Trainer {
     /// [`TrainError::Config`] when the variant needs a section the config lacks (Random-LTD
     /// without `random_ltd`, sparse without `sparse_attention`), a data set whose sequence
     /// length differs from the model's, or an invalid model or optimizer.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// let run = Trainer::new(&cfg, Variant::RANDOM_LTD, &data, &Device::Cpu)?;
+    /// assert_eq!((run.steps_done(), run.variant().name()), (0, "random-ltd"));
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn new(
         config: &TrainConfig,
         variant: Variant,
@@ -181,41 +203,122 @@ impl Trainer {
     }
 
     /// The variant.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// assert_eq!(Trainer::new(&cfg, Variant::BASELINE, &data, &Device::Cpu)?.variant(), Variant::BASELINE);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn variant(&self) -> Variant {
         self.variant
     }
 
     /// The configuration.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// assert_eq!(Trainer::new(&cfg, Variant::BASELINE, &data, &Device::Cpu)?.config().model.layers, 3);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn config(&self) -> &TrainConfig {
         &self.config
     }
 
     /// The model.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// assert_eq!(Trainer::new(&cfg, Variant::BASELINE, &data, &Device::Cpu)?.model().config().width, 16);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn model(&self) -> &Gpt {
         &self.model
     }
 
     /// Steps completed.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// let mut run = Trainer::new(&cfg, Variant::BASELINE, &data, &Device::Cpu)?;
+    /// run.step()?;
+    /// assert_eq!(run.steps_done(), 1);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn steps_done(&self) -> u64 {
         self.step
     }
 
     /// Whether every configured step has run.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// let mut run = Trainer::new(&cfg, Variant::BASELINE, &data, &Device::Cpu)?;
+    /// while !run.is_done() { run.step()?; }
+    /// assert_eq!(run.steps_done(), cfg.steps);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn is_done(&self) -> bool {
         self.step >= self.config.steps
     }
 
     /// Every record so far (including those restored from a checkpoint).
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// let mut run = Trainer::new(&cfg, Variant::BASELINE, &data, &Device::Cpu)?;
+    /// run.step()?;
+    /// assert_eq!(run.history()[0].step, 1);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn history(&self) -> &[StepRecord] {
         &self.history
     }
 
     /// Layer-tokens consumed so far, counted from the forward passes.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// let mut run = Trainer::new(&cfg, Variant::BASELINE, &data, &Device::Cpu)?;
+    /// run.step()?;
+    /// assert_eq!(run.layer_tokens(), 3 * 2 * 16); // layers x batch x sequence
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn layer_tokens(&self) -> u64 {
         self.layer_tokens
     }
 
     /// The Random-LTD scheduler, for Random-LTD runs.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// assert!(Trainer::new(&cfg, Variant::RANDOM_LTD, &data, &Device::Cpu)?.scheduler().is_some());
+    /// assert!(Trainer::new(&cfg, Variant::BASELINE, &data, &Device::Cpu)?.scheduler().is_none());
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn scheduler(&self) -> Option<&RandomLtdScheduler> {
         self.scheduler.as_ref()
     }
@@ -273,6 +376,17 @@ impl Trainer {
     ///
     /// # Errors
     /// [`TrainError::Config`] when every step has run; tensor and scheduler errors.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// let mut run = Trainer::new(&cfg, Variant::RANDOM_LTD, &data, &Device::Cpu)?;
+    /// let first = run.step()?;
+    /// assert!(first.train_loss > 5.0 && first.reserved_length < 16);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn step(&mut self) -> Result<StepRecord> {
         if self.is_done() {
             return Err(TrainError::Config {
@@ -336,6 +450,16 @@ impl Trainer {
     ///
     /// # Errors
     /// Tensor errors.
+    ///
+    /// ```
+    /// # use candle_core::Device;
+    /// # use ltd_train::*;
+    /// # let cfg = TrainConfig::embedded(&Overrides { layers: Some(3), width: Some(16), heads: Some(2), seq_len: Some(16), batch: Some(2), steps: Some(2), ..Default::default() })?;
+    /// # let data = Dataset::new(&Corpus::from_text("t", &EMBEDDED_CORPUS[..20_000])?, 16, 0.1, cfg.seed)?;
+    /// let run = Trainer::new(&cfg, Variant::BASELINE, &data, &Device::Cpu)?;
+    /// assert!((run.evaluate(4)? - 256f64.ln()).abs() < 0.5); // untrained: about uniform
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
     pub fn evaluate(&self, windows: usize) -> Result<f64> {
         let mut total = 0f64;
         let mut rows = 0usize;
