@@ -3,7 +3,7 @@
 //! Random-LTD layers run on the kept tokens only, with their true positions.
 
 use candle_core::{D, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear};
+use candle_nn::{Embedding, Linear};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{AttentionKind, CausalAttention};
@@ -198,22 +198,41 @@ impl Block {
     }
 }
 
+/// Layer norm built from differentiable tensor ops. (candle-nn's `LayerNorm` takes a fused
+/// path without a backward pass for contiguous inputs, so no gradient would reach the
+/// parameters before it.)
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm_slow(
+            x,
+            &self.weight,
+            &self.bias,
+            1e-5,
+        )?)
+    }
+}
+
 fn layer_norm(p: &mut Params, name: &str, c: usize, seed: u64, dev: &Device) -> Result<LayerNorm> {
-    let w = p.create(
+    let weight = p.create(
         &format!("{name}.weight"),
         &[c],
         Init::Constant(1.0),
         seed,
         dev,
     )?;
-    let b = p.create(
+    let bias = p.create(
         &format!("{name}.bias"),
         &[c],
         Init::Constant(0.0),
         seed,
         dev,
     )?;
-    Ok(LayerNorm::new(w, b, 1e-5))
+    Ok(LayerNorm { weight, bias })
 }
 
 /// The GPT.

@@ -328,3 +328,41 @@ fn layer_token_lr_follows_consumed_layer_tokens() {
         by_steps[14]
     );
 }
+
+#[test]
+fn every_parameter_gets_a_gradient() {
+    // A fused op without a backward pass (candle-nn's LayerNorm fast path is one) would cut the
+    // graph and leave the parameters before it untrained.
+    let cfg = GptConfig {
+        layers: 3,
+        width: 16,
+        heads: 2,
+        seq_len: 12,
+        ..GptConfig::default()
+    };
+    let dev = Device::Cpu;
+    let model = Gpt::new(&cfg, 3, &dev).unwrap();
+    let ids = Tensor::new(&[[5u32, 9, 1, 200, 7, 7, 3, 0, 12, 40, 41, 42]], &dev).unwrap();
+    let kept = KeptTokens::new(&[0, 3, 4, 8, 11], 1, 12, 5, &dev).unwrap();
+    let (logits, _) = model.forward(&ids, &[None, Some(kept), None]).unwrap();
+    let targets = Tensor::new(&[9u32, 1, 200, 7, 7, 3, 0, 12, 40, 41, 42, 43], &dev).unwrap();
+    let loss =
+        candle_nn::loss::cross_entropy(&logits.reshape((12, 256)).unwrap(), &targets).unwrap();
+    let grads = loss.backward().unwrap();
+    for (name, var) in model.params().iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            norm > 0.0 && norm.is_finite(),
+            "{name}: gradient norm {norm}"
+        );
+    }
+}
