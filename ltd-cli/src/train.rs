@@ -46,7 +46,7 @@ pub struct TrainArgs {
     /// Transformer blocks [default: 6].
     #[arg(long)]
     pub layers: Option<usize>,
-    /// Hidden size [default: 128].
+    /// Hidden size [default: 96].
     #[arg(long)]
     pub width: Option<usize>,
     /// Attention heads [default: 4].

@@ -32,7 +32,7 @@ pub const DEFAULT_DEEPSPEED_CONFIG: &str = include_str!("../configs/default.json
 /// ```
 pub const DEFAULT_MODEL: GptConfig = GptConfig {
     layers: 6,
-    width: 128,
+    width: 96,
     heads: 4,
     seq_len: 128,
     mlp_ratio: 4,
@@ -118,7 +118,7 @@ pub struct TrainConfig {
 
 const DEFAULT_SEED: u64 = 1234;
 const DEFAULT_STEPS: u64 = 300;
-const DEFAULT_BATCH: usize = 16;
+const DEFAULT_BATCH: usize = 8;
 
 impl TrainConfig {
     /// The embedded default, adapted to the overrides: with `--layers`, Random-LTD covers every
@@ -410,12 +410,12 @@ mod tests {
     #[test]
     fn embedded_default_parses_with_every_section() {
         let cfg = TrainConfig::embedded(&Overrides::default()).unwrap();
-        assert_eq!(cfg.batch, 16);
+        assert_eq!(cfg.batch, 8);
         assert_eq!(cfg.steps, 300);
         assert_eq!(cfg.seed, 1234);
         let ltd = cfg.random_ltd.unwrap();
         assert_eq!(ltd.random_ltd_layer_id, [1, 2, 3, 4]);
-        assert_eq!(ltd.global_batch_size, Some(16));
+        assert_eq!(ltd.global_batch_size, Some(8));
         assert_eq!(cfg.sparse.unwrap().mode_name(), "fixed");
         assert_eq!(cfg.lr_schedule.name(), "WarmupCosineLR");
     }
