@@ -42,6 +42,9 @@ pub enum CliError {
     /// An `ltd-core` error.
     #[error(transparent)]
     Core(#[from] ltd_core::CoreError),
+    /// A training error (`ltd train`); its message names the file, flag or key.
+    #[error(transparent)]
+    Train(#[from] ltd_train::TrainError),
     /// An oracle (`ltd-reference`) error.
     #[error("reference oracle: {0}")]
     Reference(#[from] ltd_reference::RefError),

@@ -17,6 +17,7 @@ mod layout;
 mod plan;
 mod plot;
 mod timing;
+mod train;
 
 use std::io::Write;
 
@@ -29,8 +30,8 @@ pub use error::{CliError, Result};
 #[command(
     name = "ltd",
     version,
-    about = "Random-LTD and block-sparse attention: plan schedules, run a checked demo step, render layouts, benchmark kernels",
-    after_help = "Examples:\n  ltd demo                      one checked Random-LTD + sparse-attention training step\n  ltd plan                      the schedule and layout of the embedded GPT-3 1.3B example\n  ltd plan ds_config.json --png r.png\n  ltd layout --mode bigbird --seq 1024 --heads 2\n  ltd bench --quick"
+    about = "Random-LTD and block-sparse attention: train a GPT with them, plan schedules, run a checked demo step, render layouts, benchmark kernels",
+    after_help = "Examples:\n  ltd train --compare           baseline vs Random-LTD on the embedded corpus, with the saving\n  ltd demo                      one checked Random-LTD + sparse-attention training step\n  ltd plan                      the schedule and layout of the embedded GPT-3 1.3B example\n  ltd plan ds_config.json --png r.png\n  ltd layout --mode bigbird --seq 1024 --heads 2\n  ltd bench --quick"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,13 +40,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a small GPT with and without Random-LTD on the embedded corpus and report the saving.
+    Train(train::TrainArgs),
     /// Read a DeepSpeed config and print the Random-LTD schedule, layer-token budget and sparse layout.
     Plan(plan::PlanArgs),
     /// Run one small Random-LTD + sparse-attention training step and check it against the reference.
     Demo(demo::DemoArgs),
     /// Render or export a block-sparse attention layout.
     Layout(layout::LayoutArgs),
-    /// Benchmark the kernels on this machine and print ratio tables (design section 5).
+    /// Benchmark the kernels on this machine and print ratio tables (docs/design.md section 5).
     Bench(bench::BenchArgs),
 }
 
@@ -61,6 +64,7 @@ enum Command {
 /// ```
 pub fn run(cli: Cli, out: &mut impl Write) -> Result<()> {
     match cli.command {
+        Command::Train(args) => train::run(&args, out),
         Command::Plan(args) => plan::run(&args, out),
         Command::Demo(args) => demo::run(&args, out),
         Command::Layout(args) => layout::run(&args, out),

@@ -478,25 +478,106 @@ pub struct LineChart<'a> {
     /// The legend text of the line.
     pub legend: &'a str,
 }
-
 /// Draws `chart` as a 960 x 540 RGB PNG: white background, grid, labelled axes, a blue line.
 ///
 /// # Errors
 /// [`CliError::Png`] when encoding fails.
 pub fn line_chart_png(chart: &LineChart<'_>) -> Result<Vec<u8>> {
+    multi_line_chart_png(&MultiLineChart {
+        title: chart.title,
+        x_label: chart.x_label,
+        y_label: chart.y_label,
+        x_max: chart.x_max,
+        y_min: 0.0,
+        y_max: chart.y_max,
+        series: vec![Series {
+            legend: chart.legend.to_owned(),
+            points: chart.points.clone(),
+            markers: Vec::new(),
+        }],
+        reference: chart.reference.clone(),
+        legend_top: false,
+    })
+}
+
+/// One line of a [`MultiLineChart`], with optional square markers at other points.
+pub struct Series {
+    /// The legend text.
+    pub legend: String,
+    /// The line's points, in increasing x.
+    pub points: Vec<(f64, f64)>,
+    /// Points drawn as squares (for example sparse evaluations).
+    pub markers: Vec<(f64, f64)>,
+}
+
+/// What [`multi_line_chart_png`] draws: several lines on shared axes, `y` in `[y_min, y_max]`.
+pub struct MultiLineChart<'a> {
+    /// Title above the plot.
+    pub title: &'a str,
+    /// Label under the x axis.
+    pub x_label: &'a str,
+    /// Label along the y axis.
+    pub y_label: &'a str,
+    /// The x range is `[0, x_max]`.
+    pub x_max: f64,
+    /// Bottom of the y range.
+    pub y_min: f64,
+    /// Top of the y range (a 5% margin is added above).
+    pub y_max: f64,
+    /// The lines, drawn in order with distinct colours.
+    pub series: Vec<Series>,
+    /// A dashed horizontal reference line and its label.
+    pub reference: Option<(f64, String)>,
+    /// The legend in the top-right corner (for falling curves) instead of the bottom right.
+    pub legend_top: bool,
+}
+
+const SERIES_COLOURS: [[u8; 3]; 4] = [BLUE, [214, 96, 30], [40, 150, 60], [150, 60, 170]];
+
+/// Ticks at nice values covering `[lo, hi]` (see [`nice_ticks`]).
+fn nice_ticks_between(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    if lo == 0.0 {
+        return nice_ticks(hi, n);
+    }
+    let span = nice_ticks(hi - lo, n);
+    let step = span
+        .get(1)
+        .copied()
+        .unwrap_or(hi - lo)
+        .max(f64::MIN_POSITIVE);
+    let mut t = (lo / step).ceil() * step;
+    let mut ticks = Vec::new();
+    while t <= hi * (1.0 + 1e-9) && ticks.len() < 64 {
+        ticks.push(t);
+        t += step;
+    }
+    ticks
+}
+
+/// Draws `chart` as a 960 x 540 RGB PNG: white background, grid, labelled axes, one coloured
+/// line per series and a legend.
+///
+/// # Errors
+/// [`CliError::Png`] when encoding fails.
+pub fn multi_line_chart_png(chart: &MultiLineChart<'_>) -> Result<Vec<u8>> {
     let (w, h) = (960i64, 540i64);
     let mut cv = Canvas::new(w as usize, h as usize);
     let (left, right, top, bottom) = (110i64, 56i64, 60i64, 90i64);
     let (px0, px1, py0, py1) = (left, w - right, top, h - bottom);
     let x_max = if chart.x_max > 0.0 { chart.x_max } else { 1.0 };
-    let y_top = if chart.y_max > 0.0 {
-        chart.y_max * 1.05
+    let y_min = if chart.y_min.is_finite() {
+        chart.y_min
+    } else {
+        0.0
+    };
+    let y_span = if chart.y_max > y_min {
+        (chart.y_max - y_min) * 1.05
     } else {
         1.0
     };
     let to_px = |x: f64, y: f64| -> (i64, i64) {
         let fx = (x / x_max).clamp(0.0, 1.0);
-        let fy = (y / y_top).clamp(0.0, 1.0);
+        let fy = ((y - y_min) / y_span).clamp(0.0, 1.0);
         (
             px0 + (fx * (px1 - px0) as f64).round() as i64,
             py1 - (fy * (py1 - py0) as f64).round() as i64,
@@ -507,7 +588,7 @@ pub fn line_chart_png(chart: &LineChart<'_>) -> Result<Vec<u8>> {
     cv.text((w - tw) / 2, 18, chart.title, 2, BLACK, false);
     // Grid and ticks.
     for t in nice_ticks(x_max, 6) {
-        let (x, _) = to_px(t, 0.0);
+        let (x, _) = to_px(t, y_min);
         cv.vline(x, py0, py1, GRID);
         cv.vline(x, py1, py1 + 6, BLACK);
         let label = short(t);
@@ -520,7 +601,12 @@ pub fn line_chart_png(chart: &LineChart<'_>) -> Result<Vec<u8>> {
             false,
         );
     }
-    for t in nice_ticks(chart.y_max.max(1.0), 5) {
+    let y_top = if chart.y_max > y_min {
+        chart.y_max
+    } else {
+        y_min + 1.0
+    };
+    for t in nice_ticks_between(y_min, y_top.max(y_min + 1e-12), 5) {
         let (_, y) = to_px(0.0, t);
         cv.hline(px0, px1, y, GRID, None);
         cv.hline(px0 - 6, px0, y, BLACK, None);
@@ -562,16 +648,28 @@ pub fn line_chart_png(chart: &LineChart<'_>) -> Result<Vec<u8>> {
         cv.hline(px0, px1, ry, GREY, Some(6));
         cv.text(px0 + 8, ry - 12, label, 1, GREY, false);
     }
-    // The line.
-    let pts: Vec<(i64, i64)> = chart.points.iter().map(|&(x, y)| to_px(x, y)).collect();
-    for pair in pts.windows(2) {
-        cv.line(pair[0], pair[1], BLUE, 3);
+    // The lines, their markers and the legend (one row per series).
+    let rows = chart.series.len() as i64;
+    for (i, series) in chart.series.iter().enumerate() {
+        let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
+        let pts: Vec<(i64, i64)> = series.points.iter().map(|&(x, y)| to_px(x, y)).collect();
+        for pair in pts.windows(2) {
+            cv.line(pair[0], pair[1], colour, 3);
+        }
+        for &(x, y) in &series.markers {
+            let (mx, my) = to_px(x, y);
+            cv.line((mx, my), (mx, my), colour, 9);
+        }
+        let lw = Canvas::text_width(&series.legend, 2);
+        let ly = if chart.legend_top {
+            py0 + 10 + 24 * i as i64
+        } else {
+            py1 - 30 - 24 * (rows - 1 - i as i64)
+        };
+        let lx = px1 - lw - 10;
+        cv.line((lx - 40, ly + 8), (lx - 10, ly + 8), colour, 3);
+        cv.text(lx, ly, &series.legend, 2, BLACK, false);
     }
-    // Legend.
-    let lw = Canvas::text_width(chart.legend, 2);
-    let (lx, ly) = (px1 - lw - 10, py1 - 30);
-    cv.line((lx - 40, ly + 8), (lx - 10, ly + 8), BLUE, 3);
-    cv.text(lx, ly, chart.legend, 2, BLACK, false);
     cv.encode()
 }
 

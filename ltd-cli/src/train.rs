@@ -1,0 +1,437 @@
+//! `ltd train`: train a small byte-level GPT with and without Random-LTD (and sparse
+//! attention), write a CSV per run and loss-curve PNGs, and report the saving. The model and loop
+//! live in `ltd-train`; this module parses flags, draws progress and writes files.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use ltd_train::{
+    Corpus, Dataset, Overrides, RunResult, SaveEvery, StepRecord, TrainConfig, Trainer, Variant,
+    csv, drive, write_atomic,
+};
+
+use crate::error::{CliError, Result};
+use crate::plot::{self, MultiLineChart, Series, grouped};
+
+/// Arguments of `ltd train`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  ltd train --compare                     baseline vs Random-LTD on the embedded corpus (a few minutes)
+  ltd train --compare --sparse            adds a run with the config's sparse_attention layout
+  ltd train ds_config.json --layers 12    your DeepSpeed config (random_ltd, optimizer, scheduler, sparse_attention)
+  ltd train --data book.txt --steps 1000  any UTF-8 text
+  ltd train --save ck --save-every 50     checkpoints in ck/<run>/; continue with --resume ck
+  ltd train --print-config > ds.json      start your own config from the embedded default
+
+Files (in --out): <run>.csv per run (step, train_loss, val_loss, layer_tokens, wall_clock_s, lr,
+reserved_length), loss-vs-steps.png and loss-vs-layer-tokens.png.")]
+pub struct TrainArgs {
+    /// A whole DeepSpeed JSON config; the embedded default when omitted.
+    pub config: Option<PathBuf>,
+    /// Train on this UTF-8 text file instead of the embedded corpus.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Run the baseline and Random-LTD with the same steps, seed and data order.
+    #[arg(long)]
+    pub compare: bool,
+    /// Use the config's sparse_attention layout (with --compare: add a sparse-attention run).
+    #[arg(long)]
+    pub sparse: bool,
+    /// A single run without Random-LTD.
+    #[arg(long, conflicts_with = "compare")]
+    pub baseline: bool,
+    /// Transformer blocks [default: 6].
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Hidden size [default: 96].
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Attention heads [default: 4].
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Sequence length in bytes [default: 128].
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Optimizer steps [default: the scheduler's total_num_steps, else 300].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Sequences per step (must agree with train_batch_size if the config has one).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Seed of initialisation, data split and order, and token sampling [default: data_efficiency.seed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Peak learning rate (overrides optimizer.params.lr).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Index the Random-LTD run's learning rate by consumed layer-tokens instead of steps.
+    #[arg(long)]
+    pub layer_token_lr: bool,
+    /// Steps between validation evaluations [default: steps / 10].
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Validation windows per periodic evaluation, 0 for all (the final one uses all) [default: 64].
+    #[arg(long)]
+    pub eval_windows: Option<usize>,
+    /// Fraction of the text held out for validation [default: 0.1].
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Directory for the CSV and PNG files.
+    #[arg(long, value_name = "DIR", default_value = "ltd-train-out")]
+    pub out: PathBuf,
+    /// Write checkpoints into DIR/<run>/ (weights and optimizer in safetensors, state in JSON).
+    #[arg(long, value_name = "DIR")]
+    pub save: Option<PathBuf>,
+    /// Steps between checkpoints [default: --eval-every].
+    #[arg(long, requires = "save")]
+    pub save_every: Option<u64>,
+    /// Continue from the checkpoints in DIR/<run>/.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Where to train (cuda: build with --features train-cuda; the fused attention kernels need width / heads = 64 or 128).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
+    pub device: String,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print the config's JSON (the embedded default without a file) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl TrainArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            layers: self.layers,
+            width: self.width,
+            heads: self.heads,
+            seq_len: self.seq_len,
+            steps: self.steps,
+            batch: self.batch,
+            seed: self.seed,
+            lr: self.lr,
+            eval_every: self.eval_every,
+            eval_windows: self.eval_windows,
+            val_fraction: self.val_fraction,
+            layer_token_lr: self.layer_token_lr,
+        }
+    }
+
+    fn variants(&self, config: &TrainConfig) -> Vec<Variant> {
+        if self.compare {
+            let mut v = vec![Variant::BASELINE, Variant::RANDOM_LTD];
+            if self.sparse {
+                v.push(Variant::SPARSE);
+            }
+            return v;
+        }
+        let random_ltd = !self.baseline && config.random_ltd.is_some();
+        vec![Variant {
+            random_ltd,
+            sparse: self.sparse,
+        }]
+    }
+}
+
+fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        #[cfg(feature = "train-cuda")]
+        _ => Device::new_cuda(0).map_err(|e| CliError::Train(e.into())),
+        #[cfg(not(feature = "train-cuda"))]
+        _ => Err(CliError::usage(
+            "--device cuda: this ltd was built without candle's CUDA backend; rebuild with --features train-cuda",
+        )),
+    }
+}
+
+fn progress_bar(steps: u64, quiet: bool, name: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(steps);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix:>18} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_prefix(name.to_owned());
+    pb
+}
+
+/// Runs `ltd train`.
+pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
+    if args.print_config {
+        let text = match &args.config {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| CliError::read(p, e))?,
+            None => ltd_train::DEFAULT_DEEPSPEED_CONFIG.to_owned(),
+        };
+        write!(out, "{text}")?;
+        return Ok(());
+    }
+    let overrides = args.overrides();
+    let config = match &args.config {
+        Some(path) => TrainConfig::from_file(path, &overrides)?,
+        None => TrainConfig::embedded(&overrides)?,
+    };
+    let corpus = match &args.data {
+        Some(path) => Corpus::from_file(path)?,
+        None => Corpus::embedded(),
+    };
+    let data = Dataset::new(
+        &corpus,
+        config.model.seq_len,
+        config.val_fraction,
+        config.seed,
+    )?;
+    let device = device(&args.device)?;
+    let variants = args.variants(&config);
+    describe(out, &config, &corpus, &data, &variants)?;
+    std::fs::create_dir_all(&args.out).map_err(|e| CliError::write(&args.out, e))?;
+
+    let mut finished = Vec::new();
+    for variant in variants {
+        let name = variant.name();
+        let mut run = match &args.resume {
+            Some(dir) => Trainer::resume(&config, variant, &data, &device, &dir.join(name))?,
+            None => Trainer::new(&config, variant, &data, &device)?,
+        };
+        if args.resume.is_some() {
+            writeln!(
+                out,
+                "{name}: resumed at step {} of {}",
+                run.steps_done(),
+                config.steps
+            )?;
+        }
+        let pb = progress_bar(config.steps, args.quiet, name);
+        pb.set_position(run.steps_done());
+        let tokens_per_step = (config.batch * config.model.seq_len) as f64;
+        let mut last_wall = run.history().last().map_or(0.0, |r| r.wall_clock_s);
+        let save_dir = args.save.as_ref().map(|d| d.join(name));
+        let save = save_dir.as_deref().map(|dir| SaveEvery {
+            dir,
+            every: args.save_every.unwrap_or(config.eval_every),
+        });
+        drive(&mut run, save, |r: &StepRecord| {
+            let dt = (r.wall_clock_s - last_wall).max(1e-9);
+            last_wall = r.wall_clock_s;
+            let val = r
+                .val_loss
+                .map(|v| format!(" val {v:.3}"))
+                .unwrap_or_default();
+            pb.set_message(format!(
+                "loss {:.3}{val} | {:.0} tok/s | r {}",
+                r.train_loss,
+                tokens_per_step / dt,
+                r.reserved_length
+            ));
+            pb.set_position(r.step);
+        })?;
+        pb.finish_and_clear();
+        let csv_path = args.out.join(format!("{name}.csv"));
+        write_atomic(&csv_path, csv(run.history()).as_bytes())?;
+        let result = RunResult::of(&run).ok_or_else(|| {
+            CliError::CheckFailed(format!("{name}: the run ended without a final evaluation"))
+        })?;
+        writeln!(
+            out,
+            "{name}: val loss {:.4}, {} layer-tokens, {:.1} s -> {}",
+            result.val_loss,
+            grouped(result.layer_tokens),
+            result.wall_clock_s,
+            csv_path.display()
+        )?;
+        if let Some(s) = run.scheduler() {
+            let predicted = s.total_layer_tokens(config.steps)?;
+            if predicted != result.layer_tokens {
+                return Err(CliError::CheckFailed(format!(
+                    "{name}: consumed {} layer-tokens, the scheduler predicts {predicted}",
+                    result.layer_tokens
+                )));
+            }
+        }
+        finished.push((result, run.history().to_vec()));
+    }
+    write_charts(&args.out, &finished)?;
+    summary(out, &finished)
+}
+
+fn describe(
+    out: &mut impl Write,
+    c: &TrainConfig,
+    corpus: &Corpus,
+    data: &Dataset,
+    variants: &[Variant],
+) -> Result<()> {
+    let m = &c.model;
+    writeln!(
+        out,
+        "model: GPT, {} layers, width {}, {} heads, seq {} bytes, byte-level vocab 256",
+        m.layers, m.width, m.heads, m.seq_len
+    )?;
+    writeln!(
+        out,
+        "data: {} ({} bytes): {} train / {} validation windows; seed {}",
+        corpus.source_name(),
+        grouped(corpus.bytes().len() as u64),
+        data.train_windows(),
+        data.val_windows(),
+        c.seed
+    )?;
+    writeln!(
+        out,
+        "config: {}; {} steps x {} sequences; AdamW lr {} ({}){}",
+        c.source_name,
+        c.steps,
+        c.batch,
+        c.optimizer.lr,
+        c.lr_schedule.name(),
+        if c.layer_token_lr {
+            ", LayerToken LR under Random-LTD"
+        } else {
+            ""
+        }
+    )?;
+    if let Some(ltd) = &c.random_ltd {
+        let s = &ltd.schedule;
+        writeln!(
+            out,
+            "random-LTD: layers {:?} of {}, r {} -> {} over {} steps (step {})",
+            ltd.sorted_layer_ids(),
+            ltd.total_layer_num,
+            s.min_value,
+            s.max_value,
+            s.require_steps,
+            s.seq_per_step
+        )?;
+    }
+    let names: Vec<&str> = variants.iter().map(Variant::name).collect();
+    writeln!(out, "runs: {}", names.join(", "))?;
+    Ok(())
+}
+
+/// Moving average of the training loss over `window` steps, as `(x, loss)` with `x` from `key`.
+fn smoothed(
+    history: &[StepRecord],
+    window: usize,
+    key: impl Fn(&StepRecord) -> f64,
+) -> Vec<(f64, f64)> {
+    let mut sum = 0.0;
+    history
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            sum += r.train_loss;
+            if i >= window {
+                sum -= history[i - window].train_loss;
+            }
+            (key(r), sum / (i + 1).min(window) as f64)
+        })
+        .collect()
+}
+
+/// A chart file: name, title, x label and the x value of a record.
+type ChartSpec = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&StepRecord) -> f64,
+);
+
+fn write_charts(dir: &Path, runs: &[(RunResult, Vec<StepRecord>)]) -> Result<()> {
+    let charts: [ChartSpec; 2] = [
+        ("loss-vs-steps.png", "Loss against steps", "step", |r| {
+            r.step as f64
+        }),
+        (
+            "loss-vs-layer-tokens.png",
+            "Loss against layer-tokens",
+            "layer-tokens consumed",
+            |r| r.layer_tokens as f64,
+        ),
+    ];
+    let all = runs.iter().flat_map(|(_, h)| h.iter());
+    let y_max = all
+        .clone()
+        .map(|r| r.train_loss)
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    let y_min = all
+        .flat_map(|r| [Some(r.train_loss), r.val_loss])
+        .flatten()
+        .filter(|v| v.is_finite())
+        .fold(f64::INFINITY, f64::min);
+    for (file, title, x_label, key) in charts {
+        let x_max = runs
+            .iter()
+            .filter_map(|(_, h)| h.last().map(key))
+            .fold(0.0, f64::max);
+        let series = runs
+            .iter()
+            .map(|(r, h)| Series {
+                legend: format!("{} (train, smoothed; squares: val)", r.name),
+                points: smoothed(h, (h.len() / 50).max(1), key),
+                markers: h
+                    .iter()
+                    .filter_map(|s| Some((key(s), s.val_loss?)))
+                    .collect(),
+            })
+            .collect();
+        let chart = MultiLineChart {
+            title,
+            x_label,
+            y_label: "loss (nats per byte)",
+            x_max,
+            y_min: (y_min * 0.95).max(0.0).floor(),
+            y_max,
+            series,
+            reference: None,
+            legend_top: true,
+        };
+        write_atomic(&dir.join(file), &plot::multi_line_chart_png(&chart)?)?;
+    }
+    Ok(())
+}
+
+fn summary(out: &mut impl Write, runs: &[(RunResult, Vec<StepRecord>)]) -> Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<18} {:>9} {:>9} {:>16} {:>8} {:>10} {:>8}",
+        "run", "val loss", "vs base", "layer-tokens", "saved", "wall (s)", "saved"
+    )?;
+    let base = runs.iter().map(|(r, _)| r).find(|r| r.name == "baseline");
+    for (r, _) in runs {
+        let compared = base.filter(|b| b.name != r.name).map(|b| r.against(b));
+        let (loss, tokens, wall) = match compared {
+            Some((tokens, wall, loss)) => (
+                format!("{loss:+.2}%"),
+                format!("{tokens:.1}%"),
+                format!("{wall:.1}%"),
+            ),
+            None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+        };
+        writeln!(
+            out,
+            "{:<18} {:>9.4} {:>9} {:>16} {:>8} {:>10.1} {:>8}",
+            r.name,
+            r.val_loss,
+            loss,
+            grouped(r.layer_tokens),
+            tokens,
+            r.wall_clock_s,
+            wall
+        )?;
+    }
+    if base.is_some() && runs.len() > 1 {
+        writeln!(
+            out,
+            "(vs base: relative validation-loss change, + is worse; saved: fewer layer-tokens / less training wall-clock than the baseline)"
+        )?;
+    }
+    Ok(())
+}
