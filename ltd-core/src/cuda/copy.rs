@@ -1,7 +1,7 @@
 //! The strided 2-D copy kernel: the smallest kernel that goes through the whole pipeline.
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use ltd_kernels_sys::{LtdStridedCopy2dParams, fatbin, names};
+use ltd_kernels_sys::{LtdStridedCopy2dParams, image, names};
 
 use super::buffer::{DeviceBuf, DeviceBufMut};
 use super::{CudaDevice, driver_err};
@@ -40,7 +40,7 @@ pub fn copy_strided_2d_cuda<'a, T: Element + cudarc::driver::DeviceRepr + 'a>(
         2 => names::STRIDED_COPY_2D_U16,
         _ => names::STRIDED_COPY_2D_U32,
     };
-    let func = dev.load_function("copy", fatbin::COPY, function)?;
+    let func = dev.load_function(image::COPY.name, image::COPY.fatbin, function)?;
     let stream = dev.stream();
     let (src_ptr, src_guard) = src.ptr(stream);
     let (dst_ptr, dst_guard) = dst.ptr_mut(stream);

@@ -4,13 +4,14 @@
 
 use cudarc::driver::sys::CUdeviceptr;
 use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg, SyncOnDrop};
-use ltd_kernels_sys::{LTD_SAMPLER_WIDE_MIN_SEQ, LtdSampleParams, fatbin, names};
+use ltd_kernels_sys::{LTD_SAMPLER_WIDE_MIN_SEQ, LtdSampleParams, names};
 
 use super::buffer::{DeviceBuf, DeviceBufMut};
 use super::{CudaDevice, driver_err};
 use crate::{CoreError, Result, SampledIndices};
 
-pub(super) const MODULE: &str = "random_ltd";
+/// The Random-LTD kernels' image, which carries the module name it is cached under.
+pub(super) const RANDOM_LTD: &ltd_kernels_sys::KernelImage = &ltd_kernels_sys::image::RANDOM_LTD;
 
 /// Sampled positions `[L, B, r]` (i32, each row sorted ascending, distinct, in `[0, S)`) in GPU
 /// memory. Valid by construction: made by [`sample_tokens_cuda`] or uploaded from a (validated)
@@ -265,14 +266,14 @@ fn sample_tokens_into<I: IndexElement>(
         // The entry point's dynamic shared-memory limit follows the keys (raised once per size
         // that exceeds it; the kernel's ~1.3 KB of static shared memory counts against the same
         // 48 KB default, so no size is special-cased here).
-        dev.load_function_with_shared(MODULE, fatbin::RANDOM_LTD, name, key_bytes)?
+        dev.load_function_with_shared(RANDOM_LTD.name, RANDOM_LTD.fatbin, name, key_bytes)?
     } else {
         let name = if wide {
             names::SAMPLE_TOKENS_WIDE
         } else {
             names::SAMPLE_TOKENS
         };
-        dev.load_function(MODULE, fatbin::RANDOM_LTD, name)?
+        dev.load_function(RANDOM_LTD.name, RANDOM_LTD.fatbin, name)?
     };
     let stream = dev.stream();
     let (out_ptr, out_guard) = out.ptr_mut(stream);

@@ -6,11 +6,11 @@
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use ltd_kernels_sys::{
     LTD_ROWS_GATHER, LTD_ROWS_SCATTER, LtdIndexRowsParams, LtdMaskGatherParams, LtdRouteRowsParams,
-    fatbin, names,
+    names,
 };
 
 use super::buffer::{DeviceBuf, DeviceBufMut};
-use super::indices::{AsCudaIndices, CudaIndices, MODULE, invalid};
+use super::indices::{AsCudaIndices, CudaIndices, RANDOM_LTD, invalid};
 use super::{CudaDevice, driver_err};
 use crate::{CoreError, Element, HiddenLayout, HiddenOrder, Result};
 
@@ -249,7 +249,7 @@ fn launch_index_rows<T: Element + DeviceRepr>(
         dst_layout.seq_stride() * e,
     ];
     let (which, _) = word_width::<T>(&[src_ptr, dst_ptr], &strides, row_bytes);
-    let func = dev.load_function(MODULE, fatbin::RANDOM_LTD, names::INDEX_ROWS[which])?;
+    let func = dev.load_function(RANDOM_LTD.name, RANDOM_LTD.fatbin, names::INDEX_ROWS[which])?;
     let batch = src_layout.batch();
     let params = LtdIndexRowsParams {
         src: src_ptr,
@@ -406,7 +406,7 @@ pub fn route_cuda<T: Element + DeviceRepr, I: AsCudaIndices + ?Sized>(
         y.layout.seq_stride() * e,
     ];
     let (which, _) = word_width::<T>(&[h_ptr, p_ptr, y_ptr], &strides, row_bytes);
-    let func = dev.load_function(MODULE, fatbin::RANDOM_LTD, names::ROUTE_ROWS[which])?;
+    let func = dev.load_function(RANDOM_LTD.name, RANDOM_LTD.fatbin, names::ROUTE_ROWS[which])?;
     let params = LtdRouteRowsParams {
         h: h_ptr,
         part: p_ptr,
@@ -521,7 +521,11 @@ pub fn mask_gather_cuda<'m, M: DeviceRepr + 'm, I: AsCudaIndices + ?Sized>(
             expected: format!("[L={layers}, B={b}, 1, {out_rows}, r={r}] = {out_len} elements"),
         });
     }
-    let func = dev.load_function(MODULE, fatbin::RANDOM_LTD, names::MASK_GATHER[which])?;
+    let func = dev.load_function(
+        RANDOM_LTD.name,
+        RANDOM_LTD.fatbin,
+        names::MASK_GATHER[which],
+    )?;
     let stream = dev.stream();
     let (m_ptr, m_guard) = mask.ptr(stream);
     let (i_ptr, i_guard) = idx.layer_ptr(0, stream)?;
