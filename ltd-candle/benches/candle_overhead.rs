@@ -1,12 +1,18 @@
 //! The candle op's cost over the raw kernel calls (feature `cuda`; a benchmark, not a test):
-//! sparse attention forward + backward at the GPU bench shapes (bf16, 16 heads), once through
-//! `ltd_sparse_attn::cuda::attention_forward_cuda` / `attention_backward_cuda` on preallocated
-//! buffers, once through `ltd_candle::sparse_attention` and candle's `backward()` (which adds
-//! its own gradient bookkeeping: the seed gradient of `sum_all`, and `zeros + grad` for each of
-//! q, k, v), both on candle's stream, timed with events in one run. Also gather + route of a
-//! Random-LTD layer (`[B, S, C]`, C = 1024) raw against the candle ops. Prints the device
-//! copies the glue made per call (`ltd_candle::cuda_device_copies`), which must be 0 for
-//! contiguous `[B, H, L, D]` inputs.
+//! sparse attention forward + backward at the GPU bench shapes (bf16, 16 heads), timed with
+//! events in one run, three ways on candle's stream:
+//! - `raw`: `ltd_sparse_attn::cuda::attention_forward_cuda` / `attention_backward_cuda` on
+//!   preallocated buffers (the output gradient preset to ones);
+//! - `op`: the candle op, forward and backward ([`ltd_candle::sparse_attention_forward`] /
+//!   [`ltd_candle::sparse_attention_backward`]: the same glue the autograd op runs, allocating
+//!   its outputs as candle tensors), with a preset ones output gradient;
+//! - `autograd`: `sparse_attention(..)?.backward()`, which adds candle's own bookkeeping on top
+//!   of the op: the seed gradient (`ones_like`) and, per input, a zero tensor plus the gradient
+//!   (candle's `GradStore` accumulation, paid by every candle op).
+//!
+//! The target is `op / raw` within 1.05. Also gather + route of a Random-LTD layer
+//! (`[B, S, C]`, C = 1024) raw against the candle ops. Prints the device copies the glue made
+//! per call (`ltd_candle::cuda_device_copies`), which must be 0 for contiguous `[B, H, L, D]`.
 //!
 //! `cargo bench -p ltd-candle --features cuda --bench candle_overhead`
 
@@ -28,7 +34,7 @@ mod gpu {
     use half::bf16;
     use ltd_candle::{
         SparseAttentionOptions, cuda_device_copies, gather_tokens, route, sample_token_indices,
-        sparse_attention,
+        sparse_attention, sparse_attention_backward, sparse_attention_forward,
     };
     use ltd_core::cuda::{CudaHidden, CudaHiddenMut, gather_cuda, route_cuda, sample_tokens_cuda};
     use ltd_core::{CudaDevice, HiddenLayout, HiddenOrder};
@@ -63,8 +69,8 @@ mod gpu {
         let device = Device::Cuda(cdev);
         println!("candle_overhead on {dev}");
         println!(
-            "\n{:<14} {:>6} {:>3} {:>4} {:>12} {:>12} {:>8} {:>8}",
-            "layout", "S", "B", "D", "raw us", "candle us", "ratio", "copies"
+            "\n{:<14} {:>6} {:>3} {:>4} {:>10} {:>10} {:>8} {:>12} {:>8} {:>7}",
+            "layout", "S", "B", "D", "raw us", "op us", "op/raw", "autograd us", "ag/raw", "copies"
         );
         for seq in [4096usize, 16384] {
             let batch = 16384 / seq;
@@ -141,27 +147,34 @@ mod gpu {
         })?;
         // The candle op on candle's stream.
         let t = Tensor::from_vec(host, (batch, heads, seq, d), device)?;
-        let (qv, kv, vv) = (
-            Var::from_tensor(&t)?,
-            Var::from_tensor(&t)?,
-            Var::from_tensor(&t)?,
-        );
+        let ones = Tensor::ones((batch, heads, seq, d), DType::BF16, device)?;
         let copts = SparseAttentionOptions {
             causal: true,
             ..Default::default()
         };
         let copies = cuda_device_copies();
         let mut calls = 0u64;
-        let candle = dev.median_time_us(3, 10, 7, || -> Res<()> {
+        let op = dev.median_time_us(3, 10, 7, || -> Res<()> {
             calls += 1;
-            let o = sparse_attention(&qv, &kv, &vv, &attn, &copts)?;
-            let _grads = o.sum_all()?.backward()?;
+            let (o, lse) = sparse_attention_forward(&t, &t, &t, &attn, &copts)?;
+            sparse_attention_backward(&t, &t, &t, &o, &lse, &ones, &attn, &copts)?;
+            Ok(())
+        })?;
+        let (qv, kv, vv) = (
+            Var::from_tensor(&t)?,
+            Var::from_tensor(&t)?,
+            Var::from_tensor(&t)?,
+        );
+        let autograd = dev.median_time_us(3, 10, 7, || -> Res<()> {
+            calls += 1;
+            let _grads = sparse_attention(&qv, &kv, &vv, &attn, &copts)?.backward()?;
             Ok(())
         })?;
         let per_call = (cuda_device_copies() - copies) as f64 / calls as f64;
         println!(
-            "{name:<14} {seq:>6} {batch:>3} {d:>4} {raw:>12.1} {candle:>12.1} {:>8.3} {per_call:>8.1}",
-            candle / raw
+            "{name:<14} {seq:>6} {batch:>3} {d:>4} {raw:>10.1} {op:>10.1} {:>8.3} {autograd:>12.1} {:>8.3} {per_call:>7.1}",
+            op / raw,
+            autograd / raw
         );
         Ok(())
     }

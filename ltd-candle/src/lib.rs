@@ -5,6 +5,8 @@
 //!   `[B, L, H, D]`) tensors with scale, token-level causality, key padding and an additive
 //!   bias; `backward()` gives dq, dk, dv and dbias; the forward's log-sum-exp is kept for the
 //!   backward. Layouts come from `ltd_sparse_attn` (one per sequence length, cached).
+//!   [`sparse_attention_forward`] and [`sparse_attention_backward`] are the same op as two plain
+//!   functions for callers that drive the backward themselves.
 //! - [`sample_token_indices`], [`gather_tokens`], [`route`] / [`scatter_tokens`]: Random-LTD's
 //!   sampler (U32 `[L, B, r]` indices, bit-identical on CPU and GPU) and its token moves with
 //!   exact gradients (upstream-semantics.md §1.4 "net effect" for the wrapper's graph).
@@ -62,7 +64,10 @@ mod error;
 mod ltd;
 mod tokens;
 
-pub use attention::{LayoutSource, QkvLayout, SparseAttentionOptions, sparse_attention};
+pub use attention::{
+    LayoutSource, QkvLayout, SparseAttentionGrads, SparseAttentionOptions, sparse_attention,
+    sparse_attention_backward, sparse_attention_forward,
+};
 #[cfg(feature = "cuda")]
 pub use cuda::cuda_device_copies;
 pub use error::{LtdCandleError, Result};

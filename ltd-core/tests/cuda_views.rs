@@ -32,6 +32,19 @@ fn gpu_from_stream_runs_on_that_stream_and_shares_modules() {
 }
 
 #[test]
+fn gpu_images_stay_loaded_after_every_handle_is_dropped() {
+    let stream = gpu().stream().context().new_stream().unwrap();
+    let first = CudaDevice::from_stream(stream.clone()).unwrap();
+    sample_tokens_cuda(&first, 1, 0, 1, 2, 64, 16).unwrap();
+    let loaded = first.loaded_kernel_images();
+    assert!(loaded >= 1, "the sampler's image is loaded");
+    drop(first);
+    // A new short-lived handle (as a framework makes per op call) finds the images loaded.
+    let again = CudaDevice::from_stream(stream).unwrap();
+    assert_eq!(again.loaded_kernel_images(), loaded);
+}
+
+#[test]
 fn gpu_sampler_into_u32_at_an_offset() {
     let dev = gpu();
     let (l, b, s, r) = (3, 2, 500, 123);

@@ -9,7 +9,7 @@ use ltd_sparse_attn::{
     attention_forward,
 };
 
-use super::{AttnCtx, Lse, QkvLayout, lock};
+use super::{AttnCtx, QkvLayout, lock};
 use crate::cpu::{cpu_storage, permuted4, swap12, tensor_permuted4};
 use crate::{LtdCandleError, Result};
 
@@ -89,7 +89,13 @@ fn forward_t<T: WithDType + ltd_core::Element>(
         &mut out,
         &mut lse,
     )?;
-    *lock(&ctx.lse) = Some(Lse::Cpu(lse));
+    let s = ctx.shape;
+    let lse = Tensor::from_vec(
+        lse,
+        (s.batch, s.heads, s.seq_len),
+        &candle_core::Device::Cpu,
+    )?;
+    *lock(&ctx.lse) = Some(lse);
     Ok((
         T::to_cpu_storage_owned(to_user_order(ctx, out)),
         ctx.out_shape(),
@@ -141,11 +147,17 @@ fn backward_t<T: WithDType + ltd_core::Element>(
         vec![zero; s.qkv_len()],
     );
     let mut dbias = want_dbias.then(|| vec![zero; s.bias_len()]);
-    let lse_guard = lock(&ctx.lse);
-    let Some(Lse::Cpu(lse)) = lse_guard.as_ref() else {
-        return Err(LtdCandleError::State(
-            "the attention backward found no CPU log-sum-exp from its forward".into(),
-        ));
+    let lse = lock(&ctx.lse).clone().ok_or_else(|| {
+        LtdCandleError::State("the attention backward found no log-sum-exp from its forward".into())
+    })?;
+    let (lse_storage, lse_layout) = lse.storage_and_layout();
+    let lse = match lse_layout.contiguous_offsets() {
+        Some((a, b)) => &cpu_storage("log-sum-exp", &lse_storage)?.as_slice::<f32>()?[a..b],
+        None => {
+            return Err(LtdCandleError::State(
+                "the attention backward got a strided log-sum-exp".into(),
+            ));
+        }
     };
     let inputs = AttentionInputs {
         q: &bufs[0],
@@ -168,7 +180,6 @@ fn backward_t<T: WithDType + ltd_core::Element>(
         lse,
         grads,
     )?;
-    drop(lse_guard);
     let dev = q.device();
     let shape = ctx.out_shape();
     let t = |x: Vec<T>| Tensor::from_vec(to_user_order(ctx, x), shape.clone(), dev);

@@ -20,8 +20,8 @@ use ltd_sparse_attn::cuda::{
     attention_forward_cuda,
 };
 
-use super::{AttnCtx, Lse, QkvLayout, lock};
-use crate::cuda::{alloc_output, count_copy, ltd_device};
+use super::{AttnCtx, QkvLayout, lock};
+use crate::cuda::{alloc_output, count_copy, ltd_device, tensor_from_slice};
 use crate::{LtdCandleError, Result};
 
 /// Checks that the GPU kernels run this dtype and head dim.
@@ -219,7 +219,12 @@ fn forward_t<T: CudaDType + DeviceRepr + Element>(
             &mut lse,
         )?)
     })?;
-    *lock(&ctx.lse) = Some(Lse::Cuda(lse));
+    let s = ctx.shape;
+    *lock(&ctx.lse) = Some(tensor_from_slice(
+        lse,
+        &sq.device,
+        (s.batch, s.heads, s.seq_len),
+    ));
     Ok((to_user_order(ctx, &dev, &sq.device, out)?, ctx.out_shape()))
 }
 
@@ -274,12 +279,13 @@ fn backward_t<T: CudaDType + DeviceRepr + Element + ValidAsZeroBits>(
         false => None,
     };
     {
-        let lse_guard = lock(&ctx.lse);
-        let Some(Lse::Cuda(lse)) = lse_guard.as_ref() else {
-            return Err(LtdCandleError::State(
-                "the attention backward found no GPU log-sum-exp from its forward".into(),
-            ));
-        };
+        let lse = lock(&ctx.lse).clone().ok_or_else(|| {
+            LtdCandleError::State(
+                "the attention backward found no log-sum-exp from its forward".into(),
+            )
+        })?;
+        let (lse_storage, lse_layout) = lse.storage_and_layout();
+        let lse = exact::<f32>(&dev, cuda_storage(&lse_storage)?, lse_layout, &[0, 1, 2], 1)?;
         with_modifiers::<T, _>(ctx, &dev, |options| {
             let grads = CudaAttentionGrads {
                 dbias: dbias.as_mut().map(Into::into),
@@ -290,7 +296,7 @@ fn backward_t<T: CudaDType + DeviceRepr + Element + ValidAsZeroBits>(
                 cuda_layout(ctx)?,
                 s,
                 (bufs[0].buf()?, bufs[1].buf()?, bufs[2].buf()?),
-                (bufs[3].buf()?, lse),
+                (bufs[3].buf()?, lse.buf()?),
                 bufs[4].buf()?,
                 &options,
                 grads,

@@ -13,6 +13,9 @@
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod functional;
+
+pub use functional::{SparseAttentionGrads, sparse_attention_backward, sparse_attention_forward};
 
 use std::sync::{Arc, Mutex};
 
@@ -187,9 +190,10 @@ pub struct SparseAttentionOptions {
 /// - CPU: any strides are honoured (transposed, narrowed, broadcast views); the kernels compute
 ///   in f32 and read the inputs once into f32, so there is no extra copy to avoid.
 /// - CUDA (feature `cuda`): f16 and bf16, `D` 64 or 128, on candle's own stream. The kernels read
-///   contiguous `[B, H, L, D]` buffers starting at their allocation; other inputs are copied
-///   into one first on the same device (`[B, L, H, D]`, a transposed view, a slice at an
-///   offset), and the output and gradients come back in the inputs' order.
+///   contiguous `[B, H, L, D]` buffers in place at any 16-byte-aligned offset (a narrow along B
+///   or H, a slice of a bigger buffer); other inputs are copied into one first on the same device
+///   (`[B, L, H, D]`, a transposed or strided view, a misaligned offset), and the output and
+///   gradients come back in the inputs' order.
 ///
 /// # Errors
 /// [`LtdCandleError::Unsupported`] for another dtype or device (or a dtype / head dim the GPU
@@ -216,6 +220,25 @@ pub fn sparse_attention<S: LayoutSource + ?Sized>(
     source: &S,
     opts: &SparseAttentionOptions,
 ) -> Result<Tensor> {
+    let (ctx, bias) = call_context(q, k, v, source, opts)?;
+    let out = q
+        .apply_op3_arc(k, v, Arc::new(Box::new(AttnCore { ctx: ctx.clone() })))
+        .map_err(|e| ctx.take_error(e))?;
+    match bias {
+        Some(bias) => Ok(out.apply_op2(&bias, BiasTap { ctx: ctx.clone() })?),
+        None => Ok(out),
+    }
+}
+
+/// Checks one call's arguments and gathers what its forward and backward share (the layout,
+/// its GPU tables, the mask as an additive f32 tensor); also returns the checked bias.
+fn call_context<S: LayoutSource + ?Sized>(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    source: &S,
+    opts: &SparseAttentionOptions,
+) -> Result<(Arc<AttnCtx>, Option<Tensor>)> {
     let order = opts.layout;
     let dims = rank("q", q, 4, order.describe())?.to_vec();
     let dtype = float_dtype("q dtype", q)?;
@@ -274,13 +297,7 @@ pub fn sparse_attention<S: LayoutSource + ?Sized>(
         stash: Mutex::new(None),
         error: Mutex::new(None),
     });
-    let out = q
-        .apply_op3_arc(k, v, Arc::new(Box::new(AttnCore { ctx: ctx.clone() })))
-        .map_err(|e| ctx.take_error(e))?;
-    match bias {
-        Some(bias) => Ok(out.apply_op2(&bias, BiasTap { ctx: ctx.clone() })?),
-        None => Ok(out),
-    }
+    Ok((ctx, bias))
 }
 
 /// Checks a key-padding mask and turns it into an additive contiguous f32 `[B, L]` tensor.
@@ -326,13 +343,6 @@ fn check_bias(b: &Tensor, q: &Tensor, shape: AttentionShape) -> Result<Tensor> {
     Ok(b.clone())
 }
 
-/// The forward's log-sum-exp `[B, H, L]`, kept for the backward.
-pub(crate) enum Lse {
-    Cpu(Vec<f32>),
-    #[cfg(feature = "cuda")]
-    Cuda(cudarc::driver::CudaSlice<f32>),
-}
-
 /// Everything one attention call shares between its forward and backward.
 pub(crate) struct AttnCtx {
     pub(crate) layout: Arc<SparseLayout>,
@@ -348,7 +358,8 @@ pub(crate) struct AttnCtx {
     pub(crate) bias: Option<Tensor>,
     /// Detached q, k, v: only with a bias, whose op runs the backward.
     inputs: Option<[Tensor; 3]>,
-    pub(crate) lse: Mutex<Option<Lse>>,
+    /// The forward's log-sum-exp, f32 `[B, H, L]` on the inputs' device, for the backward.
+    pub(crate) lse: Mutex<Option<Tensor>>,
     /// dq, dk, dv computed by the bias op's backward for the attention op's backward.
     stash: Mutex<Option<[Tensor; 3]>>,
     /// The typed error of a failed forward (candle's callbacks only carry its message).
@@ -388,17 +399,27 @@ impl AttnCtx {
     /// The fused backward: dq, dk, dv in the inputs' order and (if asked) dbias `[B, H, L, L]`.
     fn backward(
         &self,
-        [q, k, v]: [&Tensor; 3],
+        qkv: [&Tensor; 3],
         out: &Tensor,
         dout: &Tensor,
         want_dbias: bool,
     ) -> candle_core::Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
+        self.run_backward(qkv, out, dout, want_dbias)
+            .map_err(to_candle)
+    }
+
+    /// [`backward`](Self::backward) with our typed error.
+    fn run_backward(
+        &self,
+        [q, k, v]: [&Tensor; 3],
+        out: &Tensor,
+        dout: &Tensor,
+        want_dbias: bool,
+    ) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
         match q.device() {
             #[cfg(feature = "cuda")]
-            candle_core::Device::Cuda(_) => {
-                cuda::backward(self, [q, k, v], out, dout, want_dbias).map_err(to_candle)
-            }
-            _ => cpu::backward(self, [q, k, v], out, dout, want_dbias).map_err(to_candle),
+            candle_core::Device::Cuda(_) => cuda::backward(self, [q, k, v], out, dout, want_dbias),
+            _ => cpu::backward(self, [q, k, v], out, dout, want_dbias),
         }
     }
 }

@@ -2,10 +2,12 @@
 //! properties and the loaded kernel modules, entry points, shared-memory limits and occupancy
 //! answers. One per context (looked up by the driver's context handle), so two handles on the
 //! same context (ours, or a framework's stream given to `CudaDevice::from_stream`) load each
-//! kernel image once. It lives while a handle on its context does.
+//! kernel image once. It lives as long as the process: a framework that makes a short-lived
+//! handle per op call (as `ltd-candle` does on candle's stream) must not reload the images,
+//! re-read the device's properties and re-raise the shared-memory limits on every call.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
@@ -38,26 +40,25 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The live per-context states, by the driver's context handle.
-fn registry() -> &'static Mutex<HashMap<usize, Weak<ContextShared>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<usize, Weak<ContextShared>>>> = OnceLock::new();
+/// The per-context states, by the driver's context handle.
+fn registry() -> &'static Mutex<HashMap<usize, Arc<ContextShared>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<usize, Arc<ContextShared>>>> = OnceLock::new();
     REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 impl ContextShared {
-    /// The shared state of `ctx`: the live one if a handle on this context exists, else a new
-    /// one (reading the device's properties).
+    /// The shared state of `ctx`: the one made by an earlier handle on this context, else a
+    /// new one (reading the device's properties).
     pub(super) fn of(ctx: &Arc<CudaContext>) -> Result<Arc<ContextShared>> {
-        // The handle identifies the context: a live entry holds the context, so its handle
-        // cannot be reused by another context meanwhile.
+        // The handle identifies the context: an entry holds its context, so the handle cannot
+        // be reused by another context.
         let key = ctx.cu_ctx() as usize;
         let mut map = lock(registry());
-        if let Some(found) = map.get(&key).and_then(Weak::upgrade) {
-            return Ok(found);
+        if let Some(found) = map.get(&key) {
+            return Ok(found.clone());
         }
-        map.retain(|_, w| w.strong_count() > 0);
         let built = Arc::new(ContextShared::new(ctx)?);
-        map.insert(key, Arc::downgrade(&built));
+        map.insert(key, built.clone());
         Ok(built)
     }
 

@@ -154,6 +154,19 @@ impl CudaDevice {
         Arc::ptr_eq(&self.inner.shared, &other.inner.shared)
     }
 
+    /// How many kernel images are loaded on this handle's context (by any handle on it, now or
+    /// earlier: they stay loaded for the life of the process, so a framework that makes a
+    /// short-lived handle per call pays each image's load once).
+    ///
+    /// ```no_run
+    /// let dev = ltd_core::CudaDevice::new(0)?;
+    /// println!("{} kernel images loaded", dev.loaded_kernel_images());
+    /// # Ok::<(), ltd_core::CoreError>(())
+    /// ```
+    pub fn loaded_kernel_images(&self) -> usize {
+        lock(&self.inner.shared.modules).len()
+    }
+
     /// The device ordinal this handle was opened with.
     ///
     /// ```no_run
