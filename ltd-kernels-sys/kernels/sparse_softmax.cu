@@ -72,13 +72,21 @@ __device__ __forceinline__ void softmax_fwd(const LtdSparseSoftmaxParams& p) {
     const long long n = (long long)(row.t1 - row.t0) * p.block;
     long long off;
     float m = -INFINITY;
-    for (long long e = lane; e < n; e += 32) m = fmaxf(m, score<T>(p, row, e, off));
+    // A NaN or +inf score makes the whole row NaN (as torch.softmax); fmaxf skips NaN, so the
+    // row's verdict is kept apart from its max.
+    bool poisoned = false;
+    for (long long e = lane; e < n; e += 32) {
+        const float v = score<T>(p, row, e, off);
+        m = fmaxf(m, v);
+        poisoned |= v != v || v == INFINITY;
+    }
     m = warp_max(m);
+    poisoned = __any_sync(0xffffffffu, poisoned);
     float sum = 0.f;
-    if (m != -INFINITY)
+    if (m != -INFINITY && !poisoned)
         for (long long e = lane; e < n; e += 32) sum += __expf(score<T>(p, row, e, off) - m);
     sum = warp_sum(sum);
-    const float inv = (m != -INFINITY && sum > 0.f) ? 1.f / sum : 0.f;
+    const float inv = poisoned ? NAN : (m != -INFINITY && sum > 0.f) ? 1.f / sum : 0.f;
     T* y = reinterpret_cast<T*>(p.y);
     for (long long e = lane; e < n; e += 32) {
         const float v = score<T>(p, row, e, off);

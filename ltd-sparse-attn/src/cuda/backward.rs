@@ -28,7 +28,10 @@ use crate::{AttentionShape, Result, SparseAttnError};
 /// limits and buffer kinds as [`attention_forward_cuda`](super::attention_forward_cuda) (whole
 /// slices, views at offsets, raw pointers; `[B, H, L, D]` buffers 16-byte aligned, lse 4-byte,
 /// dbias 2-byte); with a bias in the options (or a `dbias` buffer) the bias kernel variant runs
-/// and fills `dbias`.
+/// and fills `dbias`. A row whose lse is NaN (the forward's poisoned rows) gets a NaN dq row
+/// and makes dk / dv NaN at the keys it sees; unlike the CPU path, NaN may also reach
+/// gradients that only share a 64-row tile with a NaN (the tensor cores multiply zero weights
+/// too: docs/kernels.md, "Non-finite inputs").
 ///
 /// # Errors
 /// As [`attention_forward_cuda`](super::attention_forward_cuda), plus length and alignment

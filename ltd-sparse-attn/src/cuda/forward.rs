@@ -20,6 +20,10 @@ use crate::{AttentionShape, Result, SparseAttnError};
 
 /// Fused block-sparse attention forward on the GPU: writes `out` `[B, H, L, D]` and `lse`
 /// `[B, H, L]` (natural log). Inputs `[B, H, L, D]` contiguous, fp16 or bf16, `D` 64 or 128.
+/// Non-finite values follow [`crate::attention_forward`]: a row with no visible key gives zero
+/// output and lse `-inf`; a row that sees a NaN or `+inf` score (NaN / Inf in q or k, `+inf` in
+/// the key-padding mask or the bias) gives a NaN output row and NaN lse, and then NaN gradients
+/// in the backward.
 ///
 /// Every buffer is a [`DeviceBuf`] / [`DeviceBufMut`]: pass `&x` / `&mut x` for a whole
 /// `CudaSlice`, `x.slice(off..off + n)` for a view at an offset (no copy), or a raw device

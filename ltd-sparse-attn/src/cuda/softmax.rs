@@ -118,22 +118,24 @@ impl CudaAttentionLayout {
     }
 }
 
-fn check_scale(scale: f32) -> Result<()> {
+/// The CPU ops' check and error: `expected` is theirs for the forward and the backward.
+fn check_scale(scale: f32, expected: &str) -> Result<()> {
     if scale.is_finite() {
         Ok(())
     } else {
-        Err(SparseAttnError::invalid("scale", scale, "a finite number"))
+        Err(SparseAttnError::invalid("scale", scale, expected))
     }
 }
 
 /// Block-sparse softmax forward on the GPU (upstream's `Softmax`): `y` gets the softmax of each
 /// query row of the sparse scores `x` `[Z, nnz, b, b]` over the row's active keys, after scale,
-/// rpe, key-padding and attention masks (in that order); a row with no finite score gives
-/// zeros, not NaN. f32, f16 and bf16 (f32 arithmetic). `x` and `y` are whole slices, views
+/// rpe, key-padding and attention masks (in that order); a row with a NaN or `+inf` score gives
+/// NaN (as [`crate::softmax_forward`]), a row with no finite score zeros. f32, f16 and bf16 (f32 arithmetic). `x` and `y` are whole slices, views
 /// at offsets or raw pointers ([`DeviceBuf`], [`DeviceBufMut`]), aligned for `T`.
 ///
 /// # Errors
 /// [`SparseAttnError::ShapeMismatch`] for any buffer of the wrong length,
+/// [`SparseAttnError::InvalidArgument`] for a non-finite scale,
 /// [`SparseAttnError::Misaligned`] for a raw pointer not aligned for `T`, driver failures.
 ///
 /// ```no_run
@@ -172,7 +174,7 @@ pub fn softmax_forward_cuda<'b, T: Element + DeviceRepr>(
             return Err(SparseAttnError::shape(what, want, b.len()));
         }
     }
-    check_scale(options.scale)?;
+    check_scale(options.scale, "a finite number")?;
     let cfg = layout.softmax_launch(batch)?;
     let func = SPARSE_SOFTMAX.function(dev, softmax_name(false, T::DTYPE))?;
     let stream = dev.stream();
@@ -206,6 +208,7 @@ pub fn softmax_forward_cuda<'b, T: Element + DeviceRepr>(
 ///
 /// # Errors
 /// [`SparseAttnError::ShapeMismatch`] for a buffer of the wrong length,
+/// [`SparseAttnError::InvalidArgument`] for a non-finite scale (as [`crate::softmax_backward`]),
 /// [`SparseAttnError::Misaligned`] for a raw pointer not aligned for `T`, driver failures.
 ///
 /// ```no_run
@@ -233,7 +236,7 @@ pub fn softmax_backward_cuda<'b, T: Element + DeviceRepr>(
     layout.check_sparse("y", batch, y.len())?;
     layout.check_sparse("dy", batch, dy.len())?;
     layout.check_sparse("dx", batch, dx.len())?;
-    check_scale(scale)?;
+    check_scale(scale, "a finite number (as softmax_forward requires)")?;
     let cfg = layout.softmax_launch(batch)?;
     let func = SPARSE_SOFTMAX.function(dev, softmax_name(true, T::DTYPE))?;
     let stream = dev.stream();

@@ -143,6 +143,11 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
 // exactly 0). With sbias (instead of bias) the bias comes from the chunk's [64 query][64 key]
 // tile in shared memory (the TMA's 128-byte swizzle; warp_row0 is then a multiple of 16 inside
 // a 64-row tile).
+// Non-finite scores need no flag: a visible NaN or +inf score makes l NaN for good, and only
+// such a score can (fmaxf skips NaN, but its p = 2^NaN is NaN; a +inf max makes m = +inf and
+// its own p = 2^(inf - inf) NaN; NaN * alpha + sum stays NaN). Masked entries are -inf and
+// give p = 0. row_inv / row_lse turn a NaN l into a NaN row (docs/kernels.md, "Non-finite
+// inputs").
 template <typename T, int D, bool kFoldScale, bool kSplitTail>
 __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
                                               long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
@@ -277,10 +282,11 @@ __device__ __forceinline__ long long stats_rows(long long seq) {
 }
 
 // A finished row's output factor 1 / l and its logsumexp (natural log) from the running max m
-// (log2 domain) and sum l: a row with no visible key gives factor 0 and lse = -inf.
-__device__ __forceinline__ float row_inv(float l) { return l > 0.f ? 1.f / l : 0.f; }
+// (log2 domain) and sum l: a row with no visible key (l = 0) gives factor 0 and lse = -inf; a
+// poisoned row (l NaN, see softmax_chunk) gives NaN for both, so its output row is NaN too.
+__device__ __forceinline__ float row_inv(float l) { return l == 0.f ? 0.f : 1.f / l; }
 __device__ __forceinline__ float row_lse(float m, float l) {
-    return l > 0.f ? (m + log2f(l)) * 0.6931471805599453f : -INFINITY;
+    return l == 0.f ? -INFINITY : (m + log2f(l)) * 0.6931471805599453f;
 }
 
 // Stores the normalised output of rows g and g + 8 of warp `warp` of query tile `qt` (o: the

@@ -19,8 +19,9 @@ constexpr int kRowsPerCta = LTD_SPARSE_ATTN_ROWS_PER_CTA;
 static_assert(kRowsPerCta * 32 == kThreads, "one warp per row");
 
 // Merges the pieces of a split row (item_rows query rows): lse = log sum_i exp(lse_i), o = sum_i exp(lse_i - lse) o_i (pieces with no
-// visible key have lse_i = -inf and weigh 0). One warp per row (row 4 blockIdx.y + warp of the
-// split row blockIdx.x / B): lanes read the pieces' lse in parallel and own columns lane + 32 j,
+// visible key have lse_i = -inf and weigh 0; a piece with lse_i NaN, a poisoned one, makes the
+// row NaN, which the running maximum alone would drop). One warp per row (row 4 blockIdx.y +
+// warp of the split row blockIdx.x / B): lanes read the pieces' lse in parallel and own columns lane + 32 j,
 // so every load is a coalesced 128-byte line. Pieces go 8 at a time, their lse and partial rows
 // loaded together (one memory round trip per 8 pieces) and merged with a running maximum.
 // Launched programmatically behind the Hopper forward (the launcher's choice): the table read
@@ -47,12 +48,14 @@ __device__ __forceinline__ void sparse_attn_fwd_combine(const LtdSparseAttnFwdPa
     constexpr int kBatch = 8;  // pieces per round trip
     float mx = -INFINITY;      // running maximum of the pieces' lse (uniform across the warp)
     float total = 0.f;         // this lane's piece weights, relative to mx
+    bool poisoned = false;     // this lane read a NaN lse (fmaxf skips NaN, so it is kept apart)
     float acc[D / 32];
 #pragma unroll
     for (int j = 0; j < D / 32; ++j) acc[j] = 0.f;
     for (int i0 = 0; i0 < cnt; i0 += kBatch) {
         const int n = min(kBatch, cnt - i0);
         const float lse_i = lane < n ? plse[part0 + (i0 + lane) * rows] : -INFINITY;
+        poisoned |= lse_i != lse_i;
         float part[kBatch][D / 32];
 #pragma unroll
         for (int i = 0; i < kBatch; ++i)
@@ -80,11 +83,13 @@ __device__ __forceinline__ void sparse_attn_fwd_combine(const LtdSparseAttnFwdPa
     }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) total += __shfl_xor_sync(0xffffffffu, total, off);
-    const float inv = total > 0.f ? 1.f / total : 0.f;
+    const bool nan_row = __any_sync(0xffffffffu, poisoned);
+    const float inv = nan_row ? NAN : total > 0.f ? 1.f / total : 0.f;
     T* O = reinterpret_cast<T*>(p.o) + (bh * seq + row) * D;
 #pragma unroll
     for (int j = 0; j < D / 32; ++j) O[lane + 32 * j] = (T)(acc[j] * inv);
-    if (lane == 0) reinterpret_cast<float*>(p.lse)[bh * seq + row] = total > 0.f ? mx + logf(total) : -INFINITY;
+    if (lane == 0)
+        reinterpret_cast<float*>(p.lse)[bh * seq + row] = nan_row ? NAN : total > 0.f ? mx + logf(total) : -INFINITY;
 }
 
 // Per row: dvec = rowsum(dO * O), and the row of dq_acc zeroed (the main kernel adds into it).
