@@ -1,6 +1,7 @@
 //! CPU benchmarks of ltd-core: gather, scatter / route and the samplers, each gather/scatter group
-//! with a `memcpy` of the same bytes in the same group (design.md §5: CPU gather/scatter within 1.25x
-//! of memcpy). Sizes are chosen to run quickly on 2 cores: B 4 x S 2048 x C 1024 bf16, r 1024.
+//! with a `memcpy` of the same bytes in the same group (the performance targets of
+//! `docs/design.md`: CPU gather/scatter within 1.25x of memcpy). Sizes are chosen to run quickly on
+//! 2 cores: B 4 x S 2048 x C 1024 bf16, r 1024.
 
 use std::hint::black_box;
 

@@ -1,5 +1,5 @@
-//! `ltd bench`: the kernel benchmarks of design section 5 on whatever device is present, printed
-//! as ratio tables against a ceiling measured in the same run.
+//! `ltd bench`: the kernel benchmarks behind the performance targets of `docs/design.md`, on
+//! whatever device is present, printed as ratio tables against a ceiling measured in the same run.
 //!
 //! - CPU: gather / scatter / route against `memcpy` of the same bytes (target: gather and scatter
 //!   within 1.25x of memcpy), the token sampler, and the fused block-sparse attention at several
@@ -171,93 +171,184 @@ fn run_cpu(quick: bool, smoke: bool, out: &mut impl Write) -> Result<()> {
     )?;
     let cases = 6 + sizes.samplers.len() + sizes.per_row.len() + 1;
     let pb = progress(cases as u64);
+    let rows = bench_row_ops(&sizes, &pb)?;
+    let samplers = bench_samplers(&sizes, &pb)?;
+    let attn = bench_attention(&sizes, &pb)?;
+    pb.finish_and_clear();
 
-    // Row ops.
+    write_row_table(out, sizes.rows, threads, &rows)?;
+    write_sampler_table(out, &samplers)?;
+    write_attention_table(out, sizes.attn, sizes.attn_block, &attn)
+}
+
+/// One Random-LTD row op timed against its `memcpy` ceiling.
+struct RowResult {
+    op: &'static str,
+    order: &'static str,
+    ours_us: f64,
+    copy_us: f64,
+    bytes: usize,
+}
+
+/// One token-sampler case `(L, B, S, r)` and its median time.
+struct SamplerResult {
+    case: (usize, usize, usize, usize),
+    us: f64,
+}
+
+/// The fused attention at one density, forward alone and forward + backward.
+struct AttnResult {
+    density: f64,
+    tiles: usize,
+    fwd_us: f64,
+    both_us: f64,
+}
+
+/// The `memcpy` sources and destinations of the row-op ceilings: the kept part (gather,
+/// scatter) and the full tensor (route), with a destination for each of the two copies (one
+/// thread, all rayon threads) as both closures of a round borrow theirs at once.
+struct CopyBuffers {
+    src_part: Vec<bf16>,
+    dst_part: Vec<bf16>,
+    dst_part2: Vec<bf16>,
+    src_full: Vec<bf16>,
+    dst_full: Vec<bf16>,
+    dst_full2: Vec<bf16>,
+}
+
+impl CopyBuffers {
+    fn new(part_elems: usize, full_elems: usize) -> Self {
+        let src_part = vec![bf16::ONE; part_elems];
+        let dst_part = vec![bf16::ZERO; part_elems];
+        let src_full = vec![bf16::ONE; full_elems];
+        let dst_full = vec![bf16::ZERO; full_elems];
+        let (dst_part2, dst_full2) = (dst_part.clone(), dst_full.clone());
+        CopyBuffers {
+            src_part,
+            dst_part,
+            dst_part2,
+            src_full,
+            dst_full,
+            dst_full2,
+        }
+    }
+}
+
+/// Gather, scatter and route in both hidden orders, each against `memcpy` of the same bytes.
+fn bench_row_ops(sizes: &CpuSizes, pb: &ProgressBar) -> Result<Vec<RowResult>> {
     let (b, s, c, r) = sizes.rows;
     let idx = TokenSampler::new(1).sample(0, 1, b, s, r)?.into_vec();
     let iv = IndexView::new(&idx, b, r)?;
+    let mut bufs = CopyBuffers::new(b * r * c, b * s * c);
+    let mut results = Vec::new();
+    for order in [HiddenOrder::BatchSeq, HiddenOrder::SeqBatch] {
+        bench_row_ops_in(order, sizes, &iv, &mut bufs, pb, &mut results)?;
+    }
+    Ok(results)
+}
+
+/// The three row ops in one hidden order, appended to `results`.
+fn bench_row_ops_in(
+    order: HiddenOrder,
+    sizes: &CpuSizes,
+    iv: &IndexView<'_>,
+    bufs: &mut CopyBuffers,
+    pb: &ProgressBar,
+    results: &mut Vec<RowResult>,
+) -> Result<()> {
+    let (b, s, c, r) = sizes.rows;
     let elem = std::mem::size_of::<bf16>();
     let part_elems = b * r * c;
     let full_elems = b * s * c;
-    let src_part = vec![bf16::ONE; part_elems];
-    let mut dst_part = vec![bf16::ZERO; part_elems];
-    let src_full = vec![bf16::ONE; full_elems];
-    let mut dst_full = vec![bf16::ZERO; full_elems];
-    let (mut dst_part2, mut dst_full2) = (dst_part.clone(), dst_full.clone());
-    let mut row_results = Vec::new();
-    for order in [HiddenOrder::BatchSeq, HiddenOrder::SeqBatch] {
-        let data: Vec<bf16> = (0..full_elems)
-            .map(|i| bf16::from_f32((i % 251) as f32))
-            .collect();
-        let h = HiddenTensor::from_vec(data, order, b, s, c)?;
-        let part = HiddenTensor::from_vec(
-            (0..part_elems)
-                .map(|i| bf16::from_f32((i % 13) as f32))
-                .collect(),
-            order,
-            b,
-            r,
-            c,
-        )?;
-        let mut kept = HiddenTensor::<bf16>::zeros(order, b, r, c)?;
-        let mut y = HiddenTensor::<bf16>::zeros(order, b, s, c)?;
-        let name = match order {
-            HiddenOrder::BatchSeq => "[B,S,C]",
-            HiddenOrder::SeqBatch => "[S,B,C]",
-        };
-        // Each op is measured in turn with the two memcpy ceilings of the same bytes (one
-        // thread, and split over the rayon threads, as the ops run on the rayon pool); the
-        // ceiling is the faster copy.
-        pb.set_message(format!("gather {order:?}"));
-        let t = interleaved_medians_us::<CliError>(
-            sizes.budget,
-            &mut [
-                &mut || Ok(gather(black_box(&h.view()), &iv, &mut kept.view_mut())?),
-                &mut || copy(&src_part, &mut dst_part),
-                &mut || par_copy(&src_part, &mut dst_part2),
-            ],
-        )?;
-        row_results.push(("gather", name, t[0], t[1].min(t[2]), 2 * part_elems * elem));
+    let data: Vec<bf16> = (0..full_elems)
+        .map(|i| bf16::from_f32((i % 251) as f32))
+        .collect();
+    let h = HiddenTensor::from_vec(data, order, b, s, c)?;
+    let part = HiddenTensor::from_vec(
+        (0..part_elems)
+            .map(|i| bf16::from_f32((i % 13) as f32))
+            .collect(),
+        order,
+        b,
+        r,
+        c,
+    )?;
+    let mut kept = HiddenTensor::<bf16>::zeros(order, b, r, c)?;
+    let mut y = HiddenTensor::<bf16>::zeros(order, b, s, c)?;
+    let name = match order {
+        HiddenOrder::BatchSeq => "[B,S,C]",
+        HiddenOrder::SeqBatch => "[S,B,C]",
+    };
+    let CopyBuffers {
+        src_part,
+        dst_part,
+        dst_part2,
+        src_full,
+        dst_full,
+        dst_full2,
+    } = bufs;
+    let mut push = |op, t: Vec<f64>, bytes| {
+        results.push(RowResult {
+            op,
+            order: name,
+            ours_us: t[0],
+            copy_us: t[1].min(t[2]),
+            bytes,
+        });
         pb.inc(1);
-        pb.set_message(format!("scatter {order:?}"));
-        let t = interleaved_medians_us::<CliError>(
-            sizes.budget,
-            &mut [
-                &mut || {
-                    Ok(scatter_in_place(
-                        &mut y.view_mut(),
-                        black_box(&part.view()),
-                        &iv,
-                    )?)
-                },
-                &mut || copy(&src_part, &mut dst_part),
-                &mut || par_copy(&src_part, &mut dst_part2),
-            ],
-        )?;
-        row_results.push(("scatter", name, t[0], t[1].min(t[2]), 2 * part_elems * elem));
-        pb.inc(1);
-        pb.set_message(format!("route {order:?}"));
-        let t = interleaved_medians_us::<CliError>(
-            sizes.budget,
-            &mut [
-                &mut || {
-                    Ok(route(
-                        black_box(&h.view()),
-                        &part.view(),
-                        &iv,
-                        &mut y.view_mut(),
-                    )?)
-                },
-                &mut || copy(&src_full, &mut dst_full),
-                &mut || par_copy(&src_full, &mut dst_full2),
-            ],
-        )?;
-        row_results.push(("route", name, t[0], t[1].min(t[2]), 2 * full_elems * elem));
-        pb.inc(1);
-    }
+    };
+    // Each op is measured in turn with the two memcpy ceilings of the same bytes (one thread,
+    // and split over the rayon threads, as the ops run on the rayon pool); the ceiling is the
+    // faster copy.
+    pb.set_message(format!("gather {order:?}"));
+    let t = interleaved_medians_us::<CliError>(
+        sizes.budget,
+        &mut [
+            &mut || Ok(gather(black_box(&h.view()), iv, &mut kept.view_mut())?),
+            &mut || copy(src_part, dst_part),
+            &mut || par_copy(src_part, dst_part2),
+        ],
+    )?;
+    push("gather", t, 2 * part_elems * elem);
+    pb.set_message(format!("scatter {order:?}"));
+    let t = interleaved_medians_us::<CliError>(
+        sizes.budget,
+        &mut [
+            &mut || {
+                Ok(scatter_in_place(
+                    &mut y.view_mut(),
+                    black_box(&part.view()),
+                    iv,
+                )?)
+            },
+            &mut || copy(src_part, dst_part),
+            &mut || par_copy(src_part, dst_part2),
+        ],
+    )?;
+    push("scatter", t, 2 * part_elems * elem);
+    pb.set_message(format!("route {order:?}"));
+    let t = interleaved_medians_us::<CliError>(
+        sizes.budget,
+        &mut [
+            &mut || {
+                Ok(route(
+                    black_box(&h.view()),
+                    &part.view(),
+                    iv,
+                    &mut y.view_mut(),
+                )?)
+            },
+            &mut || copy(src_full, dst_full),
+            &mut || par_copy(src_full, dst_full2),
+        ],
+    )?;
+    push("route", t, 2 * full_elems * elem);
+    Ok(())
+}
 
-    // Samplers.
-    let mut sampler_results = Vec::new();
+/// The token sampler at each size of `sizes.samplers`, all layers in one call.
+fn bench_samplers(sizes: &CpuSizes, pb: &ProgressBar) -> Result<Vec<SamplerResult>> {
+    let mut results = Vec::new();
     for &(l, bb, ss, rr) in &sizes.samplers {
         pb.set_message(format!("sampler {l}x{bb}x{ss}"));
         let sampler = TokenSampler::new(1);
@@ -268,11 +359,17 @@ fn run_cpu(quick: bool, smoke: bool, out: &mut impl Write) -> Result<()> {
             sampler.sample_into(step, l, bb, ss, rr, &mut buf)?;
             Ok(())
         })?;
-        sampler_results.push(((l, bb, ss, rr), t));
+        results.push(SamplerResult {
+            case: (l, bb, ss, rr),
+            us: t,
+        });
         pb.inc(1);
     }
+    Ok(results)
+}
 
-    // Attention.
+/// The fused attention at each density of `sizes.per_row`, then dense (the last result).
+fn bench_attention(sizes: &CpuSizes, pb: &ProgressBar) -> Result<Vec<AttnResult>> {
     let shape = sizes.attn;
     let blk = sizes.attn_block;
     let nb = shape.seq_len.div_ceil(blk);
@@ -288,7 +385,7 @@ fn run_cpu(quick: bool, smoke: bool, out: &mut impl Write) -> Result<()> {
         min_iters: sizes.budget.min_iters.min(3),
         ..sizes.budget
     };
-    let mut attn_results = Vec::new();
+    let mut results = Vec::new();
     let mut per_rows = sizes.per_row.clone();
     if !per_rows.contains(&nb) {
         per_rows.push(nb);
@@ -296,37 +393,70 @@ fn run_cpu(quick: bool, smoke: bool, out: &mut impl Write) -> Result<()> {
     for &per_row in &per_rows {
         pb.set_message(format!("attention {per_row}/{nb} blocks per row"));
         let layout = layout_with(shape.heads, nb, blk, per_row)?;
-        let mut o = vec![0.0f32; n];
-        let mut lse = vec![0.0f32; shape.lse_len()];
-        let fwd = median_us::<CliError>(attn_budget, || {
-            attention_forward(&layout, shape, &inputs, &opts, &mut o, &mut lse)?;
-            Ok(())
-        })?;
-        let (mut dq, mut dk, mut dv) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-        let both = median_us::<CliError>(attn_budget, || {
-            attention_forward(&layout, shape, &inputs, &opts, &mut o, &mut lse)?;
-            attention_backward(
-                &layout,
-                shape,
-                &inputs,
-                &opts,
-                &o,
-                &dout,
-                &lse,
-                AttentionGrads {
-                    dq: &mut dq,
-                    dk: &mut dk,
-                    dv: &mut dv,
-                    dbias: None,
-                },
-            )?;
-            Ok(())
-        })?;
-        attn_results.push((layout.density(), layout.nnz(), fwd, both));
+        results.push(bench_attention_layout(
+            &layout,
+            shape,
+            &inputs,
+            &opts,
+            &dout,
+            attn_budget,
+        )?);
         pb.inc(1);
     }
-    pb.finish_and_clear();
+    Ok(results)
+}
 
+/// Forward, and forward + backward, of the fused attention on one layout.
+fn bench_attention_layout(
+    layout: &Layout,
+    shape: AttentionShape,
+    inputs: &AttentionInputs<'_, f32>,
+    opts: &AttentionOptions<'_, f32>,
+    dout: &[f32],
+    budget: Budget,
+) -> Result<AttnResult> {
+    let n = shape.qkv_len();
+    let mut o = vec![0.0f32; n];
+    let mut lse = vec![0.0f32; shape.lse_len()];
+    let fwd = median_us::<CliError>(budget, || {
+        attention_forward(layout, shape, inputs, opts, &mut o, &mut lse)?;
+        Ok(())
+    })?;
+    let (mut dq, mut dk, mut dv) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    let both = median_us::<CliError>(budget, || {
+        attention_forward(layout, shape, inputs, opts, &mut o, &mut lse)?;
+        attention_backward(
+            layout,
+            shape,
+            inputs,
+            opts,
+            &o,
+            dout,
+            &lse,
+            AttentionGrads {
+                dq: &mut dq,
+                dk: &mut dk,
+                dv: &mut dv,
+                dbias: None,
+            },
+        )?;
+        Ok(())
+    })?;
+    Ok(AttnResult {
+        density: layout.density(),
+        tiles: layout.nnz(),
+        fwd_us: fwd,
+        both_us: both,
+    })
+}
+
+/// The row-op table.
+fn write_row_table(
+    out: &mut impl Write,
+    (b, s, c, r): (usize, usize, usize, usize),
+    threads: usize,
+    rows: &[RowResult],
+) -> Result<()> {
     writeln!(
         out,
         "Random-LTD row ops, B {b} x S {s} x C {c} bf16, r {r} (design target: gather and scatter <= 1.25x memcpy)"
@@ -336,19 +466,24 @@ fn run_cpu(quick: bool, smoke: bool, out: &mut impl Write) -> Result<()> {
         "  {:<8} {:<8} {:>10} {:>10} {:>12} {:>8}",
         "op", "order", "ours us", "memcpy us", "ours/memcpy", "GB/s"
     )?;
-    for (op, order, ours, copy, bytes) in &row_results {
+    for row in rows {
+        let (op, order, ours, copy) = (row.op, row.order, row.ours_us, row.copy_us);
         writeln!(
             out,
             "  {op:<8} {order:<8} {ours:>10.1} {copy:>10.1} {:>11.2}x {:>8.1}",
             ours / copy,
-            *bytes as f64 / ours / 1e3
+            row.bytes as f64 / ours / 1e3
         )?;
     }
     writeln!(
         out,
         "  (memcpy of the same bytes, the faster of 1 thread and {threads} threads: the kept part for gather\n   and scatter, the full tensor for route)"
     )?;
+    Ok(())
+}
 
+/// The token-sampler table.
+fn write_sampler_table(out: &mut impl Write, samplers: &[SamplerResult]) -> Result<()> {
     writeln!(
         out,
         "\nToken sampler (keyed ChaCha8, sorted output, all layers in one call)"
@@ -358,7 +493,11 @@ fn run_cpu(quick: bool, smoke: bool, out: &mut impl Write) -> Result<()> {
         "  {:<24} {:>10} {:>12}",
         "L x B x S -> r", "time us", "us per row"
     )?;
-    for ((l, bb, ss, rr), t) in &sampler_results {
+    for SamplerResult {
+        case: (l, bb, ss, rr),
+        us: t,
+    } in samplers
+    {
         writeln!(
             out,
             "  {:<24} {t:>10.1} {:>12.2}",
@@ -366,9 +505,19 @@ fn run_cpu(quick: bool, smoke: bool, out: &mut impl Write) -> Result<()> {
             t / (l * bb) as f64
         )?;
     }
+    Ok(())
+}
 
-    let dense_fwd = attn_results.last().map_or(1.0, |x| x.2);
-    let dense_both = attn_results.last().map_or(1.0, |x| x.3);
+/// The fused-attention table; the last result is the dense layout the ratios compare with.
+fn write_attention_table(
+    out: &mut impl Write,
+    shape: AttentionShape,
+    blk: usize,
+    attn: &[AttnResult],
+) -> Result<()> {
+    let nb = shape.seq_len.div_ceil(blk);
+    let dense_fwd = attn.last().map_or(1.0, |x| x.fwd_us);
+    let dense_both = attn.last().map_or(1.0, |x| x.both_us);
     writeln!(
         out,
         "\nFused block-sparse attention, f32, B {} H {} L {} D {} block {blk} ({nb} x {nb} blocks)",
@@ -379,12 +528,13 @@ fn run_cpu(quick: bool, smoke: bool, out: &mut impl Write) -> Result<()> {
         "  {:>8} {:>7} {:>10} {:>10} {:>12} {:>10} {:>10}",
         "density", "tiles", "fwd ms", "vs dense", "fwd+bwd ms", "vs dense", "GFLOP/s"
     )?;
-    for (density, tiles, fwd, both) in &attn_results {
+    for row in attn {
+        let (tiles, fwd, both) = (row.tiles, row.fwd_us, row.both_us);
         let flops = 4.0 * (shape.batch * tiles * blk * blk * shape.head_dim) as f64;
         writeln!(
             out,
             "  {:>7.1}% {tiles:>7} {:>10.3} {:>9.2}x {:>12.3} {:>9.2}x {:>10.2}",
-            100.0 * density,
+            100.0 * row.density,
             fwd / 1e3,
             fwd / dense_fwd,
             both / 1e3,

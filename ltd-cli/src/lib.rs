@@ -48,7 +48,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Render or export a block-sparse attention layout.
     Layout(layout::LayoutArgs),
-    /// Benchmark the kernels on this machine and print ratio tables (docs/design.md section 5).
+    /// Benchmark the kernels on this machine and print ratio tables (targets: docs/design.md).
     Bench(bench::BenchArgs),
 }
 

@@ -1,7 +1,7 @@
 //! `ltd plan`: the Random-LTD schedule, layer-token budget and sparse layout of a DeepSpeed config.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use ltd_scheduler::{RandomLtdConfig, RandomLtdScheduler};
@@ -227,156 +227,209 @@ fn plan_random_ltd(
     out: &mut impl Write,
 ) -> Result<Vec<u64>> {
     let sched = cfg.schedule;
-    let g = scheduler.global_batch_size();
-    let (l_tot, l_ltd) = (cfg.total_layer_num, cfg.random_ltd_layer_num);
-    let tokens_per_step = u128::from(g) * u128::from(sched.max_value);
+    let tokens_per_step = u128::from(scheduler.global_batch_size()) * u128::from(sched.max_value);
+    let plan = SchedulePlan {
+        cfg,
+        scheduler,
+        steps: plan_steps(args, cfg, tokens_per_step)?,
+        tokens_per_step,
+    };
+    plan.write_summary(args.train_tokens, out)?;
+    plan.write_table(args.rows, out)?;
+    plan.write_chart(args.width as usize, args.ascii, out)?;
+    plan.write_budget(out)?;
+    if let Some(path) = &args.png {
+        plan.write_png(path, out)?;
+    }
+    Ok(plan.sampled_lengths())
+}
+
+/// The steps a plan covers: `--steps`, else `--train-tokens` over the tokens of one step, else
+/// the schedule's `require_steps`; at least 1.
+fn plan_steps(args: &PlanArgs, cfg: &RandomLtdConfig, tokens_per_step: u128) -> Result<u64> {
     let steps = match (args.steps, args.train_tokens) {
         (Some(s), _) => s,
         (None, Some(t)) => u64::try_from(u128::from(t).div_ceil(tokens_per_step))
             .map_err(|_| CliError::usage("--train-tokens gives more than 2^64 steps"))?,
-        (None, None) => sched.require_steps,
+        (None, None) => cfg.schedule.require_steps,
     };
     if steps == 0 {
         return Err(CliError::usage(
             "the number of steps must be at least 1 (--steps or --train-tokens)",
         ));
     }
-    let at_max = scheduler.schedule().first_step_at_max();
-    writeln!(out, "\nRandom-LTD ({})", ltd_scheduler::RANDOM_LTD_KEY_PATH)?;
-    let mask = cfg
-        .model_mask_name
-        .as_deref()
-        .map_or("no mask".to_owned(), |m| format!("mask argument `{m}`"));
-    writeln!(
-        out,
-        "  model         {l_tot} layers, token dropping in {l_ltd} (ids {}), {}, {}, {mask}",
-        ids_label(&cfg.sorted_layer_ids()),
-        cfg.model_type.name(),
-        cfg.hidden_state_order.name(),
-    )?;
-    let reach = match at_max {
-        Some(s) => format!("r = {} from step {}", sched.max_value, grouped(s)),
-        None => "never reaches max_value".to_owned(),
-    };
-    writeln!(
-        out,
-        "  schedule      {}: r from {} to {} in steps of {} over {} steps ({reach})",
-        sched.schedule_type.name(),
-        sched.min_value,
-        sched.max_value,
-        sched.seq_per_step,
-        grouped(sched.require_steps),
-    )?;
-    writeln!(
-        out,
-        "  global batch  {g} sequences x {} tokens = {} tokens per step",
-        sched.max_value,
-        grouped(tokens_per_step)
-    )?;
-    if let Some(t) = args.train_tokens {
+    Ok(steps)
+}
+
+/// A random-LTD config and its scheduler over the steps `ltd plan` covers.
+struct SchedulePlan<'a> {
+    cfg: &'a RandomLtdConfig,
+    scheduler: &'a RandomLtdScheduler,
+    steps: u64,
+    /// Global batch x `max_value`.
+    tokens_per_step: u128,
+}
+
+impl SchedulePlan<'_> {
+    /// The model, schedule and batch lines.
+    fn write_summary(&self, train_tokens: Option<u64>, out: &mut impl Write) -> Result<()> {
+        let (cfg, scheduler) = (self.cfg, self.scheduler);
+        let sched = cfg.schedule;
+        let g = scheduler.global_batch_size();
+        let (l_tot, l_ltd) = (cfg.total_layer_num, cfg.random_ltd_layer_num);
+        let at_max = scheduler.schedule().first_step_at_max();
+        writeln!(out, "\nRandom-LTD ({})", ltd_scheduler::RANDOM_LTD_KEY_PATH)?;
+        let mask = cfg
+            .model_mask_name
+            .as_deref()
+            .map_or("no mask".to_owned(), |m| format!("mask argument `{m}`"));
         writeln!(
             out,
-            "  train tokens  {} = {} steps",
-            grouped(t),
-            grouped(steps)
+            "  model         {l_tot} layers, token dropping in {l_ltd} (ids {}), {}, {}, {mask}",
+            ids_label(&cfg.sorted_layer_ids()),
+            cfg.model_type.name(),
+            cfg.hidden_state_order.name(),
         )?;
-    }
-
-    // The table.
-    let lr = scheduler.lr_schedule();
-    let full_per_step = (sched.max_value * l_tot as u64) as f64;
-    writeln!(out)?;
-    let mut header = format!(
-        "  {:>12}  {:>6}  {:>6}  {:>18}",
-        "step", "r", "kept", "layer-tokens/step"
-    );
-    if lr.is_some() {
-        header.push_str(&format!("  {:>10}", "lr"));
-    }
-    writeln!(out, "{header}")?;
-    let rows = args.rows;
-    let mut table_steps: Vec<u64> = (0..rows)
-        .map(|i| (((steps as u128 * i as u128) / (rows - 1) as u128) as u64).min(steps))
-        .collect();
-    table_steps.dedup();
-    for step in table_steps {
-        let r = scheduler.reserved_length_at(step);
-        let per_step =
-            (r * l_ltd as u64 + sched.max_value * (l_tot - l_ltd) as u64) as f64 / full_per_step;
-        let mut line = format!(
-            "  {:>12}  {:>6}  {:>5.1}%  {:>17.1}%",
-            grouped(step),
-            r,
-            100.0 * r as f64 / sched.max_value as f64,
-            100.0 * per_step
-        );
-        if let Some(lr) = lr {
-            let consumed = scheduler.total_layer_tokens(step.saturating_add(1))?;
-            line.push_str(&format!("  {:>10.3e}", lr.lr_at(consumed)));
+        let reach = match at_max {
+            Some(s) => format!("r = {} from step {}", sched.max_value, grouped(s)),
+            None => "never reaches max_value".to_owned(),
+        };
+        writeln!(
+            out,
+            "  schedule      {}: r from {} to {} in steps of {} over {} steps ({reach})",
+            sched.schedule_type.name(),
+            sched.min_value,
+            sched.max_value,
+            sched.seq_per_step,
+            grouped(sched.require_steps),
+        )?;
+        writeln!(
+            out,
+            "  global batch  {g} sequences x {} tokens = {} tokens per step",
+            sched.max_value,
+            grouped(self.tokens_per_step)
+        )?;
+        if let Some(t) = train_tokens {
+            writeln!(
+                out,
+                "  train tokens  {} = {} steps",
+                grouped(t),
+                grouped(self.steps)
+            )?;
         }
-        writeln!(out, "{line}")?;
-    }
-    writeln!(
-        out,
-        "  (kept = r / max_value in the {l_ltd} token-dropping layers; layer-tokens/step relative to no dropping)"
-    )?;
-
-    // The terminal chart.
-    writeln!(out, "\n  reserved length r by training step")?;
-    let chart = plot::terminal_chart(
-        |x| scheduler.reserved_length_at(x.round() as u64) as f64,
-        steps as f64,
-        sched.max_value as f64,
-        args.width as usize,
-        12,
-        "training step",
-        args.ascii,
-    );
-    for line in chart.lines() {
-        writeln!(out, "  {line}")?;
+        Ok(())
     }
 
-    // The budget.
-    let total = scheduler.total_layer_tokens(steps)?;
-    let baseline = scheduler.baseline_layer_tokens(steps)?;
-    let saving = scheduler.layer_token_saving(steps)?;
-    let saved = baseline - total;
-    let ltd_baseline =
-        u128::from(g) * u128::from(sched.max_value) * l_ltd as u128 * u128::from(steps);
-    writeln!(
-        out,
-        "\n  layer-tokens over {} steps ({} training tokens):",
-        grouped(steps),
-        short((tokens_per_step * u128::from(steps)) as f64)
-    )?;
-    writeln!(
-        out,
-        "    with random-LTD   {:>26}  ({})",
-        grouped(total),
-        short(total as f64)
-    )?;
-    writeln!(
-        out,
-        "    without           {:>26}  ({})",
-        grouped(baseline),
-        short(baseline as f64)
-    )?;
-    writeln!(
-        out,
-        "    saved             {:>26}  ({}, {:.2}%)",
-        grouped(saved),
-        short(saved as f64),
-        100.0 * saving
-    )?;
-    if ltd_baseline > 0 {
+    /// The table of `r`, the kept share, layer-tokens per step (and the learning rate where the
+    /// config enables `layer_token_lr_schedule`) at `rows` evenly spaced steps.
+    fn write_table(&self, rows: u64, out: &mut impl Write) -> Result<()> {
+        let (cfg, scheduler, steps) = (self.cfg, self.scheduler, self.steps);
+        let sched = cfg.schedule;
+        let (l_tot, l_ltd) = (cfg.total_layer_num, cfg.random_ltd_layer_num);
+        let lr = scheduler.lr_schedule();
+        let full_per_step = (sched.max_value * l_tot as u64) as f64;
+        writeln!(out)?;
+        let mut header = format!(
+            "  {:>12}  {:>6}  {:>6}  {:>18}",
+            "step", "r", "kept", "layer-tokens/step"
+        );
+        if lr.is_some() {
+            header.push_str(&format!("  {:>10}", "lr"));
+        }
+        writeln!(out, "{header}")?;
+        let mut table_steps: Vec<u64> = (0..rows)
+            .map(|i| (((steps as u128 * i as u128) / (rows - 1) as u128) as u64).min(steps))
+            .collect();
+        table_steps.dedup();
+        for step in table_steps {
+            let r = scheduler.reserved_length_at(step);
+            let per_step = (r * l_ltd as u64 + sched.max_value * (l_tot - l_ltd) as u64) as f64
+                / full_per_step;
+            let mut line = format!(
+                "  {:>12}  {:>6}  {:>5.1}%  {:>17.1}%",
+                grouped(step),
+                r,
+                100.0 * r as f64 / sched.max_value as f64,
+                100.0 * per_step
+            );
+            if let Some(lr) = lr {
+                let consumed = scheduler.total_layer_tokens(step.saturating_add(1))?;
+                line.push_str(&format!("  {:>10.3e}", lr.lr_at(consumed)));
+            }
+            writeln!(out, "{line}")?;
+        }
         writeln!(
             out,
-            "  the {l_ltd} token-dropping layers alone process {:.2}% fewer tokens",
-            100.0 * saved as f64 / ltd_baseline as f64
+            "  (kept = r / max_value in the {l_ltd} token-dropping layers; layer-tokens/step relative to no dropping)"
         )?;
+        Ok(())
     }
 
-    if let Some(path) = &args.png {
+    /// The terminal chart of `r` over the steps, `width` columns wide.
+    fn write_chart(&self, width: usize, ascii: bool, out: &mut impl Write) -> Result<()> {
+        writeln!(out, "\n  reserved length r by training step")?;
+        let chart = plot::terminal_chart(
+            |x| self.scheduler.reserved_length_at(x.round() as u64) as f64,
+            self.steps as f64,
+            self.cfg.schedule.max_value as f64,
+            width,
+            12,
+            "training step",
+            ascii,
+        );
+        for line in chart.lines() {
+            writeln!(out, "  {line}")?;
+        }
+        Ok(())
+    }
+
+    /// The layer-tokens over the steps with and without random-LTD, and the saving.
+    fn write_budget(&self, out: &mut impl Write) -> Result<()> {
+        let (scheduler, steps) = (self.scheduler, self.steps);
+        let l_ltd = self.cfg.random_ltd_layer_num;
+        let total = scheduler.total_layer_tokens(steps)?;
+        let baseline = scheduler.baseline_layer_tokens(steps)?;
+        let saving = scheduler.layer_token_saving(steps)?;
+        let saved = baseline - total;
+        let ltd_baseline = self.tokens_per_step * l_ltd as u128 * u128::from(steps);
+        writeln!(
+            out,
+            "\n  layer-tokens over {} steps ({} training tokens):",
+            grouped(steps),
+            short((self.tokens_per_step * u128::from(steps)) as f64)
+        )?;
+        writeln!(
+            out,
+            "    with random-LTD   {:>26}  ({})",
+            grouped(total),
+            short(total as f64)
+        )?;
+        writeln!(
+            out,
+            "    without           {:>26}  ({})",
+            grouped(baseline),
+            short(baseline as f64)
+        )?;
+        writeln!(
+            out,
+            "    saved             {:>26}  ({}, {:.2}%)",
+            grouped(saved),
+            short(saved as f64),
+            100.0 * saving
+        )?;
+        if ltd_baseline > 0 {
+            writeln!(
+                out,
+                "  the {l_ltd} token-dropping layers alone process {:.2}% fewer tokens",
+                100.0 * saved as f64 / ltd_baseline as f64
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The schedule chart as a PNG at `path`.
+    fn write_png(&self, path: &Path, out: &mut impl Write) -> Result<()> {
+        let (scheduler, sched, steps) = (self.scheduler, self.cfg.schedule, self.steps);
         let samples = 600u64;
         let points = (0..=samples)
             .map(|i| {
@@ -405,13 +458,18 @@ fn plan_random_ltd(
         };
         write_file(path, &plot::line_chart_png(&chart)?)?;
         writeln!(out, "\n  wrote the schedule chart to {}", path.display())?;
+        Ok(())
     }
 
-    let mut lengths = vec![scheduler.reserved_length_at(0)];
-    lengths.push(scheduler.reserved_length_at(steps / 2));
-    lengths.push(scheduler.reserved_length_at(steps));
-    lengths.dedup();
-    Ok(lengths)
+    /// The reserved lengths at the first, middle and last step, without repeats.
+    fn sampled_lengths(&self) -> Vec<u64> {
+        let (scheduler, steps) = (self.scheduler, self.steps);
+        let mut lengths = vec![scheduler.reserved_length_at(0)];
+        lengths.push(scheduler.reserved_length_at(steps / 2));
+        lengths.push(scheduler.reserved_length_at(steps));
+        lengths.dedup();
+        lengths
+    }
 }
 
 fn plan_sparse(

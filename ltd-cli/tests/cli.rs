@@ -148,7 +148,7 @@ fn unknown_subcommand_and_flag_are_usage_errors() {
 fn plan_embedded_default() {
     let out = ok(&["plan"]);
     assert!(out.contains("embedded default"), "{out}");
-    // Spec §1.9's worked example: 100,000 -> 1088, 200,000 -> 2048.
+    // The worked example of upstream-semantics.md §1.9: 100,000 -> 1088, 200,000 -> 2048.
     assert!(
         out.lines()
             .any(|l| l.contains("100,000") && l.contains("1088")),
@@ -447,7 +447,7 @@ fn layout_text() {
         out.contains("fixed layout: seq 128, block 16 -> 8 x 8 blocks"),
         "{out}"
     );
-    // Spec §2.3.2's example, nb = 8, bidirectional.
+    // The example of upstream-semantics.md §2.3.2, nb = 8, bidirectional.
     assert!(
         out.contains("####...#\n####...#\n####...#\n####...#\n...#####\n"),
         "{out}"

@@ -2,7 +2,7 @@
 //!
 //! The sampler's keys are the output words of ChaCha8 with random access by word position, exactly
 //! as `rand_chacha::ChaCha8Rng` produces them after `from_seed`, `set_stream` and `set_word_pos`
-//! (design.md §4). The state of block `n` of stream `t` is
+//! (`docs/design.md`, "Exactness contracts"). The state of block `n` of stream `t` is
 //!
 //! ```text
 //! word  0..4   "expa" "nd 3" "2-by" "te k"   (the constants)
@@ -50,7 +50,7 @@ pub fn key_words(seed: &[u8; 32]) -> [u32; 8] {
 }
 
 /// The sampler's 32-byte ChaCha seed for `(seed, step)`:
-/// `seed.to_le_bytes() ++ step.to_le_bytes() ++ [0; 16]` (design.md §4).
+/// `seed.to_le_bytes() ++ step.to_le_bytes() ++ [0; 16]` (`docs/design.md`, "Exactness contracts").
 ///
 /// ```
 /// let s = ltd_core::chacha::sampler_seed(1, 2);

@@ -1,5 +1,5 @@
-//! The keyed-ChaCha token sampler (design.md §4), shared by the decoder (`gpt`) and encoder (`bert`)
-//! variants, which differ only in the masks they return.
+//! The keyed-ChaCha token sampler (`docs/design.md`, "Exactness contracts"), shared by the decoder
+//! (`gpt`) and encoder (`bert`) variants, which differ only in the masks they return.
 //!
 //! For seed `s`, step `t` and row `(l, b)` of `[L, B]`: `key[i]` is word `i` of ChaCha8 stream
 //! `l * B + b` under the 32-byte seed `s.to_le_bytes() ++ t.to_le_bytes() ++ [0; 16]`

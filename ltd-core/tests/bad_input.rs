@@ -1,4 +1,5 @@
-//! Design §6: every bad input a caller can construct is a typed error, never a panic.
+//! `docs/design.md`, "Bad input and failure": every bad input a caller can construct is a typed
+//! error, never a panic.
 
 use half::{bf16, f16};
 use ltd_core::*;

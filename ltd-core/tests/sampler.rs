@@ -7,8 +7,8 @@ use proptest::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-/// The design.md §4 definition, written with `rand_chacha`: keys are the words of stream `l*B+b`,
-/// keep the r smallest `(key, i)` pairs, sort ascending.
+/// The definition of `docs/design.md` ("Exactness contracts"), written with `rand_chacha`: keys
+/// are the words of stream `l*B+b`, keep the r smallest `(key, i)` pairs, sort ascending.
 fn oracle_row(seed: u64, step: u64, stream: u64, seq: usize, r: usize) -> Vec<i32> {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
@@ -57,7 +57,7 @@ proptest! {
     }
 }
 
-/// Spec §3.3's sizes (upstream's sort stopped at 2048).
+/// The sizes of upstream-semantics.md §3.3 (upstream's sort stopped at 2048).
 #[test]
 fn parity_sizes() {
     for seq in [1usize, 7, 2048, 2049, 5000] {

@@ -124,12 +124,13 @@ typedef struct LtdRouteRowsParams {
 
 /**
  * Mask gather for all layers in one launch:
- *   out[((l*batch + b)*out_rows + i)*reserved + j] =
- *       mask[b*mask_batch_stride + row(i)*mask_row_stride + idx[l,b,j]*mask_col_stride]
- * with row(i) = idx[l,b,i] when gather_rows != 0 (a [B,1,S,S] mask, out_rows == reserved) and
- * row(i) = 0 when gather_rows == 0 (a [B,1,1,S] key-padding mask, out_rows == 1). idx is int32 contiguous [layers, batch,
- * reserved]; entries whose index is outside [0, seq) are left unwritten (guard only; the host
- * validates). Element width by kernel name: `ltd_mask_gather_b1`, `_b2`, `_b4`.
+ *   `out[((l*batch + b)*out_rows + i)*reserved + j] =`
+ *       `mask[b*mask_batch_stride + row(i)*mask_row_stride + idx[l,b,j]*mask_col_stride]`
+ * with `row(i) = idx[l,b,i]` when gather_rows != 0 (a `[B,1,S,S]` mask, out_rows == reserved)
+ * and `row(i) = 0` when gather_rows == 0 (a `[B,1,1,S]` key-padding mask, out_rows == 1). idx is
+ * int32 contiguous `[layers, batch, reserved]`; entries whose index is outside [0, seq) are left
+ * unwritten (guard only; the host validates). Element width by kernel name: `ltd_mask_gather_b1`,
+ * `_b2`, `_b4`.
  * Launch: grid (ceil(reserved / 128) , out_rows, layers * batch), blockDim.x = 128.
  */
 typedef struct LtdMaskGatherParams {
@@ -267,16 +268,16 @@ typedef struct LtdSparseAttnTmaMaps {
  * causal != 0 also hides keys after the query. Keys >= seq are always hidden.
  * scale_log2 = softmax scale * log2(e).
  *
- * Work items: work_items is int32 [items][8] = (head, query tile, first, end, slot, first
- * column, first mask, second column): the CTA walks tile_cols[first..end) of that row (the
- * last three repeat tile_cols[first], tile_masks[first] and tile_cols[first + 1], 0 past the
- * item's end, so the first two K/V loads need no dependent read). A whole row (slot = -1) writes o and lse. A row much
- * longer than the rest (global rows) is split into pieces: a piece with slot s >= 0 writes its
- * normalised partial output to part_o[(b*num_slots + s)*item_rows*D ..] (f32 [item_rows][D])
- * and its lse (natural log) to part_lse[(b*num_slots + s)*item_rows ..] instead (every row of
- * the slot). Every (head, query tile) is covered by its items, rows with no chunk by an empty
- * item. Items are ordered longest first (the launcher's choice: by powers of two, head-major
- * inside each).
+ * Work items: work_items is int32 `[items][8]` = (head, query tile, first, end, slot, first
+ * column, first mask, second column): the CTA walks `tile_cols[first..end)` of that row (the
+ * last three repeat `tile_cols[first]`, `tile_masks[first]` and `tile_cols[first + 1]`, 0 past
+ * the item's end, so the first two K/V loads need no dependent read). A whole row (slot = -1)
+ * writes o and lse. A row much longer than the rest (global rows) is split into pieces: a piece
+ * with slot s >= 0 writes its normalised partial output to
+ * `part_o[(b*num_slots + s)*item_rows*D ..]` (f32 `[item_rows][D]`) and its lse (natural log)
+ * to `part_lse[(b*num_slots + s)*item_rows ..]` instead (every row of the slot). Every (head,
+ * query tile) is covered by its items, rows with no chunk by an empty item. Items are ordered
+ * longest first (the launcher's choice: by powers of two, head-major inside each).
  * Kernels `ltd_sparse_attn_fwd_{bf16,f16}_d{64,128}` (attn/sm80, mma.sync, compute capability
  * 8.0+): grid (items * B) with item = blockIdx.x / B, b = blockIdx.x % B; LTD_SPARSE_ATTN_THREADS
  * threads; dynamic shared memory LTD_SPARSE_ATTN_FWD_SMEM_D{64,128}; item_rows = 64.
@@ -290,7 +291,7 @@ typedef struct LtdSparseAttnTmaMaps {
  * through the bias tensor map (L a multiple of 8; p.bias is ignored), with dynamic shared memory
  * LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D{64,128}.
  * `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` (attn/common) then merges the pieces of
- * every split row: split_rows is int32 [split][4] = (head, query tile, first slot, slot count),
+ * every split row: split_rows is int32 `[split][4]` = (head, query tile, first slot, slot count),
  * each covering item_rows rows; grid (split * B, item_rows / LTD_SPARSE_ATTN_ROWS_PER_CTA) with
  * the same item/batch order in x, LTD_SPARSE_ATTN_THREADS threads: warp w of CTA (x, y) merges
  * row 4y + w of its split row (docs/kernels.md, "Work items and split/combine"). It executes
@@ -325,19 +326,20 @@ typedef struct LtdSparseAttnFwdParams {
 /**
  * Fused block-sparse attention backward (FA2 structure; docs/kernels.md, "Backward"),
  * fp16/bf16, fp32 accumulation. Three kernels, all on these params:
- *   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}` (attn/common): dvec[row] = sum_d dout[row,d] * o[row,d]
- *       (f32 [B,H,L]) and dq_acc[row, :] = 0 (so dq_acc needs no zero fill); grid
- *       ceil(B*H*L / 4), 128 threads (one warp per row). With row_stats (not 0) it writes,
- *       instead of dvec, each 64-row query tile's lse and dvec side by side for the Hopper
- *       kernel: f32 [B*H][Lp / 64][2][64], Lp = L rounded up to LTD_SPARSE_ATTN_STATS_ROWS_ALIGN
- *       (covers the padded length of a layout of any block), rows past L as 0; the grid then covers ceil(B*H*Lp / 4)
- *       warps (one per padded row).
+ *   `ltd_sparse_attn_bwd_pre_{bf16,f16}_d{64,128}` (attn/common):
+ *       `dvec[row] = sum_d dout[row,d] * o[row,d]` (f32 `[B,H,L]`) and `dq_acc[row, :] = 0`
+ *       (so dq_acc needs no zero fill); grid ceil(B*H*L / 4), 128 threads (one warp per row).
+ *       With row_stats (not 0) it writes, instead of dvec, each 64-row query tile's lse and dvec
+ *       side by side for the Hopper kernel: f32 `[B*H][Lp / 64][2][64]`, Lp = L rounded up to
+ *       LTD_SPARSE_ATTN_STATS_ROWS_ALIGN (covers the padded length of a layout of any block), rows
+ *       past L as 0; the grid then covers ceil(B*H*Lp / 4) warps (one per padded row).
  *   `ltd_sparse_attn_bwd_{bf16,f16}_d{64,128}` (no bias) and `ltd_sparse_attn_bwd_bias_...` (with
  *       bias / dbias; attn/sm80): one CTA (128 threads) per work item (a 64-key chunk, or a
  *       piece of a long one) and batch row (below), dynamic shared memory
  *       LTD_SPARSE_ATTN_BWD_SMEM_D{64,128}; walks the query tiles of its chunk through the transposed coarse
  *       tables (tile_rows / tile_col_masks, same bit meaning as the forward's),
- *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 [B,H,L,D], zeroed by the pre-pass).
+ *       writes dk, dv and atomically adds scale * dS K into dq_acc (f32 `[B,H,L,D]`, zeroed by
+ *       the pre-pass).
  *       `ltd_sparse_attn_bwd_bias_tiles_{bf16,f16}_d{64,128}` (same file and parameters): the
  *       bias kernel reading the bias one [64 query][64 key] tile per query tile by cp.async
  *       (L a multiple of 8), with dynamic shared memory LTD_SPARSE_ATTN_BWD_BIAS_TILES_SMEM_D{64,128}.
@@ -362,16 +364,16 @@ typedef struct LtdSparseAttnFwdParams {
  *       LTD_SPARSE_ATTN_BWD_DQ_ELEMS_PER_THREAD elements per thread and grid step (dq_acc and dq
  *       16- and 8-byte aligned); any grid (the launcher's: LTD_SPARSE_ATTN_BWD_DQ_THREADS threads).
  * lse is the forward's (natural log). scale is the softmax scale; scale_log2 = scale * log2(e).
- * bias (optional, [B,H,L,L], 0 = none) as in the forward; dbias (optional, same shape, must be
+ * bias (optional, `[B,H,L,L]`, 0 = none) as in the forward; dbias (optional, same shape, must be
  * zeroed by the caller) receives dS = P * (dP - dvec) at every visible (query, key) position.
  * Work items as in the forward, over key chunks: the main kernel's grid is (items * B),
- * item = blockIdx.x / B, b = blockIdx.x % B, work_items[item] = (head, key chunk, first, end,
+ * item = blockIdx.x / B, b = blockIdx.x % B, `work_items[item]` = (head, key chunk, first, end,
  * slot, first query tile, first mask, second query tile) over tile_rows / tile_col_masks; an item with
  * slot s >= 0 writes f32 partial dK (scaled) / dV rows to
  * part_dk / part_dv[((b*num_slots + s)*64 + key)*D ..] (all 64) instead of dk / dv, and
  * `ltd_sparse_attn_bwd_combine_{bf16,f16}_d{64,128}` (attn/common; grid (split * B, 16), 128 threads: warp w
  * of CTA (x, y) sums key 4y + w of its column) sums the pieces of every split column
- * (split_cols[i] = (head, key chunk, first slot, count)).
+ * (`split_cols[i]` = (head, key chunk, first slot, count)).
  */
 typedef struct LtdSparseAttnBwdParams {
     ltd_devptr_t q;
@@ -408,12 +410,13 @@ typedef struct LtdSparseAttnBwdParams {
 /**
  * Block-sparse softmax over the layout's active tiles (upstream's `Softmax`), forward and
  * backward. Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order;
- * row_offsets ([H * nb + 1]) / row_columns ([nnz]) are the layout's CSR (CSR position = tile).
+ * row_offsets (`[H * nb + 1]`) / row_columns (`[nnz]`) are the layout's CSR (CSR position =
+ * tile).
  * Forward (`ltd_sparse_softmax_fwd_{f32,f16,bf16}`): for query q = i*b + r and key = j*b + c,
- * s = x * scale (+ rpe[z,h,q,key]) (+ kpm term [z,key]) (+ attn-mask term [q,key]); a term is
+ * s = x * scale (+ `rpe[z,h,q,key]`) (+ kpm term `[z,key]`) (+ attn-mask term `[q,key]`); a term is
  * the value (mode 0, add) or -inf where the value is 0 and 0 elsewhere (mode 1, mul); y =
  * softmax over the row's active keys, 0 for a row with no finite score. rpe/kpm/am: input dtype,
- * [Z,H,S,S] / [Z,S] / [S,S] with S = nb * b, 0 = none.
+ * `[Z,H,S,S]` / `[Z,S]` / `[S,S]` with S = nb * b, 0 = none.
  * Backward (`ltd_sparse_softmax_bwd_{...}`): dx = y * (dy - sum_row(y * dy)) * scale.
  * Launch: one warp per (z, h, query row): grid ceil(Z*H*S / 4), 128 threads.
  */
@@ -447,16 +450,17 @@ typedef struct LtdSparseSoftmaxParams {
  * trans flag is non-zero. S = num_blocks * block, F = dense_dim (>= 1), Z = batch, H = heads.
  * Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order; dense
  * tensors are row-major [Z, H, rows, cols], stored transposed when their trans flag is set:
- *   sdd: op(A) [Z,H,S,F], op(B) [Z,H,F,S] -> C sparse (only layout tiles; any F: K zero-filled);
- *   dsd: op(A) sparse [S,S], op(B) [Z,H,S,F] -> C dense [Z,H,S,F];
- *   dds: op(A) [Z,H,F,S], op(B) sparse [S,S] -> C dense [Z,H,F,S].
+ *   sdd: op(A) `[Z,H,S,F]`, op(B) `[Z,H,F,S]` -> C sparse (only layout tiles; any F: K
+ *        zero-filled);
+ *   dsd: op(A) sparse `[S,S]`, op(B) `[Z,H,S,F]` -> C dense `[Z,H,S,F]`;
+ *   dds: op(A) `[Z,H,F,S]`, op(B) sparse `[S,S]` -> C dense `[Z,H,F,S]`.
  * A transposed sparse operand transposes each tile and reads the layout transposed. Every
  * output element is written (dense rows/columns with no tile get 0). f32 accumulation.
- * Layout tables (int32, the layout's own): row_offsets / col_offsets [H*nb + 1] (CSR / CSC
- * pointers, row or column h*nb + i); row_columns [nnz] (block column of each tile, CSR position
- * = tile); col_rows / col_tiles [nnz] (block row and tile of each CSC entry); tile_rows [nnz]
- * (h*nb + block_row of each tile, sdd only). Tables of a layout with nnz = 0 may be any valid
- * address. The block size is fixed by the kernel name:
+ * Layout tables (int32, the layout's own): row_offsets / col_offsets `[H*nb + 1]` (CSR / CSC
+ * pointers, row or column h*nb + i); row_columns `[nnz]` (block column of each tile, CSR
+ * position = tile); col_rows / col_tiles `[nnz]` (block row and tile of each CSC entry);
+ * tile_rows `[nnz]` (h*nb + block_row of each tile, sdd only). Tables of a layout with nnz = 0
+ * may be any valid address. The block size is fixed by the kernel name:
  * `ltd_sparse_mm_{sdd,dsd,dds}_{f32,f16,bf16}_b{16,32,64,128}` (f16/bf16 on mma.sync tensor
  * cores; f32 on FMA). Launch (s = 1 for blocks up to 64, 2 for block 128; no dynamic shared
  * memory; threads: sdd 32 for block 16 else 128; dsd/dds 128):

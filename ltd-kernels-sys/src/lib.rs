@@ -6,8 +6,8 @@
 //! - [`bindings`](crate) (`src/bindings.rs`) is bindgen's output for it, committed, with bindgen's
 //!   layout tests; regenerate with `cargo build -p ltd-kernels-sys --features bindgen`;
 //! - with feature `cuda`, `build.rs` compiles every `.cu` file under `kernels/` with nvcc (the
-//!   directory picks the targets: `sm90/` is Hopper-only) and [`image`] embeds the images, each a
-//!   [`KernelImage`] that carries its module name; the kernels are then loaded and launched
+//!   directory picks the targets: `sm90/` is Hopper-only) and the module `image` embeds the
+//!   images, each a [`KernelImage`] that carries its module name; the kernels are then loaded and launched
 //!   through the CUDA driver API (cudarc), so nothing links against the CUDA runtime;
 //! - the launch configuration of the attention kernels (threads, dynamic shared memory per head
 //!   dim) is defined once, in the header, as the `LTD_SPARSE_ATTN_*` constants.

@@ -1,4 +1,5 @@
-//! Attention-mask gathers for Random-LTD (upstream-semantics.md §1.5, with the decoder fix of design.md §3).
+//! Attention-mask gathers for Random-LTD (upstream-semantics.md §1.5, with the decoder fix of
+//! `docs/design.md`, "ltd-core").
 //!
 //! Masks only move, so these are generic over any `T: Copy` (additive float masks, `bool`,
 //! `u8`, ...).

@@ -462,7 +462,7 @@ fn matmul_backward_by_hand_block_two() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn matmul_rejects_bad_input() {
+fn matmul_rejects_dims_the_block_does_not_divide() {
     let layout = Layout::square(&TRI, 1, 2, 2);
     // Block not dividing M (sdd, M = 5).
     let err = sdd(
@@ -504,6 +504,11 @@ fn matmul_rejects_bad_input() {
             ..
         }
     ));
+}
+
+#[test]
+fn matmul_rejects_a_layout_of_the_wrong_shape() {
+    let layout = Layout::square(&TRI, 1, 2, 2);
     // Layout of the wrong size for the operands: M = 6 needs 3 block rows.
     let err = sdd(
         &[0.0f32; 12],
@@ -536,6 +541,11 @@ fn matmul_rejects_bad_input() {
             expected: 2
         }
     );
+}
+
+#[test]
+fn matmul_rejects_operands_of_the_wrong_length() {
+    let layout = Layout::square(&TRI, 1, 2, 2);
     // Sparse operand of the wrong length (nnz = 3 tiles of 4).
     let err = dsd(
         &[0.0f32; 8],
@@ -591,7 +601,11 @@ fn matmul_rejects_bad_input() {
             expected: 12
         }
     );
-    // Zero sizes.
+}
+
+#[test]
+fn matmul_rejects_zero_sizes() {
+    let layout = Layout::square(&TRI, 1, 2, 2);
     for (dims, what) in [
         (
             MatmulDims {
@@ -614,6 +628,10 @@ fn matmul_rejects_bad_input() {
         sdd(&A, &B, single(4, 4, 2), &zero_block, false, false).unwrap_err(),
         RefError::ZeroSize { what: "block" }
     );
+}
+
+#[test]
+fn matmul_rejects_a_malformed_layout() {
     // Wrong layout length and a layout value of 2.
     let short = Layout::square(&TRI[..3], 1, 2, 2);
     assert_eq!(

@@ -136,7 +136,8 @@ impl ReservedLengthScheduleConfig {
 
 /// A validated reserved-length schedule: the pure function `step -> r`.
 ///
-/// `value_at(t)` is upstream's `get_value(t)` (§1.9) with the later revision's floor fix:
+/// `value_at(t)` is upstream's `get_value(t)` (upstream-semantics.md §1.9) with the later
+/// revision's floor fix:
 ///
 /// ```text
 /// x = t as f64 / T as f64                     (fixed_root: x = x.powf(1.0 / degree))

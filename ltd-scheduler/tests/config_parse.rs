@@ -214,7 +214,8 @@ fn layer_token_lr_section_parses_with_defaults() {
 
 #[test]
 fn upstream_test_config_parses() {
-    // The configuration of upstream's later-revision training-loop test (§3.2), as a dict.
+    // The configuration of upstream's later-revision training-loop test (upstream-semantics.md
+    // §3.2), as a dict.
     let whole = json!({
         "train_batch_size": 2,
         "data_efficiency": {"enabled": true, "data_routing": {"enabled": true, "random_ltd": {

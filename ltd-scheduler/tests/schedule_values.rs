@@ -21,7 +21,7 @@ fn linear(
     .expect("valid schedule")
 }
 
-/// The §3.2 test configuration: L_tot 4, L_ltd 2 (ids 1, 2), G 2, max 64, T 100.
+/// The upstream-semantics.md §3.2 test configuration: L_tot 4, L_ltd 2 (ids 1, 2), G 2, max 64, T 100.
 fn floor_fix_scheduler(min_value: u64, seq_per_step: u64) -> RandomLtdScheduler {
     let config = RandomLtdConfig {
         total_layer_num: 4,

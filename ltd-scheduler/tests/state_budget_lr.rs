@@ -59,7 +59,8 @@ fn fresh_state_round_trip() {
 
 #[test]
 fn upstream_state_dict_json_loads() {
-    // What json.dumps(scheduler.state_dict()) gives upstream after update_seq(0) on the §3.2 config.
+    // What json.dumps(scheduler.state_dict()) gives upstream after update_seq(0) on the config of
+    // upstream-semantics.md §3.2.
     let text = r#"{"consumed_layer_tokens": 320, "current_steps": 0, "current_value": 16, "min_value": 8, "max_value": 64}"#;
     let state = RandomLtdState::from_json(text).unwrap();
     let mut config = RandomLtdConfig::gpt3_1_3b_example();

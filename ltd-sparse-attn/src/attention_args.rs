@@ -119,7 +119,7 @@ pub struct AttentionOptions<'a, T> {
     /// Key-padding mask `[B, L]`.
     pub key_padding_mask: Option<KeyPaddingMask<'a>>,
     /// Additive bias `[B, H, L, L]` (for example a relative-position bias), added after scaling;
-    /// [`attention_backward`] can return its gradient.
+    /// [`attention_backward`](crate::attention_backward) can return its gradient.
     pub bias: Option<&'a [T]>,
 }
 
@@ -168,7 +168,8 @@ pub struct AttentionInputs<'a, T> {
     pub v: &'a [T],
 }
 
-/// Gradient outputs of [`attention_backward`]; every element is written.
+/// Gradient outputs of [`attention_backward`](crate::attention_backward); every element is
+/// written.
 ///
 /// ```
 /// let (mut a, mut b, mut c) = (vec![0.0f32; 1], vec![0.0f32; 1], vec![0.0f32; 1]);

@@ -38,112 +38,92 @@ fn kernels(dev: &CudaDevice) -> Vec<CudaAttentionKernel> {
     .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
-    dev: &CudaDevice,
-    layout: &Layout,
-    batch: usize,
-    heads: usize,
-    seq: usize,
-    d: usize,
-    causal: bool,
-    with_kpm: bool,
-    with_bias: bool,
-    seed: u64,
-    kernel: CudaAttentionKernel,
+/// The host inputs of one [`check`] case, drawn from its seed in a fixed order.
+struct Inputs<T> {
+    q: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
+    /// Additive key-padding mask `[B, L]`: the last quarter of the keys of batch row 0 dropped
+    /// when a mask is used, else all zero.
+    kpm: Vec<f32>,
+    /// `kpm` in `T`, for the reference.
+    kpm_t: Vec<T>,
+    /// A relative-position-like additive bias `[B, H, L, L]` (small, so it shifts but does not
+    /// swamp the scores).
+    bias: Vec<T>,
+}
+
+impl<T: Element + RefElement> Inputs<T> {
+    fn new(data: &mut Data, shape: AttentionShape, with_kpm: bool) -> Self {
+        let (batch, seq) = (shape.batch, shape.seq_len);
+        let n = shape.qkv_len();
+        let q: Vec<T> = data.vec(n, -1.0, 1.0);
+        let k: Vec<T> = data.vec(n, -1.0, 1.0);
+        let v: Vec<T> = data.vec(n, -1.0, 1.0);
+        let kpm: Vec<f32> = (0..batch * seq)
+            .map(|i| {
+                if with_kpm && i < seq && i >= seq - seq / 4 {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let kpm_t: Vec<T> = kpm.iter().map(|&x| T::from_f32_lossy(x)).collect();
+        let bias: Vec<T> = data.vec(n / shape.head_dim * seq, -0.5, 0.5);
+        Inputs {
+            q,
+            k,
+            v,
+            kpm,
+            kpm_t,
+            bias,
+        }
+    }
+
+    /// The reference's options for the same call: the layout, causality and the masks in use.
+    fn reference_options<'a>(
+        &'a self,
+        layout: &'a Layout,
+        shape: AttentionShape,
+        causal: bool,
+        with_kpm: bool,
+        with_bias: bool,
+    ) -> reference::AttentionOptions<'a, T> {
+        let nb = layout.num_blocks();
+        let mut ropts = reference::AttentionOptions::new(1.0 / (shape.head_dim as f64).sqrt());
+        ropts.causal = causal;
+        ropts.layout = Some(reference::Layout::new(
+            layout.mask(),
+            shape.heads,
+            nb,
+            nb,
+            layout.block(),
+        ));
+        if with_bias {
+            ropts.bias = Some(&self.bias);
+        }
+        if with_kpm {
+            ropts.key_padding = Some(reference::Mask {
+                values: &self.kpm_t,
+                mode: reference::MaskMode::Add,
+            });
+        }
+        ropts
+    }
+}
+
+/// The forward's output and logsumexp against the reference's, elementwise.
+fn assert_forward_close<T: Element + RefElement>(
+    got: &[T],
+    got_lse: &[f32],
+    expected: &reference::AttentionOutput<T>,
+    ctx: &str,
 ) {
-    let shape = AttentionShape {
-        batch,
-        heads,
-        seq_len: seq,
-        head_dim: d,
-    };
-    let n = shape.qkv_len();
-    let mut data = Data::new(seed);
-    let q: Vec<T> = data.vec(n, -1.0, 1.0);
-    let k: Vec<T> = data.vec(n, -1.0, 1.0);
-    let v: Vec<T> = data.vec(n, -1.0, 1.0);
-    // Drop the last quarter of the keys of batch row 0 (padding) when a mask is used.
-    let kpm: Vec<f32> = (0..batch * seq)
-        .map(|i| {
-            if with_kpm && i < seq && i >= seq - seq / 4 {
-                f32::NEG_INFINITY
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    let kpm_t: Vec<T> = kpm.iter().map(|&x| T::from_f32_lossy(x)).collect();
-    // A relative-position-like additive bias [B, H, L, L] (small, so it shifts but does not
-    // swamp the scores).
-    let bias: Vec<T> = data.vec(n / d * seq, -0.5, 0.5);
-
-    let gpu_layout = CudaAttentionLayout::new(dev, layout).unwrap();
-    let (dq, dk, dv) = (
-        dev.upload(&q).unwrap(),
-        dev.upload(&k).unwrap(),
-        dev.upload(&v).unwrap(),
-    );
-    let d_kpm = dev.upload(&kpm).unwrap();
-    let d_bias = dev.upload(&bias).unwrap();
-    let mut out = dev.upload(&poisoned::<T>(n)).unwrap();
-    let mut lse = dev.upload(&vec![f32::NAN; shape.lse_len()]).unwrap();
-    let opts = CudaAttentionOptions {
-        scale: None,
-        causal,
-        key_padding_mask: with_kpm.then_some((&d_kpm).into()),
-        bias: with_bias.then_some((&d_bias).into()),
-        kernel,
-    };
-    attention_forward_cuda(
-        dev,
-        &gpu_layout,
-        shape,
-        (&dq, &dk, &dv),
-        &opts,
-        &mut out,
-        &mut lse,
-    )
-    .unwrap();
-    let got = dev.download(&out).unwrap();
-    let got_lse = dev.download(&lse).unwrap();
-
-    let nb = layout.num_blocks();
-    let mut ropts = reference::AttentionOptions::new(1.0 / (d as f64).sqrt());
-    ropts.causal = causal;
-    ropts.layout = Some(reference::Layout::new(
-        layout.mask(),
-        heads,
-        nb,
-        nb,
-        layout.block(),
-    ));
-    if with_bias {
-        ropts.bias = Some(&bias);
-    }
-    if with_kpm {
-        ropts.key_padding = Some(reference::Mask {
-            values: &kpm_t,
-            mode: reference::MaskMode::Add,
-        });
-    }
-    let dims = reference::AttnDims {
-        batch,
-        heads,
-        seq,
-        head_dim: d,
-    };
-    let expected = reference::attention_forward(&q, &k, &v, dims, &ropts).unwrap();
     let (rtol, atol) = match T::DTYPE {
         ltd_core::DType::F16 => (3e-2, 2e-3),
         _ => (5e-2, 1e-2),
     };
-    let ctx = format!(
-        "{:?} B{batch} H{heads} L{seq} D{d} block {} causal {causal} kpm {with_kpm} bias {with_bias} kernel {:?}",
-        T::DTYPE,
-        layout.block(),
-        kernel.resolve(dev.compute_capability())
-    );
     for (i, (g, e)) in got.iter().zip(&expected.out).enumerate() {
         let (g, e) = (g.to_f32() as f64, RefElement::to_f64(*e));
         assert!(
@@ -164,44 +144,21 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
             );
         }
     }
+}
 
-    // Backward: dq, dk, dv against the reference gradients of the same inputs.
-    let dout: Vec<T> = data.vec(n, -1.0, 1.0);
-    let d_dout = dev.upload(&dout).unwrap();
-    let poison = || dev.upload(&poisoned::<T>(n)).unwrap();
-    let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
-    // dbias starts poisoned: the op must zero it and fill every visible position.
-    let mut gbias = dev.upload(&poisoned::<T>(bias.len())).unwrap();
-    attention_backward_cuda(
-        dev,
-        &gpu_layout,
-        shape,
-        (&dq, &dk, &dv),
-        (&out, &lse),
-        &d_dout,
-        &opts,
-        CudaAttentionGrads {
-            dbias: with_bias.then_some((&mut gbias).into()),
-            ..CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv)
-        },
-    )
-    .unwrap();
-    let want = reference::attention_backward(&q, &k, &v, &dout, dims, &ropts).unwrap();
-    // Relative L2 error (bf16/f16 operands: 1e-3..1e-2 expected) and no element off by more than
-    // 5% of the tensor's largest magnitude (catches a wrong row or tile the norm would hide).
+/// Each named GPU gradient against the reference's: finite, relative L2 error within the
+/// dtype's limit (bf16/f16 operands: 1e-3..1e-2 expected) and no element off by more than a
+/// share of the tensor's largest magnitude (catches a wrong row or tile the norm would hide).
+fn assert_grads_close<T: Element + RefElement + cudarc::driver::DeviceRepr>(
+    dev: &CudaDevice,
+    checks: &[(&str, &cudarc::driver::CudaSlice<T>, &Vec<T>)],
+    ctx: &str,
+) {
     let (rel_limit, elem_frac) = match T::DTYPE {
         ltd_core::DType::F16 => (1e-2, 0.03),
         _ => (3e-2, 0.05),
     };
-    let mut checks = vec![
-        ("dq", &gq, &want.dq),
-        ("dk", &gk, &want.dk),
-        ("dv", &gv, &want.dv),
-    ];
-    if with_bias {
-        checks.push(("dbias", &gbias, &want.dbias));
-    }
-    for (what, got, want) in checks {
+    for &(what, got, want) in checks {
         let got: Vec<f64> = dev
             .download(got)
             .unwrap()
@@ -225,6 +182,110 @@ fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::
             assert!(rel <= rel_limit, "{what} relative error {rel} ({ctx})");
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check<T: Element + RefElement + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+    dev: &CudaDevice,
+    layout: &Layout,
+    batch: usize,
+    heads: usize,
+    seq: usize,
+    d: usize,
+    causal: bool,
+    with_kpm: bool,
+    with_bias: bool,
+    seed: u64,
+    kernel: CudaAttentionKernel,
+) {
+    let shape = AttentionShape {
+        batch,
+        heads,
+        seq_len: seq,
+        head_dim: d,
+    };
+    let n = shape.qkv_len();
+    let mut data = Data::new(seed);
+    let inputs = Inputs::<T>::new(&mut data, shape, with_kpm);
+    let (q, k, v) = (&inputs.q, &inputs.k, &inputs.v);
+
+    let gpu_layout = CudaAttentionLayout::new(dev, layout).unwrap();
+    let (dq, dk, dv) = (
+        dev.upload(q).unwrap(),
+        dev.upload(k).unwrap(),
+        dev.upload(v).unwrap(),
+    );
+    let d_kpm = dev.upload(&inputs.kpm).unwrap();
+    let d_bias = dev.upload(&inputs.bias).unwrap();
+    let mut out = dev.upload(&poisoned::<T>(n)).unwrap();
+    let mut lse = dev.upload(&vec![f32::NAN; shape.lse_len()]).unwrap();
+    let opts = CudaAttentionOptions {
+        scale: None,
+        causal,
+        key_padding_mask: with_kpm.then_some((&d_kpm).into()),
+        bias: with_bias.then_some((&d_bias).into()),
+        kernel,
+    };
+    attention_forward_cuda(
+        dev,
+        &gpu_layout,
+        shape,
+        (&dq, &dk, &dv),
+        &opts,
+        &mut out,
+        &mut lse,
+    )
+    .unwrap();
+    let got = dev.download(&out).unwrap();
+    let got_lse = dev.download(&lse).unwrap();
+
+    let ropts = inputs.reference_options(layout, shape, causal, with_kpm, with_bias);
+    let dims = reference::AttnDims {
+        batch,
+        heads,
+        seq,
+        head_dim: d,
+    };
+    let expected = reference::attention_forward(q, k, v, dims, &ropts).unwrap();
+    let ctx = format!(
+        "{:?} B{batch} H{heads} L{seq} D{d} block {} causal {causal} kpm {with_kpm} bias {with_bias} kernel {:?}",
+        T::DTYPE,
+        layout.block(),
+        kernel.resolve(dev.compute_capability())
+    );
+    assert_forward_close(&got, &got_lse, &expected, &ctx);
+
+    // Backward: dq, dk, dv against the reference gradients of the same inputs.
+    let dout: Vec<T> = data.vec(n, -1.0, 1.0);
+    let d_dout = dev.upload(&dout).unwrap();
+    let poison = || dev.upload(&poisoned::<T>(n)).unwrap();
+    let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
+    // dbias starts poisoned: the op must zero it and fill every visible position.
+    let mut gbias = dev.upload(&poisoned::<T>(inputs.bias.len())).unwrap();
+    attention_backward_cuda(
+        dev,
+        &gpu_layout,
+        shape,
+        (&dq, &dk, &dv),
+        (&out, &lse),
+        &d_dout,
+        &opts,
+        CudaAttentionGrads {
+            dbias: with_bias.then_some((&mut gbias).into()),
+            ..CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv)
+        },
+    )
+    .unwrap();
+    let want = reference::attention_backward(q, k, v, &dout, dims, &ropts).unwrap();
+    let mut checks = vec![
+        ("dq", &gq, &want.dq),
+        ("dk", &gk, &want.dk),
+        ("dv", &gv, &want.dv),
+    ];
+    if with_bias {
+        checks.push(("dbias", &gbias, &want.dbias));
+    }
+    assert_grads_close(dev, &checks, &ctx);
 }
 
 proptest! {
@@ -1041,95 +1102,168 @@ fn packed<T: Element + cudarc::driver::DeviceRepr>(
 /// its f32 atomics), with a key-padding mask and a bias, on every kernel family.
 #[test]
 fn gpu_views_and_raw_pointers_match_whole_buffers() {
-    use cudarc::driver::{DevicePtr, DevicePtrMut};
-    use ltd_core::cuda::{DeviceBuf, DeviceBufMut};
     let dev = gpu();
-    let shape = AttentionShape {
-        batch: 2,
-        heads: 2,
-        seq_len: 200,
-        head_dim: 64,
-    };
-    let (n, nl) = (shape.qkv_len(), shape.lse_len());
-    let nb = n / shape.head_dim * shape.seq_len;
-    let layout = BigBirdConfig::new(2).make_layout(shape.seq_len).unwrap();
-    let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
-    let mut data = Data::new(91);
-    let (q, k, v, dout): (Vec<bf16>, Vec<bf16>, Vec<bf16>, Vec<bf16>) = (
-        data.vec(n, -1.0, 1.0),
-        data.vec(n, -1.0, 1.0),
-        data.vec(n, -1.0, 1.0),
-        data.vec(n, -1.0, 1.0),
-    );
-    let bias: Vec<bf16> = data.vec(nb, -0.5, 0.5);
-    let kpm: Vec<f32> = (0..shape.batch * shape.seq_len)
-        .map(|i| if i % 9 == 4 { f32::NEG_INFINITY } else { 0.0 })
-        .collect();
-    // Whole buffers.
-    let (wq, wk, wv, wdo) = (
-        dev.upload(&q).unwrap(),
-        dev.upload(&k).unwrap(),
-        dev.upload(&v).unwrap(),
-        dev.upload(&dout).unwrap(),
-    );
-    let (wbias, wkpm) = (dev.upload(&bias).unwrap(), dev.upload(&kpm).unwrap());
-    // The same values packed after 8 (16 bytes of) bf16 and 4 f32 of padding.
-    let qkv = packed(&dev, 8, &[&q, &k, &v, &dout]);
-    let pbias = packed(&dev, 8, &[&bias]);
-    let pkpm = packed(&dev, 4, &[&kpm]);
+    let b = ViewBuffers::new(&dev);
+    let (n, nl) = (b.shape.qkv_len(), b.shape.lse_len());
     for kernel in kernels(&dev) {
         let whole_opts = CudaAttentionOptions {
             causal: true,
-            key_padding_mask: Some((&wkpm).into()),
-            bias: Some((&wbias).into()),
+            key_padding_mask: Some((&b.wkpm).into()),
+            bias: Some((&b.wbias).into()),
             kernel,
             ..Default::default()
         };
         let view_opts = CudaAttentionOptions {
-            key_padding_mask: Some(pkpm.slice(4..).into()),
-            bias: Some(pbias.slice(8..).into()),
+            key_padding_mask: Some(b.pkpm.slice(4..).into()),
+            bias: Some(b.pbias.slice(8..).into()),
             ..whole_opts.clone()
         };
         let mut out = dev.upload(&poisoned::<bf16>(n)).unwrap();
         let mut lse = dev.upload(&vec![f32::NAN; nl]).unwrap();
         attention_forward_cuda(
             &dev,
-            &gl,
-            shape,
-            (&wq, &wk, &wv),
+            &b.gl,
+            b.shape,
+            (&b.wq, &b.wk, &b.wv),
             &whole_opts,
             &mut out,
             &mut lse,
         )
         .unwrap();
-        // Views: inputs of one packed buffer, outputs at offsets of bigger ones.
+        let (vout, vlse) = b.forward_through_views(&dev, &view_opts, (&out, &lse));
+        b.forward_through_raw_pointers(&dev, &whole_opts, (&out, &lse));
+        b.backward_through_views(
+            &dev,
+            (&whole_opts, &view_opts),
+            (&out, &lse),
+            (&vout, &vlse),
+        );
+    }
+}
+
+/// The buffers of `gpu_views_and_raw_pointers_match_whole_buffers`: each input whole, and the
+/// same values packed at offsets of bigger buffers.
+struct ViewBuffers {
+    shape: AttentionShape,
+    gl: CudaAttentionLayout,
+    wq: cudarc::driver::CudaSlice<bf16>,
+    wk: cudarc::driver::CudaSlice<bf16>,
+    wv: cudarc::driver::CudaSlice<bf16>,
+    wdo: cudarc::driver::CudaSlice<bf16>,
+    wbias: cudarc::driver::CudaSlice<bf16>,
+    wkpm: cudarc::driver::CudaSlice<f32>,
+    /// q, k, v and dout after 8 (16 bytes of) bf16 of padding.
+    qkv: cudarc::driver::CudaSlice<bf16>,
+    /// The bias after 8 bf16 of padding.
+    pbias: cudarc::driver::CudaSlice<bf16>,
+    /// The key-padding mask after 4 f32 of padding.
+    pkpm: cudarc::driver::CudaSlice<f32>,
+}
+
+impl ViewBuffers {
+    fn new(dev: &CudaDevice) -> Self {
+        let shape = AttentionShape {
+            batch: 2,
+            heads: 2,
+            seq_len: 200,
+            head_dim: 64,
+        };
+        let n = shape.qkv_len();
+        let layout = BigBirdConfig::new(2).make_layout(shape.seq_len).unwrap();
+        let gl = CudaAttentionLayout::new(dev, &layout).unwrap();
+        let mut data = Data::new(91);
+        let (q, k, v, dout): (Vec<bf16>, Vec<bf16>, Vec<bf16>, Vec<bf16>) = (
+            data.vec(n, -1.0, 1.0),
+            data.vec(n, -1.0, 1.0),
+            data.vec(n, -1.0, 1.0),
+            data.vec(n, -1.0, 1.0),
+        );
+        let bias: Vec<bf16> = data.vec(n / shape.head_dim * shape.seq_len, -0.5, 0.5);
+        let kpm: Vec<f32> = (0..shape.batch * shape.seq_len)
+            .map(|i| if i % 9 == 4 { f32::NEG_INFINITY } else { 0.0 })
+            .collect();
+        let (wq, wk, wv, wdo) = (
+            dev.upload(&q).unwrap(),
+            dev.upload(&k).unwrap(),
+            dev.upload(&v).unwrap(),
+            dev.upload(&dout).unwrap(),
+        );
+        let (wbias, wkpm) = (dev.upload(&bias).unwrap(), dev.upload(&kpm).unwrap());
+        ViewBuffers {
+            shape,
+            gl,
+            wq,
+            wk,
+            wv,
+            wdo,
+            wbias,
+            wkpm,
+            qkv: packed(dev, 8, &[&q, &k, &v, &dout]),
+            pbias: packed(dev, 8, &[&bias]),
+            pkpm: packed(dev, 4, &[&kpm]),
+        }
+    }
+
+    /// Elements of the bias `[B, H, L, L]`.
+    fn bias_len(&self) -> usize {
+        self.shape.qkv_len() / self.shape.head_dim * self.shape.seq_len
+    }
+
+    /// q, k and v as views of the packed buffer.
+    fn qkv_views(
+        &self,
+    ) -> (
+        cudarc::driver::CudaView<'_, bf16>,
+        cudarc::driver::CudaView<'_, bf16>,
+        cudarc::driver::CudaView<'_, bf16>,
+    ) {
+        let n = self.shape.qkv_len();
+        (
+            self.qkv.slice(8..8 + n),
+            self.qkv.slice(8 + n..8 + 2 * n),
+            self.qkv.slice(8 + 2 * n..8 + 3 * n),
+        )
+    }
+
+    /// The forward with inputs of one packed buffer and outputs at offsets of bigger ones gives
+    /// the whole-buffer `(out, lse)` and leaves the outputs' surroundings alone; returns the
+    /// bigger output buffers (out at 16, lse at 1).
+    fn forward_through_views(
+        &self,
+        dev: &CudaDevice,
+        view_opts: &CudaAttentionOptions<'_, bf16>,
+        (out, lse): (
+            &cudarc::driver::CudaSlice<bf16>,
+            &cudarc::driver::CudaSlice<f32>,
+        ),
+    ) -> (
+        cudarc::driver::CudaSlice<bf16>,
+        cudarc::driver::CudaSlice<f32>,
+    ) {
+        let (n, nl) = (self.shape.qkv_len(), self.shape.lse_len());
+        let kernel = view_opts.kernel;
         let mut vout = dev.upload(&poisoned::<bf16>(n + 24)).unwrap();
         let mut vlse = dev.upload(&vec![f32::NAN; nl + 3]).unwrap();
-        let views = (
-            qkv.slice(8..8 + n),
-            qkv.slice(8 + n..8 + 2 * n),
-            qkv.slice(8 + 2 * n..8 + 3 * n),
-        );
         attention_forward_cuda(
-            &dev,
-            &gl,
-            shape,
-            views,
-            &view_opts,
+            dev,
+            &self.gl,
+            self.shape,
+            self.qkv_views(),
+            view_opts,
             vout.slice_mut(16..16 + n),
             vlse.slice_mut(1..1 + nl),
         )
         .unwrap();
-        let vo = bits(&dev, &vout);
+        let vo = bits(dev, &vout);
         assert_eq!(
             &vo[16..16 + n],
-            &bits(&dev, &out)[..],
+            &bits(dev, out)[..],
             "{kernel:?}: out through views"
         );
-        let vl = bits(&dev, &vlse);
+        let vl = bits(dev, &vlse);
         assert_eq!(
             &vl[1..1 + nl],
-            &bits(&dev, &lse)[..],
+            &bits(dev, lse)[..],
             "{kernel:?}: lse through views"
         );
         assert!(
@@ -1139,14 +1273,32 @@ fn gpu_views_and_raw_pointers_match_whole_buffers() {
                 .all(|b| f32::from_bits(*b).is_nan()),
             "{kernel:?}: out outside the view untouched"
         );
-        // Raw pointers into the same packed buffers.
+        (vout, vlse)
+    }
+
+    /// The forward through raw pointers into the packed buffers gives the whole-buffer
+    /// `(out, lse)`.
+    fn forward_through_raw_pointers(
+        &self,
+        dev: &CudaDevice,
+        whole_opts: &CudaAttentionOptions<'_, bf16>,
+        (out, lse): (
+            &cudarc::driver::CudaSlice<bf16>,
+            &cudarc::driver::CudaSlice<f32>,
+        ),
+    ) {
+        use cudarc::driver::{DevicePtr, DevicePtrMut};
+        use ltd_core::cuda::{DeviceBuf, DeviceBufMut};
+        let (n, nl, nb) = (self.shape.qkv_len(), self.shape.lse_len(), self.bias_len());
+        let kpm_len = self.shape.batch * self.shape.seq_len;
+        let kernel = whole_opts.kernel;
         let mut rout = dev.upload(&poisoned::<bf16>(n)).unwrap();
         let mut rlse = dev.upload(&vec![f32::NAN; nl]).unwrap();
         {
             let s = dev.stream();
-            let (base, _g1) = qkv.device_ptr(s);
-            let (b_ptr, _g2) = pbias.device_ptr(s);
-            let (m_ptr, _g3) = pkpm.device_ptr(s);
+            let (base, _g1) = self.qkv.device_ptr(s);
+            let (b_ptr, _g2) = self.pbias.device_ptr(s);
+            let (m_ptr, _g3) = self.pkpm.device_ptr(s);
             let (o_ptr, _g4) = rout.device_ptr_mut(s);
             let (l_ptr, _g5) = rlse.device_ptr_mut(s);
             // SAFETY: each pointer addresses `len` initialised elements of its buffer, on this
@@ -1157,7 +1309,7 @@ fn gpu_views_and_raw_pointers_match_whole_buffers() {
                     DeviceBuf::<bf16>::from_raw(base + 16 + 2 * n as u64, n),
                     DeviceBuf::<bf16>::from_raw(base + 16 + 4 * n as u64, n),
                     DeviceBuf::<bf16>::from_raw(b_ptr + 16, nb),
-                    DeviceBuf::<f32>::from_raw(m_ptr + 16, kpm.len()),
+                    DeviceBuf::<f32>::from_raw(m_ptr + 16, kpm_len),
                     DeviceBufMut::<bf16>::from_raw(o_ptr, n),
                     DeviceBufMut::<f32>::from_raw(l_ptr, nl),
                 )
@@ -1167,33 +1319,55 @@ fn gpu_views_and_raw_pointers_match_whole_buffers() {
                 bias: Some(rb),
                 ..whole_opts.clone()
             };
-            attention_forward_cuda(&dev, &gl, shape, (rq, rk, rv), &raw_opts, ro, rl).unwrap();
+            attention_forward_cuda(dev, &self.gl, self.shape, (rq, rk, rv), &raw_opts, ro, rl)
+                .unwrap();
             dev.synchronize().unwrap();
         }
         assert_eq!(
-            bits(&dev, &rout),
-            bits(&dev, &out),
+            bits(dev, &rout),
+            bits(dev, out),
             "{kernel:?}: out through raw pointers"
         );
         assert_eq!(
-            bits(&dev, &rlse),
-            bits(&dev, &lse),
+            bits(dev, &rlse),
+            bits(dev, lse),
             "{kernel:?}: lse through raw pointers"
         );
-        // Backward: whole buffers, then views (inputs packed, gradients in one [3, n] buffer
-        // after 8 elements, dbias at an offset).
+    }
+
+    /// The backward on whole buffers, then through views (inputs packed, gradients in one
+    /// `[3, n]` buffer after 8 elements, dbias at an offset), gives the same gradients (dq up to
+    /// the order of its f32 atomics).
+    fn backward_through_views(
+        &self,
+        dev: &CudaDevice,
+        (whole_opts, view_opts): (
+            &CudaAttentionOptions<'_, bf16>,
+            &CudaAttentionOptions<'_, bf16>,
+        ),
+        (out, lse): (
+            &cudarc::driver::CudaSlice<bf16>,
+            &cudarc::driver::CudaSlice<f32>,
+        ),
+        (vout, vlse): (
+            &cudarc::driver::CudaSlice<bf16>,
+            &cudarc::driver::CudaSlice<f32>,
+        ),
+    ) {
+        let (n, nl, nb) = (self.shape.qkv_len(), self.shape.lse_len(), self.bias_len());
+        let kernel = whole_opts.kernel;
         let poison = || dev.upload(&poisoned::<bf16>(n)).unwrap();
         let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
         let mut gb = dev.upload(&poisoned::<bf16>(nb)).unwrap();
         let grads = CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv).with_dbias(&mut gb);
         attention_backward_cuda(
-            &dev,
-            &gl,
-            shape,
-            (&wq, &wk, &wv),
-            (&out, &lse),
-            &wdo,
-            &whole_opts,
+            dev,
+            &self.gl,
+            self.shape,
+            (&self.wq, &self.wk, &self.wv),
+            (out, lse),
+            &self.wdo,
+            whole_opts,
             grads,
         )
         .unwrap();
@@ -1204,30 +1378,34 @@ fn gpu_views_and_raw_pointers_match_whole_buffers() {
             let (vdq, mut rest) = tail.split_at_mut(n);
             let (vdk, vdv) = rest.split_at_mut(n);
             let grads = CudaAttentionGrads::new(vdq, vdk, vdv).with_dbias(vgb.slice_mut(8..));
-            let views = (
-                qkv.slice(8..8 + n),
-                qkv.slice(8 + n..8 + 2 * n),
-                qkv.slice(8 + 2 * n..8 + 3 * n),
-            );
             let saved = (vout.slice(16..16 + n), vlse.slice(1..1 + nl));
-            let vdout = qkv.slice(8 + 3 * n..);
-            attention_backward_cuda(&dev, &gl, shape, views, saved, vdout, &view_opts, grads)
-                .unwrap();
+            let vdout = self.qkv.slice(8 + 3 * n..);
+            attention_backward_cuda(
+                dev,
+                &self.gl,
+                self.shape,
+                self.qkv_views(),
+                saved,
+                vdout,
+                view_opts,
+                grads,
+            )
+            .unwrap();
         }
-        let g3b = bits(&dev, &g3);
+        let g3b = bits(dev, &g3);
         assert_eq!(
             &g3b[8 + n..8 + 2 * n],
-            &bits(&dev, &gk)[..],
+            &bits(dev, &gk)[..],
             "{kernel:?}: dk through views"
         );
         assert_eq!(
             &g3b[8 + 2 * n..],
-            &bits(&dev, &gv)[..],
+            &bits(dev, &gv)[..],
             "{kernel:?}: dv through views"
         );
         assert_eq!(
-            &bits(&dev, &vgb)[8..],
-            &bits(&dev, &gb)[..],
+            &bits(dev, &vgb)[8..],
+            &bits(dev, &gb)[..],
             "{kernel:?}: dbias through views"
         );
         // dq sums f32 atomics in no fixed order: equal up to the last bf16 bit.

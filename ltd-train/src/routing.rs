@@ -1,8 +1,8 @@
 //! Random-LTD token routing on candle tensors: which positions a layer keeps, gathering them and
 //! writing the layer's output back, through `ltd-candle`'s ops (`[B, S, C]` order).
 //!
-//! Gradients follow upstream's net effect (spec §1.4): a dropped position gets the incoming
-//! gradient unchanged, a kept position only the gradient through the layer.
+//! Gradients follow upstream's net effect (upstream-semantics.md §1.4): a dropped position gets
+//! the incoming gradient unchanged, a kept position only the gradient through the layer.
 
 use candle_core::{DType, Device, Tensor};
 use ltd_core::HiddenOrder;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Random-LTD training target on the CPU (design §5, issue "Train with it"): a GPT with 6 layers at
-# S = 512 on the embedded corpus, baseline vs Random-LTD (layers 1-4, r from S/16 to S over 90% of
-# the steps, upstream's fixed_linear shape), 3 seeds. Writes each seed's CSVs, PNGs and summary
-# under OUT (default: benches/runs/2026-12-06-train-cpu/out), then prints the mean and spread.
+# Random-LTD training target on the CPU (docs/design.md, "Performance targets"): a GPT with 6
+# layers at S = 512 on the embedded corpus, baseline vs Random-LTD (layers 1-4, r from S/16 to S
+# over 90% of the steps, upstream's fixed_linear shape), 3 seeds. Writes each seed's CSVs, PNGs and
+# summary under OUT (default: benches/runs/2026-12-06-train-cpu/out), then prints the mean and
+# spread.
 #
 #   bash benches/runs/2026-12-06-train-cpu/run.sh            # 3 seeds, 400 steps each
 #   STEPS=200 SEEDS="1 2" bash benches/runs/2026-12-06-train-cpu/run.sh

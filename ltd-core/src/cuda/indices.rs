@@ -188,7 +188,7 @@ fn check_sample_sizes(layers: usize, batch: usize, seq: usize, reserved: usize) 
 }
 
 /// Samples `[layers, batch, reserved]` sorted positions on the GPU with the keyed-ChaCha
-/// algorithm of the design (section 4): bit-identical to
+/// algorithm of `docs/design.md` ("Exactness contracts"): bit-identical to
 /// [`TokenSampler::sample`](crate::TokenSampler::sample) on the CPU for the same arguments, in
 /// one launch for all layers and rows, with no limit on `seq` below 2^31.
 ///
