@@ -162,6 +162,23 @@ fn progress_bar(steps: u64, quiet: bool, name: &str) -> ProgressBar {
     pb
 }
 
+/// One untimed step and evaluation of each variant on a throwaway model, so that the first run's
+/// wall-clock does not include what a process pays once on a GPU (loading and JIT-compiling
+/// kernel images, cuBLAS's workspace), which would flatter every later run against it.
+fn warm_up(
+    config: &TrainConfig,
+    variants: &[Variant],
+    data: &Dataset,
+    device: &Device,
+) -> Result<()> {
+    for &variant in variants {
+        let mut t = Trainer::new(config, variant, data, device)?;
+        t.step()?;
+        t.evaluate(1)?;
+    }
+    Ok(())
+}
+
 /// Runs `ltd train`.
 pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
     if args.print_config {
@@ -189,8 +206,18 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
     )?;
     let device = device(&args.device)?;
     let variants = args.variants(&config);
+    for &variant in &variants {
+        Trainer::check_variant(&config, variant)?;
+    }
     describe(out, &config, &corpus, &data, &variants)?;
     std::fs::create_dir_all(&args.out).map_err(|e| CliError::write(&args.out, e))?;
+    if device.is_cuda() {
+        warm_up(&config, &variants, &data, &device)?;
+        writeln!(
+            out,
+            "warm-up: one untimed step and evaluation per run (kernels load once per process)"
+        )?;
+    }
 
     let mut finished = Vec::new();
     for variant in variants {

@@ -256,3 +256,14 @@ fn config_mismatches_name_the_key() {
     run_fails(&args, &["ds.json", "total_layer_num: 6", "--layers 3"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn compare_refuses_before_running_when_a_variant_cannot_run() {
+    let dir = temp_dir("early");
+    // Two layers leave no middle layer for Random-LTD: refused before the baseline trains.
+    let mut args = tiny(&["--compare", "--out", &s(&dir)]);
+    args[2] = "2".into(); // --layers 2
+    let err = run_fails(&args, &["Random-LTD is not enabled", "--layers 2", "3 or more"]);
+    assert!(!dir.join("baseline.csv").exists(), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -129,6 +129,46 @@ pub struct Trainer {
 }
 
 impl Trainer {
+    /// Checks that `config` can run `variant` (a `sparse_attention` section for a sparse run,
+    /// Random-LTD enabled for a Random-LTD run) without building anything, so that a caller
+    /// running several variants can refuse at once instead of after the first run.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the missing section.
+    ///
+    /// ```
+    /// use ltd_train::{TrainConfig, Trainer, Variant};
+    /// let config = TrainConfig::embedded(&Default::default())?;
+    /// assert!(Trainer::check_variant(&config, Variant::RANDOM_LTD).is_ok());
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
+    pub fn check_variant(config: &TrainConfig, variant: Variant) -> Result<()> {
+        let err = |message: String| TrainError::Config {
+            source_name: config.source_name.clone(),
+            message,
+        };
+        if variant.sparse && config.sparse.is_none() {
+            return Err(err(
+                "--sparse: the config has no sparse_attention section".to_owned()
+            ));
+        }
+        if variant.random_ltd && config.random_ltd.is_none() {
+            let why = if config.model.layers < 3 {
+                format!(
+                    " (--layers {} leaves no layer between the first and the last to drop tokens in; expected 3 or more)",
+                    config.model.layers
+                )
+            } else {
+                String::new()
+            };
+            return Err(err(format!(
+                "{}.enabled: Random-LTD is not enabled in this config{why}",
+                ltd_scheduler::RANDOM_LTD_KEY_PATH
+            )));
+        }
+        Ok(())
+    }
+
     /// A fresh run of `variant`.
     ///
     /// # Errors
@@ -162,28 +202,20 @@ impl Trainer {
                 config.model.seq_len
             )));
         }
-        let attention = if variant.sparse {
-            let layout = config.sparse.clone().ok_or_else(|| {
-                err("--sparse: the config has no sparse_attention section".to_owned())
-            })?;
-            AttentionKind::Sparse(layout)
-        } else {
-            AttentionKind::Dense
+        Trainer::check_variant(config, variant)?;
+        let attention = match (&config.sparse, variant.sparse) {
+            (Some(layout), true) => AttentionKind::Sparse(layout.clone()),
+            _ => AttentionKind::Dense,
         };
-        let (scheduler, ltd_layers) = if variant.random_ltd {
-            let ltd = config.random_ltd.clone().ok_or_else(|| {
-                err(format!(
-                    "{}.enabled: Random-LTD is not enabled in this config",
-                    ltd_scheduler::RANDOM_LTD_KEY_PATH
-                ))
-            })?;
-            let mut ltd = ltd;
-            if config.layer_token_lr && ltd.layer_token_lr_schedule.is_none() {
-                ltd.layer_token_lr_schedule = Some(layer_token_lr_for(config, &ltd)?);
+        let (scheduler, ltd_layers) = match (&config.random_ltd, variant.random_ltd) {
+            (Some(ltd), true) => {
+                let mut ltd = ltd.clone();
+                if config.layer_token_lr && ltd.layer_token_lr_schedule.is_none() {
+                    ltd.layer_token_lr_schedule = Some(layer_token_lr_for(config, &ltd)?);
+                }
+                (Some(RandomLtdScheduler::new(&ltd)?), ltd.sorted_layer_ids())
             }
-            (Some(RandomLtdScheduler::new(&ltd)?), ltd.sorted_layer_ids())
-        } else {
-            (None, Vec::new())
+            _ => (None, Vec::new()),
         };
         let model = Gpt::with_attention(&config.model, attention, config.seed, device)?;
         let optimizer = AdamW::new(model.params(), config.optimizer)?;
