@@ -41,7 +41,10 @@ fn bits(t: &Tensor) -> Vec<u32> {
         .unwrap()
         .to_vec1()
         .unwrap();
-    v.iter().map(|x| x.to_bits()).collect()
+    // Candle's gradient accumulation (`zeros + g`) turns -0 into +0: zeros compare equal.
+    v.iter()
+        .map(|&x| if x == 0.0 { 0 } else { x.to_bits() })
+        .collect()
 }
 
 /// The autograd op's output and gradients for the loss `sum(out * w)`, and the functional

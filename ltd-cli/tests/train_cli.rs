@@ -263,7 +263,10 @@ fn compare_refuses_before_running_when_a_variant_cannot_run() {
     // Two layers leave no middle layer for Random-LTD: refused before the baseline trains.
     let mut args = tiny(&["--compare", "--out", &s(&dir)]);
     args[2] = "2".into(); // --layers 2
-    let err = run_fails(&args, &["Random-LTD is not enabled", "--layers 2", "3 or more"]);
+    let err = run_fails(
+        &args,
+        &["Random-LTD is not enabled", "--layers 2", "3 or more"],
+    );
     assert!(!dir.join("baseline.csv").exists(), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
