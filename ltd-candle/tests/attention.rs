@@ -6,24 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
-use common::{assert_close, dense_attention, tolerance};
+use common::{assert_close, dense_attention, tolerance, values};
 use ltd_candle::{LtdCandleError, QkvLayout, SparseAttentionOptions, sparse_attention};
 use ltd_sparse_attn::{BigBirdConfig, FixedConfig, Layout, SparseAttnError, SparseSelfAttention};
 use proptest::prelude::*;
-
-/// A deterministic pseudo-random tensor in [-1, 1).
-fn values(dims: &[usize], seed: u64) -> Vec<f32> {
-    let n: usize = dims.iter().product();
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn tensor(dims: &[usize], seed: u64, dtype: DType) -> Tensor {
     Tensor::from_vec(values(dims, seed), dims, &Device::Cpu)

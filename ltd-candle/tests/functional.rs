@@ -3,27 +3,18 @@
 //! bias, key padding and both memory orders; bad arguments are typed errors. The `gpu_*` test
 //! (feature `cuda`) checks the same on candle's CUDA stream with no device copies.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
+use common::values;
 use ltd_candle::{
     LtdCandleError, QkvLayout, SparseAttentionGrads, SparseAttentionOptions, sparse_attention,
     sparse_attention_backward, sparse_attention_forward,
 };
 use ltd_sparse_attn::{BigBirdConfig, SparseSelfAttention};
 
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 fn tensor(dims: &[usize], seed: u64, dtype: DType, dev: &Device) -> Tensor {
-    Tensor::from_vec(values(dims.iter().product(), seed), dims, &Device::Cpu)
+    Tensor::from_vec(values(dims, seed), dims, &Device::Cpu)
         .unwrap()
         .to_dtype(dtype)
         .unwrap()

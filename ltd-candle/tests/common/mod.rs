@@ -106,3 +106,17 @@ pub fn tolerance(dtype: DType) -> (f32, f32) {
         _ => (3e-2, 3e-2),
     }
 }
+
+/// A deterministic pseudo-random buffer in [-1, 1) of `dims`' element count.
+pub fn values(dims: &[usize], seed: u64) -> Vec<f32> {
+    let n: usize = dims.iter().product();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
