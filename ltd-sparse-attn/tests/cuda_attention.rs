@@ -10,7 +10,7 @@ mod gpu_support;
 
 mod common;
 
-use common::{Data, make_layout, poisoned};
+use common::{Data, kernels, make_layout, poisoned};
 use gpu_support::{cases, gpu};
 use half::{bf16, f16};
 use ltd_core::{CudaDevice, Element};
@@ -24,19 +24,6 @@ use ltd_sparse_attn::{
     AttentionShape, BSLongformerConfig, BigBirdConfig, FixedConfig, Layout, SparseAttnError,
 };
 use proptest::prelude::*;
-
-/// The kernel choices this device runs (all four on an H100).
-fn kernels(dev: &CudaDevice) -> Vec<CudaAttentionKernel> {
-    [
-        CudaAttentionKernel::MmaSync,
-        CudaAttentionKernel::Auto,
-        CudaAttentionKernel::Wgmma,
-        CudaAttentionKernel::WgmmaPairs,
-    ]
-    .into_iter()
-    .filter(|k| k.runs_on(dev.compute_capability()))
-    .collect()
-}
 
 /// The host inputs of one [`check`] case, drawn from its seed in a fixed order.
 struct Inputs<T> {

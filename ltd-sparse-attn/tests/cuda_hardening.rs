@@ -16,7 +16,7 @@ mod gpu_support;
 
 mod common;
 
-use common::{Data, make_layout};
+use common::{Data, kernels, make_layout};
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use gpu_support::gpu;
 use half::{bf16, f16};
@@ -32,20 +32,6 @@ use ltd_sparse_attn::{AttentionShape, BigBirdConfig, Layout, SparseAttnError as 
 
 /// What every output starts as: finite, and far from any value the ops write.
 const SENTINEL: f32 = 1000.0;
-
-/// The kernel choices this device runs (all four on an H100: `MmaSync` is the sm_80 path,
-/// `Wgmma` / `WgmmaPairs` the sm_90 one, `Auto` the default).
-fn kernels(dev: &CudaDevice) -> Vec<CudaAttentionKernel> {
-    [
-        CudaAttentionKernel::MmaSync,
-        CudaAttentionKernel::Auto,
-        CudaAttentionKernel::Wgmma,
-        CudaAttentionKernel::WgmmaPairs,
-    ]
-    .into_iter()
-    .filter(|k| k.runs_on(dev.compute_capability()))
-    .collect()
-}
 
 /// One attention problem: inputs `[B, H, L, D]`, an additive f32 key-padding mask `[B, L]`, a
 /// bias `[B, H, L, L]`, causal or not, and the upstream gradient.
