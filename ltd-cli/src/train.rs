@@ -179,6 +179,29 @@ fn warm_up(
     Ok(())
 }
 
+/// With `LTD_TRAIN_PROFILE=1`: where the run's steps spent their time, by phase (the warm-up's
+/// and the evaluations' phases included, so the milliseconds per step are a little high).
+fn print_profile(out: &mut impl Write, name: &str, steps: u64) -> Result<()> {
+    let phases = ltd_train::take_profile();
+    let total: f64 = phases.iter().map(|p| p.1).sum();
+    if phases.is_empty() || total <= 0.0 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{name}: where the time goes (LTD_TRAIN_PROFILE; each phase waits for the device)"
+    )?;
+    for (phase, secs, _) in phases {
+        writeln!(
+            out,
+            "  {phase:<36} {:>9.2} ms/step {:>6.1}%",
+            1e3 * secs / steps.max(1) as f64,
+            100.0 * secs / total
+        )?;
+    }
+    Ok(())
+}
+
 /// Runs `ltd train`.
 pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
     if args.print_config {
@@ -213,6 +236,7 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
     std::fs::create_dir_all(&args.out).map_err(|e| CliError::write(&args.out, e))?;
     if device.is_cuda() {
         warm_up(&config, &variants, &data, &device)?;
+        ltd_train::take_profile(); // the warm-up's phases are not the runs'
         writeln!(
             out,
             "warm-up: one untimed step and evaluation per run (kernels load once per process)"
@@ -281,6 +305,7 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
                 )));
             }
         }
+        print_profile(out, name, config.steps)?;
         finished.push((result, run.history().to_vec()));
     }
     write_charts(&args.out, &finished)?;

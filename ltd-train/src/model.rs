@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::attention::{AttentionKind, CausalAttention};
 use crate::error::{Result, TrainError};
 use crate::params::{Init, Params};
+use crate::profile::Phases;
 use crate::rotary::{Rotary, RotaryAt};
 use crate::routing::{KeptTokens, gather_tokens, route};
 
@@ -179,7 +180,9 @@ impl Block {
     ) -> Result<Tensor> {
         let (b, t, c) = x.dims3()?;
         let d = c / self.heads;
+        let mut phases = Phases::start(x.device())?;
         let qkv = self.qkv.forward(&self.ln1.forward(x)?)?;
+        phases.end("block: ln1 + qkv")?;
         let split = |i: usize| -> Result<Tensor> {
             Ok(qkv
                 .narrow(D::Minus1, i * c, c)?
@@ -190,11 +193,16 @@ impl Block {
         let q = rotary.apply(&split(0)?, at)?;
         let k = rotary.apply(&split(1)?, at)?;
         let v = split(2)?;
+        phases.end("block: split heads + rotary")?;
         let y = attn.forward(&q, &k, &v)?;
+        phases.end("block: attention")?;
         let y = y.transpose(1, 2)?.reshape((b, t, c))?;
         let x = (x + self.proj.forward(&y)?)?;
+        phases.end("block: merge heads + proj")?;
         let m = self.fc.forward(&self.ln2.forward(&x)?)?.gelu()?;
-        Ok((&x + self.fc_out.forward(&m)?)?)
+        let out = (&x + self.fc_out.forward(&m)?)?;
+        phases.end("block: ln2 + mlp")?;
+        Ok(out)
     }
 }
 
@@ -390,7 +398,9 @@ impl Gpt {
         let full_at = self.rotary.at_range(s)?;
         let full_positions = Tensor::arange(0u32, s as u32, &self.device)?.reshape((1, s))?;
         let mut trace = ForwardTrace::default();
+        let mut phases = Phases::start(&self.device)?;
         let mut h = self.embedding.forward(ids)?;
+        phases.end("embedding")?;
         for (l, block) in self.blocks.iter().enumerate() {
             match kept.get(l).and_then(Option::as_ref) {
                 Some(k) => {
@@ -408,11 +418,13 @@ impl Gpt {
                 }
             }
         }
+        let mut phases = Phases::start(&self.device)?;
         let h = self.ln_f.forward(&h)?;
         let logits = h
             .reshape((b * s, self.config.width))?
             .matmul(&self.wte.t()?)?
             .reshape((b, s, VOCAB))?;
+        phases.end("head")?;
         Ok((logits, trace))
     }
 }

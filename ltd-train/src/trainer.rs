@@ -14,6 +14,7 @@ use crate::error::{Result, TrainError};
 use crate::lr::{LrSchedule, Warmup};
 use crate::model::{ForwardTrace, Gpt, VOCAB};
 use crate::optim::{AdamW, grad_norm};
+use crate::profile::Phases;
 use crate::routing::KeptTokens;
 
 /// Which kind of run: the baseline, Random-LTD, sparse attention, or both.
@@ -431,7 +432,9 @@ impl Trainer {
         let (ids, targets) = self.ids(&batch)?;
         let (kept, r) = self.routing(batch.batch)?;
         let (loss, trace) = self.loss(&ids, &targets, &kept)?;
+        let mut phases = Phases::start(self.model.device())?;
         let grads = loss.backward()?;
+        phases.end("backward")?;
         let lr = match self
             .scheduler
             .as_ref()
@@ -447,7 +450,9 @@ impl Trainer {
             }
             None => 1.0,
         };
+        phases.end("gradient norm")?;
         self.optimizer.step(&grads, lr, scale)?;
+        phases.end("optimizer")?;
         let train_loss = f64::from(loss.to_scalar::<f32>()?);
         self.wall_clock_s += start.elapsed().as_secs_f64();
         self.step += 1;
