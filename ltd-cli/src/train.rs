@@ -27,7 +27,11 @@ use crate::plot::{self, MultiLineChart, Series, grouped};
   ltd train --print-config > ds.json      start your own config from the embedded default
 
 Files (in --out): <run>.csv per run (step, train_loss, val_loss, layer_tokens, wall_clock_s, lr,
-reserved_length), loss-vs-steps.png and loss-vs-layer-tokens.png.")]
+reserved_length), loss-vs-steps.png and loss-vs-layer-tokens.png.
+
+Environment: LTD_TRAIN_PROFILE=1 prints, after each run, where its steps spent their time by phase
+(each phase waits for the device, so profiled steps run slower); CANDLE_NUM_THREADS caps the CPU
+threads.")]
 pub struct TrainArgs {
     /// A whole DeepSpeed JSON config; the embedded default when omitted.
     pub config: Option<PathBuf>,

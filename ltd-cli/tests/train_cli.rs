@@ -270,3 +270,28 @@ fn compare_refuses_before_running_when_a_variant_cannot_run() {
     assert!(!dir.join("baseline.csv").exists(), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn profile_env_prints_where_the_time_goes() {
+    let dir = temp_dir("profile");
+    let args = tiny(&["--baseline", "--out", &s(&dir)]);
+    let o = Command::new(ltd_bin())
+        .args(&args)
+        .env("LTD_TRAIN_PROFILE", "1")
+        .output()
+        .expect("the ltd binary runs");
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", text(&o.stderr));
+    assert!(out.contains("baseline: where the time goes"), "{out}");
+    for phase in [
+        "backward",
+        "optimizer",
+        "block: attention",
+        "block: ln2 + mlp",
+    ] {
+        assert!(out.contains(phase), "{phase:?} missing:\n{out}");
+    }
+    // Off by default.
+    assert!(!run_ok(&args).contains("where the time goes"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
