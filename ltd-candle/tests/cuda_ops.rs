@@ -5,7 +5,10 @@
 //! driver library, so without one the binary does not start at all.
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
+use common::values;
 use ltd_candle::{
     LayerMask, LtdCandleError, MaskArg, QkvLayout, RandomLtd, SparseAttentionOptions,
     gather_tokens, route, sample_token_indices, sparse_attention,
@@ -31,20 +34,8 @@ fn gpu() -> Device {
     }
 }
 
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 fn host(dims: &[usize], seed: u64, dtype: DType) -> Tensor {
-    Tensor::from_vec(values(dims.iter().product(), seed), dims, &Device::Cpu)
+    Tensor::from_vec(values(dims, seed), dims, &Device::Cpu)
         .unwrap()
         .to_dtype(dtype)
         .unwrap()

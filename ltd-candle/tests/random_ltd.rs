@@ -1,9 +1,12 @@
 //! Random-LTD ops and the layer wrapper against plain candle equivalents (`index_select`,
 //! `index_add`, masks), for the outputs and every gradient.
 
+mod common;
+
 use std::sync::Arc;
 
 use candle_core::{DType, Device, IndexOp, Tensor, Var};
+use common::values;
 use ltd_candle::{
     LayerMask, LtdCandleError, MaskArg, RandomLtd, gather_tokens, route, sample_token_indices,
     scatter_tokens,
@@ -11,20 +14,8 @@ use ltd_candle::{
 use ltd_core::HiddenOrder;
 use proptest::prelude::*;
 
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 fn tensor(dims: &[usize], seed: u64, dtype: DType) -> Tensor {
-    Tensor::from_vec(values(dims.iter().product(), seed), dims, &Device::Cpu)
+    Tensor::from_vec(values(dims, seed), dims, &Device::Cpu)
         .unwrap()
         .to_dtype(dtype)
         .unwrap()
