@@ -112,12 +112,138 @@ struct Cfg {
     static_assert(WTM % 16 == 0 && WTN % 16 == 0 && KC % 16 == 0 && (MODE == kSdd || SUB % KC == 0), "tile shape");
 };
 
+// One chunk of the product: acc += the tiles tA x tB in shared memory (tensor-core fragments,
+// or the f32 FMA thread grid).
+template <typename T, int MODE, int BLOCK, int D0, int D1, int D2>
+__device__ __forceinline__ void mma_chunk(float (&acc)[D0][D1][D2], const T* tA, const T* tB, bool a_kmajor, bool b_kmajor, int wm,
+                                          int wn, int lane) {
+    using C = Cfg<T, MODE, BLOCK>;
+    constexpr int BM = C::BM, BN = C::BN, KC = C::KC, NT = C::NT;
+    constexpr int VEC = 16 / sizeof(T);
+    constexpr int MF = C::WTM / 16, NF = C::WTN / 8;
+    constexpr bool kTensor = sizeof(T) == 2;
+    constexpr int RS = NT / 16, PM = BM / RS, PN = BN / 16;
+    if constexpr (kTensor) {
+#pragma unroll
+        for (int ks = 0; ks < KC / 16; ++ks) {
+            uint32_t af[MF][4];
+#pragma unroll
+            for (int mf = 0; mf < MF; ++mf) {
+                const int m0 = wm * C::WTM + mf * 16;
+                if (a_kmajor) {
+                    const int row = m0 + (lane & 7) + 8 * ((lane >> 3) & 1);
+                    const int col = ks * 16 + 8 * (lane >> 4);
+                    ldmatrix_x4(af[mf], tA + swz<KC, VEC>(row, col));
+                } else {
+                    const int row = ks * 16 + (lane & 7) + 8 * (lane >> 4);
+                    const int col = m0 + 8 * ((lane >> 3) & 1);
+                    ldmatrix_x4_trans(af[mf], tA + swz<BM, VEC>(row, col));
+                }
+            }
+#pragma unroll
+            for (int np = 0; np < NF / 2; ++np) {
+                const int n0 = wn * C::WTN + np * 16;
+                uint32_t bf[4];
+                if (b_kmajor) {
+                    const int row = n0 + (lane & 7) + 8 * (lane >> 4);
+                    const int col = ks * 16 + 8 * ((lane >> 3) & 1);
+                    ldmatrix_x4(bf, tB + swz<KC, VEC>(row, col));
+                } else {
+                    const int row = ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+                    const int col = n0 + 8 * (lane >> 4);
+                    ldmatrix_x4_trans(bf, tB + swz<BN, VEC>(row, col));
+                }
+#pragma unroll
+                for (int mf = 0; mf < MF; ++mf) {
+                    ltd_mma::Mma<T>::mma(acc[mf][2 * np], af[mf], bf[0], bf[1]);
+                    ltd_mma::Mma<T>::mma(acc[mf][2 * np + 1], af[mf], bf[2], bf[3]);
+                }
+            }
+        }
+    } else {
+        // f32: thread (tr, tc) owns rows tr + RS * i and columns tc + 16 * j.
+        const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
+#pragma unroll 1
+        for (int k = 0; k < KC; ++k) {
+            float av[PM], bv[PN];
+#pragma unroll
+            for (int i = 0; i < PM; ++i) {
+                const int r = tr + RS * i;
+                av[i] = a_kmajor ? (float)tA[swz<KC, VEC>(r, k)] : (float)tA[swz<BM, VEC>(k, r)];
+            }
+#pragma unroll
+            for (int j = 0; j < PN; ++j) {
+                const int c = tc + 16 * j;
+                bv[j] = b_kmajor ? (float)tB[swz<KC, VEC>(c, k)] : (float)tB[swz<BN, VEC>(k, c)];
+            }
+#pragma unroll
+            for (int i = 0; i < PM; ++i)
+#pragma unroll
+                for (int j = 0; j < PN; ++j) acc[0][i][j] = fmaf(av[i], bv[j], acc[0][i][j]);
+        }
+    }
+}
+
+// Zeroes the accumulators before the first chunk.
+template <int D0, int D1, int D2>
+__device__ __forceinline__ void zero_acc(float (&acc)[D0][D1][D2]) {
+#pragma unroll
+    for (int i = 0; i < D0; ++i)
+#pragma unroll
+        for (int j = 0; j < D1; ++j)
+#pragma unroll
+            for (int e = 0; e < D2; ++e) acc[i][j][e] = 0.f;
+}
+
+// Operand slices of chunk `ch` of this CTA's work item (global pointer, leading dimension, valid extents).
+template <typename T, int MODE, int BLOCK>
+__device__ __forceinline__ void describe_chunk(int ch, Opnd<T>& oa, Opnd<T>& ob, const T* const& A, const T* const& B, const long long& F,
+                                               const long long& S, const long long& nnz, const long long& z, const long long& zh,
+                                               const int& begin, const int& sub, const int& tile, const int& blk, const long long& slab0,
+                                               const bool& ta, const bool& tb, const int* const& row_columns, const int* const& col_rows,
+                                               const int* const& col_tiles) {
+    using C = Cfg<T, MODE, BLOCK>;
+    constexpr int BM = C::BM, BN = C::BN, KC = C::KC, SUB = C::SUB;
+    constexpr int PER = BLOCK / SUB;
+    if constexpr (MODE == kSdd) {
+        const long long k0 = (long long)ch * KC;
+        const int kv = (int)min((long long)KC, F - k0);
+        const long long i0 = (long long)blk * BLOCK + (sub / PER) * SUB;
+        const long long j0 = (long long)row_columns[tile] * BLOCK + (sub % PER) * SUB;
+        oa = ta ? Opnd<T>{A + zh * F * S + k0 * S + i0, S, BM, kv}
+                : Opnd<T>{A + zh * S * F + i0 * F + k0, F, BM, kv};
+        ob = tb ? Opnd<T>{B + zh * S * F + j0 * F + k0, F, BN, kv}
+                : Opnd<T>{B + zh * F * S + k0 * S + j0, S, BN, kv};
+    } else {
+        const int e = begin + ch / (BLOCK / KC);
+        const int kk = (ch % (BLOCK / KC)) * KC;
+        const bool csr = MODE == kDsd ? !ta : tb;
+        const long long t = csr ? e : col_tiles[e];
+        const long long kb = csr ? row_columns[e] : col_rows[e];
+        const long long kg = kb * BLOCK + kk;  // reduction index in [0, S)
+        if constexpr (MODE == kDsd) {
+            const T* tp = A + (z * nnz + t) * BLOCK * BLOCK;
+            oa = ta ? Opnd<T>{tp + (long long)kk * BLOCK + sub * SUB, BLOCK, BM, KC}
+                    : Opnd<T>{tp + (long long)(sub * SUB) * BLOCK + kk, BLOCK, BM, KC};
+            const int nv = (int)min((long long)BN, F - slab0);
+            ob = tb ? Opnd<T>{B + zh * F * S + slab0 * S + kg, S, nv, KC}
+                    : Opnd<T>{B + zh * S * F + kg * F + slab0, F, nv, KC};
+        } else {
+            const int mv = (int)min((long long)BM, F - slab0);
+            oa = ta ? Opnd<T>{A + zh * S * F + kg * F + slab0, F, mv, KC}
+                    : Opnd<T>{A + zh * F * S + slab0 * S + kg, S, mv, KC};
+            const T* tp = B + (z * nnz + t) * BLOCK * BLOCK;
+            ob = tb ? Opnd<T>{tp + (long long)(sub * SUB) * BLOCK + kk, BLOCK, BN, KC}
+                    : Opnd<T>{tp + (long long)kk * BLOCK + sub * SUB, BLOCK, BN, KC};
+        }
+    }
+}
+
 template <typename T, int MODE, int BLOCK>
 __device__ __forceinline__ void sparse_mm(const LtdSparseMatmulParams& p) {
     using C = Cfg<T, MODE, BLOCK>;
     constexpr int BM = C::BM, BN = C::BN, KC = C::KC, NT = C::NT, SUB = C::SUB;
     constexpr int PER = BLOCK / SUB;  // 64-wide pieces per block side (2 for block 128)
-    constexpr int VEC = 16 / sizeof(T);
     __shared__ __align__(128) T sA[2][BM * KC];
     __shared__ __align__(128) T sB[2][KC * BN];
 
@@ -184,44 +310,10 @@ __device__ __forceinline__ void sparse_mm(const LtdSparseMatmulParams& p) {
         }
     }
 
-    // Operand slices of chunk `ch`.
-    auto describe = [&](int ch, Opnd<T>& oa, Opnd<T>& ob) {
-        if constexpr (MODE == kSdd) {
-            const long long k0 = (long long)ch * KC;
-            const int kv = (int)min((long long)KC, F - k0);
-            const long long i0 = (long long)blk * BLOCK + (sub / PER) * SUB;
-            const long long j0 = (long long)row_columns[tile] * BLOCK + (sub % PER) * SUB;
-            oa = ta ? Opnd<T>{A + zh * F * S + k0 * S + i0, S, BM, kv}
-                    : Opnd<T>{A + zh * S * F + i0 * F + k0, F, BM, kv};
-            ob = tb ? Opnd<T>{B + zh * S * F + j0 * F + k0, F, BN, kv}
-                    : Opnd<T>{B + zh * F * S + k0 * S + j0, S, BN, kv};
-        } else {
-            const int e = begin + ch / (BLOCK / KC);
-            const int kk = (ch % (BLOCK / KC)) * KC;
-            const bool csr = MODE == kDsd ? !ta : tb;
-            const long long t = csr ? e : col_tiles[e];
-            const long long kb = csr ? row_columns[e] : col_rows[e];
-            const long long kg = kb * BLOCK + kk;  // reduction index in [0, S)
-            if constexpr (MODE == kDsd) {
-                const T* tp = A + (z * nnz + t) * BLOCK * BLOCK;
-                oa = ta ? Opnd<T>{tp + (long long)kk * BLOCK + sub * SUB, BLOCK, BM, KC}
-                        : Opnd<T>{tp + (long long)(sub * SUB) * BLOCK + kk, BLOCK, BM, KC};
-                const int nv = (int)min((long long)BN, F - slab0);
-                ob = tb ? Opnd<T>{B + zh * F * S + slab0 * S + kg, S, nv, KC}
-                        : Opnd<T>{B + zh * S * F + kg * F + slab0, F, nv, KC};
-            } else {
-                const int mv = (int)min((long long)BM, F - slab0);
-                oa = ta ? Opnd<T>{A + zh * S * F + kg * F + slab0, F, mv, KC}
-                        : Opnd<T>{A + zh * F * S + slab0 * S + kg, S, mv, KC};
-                const T* tp = B + (z * nnz + t) * BLOCK * BLOCK;
-                ob = tb ? Opnd<T>{tp + (long long)(sub * SUB) * BLOCK + kk, BLOCK, BN, KC}
-                        : Opnd<T>{tp + (long long)kk * BLOCK + sub * SUB, BLOCK, BN, KC};
-            }
-        }
-    };
     auto load_chunk = [&](int ch, int buf) {
         Opnd<T> oa, ob;
-        describe(ch, oa, ob);
+        describe_chunk<T, MODE, BLOCK>(ch, oa, ob, A, B, F, S, nnz, z, zh, begin, sub, tile, blk, slab0, ta, tb, row_columns, col_rows,
+                                       col_tiles);
         if (a_kmajor) load_2d<T, BM, KC, NT>(sA[buf], oa.ptr, oa.ld, oa.valid_mn, oa.valid_k);
         else load_2d<T, KC, BM, NT>(sA[buf], oa.ptr, oa.ld, oa.valid_k, oa.valid_mn);
         if (b_kmajor) load_2d<T, BN, KC, NT>(sB[buf], ob.ptr, ob.ld, ob.valid_mn, ob.valid_k);
@@ -238,12 +330,7 @@ __device__ __forceinline__ void sparse_mm(const LtdSparseMatmulParams& p) {
     static_assert(kTensor || (BM % RS == 0 && BN % 16 == 0), "f32 thread grid");
     constexpr int D0 = kTensor ? MF : 1, D1 = kTensor ? NF : PM, D2 = kTensor ? 4 : PN;
     float acc[D0][D1][D2];
-#pragma unroll
-    for (int i = 0; i < D0; ++i)
-#pragma unroll
-        for (int j = 0; j < D1; ++j)
-#pragma unroll
-            for (int e = 0; e < D2; ++e) acc[i][j][e] = 0.f;
+    zero_acc(acc);
 
     if (nchunks > 0) load_chunk(0, 0);
     cp_async_commit();
@@ -259,65 +346,7 @@ __device__ __forceinline__ void sparse_mm(const LtdSparseMatmulParams& p) {
         __syncthreads();
         const T* tA = sA[buf];
         const T* tB = sB[buf];
-        if constexpr (kTensor) {
-#pragma unroll
-            for (int ks = 0; ks < KC / 16; ++ks) {
-                uint32_t af[MF][4];
-#pragma unroll
-                for (int mf = 0; mf < MF; ++mf) {
-                    const int m0 = wm * C::WTM + mf * 16;
-                    if (a_kmajor) {
-                        const int row = m0 + (lane & 7) + 8 * ((lane >> 3) & 1);
-                        const int col = ks * 16 + 8 * (lane >> 4);
-                        ldmatrix_x4(af[mf], tA + swz<KC, VEC>(row, col));
-                    } else {
-                        const int row = ks * 16 + (lane & 7) + 8 * (lane >> 4);
-                        const int col = m0 + 8 * ((lane >> 3) & 1);
-                        ldmatrix_x4_trans(af[mf], tA + swz<BM, VEC>(row, col));
-                    }
-                }
-#pragma unroll
-                for (int np = 0; np < NF / 2; ++np) {
-                    const int n0 = wn * C::WTN + np * 16;
-                    uint32_t bf[4];
-                    if (b_kmajor) {
-                        const int row = n0 + (lane & 7) + 8 * (lane >> 4);
-                        const int col = ks * 16 + 8 * ((lane >> 3) & 1);
-                        ldmatrix_x4(bf, tB + swz<KC, VEC>(row, col));
-                    } else {
-                        const int row = ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
-                        const int col = n0 + 8 * (lane >> 4);
-                        ldmatrix_x4_trans(bf, tB + swz<BN, VEC>(row, col));
-                    }
-#pragma unroll
-                    for (int mf = 0; mf < MF; ++mf) {
-                        ltd_mma::Mma<T>::mma(acc[mf][2 * np], af[mf], bf[0], bf[1]);
-                        ltd_mma::Mma<T>::mma(acc[mf][2 * np + 1], af[mf], bf[2], bf[3]);
-                    }
-                }
-            }
-        } else {
-            // f32: thread (tr, tc) owns rows tr + RS * i and columns tc + 16 * j.
-            const int tr = threadIdx.x / 16, tc = threadIdx.x % 16;
-#pragma unroll 1
-            for (int k = 0; k < KC; ++k) {
-                float av[PM], bv[PN];
-#pragma unroll
-                for (int i = 0; i < PM; ++i) {
-                    const int r = tr + RS * i;
-                    av[i] = a_kmajor ? (float)tA[swz<KC, VEC>(r, k)] : (float)tA[swz<BM, VEC>(k, r)];
-                }
-#pragma unroll
-                for (int j = 0; j < PN; ++j) {
-                    const int c = tc + 16 * j;
-                    bv[j] = b_kmajor ? (float)tB[swz<KC, VEC>(c, k)] : (float)tB[swz<BN, VEC>(k, c)];
-                }
-#pragma unroll
-                for (int i = 0; i < PM; ++i)
-#pragma unroll
-                    for (int j = 0; j < PN; ++j) acc[0][i][j] = fmaf(av[i], bv[j], acc[0][i][j]);
-            }
-        }
+        mma_chunk<T, MODE, BLOCK>(acc, tA, tB, a_kmajor, b_kmajor, wm, wn, lane);
         __syncthreads();  // the buffer is overwritten by the next iteration's prefetch
     }
     cp_async_wait<0>();

@@ -236,6 +236,71 @@ struct BwdSmem {
     BwdSmemTail<T, kBiasTiles> tail;
 };
 
+// S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys, over the query slices set in qbits.
+template <typename T, int D>
+__device__ __forceinline__ void bwd_scores(float (&st)[8][4], float (&dpt)[8][4], const T* sK, const T* sV, const T* tQ, const T* tdO,
+                                           unsigned qbits, int warp, int lane) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st[j][e] = dpt[j][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+        uint32_t ka[4], va[4];
+        const int arow = warp * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+        const int acol = ks * 16 + 8 * (lane >> 4);
+        ldmatrix_x4(ka, sK + swz<D>(arow, acol));
+        ldmatrix_x4(va, sV + swz<D>(arow, acol));
+#pragma unroll
+        for (int np = 0; np < 4; ++np) {
+            if (!(qbits & (1u << np))) continue;
+            uint32_t qb[4], ob[4];
+            const int brow = np * 16 + (lane & 7) + 8 * (lane >> 4);
+            const int bcol = ks * 16 + 8 * ((lane >> 3) & 1);
+            ldmatrix_x4(qb, tQ + swz<D>(brow, bcol));
+            ldmatrix_x4(ob, tdO + swz<D>(brow, bcol));
+            ltd_mma::Mma<T>::mma(st[2 * np], ka, qb[0], qb[1]);
+            ltd_mma::Mma<T>::mma(st[2 * np + 1], ka, qb[2], qb[3]);
+            ltd_mma::Mma<T>::mma(dpt[2 * np], va, ob[0], ob[1]);
+            ltd_mma::Mma<T>::mma(dpt[2 * np + 1], va, ob[2], ob[3]);
+        }
+    }
+}
+
+// dV += P^T dO and dK += dS^T Q (k = queries), over the query slices set in qbits.
+template <typename T, int D>
+__device__ __forceinline__ void bwd_dkdv(float (&dk)[D / 8][4], float (&dv)[D / 8][4], const uint32_t (&pf)[4][4], const uint32_t (&dsf)[4][4],
+                                         const T* tQ, const T* tdO, unsigned qbits, int lane) {
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+        if (!(qbits & (1u << ks))) continue;
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+            uint32_t ob[4], qb[4];
+            const int row = ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+            const int col = dp * 16 + 8 * (lane >> 4);
+            ldmatrix_x4_trans(ob, tdO + swz<D>(row, col));
+            ldmatrix_x4_trans(qb, tQ + swz<D>(row, col));
+            ltd_mma::Mma<T>::mma(dv[2 * dp], pf[ks], ob[0], ob[1]);
+            ltd_mma::Mma<T>::mma(dv[2 * dp + 1], pf[ks], ob[2], ob[3]);
+            ltd_mma::Mma<T>::mma(dk[2 * dp], dsf[ks], qb[0], qb[1]);
+            ltd_mma::Mma<T>::mma(dk[2 * dp + 1], dsf[ks], qb[2], qb[3]);
+        }
+    }
+}
+
+// dS^T to shared memory as [key][query] (swizzled) for the dQ product.
+template <typename T>
+__device__ __forceinline__ void stage_ds(T* sdS, const uint32_t (&dsf)[4][4], int warp, int g, int t) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const int ql = 8 * j + 2 * t;
+        const int kl = warp * 16 + g;
+        *reinterpret_cast<uint32_t*>(sdS + swz<kTile>(kl, ql)) = dsf[j >> 1][(j & 1) * 2 + 0];
+        *reinterpret_cast<uint32_t*>(sdS + swz<kTile>(kl + 8, ql)) = dsf[j >> 1][(j & 1) * 2 + 1];
+    }
+}
+
 // TBIAS (`_bias_tiles_` kernels, BIAS only): the bias arrives one [64 query][64 key] tile per
 // query tile with its Q / dO (two 8 KB buffers) instead of per-element global loads, which here
 // are transposed (lanes step queries, L elements apart); L % 8 == 0.
@@ -337,65 +402,19 @@ __device__ __forceinline__ void sparse_attn_bwd(const LtdSparseAttnBwdParams& p)
         uint32_t dsf[4][4];  // dS^T as A fragments (k = queries), zero where inactive
         if (qbits) {
             float st[8][4], dpt[8][4];  // S^T and dP^T in the m16n8 C layout: [j][e], queries 8j..
-#pragma unroll
-            for (int j = 0; j < 8; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) st[j][e] = dpt[j][e] = 0.f;
-#pragma unroll
-            for (int ks = 0; ks < D / 16; ++ks) {
-                uint32_t ka[4], va[4];
-                const int arow = warp * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
-                const int acol = ks * 16 + 8 * (lane >> 4);
-                ldmatrix_x4(ka, sK + swz<D>(arow, acol));
-                ldmatrix_x4(va, sV + swz<D>(arow, acol));
-#pragma unroll
-                for (int np = 0; np < 4; ++np) {
-                    if (!(qbits & (1u << np))) continue;
-                    uint32_t qb[4], ob[4];
-                    const int brow = np * 16 + (lane & 7) + 8 * (lane >> 4);
-                    const int bcol = ks * 16 + 8 * ((lane >> 3) & 1);
-                    ldmatrix_x4(qb, tQ + swz<D>(brow, bcol));
-                    ldmatrix_x4(ob, tdO + swz<D>(brow, bcol));
-                    ltd_mma::Mma<T>::mma(st[2 * np], ka, qb[0], qb[1]);
-                    ltd_mma::Mma<T>::mma(st[2 * np + 1], ka, qb[2], qb[3]);
-                    ltd_mma::Mma<T>::mma(dpt[2 * np], va, ob[0], ob[1]);
-                    ltd_mma::Mma<T>::mma(dpt[2 * np + 1], va, ob[2], ob[3]);
-                }
-            }
+            bwd_scores<T, D>(st, dpt, sK, sV, tQ, tdO, qbits, warp, lane);
             uint32_t pf[4][4];
             const ltd_attn::Log2RowStats stats{sLse, sDvec, buf};
             const auto bias_tile = [&](int ql, int kl) { return (float)sB[buf * kTile * kTile + ltd_attn::swizzled<64>(ql, kl)]; };
             ltd_attn::bwd_probs<T, BIAS, TBIAS>(p, stats, st, dpt, qbits, q0, seq, key_g, kpm_l2, bias, dbias, bias_tile, warp, g, t,
                                                 pf, dsf, [](int, uint32_t, uint32_t) {});
-            // dV += P^T dO and dK += dS^T Q (k = queries).
-#pragma unroll
-            for (int ks = 0; ks < 4; ++ks) {
-                if (!(qbits & (1u << ks))) continue;
-#pragma unroll
-                for (int dp = 0; dp < D / 16; ++dp) {
-                    uint32_t ob[4], qb[4];
-                    const int row = ks * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
-                    const int col = dp * 16 + 8 * (lane >> 4);
-                    ldmatrix_x4_trans(ob, tdO + swz<D>(row, col));
-                    ldmatrix_x4_trans(qb, tQ + swz<D>(row, col));
-                    ltd_mma::Mma<T>::mma(dv[2 * dp], pf[ks], ob[0], ob[1]);
-                    ltd_mma::Mma<T>::mma(dv[2 * dp + 1], pf[ks], ob[2], ob[3]);
-                    ltd_mma::Mma<T>::mma(dk[2 * dp], dsf[ks], qb[0], qb[1]);
-                    ltd_mma::Mma<T>::mma(dk[2 * dp + 1], dsf[ks], qb[2], qb[3]);
-                }
-            }
+            bwd_dkdv<T, D>(dk, dv, pf, dsf, tQ, tdO, qbits, lane);
         } else {
 #pragma unroll
             for (int i = 0; i < 4; ++i) dsf[i][0] = dsf[i][1] = dsf[i][2] = dsf[i][3] = 0u;
         }
         // dS^T to shared memory as [key][query] for the dQ product.
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const int ql = 8 * j + 2 * t;
-            const int kl = warp * 16 + g;
-            *reinterpret_cast<uint32_t*>(sdS + swz<kTile>(kl, ql)) = dsf[j >> 1][(j & 1) * 2 + 0];
-            *reinterpret_cast<uint32_t*>(sdS + swz<kTile>(kl + 8, ql)) = dsf[j >> 1][(j & 1) * 2 + 1];
-        }
+        stage_ds(sdS, dsf, warp, g, t);
         __syncthreads();
         // dQ rows 16*warp.. += scale * dS K, 32 columns of D at a time, straight to f32 atomics.
         const long long qrow0 = q0 + warp * 16;

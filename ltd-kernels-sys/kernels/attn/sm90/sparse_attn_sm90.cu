@@ -53,6 +53,54 @@ struct FwdSm90Smem {
     FwdSm90Tail<T, kBiasTiles> tail;
 };
 
+// Thread 0, when the item has chunks: the first chunk's K and V tiles (and bias tile) by TMA, on
+// their barriers.
+template <typename T, int D, bool TBIAS>
+__device__ __forceinline__ void fwd_sm90_load_first(const LtdSparseAttnTmaMaps& maps, uint32_t sK, uint32_t sV, uint32_t sBias, uint32_t bar_kv,
+                                                    uint32_t bar_v, int kc, int mat, long long q0, int begin, int end) {
+    constexpr uint32_t kTileBytes = kTile * D * 2;
+    constexpr bool kOneV = D == 128;
+    constexpr uint32_t kBiasBytes = TBIAS ? kBlockBytes : 0;
+    if (threadIdx.x == 0 && begin < end) {
+        if constexpr (kOneV) {
+            mbar_expect(bar_kv, kTileBytes + kBiasBytes);
+            tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
+            mbar_expect(bar_v, kTileBytes);
+            tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_v);
+        } else {
+            mbar_expect(bar_kv, 2 * kTileBytes + kBiasBytes);
+            tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
+            tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_kv);
+        }
+        if constexpr (TBIAS) tma_box(sBias, &maps.bias, kc * kTile, (int)q0, mat, bar_kv);
+    }
+}
+
+// A whole row's epilogue: O normalised and staged in the Q tile, out by one TMA store, and the
+// row lse.
+template <typename T, int D>
+__device__ __forceinline__ void fwd_sm90_store_rows(const LtdSparseAttnFwdParams& p, const LtdSparseAttnTmaMaps& maps, uint32_t sQ,
+                                                    const float (&o)[D / 2], const float (&m)[2], const float (&l)[2], long long q0,
+                                                    long long bh, long long seq, int mat, int warp, int g, int t) {
+    // A whole row: O goes through the Q tile (free: the last S product has retired) and
+    // out by TMA, 16-byte-coalesced (the 4-byte stores of an m64 accumulator fill half of
+    // each 32-byte sector they touch); rows past seq are skipped by the TMA.
+    const float inv[2] = {ltd_attn::row_inv(l[0]), ltd_attn::row_inv(l[1])};
+    stage_acc<T, D>(sQ, o, inv, warp, g, t);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const long long row = q0 + warp * 16 + g + 8 * r;
+        if (t == 0 && row < seq) reinterpret_cast<float*>(p.lse)[bh * seq + row] = ltd_attn::row_lse(m[r], l[r]);
+    }
+    fence_proxy_async();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        tma_store_tile<D>(&maps.o, sQ, (int)q0, mat);
+        bulk_commit();
+        bulk_wait_read();  // the shared memory must outlive the copy's reads
+    }
+}
+
 // TBIAS (`_bias_tma_` kernels): the bias tile of each (query tile, chunk) arrives by TMA with the
 // chunk's K / V (two 8 KB buffers) instead of per-element global loads.
 template <typename T, int D, bool TBIAS>
@@ -116,19 +164,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         mbar_expect(bar_q, kTileBytes);
         tma_tile<D>(sQ, &maps.q, (int)q0, mat, bar_q);
     }
-    if (threadIdx.x == 0 && begin < end) {
-        if constexpr (kOneV) {
-            mbar_expect(bar_kv, kTileBytes + kBiasBytes);
-            tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
-            mbar_expect(bar_v, kTileBytes);
-            tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_v);
-        } else {
-            mbar_expect(bar_kv, 2 * kTileBytes + kBiasBytes);
-            tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
-            tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_kv);
-        }
-        if constexpr (TBIAS) tma_box(sBias, &maps.bias, kc * kTile, (int)q0, mat, bar_kv);
-    }
+    fwd_sm90_load_first<T, D, TBIAS>(maps, sK, sV, sBias, bar_kv, bar_v, kc, mat, q0, begin, end);
     mbar_wait(bar_q, 0);
 
     // Running softmax state for rows g and g + 8 of this warp (log2 domain).
@@ -206,23 +242,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     if (work.slot >= 0) {
         ltd_attn::fwd_store<T, D>(p, work, qt, 0, warp, g, t, o, m, l);
     } else {
-        // A whole row: O goes through the Q tile (free: the last S product has retired) and
-        // out by TMA, 16-byte-coalesced (the 4-byte stores of an m64 accumulator fill half of
-        // each 32-byte sector they touch); rows past seq are skipped by the TMA.
-        const float inv[2] = {ltd_attn::row_inv(l[0]), ltd_attn::row_inv(l[1])};
-        stage_acc<T, D>(sQ, o, inv, warp, g, t);
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const long long row = q0 + warp * 16 + g + 8 * r;
-            if (t == 0 && row < seq) reinterpret_cast<float*>(p.lse)[bh * seq + row] = ltd_attn::row_lse(m[r], l[r]);
-        }
-        fence_proxy_async();
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            tma_store_tile<D>(&maps.o, sQ, (int)q0, mat);
-            bulk_commit();
-            bulk_wait_read();  // the shared memory must outlive the copy's reads
-        }
+        fwd_sm90_store_rows<T, D>(p, maps, sQ, o, m, l, q0, bh, seq, mat, warp, g, t);
     }
 }
 
