@@ -183,8 +183,9 @@ fn warm_up(
     Ok(())
 }
 
-/// With `LTD_TRAIN_PROFILE=1`: where the run's steps spent their time, by phase (the warm-up's
-/// and the evaluations' phases included, so the milliseconds per step are a little high).
+/// With `LTD_TRAIN_PROFILE=1`: where the run's steps spent their time, by phase (the
+/// evaluations' forward phases included, so the forward's milliseconds per step are a little
+/// high; the warm-up's are discarded before the runs).
 fn print_profile(out: &mut impl Write, name: &str, steps: u64) -> Result<()> {
     let phases = ltd_train::take_profile();
     let total: f64 = phases.iter().map(|p| p.1).sum();

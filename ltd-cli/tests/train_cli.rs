@@ -274,7 +274,7 @@ fn compare_refuses_before_running_when_a_variant_cannot_run() {
 #[test]
 fn profile_env_prints_where_the_time_goes() {
     let dir = temp_dir("profile");
-    let args = tiny(&["--baseline", "--out", &s(&dir)]);
+    let args = tiny(&["--out", &s(&dir)]); // Random-LTD on layer 1
     let o = Command::new(ltd_bin())
         .args(&args)
         .env("LTD_TRAIN_PROFILE", "1")
@@ -282,12 +282,15 @@ fn profile_env_prints_where_the_time_goes() {
         .expect("the ltd binary runs");
     let out = text(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", text(&o.stderr));
-    assert!(out.contains("baseline: where the time goes"), "{out}");
+    assert!(out.contains("random-ltd: where the time goes"), "{out}");
     for phase in [
         "backward",
         "optimizer",
+        "loss",
         "block: attention",
         "block: ln2 + mlp",
+        "random-ltd: gather",
+        "random-ltd: route",
     ] {
         assert!(out.contains(phase), "{phase:?} missing:\n{out}");
     }

@@ -404,10 +404,14 @@ impl Gpt {
         for (l, block) in self.blocks.iter().enumerate() {
             match kept.get(l).and_then(Option::as_ref) {
                 Some(k) => {
+                    let mut phases = Phases::start(&self.device)?;
                     let at = self.rotary.at_positions(k.positions())?;
                     let part = gather_tokens(&h, k)?;
+                    phases.end("random-ltd: gather")?;
                     let out = block.forward(&part, &self.rotary, &at, &self.attention)?;
+                    let mut phases = Phases::start(&self.device)?;
                     h = route(&h, &out, k)?;
+                    phases.end("random-ltd: route")?;
                     trace.layer_tokens += (b * k.kept()) as u64;
                     trace.rotary_positions.push(k.positions().clone());
                 }

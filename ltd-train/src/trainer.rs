@@ -400,8 +400,10 @@ impl Trainer {
         kept: &[Option<KeptTokens>],
     ) -> Result<(Tensor, ForwardTrace)> {
         let (logits, trace) = self.model.forward(ids, kept)?;
+        let mut phases = Phases::start(self.model.device())?;
         let (b, s, _) = logits.dims3()?;
         let loss = candle_nn::loss::cross_entropy(&logits.reshape((b * s, VOCAB))?, targets)?;
+        phases.end("loss")?;
         Ok((loss, trace))
     }
 
