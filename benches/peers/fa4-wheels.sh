@@ -51,12 +51,13 @@ python3 -m pip download -q --no-deps --only-binary=:all: --pre --python-version 
   --platform manylinux2014_x86_64 -d "$dl" "${pins[@]}"
 "$py" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$dl"/*.whl
 
-# Trim: aarch64 / QNX stubs, the CLI scripts, tvm-ffi's sources, bundled third-party trees
-# and test library, and torch-c-dlpack-ext's prebuilt add-ons (made for torch 2.4-2.9; torch
-# 2.11 exports the DLPack exchange API itself, and tvm-ffi falls back without them).
+# Trim: aarch64 / QNX stubs, the CLI scripts, tvm-ffi's sources and bundled third-party trees
+# (not its libtvm_ffi_testing.so: its core links it), and torch-c-dlpack-ext's prebuilt add-ons
+# (made for torch 2.4-2.9; torch 2.11 exports the DLPack exchange API itself). The trimmed tree
+# was checked to import (cutlass, flash_attn.cute) under Python 3.12 with torch 2.11.
 rm -rf "$site/bin" "$site/build_backend.py" \
   "$site"/nvidia_cutlass_dsl/cu13/lib/stubs \
-  "$site"/tvm_ffi/3rdparty "$site"/tvm_ffi/src "$site"/tvm_ffi/lib/libtvm_ffi_testing.so \
+  "$site"/tvm_ffi/3rdparty "$site"/tvm_ffi/src \
   "$site"/torch_c_dlpack_ext/libtorch_c_dlpack_addon_*.so
 find "$site" -name '__pycache__' -prune -exec rm -rf {} +
 

@@ -48,6 +48,8 @@ def main():
     ap.add_argument("--budget-s", type=float, default=200.0,
                     help="wall-clock seconds for this peer; later candidates are skipped once spent")
     ap.add_argument("--filter", help="only cells whose {layout}_s{S}_d{D} contains this")
+    ap.add_argument("--flex-prior", help="peers JSON lines of an earlier Flex search on this "
+                    "machine: its fastest configurations are timed first (the replay of run-all.sh)")
     ap.add_argument("--flex-mode", default=None,
                     help="torch.compile mode for Flex, e.g. max-autotune-no-cudagraphs (slow to compile)")
     args = ap.parse_args()
@@ -70,9 +72,10 @@ def main():
 
         run_sdpa(cells, out)
     elif args.peer == "flex":
-        from attn_peers.flex import run_flex
+        from attn_peers.flex import load_prior, run_flex
 
-        run_flex(args.bench_dir, cells, out, budget, args.flex_mode)
+        prior = load_prior(args.flex_prior) if args.flex_prior else None
+        run_flex(args.bench_dir, cells, out, budget, args.flex_mode, prior)
     else:
         from attn_peers.fa4 import run_fa4
 

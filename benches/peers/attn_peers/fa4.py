@@ -178,8 +178,8 @@ def run_fa4(bench_dir, cells, out, budget):
     out.meta(peer="fa4", versions=api["versions"])
     state = [Fa4Cell(api, bench_dir, c) for c in cells]
 
-    def guarded(fc, tile, pass_):
-        if budget.spent():
+    def guarded(fc, tile, pass_, required=False):
+        if budget.spent() and not required:
             out.skip("fa4", fc.cell, f"FA4 fwd tiles {tile[0]}x{tile[1]}", pass_,
                      "peer time budget spent (raise --budget-s)")
             return
@@ -187,8 +187,8 @@ def run_fa4(bench_dir, cells, out, budget):
 
     for fc in state:
         first = fwd_tiles(fc.cell.block)[0]
-        guarded(fc, first, "fwd")
-        guarded(fc, first, "fwdbwd")
+        guarded(fc, first, "fwd", required=True)
+        guarded(fc, first, "fwdbwd", required=True)
     for fc in state:
         tried_fb = fwd_tiles(fc.cell.block)[0]
         for tile in fwd_tiles(fc.cell.block)[1:]:

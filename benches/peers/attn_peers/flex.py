@@ -4,8 +4,10 @@ with a per-token `mask_mod` on the partial ones), then forward and backward kern
 tuned on the fastest tile; every configuration is checked against the masked dense reference
 before it is timed, and every one timed is written (the table keeps the fastest).
 
-Passes, each while the budget lasts: (1) the first tile candidate of every cell with default
-kernel options, (2) the other tile candidates, (3) kernel options on each cell's fastest tile.
+Passes: (0) with `prior`, an earlier run's fastest configurations of each cell; (1) the first
+tile candidate of every cell with default kernel options (always, unless pass 0 gave the cell a
+number), then while the budget lasts (2) the other tile candidates and (3) kernel options on
+each cell's fastest tile.
 
 Example (on a GPU):
 
@@ -95,6 +97,7 @@ class FlexCell:
         self.lay = load_layout(bench_dir, cell)
         self.masks = {}
         self.best = {"fwd": (float("inf"), None), "fwdbwd": (float("inf"), None)}
+        self.tried = set()
 
     def inputs(self):
         q, k, v, dout = make_inputs(self.cell)
@@ -109,6 +112,10 @@ class FlexCell:
 
     def try_config(self, out, tile, opts, passes):
         """Checks and times one (tile, options) configuration for `passes`."""
+        passes = [p for p in passes if (tile, _opts_text(opts), p) not in self.tried]
+        if not passes:
+            return
+        self.tried.update((tile, _opts_text(opts), p) for p in passes)
         bm, how = self.mask(tile)
         cfg = f"{how}; {_opts_text(opts)}"
         q, k, v, dout, rows, ref = self.inputs()
@@ -146,24 +153,54 @@ class FlexCell:
         torch.cuda.empty_cache()
 
 
-def run_flex(bench_dir, cells, out, budget, mode=None):
+def load_prior(path):
+    """The fastest checked Flex configuration per cell and pass in an earlier run's JSON lines:
+    `{cell key: {pass: (tile, options)}}` (empty if the file is missing)."""
+    import json
+
+    best = {}
+    try:
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except OSError:
+        print(f"flex: no earlier run at {path}: searching from scratch")
+        return {}
+    for r in rows:
+        if r.get("kind") != "time" or r.get("peer") != "flex" or "tile" not in r:
+            continue
+        key = f"{r['layout']}_s{r['seq']}_d{r['head_dim']}"
+        got = best.setdefault(key, {})
+        if r["pass"] not in got or r["us"] < got[r["pass"]][0]:
+            got[r["pass"]] = (r["us"], tuple(r["tile"]), r.get("options") or {})
+    return {k: {p: v[1:] for p, v in d.items()} for k, d in best.items()}
+
+
+def run_flex(bench_dir, cells, out, budget, mode=None, prior=None):
     """All passes over `cells` within `budget`; `mode` is torch.compile's (e.g.
-    "max-autotune-no-cudagraphs", far slower to compile)."""
-    torch._dynamo.config.recompile_limit = 1024
-    torch._dynamo.config.cache_size_limit = 1024
+    "max-autotune-no-cudagraphs", far slower to compile). `prior` (from `load_prior`) puts an
+    earlier run's fastest configurations first, each cell's timed before anything else (their
+    compiled kernels are found in Inductor's cache when that run was on the same machine)."""
+    for knob in ("recompile_limit", "accumulated_recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, knob):  # names differ across torch versions
+            setattr(torch._dynamo.config, knob, 4096)
     flex = torch.compile(flex_attention, dynamic=False, mode=mode)
     state = [FlexCell(bench_dir, c, flex) for c in cells]
 
-    def guarded(fc, tile, opts, passes):
-        if budget.spent():
+    def guarded(fc, tile, opts, passes, required=False):
+        if budget.spent() and not required:
             for p in passes:
                 out.skip("flex", fc.cell, f"BlockMask {tile[0]}x{tile[1]}; {_opts_text(opts)}", p,
                          "peer time budget spent (raise --budget-s)")
             return
         fc.try_config(out, tile, opts, passes)
 
+    prior = prior or {}
     for fc in state:
-        guarded(fc, tile_candidates(fc.cell.block)[0], {}, ["fwd", "fwdbwd"])
+        for p, (tile, opts) in sorted(prior.get(fc.cell.key, {}).items()):
+            guarded(fc, tile, opts, [p], required=True)
+    for fc in state:
+        guarded(fc, tile_candidates(fc.cell.block)[0], {}, ["fwd", "fwdbwd"],
+                required=fc.cell.key not in prior)
     for fc in state:
         for tile in tile_candidates(fc.cell.block)[1:]:
             guarded(fc, tile, {}, ["fwd", "fwdbwd"])

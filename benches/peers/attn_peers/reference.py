@@ -37,8 +37,8 @@ def reference_rows(q, k, v, dout, lay, blk, rows):
     """fp32 `(out, dq)` of masked dense attention at `rows`, `[B, H, len(rows), D]` each;
     `lay` is the `[H, nb, nb]` bool numpy layout at `blk` tokens a block."""
     seq, d = q.shape[2], q.shape[3]
-    lay_t = torch.from_numpy(lay).cuda()
-    keys = torch.arange(seq, device="cuda") // blk
+    lay_t = torch.from_numpy(lay).to(q.device)
+    keys = torch.arange(seq, device=q.device) // blk
     mask = lay_t[:, rows // blk][:, :, keys]  # [H, r, S]
     qr = q[:, :, rows].float().requires_grad_()
     s = qr @ k.float().transpose(-1, -2) / math.sqrt(d)
