@@ -5,9 +5,10 @@ tuned on the fastest tile; every configuration is checked against the masked den
 before it is timed, and every one timed is written (the table keeps the fastest).
 
 Passes: (0) with `prior`, an earlier run's fastest configurations of each cell; (1) the first
-tile candidate of every cell with default kernel options (always, unless pass 0 gave the cell a
-number), then while the budget lasts (2) the other tile candidates and (3) kernel options on
-each cell's fastest tile.
+tile candidate of every cell with kernel blocks matching the tile (Flex's defaults if those
+fail; always, unless pass 0 gave the cell a number), then while the budget lasts (2) the other
+tile candidates likewise and (3) forward and backward kernel options on each cell's fastest
+tile.
 
 Example (on a GPU):
 
@@ -33,12 +34,25 @@ def tile_candidates(blk):
     return [(128, 64), (64, 64), (128, 128), (64, blk), (blk, blk)]
 
 
+def base_options(tq, tk, d):
+    """Kernel blocks that match a `(tq, tk)` tile (Flex's own defaults may not divide 64- or
+    16-token tiles, and then it refuses the mask): forward BLOCK_M x BLOCK_N inside the tile;
+    backward dK/dV blocks M1 x N1 (N1 a multiple of M1) and dQ blocks M2 x N2 (M2 a multiple of
+    N2), each dividing the tile."""
+    n1 = min(tk, 128)
+    m2 = min(tq, 128)
+    return {"fwd_BLOCK_M": min(tq, 128), "fwd_BLOCK_N": min(tk, 64), "fwd_num_warps": 4,
+            "fwd_num_stages": 3, "bwd_BLOCK_M1": min(tq, 64, n1), "bwd_BLOCK_N1": n1,
+            "bwd_BLOCK_M2": m2, "bwd_BLOCK_N2": min(tk, 64, m2), "bwd_num_warps": 8,
+            "bwd_num_stages": 3 if d <= 64 else 2}
+
+
 def fwd_options(tq, tk):
     """Forward kernel options to try on a tile (each must divide the tile)."""
     opts = []
     for bm, bn, w, s, tma in [(128, 64, 4, 3, False), (128, 64, 8, 3, False),
                               (128, 128, 8, 2, False), (64, 64, 4, 3, False),
-                              (128, 64, 4, 3, True)]:
+                              (64, 32, 4, 3, False), (128, 64, 4, 3, True)]:
         if tq % bm == 0 and tk % bn == 0:
             opts.append({"fwd_BLOCK_M": bm, "fwd_BLOCK_N": bn, "fwd_num_warps": w,
                          "fwd_num_stages": s, "USE_TMA": tma})
@@ -49,7 +63,8 @@ def bwd_options(tq, tk):
     """Backward kernel options (dK/dV tile M1 x N1, dQ tile M2 x N2) to try on a tile."""
     opts = []
     for m1, n1, m2, n2, w, s in [(64, 128, 128, 64, 8, 3), (32, 128, 128, 32, 4, 3),
-                                 (64, 64, 64, 64, 4, 3), (32, 64, 64, 32, 4, 3)]:
+                                 (64, 64, 64, 64, 4, 3), (32, 64, 64, 32, 4, 3),
+                                 (64, 128, 128, 64, 8, 2), (16, 32, 32, 16, 4, 3)]:
         if tq % m1 == 0 and tk % n1 == 0 and tq % m2 == 0 and tk % n2 == 0:
             opts.append({"bwd_BLOCK_M1": m1, "bwd_BLOCK_N1": n1, "bwd_BLOCK_M2": m2,
                          "bwd_BLOCK_N2": n2, "bwd_num_warps": w, "bwd_num_stages": s})
@@ -86,7 +101,18 @@ def block_mask(lay, blk, tq, tk, seq):
 
 
 def _opts_text(opts):
-    return ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) if opts else "default kernel options"
+    """Kernel options in short: `fwd 128x64 w4 s3 TMA; bwd dKV 64x128 dQ 128x64 w8 s3`."""
+    if not opts:
+        return "Flex's default kernel options"
+    o = dict(opts)
+    parts = []
+    if "fwd_BLOCK_M" in o:
+        parts.append(f"fwd {o['fwd_BLOCK_M']}x{o['fwd_BLOCK_N']} w{o.get('fwd_num_warps')} "
+                     f"s{o.get('fwd_num_stages')}" + (" TMA" if o.get("USE_TMA") else ""))
+    if "bwd_BLOCK_M1" in o:
+        parts.append(f"bwd dKV {o['bwd_BLOCK_M1']}x{o['bwd_BLOCK_N1']} dQ {o['bwd_BLOCK_M2']}x"
+                     f"{o['bwd_BLOCK_N2']} w{o.get('bwd_num_warps')} s{o.get('bwd_num_stages')}")
+    return "; ".join(parts) or ", ".join(f"{k}={v}" for k, v in sorted(o.items()))
 
 
 class FlexCell:
@@ -113,8 +139,9 @@ class FlexCell:
     def try_config(self, out, tile, opts, passes):
         """Checks and times one (tile, options) configuration for `passes`."""
         passes = [p for p in passes if (tile, _opts_text(opts), p) not in self.tried]
+        timed = set()
         if not passes:
-            return
+            return timed
         self.tried.update((tile, _opts_text(opts), p) for p in passes)
         bm, how = self.mask(tile)
         cfg = f"{how}; {_opts_text(opts)}"
@@ -148,9 +175,11 @@ class FlexCell:
                 torch.cuda.empty_cache()
                 continue
             out.time("flex", cell, cfg, p, us, tile=list(tile), options=opts, check=why)
+            timed.add(p)
             if us < self.best[p][0]:
                 self.best[p] = (us, (tile, opts))
         torch.cuda.empty_cache()
+        return timed
 
 
 def load_prior(path):
@@ -187,34 +216,47 @@ def run_flex(bench_dir, cells, out, budget, mode=None, prior=None):
     state = [FlexCell(bench_dir, c, flex) for c in cells]
 
     def guarded(fc, tile, opts, passes, required=False):
+        """Tries one configuration unless the budget is spent; returns the passes timed."""
         if budget.spent() and not required:
             for p in passes:
                 out.skip("flex", fc.cell, f"BlockMask {tile[0]}x{tile[1]}; {_opts_text(opts)}", p,
                          "peer time budget spent (raise --budget-s)")
-            return
-        fc.try_config(out, tile, opts, passes)
+            return set(passes)  # nothing more to try for these passes
+        return fc.try_config(out, tile, opts, passes)
+
+    def first_working(fc, tile, required):
+        """The tile with matching kernel blocks, else Flex's defaults, until each pass ran."""
+        todo = ["fwd", "fwdbwd"]
+        for opts in (base_options(*tile, fc.cell.head_dim), {}):
+            todo = [p for p in todo if p not in guarded(fc, tile, opts, todo, required)]
+            if not todo:
+                break
 
     prior = prior or {}
     for fc in state:
         for p, (tile, opts) in sorted(prior.get(fc.cell.key, {}).items()):
             guarded(fc, tile, opts, [p], required=True)
     for fc in state:
-        guarded(fc, tile_candidates(fc.cell.block)[0], {}, ["fwd", "fwdbwd"],
-                required=fc.cell.key not in prior)
+        first_working(fc, tile_candidates(fc.cell.block)[0], fc.cell.key not in prior)
     for fc in state:
         for tile in tile_candidates(fc.cell.block)[1:]:
-            guarded(fc, tile, {}, ["fwd", "fwdbwd"])
+            first_working(fc, tile, False)
     for fc in state:
         best_fwd = fc.best["fwd"][1]
         if best_fwd:
-            for opts in fwd_options(*best_fwd[0]):
-                guarded(fc, best_fwd[0], opts, ["fwd"])
+            tile, opts = best_fwd
+            bwd_part = {k: v for k, v in opts.items() if k.startswith("bwd_")}
+            for fo in fwd_options(*tile):
+                guarded(fc, tile, {**bwd_part, **fo}, ["fwd"])
         best_fb = fc.best["fwdbwd"][1]
         if best_fb:
-            tile = best_fb[0]
-            fwd_opts = fc.best["fwd"][1][1] if fc.best["fwd"][1] and fc.best["fwd"][1][0] == tile else {}
-            for opts in bwd_options(*tile):
-                guarded(fc, tile, {**fwd_opts, **opts}, ["fwdbwd"])
+            tile, opts = best_fb
+            fwd_best = fc.best["fwd"][1]
+            fwd_part = ({k: v for k, v in fwd_best[1].items() if not k.startswith("bwd_")}
+                        if fwd_best and fwd_best[0] == tile else
+                        {k: v for k, v in opts.items() if not k.startswith("bwd_")})
+            for bo in bwd_options(*tile):
+                guarded(fc, tile, {**fwd_part, **bo}, ["fwdbwd"])
     for fc in state:
         for p in ("fwd", "fwdbwd"):
             us, conf = fc.best[p]
