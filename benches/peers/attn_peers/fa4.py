@@ -28,7 +28,10 @@ def load_fa4():
         from flash_attn.cute.block_sparsity import BlockSparseTensorsTorch
     except Exception as e:  # any import failure means: not installed or not usable here
         return None, f"flash_attn.cute does not import: {type(e).__name__}: {e}"
-    major = torch.cuda.get_device_capability()[0]
+    import os
+
+    arch = os.environ.get("FLASH_ATTENTION_ARCH")  # FA4's own override, for compiling on a CPU
+    major = int(arch.removeprefix("sm_")[:-1]) if arch else torch.cuda.get_device_capability()[0]
     if major != 9:
         return None, f"FA4's SM90 block-sparse path needs compute capability 9.x, got {major}.x"
     import importlib.metadata as md
@@ -92,10 +95,9 @@ def sparse_tensors(api, lay, blk, tile, transposed):
 class Fa4Cell:
     """One cell's layout, inputs in FA4's `[B, S, H, D]` order and best times, across passes."""
 
-    def __init__(self, api, bench_dir, cell):
-        self.api, self.cell = api, cell
-        self.lay = load_layout(bench_dir, cell)
-        lay_i32 = torch.from_numpy(self.lay.astype(np.int32)).cuda()
+    def __init__(self, api, cell, lay):
+        self.api, self.cell, self.lay = api, cell, lay
+        lay_i32 = torch.from_numpy(lay.astype(np.int32)).cuda()
         lay_i32.__leading_dim__ = 2
         self.aux = [lay_i32]
         self.best_fwd = (float("inf"), None)
@@ -176,7 +178,7 @@ def run_fa4(bench_dir, cells, out, budget):
         return
     print(f"fa4: {api['versions']}")
     out.meta(peer="fa4", versions=api["versions"])
-    state = [Fa4Cell(api, bench_dir, c) for c in cells]
+    state = [Fa4Cell(api, c, load_layout(bench_dir, c)) for c in cells]
 
     def guarded(fc, tile, pass_, required=False):
         if budget.spent() and not required:
