@@ -198,3 +198,7 @@ def run_fa4(bench_dir, cells, out, budget):
         best = fc.best_fwd[1]
         if best and best != tried_fb:
             guarded(fc, best, "fwdbwd")
+    for fc in state:
+        us, tile = fc.best_fwd
+        print(f"fa4 best {fc.cell.key} fwd: " + (f"{us:.1f} us, tiles {tile}" if tile else
+                                                  "NONE RAN (see the skips above)"))
