@@ -2,8 +2,9 @@
 //! (`4 · B · active_blocks · block² · D / t`, active blocks summed over heads) for the layouts
 //! of the performance targets in `docs/design.md`. With `LTD_BENCH_DIR=dir` it also writes each
 //! layout (`layout_<name>.u8`, the `[H, nb, nb]` 0/1 bytes) and `ours.json` there, which
-//! `benches/peers/sparse_attn_peer.py` reads to time FlexAttention on the same layouts and dense
-//! SDPA, and print our/peer ratios.
+//! `benches/peers/sparse_attn_peer.py` reads to time its peers (dense SDPA per backend,
+//! FlexAttention, FlashAttention-4) on the same layouts, and `benches/peers/readme_table.py` to
+//! print our/peer ratios (`benches/peers/run-all.sh` runs them all in one device call).
 //! `LTD_BENCH_FILTER` keeps only the cells whose `{layout}_s{S}_d{D}` contains it.
 //! `LTD_BENCH_BIAS=1` gives every call an additive bias `[B, H, L, L]` (no dbias), to time the
 //! bias kernels, `LTD_BENCH_BIAS=2` also asks for dbias (`ours.json` then describes calls the
