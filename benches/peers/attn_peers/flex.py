@@ -5,19 +5,29 @@ tuned on the fastest tile; every configuration is checked against the masked den
 before it is timed, and every one timed is written (the table keeps the fastest).
 
 Passes: (0) with `prior`, an earlier run's fastest configurations of each cell; (1) the first
-tile candidate of every cell with kernel blocks matching the tile (Flex's defaults if those
-fail; always, unless pass 0 gave the cell a number), then while the budget lasts (2) the other
-tile candidates likewise and (3) forward and backward kernel options on each cell's fastest
-tile.
+tile candidate of every cell with Flex's own H100 defaults fitted to the tile (its block sizes
+alone if those fail; always, unless pass 0 gave the cell a number), then while the budget lasts
+(2) the other tile candidates likewise and (3) forward and backward kernel options on each
+cell's fastest tile (`flex_configs` lists them and the constraints torch puts on them).
+
+Every compile runs with `TileGateChoices`: torch 2.11 gates its backward on its heuristic
+config dividing the tile, whatever `bwd_` options are passed, which refuses every backward at
+tiles under 128 tokens on H100 (`flex_configs` says where).
 
 Example (on a GPU):
 
     run_flex(bench_dir, cells, out, Budget(200))
 """
+import contextlib
+
 import torch
+from torch._inductor import config as inductor_config
+from torch._inductor.choices import InductorChoices
+from torch._inductor.virtualized import V
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from .common import load_layout, median_us
+from .flex_configs import bwd_candidates, default_blocks, fwd_candidates, gate_bwd_configs
 from .reference import compare, make_inputs, reference_rows, sample_rows
 from .tiles import pack, tile_layout
 
@@ -35,40 +45,49 @@ def tile_candidates(blk):
 
 
 def base_options(tq, tk, d):
-    """Kernel blocks that match a `(tq, tk)` tile (Flex's own defaults may not divide 64- or
-    16-token tiles, and then it refuses the mask): forward BLOCK_M x BLOCK_N inside the tile;
-    backward dK/dV blocks M1 x N1 (N1 a multiple of M1) and dQ blocks M2 x N2 (M2 a multiple of
-    N2), each dividing the tile."""
-    n1 = min(tk, 128)
-    m2 = min(tq, 128)
-    return {"fwd_BLOCK_M": min(tq, 128), "fwd_BLOCK_N": min(tk, 64), "fwd_num_warps": 4,
-            "fwd_num_stages": 3, "bwd_BLOCK_M1": min(tq, 64, n1), "bwd_BLOCK_N1": n1,
-            "bwd_BLOCK_M2": m2, "bwd_BLOCK_N2": min(tk, 64, m2), "bwd_num_warps": 8,
-            "bwd_num_stages": 3 if d <= 64 else 2}
+    """Flex's own H100 forward and backward defaults for head dim `d`, fitted to a `(tq, tk)`
+    tile (its defaults may not divide 64- or 16-token tiles, and then it refuses the mask)."""
+    return {**fwd_candidates(tq, tk, d)[0], **bwd_candidates(tq, tk, d)[0]}
 
 
-def fwd_options(tq, tk):
-    """Forward kernel options to try on a tile (each must divide the tile)."""
-    opts = []
-    for bm, bn, w, s, tma in [(128, 64, 4, 3, False), (128, 64, 8, 3, False),
-                              (128, 128, 8, 2, False), (64, 64, 4, 3, False),
-                              (64, 32, 4, 3, False), (128, 64, 4, 3, True)]:
-        if tq % bm == 0 and tk % bn == 0:
-            opts.append({"fwd_BLOCK_M": bm, "fwd_BLOCK_N": bn, "fwd_num_warps": w,
-                         "fwd_num_stages": s, "USE_TMA": tma})
-    return opts
+def fwd_options(tq, tk, d):
+    """Forward kernel options to try on a tile, best first (each divides the tile)."""
+    return fwd_candidates(tq, tk, d)
 
 
-def bwd_options(tq, tk):
+def bwd_options(tq, tk, d):
     """Backward kernel options (dK/dV tile M1 x N1, dQ tile M2 x N2) to try on a tile."""
-    opts = []
-    for m1, n1, m2, n2, w, s in [(64, 128, 128, 64, 8, 3), (32, 128, 128, 32, 4, 3),
-                                 (64, 64, 64, 64, 4, 3), (32, 64, 64, 32, 4, 3),
-                                 (64, 128, 128, 64, 8, 2), (16, 32, 32, 16, 4, 3)]:
-        if tq % m1 == 0 and tk % n1 == 0 and tq % m2 == 0 and tk % n2 == 0:
-            opts.append({"bwd_BLOCK_M1": m1, "bwd_BLOCK_N1": n1, "bwd_BLOCK_M2": m2,
-                         "bwd_BLOCK_N2": n2, "bwd_num_warps": w, "bwd_num_stages": s})
-    return opts
+    return bwd_candidates(tq, tk, d)
+
+
+class TileGateChoices(InductorChoices):
+    """Inductor's choices with the backward configs gated for the tile being compiled: torch
+    filters its heuristic configs (not the `bwd_` options that replace their values) by tile
+    divisibility, so without this no backward compiles at tiles under 128 tokens on H100."""
+
+    tile = None
+
+    def get_flex_attention_bwd_configs(self, head_dim, dtype, device_type="cuda"):
+        stock = super().get_flex_attention_bwd_configs(head_dim, dtype, device_type)
+        tile = TileGateChoices.tile
+        return stock if tile is None else gate_bwd_configs(stock, *tile)
+
+
+@contextlib.contextmanager
+def gated_tile(tile):
+    """Compiles inside see `tile` in `TileGateChoices` (a class attribute, so the autograd
+    thread that may compile the backward sees it too)."""
+    TileGateChoices.tile = tuple(tile)
+    try:
+        yield
+    finally:
+        TileGateChoices.tile = None
+
+
+def install_tile_gate():
+    """Makes every Inductor compile in this process use `TileGateChoices`."""
+    inductor_config.inductor_choices_class = TileGateChoices
+    V.set_choices_handler(TileGateChoices())
 
 
 def block_mask(lay, blk, tq, tk, seq):
@@ -101,17 +120,24 @@ def block_mask(lay, blk, tq, tk, seq):
 
 
 def _opts_text(opts):
-    """Kernel options in short: `fwd 128x64 w4 s3 TMA; bwd dKV 64x128 dQ 128x64 w8 s3`."""
+    """Kernel options in short: `fwd 128x64 w4 s3 TMA; bwd dKV 64x128 dQ 128x64 w8 s3`; warps
+    and stages left to Flex read `Flex's w/s`."""
     if not opts:
         return "Flex's default kernel options"
     o = dict(opts)
+
+    def ws(pre):
+        if f"{pre}_num_warps" not in o:
+            return "Flex's w/s"
+        return f"w{o[pre + '_num_warps']} s{o.get(pre + '_num_stages')}"
+
     parts = []
     if "fwd_BLOCK_M" in o:
-        parts.append(f"fwd {o['fwd_BLOCK_M']}x{o['fwd_BLOCK_N']} w{o.get('fwd_num_warps')} "
-                     f"s{o.get('fwd_num_stages')}" + (" TMA" if o.get("USE_TMA") else ""))
+        parts.append(f"fwd {o['fwd_BLOCK_M']}x{o['fwd_BLOCK_N']} {ws('fwd')}"
+                     + (" TMA" if o.get("fwd_USE_TMA", o.get("USE_TMA")) else ""))
     if "bwd_BLOCK_M1" in o:
         parts.append(f"bwd dKV {o['bwd_BLOCK_M1']}x{o['bwd_BLOCK_N1']} dQ {o['bwd_BLOCK_M2']}x"
-                     f"{o['bwd_BLOCK_N2']} w{o.get('bwd_num_warps')} s{o.get('bwd_num_stages')}")
+                     f"{o['bwd_BLOCK_N2']} {ws('bwd')}")
     return "; ".join(parts) or ", ".join(f"{k}={v}" for k, v in sorted(o.items()))
 
 
@@ -147,37 +173,39 @@ class FlexCell:
         cfg = f"{how}; {_opts_text(opts)}"
         q, k, v, dout, rows, ref = self.inputs()
         flex, cell = self.flex, self.cell
-        for p in passes:
-            try:
-                if p == "fwd":
-                    o = flex(q, k, v, block_mask=bm, kernel_options=opts or None)
-                    ok, why = compare(ref, o[:, :, rows])
-                    if not ok:
-                        out.skip("flex", cell, cfg, p, f"failed the reference check: {why}")
-                        continue
-                    us = median_us(lambda: flex(q, k, v, block_mask=bm, kernel_options=opts or None))
-                else:
-                    qg, kg, vg = (x.detach().requires_grad_() for x in (q, k, v))
+        with gated_tile(tile):  # the backward compiles inside these calls
+            for p in passes:
+                try:
+                    if p == "fwd":
+                        o = flex(q, k, v, block_mask=bm, kernel_options=opts or None)
+                        ok, why = compare(ref, o[:, :, rows])
+                        if not ok:
+                            out.skip("flex", cell, cfg, p, f"failed the reference check: {why}")
+                            continue
+                        us = median_us(
+                            lambda: flex(q, k, v, block_mask=bm, kernel_options=opts or None))
+                    else:
+                        qg, kg, vg = (x.detach().requires_grad_() for x in (q, k, v))
 
-                    def fb():
+                        def fb():
+                            o = flex(qg, kg, vg, block_mask=bm, kernel_options=opts or None)
+                            return torch.autograd.grad(o, (qg, kg, vg), dout)
+
                         o = flex(qg, kg, vg, block_mask=bm, kernel_options=opts or None)
-                        return torch.autograd.grad(o, (qg, kg, vg), dout)
-
-                    o = flex(qg, kg, vg, block_mask=bm, kernel_options=opts or None)
-                    (dq,) = torch.autograd.grad(o, (qg,), dout)
-                    ok, why = compare(ref, o.detach()[:, :, rows], dq[:, :, rows])
-                    if not ok:
-                        out.skip("flex", cell, cfg, p, f"failed the reference check: {why}")
-                        continue
-                    us = median_us(fb)
-            except Exception as e:  # a config the kernels reject (compile error, OOM) is skipped
-                out.skip("flex", cell, cfg, p, f"{type(e).__name__}: {e}")
-                torch.cuda.empty_cache()
-                continue
-            out.time("flex", cell, cfg, p, us, tile=list(tile), options=opts, check=why)
-            timed.add(p)
-            if us < self.best[p][0]:
-                self.best[p] = (us, (tile, opts))
+                        (dq,) = torch.autograd.grad(o, (qg,), dout)
+                        ok, why = compare(ref, o.detach()[:, :, rows], dq[:, :, rows])
+                        if not ok:
+                            out.skip("flex", cell, cfg, p, f"failed the reference check: {why}")
+                            continue
+                        us = median_us(fb)
+                except Exception as e:  # a config the kernels reject (compile, OOM) is skipped
+                    out.skip("flex", cell, cfg, p, f"{type(e).__name__}: {e}")
+                    torch.cuda.empty_cache()
+                    continue
+                out.time("flex", cell, cfg, p, us, tile=list(tile), options=opts, check=why)
+                timed.add(p)
+                if us < self.best[p][0]:
+                    self.best[p] = (us, (tile, opts))
         torch.cuda.empty_cache()
         return timed
 
@@ -212,6 +240,7 @@ def run_flex(bench_dir, cells, out, budget, mode=None, prior=None):
     for knob in ("recompile_limit", "accumulated_recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, knob):  # names differ across torch versions
             setattr(torch._dynamo.config, knob, 4096)
+    install_tile_gate()
     flex = torch.compile(flex_attention, dynamic=False, mode=mode)
     state = [FlexCell(bench_dir, c, flex) for c in cells]
 
@@ -225,9 +254,11 @@ def run_flex(bench_dir, cells, out, budget, mode=None, prior=None):
         return fc.try_config(out, tile, opts, passes)
 
     def first_working(fc, tile, required):
-        """The tile with matching kernel blocks, else Flex's defaults, until each pass ran."""
+        """Flex's H100 defaults fitted to the tile, else its block sizes alone (warps and stages
+        from Flex's heuristics), until each pass ran."""
         todo = ["fwd", "fwdbwd"]
-        for opts in (base_options(*tile, fc.cell.head_dim), {}):
+        d = fc.cell.head_dim
+        for opts in (base_options(*tile, d), default_blocks(*tile, d)):
             todo = [p for p in todo if p not in guarded(fc, tile, opts, todo, required)]
             if not todo:
                 break
@@ -246,7 +277,7 @@ def run_flex(bench_dir, cells, out, budget, mode=None, prior=None):
         if best_fwd:
             tile, opts = best_fwd
             bwd_part = {k: v for k, v in opts.items() if k.startswith("bwd_")}
-            for fo in fwd_options(*tile):
+            for fo in fwd_options(*tile, fc.cell.head_dim):
                 guarded(fc, tile, {**bwd_part, **fo}, ["fwd"])
         best_fb = fc.best["fwdbwd"][1]
         if best_fb:
@@ -255,7 +286,7 @@ def run_flex(bench_dir, cells, out, budget, mode=None, prior=None):
             fwd_part = ({k: v for k, v in fwd_best[1].items() if not k.startswith("bwd_")}
                         if fwd_best and fwd_best[0] == tile else
                         {k: v for k, v in opts.items() if not k.startswith("bwd_")})
-            for bo in bwd_options(*tile):
+            for bo in bwd_options(*tile, fc.cell.head_dim):
                 guarded(fc, tile, {**fwd_part, **bo}, ["fwdbwd"])
     for fc in state:
         for p in ("fwd", "fwdbwd"):
