@@ -39,11 +39,12 @@ fn context(ordinal: usize) -> Result<Arc<CudaContext>> {
 /// ```
 pub fn device(ordinal: usize, stream: u64) -> Result<CudaDevice> {
     let ctx = context(ordinal)?;
-    // SAFETY: `stream` is torch's current stream on this device, created by torch on the
-    // primary context `ctx` belongs to; torch keeps it alive for the process (its stream pool)
-    // or, for a user's `torch.cuda.Stream`, while the Python caller holds it during this call.
-    // Our work is ordered with torch's by sharing that stream; the handle is dropped at the end
-    // of the call, and the work it queued is ordered by the stream alone.
+    // SAFETY: `stream` is torch's current stream on this device, on the primary context `ctx`
+    // belongs to. torch never destroys its streams (the default stream and the pool streams
+    // `torch.cuda.Stream()` hands out live for the process); a `torch.cuda.ExternalStream` must
+    // outlive the modules that ran on it, since the layout tables a first call uploads are
+    // freed on that stream (ltd-python/README.md says so). Our work is ordered with torch's by
+    // sharing the stream.
     let stream = unsafe { ctx.wrap_borrowed_stream(stream as CUstream) };
     Ok(CudaDevice::from_stream(stream)?)
 }
