@@ -456,7 +456,7 @@ impl Trainer {
             &mut grads,
             &loss,
         )?;
-        if place.world_size() > 1 {
+        if mean_loss.is_some() {
             phases.end("all-reduce")?;
         }
         let lr = match self

@@ -162,6 +162,13 @@ pub trait GradientReducer {
     /// # Errors
     /// A failed collective ([`TrainError::Parallel`]) or tensor errors.
     fn all_reduce_mean(&mut self, values: &Tensor) -> Result<Tensor>;
+
+    /// Whether [`all_reduce_mean`](Self::all_reduce_mean) surely returns its input, so the
+    /// trainer may skip it (and the flattening around it). `false` unless overridden: a real
+    /// collective of one rank still runs, which tests the whole path on one device.
+    fn is_identity(&self) -> bool {
+        false
+    }
 }
 
 /// The world of one process: the mean is the vector itself.
@@ -181,10 +188,14 @@ impl GradientReducer for SingleProcess {
     fn all_reduce_mean(&mut self, values: &Tensor) -> Result<Tensor> {
         Ok(values.clone())
     }
+
+    fn is_identity(&self) -> bool {
+        true
+    }
 }
 
 /// Replaces every gradient in `grads` by its mean over the ranks, and returns the mean loss;
-/// `None` (nothing done) in a world of one.
+/// `None` (nothing done) for an identity reducer ([`SingleProcess`]).
 ///
 /// The gradients of `params` that exist (in the parameters' fixed order) and the loss are
 /// concatenated into one buffer for one collective. Which parameters have a gradient depends
@@ -195,7 +206,7 @@ pub(crate) fn reduce_gradients(
     grads: &mut GradStore,
     loss: &Tensor,
 ) -> Result<Option<f64>> {
-    if reducer.place().world_size() == 1 {
+    if reducer.is_identity() {
         return Ok(None);
     }
     let mut parts = Vec::new();
