@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Rank `r` uses GPU `r`; rank 0 writes the id file, reports and checkpoints. Without the
-//! `train-nccl` feature only `--world-size 1` is accepted.
+//! `train-nccl` feature only a world of one without `--nccl-id-file` is accepted.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,13 +51,14 @@ pub struct Job {
 }
 
 impl Job {
-    /// Joins the job of `args` (a world of one needs nothing).
+    /// Joins the job of `args`. A world of one needs nothing; given `--nccl-id-file` it still
+    /// goes through NCCL (a one-GPU check of the NCCL path against the plain run).
     ///
     /// # Errors
     /// A world above 1 without the `train-nccl` build, without `--nccl-id-file` or on the CPU;
     /// NCCL errors.
     pub fn join(args: &ParallelArgs, place: DataParallel, device: &Device) -> Result<Job> {
-        if place.world_size() == 1 {
+        if place.world_size() == 1 && args.nccl_id_file.is_none() {
             return Ok(Job {
                 place,
                 #[cfg(feature = "train-nccl")]
@@ -72,7 +73,7 @@ impl Job {
         };
         if !device.is_cuda() {
             return Err(CliError::usage(format!(
-                "--world-size {}: data-parallel training runs on GPUs; expected --device cuda",
+                "--world-size {} with --nccl-id-file: NCCL runs on GPUs; expected --device cuda",
                 place.world_size()
             )));
         }
@@ -138,9 +139,9 @@ impl Job {
         None
     }
 
-    /// One line about the job, when there is more than one process.
+    /// One line about the job, when it goes through NCCL.
     pub fn describe(&self, out: &mut impl Write) -> Result<()> {
-        if self.place.world_size() > 1 {
+        if self.reducer().is_some() {
             writeln!(
                 out,
                 "data-parallel: {} ranks (NCCL), one GPU each; gradients averaged every step",

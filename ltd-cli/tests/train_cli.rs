@@ -320,6 +320,11 @@ fn data_parallel_flags_are_checked_before_anything_runs() {
         &["--world-size", "2", "--nccl-id-file", "/nonexistent/id"],
         "expected --device cuda",
     );
+    // A world of one with an id file asks for the NCCL path, which needs a GPU too.
+    usage(
+        &["--nccl-id-file", "/nonexistent/id"],
+        "expected --device cuda",
+    );
     // A world of one is the ordinary run.
     let out = temp_dir("world-one");
     let stdout = run_ok(&tiny(&[
