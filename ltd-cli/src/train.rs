@@ -189,9 +189,6 @@ fn warm_up(
     Ok(())
 }
 
-/// With `LTD_TRAIN_PROFILE=1`: where the run's steps spent their time, by phase (the
-/// evaluations' forward phases included, so the forward's milliseconds per step are a little
-/// high; the warm-up's are discarded before the runs).
 /// A rank other than 0: the same warm-up and runs as rank 0, with no output.
 fn train_quietly(
     args: &TrainArgs,
@@ -218,6 +215,9 @@ fn train_quietly(
     Ok(())
 }
 
+/// With `LTD_TRAIN_PROFILE=1`: where the run's steps spent their time, by phase (the
+/// evaluations' forward phases included, so the forward's milliseconds per step are a little
+/// high; the warm-up's are discarded before the runs).
 fn print_profile(out: &mut impl Write, name: &str, steps: u64) -> Result<()> {
     let phases = ltd_train::take_profile();
     let total: f64 = phases.iter().map(|p| p.1).sum();
@@ -294,9 +294,6 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
         if let Some(result) = report_run(args, &config, &run, out)? {
             finished.push(result);
         }
-    }
-    if !job.place().is_leader() {
-        return Ok(());
     }
     write_charts(&args.out, &finished)?;
     summary(out, &finished)

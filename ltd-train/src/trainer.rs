@@ -477,10 +477,7 @@ impl Trainer {
         phases.end("gradient norm")?;
         self.optimizer.step(&grads, lr, scale)?;
         phases.end("optimizer")?;
-        let train_loss = match mean_loss {
-            Some(mean) => mean,
-            None => f64::from(loss.to_scalar::<f32>()?),
-        };
+        let train_loss = f64::from(mean_loss.unwrap_or(loss).to_scalar::<f32>()?);
         self.wall_clock_s += start.elapsed().as_secs_f64();
         self.step += 1;
         // Every rank runs the same r on the same number of rows: the job's count is N times ours.

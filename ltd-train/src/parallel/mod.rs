@@ -194,8 +194,9 @@ impl GradientReducer for SingleProcess {
     }
 }
 
-/// Replaces every gradient in `grads` by its mean over the ranks, and returns the mean loss;
-/// `None` (nothing done) for an identity reducer ([`SingleProcess`]).
+/// Replaces every gradient in `grads` by its mean over the ranks, and returns the mean loss (a
+/// scalar tensor, read after the optimizer step so the device is not waited for here); `None`
+/// (nothing done) for an identity reducer ([`SingleProcess`]).
 ///
 /// The gradients of `params` that exist (in the parameters' fixed order) and the loss are
 /// concatenated into one buffer for one collective. Which parameters have a gradient depends
@@ -205,7 +206,7 @@ pub(crate) fn reduce_gradients(
     params: &Params,
     grads: &mut GradStore,
     loss: &Tensor,
-) -> Result<Option<f64>> {
+) -> Result<Option<Tensor>> {
     if reducer.is_identity() {
         return Ok(None);
     }
@@ -235,8 +236,7 @@ pub(crate) fn reduce_gradients(
         grads.insert(var, mean.narrow(0, offset, n)?.reshape(var.shape())?);
         offset += n;
     }
-    let loss = mean.narrow(0, offset, 1)?.squeeze(0)?.to_scalar::<f32>()?;
-    Ok(Some(f64::from(loss)))
+    Ok(Some(mean.narrow(0, offset, 1)?.squeeze(0)?))
 }
 
 impl crate::Trainer {
