@@ -4,10 +4,16 @@
 #   cargo test --release -p ltd-train --features nccl --test nccl --no-run   (NCCL_TEST=that binary)
 #   cargo build --release -p ltd-cli --features train-nccl                   (LTD=target/release/ltd)
 #   NCCL_TEST=... LTD=... bash scripts/nccl-one-gpu.sh
+# (or a folder with this script, bins.tar.xz holding `ltd` and `nccl-test`, and no variables).
 # Needs the real libnccl.so.2 and the CUDA libraries candle links: taken from the PyTorch
 # installation's nvidia packages when python3 has one (NCCL_LIB / CUDA_LIBS override).
 # Output goes to $OUT (default /tmp/nccl-one-gpu).
 set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# A bundle folder holds bins.tar.xz (ltd and nccl-test) next to this script: unpack it once.
+[ -f "$here/bins.tar.xz" ] && [ ! -x "$here/ltd" ] && tar xJf "$here/bins.tar.xz" -C "$here"
+NCCL_TEST=${NCCL_TEST:-$here/nccl-test}
+LTD=${LTD:-$here/ltd}
 OUT=${OUT:-/tmp/nccl-one-gpu}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0  # keep NVLink multicast off (shared machines)
