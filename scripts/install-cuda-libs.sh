@@ -6,7 +6,7 @@
 #   unversioned names the linker looks for (libcublas.so -> libcublas.so.13, ...);
 # - a link-only stub of the driver library (lib/stubs/libcuda.so, soname libcuda.so.1) defining
 #   every cu* entry point of cudarc's bindings: binaries link against it and load the real driver
-#   at run time;
+#   at run time; the same for NCCL (lib/stubs/libnccl.so, soname libnccl.so.2);
 # - libcudart.so (candle-kernels links the runtime) pointing at install-nvcc.sh's;
 # - CUDA_COMPUTE_CAP=90 so candle-kernels compiles without asking a GPU (override it before).
 # Running a candle-CUDA binary needs the driver and these libraries: LD_LIBRARY_PATH below.
@@ -26,19 +26,26 @@ done
 # candle-kernels links the runtime too (from the nvcc wheels).
 ln -sf "$CUDA_HOME/lib/libcudart.so.13" "$lib/libcudart.so"
 ln -sf "$CUDA_HOME/lib/libcudart.so.13" "$lib/libcudart.so.13"
-if [ ! -e "$lib/stubs/libcuda.so" ]; then
-  # The entry points cudarc's driver bindings declare (cargo fetch brings its source).
-  cargo_home=${CARGO_HOME:-$HOME/.cargo}
-  bindings=$(ls -d "$cargo_home"/registry/src/*/cudarc-0.19.10/src/driver/sys/mod.rs 2>/dev/null | head -1 || true)
+# stub NAME SONAME SYS PREFIX: a link-only library NAME defining every PREFIX* entry point of
+# cudarc's bindings in src/SYS/sys/mod.rs (cargo fetch brings its source); binaries link against
+# it and load the real library (SONAME) at run time.
+stub() {
+  [ -e "$lib/stubs/lib$1.so" ] && return 0
+  local cargo_home=${CARGO_HOME:-$HOME/.cargo} bindings
+  bindings=$(ls -d "$cargo_home"/registry/src/*/cudarc-0.19.10/src/"$3"/sys/mod.rs 2>/dev/null | head -1 || true)
   if [ -z "$bindings" ]; then
     (cd "$here/.." && cargo fetch --locked >&2)
-    bindings=$(ls -d "$cargo_home"/registry/src/*/cudarc-0.19.10/src/driver/sys/mod.rs | head -1)
+    bindings=$(ls -d "$cargo_home"/registry/src/*/cudarc-0.19.10/src/"$3"/sys/mod.rs | head -1)
   fi
   mkdir -p "$lib/stubs"
-  grep -oE '^pub unsafe fn cu[A-Za-z0-9_]+' "$bindings" | awk '{print "void " $4 "(void) {}"}' | sort -u \
-    > "$lib/stubs/libcuda_stub.c"
-  cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$lib/stubs/libcuda.so" "$lib/stubs/libcuda_stub.c"
-fi
+  grep -oE "^pub unsafe fn $4[A-Za-z0-9_]+" "$bindings" | awk '{print "void " $4 "(void) {}"}' | sort -u \
+    > "$lib/stubs/lib$1_stub.c"
+  cc -shared -fPIC -Wl,-soname,"$2" -o "$lib/stubs/lib$1.so" "$lib/stubs/lib$1_stub.c"
+}
+stub cuda libcuda.so.1 driver cu
+# NCCL, for ltd-train's `nccl` feature (`ltd train --world-size N`): at run time the real
+# libnccl.so.2 (PyPI nvidia-nccl-cu13, which PyTorch also ships) must be on LD_LIBRARY_PATH.
+stub nccl libnccl.so.2 nccl nccl
 echo "export CUDA_HOME='$CUDA_HOME'"
 echo "export PATH='$CUDA_HOME/bin':\"\$PATH\""
 echo "export CUDA_ROOT='$root/nvidia/cu13'"

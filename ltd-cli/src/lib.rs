@@ -18,6 +18,7 @@ mod plan;
 mod plot;
 mod timing;
 mod train;
+mod train_parallel;
 
 use std::io::Write;
 

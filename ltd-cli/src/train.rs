@@ -15,6 +15,7 @@ use ltd_train::{
 
 use crate::error::{CliError, Result};
 use crate::plot::{self, MultiLineChart, Series, grouped};
+use crate::train_parallel::{Job, ParallelArgs};
 
 /// Arguments of `ltd train`.
 #[derive(Debug, Args)]
@@ -104,6 +105,9 @@ pub struct TrainArgs {
     /// Print the config's JSON (the embedded default without a file) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Data-parallel training over several GPUs.
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
 }
 
 impl TrainArgs {
@@ -140,11 +144,13 @@ impl TrainArgs {
     }
 }
 
-fn device(name: &str) -> Result<Device> {
+/// The device of `--device`; rank `rank` of a data-parallel job uses GPU `rank`.
+#[cfg_attr(not(feature = "train-cuda"), allow(unused_variables))]
+fn device(name: &str, rank: usize) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
         #[cfg(feature = "train-cuda")]
-        _ => Device::new_cuda(0).map_err(|e| CliError::Train(e.into())),
+        _ => Device::new_cuda(rank).map_err(|e| CliError::Train(e.into())),
         #[cfg(not(feature = "train-cuda"))]
         _ => Err(CliError::usage(
             "--device cuda: this ltd was built without candle's CUDA backend; rebuild with --features train-cuda",
@@ -179,6 +185,32 @@ fn warm_up(
         let mut t = Trainer::new(config, variant, data, device)?;
         t.step()?;
         t.evaluate(1)?;
+    }
+    Ok(())
+}
+
+/// A rank other than 0: the same warm-up and runs as rank 0, with no output.
+fn train_quietly(
+    args: &TrainArgs,
+    config: &TrainConfig,
+    variants: &[Variant],
+    data: &Dataset,
+    device: &Device,
+    job: &Job,
+) -> Result<()> {
+    if device.is_cuda() {
+        warm_up(config, variants, data, device)?;
+    }
+    for &variant in variants {
+        train_variant(
+            args,
+            config,
+            variant,
+            data,
+            device,
+            job,
+            &mut std::io::sink(),
+        )?;
     }
     Ok(())
 }
@@ -232,12 +264,20 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
         config.val_fraction,
         config.seed,
     )?;
-    let device = device(&args.device)?;
     let variants = args.variants(&config);
     for &variant in &variants {
         Trainer::check_variant(&config, variant)?;
     }
+    let place = args.parallel.place()?;
+    place.per_rank_batch(config.batch)?;
+    let device = device(&args.device, place.rank())?;
+    let job = Job::join(&args.parallel, place, &device)?;
+    if !place.is_leader() {
+        // The other ranks train in step with rank 0 and write nothing.
+        return train_quietly(args, &config, &variants, &data, &device, &job);
+    }
     describe(out, &config, &corpus, &data, &variants)?;
+    job.describe(out)?;
     std::fs::create_dir_all(&args.out).map_err(|e| CliError::write(&args.out, e))?;
     if device.is_cuda() {
         warm_up(&config, &variants, &data, &device)?;
@@ -250,71 +290,103 @@ pub fn run(args: &TrainArgs, out: &mut impl Write) -> Result<()> {
 
     let mut finished = Vec::new();
     for variant in variants {
-        let name = variant.name();
-        let mut run = match &args.resume {
-            Some(dir) => Trainer::resume(&config, variant, &data, &device, &dir.join(name))?,
-            None => Trainer::new(&config, variant, &data, &device)?,
-        };
-        if args.resume.is_some() {
-            writeln!(
-                out,
-                "{name}: resumed at step {} of {}",
-                run.steps_done(),
-                config.steps
-            )?;
+        let run = train_variant(args, &config, variant, &data, &device, &job, out)?;
+        if let Some(result) = report_run(args, &config, &run, out)? {
+            finished.push(result);
         }
-        let pb = progress_bar(config.steps, args.quiet, name);
-        pb.set_position(run.steps_done());
-        let tokens_per_step = (config.batch * config.model.seq_len) as f64;
-        let mut last_wall = run.history().last().map_or(0.0, |r| r.wall_clock_s);
-        let save_dir = args.save.as_ref().map(|d| d.join(name));
-        let save = save_dir.as_deref().map(|dir| SaveEvery {
-            dir,
-            every: args.save_every.unwrap_or(config.eval_every),
-        });
-        drive(&mut run, save, |r: &StepRecord| {
-            let dt = (r.wall_clock_s - last_wall).max(1e-9);
-            last_wall = r.wall_clock_s;
-            let val = r
-                .val_loss
-                .map(|v| format!(" val {v:.3}"))
-                .unwrap_or_default();
-            pb.set_message(format!(
-                "loss {:.3}{val} | {:.0} tok/s | r {}",
-                r.train_loss,
-                tokens_per_step / dt,
-                r.reserved_length
-            ));
-            pb.set_position(r.step);
-        })?;
-        pb.finish_and_clear();
-        let csv_path = args.out.join(format!("{name}.csv"));
-        write_atomic(&csv_path, csv(run.history()).as_bytes())?;
-        let result = RunResult::of(&run).ok_or_else(|| {
-            CliError::CheckFailed(format!("{name}: the run ended without a final evaluation"))
-        })?;
-        writeln!(
-            out,
-            "{name}: val loss {:.4}, {} layer-tokens, {:.1} s -> {}",
-            result.val_loss,
-            grouped(result.layer_tokens),
-            result.wall_clock_s,
-            csv_path.display()
-        )?;
-        if let Some(s) = run.scheduler() {
-            let predicted = s.total_layer_tokens(config.steps)?;
-            if predicted != result.layer_tokens {
-                return Err(CliError::CheckFailed(format!(
-                    "{name}: consumed {} layer-tokens, the scheduler predicts {predicted}",
-                    result.layer_tokens
-                )));
-            }
-        }
-        print_profile(out, name, config.steps)?;
-        finished.push((result, run.history().to_vec()));
     }
     write_charts(&args.out, &finished)?;
     summary(out, &finished)
+}
+
+/// Trains (or resumes) one variant to its last step, drawing progress.
+fn train_variant(
+    args: &TrainArgs,
+    config: &TrainConfig,
+    variant: Variant,
+    data: &Dataset,
+    device: &Device,
+    job: &Job,
+    out: &mut impl Write,
+) -> Result<Trainer> {
+    let name = variant.name();
+    let run = match &args.resume {
+        Some(dir) => Trainer::resume(config, variant, data, device, &dir.join(name))?,
+        None => Trainer::new(config, variant, data, device)?,
+    };
+    let mut run = job.attach(run)?;
+    if args.resume.is_some() {
+        writeln!(
+            out,
+            "{name}: resumed at step {} of {}",
+            run.steps_done(),
+            config.steps
+        )?;
+    }
+    let pb = progress_bar(config.steps, args.quiet || !job.place().is_leader(), name);
+    pb.set_position(run.steps_done());
+    let tokens_per_step = (config.batch * config.model.seq_len) as f64;
+    let mut last_wall = run.history().last().map_or(0.0, |r| r.wall_clock_s);
+    let save_dir = args.save.as_ref().map(|d| d.join(name));
+    let save = save_dir.as_deref().map(|dir| SaveEvery {
+        dir,
+        every: args.save_every.unwrap_or(config.eval_every),
+    });
+    drive(&mut run, save, |r: &StepRecord| {
+        let dt = (r.wall_clock_s - last_wall).max(1e-9);
+        last_wall = r.wall_clock_s;
+        let val = r
+            .val_loss
+            .map(|v| format!(" val {v:.3}"))
+            .unwrap_or_default();
+        pb.set_message(format!(
+            "loss {:.3}{val} | {:.0} tok/s | r {}",
+            r.train_loss,
+            tokens_per_step / dt,
+            r.reserved_length
+        ));
+        pb.set_position(r.step);
+    })?;
+    pb.finish_and_clear();
+    Ok(run)
+}
+
+/// Rank 0's report of a finished run: its CSV, its line, the layer-token check and the profile
+/// (`None` on the other ranks, which write nothing).
+fn report_run(
+    args: &TrainArgs,
+    config: &TrainConfig,
+    run: &Trainer,
+    out: &mut impl Write,
+) -> Result<Option<(RunResult, Vec<StepRecord>)>> {
+    if !run.data_parallel().is_leader() {
+        return Ok(None);
+    }
+    let name = run.variant().name();
+    let csv_path = args.out.join(format!("{name}.csv"));
+    write_atomic(&csv_path, csv(run.history()).as_bytes())?;
+    let result = RunResult::of(run).ok_or_else(|| {
+        CliError::CheckFailed(format!("{name}: the run ended without a final evaluation"))
+    })?;
+    writeln!(
+        out,
+        "{name}: val loss {:.4}, {} layer-tokens, {:.1} s -> {}",
+        result.val_loss,
+        grouped(result.layer_tokens),
+        result.wall_clock_s,
+        csv_path.display()
+    )?;
+    if let Some(s) = run.scheduler() {
+        let predicted = s.total_layer_tokens(config.steps)?;
+        if predicted != result.layer_tokens {
+            return Err(CliError::CheckFailed(format!(
+                "{name}: consumed {} layer-tokens, the scheduler predicts {predicted}",
+                result.layer_tokens
+            )));
+        }
+    }
+    print_profile(out, name, config.steps)?;
+    Ok(Some((result, run.history().to_vec())))
 }
 
 fn describe(

@@ -298,3 +298,44 @@ fn profile_env_prints_where_the_time_goes() {
     assert!(!run_ok(&args).contains("where the time goes"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn data_parallel_flags_are_checked_before_anything_runs() {
+    run_fails(
+        &tiny(&["--world-size", "2", "--rank", "2"]),
+        &["--rank 2 of --world-size 2"],
+    );
+    run_fails(
+        &tiny(&["--world-size", "3"]),
+        &["train_batch_size (--batch) 2 over --world-size 3"],
+    );
+    let usage = |extra: &[&str], needle: &str| {
+        let o = ltd(&tiny(extra).iter().map(String::as_str).collect::<Vec<_>>());
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(needle), "{needle:?} not in:\n{err}");
+    };
+    usage(&["--world-size", "2"], "needs --nccl-id-file");
+    usage(
+        &["--world-size", "2", "--nccl-id-file", "/nonexistent/id"],
+        "expected --device cuda",
+    );
+    // A world of one with an id file asks for the NCCL path, which needs a GPU too.
+    usage(
+        &["--nccl-id-file", "/nonexistent/id"],
+        "expected --device cuda",
+    );
+    // A world of one is the ordinary run.
+    let out = temp_dir("world-one");
+    let stdout = run_ok(&tiny(&[
+        "--world-size",
+        "1",
+        "--rank",
+        "0",
+        "--out",
+        &s(&out),
+    ]));
+    assert!(stdout.contains("val loss"), "{stdout}");
+    assert!(!stdout.contains("data-parallel"), "{stdout}");
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -42,6 +42,7 @@ mod error;
 mod files;
 mod gather;
 mod mask;
+mod rank;
 mod router;
 mod sampler;
 mod view;
@@ -65,6 +66,7 @@ pub use mask::{
     DecoderMask, GatheredDecoderMask, MaskElement, MaskTensor, MaskView, gather_decoder_masks,
     gather_mask, gather_masks, gather_masks_into,
 };
+pub use rank::ParallelRank;
 pub use router::{
     Layer, LayerInput, LayerMask, LayerOutput, ModelKind, ModelMask, RouterConfig, TokenDropRouter,
     TokenPositions,

@@ -309,11 +309,50 @@ impl Dataset {
     /// # Ok::<(), ltd_train::TrainError>(())
     /// ```
     pub fn train_batch(&self, step: u64, batch: usize) -> TokenBatch {
+        self.train_rows(step, batch, 0, batch)
+    }
+
+    /// This rank's shard of the training batch of `step`: rows `rank * b .. (rank + 1) * b` of
+    /// [`train_batch(step, global_batch)`](Self::train_batch), `b = global_batch / world size`.
+    /// The shards of all ranks, in rank order, are the one-process batch.
+    ///
+    /// # Errors
+    /// [`TrainError::Parallel`] when the world size does not divide `global_batch`.
+    ///
+    /// ```
+    /// use ltd_train::{Corpus, DataParallel, Dataset};
+    /// let data = Dataset::new(&Corpus::embedded(), 8, 0.1, 3)?;
+    /// let whole = data.train_batch(5, 4);
+    /// let second = data.train_shard(5, 4, DataParallel::new(1, 2)?)?;
+    /// assert_eq!(second.batch, 2);
+    /// assert_eq!(second.inputs, whole.inputs[2 * 8..]);
+    /// # Ok::<(), ltd_train::TrainError>(())
+    /// ```
+    pub fn train_shard(
+        &self,
+        step: u64,
+        global_batch: usize,
+        place: crate::DataParallel,
+    ) -> Result<TokenBatch> {
+        let rows = place.per_rank_batch(global_batch)?;
+        Ok(self.train_rows(step, global_batch, place.rank() * rows, rows))
+    }
+
+    /// Rows `first_row..first_row + rows` of the `global_batch`-row batch of `step`.
+    fn train_rows(
+        &self,
+        step: u64,
+        global_batch: usize,
+        first_row: usize,
+        rows: usize,
+    ) -> TokenBatch {
         let n = self.train.len() as u64;
-        let first = step.saturating_mul(batch as u64);
+        let first = step
+            .saturating_mul(global_batch as u64)
+            .saturating_add(first_row as u64);
         let mut epoch_perm: Option<(u64, Vec<usize>)> = None;
-        let mut windows = Vec::with_capacity(batch);
-        for i in first..first.saturating_add(batch as u64) {
+        let mut windows = Vec::with_capacity(rows);
+        for i in first..first.saturating_add(rows as u64) {
             let epoch = i / n;
             if epoch_perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
                 let mut perm = self.train.clone();
@@ -324,7 +363,7 @@ impl Dataset {
                 windows.push(perm[(i % n) as usize]);
             }
         }
-        self.fill(windows.into_iter(), batch)
+        self.fill(windows.into_iter(), rows)
     }
 
     /// A 64-bit FNV-1a hash of the windows' bytes (checkpoints use it to refuse another text).

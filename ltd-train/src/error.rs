@@ -46,6 +46,13 @@ pub enum TrainError {
         /// Why.
         source: std::io::Error,
     },
+    /// Data-parallel training could not start or a collective failed (a rank outside the world,
+    /// a batch the world size does not divide, an NCCL error); `message` names the value.
+    #[error("data-parallel: {message}")]
+    Parallel {
+        /// What is wrong, naming the flag or value and what was expected.
+        message: String,
+    },
     /// A Random-LTD scheduler error (names the key path).
     #[error(transparent)]
     Scheduler(#[from] ltd_scheduler::SchedulerError),

@@ -7,6 +7,8 @@
 //!   layers run on the kept tokens at their true positions.
 //! - [`AdamW`]: AdamW over candle `Var`s with a state that can be saved and restored.
 //! - [`LrSchedule`]: DeepSpeed's `WarmupLR` / `WarmupDecayLR` / `WarmupCosineLR`.
+//! - [`DataParallel`], [`GradientReducer`]: data-parallel training, one process per device,
+//!   gradients averaged across ranks (through NCCL with feature `nccl`).
 
 #![warn(missing_docs)]
 
@@ -20,6 +22,7 @@ mod fsutil;
 mod lr;
 mod model;
 mod optim;
+mod parallel;
 mod params;
 mod profile;
 mod report;
@@ -36,6 +39,9 @@ pub use fsutil::write_atomic;
 pub use lr::{LrSchedule, Warmup};
 pub use model::{ForwardTrace, Gpt, GptConfig, VOCAB};
 pub use optim::{AdamW, AdamWParams, grad_norm};
+pub use parallel::{DataParallel, GradientReducer, SingleProcess};
+#[cfg(feature = "nccl")]
+pub use parallel::{NcclId, NcclReducer};
 pub use params::Params;
 pub use profile::take_profile;
 pub use report::{CSV_HEADER, RunResult, SaveEvery, csv, drive};

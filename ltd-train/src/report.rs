@@ -49,7 +49,7 @@ pub struct SaveEvery<'a> {
 }
 
 /// Runs `run` to its last step, calling `on_step` after each, and saving a checkpoint every
-/// `save.every` steps and after the last.
+/// `save.every` steps and after the last (on rank 0 only in a data-parallel job).
 ///
 /// # Errors
 /// The first step or save error.
@@ -75,7 +75,9 @@ pub fn drive(
     while !run.is_done() {
         let record = run.step()?;
         on_step(&record);
+        // Every rank holds the same state: rank 0 writes it.
         if let Some(s) = save
+            && run.data_parallel().is_leader()
             && (run.is_done() || (s.every > 0 && record.step.is_multiple_of(s.every)))
         {
             run.save(s.dir)?;

@@ -14,6 +14,7 @@ use crate::error::{Result, TrainError};
 use crate::lr::{LrSchedule, Warmup};
 use crate::model::{ForwardTrace, Gpt, VOCAB};
 use crate::optim::{AdamW, grad_norm};
+use crate::parallel::{GradientReducer, SingleProcess, reduce_gradients};
 use crate::profile::Phases;
 use crate::routing::KeptTokens;
 
@@ -85,11 +86,13 @@ impl Variant {
 pub struct StepRecord {
     /// Steps completed (1 for the first).
     pub step: u64,
-    /// Training loss of this step's batch (mean cross-entropy, nats per byte).
+    /// Training loss of this step's batch (mean cross-entropy, nats per byte); in a
+    /// data-parallel job, of the global batch (the mean over the ranks).
     pub train_loss: f64,
-    /// Validation loss after this step, when evaluated.
+    /// Validation loss after this step, when evaluated (by rank 0 only in a data-parallel job).
     pub val_loss: Option<f64>,
-    /// Layer-tokens consumed so far (token rows through a block, summed over blocks and steps).
+    /// Layer-tokens consumed so far (token rows through a block, summed over blocks and steps;
+    /// over all ranks in a data-parallel job).
     pub layer_tokens: u64,
     /// Training seconds so far (forward, backward and update; not evaluation or checkpoints).
     pub wall_clock_s: f64,
@@ -127,6 +130,8 @@ pub struct Trainer {
     pub(crate) layer_tokens: u64,
     pub(crate) wall_clock_s: f64,
     pub(crate) history: Vec<StepRecord>,
+    /// The gradient all-reduce of a data-parallel job ([`SingleProcess`] for one process).
+    pub(crate) reducer: Box<dyn GradientReducer>,
 }
 
 impl Trainer {
@@ -232,6 +237,7 @@ impl Trainer {
             layer_tokens: 0,
             wall_clock_s: 0.0,
             history: Vec::new(),
+            reducer: Box::new(SingleProcess),
         })
     }
 
@@ -377,8 +383,14 @@ impl Trainer {
         }
         let r = r as usize;
         let n = self.ltd_layers.len();
+        // Data-parallel ranks keep independent tokens; rank 0 is the one-process sampler.
+        let seed = self
+            .reducer
+            .place()
+            .sampler_rank()
+            .sampler_seed(self.config.seed);
         let sampled = ltd_candle::sample_token_indices(
-            self.config.seed,
+            seed,
             self.step,
             n,
             batch,
@@ -430,13 +442,23 @@ impl Trainer {
             });
         }
         let start = Instant::now();
-        let batch = self.data.train_batch(self.step, self.config.batch);
+        let place = self.reducer.place();
+        let batch = self.data.train_shard(self.step, self.config.batch, place)?;
         let (ids, targets) = self.ids(&batch)?;
         let (kept, r) = self.routing(batch.batch)?;
         let (loss, trace) = self.loss(&ids, &targets, &kept)?;
         let mut phases = Phases::start(self.model.device())?;
-        let grads = loss.backward()?;
+        let mut grads = loss.backward()?;
         phases.end("backward")?;
+        let mean_loss = reduce_gradients(
+            self.reducer.as_mut(),
+            self.model.params(),
+            &mut grads,
+            &loss,
+        )?;
+        if mean_loss.is_some() {
+            phases.end("all-reduce")?;
+        }
         let lr = match self
             .scheduler
             .as_ref()
@@ -455,12 +477,15 @@ impl Trainer {
         phases.end("gradient norm")?;
         self.optimizer.step(&grads, lr, scale)?;
         phases.end("optimizer")?;
-        let train_loss = f64::from(loss.to_scalar::<f32>()?);
+        let train_loss = f64::from(mean_loss.unwrap_or(loss).to_scalar::<f32>()?);
         self.wall_clock_s += start.elapsed().as_secs_f64();
         self.step += 1;
-        self.layer_tokens += trace.layer_tokens;
-        let evaluate = self.is_done()
-            || (self.config.eval_every > 0 && self.step.is_multiple_of(self.config.eval_every));
+        // Every rank runs the same r on the same number of rows: the job's count is N times ours.
+        self.layer_tokens += trace.layer_tokens * place.world_size() as u64;
+        let evaluate = place.is_leader()
+            && (self.is_done()
+                || (self.config.eval_every > 0
+                    && self.step.is_multiple_of(self.config.eval_every)));
         let val_loss = if evaluate {
             let windows = if self.is_done() {
                 0
