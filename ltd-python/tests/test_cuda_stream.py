@@ -40,8 +40,12 @@ def test_attention_forward_and_backward_on_a_side_stream():
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
     torch.testing.assert_close(out, ref, atol=0, rtol=0)
-    for ours, r in zip((t.grad for t in leaves), ref_grads):
-        torch.testing.assert_close(ours, r, atol=0, rtol=0)
+    dq, dk, dv = (t.grad for t in leaves)
+    # dQ sums key-column pieces by f32 reductions whose order varies from run to run: a bf16
+    # rounding step apart at most (inputs read early would be off by far more).
+    torch.testing.assert_close(dq, ref_grads[0], atol=0, rtol=2**-6)
+    torch.testing.assert_close(dk, ref_grads[1], atol=0, rtol=0)
+    torch.testing.assert_close(dv, ref_grads[2], atol=0, rtol=0)
 
 
 def test_token_ops_on_a_side_stream():
