@@ -27,13 +27,17 @@ fn gpu_nccl_mean_of_one_rank_is_the_input() {
     let dev = gpu();
     let mut reducer = one_rank(&dev);
     let x = Tensor::randn(0f32, 1., 4099, &dev).unwrap();
-    // An offset view: the op must read from the view's start, not the buffer's.
-    let view = x.narrow(0, 3, 4000).unwrap();
-    let mean = reducer.all_reduce_mean(&view).unwrap();
-    assert_eq!(
-        mean.to_vec1::<f32>().unwrap(),
-        view.to_vec1::<f32>().unwrap()
-    );
+    // Offset views (the op must read from the view's start, not the buffer's) of every length
+    // remainder: the training buffer (gradients, then the loss) has any length.
+    for len in [4000, 4001, 4002, 4003, 1, 4095] {
+        let view = x.narrow(0, 3, len).unwrap();
+        let mean = reducer.all_reduce_mean(&view).unwrap();
+        assert_eq!(
+            mean.to_vec1::<f32>().unwrap(),
+            view.to_vec1::<f32>().unwrap(),
+            "length {len}"
+        );
+    }
 }
 
 fn config() -> TrainConfig {
@@ -96,10 +100,14 @@ fn gpu_nccl_one_rank_trains_like_the_plain_run() {
         let plain = train(variant, None);
         // Run-to-run noise of the plain run (atomics in a backward kernel would show here).
         let noise = max_difference(&plain, &train(variant, None));
-        let through_nccl = max_difference(&plain, &train(variant, Some(&reducer)));
+        let nccl = train(variant, Some(&reducer));
+        let through_nccl = max_difference(&plain, &nccl);
         println!(
-            "{}: NCCL world of one against the plain run: {through_nccl:e} (plain against itself: {noise:e})",
-            variant.name()
+            "{}: NCCL world of one against the plain run: {through_nccl:e} (plain against itself: {noise:e}); \
+             first losses {:?} against {:?}",
+            variant.name(),
+            &nccl.1[..3],
+            &plain.1[..3]
         );
         assert!(
             through_nccl <= noise + 1e-6,

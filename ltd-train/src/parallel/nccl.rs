@@ -100,7 +100,8 @@ impl NcclId {
     }
 }
 
-/// The mean over ranks through `ncclAllReduce(ncclAvg)` on candle's stream of this rank's GPU.
+/// The mean over ranks through `ncclAllReduce(ncclSum)` on candle's stream of this rank's GPU,
+/// then one scale by 1 / world size.
 /// Cloning shares the communicator (several runs of one job, one after the other).
 ///
 /// ```no_run
@@ -153,18 +154,25 @@ impl GradientReducer for NcclReducer {
     }
 
     fn all_reduce_mean(&mut self, values: &Tensor) -> Result<Tensor> {
-        Ok(values.apply_op1_no_bwd(&AllReduceMean { comm: &self.comm })?)
+        // A sum, then one scale: with `ncclAvg`, a world of one returned the buffer's last
+        // element (the loss) as 0 on the H100 (benches/runs/2026-12-06-wheel-and-nccl-h100).
+        let sum = values.apply_op1_no_bwd(&AllReduceSum { comm: &self.comm })?;
+        let world = self.place.world_size();
+        if world == 1 {
+            return Ok(sum);
+        }
+        Ok(sum.affine(1.0 / world as f64, 0.0)?)
     }
 }
 
 /// The all-reduce as a candle op, so it runs on the tensor's storage and returns a new tensor.
-struct AllReduceMean<'a> {
+struct AllReduceSum<'a> {
     comm: &'a Comm,
 }
 
-impl CustomOp1 for AllReduceMean<'_> {
+impl CustomOp1 for AllReduceSum<'_> {
     fn name(&self) -> &'static str {
-        "nccl-all-reduce-mean"
+        "nccl-all-reduce-sum"
     }
 
     fn cpu_fwd(
@@ -190,7 +198,7 @@ impl CustomOp1 for AllReduceMean<'_> {
             .alloc_zeros::<f32>(end - start)
             .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
         self.comm
-            .all_reduce(&src, &mut dst, &ReduceOp::Avg)
+            .all_reduce(&src, &mut dst, &ReduceOp::Sum)
             .map_err(|e| candle_core::Error::Msg(format!("ncclAllReduce: {e:?}")))?;
         Ok((
             CudaStorage::wrap_cuda_slice(dst, device),
