@@ -49,7 +49,7 @@ fn config() -> TrainConfig {
         "data_efficiency": {"seed": 7, "data_routing": {"random_ltd": {
             "enabled": true, "total_layer_num": 3, "random_ltd_layer_num": 1, "random_ltd_layer_id": [1],
             "model_mask_name": null, "model_type": "decoder", "hidden_state_order": "batch_seq_dim",
-            "random_ltd_schedule": {"min_value": 32, "max_value": 128, "schedule_type": "fixed_linear",
+            "random_ltd_schedule": {"min_value": 64, "max_value": 128, "schedule_type": "fixed_linear",
                 "schedule_config": {"require_steps": 4, "seq_per_step": 16}}}}}
     });
     let overrides = Overrides {
