@@ -12,7 +12,7 @@ use ltd_sparse_attn::{
 };
 use pyo3::prelude::*;
 
-use crate::dlpack::{Device, Dt, Tensor, check_disjoint};
+use crate::dlpack::{Device, Dt, Tensor, check_disjoint, float_dispatch};
 use crate::error::{BindingError, Result};
 
 /// The tensors of one call, read and checked.
@@ -121,27 +121,6 @@ fn unsupported(t: &Tensor, device: &str, expected: &str) -> BindingError {
 
 const CPU_DTYPES: &str = "float32, float16 or bfloat16 on the CPU";
 
-/// Runs `$body` with `$t` bound to the Rust element type of a CPU dtype.
-macro_rules! cpu_dispatch {
-    ($x:expr, $t:ident => $body:expr) => {
-        match $x.dtype {
-            Dt::F32 => {
-                type $t = f32;
-                $body
-            }
-            Dt::F16 => {
-                type $t = half::f16;
-                $body
-            }
-            Dt::BF16 => {
-                type $t = half::bf16;
-                $body
-            }
-            _ => Err(unsupported(&$x, "the CPU", CPU_DTYPES)),
-        }
-    };
-}
-
 /// A sparsity config with its layouts, and the fused attention on DLPack tensors.
 ///
 /// ```text
@@ -207,7 +186,7 @@ impl PySparseAttention {
         // The tensors stay alive in the caller's frame (their capsules are borrowed above).
         py.detach(|| match call.q.device {
             Device::Cpu => {
-                cpu_dispatch!(call.q, T => forward_cpu::<T>(&self.inner, &call, &out, &lse))
+                float_dispatch!(call.q, T => forward_cpu::<T>(&self.inner, &call, &out, &lse), else unsupported(&call.q, "the CPU", CPU_DTYPES))
             }
             Device::Cuda(_) => forward_gpu(&self.inner, &call, &out, &lse),
         })?;
@@ -269,7 +248,7 @@ impl PySparseAttention {
             dbias: dbias.as_ref(),
         };
         py.detach(|| match call.q.device {
-            Device::Cpu => cpu_dispatch!(call.q, T => backward_cpu::<T>(&self.inner, &call, &b)),
+            Device::Cpu => float_dispatch!(call.q, T => backward_cpu::<T>(&self.inner, &call, &b), else unsupported(&call.q, "the CPU", CPU_DTYPES)),
             Device::Cuda(_) => backward_gpu(&self.inner, &call, &b),
         })?;
         Ok(())

@@ -378,3 +378,26 @@ pub fn check_disjoint(outputs: &[&Tensor], inputs: &[&Tensor]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Runs `$body` with `$t` the element type of `$x.dtype` (f32, f16 or bf16), or returns
+/// `Err($unsupported)` for any other dtype: the one dtype `match` of the bindings.
+macro_rules! float_dispatch {
+    ($x:expr, $t:ident => $body:expr, else $unsupported:expr) => {
+        match $x.dtype {
+            $crate::dlpack::Dt::F32 => {
+                type $t = f32;
+                $body
+            }
+            $crate::dlpack::Dt::F16 => {
+                type $t = half::f16;
+                $body
+            }
+            $crate::dlpack::Dt::BF16 => {
+                type $t = half::bf16;
+                $body
+            }
+            _ => Err($unsupported),
+        }
+    };
+}
+pub(crate) use float_dispatch;

@@ -9,10 +9,19 @@
 use ltd_core::{HiddenOrder, HiddenView, HiddenViewMut, IndexView};
 use pyo3::prelude::*;
 
-use crate::dlpack::{Device, Dt, Tensor, check_disjoint};
+use crate::dlpack::{Device, Dt, Tensor, check_disjoint, float_dispatch};
 use crate::error::{BindingError, Result};
 
 const DTYPES: &str = "float32, float16 or bfloat16";
+
+/// The error for a dtype the token ops do not take on `device`.
+fn unsupported_dtype(x: &Tensor, device: &str) -> BindingError {
+    BindingError::tensor(
+        x.what,
+        format!("dtype {} is not supported on {}", x.dtype.name(), device),
+        DTYPES,
+    )
+}
 
 /// The shape of a hidden-state tensor: `(B, S, C)`.
 fn dims(t: &Tensor, order: HiddenOrder) -> Result<(usize, usize, usize)> {
@@ -92,30 +101,6 @@ impl Moves {
     }
 }
 
-macro_rules! dispatch {
-    ($x:expr, $device:expr, $t:ident => $body:expr) => {
-        match $x.dtype {
-            Dt::F32 => {
-                type $t = f32;
-                $body
-            }
-            Dt::F16 => {
-                type $t = half::f16;
-                $body
-            }
-            Dt::BF16 => {
-                type $t = half::bf16;
-                $body
-            }
-            _ => Err(BindingError::tensor(
-                $x.what,
-                format!("dtype {} is not supported on {}", $x.dtype.name(), $device),
-                DTYPES,
-            )),
-        }
-    };
-}
-
 /// `part[b, k] = h[b, idx[b, k]]`: writes the kept tokens of one layer into `part`.
 ///
 /// ```text
@@ -142,7 +127,7 @@ pub fn gather(
     )?;
     check_disjoint(&[&part], &[&h, &m.idx])?;
     py.detach(|| match h.device {
-        Device::Cpu => dispatch!(h, "the CPU", T => gather_cpu::<T>(&m, &h, &part)),
+        Device::Cpu => float_dispatch!(h, T => gather_cpu::<T>(&m, &h, &part), else unsupported_dtype(&h, "the CPU")),
         Device::Cuda(_) => gpu::gather(&m, &h, &part),
     })?;
     Ok(())
@@ -180,7 +165,7 @@ pub fn route(
     out.expect_device(h.device)?;
     check_disjoint(&[&out], &[&h, &part, &m.idx])?;
     py.detach(|| match h.device {
-        Device::Cpu => dispatch!(h, "the CPU", T => route_cpu::<T>(&m, &h, &part, &out)),
+        Device::Cpu => float_dispatch!(h, T => route_cpu::<T>(&m, &h, &part, &out), else unsupported_dtype(&h, "the CPU")),
         Device::Cuda(_) => gpu::route(&m, &h, &part, &out),
     })?;
     Ok(())
@@ -290,10 +275,10 @@ mod gpu {
     use ltd_core::HiddenLayout;
     use ltd_core::cuda::{CudaHidden, CudaHiddenMut, CudaIndices, IndexBuf};
 
-    use super::{DTYPES, Moves};
+    use super::{Moves, unsupported_dtype};
     use crate::cuda::{buf, buf_mut, cuda_ordinal, device};
-    use crate::dlpack::{Dt, Tensor};
-    use crate::error::{BindingError, Result};
+    use crate::dlpack::{Tensor, float_dispatch};
+    use crate::error::Result;
 
     /// One layer's `[B, r]` indices as the GPU ops' `[1, B, r]`.
     fn indices<'a>(m: &Moves, idx: &Tensor) -> Result<CudaIndices<'a>> {
@@ -303,7 +288,7 @@ mod gpu {
     }
 
     pub(super) fn gather(m: &Moves, h: &Tensor, part: &Tensor) -> Result<()> {
-        dispatch!(h, "CUDA", T => gather_t::<T>(m, h, part))
+        float_dispatch!(h, T => gather_t::<T>(m, h, part), else unsupported_dtype(h, "CUDA"))
     }
 
     fn gather_t<T: ltd_core::Element + DeviceRepr>(
@@ -328,7 +313,7 @@ mod gpu {
     }
 
     pub(super) fn route(m: &Moves, h: &Tensor, part: &Tensor, out: &Tensor) -> Result<()> {
-        dispatch!(h, "CUDA", T => route_t::<T>(m, h, part, out))
+        float_dispatch!(h, T => route_t::<T>(m, h, part, out), else unsupported_dtype(h, "CUDA"))
     }
 
     fn route_t<T: ltd_core::Element + DeviceRepr>(
