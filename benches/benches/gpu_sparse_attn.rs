@@ -8,7 +8,8 @@
 //! `LTD_BENCH_FILTER` keeps only the cells whose `{layout}_s{S}_d{D}` contains it.
 //! `LTD_BENCH_BIAS=1` gives every call an additive bias `[B, H, L, L]` (no dbias), to time the
 //! bias kernels, `LTD_BENCH_BIAS=2` also asks for dbias (`ours.json` then describes calls the
-//! peer script does not make with a bias).
+//! peer script does not make with a bias). `LTD_BENCH_PROFILE=1` makes one untimed `Auto`
+//! forward + backward per cell instead, for ncu (`benches/profile/profile-cells.sh`).
 //! Besides `Auto` (forward and forward + backward) each cell times the `mma.sync` kernels and
 //! forward + backward with each Hopper choice forced (`Wgmma`: single-chunk backward;
 //! `WgmmaPairs`: pair backward), and says whether `Auto`'s backward ran the pair kernel, so
@@ -73,6 +74,9 @@ mod gpu {
         // LTD_BENCH_BIAS=1: every call with an additive bias [B, H, L, L]; =2 also with its
         // gradient.
         let bias_mode = std::env::var("LTD_BENCH_BIAS").unwrap_or_default();
+        // LTD_BENCH_PROFILE=1: one `Auto` forward + backward per cell, untimed, for a profiler
+        // (ncu) to capture each kernel of one call once.
+        let profile = std::env::var("LTD_BENCH_PROFILE").is_ok_and(|v| v == "1");
         let mut json = format!("{{\"device\": {:?}, \"runs\": [\n", dev.to_string());
         let mut first = true;
         print_header();
@@ -101,6 +105,11 @@ mod gpu {
                             head_dim: d,
                         },
                     };
+                    if profile {
+                        profile_cell(&dev, &cell, &bias_mode)?;
+                        println!("profiled {name}_s{seq}_d{d}");
+                        continue;
+                    }
                     let times = time_cell(&dev, &cell, &bias_mode)?;
                     print_row(&cell, &times);
                     json.push_str(if first { "" } else { ",\n" });
@@ -201,8 +210,13 @@ mod gpu {
         }
     }
 
-    /// Times every kernel choice of one cell; `bias_mode` is `LTD_BENCH_BIAS`.
-    fn time_cell(dev: &CudaDevice, cell: &Cell<'_>, bias_mode: &str) -> Res<CellTimes> {
+    /// The buffers of one cell and its bias (`LTD_BENCH_BIAS` = `bias_mode`: "1" a bias, "2" a
+    /// bias and its gradient).
+    fn cell_buffers(
+        dev: &CudaDevice,
+        cell: &Cell<'_>,
+        bias_mode: &str,
+    ) -> Res<(CellBuffers, Option<CudaSlice<bf16>>)> {
         let shape = cell.shape;
         let (seq, d) = (shape.seq_len, shape.head_dim);
         let n = shape.qkv_len();
@@ -222,6 +236,35 @@ mod gpu {
         } else {
             None
         };
+        let (gq, gk, gv) = (dev.upload(&host)?, dev.upload(&host)?, dev.upload(&host)?);
+        let bufs = CellBuffers {
+            q,
+            out,
+            lse,
+            gq,
+            gk,
+            gv,
+            dbias,
+        };
+        Ok((bufs, bias))
+    }
+
+    /// One `Auto` forward + backward of a cell, waited for (`LTD_BENCH_PROFILE=1`).
+    fn profile_cell(dev: &CudaDevice, cell: &Cell<'_>, bias_mode: &str) -> Res<()> {
+        let (mut bufs, bias) = cell_buffers(dev, cell, bias_mode)?;
+        let auto = CudaAttentionOptions {
+            bias: bias.as_ref().map(Into::into),
+            ..Default::default()
+        };
+        bufs.call(dev, cell, true, &auto)?;
+        dev.synchronize()?;
+        Ok(())
+    }
+
+    /// Times every kernel choice of one cell; `bias_mode` is `LTD_BENCH_BIAS`.
+    fn time_cell(dev: &CudaDevice, cell: &Cell<'_>, bias_mode: &str) -> Res<CellTimes> {
+        let d = cell.shape.head_dim;
+        let (mut bufs, bias) = cell_buffers(dev, cell, bias_mode)?;
         let base = CudaAttentionOptions {
             bias: bias.as_ref().map(Into::into),
             ..Default::default()
@@ -230,16 +273,6 @@ mod gpu {
         let sm80 = CudaAttentionOptions {
             kernel: CudaAttentionKernel::MmaSync,
             ..base.clone()
-        };
-        let (gq, gk, gv) = (dev.upload(&host)?, dev.upload(&host)?, dev.upload(&host)?);
-        let mut bufs = CellBuffers {
-            q,
-            out,
-            lse,
-            gq,
-            gk,
-            gv,
-            dbias,
         };
         let mut time = |with_backward: bool, opts: &CudaAttentionOptions<'_, bf16>| -> Res<f64> {
             dev.median_time_us(3, 5, 7, || bufs.call(dev, cell, with_backward, opts))
