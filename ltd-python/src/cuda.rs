@@ -97,3 +97,46 @@ pub unsafe fn buf_mut<'a, T>(t: &Tensor) -> DeviceBufMut<'a, T> {
     // SAFETY: the caller's contract.
     unsafe { DeviceBufMut::from_raw(t.addr, t.numel()) }
 }
+
+/// GPU tables built once per device and kept for the owner's lifetime: a matmul's or
+/// softmax's layout tables, uploaded on the first CUDA call on each device.
+///
+/// ```text
+/// let tables = self.tables.get_or_build(&dev, |d| CudaMatMulLayout::new(d, &self.layout))?;
+/// ```
+pub struct PerDevice<T> {
+    map: Mutex<HashMap<usize, Arc<T>>>,
+}
+
+impl<T> Default for PerDevice<T> {
+    fn default() -> Self {
+        PerDevice {
+            map: Mutex::default(),
+        }
+    }
+}
+
+impl<T> PerDevice<T> {
+    /// The tables of `dev`'s device, built by `build` on first use.
+    ///
+    /// # Errors
+    /// What `build` returns (driver failures while uploading).
+    ///
+    /// ```text
+    /// let t = cache.get_or_build(&dev, |d| Ok(CudaAttentionLayout::new(d, &layout)?))?;
+    /// ```
+    pub fn get_or_build(
+        &self,
+        dev: &CudaDevice,
+        build: impl FnOnce(&CudaDevice) -> Result<T>,
+    ) -> Result<Arc<T>> {
+        // Built under the lock so that concurrent first calls upload the tables once.
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = map.get(&dev.ordinal()) {
+            return Ok(t.clone());
+        }
+        let built = Arc::new(build(dev)?);
+        map.insert(dev.ordinal(), built.clone());
+        Ok(built)
+    }
+}

@@ -9,6 +9,8 @@
 //!   128).
 //! - [`tokens`]: `sample_tokens`, `gather`, `route` (CPU and CUDA, float32 / float16 / bfloat16).
 //! - [`scheduler`]: `Scheduler`, the reserved-length schedule of a DeepSpeed `random_ltd` section.
+//! - [`matmul`], [`softmax`]: `BlockSparseMatMul` and `BlockSparseSoftmax`, upstream's `MatMul`
+//!   and `Softmax` primitives (CPU and CUDA, float32 / float16 / bfloat16).
 //!
 //! CUDA work (feature `cuda`) is queued on the stream the caller passes, torch's current
 //! stream; the driver is loaded at run time, so the same wheel imports and runs its CPU paths
@@ -27,7 +29,9 @@ mod config;
 mod cuda;
 mod dlpack;
 mod error;
+mod matmul;
 mod scheduler;
+mod softmax;
 mod tokens;
 
 use pyo3::prelude::*;
@@ -37,6 +41,8 @@ use pyo3::prelude::*;
 fn _ltd(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<attention::PySparseAttention>()?;
     m.add_class::<scheduler::PyScheduler>()?;
+    m.add_class::<matmul::PyMatMul>()?;
+    m.add_class::<softmax::PySoftmax>()?;
     m.add_function(wrap_pyfunction!(tokens::gather, m)?)?;
     m.add_function(wrap_pyfunction!(tokens::route, m)?)?;
     m.add_function(wrap_pyfunction!(tokens::sample_tokens, m)?)?;

@@ -70,3 +70,34 @@ def test_token_ops_on_a_side_stream():
     for b in range(B):
         expected[b, sel[b]] = h[b, sel[b]] * 2
     torch.testing.assert_close(y, expected, atol=0, rtol=0)
+
+
+def test_matmul_and_softmax_on_a_side_stream():
+    """Upstream's attention from its primitives (sdd, softmax, dsd), forward and backward, on a
+    side stream whose inputs come last from busy work on that stream."""
+    torch.manual_seed(5)
+    layout = (torch.rand(2, 16, 16) < 0.4).long()
+    layout[:, torch.arange(16), torch.arange(16)] = 1
+    sdd = lt.MatMul(layout, 32, "sdd", trans_b=True)
+    softmax = lt.Softmax(layout, 32)
+    dsd = lt.MatMul(layout, 32, "dsd")
+    q, k, v = (torch.randn(2, 2, 512, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+    dout = torch.randn_like(q)
+
+    def run(zero):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = dsd(softmax(sdd(leaves[0] + zero, leaves[1]), scale=0.125), leaves[2])
+        out.backward(dout + zero)
+        return [out] + [t.grad for t in leaves]
+
+    ref = run(torch.zeros((), device="cuda", dtype=torch.float16))
+    torch.cuda.synchronize()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    zero = busy_zero(side)
+    with torch.cuda.stream(side):
+        ours = run(zero)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    for o, r in zip(ours, ref):
+        torch.testing.assert_close(o, r)

@@ -234,7 +234,8 @@ def test_layouts_match_upstream_examples():
 # random {0, -inf} key-padding mask in add mode, random bool attention mask in mul mode) on
 # the fused op, which folds scores, softmax and the product with v: the layout is a random
 # block pattern (BigBird, per-head random blocks) and the reference dense masked attention.
-# Upstream's matmul cases test the sdd/dsd/dds primitives, which the wheel does not expose.
+# The cases themselves, and upstream's matmul cases, run on the primitives in
+# test_matmul_softmax.py.
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("block", [16, 32])
 @pytest.mark.parametrize("width", [256, 576])

@@ -3,8 +3,9 @@ signatures, running ltd's CPU and CUDA kernels through DLPack (zero-copy, on tor
 CUDA stream).
 
 Supported: sparse attention on CPU float32 / float16 / bfloat16 and CUDA float16 / bfloat16
-(head dim 64 or 128); Random-LTD token ops on CPU and CUDA float32 / float16 / bfloat16.
-Other dtypes and devices raise ``ValueError``.
+(head dim 64 or 128); the block-sparse ``MatMul`` and ``Softmax`` primitives and the Random-LTD
+token ops on CPU and CUDA float32 / float16 / bfloat16. Other dtypes and devices raise
+``ValueError``.
 """
 
 from .basic_layer import (
@@ -15,6 +16,8 @@ from .basic_layer import (
     save_without_random_ltd,
 )
 from .dropping_utils import GatherTokens, ScatterTokens, bert_sample_tokens, gpt_sample_tokens
+from .matmul import MatMul
+from .softmax import Softmax
 from .sparse_self_attention import SparseSelfAttention
 from .sparsity_config import (
     BigBirdSparsityConfig,
@@ -33,9 +36,11 @@ __all__ = [
     "FixedSparsityConfig",
     "GatherTokens",
     "LocalSlidingWindowSparsityConfig",
+    "MatMul",
     "RandomLayerTokenDrop",
     "RandomLTDScheduler",
     "ScatterTokens",
+    "Softmax",
     "SparseSelfAttention",
     "SparsityConfig",
     "VariableSparsityConfig",
