@@ -13,9 +13,11 @@
 //! built into the kernels' code and the tables' format. See `docs/kernels.md`, "Tiles and
 //! sub-block masks".
 
+mod gather;
 mod tables;
 mod work;
 
+pub use gather::{GATHER_MAX_SLICES, GATHER_SLOTS, GatheredTables};
 pub use tables::CoarseTables;
 pub use work::WorkPlan;
 
