@@ -79,6 +79,20 @@ __device__ __forceinline__ void fwd_sm90_load_chunk(uint32_t tile, const LtdTens
     }
 }
 
+// Thread 0: the forward's tensor maps into the constant cache before their first use.
+template <bool TBIAS, bool GATHER>
+__device__ __forceinline__ void fwd_sm90_prefetch_maps(const LtdSparseAttnTmaMaps& maps) {
+    if (threadIdx.x == 0) {
+        prefetch_map(&maps.q);
+        prefetch_map(&maps.k);
+        prefetch_map(&maps.v);
+        prefetch_map(&maps.o);
+        if (TBIAS) prefetch_map(&maps.bias);
+        if (GATHER) prefetch_map(&maps.k16);
+        if (GATHER) prefetch_map(&maps.v16);
+    }
+}
+
 // Thread 0, when the item has chunks: the first chunk's K and V tiles (and bias tile) by TMA, on
 // their barriers.
 template <typename T, int D, bool TBIAS, bool GATHER>
@@ -164,15 +178,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const uint32_t bar_v = bars + 32;
 
     ltd_attn::pdl_launch_dependents();  // the combine of split rows may be scheduled behind this grid
-    if (threadIdx.x == 0) {
-        prefetch_map(&maps.q);
-        prefetch_map(&maps.k);
-        prefetch_map(&maps.v);
-        prefetch_map(&maps.o);
-        if (TBIAS) prefetch_map(&maps.bias);
-        if (GATHER) prefetch_map(&maps.k16);
-        if (GATHER) prefetch_map(&maps.v16);
-    }
+    fwd_sm90_prefetch_maps<TBIAS, GATHER>(maps);
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
     const int qt = work.tile, h = work.h, b = work.b, begin = work.begin, end = work.end;
     const int warp = tid >> 5, lane = threadIdx.x & 31;
@@ -191,11 +197,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     unsigned mask = (unsigned)work.first_mask;
     int next_kc = work.second;
     // GATHER: the slice bases of chunks `it` and it + 1, read ahead with the table.
-    int4 base{}, next_base{};
-    if constexpr (GATHER) {
-        base = fwd_gather_base(p, kc);
-        next_base = fwd_gather_base(p, next_kc);
-    }
+    int4 base = GATHER ? fwd_gather_base(p, kc) : int4{}, next_base = GATHER ? fwd_gather_base(p, next_kc) : int4{};
     const int mat = (int)bh;
     mbar_init_all<5>(bars);
     if (tid == 0) {  // rows past the end arrive as 0
@@ -251,14 +253,9 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         // the fragments ahead of the branch, which is slower.
         uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
         const T* sbias = TBIAS ? reinterpret_cast<const T*>(smem_raw + (sBias + buf * kBlockBytes - raw)) : nullptr;
-        if constexpr (GATHER) {
-            ltd_attn::softmax_chunk<T, D, true, true, true>(p, nullptr, kpm, 0, q0 + warp * 16, g, t, bits, s, m, l, o, pf, nullptr, base);
-        } else {
-            ltd_attn::softmax_chunk<T, D, true, !TBIAS>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, sbias);
-        }
-        // The bases of chunk it + 2 (after_kc has arrived by now).
-        int4 after_base{};
-        if constexpr (GATHER) after_base = fwd_gather_base(p, after_kc);
+        if constexpr (GATHER) ltd_attn::softmax_chunk<T, D, true, true, true>(p, nullptr, kpm, 0, q0 + warp * 16, g, t, bits, s, m, l, o, pf, nullptr, base);
+        else ltd_attn::softmax_chunk<T, D, true, !TBIAS>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, sbias);
+        const int4 after_base = GATHER ? fwd_gather_base(p, after_kc) : int4{};  // chunk it + 2 (after_kc has arrived)
 
         // O += P V, skipping 16-key slices outside the layout for all 64 rows (P is 0 there; the
         // slices are uniform over the warpgroup).
