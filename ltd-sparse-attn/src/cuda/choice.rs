@@ -27,7 +27,8 @@ use super::CudaAttentionLayout;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CudaAttentionKernel {
     /// On compute capability 9.0 (H100/H200) [`Wgmma`](Self::Wgmma), except for a backward
-    /// [`backward_pairs`](Self::backward_pairs) gives to the pair kernel;
+    /// [`backward_pairs`](Self::backward_pairs) gives to the pair kernel and a forward
+    /// [`forward_gathered`](Self::forward_gathered) gives to the gathered kernel;
     /// [`MmaSync`](Self::MmaSync) elsewhere.
     #[default]
     Auto,
@@ -140,9 +141,7 @@ impl CudaAttentionKernel {
                 _ => false,
             }
     }
-}
 
-impl CudaAttentionKernel {
     /// Whether the forward of this choice runs the Hopper gathered kernel on a device of compute
     /// capability `cc`: never with a bias (no gathered bias kernel) or on a layout without
     /// gathered chunks ([`CudaAttentionLayout::forward_gather_ratio`] is `None`: the device is
