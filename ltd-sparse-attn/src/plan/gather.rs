@@ -5,7 +5,7 @@ use super::{CoarseTables, SUBS_PER_TILE, WorkPlan, work::plan_rows};
 
 /// Slots of a gathered chunk: one 16-key slice each, so a gathered chunk fills the 64 key
 /// columns of a kernel tile as a plain chunk does.
-pub const GATHER_SLOTS: usize = SUBS_PER_TILE;
+const GATHER_SLOTS: usize = SUBS_PER_TILE;
 
 /// A chunk with at most this many active 16-key slices (over its four row groups) is gathered;
 /// chunks with more stay plain entries (loading them whole costs one copy instead of four).

@@ -18,7 +18,7 @@ mod gather;
 mod tables;
 mod work;
 
-pub use gather::{GATHER_MAX_SLICES, GATHER_SLOTS, GatheredTables};
+pub use gather::{GATHER_MAX_SLICES, GatheredTables};
 pub use tables::CoarseTables;
 pub use work::WorkPlan;
 
