@@ -12,8 +12,9 @@
 //! forward + backward per cell instead, for ncu (`benches/profile/profile-cells.sh`).
 //! Besides `Auto` (forward and forward + backward) each cell times the `mma.sync` kernels and
 //! forward + backward with each Hopper choice forced (`Wgmma`: single-chunk backward;
-//! `WgmmaPairs`: pair backward), and says whether `Auto`'s backward ran the pair kernel, so
-//! kernel variants compare within one run.
+//! `WgmmaPairs`: pair backward), the plain Hopper forward (`Wgmma`, never the gathered one), and
+//! says whether `Auto`'s backward ran the pair kernel and its forward the gathered one, so kernel
+//! variants compare within one run.
 
 #[cfg(not(feature = "cuda"))]
 fn main() {
@@ -150,12 +151,16 @@ mod gpu {
         wgmma_fwd_bwd: f64,
         /// `WgmmaPairs` (pair backward) forward + backward.
         pairs_fwd_bwd: f64,
+        /// `Wgmma` forward: the plain Hopper forward (no gathered chunks).
+        wgmma_fwd: f64,
         /// Host time to enqueue an `Auto` forward.
         host_fwd: f64,
         /// Host time to enqueue an `Auto` forward + backward.
         host_fwd_bwd: f64,
         /// Whether `Auto`'s backward runs the pair kernel.
         bwd_pairs: bool,
+        /// Whether `Auto`'s forward runs the gathered kernel.
+        fwd_gathered: bool,
         /// The kernel family `Auto` resolves to on the device.
         fwd_kernel: CudaAttentionKernel,
     }
@@ -285,10 +290,10 @@ mod gpu {
         // On Hopper, forward + backward with each Hopper choice forced (the backward of `Wgmma`
         // runs one warpgroup per key chunk, that of `WgmmaPairs` two per pair of chunks; `Auto`
         // picks per layout).
-        let mut hopper_fb = |kernel: CudaAttentionKernel| -> Res<f64> {
+        let mut hopper = |with_backward: bool, kernel: CudaAttentionKernel| -> Res<f64> {
             if kernel.runs_on(cc) {
                 time(
-                    true,
+                    with_backward,
                     &CudaAttentionOptions {
                         kernel,
                         ..base.clone()
@@ -298,8 +303,9 @@ mod gpu {
                 Ok(f64::NAN)
             }
         };
-        let wgmma_fwd_bwd = hopper_fb(CudaAttentionKernel::Wgmma)?;
-        let pairs_fwd_bwd = hopper_fb(CudaAttentionKernel::WgmmaPairs)?;
+        let wgmma_fwd_bwd = hopper(true, CudaAttentionKernel::Wgmma)?;
+        let pairs_fwd_bwd = hopper(true, CudaAttentionKernel::WgmmaPairs)?;
+        let wgmma_fwd = hopper(false, CudaAttentionKernel::Wgmma)?;
         let host_fwd = enqueue_median_us(dev, || bufs.call(dev, cell, false, &auto))?;
         let host_fwd_bwd = enqueue_median_us(dev, || bufs.call(dev, cell, true, &auto))?;
         Ok(CellTimes {
@@ -309,9 +315,13 @@ mod gpu {
             mma_sync_fwd_bwd,
             wgmma_fwd_bwd,
             pairs_fwd_bwd,
+            wgmma_fwd,
             host_fwd,
             host_fwd_bwd,
             bwd_pairs: auto.kernel.backward_pairs(cc, cell.gl, d, false),
+            fwd_gathered: auto
+                .kernel
+                .forward_gathered(cc, cell.gl, auto.bias.is_some()),
             fwd_kernel: auto.kernel.resolve(cc),
         })
     }
@@ -348,7 +358,7 @@ mod gpu {
     /// The column headers of the table.
     fn print_header() {
         println!(
-            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9}",
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9} {:>12} {:>10}",
             "layout",
             "S",
             "B",
@@ -364,14 +374,16 @@ mod gpu {
             "host f+b us",
             "Wgmma f+b us",
             "pairs f+b us",
-            "bwd pair"
+            "bwd pair",
+            "Wgmma fwd us",
+            "fwd gather"
         );
     }
 
     /// One line of the table.
     fn print_row(cell: &Cell<'_>, t: &CellTimes) {
         println!(
-            "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9}",
+            "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9} {:>12.1} {:>10}",
             cell.name,
             cell.shape.seq_len,
             cell.shape.batch,
@@ -387,7 +399,9 @@ mod gpu {
             t.host_fwd_bwd,
             t.wgmma_fwd_bwd,
             t.pairs_fwd_bwd,
-            t.bwd_pairs
+            t.bwd_pairs,
+            t.wgmma_fwd,
+            t.fwd_gathered
         );
     }
 
@@ -397,7 +411,7 @@ mod gpu {
         let (seq, batch, d) = (shape.seq_len, shape.batch, shape.head_dim);
         let tflops = fwd_tflops(cell, t.fwd);
         format!(
-            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}}}",
+            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}, \"fwd_wgmma_us\": {:.3}, \"fwd_gathered\": {}}}",
             layout.block(),
             layout.num_blocks(),
             layout.nnz(),
@@ -412,7 +426,9 @@ mod gpu {
             t.host_fwd_bwd,
             t.wgmma_fwd_bwd,
             t.pairs_fwd_bwd,
-            t.bwd_pairs
+            t.bwd_pairs,
+            t.wgmma_fwd,
+            t.fwd_gathered
         )
     }
 }

@@ -193,6 +193,12 @@ typedef struct LtdMaskGatherParams {
 /** `ltd_sparse_attn_fwd_sm90_*`: Q, two K and two V tiles (one V tile at D 128), the extra. */
 #define LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64 (5 * 64 * 64 * 2 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA)
 #define LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128 (4 * 64 * 128 * 2 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA)
+/**
+ * `ltd_sparse_attn_fwd_gather_sm90_*`: the sm90 forward's layout (a gathered chunk's four 16-row
+ * pieces land in the same K / V tiles).
+ */
+#define LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D64 LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64
+#define LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D128 LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128
 /** `ltd_sparse_attn_fwd_bias_tma_sm90_*`: the sm90 forward's and two 64 x 64 bias tiles. */
 #define LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D64 (LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64 + 2 * 64 * 64 * 2)
 #define LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D128 (LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128 + 2 * 64 * 64 * 2)
@@ -241,7 +247,10 @@ typedef struct __attribute__((aligned(64))) LtdTensorMap {
  * additive bias [B, H, L, L] (2-byte elements; dimensions {L, L, B * H}, row stride L * 2, so L
  * must be a multiple of 8; box {64, 64, 1}; 128-byte swizzle) for the `_bias_tma_` Hopper
  * kernels, which read it one [64 query][64 key] tile per (query tile, key chunk); the other
- * kernels never touch it (any map may be repeated there).
+ * kernels never touch it (any map may be repeated there). k16 and v16 describe k and v as q
+ * does but with box {64, 16, 1}: the `_gather_` forward loads each 16-key slice of a gathered
+ * chunk through them into rows 16j.. of its K / V tile (16 rows are two 8-row swizzle atoms, so
+ * the pieces land exactly as in a 64-row box); the other kernels never touch them.
  */
 typedef struct LtdSparseAttnTmaMaps {
     LtdTensorMap q;
@@ -253,6 +262,8 @@ typedef struct LtdSparseAttnTmaMaps {
     LtdTensorMap dk;
     LtdTensorMap dv;
     LtdTensorMap bias;
+    LtdTensorMap k16;
+    LtdTensorMap v16;
 } LtdSparseAttnTmaMaps;
 
 /**
@@ -290,6 +301,15 @@ typedef struct LtdSparseAttnTmaMaps {
  * `ltd_sparse_attn_fwd_bias_tma_sm90_{bf16,f16}_d{64,128}` (same file and contract) take the bias
  * through the bias tensor map (L a multiple of 8; p.bias is ignored), with dynamic shared memory
  * LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D{64,128}.
+ * `ltd_sparse_attn_fwd_gather_sm90_{bf16,f16}_d{64,128}` (same file and contract, no bias: p.bias
+ * must be 0) walk the gathered table instead (docs/kernels.md, "Gathered chunks"): an entry
+ * c >= 0 of tile_cols is key chunk c as above; an entry c < 0 is gathered chunk g = -c - 1,
+ * whose 16-key slices start at keys 16 * gather_slots[4g + j] (int32 `[4 per gathered chunk]`,
+ * ascending; an unused slot repeats a used one) and whose tile_masks bit 4i + j is set when query
+ * rows 16i.. see slot j's slice; tile column 16j + x is key 16 * gather_slots[4g + j] + x. The
+ * work items' first / second columns are entries of this table too. K and V of a gathered chunk
+ * come through the k16 / v16 tensor maps; dynamic shared memory
+ * LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D{64,128}. The other forward kernels ignore gather_slots.
  * `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` (attn/common) then merges the pieces of
  * every split row: split_rows is int32 `[split][4]` = (head, query tile, first slot, slot count),
  * each covering item_rows rows; grid (split * B, item_rows / LTD_SPARSE_ATTN_ROWS_PER_CTA) with
@@ -321,6 +341,7 @@ typedef struct LtdSparseAttnFwdParams {
     float scale_log2;
     int causal;
     int item_rows;
+    ltd_devptr_t gather_slots;
 } LtdSparseAttnFwdParams;
 
 /**

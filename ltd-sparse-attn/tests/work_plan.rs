@@ -197,3 +197,150 @@ fn coarse_tables_cover_exactly_the_layout() {
         }
     }
 }
+
+/// `(head, query tile)` -> the `(16-row group, 16-key slice)` pairs a row's entries cover, one per
+/// covered pair, from the plain table or the gathered one.
+fn covered_slices(
+    row_ptr: &[i32],
+    entries: &[i32],
+    masks: &[i32],
+    slots: &[i32],
+    r: usize,
+) -> Vec<(usize, i32)> {
+    let mut got = Vec::new();
+    for e in row_ptr[r] as usize..row_ptr[r + 1] as usize {
+        let bases: Vec<i32> = if entries[e] >= 0 {
+            (0..4).map(|j| 4 * entries[e] + j).collect()
+        } else {
+            let g = (-entries[e] - 1) as usize;
+            slots[4 * g..4 * g + 4].to_vec()
+        };
+        for bit in 0..16 {
+            if (masks[e] >> bit) & 1 == 1 {
+                got.push((bit / 4, bases[bit % 4]));
+            }
+        }
+    }
+    got.sort_unstable();
+    got
+}
+
+#[test]
+fn gathered_tables_cover_every_active_sub_block_once() {
+    // CPU-only check of the gathered forward table: per (head, query tile) its plain entries and
+    // gathered chunks cover every active (row group, 16-key slice) of the coarse row exactly
+    // once; a gathered chunk's used slots ascend and come from chunks with at most two active
+    // slices, its unused slots repeat a used one and carry no bit; chunks with three or four
+    // active slices stay plain with their mask; block-64/128 layouts gather nothing; the work
+    // items of its plan tile every row.
+    use ltd_sparse_attn::plan::{GATHER_MAX_SLICES, GatheredTables};
+    for block in [16, 32, 64, 128] {
+        for family in 0u8..5 {
+            for (seq, uni, seed) in [(700, false, 1), (2000, true, 2), (4100, false, 3)] {
+                let layout = make_layout(family, 2, block, seq, uni, seed);
+                let t = CoarseTables::new(&layout);
+                let g = GatheredTables::new(&t);
+                assert_eq!(g.row_ptr.len(), t.row_ptr.len());
+                assert_eq!(g.entries.len(), g.masks.len());
+                assert_eq!(g.slots.len(), 4 * g.gathered_chunks());
+                let ctx = format!("block {block} family {family} L {seq}");
+                if block >= 64 {
+                    assert_eq!(g.gathered_chunks(), 0, "{ctx}");
+                    assert_eq!((&g.entries, &g.masks), (&t.cols, &t.masks), "{ctx}");
+                }
+                let mut codes_seen = vec![0usize; g.gathered_chunks()];
+                for r in 0..t.row_ptr.len() - 1 {
+                    let want = covered_slices(&t.row_ptr, &t.cols, &t.masks, &[], r);
+                    let got = covered_slices(&g.row_ptr, &g.entries, &g.masks, &g.slots, r);
+                    assert_eq!(got, want, "{ctx} row {r}");
+                    let plain: std::collections::HashMap<i32, i32> = (t.row_ptr[r]
+                        ..t.row_ptr[r + 1])
+                        .map(|e| (t.cols[e as usize], t.masks[e as usize]))
+                        .collect();
+                    let mut first_keys = Vec::new();
+                    for e in g.row_ptr[r] as usize..g.row_ptr[r + 1] as usize {
+                        let (code, mask) = (g.entries[e], g.masks[e] as u32);
+                        let slices = |m: u32| (m | m >> 4 | m >> 8 | m >> 12) & 0xF;
+                        if code >= 0 {
+                            assert_eq!(plain.get(&code), Some(&(mask as i32)), "{ctx}");
+                            assert!(slices(mask).count_ones() > GATHER_MAX_SLICES, "{ctx}");
+                            first_keys.push(4 * code);
+                            continue;
+                        }
+                        let gi = (-code - 1) as usize;
+                        codes_seen[gi] += 1;
+                        let s = &g.slots[4 * gi..4 * gi + 4];
+                        let used = slices(mask);
+                        assert!(used & 1 == 1, "{ctx}: slot 0 unused");
+                        let n = used.count_ones() as usize;
+                        assert_eq!(used, (1 << n) - 1, "{ctx}: used slots first");
+                        assert!(s[..n].windows(2).all(|w| w[0] < w[1]), "{ctx}: {s:?}");
+                        assert!(s[n..].iter().all(|x| s[..n].contains(x)), "{ctx}: {s:?}");
+                        for &slice in &s[..n] {
+                            let m = plain[&(slice / 4)] as u32;
+                            assert!(slices(m).count_ones() <= GATHER_MAX_SLICES, "{ctx}");
+                        }
+                        first_keys.push(s[0]);
+                    }
+                    assert!(
+                        first_keys.windows(2).all(|w| w[0] < w[1]),
+                        "{ctx}: entry order"
+                    );
+                }
+                assert!(
+                    codes_seen.iter().all(|&n| n == 1),
+                    "{ctx}: a gathered chunk used once"
+                );
+                for max_chunks in [1usize, 3, 16, 1000] {
+                    let plan = g.forward_plan(max_chunks);
+                    let mut covered = vec![0usize; g.entries.len()];
+                    for (item, &slot) in plan.items.iter().zip(&plan.slots) {
+                        let r = item[0] as usize * g.num_qtiles + item[1] as usize;
+                        assert!(
+                            g.row_ptr[r] <= item[2] && item[3] <= g.row_ptr[r + 1],
+                            "{ctx}"
+                        );
+                        assert!((item[3] - item[2]) as usize <= max_chunks, "{ctx}");
+                        assert_eq!(
+                            slot == -1,
+                            item[2] == g.row_ptr[r] && item[3] == g.row_ptr[r + 1],
+                            "{ctx}"
+                        );
+                        for e in item[2]..item[3] {
+                            covered[e as usize] += 1;
+                        }
+                    }
+                    assert!(covered.iter().all(|&n| n == 1), "{ctx}: entries once");
+                    let rows = plan.kernel_rows(&g.entries, &g.masks);
+                    for row in &rows {
+                        let at = |i: i32, v: &[i32]| if i < row[3] { v[i as usize] } else { 0 };
+                        assert_eq!(
+                            row[5..],
+                            [
+                                at(row[2], &g.entries),
+                                at(row[2], &g.masks),
+                                at(row[2] + 1, &g.entries)
+                            ]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gathered_tables_shrink_the_benchmark_fixed_layout() {
+    // The bench's Fixed block-16 layout (16 local blocks, bidirectional): each query tile sees its
+    // window's 4 chunks whole and slice 3 of one chunk per other window, for all 4 row groups.
+    use ltd_sparse_attn::FixedConfig;
+    use ltd_sparse_attn::plan::GatheredTables;
+    let mut c = FixedConfig::new(1);
+    c.num_local_blocks = 16;
+    let t = CoarseTables::new(&c.make_layout(16384).unwrap());
+    let g = GatheredTables::new(&t);
+    let per_row = |ptr: &[i32]| ptr[1] - ptr[0];
+    assert_eq!(per_row(&t.row_ptr), 67);
+    assert_eq!(per_row(&g.row_ptr), 4 + 63usize.div_ceil(4) as i32);
+    assert_eq!(g.masks[g.row_ptr[0] as usize + 4], 0xffff);
+}

@@ -342,6 +342,7 @@ impl<'a> BackwardLaunch<'a> {
                 out: None,
                 backward: Some([dout, dq_acc, dk, dv]),
                 bias: kernel.smem.bias_tiles.then_some(bias),
+                gather: false,
             };
             Some(tma_maps(&tma, shape)?)
         } else {

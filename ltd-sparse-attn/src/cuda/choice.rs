@@ -5,8 +5,11 @@
 //! adjacent key chunks sharing every Q / dO tile load and dQ reduction) at head dim 128 without
 //! a bias, on layouts whose adjacent chunks see the same query tiles (block-128 layouts); at head
 //! dim 64 its register use halves the warps an SM holds, and on layouts that share less the
-//! saved loads do not pay for the union of the two chunks' work. See `docs/kernels.md`, "Which
-//! variant runs when".
+//! saved loads do not pay for the union of the two chunks' work. The Hopper forward runs its
+//! gathered kernel (the active 16-key slices of sparse chunks packed four to a chunk) without a
+//! bias on layouts where that leaves markedly fewer chunk iterations than the plain table
+//! (small layout blocks: only a block of 16 or 32 leaves a chunk partly empty). See
+//! `docs/kernels.md`, "Which variant runs when".
 
 use super::CudaAttentionLayout;
 
@@ -19,11 +22,13 @@ use super::CudaAttentionLayout;
 /// assert_eq!(CudaAttentionKernel::default(), CudaAttentionKernel::Auto);
 /// assert!(CudaAttentionKernel::Wgmma.runs_on((9, 0)) && CudaAttentionKernel::WgmmaPairs.runs_on((9, 0)));
 /// assert!(!CudaAttentionKernel::Wgmma.runs_on((8, 0)) && CudaAttentionKernel::MmaSync.runs_on((8, 6)));
+/// assert!(CudaAttentionKernel::WgmmaGathered.runs_on((9, 0)));
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CudaAttentionKernel {
     /// On compute capability 9.0 (H100/H200) [`Wgmma`](Self::Wgmma), except for a backward
-    /// [`backward_pairs`](Self::backward_pairs) gives to the pair kernel;
+    /// [`backward_pairs`](Self::backward_pairs) gives to the pair kernel and a forward
+    /// [`forward_gathered`](Self::forward_gathered) gives to the gathered kernel;
     /// [`MmaSync`](Self::MmaSync) elsewhere.
     #[default]
     Auto,
@@ -39,6 +44,11 @@ pub enum CudaAttentionKernel {
     /// picks it only where [`backward_pairs`](Self::backward_pairs) says. The forward is
     /// `Wgmma`'s; with a bias the backward is `Wgmma`'s too (no pair variant of the bias kernel).
     WgmmaPairs,
+    /// [`Wgmma`](Self::Wgmma) with the forward on the gathered kernel wherever the layout has
+    /// gathered chunks ([`CudaAttentionLayout::forward_gather_ratio`]) and there is no bias,
+    /// where `Auto` picks it only where [`forward_gathered`](Self::forward_gathered) says. The
+    /// backward is `Wgmma`'s (it walks its own tables).
+    WgmmaGathered,
 }
 
 impl CudaAttentionKernel {
@@ -52,9 +62,9 @@ impl CudaAttentionKernel {
     pub fn runs_on(self, (major, minor): (i32, i32)) -> bool {
         match self {
             CudaAttentionKernel::Auto | CudaAttentionKernel::MmaSync => major >= 8,
-            CudaAttentionKernel::Wgmma | CudaAttentionKernel::WgmmaPairs => {
-                (major, minor) == (9, 0)
-            }
+            CudaAttentionKernel::Wgmma
+            | CudaAttentionKernel::WgmmaPairs
+            | CudaAttentionKernel::WgmmaGathered => (major, minor) == (9, 0),
         }
     }
 
@@ -68,7 +78,9 @@ impl CudaAttentionKernel {
     pub fn is_hopper(self) -> bool {
         matches!(
             self,
-            CudaAttentionKernel::Wgmma | CudaAttentionKernel::WgmmaPairs
+            CudaAttentionKernel::Wgmma
+                | CudaAttentionKernel::WgmmaPairs
+                | CudaAttentionKernel::WgmmaGathered
         )
     }
 
@@ -129,7 +141,51 @@ impl CudaAttentionKernel {
                 _ => false,
             }
     }
+
+    /// Whether the forward of this choice runs the Hopper gathered kernel on a device of compute
+    /// capability `cc`: never with a bias (no gathered bias kernel) or on a layout without
+    /// gathered chunks ([`CudaAttentionLayout::forward_gather_ratio`] is `None`: the device is
+    /// not 9.0, or no chunk has few enough active slices); otherwise always for
+    /// [`WgmmaGathered`](Self::WgmmaGathered) and for `Auto` on 9.0 where the gathered table has
+    /// at most [`AUTO_FORWARD_GATHER_RATIO`] of the plain table's entries, never for the other
+    /// choices.
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_sparse_attn::{FixedConfig, cuda::{CudaAttentionKernel, CudaAttentionLayout}};
+    /// let dev = CudaDevice::new(0)?; // an H100
+    /// let mut c = FixedConfig::new(4); // block 16
+    /// c.num_local_blocks = 16;
+    /// let layout = CudaAttentionLayout::new(&dev, &c.make_layout(16384)?)?;
+    /// assert!(CudaAttentionKernel::Auto.forward_gathered((9, 0), &layout, false));
+    /// assert!(!CudaAttentionKernel::Auto.forward_gathered((9, 0), &layout, true));
+    /// assert!(!CudaAttentionKernel::Wgmma.forward_gathered((9, 0), &layout, false));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn forward_gathered(
+        self,
+        cc: (i32, i32),
+        layout: &CudaAttentionLayout,
+        with_bias: bool,
+    ) -> bool {
+        let Some(ratio) = layout.forward_gather_ratio() else {
+            return false;
+        };
+        !with_bias
+            && cc == (9, 0)
+            && match self {
+                CudaAttentionKernel::WgmmaGathered => true,
+                CudaAttentionKernel::Auto => ratio <= AUTO_FORWARD_GATHER_RATIO,
+                _ => false,
+            }
+    }
 }
+
+/// `Auto` runs the forward's gathered kernel on layouts whose
+/// [`CudaAttentionLayout::forward_gather_ratio`] (entries of the gathered table per entry of the
+/// plain one) is at most this: the gathered kernel pays four copies per gathered chunk and a
+/// slot read per entry, so it needs markedly fewer chunk iterations to win.
+pub const AUTO_FORWARD_GATHER_RATIO: f64 = 0.75;
 
 /// `Auto` runs the backward's pair kernel (head dim 128) on layouts whose
 /// [`CudaAttentionLayout::column_pair_sharing`] is at most this: block-128 layouts (0.5), where

@@ -50,6 +50,8 @@ pub(super) enum ForwardSmem {
     /// Hopper: Q, two K and two V buffers at D 64; one V buffer at D 128 (so three CTAs fit an
     /// SM); aligned, with barriers.
     Sm90,
+    /// The Hopper gathered forward: `Sm90`'s layout (no bias tiles).
+    Sm90Gather,
 }
 
 /// Dynamic shared memory of a forward kernel, with two 64 x 64 bias buffers when
@@ -71,6 +73,11 @@ pub(super) fn forward_smem(variant: ForwardSmem, head_dim: usize, bias_tiles: bo
             head_dim,
             LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64,
             LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128,
+        ),
+        (ForwardSmem::Sm90Gather, _) => by_head_dim(
+            head_dim,
+            LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D64,
+            LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D128,
         ),
         (ForwardSmem::Sm90, true) => by_head_dim(
             head_dim,
@@ -257,6 +264,10 @@ mod tests {
         assert_eq!(forward_smem(ForwardSmem::MmaSync, 128, true), 98_304);
         assert_eq!(forward_smem(ForwardSmem::Sm90, 64, false), 41_984 + 64);
         assert_eq!(forward_smem(ForwardSmem::Sm90, 128, false), 65_536 + 1088);
+        assert_eq!(
+            forward_smem(ForwardSmem::Sm90Gather, 64, false),
+            41_984 + 64
+        );
         let single = BackwardSmem {
             hopper: false,
             pairs: false,

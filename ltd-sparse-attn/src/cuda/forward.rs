@@ -12,9 +12,11 @@ use super::align::{Align, bias_tiles_aligned};
 use super::check::AttentionCall;
 use super::config::{self, ForwardSmem};
 use super::kernels::{
-    AttnKernel, FWD, FWD_BIAS_SM90, FWD_BIAS_TILES, FWD_COMBINE, FWD_SM90, LoadKernel,
+    AttnKernel, FWD, FWD_BIAS_SM90, FWD_BIAS_TILES, FWD_COMBINE, FWD_GATHER_SM90, FWD_SM90,
+    LoadKernel,
 };
 use super::launch::{Borrows, TmaBuffers, partial_buffer, tma_maps};
+use super::upload::{GpuGathered, GpuPlan};
 use super::{CudaAttentionLayout, CudaAttentionOptions};
 use crate::{AttentionShape, Result, SparseAttnError};
 
@@ -107,8 +109,15 @@ pub fn attention_forward_cuda<'b, T: Element + DeviceRepr>(
             .map(|b| user.input("bias", b, Align::Element))
             .transpose()?,
     };
-    let kernel = ForwardKernel::choose(dev, &call, io.bias)?;
-    let plan = &layout.fwd_plan;
+    // The gathered table where the choice runs the gathered kernel (docs/kernels.md, "Which
+    // variant runs when").
+    let gathered = layout.gathered.as_ref().filter(|_| {
+        options
+            .kernel
+            .forward_gathered(dev.compute_capability(), layout, io.bias.is_some())
+    });
+    let kernel = ForwardKernel::choose(dev, &call, io.bias, gathered.is_some())?;
+    let plan = gathered.map_or(&layout.fwd_plan, |g| &g.plan);
     // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots,
     // rows]), only for layouts that have split rows.
     let rows = shape.batch * plan.num_slots * config::FWD_ITEM_ROWS;
@@ -119,7 +128,8 @@ pub fn attention_forward_cuda<'b, T: Element + DeviceRepr>(
         part_o: part_o.as_mut(),
         part_lse: part_lse.as_mut(),
     };
-    ForwardLaunch::new(dev, layout, &call, kernel, buffers, options)?.enqueue(stream)?;
+    let tables = ForwardTables::new(layout, gathered);
+    ForwardLaunch::new(dev, tables, &call, kernel, buffers, options)?.enqueue(stream)?;
     drop(user);
     Ok(())
 }
@@ -142,17 +152,63 @@ struct ForwardKernel {
     hopper: bool,
     /// The kernel reads the bias in 64 x 64 tiles (by TMA on Hopper).
     bias_tiles: bool,
+    /// The Hopper gathered kernel, on the gathered table.
+    gather: bool,
+}
+
+/// The table a forward walks and its plan: the layout's plain one, or its gathered one with the
+/// slots of the gathered chunks.
+struct ForwardTables<'a> {
+    cols: &'a CudaSlice<i32>,
+    masks: &'a CudaSlice<i32>,
+    slots: Option<&'a CudaSlice<i32>>,
+    plan: &'a GpuPlan,
+}
+
+impl<'a> ForwardTables<'a> {
+    fn new(layout: &'a CudaAttentionLayout, gathered: Option<&'a GpuGathered>) -> Self {
+        match gathered {
+            Some(g) => ForwardTables {
+                cols: &g.entries,
+                masks: &g.masks,
+                slots: Some(&g.slots),
+                plan: &g.plan,
+            },
+            None => ForwardTables {
+                cols: &layout.cols,
+                masks: &layout.masks,
+                slots: None,
+                plan: &layout.fwd_plan,
+            },
+        }
+    }
 }
 
 impl ForwardKernel {
     /// The Hopper kernels on Hopper; elsewhere `mma.sync`, with a bias the bias-tile kernel where
     /// its two extra tiles keep as many CTAs per SM as the per-element kernel (not on an A100,
     /// whose smaller shared memory would halve them). The device caches both occupancies.
-    /// `bias` is the bias's address: tiles only for a 16-byte aligned one.
-    fn choose(dev: &CudaDevice, call: &AttentionCall, bias: Option<u64>) -> Result<ForwardKernel> {
+    /// `bias` is the bias's address: tiles only for a 16-byte aligned one. `gather`: the
+    /// gathered kernel (Hopper, no bias), which the caller has chosen.
+    fn choose(
+        dev: &CudaDevice,
+        call: &AttentionCall,
+        bias: Option<u64>,
+        gather: bool,
+    ) -> Result<ForwardKernel> {
         let (dtype, d) = (call.dtype(), call.shape().head_dim);
         let bias_tiles =
             bias.is_some_and(bias_tiles_aligned) && config::bias_tiles_fit(call.shape().seq_len);
+        if gather {
+            let smem = config::forward_smem(ForwardSmem::Sm90Gather, d, false);
+            return Ok(ForwardKernel {
+                func: FWD_GATHER_SM90.load(dev, dtype, d, smem)?,
+                smem,
+                hopper: true,
+                bias_tiles: false,
+                gather: true,
+            });
+        }
         if call.kernel().is_hopper() {
             let family = if bias_tiles {
                 &FWD_BIAS_SM90
@@ -166,6 +222,7 @@ impl ForwardKernel {
                 smem,
                 hopper: true,
                 bias_tiles,
+                gather: false,
             });
         }
         let smem = config::forward_smem(ForwardSmem::MmaSync, d, false);
@@ -184,6 +241,7 @@ impl ForwardKernel {
                     smem: tiled_smem,
                     hopper: false,
                     bias_tiles: true,
+                    gather: false,
                 });
             }
         }
@@ -192,6 +250,7 @@ impl ForwardKernel {
             smem,
             hopper: false,
             bias_tiles: false,
+            gather: false,
         })
     }
 }
@@ -217,14 +276,14 @@ struct ForwardLaunch<'a> {
 impl<'a> ForwardLaunch<'a> {
     fn new<T>(
         dev: &'a CudaDevice,
-        layout: &'a CudaAttentionLayout,
+        tables: ForwardTables<'a>,
         call: &AttentionCall,
         kernel: ForwardKernel,
         bufs: ForwardBuffers<'a>,
         options: &CudaAttentionOptions<'_, T>,
     ) -> Result<ForwardLaunch<'a>> {
         let shape = call.shape();
-        let plan = &layout.fwd_plan;
+        let plan = tables.plan;
         let items = plan.grid(shape.batch)?;
         let mut b = Borrows::new(dev.stream());
         let ForwardIo {
@@ -243,8 +302,8 @@ impl<'a> ForwardLaunch<'a> {
             v,
             o,
             lse,
-            tile_cols: b.read(&layout.cols),
-            tile_masks: b.read(&layout.masks),
+            tile_cols: b.read(tables.cols),
+            tile_masks: b.read(tables.masks),
             kpm,
             bias,
             work_items: b.read(&plan.items),
@@ -258,6 +317,7 @@ impl<'a> ForwardLaunch<'a> {
             scale_log2: call.scale() * std::f32::consts::LOG2_E,
             causal: i32::from(options.causal),
             item_rows: config::FWD_ITEM_ROWS as i32,
+            gather_slots: tables.slots.map_or(0, |s| b.read(s)),
         };
         let maps = if kernel.hopper {
             let tma = TmaBuffers {
@@ -265,6 +325,7 @@ impl<'a> ForwardLaunch<'a> {
                 out: Some(o),
                 backward: None,
                 bias: kernel.bias_tiles.then_some(bias),
+                gather: kernel.gather,
             };
             Some(tma_maps(&tma, shape)?)
         } else {
@@ -297,9 +358,11 @@ impl<'a> ForwardLaunch<'a> {
         // SAFETY: `new` built the params from a checked call (every buffer of its shape's
         // length, lse and masks included, each starting at the alignment its loads need:
         // `align::Align`, bias tiles only from a 16-byte aligned bias; raw pointers hold the
-        // promise of `DeviceBuf::from_raw`) over the layout's own tables and forward plan (items
-        // with head < H, tile and chunk indices below the padded length's tiles, slots below
-        // num_slots, partial buffers sized for them); the kernel reads and writes rows < L only
+        // promise of `DeviceBuf::from_raw`) over the layout's own tables and forward plan, plain
+        // or gathered (items with head < H, tile and chunk indices below the padded length's
+        // tiles, gathered codes below the uploaded slot table's chunks and its slots below the
+        // padded length's 16-key slices, slots below num_slots, partial buffers sized for them;
+        // the gathered kernel only where there is no bias); the kernel reads and writes rows < L only
         // (TMA boxes over exactly these buffers zero-fill the rest), its grid is the plan's items
         // times B (checked) and its shared memory is `config::forward_smem` of this variant.
         unsafe { launch.launch(self.main) }.map_err(SparseAttnError::driver(

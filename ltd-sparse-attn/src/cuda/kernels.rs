@@ -92,6 +92,9 @@ pub(crate) static FWD_BIAS_TILES: AttnKernel =
     family!(SPARSE_ATTN_SM80, "ltd_sparse_attn_fwd_bias_tiles");
 /// Forward, Hopper, no bias or a bias read per element.
 pub(crate) static FWD_SM90: AttnKernel = family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_fwd_sm90");
+/// Forward, Hopper, on the gathered table (no bias).
+pub(crate) static FWD_GATHER_SM90: AttnKernel =
+    family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_fwd_gather_sm90");
 /// Forward, Hopper, bias read in 64 x 64 tiles by TMA.
 pub(crate) static FWD_BIAS_SM90: AttnKernel =
     family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_fwd_bias_tma_sm90");
@@ -209,6 +212,7 @@ mod tests {
             &FWD_BIAS_TILES,
             &FWD_SM90,
             &FWD_BIAS_SM90,
+            &FWD_GATHER_SM90,
             &FWD_COMBINE,
             &BWD_PRE,
             &BWD,

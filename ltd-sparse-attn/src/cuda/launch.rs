@@ -126,11 +126,14 @@ pub(super) struct TmaBuffers {
     pub backward: Option<[u64; 4]>,
     /// The additive bias `[B*H][L][L]`, when the kernel reads it by TMA.
     pub bias: Option<u64>,
+    /// The gathered forward: k and v also with 16-row boxes (one 16-key slice each).
+    pub gather: bool,
 }
 
 /// The tensor maps of a Hopper attention launch over `B*H` `[L][D]` matrices: 64 x 64
 /// boxes of 2-byte elements (64 x 32 of f32 for the dq accumulator; 64 x 64 boxes of the
-/// `[L][L]` bias). Maps a call does not use repeat q's (encoded once).
+/// `[L][L]` bias; 64 x 16 boxes of k and v for the gathered forward). Maps a call does not use
+/// repeat q's (encoded once).
 pub(super) fn tma_maps(bufs: &TmaBuffers, shape: AttentionShape) -> Result<LtdSparseAttnTmaMaps> {
     use TensorMapElement::{F32, U16};
     let (matrices, seq) = (shape.batch * shape.heads, shape.seq_len);
@@ -155,10 +158,18 @@ pub(super) fn tma_maps(bufs: &TmaBuffers, shape: AttentionShape) -> Result<LtdSp
         Some(b) => tensor_map_3d(b, U16, [64, 64], [matrices, seq, seq])?,
         None => q,
     };
+    let [k16, v16] = if bufs.gather {
+        let slice = |ptr| tensor_map_3d(ptr, U16, [64, 16], dims);
+        [slice(k)?, slice(v)?]
+    } else {
+        [q; 2]
+    };
     Ok(LtdSparseAttnTmaMaps {
         q,
         k: tile(k)?,
         v: tile(v)?,
+        k16,
+        v16,
         dout,
         dq_acc,
         o,

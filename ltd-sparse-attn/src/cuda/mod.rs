@@ -17,7 +17,9 @@
 //! Two kernel families ([`CudaAttentionKernel`]): `mma.sync` (sm_80 and newer) and, on compute
 //! capability 9.0, warpgroup MMAs (`wgmma`) fed by the tensor memory accelerator; the Hopper
 //! backward also has a pair kernel whose two warpgroups share the Q / dO tiles of two adjacent
-//! key chunks. `Auto` picks per device and layout ([`CudaAttentionKernel::backward_pairs`]).
+//! key chunks, and the Hopper forward a gathered kernel that packs the active 16-key slices of
+//! sparse chunks four to a chunk. `Auto` picks per device and layout
+//! ([`CudaAttentionKernel::backward_pairs`], [`CudaAttentionKernel::forward_gathered`]).
 //!
 //! # Buffers and the layouts the kernels read
 //!
@@ -69,7 +71,7 @@ pub(crate) use config::{MATMUL_TILE, matmul_dense, matmul_sdd, matmul_tiles_per_
 pub use crate::plan::{CoarseTables, WorkPlan};
 pub use align::ATTENTION_TENSOR_ALIGN;
 pub use backward::attention_backward_cuda;
-pub use choice::{AUTO_BACKWARD_PAIR_SHARING, CudaAttentionKernel};
+pub use choice::{AUTO_BACKWARD_PAIR_SHARING, AUTO_FORWARD_GATHER_RATIO, CudaAttentionKernel};
 pub use forward::attention_forward_cuda;
 pub use options::{CudaAttentionGrads, CudaAttentionOptions};
 pub use softmax::{CudaSoftmaxOptions, softmax_backward_cuda, softmax_forward_cuda};

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use cudarc::driver::CudaSlice;
 use ltd_core::CudaDevice;
 
-use crate::plan::{CoarseTables, WorkPlan};
+use crate::plan::{CoarseTables, GatheredTables, WorkPlan};
 use crate::{Layout, Result, SparseAttnError, SparseSelfAttention};
 
 /// A layout's kernel tables in GPU memory. Build once per layout (and device) and reuse for
@@ -47,6 +47,41 @@ pub struct CudaAttentionLayout {
     pub(super) fwd_plan: GpuPlan,
     pub(super) bwd_plan: GpuPlan,
     pub(super) bwd_pair_plan: GpuPlan,
+    /// The Hopper gathered forward's table and plan, on compute capability 9.0 where the layout
+    /// has gathered chunks.
+    pub(super) gathered: Option<GpuGathered>,
+}
+
+/// The gathered forward's tables ([`GatheredTables`]) and work plan in GPU memory.
+pub(super) struct GpuGathered {
+    pub(super) entries: CudaSlice<i32>,
+    pub(super) masks: CudaSlice<i32>,
+    pub(super) slots: CudaSlice<i32>,
+    pub(super) plan: GpuPlan,
+    /// Entries of the gathered table per entry of the plain one.
+    ratio: f64,
+}
+
+impl GpuGathered {
+    /// The gathered table of `t` and its plan, uploaded on a device of compute capability 9.0
+    /// (the only one with the gathered kernel) when some chunk was gathered; `None` otherwise.
+    fn upload(dev: &CudaDevice, t: &CoarseTables) -> Result<Option<GpuGathered>> {
+        if dev.compute_capability() != (9, 0) {
+            return Ok(None);
+        }
+        let g = GatheredTables::new(t);
+        if g.gathered_chunks() == 0 {
+            return Ok(None);
+        }
+        let plan = g.forward_plan(g.forward_split_chunks(dev.sm_count()));
+        Ok(Some(GpuGathered {
+            plan: GpuPlan::upload(dev, &plan, (&g.entries, &g.masks))?,
+            entries: upload_table(dev, &g.entries)?,
+            masks: upload_table(dev, &g.masks)?,
+            slots: upload_table(dev, &g.slots)?,
+            ratio: g.entries.len() as f64 / t.cols.len() as f64,
+        }))
+    }
 }
 
 /// A [`WorkPlan`] in GPU memory: the kernels' work-item rows (`ltd_kernels.h`: head, tile,
@@ -121,6 +156,7 @@ impl CudaAttentionLayout {
             fwd_plan: GpuPlan::upload(dev, &t.forward_plan(fwd_limit), (&t.cols, &t.masks))?,
             bwd_plan: GpuPlan::upload(dev, &t.backward_plan(bwd_limit), columns)?,
             bwd_pair_plan: GpuPlan::upload(dev, &t.backward_pair_plan(bwd_limit), column_pairs)?,
+            gathered: GpuGathered::upload(dev, &t)?,
             col_pair_rows: upload_table(dev, &t.col_pair_rows)?,
             col_pair_tiles: t.col_pair_rows.len(),
             col_pair_masks: upload_table(dev, &t.col_pair_masks)?,
@@ -182,6 +218,25 @@ impl CudaAttentionLayout {
         } else {
             self.col_pair_tiles as f64 / self.active_tiles as f64
         }
+    }
+
+    /// Chunk iterations of the Hopper gathered forward per one of the plain forward: entries of
+    /// the gathered table (plain chunks with 3 or 4 active 16-key slices, and gathered chunks of
+    /// four slices of the others) / active 64 x 64 tiles; `None` where there is no gathered
+    /// table (a device other than compute capability 9.0, or no chunk with at most two active
+    /// slices, as in every layout of block 64 or 128).
+    ///
+    /// ```no_run
+    /// # use ltd_core::CudaDevice; use ltd_sparse_attn::{BigBirdConfig, cuda::CudaAttentionLayout};
+    /// # let dev = CudaDevice::new(0)?;
+    /// let mut c = BigBirdConfig::new(2);
+    /// c.block = 64;
+    /// let l = CudaAttentionLayout::new(&dev, &c.make_layout(2048)?)?;
+    /// assert_eq!(l.forward_gather_ratio(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn forward_gather_ratio(&self) -> Option<f64> {
+        self.gathered.as_ref().map(|g| g.ratio)
     }
 }
 

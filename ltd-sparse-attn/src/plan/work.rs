@@ -88,7 +88,7 @@ impl CoarseTables {
     /// assert_eq!((split.items.len(), split.num_slots, split.split.len()), (16, 16, 8));
     /// ```
     pub fn forward_plan(&self, max_chunks: usize) -> WorkPlan {
-        self.plan(&self.row_ptr, self.num_qtiles, max_chunks)
+        plan_rows(self.heads, &self.row_ptr, self.num_qtiles, max_chunks)
     }
 
     /// The backward work items: key-chunk columns (of the transposed tables) cut into pieces of
@@ -101,7 +101,7 @@ impl CoarseTables {
     /// assert_eq!((plan.items.len(), plan.num_slots, plan.split.len()), (8, 8, 4));
     /// ```
     pub fn backward_plan(&self, max_tiles: usize) -> WorkPlan {
-        self.plan(&self.col_ptr, self.num_qtiles, max_tiles)
+        plan_rows(self.heads, &self.col_ptr, self.num_qtiles, max_tiles)
     }
 
     /// The work items of the Hopper backward's pair kernel: pairs of key chunks (tile = pair
@@ -120,7 +120,12 @@ impl CoarseTables {
     /// assert_eq!(plan.split, vec![[0, 0, 0, 2], [0, 1, 4, 2], [0, 2, 2, 2], [0, 3, 6, 2]]);
     /// ```
     pub fn backward_pair_plan(&self, max_tiles: usize) -> WorkPlan {
-        let mut plan = self.plan(&self.col_pair_ptr, self.num_qtiles.div_ceil(2), max_tiles);
+        let mut plan = plan_rows(
+            self.heads,
+            &self.col_pair_ptr,
+            self.num_qtiles.div_ceil(2),
+            max_tiles,
+        );
         let bank = plan.num_slots as i32;
         plan.split = plan
             .split
@@ -135,48 +140,6 @@ impl CoarseTables {
             .collect();
         plan.num_slots *= 2;
         plan
-    }
-
-    fn plan(&self, ptr: &[i32], per_head: usize, max_chunks: usize) -> WorkPlan {
-        let max_chunks = max_chunks.max(1);
-        let mut items = Vec::with_capacity(self.heads * per_head);
-        let mut slots = Vec::with_capacity(self.heads * per_head);
-        let mut split = Vec::new();
-        let mut num_slots = 0usize;
-        for h in 0..self.heads {
-            for tile in 0..per_head {
-                let idx = h * per_head + tile;
-                let (first, end) = (ptr[idx], ptr[idx + 1]);
-                let n = (end - first) as usize;
-                if n <= max_chunks {
-                    items.push([h as i32, tile as i32, first, end]);
-                    slots.push(-1);
-                    continue;
-                }
-                let pieces = n.div_ceil(max_chunks);
-                split.push([h as i32, tile as i32, num_slots as i32, pieces as i32]);
-                for i in 0..pieces {
-                    let a = first + (n * i / pieces) as i32;
-                    let b = first + (n * (i + 1) / pieces) as i32;
-                    items.push([h as i32, tile as i32, a, b]);
-                    slots.push((num_slots + i) as i32);
-                }
-                num_slots += pieces;
-            }
-        }
-        // Longest first by powers of two (a long item must not start last and become the
-        // kernel's tail), and in (head, tile) order within each power: CTAs that run at the same
-        // time then share heads, so the K / V chunks (forward) or the Q / dO tiles and dq
-        // accumulator rows (backward) they read stay in L2 instead of every head's at once.
-        let band = |i: usize| u32::BITS - ((items[i][3] - items[i][2]) as u32).leading_zeros();
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(band(i)));
-        WorkPlan {
-            items: order.iter().map(|&i| items[i]).collect(),
-            slots: order.iter().map(|&i| slots[i]).collect(),
-            split,
-            num_slots,
-        }
     }
 
     /// The forward's piece length on a GPU with `sm_count` multiprocessors (what
@@ -207,5 +170,49 @@ impl CoarseTables {
     /// ```
     pub fn backward_split_chunks(&self, sm_count: usize) -> usize {
         self.cols.len().div_ceil(2 * sm_count.max(1)).max(16)
+    }
+}
+
+/// The work items over a CSR of `heads * per_head` rows (`ptr`): rows cut into pieces of at most
+/// `max_chunks` entries (`0` is read as 1), longest first by powers of two.
+pub(super) fn plan_rows(heads: usize, ptr: &[i32], per_head: usize, max_chunks: usize) -> WorkPlan {
+    let max_chunks = max_chunks.max(1);
+    let mut items = Vec::with_capacity(heads * per_head);
+    let mut slots = Vec::with_capacity(heads * per_head);
+    let mut split = Vec::new();
+    let mut num_slots = 0usize;
+    for h in 0..heads {
+        for tile in 0..per_head {
+            let idx = h * per_head + tile;
+            let (first, end) = (ptr[idx], ptr[idx + 1]);
+            let n = (end - first) as usize;
+            if n <= max_chunks {
+                items.push([h as i32, tile as i32, first, end]);
+                slots.push(-1);
+                continue;
+            }
+            let pieces = n.div_ceil(max_chunks);
+            split.push([h as i32, tile as i32, num_slots as i32, pieces as i32]);
+            for i in 0..pieces {
+                let a = first + (n * i / pieces) as i32;
+                let b = first + (n * (i + 1) / pieces) as i32;
+                items.push([h as i32, tile as i32, a, b]);
+                slots.push((num_slots + i) as i32);
+            }
+            num_slots += pieces;
+        }
+    }
+    // Longest first by powers of two (a long item must not start last and become the
+    // kernel's tail), and in (head, tile) order within each power: CTAs that run at the same
+    // time then share heads, so the K / V chunks (forward) or the Q / dO tiles and dq
+    // accumulator rows (backward) they read stay in L2 instead of every head's at once.
+    let band = |i: usize| u32::BITS - ((items[i][3] - items[i][2]) as u32).leading_zeros();
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(band(i)));
+    WorkPlan {
+        items: order.iter().map(|&i| items[i]).collect(),
+        slots: order.iter().map(|&i| slots[i]).collect(),
+        split,
+        num_slots,
     }
 }

@@ -218,13 +218,19 @@ pub fn make_layout(
     }
 }
 
-/// The GPU attention kernel choices `dev` runs (all four on an H100: `MmaSync` is the sm_80
-/// path, `Wgmma` / `WgmmaPairs` the sm_90 one, `Auto` the default).
+/// The GPU attention kernel choices `dev` runs (all five on an H100: `MmaSync` is the sm_80
+/// path, `Wgmma` / `WgmmaPairs` / `WgmmaGathered` the sm_90 one, `Auto` the default).
 #[cfg(feature = "cuda")]
 pub fn kernels(dev: &ltd_core::CudaDevice) -> Vec<ltd_sparse_attn::cuda::CudaAttentionKernel> {
     use ltd_sparse_attn::cuda::CudaAttentionKernel as K;
-    [K::MmaSync, K::Auto, K::Wgmma, K::WgmmaPairs]
-        .into_iter()
-        .filter(|k| k.runs_on(dev.compute_capability()))
-        .collect()
+    [
+        K::MmaSync,
+        K::Auto,
+        K::Wgmma,
+        K::WgmmaPairs,
+        K::WgmmaGathered,
+    ]
+    .into_iter()
+    .filter(|k| k.runs_on(dev.compute_capability()))
+    .collect()
 }

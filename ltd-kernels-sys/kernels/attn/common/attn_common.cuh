@@ -148,16 +148,20 @@ __device__ __forceinline__ WorkItem work_item(const P& p) {
 // its own p = 2^(inf - inf) NaN; NaN * alpha + sum stays NaN). Masked entries are -inf and
 // give p = 0. row_inv / row_lse turn a NaN l into a NaN row (docs/kernels.md, "Non-finite
 // inputs").
-template <typename T, int D, bool kFoldScale, bool kSplitTail>
+// kGather (the gathered Hopper forward, no bias): the chunk is four 16-key slices, tile column
+// c being key 16 gbase[c / 16] + c % 16 with the slots ascending (kc is unused); docs/kernels.md,
+// "Gathered chunks".
+template <typename T, int D, bool kFoldScale, bool kSplitTail, bool kGather = false>
 __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, const T* bias, const float* kpm, int kc,
                                               long long warp_row0, int g, int t, unsigned bits, float (&s)[32],
                                               float (&m)[2], float (&l)[2], float (&o)[D / 2], uint32_t (&pf)[4][4],
-                                              const T* sbias) {
+                                              const T* sbias, int4 gbase = int4{}) {
     const long long seq = p.seq;
     const long long row_g[2] = {warp_row0 + g, warp_row0 + g + 8};
     float rowmax[2] = {-INFINITY, -INFINITY};
     const long long kbase = (long long)kc * 64;
-    const long long key_last = kbase + 63;
+    // A plain chunk's last key; with kGather the last slot's (all four slots on for the plain path).
+    const long long key_last = kGather ? 16ll * gbase.w + 15 : kbase + 63;
     const bool plain = bits == 0xFu && !kpm && !bias && !sbias && key_last < seq &&
                        (!p.causal || key_last <= warp_row0);
     // The rest (row maxima across the quad, the exponentials, the sums, O's rescale); sc is the
@@ -236,6 +240,34 @@ __device__ __forceinline__ void softmax_chunk(const LtdSparseAttnFwdParams& p, c
         rowmax[0] *= scale_abs;
         rowmax[1] *= scale_abs;
         if constexpr (kSplitTail) finish(sc);
+    } else if constexpr (kGather) {
+        // Per slot and row, the last visible column of the slice (c % 16 <= lim): keys past seq
+        // and, when causal, after the row are hidden.
+        const int base[4] = {gbase.x, gbase.y, gbase.z, gbase.w};
+        int lim[2][4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const long long k0 = 16ll * base[j];
+            const long long in_seq = min(16ll, seq - k0) - 1;
+#pragma unroll
+            for (int r = 0; r < 2; ++r) lim[r][j] = (int)max(-1ll, p.causal ? min(in_seq, row_g[r] - k0) : in_seq);
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const bool on = (bits >> (j >> 1)) & 1u;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float v = -INFINITY;
+                const int x = 8 * (j & 1) + 2 * t + (e & 1);  // column within the slice
+                if (on && x <= lim[e >> 1][j >> 1]) {
+                    v = s[4 * j + e] * p.scale_log2;
+                    if (kpm) v += kpm[16ll * base[j >> 1] + x] * kLog2e;
+                }
+                s[4 * j + e] = v;
+                rowmax[e >> 1] = fmaxf(rowmax[e >> 1], v);
+            }
+        }
+        if constexpr (kSplitTail) finish(1.f);
     } else {
         const int keys_left = (int)min(64ll, seq - kbase);
         int row_lim[2];

@@ -53,24 +53,64 @@ struct FwdSm90Smem {
     FwdSm90Tail<T, kBiasTiles> tail;
 };
 
+// The gathered forward's slice bases (16-key units) of table entry `code`: a chunk's own four
+// slices, or a gathered chunk's slots (docs/kernels.md, "Gathered chunks"). 0 (past an item's
+// end) reads nothing.
+__device__ __forceinline__ int4 fwd_gather_base(const LtdSparseAttnFwdParams& p, int code) {
+    if (code >= 0) return make_int4(4 * code, 4 * code + 1, 4 * code + 2, 4 * code + 3);
+    return reinterpret_cast<const int4*>(p.gather_slots)[-code - 1];
+}
+
+// Thread 0: K or V of table entry `kc` into `tile`, completing on `bar`: a chunk as 64-row
+// boxes; with GATHER a gathered chunk (kc < 0) as four 16-row boxes through `map16`, slice
+// base[j] into rows 16j.. (2048 bytes apart: whole 8-row swizzle atoms, so the 128-byte swizzle
+// places them as a 64-row box would).
+template <int D, bool GATHER>
+__device__ __forceinline__ void fwd_sm90_load_chunk(uint32_t tile, const LtdTensorMap* map, const LtdTensorMap* map16, int kc, int4 base,
+                                                    int mat, uint32_t bar) {
+    if (!GATHER || kc >= 0) {
+        tma_tile<D>(tile, map, kc * kTile, mat, bar);
+    } else {
+        const int rows[4] = {base.x, base.y, base.z, base.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int cb = 0; cb < D / 64; ++cb) tma_box(tile + cb * kBlockBytes + j * 16 * 128, map16, 64 * cb, 16 * rows[j], mat, bar);
+    }
+}
+
+// Thread 0: the forward's tensor maps into the constant cache before their first use.
+template <bool TBIAS, bool GATHER>
+__device__ __forceinline__ void fwd_sm90_prefetch_maps(const LtdSparseAttnTmaMaps& maps) {
+    if (threadIdx.x == 0) {
+        prefetch_map(&maps.q);
+        prefetch_map(&maps.k);
+        prefetch_map(&maps.v);
+        prefetch_map(&maps.o);
+        if (TBIAS) prefetch_map(&maps.bias);
+        if (GATHER) prefetch_map(&maps.k16);
+        if (GATHER) prefetch_map(&maps.v16);
+    }
+}
+
 // Thread 0, when the item has chunks: the first chunk's K and V tiles (and bias tile) by TMA, on
 // their barriers.
-template <typename T, int D, bool TBIAS>
+template <typename T, int D, bool TBIAS, bool GATHER>
 __device__ __forceinline__ void fwd_sm90_load_first(const LtdSparseAttnTmaMaps& maps, uint32_t sK, uint32_t sV, uint32_t sBias, uint32_t bar_kv,
-                                                    uint32_t bar_v, int kc, int mat, long long q0, int begin, int end) {
+                                                    uint32_t bar_v, int kc, int4 base, int mat, long long q0, int begin, int end) {
     constexpr uint32_t kTileBytes = kTile * D * 2;
     constexpr bool kOneV = D == 128;
     constexpr uint32_t kBiasBytes = TBIAS ? kBlockBytes : 0;
     if (threadIdx.x == 0 && begin < end) {
         if constexpr (kOneV) {
             mbar_expect(bar_kv, kTileBytes + kBiasBytes);
-            tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
+            fwd_sm90_load_chunk<D, GATHER>(sK, &maps.k, &maps.k16, kc, base, mat, bar_kv);
             mbar_expect(bar_v, kTileBytes);
-            tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_v);
+            fwd_sm90_load_chunk<D, GATHER>(sV, &maps.v, &maps.v16, kc, base, mat, bar_v);
         } else {
             mbar_expect(bar_kv, 2 * kTileBytes + kBiasBytes);
-            tma_tile<D>(sK, &maps.k, kc * kTile, mat, bar_kv);
-            tma_tile<D>(sV, &maps.v, kc * kTile, mat, bar_kv);
+            fwd_sm90_load_chunk<D, GATHER>(sK, &maps.k, &maps.k16, kc, base, mat, bar_kv);
+            fwd_sm90_load_chunk<D, GATHER>(sV, &maps.v, &maps.v16, kc, base, mat, bar_kv);
         }
         if constexpr (TBIAS) tma_box(sBias, &maps.bias, kc * kTile, (int)q0, mat, bar_kv);
     }
@@ -102,13 +142,17 @@ __device__ __forceinline__ void fwd_sm90_store_rows(const LtdSparseAttnFwdParams
 }
 
 // TBIAS (`_bias_tma_` kernels): the bias tile of each (query tile, chunk) arrives by TMA with the
-// chunk's K / V (two 8 KB buffers) instead of per-element global loads.
-template <typename T, int D, bool TBIAS>
+// chunk's K / V (two 8 KB buffers) instead of per-element global loads. GATHER (`_gather_`
+// kernels, no bias): the table's entries may be gathered chunks of four 16-key slices
+// (docs/kernels.md, "Gathered chunks").
+template <typename T, int D, bool TBIAS, bool GATHER = false>
 __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParams& p, const LtdSparseAttnTmaMaps& maps) {
+    static_assert(!(TBIAS && GATHER), "no gathered bias kernel");
     using Smem = FwdSm90Smem<T, D, TBIAS ? 2 : 0>;
     static_assert(kAlignSlack + sizeof(Smem) ==
-                      (TBIAS ? by_head_dim<D>(LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D64, LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D128)
-                             : by_head_dim<D>(LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64, LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128)),
+                      (TBIAS    ? by_head_dim<D>(LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D64, LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D128)
+                       : GATHER ? by_head_dim<D>(LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D64, LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D128)
+                                : by_head_dim<D>(LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64, LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128)),
                   "ltd_kernels.h states this kernel's shared memory");
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const uint32_t raw = smem_addr(smem_raw);
@@ -134,13 +178,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const uint32_t bar_v = bars + 32;
 
     ltd_attn::pdl_launch_dependents();  // the combine of split rows may be scheduled behind this grid
-    if (threadIdx.x == 0) {
-        prefetch_map(&maps.q);
-        prefetch_map(&maps.k);
-        prefetch_map(&maps.v);
-        prefetch_map(&maps.o);
-        if (TBIAS) prefetch_map(&maps.bias);
-    }
+    fwd_sm90_prefetch_maps<TBIAS, GATHER>(maps);
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
     const int qt = work.tile, h = work.h, b = work.b, begin = work.begin, end = work.end;
     const int warp = tid >> 5, lane = threadIdx.x & 31;
@@ -150,7 +188,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     const int* cols = reinterpret_cast<const int*>(p.tile_cols);
     const int* masks = reinterpret_cast<const int*>(p.tile_masks);
     const float* kpm = p.kpm ? reinterpret_cast<const float*>(p.kpm) + (long long)b * seq : nullptr;
-    const T* bias = !TBIAS && p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
+    const T* bias = !TBIAS && !GATHER && p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
     const long long q0 = (long long)qt * kTile;
 
     // The chunk table is read one iteration ahead in registers (its loads overlap a whole
@@ -158,13 +196,15 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     int kc = work.first;
     unsigned mask = (unsigned)work.first_mask;
     int next_kc = work.second;
+    // GATHER: the slice bases of chunks `it` and it + 1, read ahead with the table.
+    int4 base = GATHER ? fwd_gather_base(p, kc) : int4{}, next_base = GATHER ? fwd_gather_base(p, next_kc) : int4{};
     const int mat = (int)bh;
     mbar_init_all<5>(bars);
     if (tid == 0) {  // rows past the end arrive as 0
         mbar_expect(bar_q, kTileBytes);
         tma_tile<D>(sQ, &maps.q, (int)q0, mat, bar_q);
     }
-    fwd_sm90_load_first<T, D, TBIAS>(maps, sK, sV, sBias, bar_kv, bar_v, kc, mat, q0, begin, end);
+    fwd_sm90_load_first<T, D, TBIAS, GATHER>(maps, sK, sV, sBias, bar_kv, bar_v, kc, base, mat, q0, begin, end);
     mbar_wait(bar_q, 0);
 
     // Running softmax state for rows g and g + 8 of this warp (log2 domain).
@@ -187,8 +227,9 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
             if (threadIdx.x == 0 && it + 1 < end) {
                 const uint32_t bar = bar_kv + 8 * (buf ^ 1);
                 mbar_expect(bar, (kOneV ? 1 : 2) * kTileBytes + kBiasBytes);
-                tma_tile<D>(sK + (buf ^ 1) * kTileBytes, &maps.k, next_kc * kTile, mat, bar);
-                if constexpr (!kOneV) tma_tile<D>(sV + (buf ^ 1) * kTileBytes, &maps.v, next_kc * kTile, mat, bar);
+                fwd_sm90_load_chunk<D, GATHER>(sK + (buf ^ 1) * kTileBytes, &maps.k, &maps.k16, next_kc, next_base, mat, bar);
+                if constexpr (!kOneV)
+                    fwd_sm90_load_chunk<D, GATHER>(sV + (buf ^ 1) * kTileBytes, &maps.v, &maps.v16, next_kc, next_base, mat, bar);
                 if constexpr (TBIAS) tma_box(sBias + (buf ^ 1) * kBlockBytes, &maps.bias, next_kc * kTile, (int)q0, mat, bar);
             }
         };
@@ -212,7 +253,9 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         // the fragments ahead of the branch, which is slower.
         uint32_t pf[4][4];  // P as A fragments, 4 k-slices of 16 keys
         const T* sbias = TBIAS ? reinterpret_cast<const T*>(smem_raw + (sBias + buf * kBlockBytes - raw)) : nullptr;
-        ltd_attn::softmax_chunk<T, D, true, !TBIAS>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, sbias);
+        if constexpr (GATHER) ltd_attn::softmax_chunk<T, D, true, true, true>(p, nullptr, kpm, 0, q0 + warp * 16, g, t, bits, s, m, l, o, pf, nullptr, base);
+        else ltd_attn::softmax_chunk<T, D, true, !TBIAS>(p, bias, kpm, kc, q0 + warp * 16, g, t, bits, s, m, l, o, pf, sbias);
+        const int4 after_base = GATHER ? fwd_gather_base(p, after_kc) : int4{};  // chunk it + 2 (after_kc has arrived)
 
         // O += P V, skipping 16-key slices outside the layout for all 64 rows (P is 0 there; the
         // slices are uniform over the warpgroup).
@@ -230,12 +273,16 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         if constexpr (kOneV) {
             if (threadIdx.x == 0 && it + 1 < end) {
                 mbar_expect(bar_v, kTileBytes);
-                tma_tile<D>(sV, &maps.v, next_kc * kTile, mat, bar_v);
+                fwd_sm90_load_chunk<D, GATHER>(sV, &maps.v, &maps.v16, next_kc, next_base, mat, bar_v);
             }
         }
         kc = next_kc;
         next_kc = after_kc;
         mask = next_mask;
+        if constexpr (GATHER) {
+            base = next_base;
+            next_base = after_base;
+        }
     }
 
     // Normalise and store. A row with no visible key gives 0 and lse = -inf.
@@ -261,6 +308,14 @@ LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_bf16_d64, __nv_bfloat16, 6
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_bf16_d128, __nv_bfloat16, 128, true)
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d64, __half, 64, true)
 LTD_SPARSE_FWD_SM90(ltd_sparse_attn_fwd_bias_tma_sm90_f16_d128, __half, 128, true)
+// The gathered forward (no bias), held as the plain kernel.
+#define LTD_SPARSE_FWD_GATHER_SM90(NAME, T, D) \
+    extern "C" __global__ void __launch_bounds__(kThreads, D == 64 ? 4 : 3) \
+        NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_sm90<T, D, false, true>(p, maps); }
+LTD_SPARSE_FWD_GATHER_SM90(ltd_sparse_attn_fwd_gather_sm90_bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_FWD_GATHER_SM90(ltd_sparse_attn_fwd_gather_sm90_bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_FWD_GATHER_SM90(ltd_sparse_attn_fwd_gather_sm90_f16_d64, __half, 64)
+LTD_SPARSE_FWD_GATHER_SM90(ltd_sparse_attn_fwd_gather_sm90_f16_d128, __half, 128)
 
 // =================================================================================================
 // Backward on Hopper (`_bias_` variants: with bias / dbias). The same contract as
