@@ -126,7 +126,7 @@ pub fn try_vec<T: Clone>(what: &'static str, len: usize, value: T) -> Result<Vec
 
 /// A zero tensor of the given shape, its size checked first (outputs of ops whose inputs may be
 /// broadcast views, so far larger than any buffer the caller holds).
-pub(crate) fn hidden_zeros<T: crate::Element>(
+pub(crate) fn hidden_zeros<T: crate::CpuElement>(
     what: &'static str,
     order: crate::HiddenOrder,
     batch: usize,

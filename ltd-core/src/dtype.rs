@@ -1,10 +1,13 @@
 //! Element types: [`DType`] names them at run time, [`Element`] ties a Rust type to its `DType`.
 
+use crate::CpuElement;
 use half::{bf16, f16};
 
 /// The element types the ops support.
 ///
 /// All arithmetic inside the ops is done in `f32` (or wider); `F16` and `BF16` are storage formats.
+/// The CPU ops also take `f64` ([`CpuElement`](crate::CpuElement)), which has no `DType`: the GPU
+/// kernels are written for these three types only.
 ///
 /// ```
 /// use ltd_core::DType;
@@ -63,7 +66,9 @@ mod sealed {
 
 /// A Rust element type the ops accept: `f32`, `half::f16` or `half::bf16`.
 ///
-/// Sealed: the kernels are written for exactly these three types.
+/// Sealed: the kernels are written for exactly these three types. Each is also a
+/// [`CpuElement`] computed in `f32`, so generic code bounded by `Element` calls the CPU ops
+/// (whose `lse` buffers are `&mut [T::Acc]`) with `f32` buffers.
 ///
 /// ```
 /// use ltd_core::{DType, Element};
@@ -72,7 +77,15 @@ mod sealed {
 /// assert_eq!(bf16::from_f32_lossy(1.5).to_f32(), 1.5);
 /// ```
 pub trait Element:
-    sealed::Sealed + Copy + Default + Send + Sync + PartialEq + std::fmt::Debug + 'static
+    sealed::Sealed
+    + CpuElement<Acc = f32>
+    + Copy
+    + Default
+    + Send
+    + Sync
+    + PartialEq
+    + std::fmt::Debug
+    + 'static
 {
     /// The run-time tag of this type.
     const DTYPE: DType;

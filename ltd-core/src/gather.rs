@@ -18,6 +18,21 @@
 //! writes kept rows (scatters, routes, backward merges) needs every row of indices strictly
 //! ascending, as the sampler produces them, so each output row is written exactly once.
 //!
+//! The ops only move rows, so they take every [`CpuElement`]: `f32`, `f16`, `bf16` and `f64`
+//! (the CUDA ones take the three [`Element`](crate::Element) types).
+//!
+//! ```
+//! use ltd_core::{HiddenOrder, HiddenView, IndexView, gather_tensor, route_tensor};
+//! let h: Vec<f64> = (0..6).map(|x| x as f64 / 3.0).collect(); // [B=1, S=3, C=2]
+//! let hidden = HiddenView::new(&h, HiddenOrder::BatchSeq, 1, 3, 2)?;
+//! let idx = [1, 2];
+//! let part = gather_tensor(&hidden, &IndexView::new(&idx, 1, 2)?)?;
+//! assert_eq!(part.as_slice(), &h[2..]);
+//! let y = route_tensor(&hidden, &part.view(), &IndexView::new(&idx, 1, 2)?)?;
+//! assert_eq!(y.as_slice(), &h[..]);
+//! # Ok::<(), ltd_core::CoreError>(())
+//! ```
+//!
 //! Rows are copied with `copy_from_slice` (in fixed-size pieces); calls that move at least [`PARALLEL_MIN_ELEMENTS`]
 //! elements run on the rayon pool, row by row.
 
@@ -25,7 +40,7 @@ use rayon::prelude::*;
 
 use crate::check::{IndexRule, check_indices, nonzero, reserved_in_range};
 use crate::{
-    CoreError, Element, HiddenLayout, HiddenTensor, HiddenView, HiddenViewMut, IndexView, Result,
+    CoreError, CpuElement, HiddenLayout, HiddenTensor, HiddenView, HiddenViewMut, IndexView, Result,
 };
 
 /// Ops that move at least this many elements run in parallel on the rayon pool; smaller calls
@@ -143,7 +158,7 @@ fn kept_slots(idx: &IndexView<'_>, seq: usize) -> Result<Vec<u32>> {
 }
 
 /// Runs `f(n, row)` for every output row, in parallel when `elements` is large.
-fn for_each_row<T: Element>(
+fn for_each_row<T: CpuElement>(
     rows: &mut [&mut [T]],
     elements: usize,
     channels: usize,
@@ -159,7 +174,7 @@ fn for_each_row<T: Element>(
     }
 }
 
-fn gather_impl<T: Element>(
+fn gather_impl<T: CpuElement>(
     what: &'static str,
     hidden: &HiddenView<'_, T>,
     idx: &IndexView<'_>,
@@ -184,7 +199,7 @@ fn gather_impl<T: Element>(
 
 /// Writes every row of `out` (shape of `full`) once: from `part` at kept positions, from `full`
 /// elsewhere.
-fn route_impl<T: Element>(
+fn route_impl<T: CpuElement>(
     full_what: &'static str,
     part_what: &'static str,
     full: &HiddenView<'_, T>,
@@ -236,7 +251,7 @@ fn route_impl<T: Element>(
 /// assert_eq!(part, [0.0, 1.0, 20.0, 21.0]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn gather<T: Element>(
+pub fn gather<T: CpuElement>(
     hidden: &HiddenView<'_, T>,
     idx: &IndexView<'_>,
     out: &mut HiddenViewMut<'_, T>,
@@ -257,7 +272,7 @@ pub fn gather<T: Element>(
 /// assert_eq!(part.as_slice(), &[6.0, 7.0]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn gather_tensor<T: Element>(
+pub fn gather_tensor<T: CpuElement>(
     hidden: &HiddenView<'_, T>,
     idx: &IndexView<'_>,
 ) -> Result<HiddenTensor<T>> {
@@ -294,7 +309,7 @@ pub fn gather_tensor<T: Element>(
 /// assert_eq!(y, [1.0, 9.0, 3.0]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn scatter<T: Element>(
+pub fn scatter<T: CpuElement>(
     hidden: &HiddenView<'_, T>,
     part: &HiddenView<'_, T>,
     idx: &IndexView<'_>,
@@ -317,7 +332,7 @@ pub fn scatter<T: Element>(
 /// assert_eq!(h, [8.0, 2.0, 3.0, 9.0]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn scatter_in_place<T: Element>(
+pub fn scatter_in_place<T: CpuElement>(
     hidden: &mut HiddenViewMut<'_, T>,
     part: &HiddenView<'_, T>,
     idx: &IndexView<'_>,
@@ -375,7 +390,7 @@ pub fn scatter_in_place<T: Element>(
 /// assert_eq!(y, [10.0, 10.0, 2.0, 2.0, 30.0, 30.0]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn route<T: Element>(
+pub fn route<T: CpuElement>(
     hidden: &HiddenView<'_, T>,
     layer_out: &HiddenView<'_, T>,
     idx: &IndexView<'_>,
@@ -397,7 +412,7 @@ pub fn route<T: Element>(
 /// assert_eq!(y.as_slice(), &[1.0, 20.0, 3.0]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn route_tensor<T: Element>(
+pub fn route_tensor<T: CpuElement>(
     hidden: &HiddenView<'_, T>,
     layer_out: &HiddenView<'_, T>,
     idx: &IndexView<'_>,
@@ -434,7 +449,7 @@ pub fn route_tensor<T: Element>(
 /// assert_eq!(g_h, [7.0, 2.0, 8.0]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn gather_backward<T: Element>(
+pub fn gather_backward<T: CpuElement>(
     grad_pass: &HiddenView<'_, T>,
     grad_part: &HiddenView<'_, T>,
     idx: &IndexView<'_>,
@@ -466,7 +481,7 @@ pub fn gather_backward<T: Element>(
 /// assert_eq!(g_part, [2.0]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn scatter_backward<T: Element>(
+pub fn scatter_backward<T: CpuElement>(
     grad_out: &HiddenView<'_, T>,
     idx: &IndexView<'_>,
     grad_part: &mut HiddenViewMut<'_, T>,
@@ -496,7 +511,7 @@ pub fn scatter_backward<T: Element>(
 /// assert_eq!(g_layer_out, [1.0, 3.0]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn route_backward_to_layer<T: Element>(
+pub fn route_backward_to_layer<T: CpuElement>(
     grad_y: &HiddenView<'_, T>,
     idx: &IndexView<'_>,
     grad_layer_out: &mut HiddenViewMut<'_, T>,
@@ -528,7 +543,7 @@ pub fn route_backward_to_layer<T: Element>(
 /// assert_eq!(g_h, [2.0, 2.0, 6.0]);
 /// # Ok::<(), ltd_core::CoreError>(())
 /// ```
-pub fn route_backward_to_hidden<T: Element>(
+pub fn route_backward_to_hidden<T: CpuElement>(
     grad_y: &HiddenView<'_, T>,
     grad_layer_in: &HiddenView<'_, T>,
     idx: &IndexView<'_>,

@@ -40,6 +40,7 @@ mod dtype;
 mod dynamic;
 mod error;
 mod files;
+mod float;
 mod gather;
 mod mask;
 mod rank;
@@ -58,6 +59,7 @@ pub use dynamic::{
 };
 pub use error::{CoreError, CudaDriverError, Result};
 pub use files::write_file_atomic;
+pub use float::{Accumulator, CpuElement};
 pub use gather::{
     PARALLEL_MIN_ELEMENTS, gather, gather_backward, gather_tensor, route, route_backward_to_hidden,
     route_backward_to_layer, route_tensor, scatter, scatter_backward, scatter_in_place,

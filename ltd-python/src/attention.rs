@@ -3,16 +3,18 @@
 //! (`ltd.torch.SparseSelfAttention`) allocates every output with torch and wraps the two calls
 //! in a `torch.autograd.Function`.
 //!
-//! Devices and dtypes: CPU float32 / float16 / bfloat16 (computing in float32), any head dim;
-//! CUDA float16 / bfloat16 with head dim 64 or 128. Anything else is a `ValueError`.
+//! Devices and dtypes: CPU float32 / float16 / bfloat16 (computing in float32) and float64
+//! (computing in float64, with a float64 log-sum-exp), any head dim; CUDA float16 / bfloat16 with
+//! head dim 64 or 128. Anything else is a `ValueError`.
 
+use ltd_core::CpuElement;
 use ltd_sparse_attn::{
     AttentionGrads, AttentionInputs, AttentionOptions, AttentionShape, KeyPaddingMask,
     SparseSelfAttention,
 };
 use pyo3::prelude::*;
 
-use crate::dlpack::{Device, Dt, Tensor, check_disjoint, float_dispatch};
+use crate::dlpack::{Device, Dt, Tensor, check_disjoint, cpu_float_dispatch};
 use crate::error::{BindingError, Result};
 
 /// The tensors of one call, read and checked.
@@ -96,11 +98,15 @@ impl Call {
         t.expect_device(self.q.device)
     }
 
-    /// Checks the `[B, H, L]` float32 log-sum-exp.
+    /// Checks the `[B, H, L]` log-sum-exp: float64 for float64 inputs, else float32.
     fn check_lse(&self, lse: &Tensor) -> Result<()> {
         let s = self.shape;
         lse.expect_shape(&[s.batch, s.heads, s.seq_len], "[B, H, L]")?;
-        lse.expect_dtype(Dt::F32, "the log-sum-exp is float32")?;
+        if self.q.dtype == Dt::F64 {
+            lse.expect_dtype(Dt::F64, "the log-sum-exp of float64 inputs is float64")?;
+        } else {
+            lse.expect_dtype(Dt::F32, "the log-sum-exp is float32")?;
+        }
         lse.expect_device(self.q.device)
     }
 
@@ -119,7 +125,7 @@ fn unsupported(t: &Tensor, device: &str, expected: &str) -> BindingError {
     )
 }
 
-const CPU_DTYPES: &str = "float32, float16 or bfloat16 on the CPU";
+const CPU_DTYPES: &str = "float32, float16, bfloat16 or float64 on the CPU";
 
 /// A sparsity config with its layouts, and the fused attention on DLPack tensors.
 ///
@@ -159,7 +165,8 @@ impl PySparseAttention {
         Ok((l.num_heads(), l.num_blocks(), l.mask().to_vec()))
     }
 
-    /// The forward: writes `out` (`[B, H, L, D]`, like `q`) and `lse` (float32 `[B, H, L]`).
+    /// The forward: writes `out` (`[B, H, L, D]`, like `q`) and `lse` (`[B, H, L]`, float32, or
+    /// float64 for float64 inputs).
     /// `kpm` is an additive float32 `[B, L]` mask, `bias` an additive `[B, H, L, L]` in q's dtype.
     #[pyo3(signature = (q, k, v, out, lse, kpm=None, bias=None, causal=false, scale=None, stream=0))]
     #[allow(clippy::too_many_arguments)] // the op's tensors and options
@@ -186,7 +193,7 @@ impl PySparseAttention {
         // The tensors stay alive in the caller's frame (their capsules are borrowed above).
         py.detach(|| match call.q.device {
             Device::Cpu => {
-                float_dispatch!(call.q, T => forward_cpu::<T>(&self.inner, &call, &out, &lse), else unsupported(&call.q, "the CPU", CPU_DTYPES))
+                cpu_float_dispatch!(call.q, T => forward_cpu::<T>(&self.inner, &call, &out, &lse), else unsupported(&call.q, "the CPU", CPU_DTYPES))
             }
             Device::Cuda(_) => forward_gpu(&self.inner, &call, &out, &lse),
         })?;
@@ -248,7 +255,7 @@ impl PySparseAttention {
             dbias: dbias.as_ref(),
         };
         py.detach(|| match call.q.device {
-            Device::Cpu => float_dispatch!(call.q, T => backward_cpu::<T>(&self.inner, &call, &b), else unsupported(&call.q, "the CPU", CPU_DTYPES)),
+            Device::Cpu => cpu_float_dispatch!(call.q, T => backward_cpu::<T>(&self.inner, &call, &b), else unsupported(&call.q, "the CPU", CPU_DTYPES)),
             Device::Cuda(_) => backward_gpu(&self.inner, &call, &b),
         })?;
         Ok(())
@@ -264,14 +271,15 @@ struct Backward<'a> {
     dbias: Option<&'a Tensor>,
 }
 
-fn forward_cpu<T: ltd_core::Element>(
+fn forward_cpu<T: CpuElement>(
     attn: &SparseSelfAttention,
     call: &Call,
     out: &Tensor,
     lse: &Tensor,
 ) -> Result<()> {
     // SAFETY: every tensor was read from a live capsule on the CPU with the dtype of `T`
-    // (checked against q, which selected `T`) or f32; the outputs are disjoint from the inputs.
+    // (checked against q, which selected `T`), f32 (the mask) or that of `T::Acc` (lse: f64 for
+    // f64, else f32, checked in `check_lse`); the outputs are disjoint from the inputs.
     let (inputs, kpm, bias, out, lse) = unsafe {
         (
             AttentionInputs {
@@ -282,7 +290,7 @@ fn forward_cpu<T: ltd_core::Element>(
             call.kpm.as_ref().map(|m| m.host::<f32>()),
             call.bias.as_ref().map(|b| b.host::<T>()),
             out.host_mut::<T>(),
-            lse.host_mut::<f32>(),
+            lse.host_mut::<T::Acc>(),
         )
     };
     let options = AttentionOptions {
@@ -294,7 +302,7 @@ fn forward_cpu<T: ltd_core::Element>(
     Ok(attn.forward(call.shape, &inputs, &options, out, lse)?)
 }
 
-fn backward_cpu<T: ltd_core::Element>(
+fn backward_cpu<T: CpuElement>(
     attn: &SparseSelfAttention,
     call: &Call,
     b: &Backward<'_>,
@@ -311,7 +319,7 @@ fn backward_cpu<T: ltd_core::Element>(
             call.bias.as_ref().map(|b| b.host::<T>()),
             b.out.host::<T>(),
             b.dout.host::<T>(),
-            b.lse.host::<f32>(),
+            b.lse.host::<T::Acc>(),
         )
     };
     // SAFETY: as above; the three gradients are distinct, disjoint tensors (checked).
@@ -366,7 +374,7 @@ mod gpu {
     use crate::error::Result;
 
     const GPU_DTYPES: &str =
-        "float16 or bfloat16 on CUDA (head dim 64 or 128); float32 runs on the CPU";
+        "float16 or bfloat16 on CUDA (head dim 64 or 128); float32 and float64 run on the CPU";
 
     fn options<'a, T>(call: &Call) -> CudaAttentionOptions<'a, T> {
         // SAFETY: the mask is float32 and the bias of q's dtype `T`, both on q's device

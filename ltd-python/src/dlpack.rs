@@ -79,9 +79,11 @@ pub enum Dt {
     F16,
     /// bfloat16.
     BF16,
+    /// float64 (the CPU ops only).
+    F64,
     /// int32.
     I32,
-    /// Anything else, by its DLPack name (`float64`, `int64`, ...).
+    /// Anything else, by its DLPack name (`int64`, `uint8`, ...).
     Other(u8, u8),
 }
 
@@ -91,6 +93,7 @@ impl Dt {
             (2, 32, 1) => Dt::F32,
             (2, 16, 1) => Dt::F16,
             (4, 16, 1) => Dt::BF16,
+            (2, 64, 1) => Dt::F64,
             (0, 32, 1) => Dt::I32,
             (code, bits, _) => Dt::Other(code, bits),
         }
@@ -106,6 +109,7 @@ impl Dt {
             Dt::F32 => "float32".into(),
             Dt::F16 => "float16".into(),
             Dt::BF16 => "bfloat16".into(),
+            Dt::F64 => "float64".into(),
             Dt::I32 => "int32".into(),
             Dt::Other(6, 1) | Dt::Other(1, 1) => "bool".into(),
             Dt::Other(0, b) => format!("int{b}"),
@@ -119,6 +123,7 @@ impl Dt {
         match self {
             Dt::F32 | Dt::I32 => 4,
             Dt::F16 | Dt::BF16 => 2,
+            Dt::F64 => 8,
             Dt::Other(_, b) => usize::from(b).div_ceil(8).max(1),
         }
     }
@@ -404,3 +409,17 @@ macro_rules! float_dispatch {
     };
 }
 pub(crate) use float_dispatch;
+
+/// [`float_dispatch!`] for the CPU paths, which also take float64 (`$t = f64`, computed in f64).
+macro_rules! cpu_float_dispatch {
+    ($x:expr, $t:ident => $body:expr, else $unsupported:expr) => {
+        match $x.dtype {
+            $crate::dlpack::Dt::F64 => {
+                type $t = f64;
+                $body
+            }
+            _ => $crate::dlpack::float_dispatch!($x, $t => $body, else $unsupported),
+        }
+    };
+}
+pub(crate) use cpu_float_dispatch;

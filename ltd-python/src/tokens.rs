@@ -3,23 +3,23 @@
 //! `ScatterTokens`, `gpt_sample_tokens`, `bert_sample_tokens`) allocates the outputs.
 //!
 //! Hidden states are contiguous `[B, S, C]` (`batch_first`) or `[S, B, C]`, float32 / float16 /
-//! bfloat16 on the CPU or CUDA; indices are int32 `[B, r]` (one layer) or `[L, B, r]`
-//! (the sampler's output), each row strictly ascending for route.
+//! bfloat16 on the CPU or CUDA, or float64 on the CPU; indices are int32 `[B, r]` (one layer)
+//! or `[L, B, r]` (the sampler's output), each row strictly ascending for route.
 
 use ltd_core::{HiddenOrder, HiddenView, HiddenViewMut, IndexView};
 use pyo3::prelude::*;
 
-use crate::dlpack::{Device, Dt, Tensor, check_disjoint, float_dispatch};
+use crate::dlpack::{Device, Dt, Tensor, check_disjoint, cpu_float_dispatch};
 use crate::error::{BindingError, Result};
 
-const DTYPES: &str = "float32, float16 or bfloat16";
+const CPU_DTYPES: &str = "float32, float16, bfloat16 or float64";
 
-/// The error for a dtype the token ops do not take on `device`.
-fn unsupported_dtype(x: &Tensor, device: &str) -> BindingError {
+/// The error for a dtype the token ops do not take on `device`, which takes `expected`.
+fn unsupported_dtype(x: &Tensor, device: &str, expected: &str) -> BindingError {
     BindingError::tensor(
         x.what,
         format!("dtype {} is not supported on {}", x.dtype.name(), device),
-        DTYPES,
+        expected,
     )
 }
 
@@ -127,7 +127,7 @@ pub fn gather(
     )?;
     check_disjoint(&[&part], &[&h, &m.idx])?;
     py.detach(|| match h.device {
-        Device::Cpu => float_dispatch!(h, T => gather_cpu::<T>(&m, &h, &part), else unsupported_dtype(&h, "the CPU")),
+        Device::Cpu => cpu_float_dispatch!(h, T => gather_cpu::<T>(&m, &h, &part), else unsupported_dtype(&h, "the CPU", CPU_DTYPES)),
         Device::Cuda(_) => gpu::gather(&m, &h, &part),
     })?;
     Ok(())
@@ -165,7 +165,7 @@ pub fn route(
     out.expect_device(h.device)?;
     check_disjoint(&[&out], &[&h, &part, &m.idx])?;
     py.detach(|| match h.device {
-        Device::Cpu => float_dispatch!(h, T => route_cpu::<T>(&m, &h, &part, &out), else unsupported_dtype(&h, "the CPU")),
+        Device::Cpu => cpu_float_dispatch!(h, T => route_cpu::<T>(&m, &h, &part, &out), else unsupported_dtype(&h, "the CPU", CPU_DTYPES)),
         Device::Cuda(_) => gpu::route(&m, &h, &part, &out),
     })?;
     Ok(())
@@ -210,7 +210,7 @@ pub fn sample_tokens(
     Ok(())
 }
 
-fn gather_cpu<T: ltd_core::Element>(m: &Moves, h: &Tensor, part: &Tensor) -> Result<()> {
+fn gather_cpu<T: ltd_core::CpuElement>(m: &Moves, h: &Tensor, part: &Tensor) -> Result<()> {
     // SAFETY: CPU tensors of the dtype `T` selects (part and h checked equal) and int32
     // indices, alive for the call; `part` is disjoint from the inputs.
     let (hs, is, ps) = unsafe { (h.host::<T>(), m.idx.host::<i32>(), part.host_mut::<T>()) };
@@ -220,7 +220,7 @@ fn gather_cpu<T: ltd_core::Element>(m: &Moves, h: &Tensor, part: &Tensor) -> Res
     Ok(ltd_core::gather(&hv, &iv, &mut pv)?)
 }
 
-fn route_cpu<T: ltd_core::Element>(
+fn route_cpu<T: ltd_core::CpuElement>(
     m: &Moves,
     h: &Tensor,
     part: &Tensor,
@@ -280,6 +280,8 @@ mod gpu {
     use crate::dlpack::{Tensor, float_dispatch};
     use crate::error::Result;
 
+    const GPU_DTYPES: &str = "float32, float16 or bfloat16 (float64 runs on the CPU only)";
+
     /// One layer's `[B, r]` indices as the GPU ops' `[1, B, r]`.
     fn indices<'a>(m: &Moves, idx: &Tensor) -> Result<CudaIndices<'a>> {
         // SAFETY: an int32 tensor on the op's device (checked in `Moves::new`), alive for the call.
@@ -288,7 +290,7 @@ mod gpu {
     }
 
     pub(super) fn gather(m: &Moves, h: &Tensor, part: &Tensor) -> Result<()> {
-        float_dispatch!(h, T => gather_t::<T>(m, h, part), else unsupported_dtype(h, "CUDA"))
+        float_dispatch!(h, T => gather_t::<T>(m, h, part), else unsupported_dtype(h, "CUDA", GPU_DTYPES))
     }
 
     fn gather_t<T: ltd_core::Element + DeviceRepr>(
@@ -313,7 +315,7 @@ mod gpu {
     }
 
     pub(super) fn route(m: &Moves, h: &Tensor, part: &Tensor, out: &Tensor) -> Result<()> {
-        float_dispatch!(h, T => route_t::<T>(m, h, part, out), else unsupported_dtype(h, "CUDA"))
+        float_dispatch!(h, T => route_t::<T>(m, h, part, out), else unsupported_dtype(h, "CUDA", GPU_DTYPES))
     }
 
     fn route_t<T: ltd_core::Element + DeviceRepr>(

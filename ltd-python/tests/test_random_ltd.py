@@ -82,6 +82,8 @@ def test_bert_masks_match_upstream_loop(device):
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("dtype", TOKEN_DTYPES)
 def test_gather_scatter_match_index_select_and_index_copy(device, batch_first, dtype):
+    if dtype == torch.float64 and device == "cuda":
+        pytest.skip("float64 token ops run on the CPU only")
     B, S, C, r = 3, 40, 24, 13
     idx, _ = lt.gpt_sample_tokens(r, S, B, 1, device)
     idx = idx[0]
@@ -123,7 +125,7 @@ def test_gradcheck_on_exact_values(device):
     """gradcheck of gather, and of gather -> layer -> scatter (the wrapper's graph). Both are
     copies and an affine layer, so finite differences are exact on values and a step that
     float32 represents exactly (multiples of 1/8, step 1/16, weights 1/2 and 2): the check has
-    no rounding slack to hide in, though the ops take no float64. ScatterTokens alone is not
+    no rounding slack to hide in, in float32 (CUDA's dtypes). ScatterTokens alone is not
     checked: by upstream's rule it passes all of y's gradient to ``all_activations`` and relies
     on GatherTokens' backward to overwrite the kept rows, so only the composition is exact."""
     B, S, C, r = 2, 9, 3, 4
@@ -143,11 +145,36 @@ def test_gradcheck_on_exact_values(device):
         assert torch.autograd.gradcheck(wrapped, (h, bias), eps=1 / 16, atol=0, rtol=0)
 
 
+def test_gradcheck_float64_cpu():
+    """gradcheck in float64 (CPU) with torch's default tolerances: gather, gather -> layer ->
+    scatter, both hidden orders."""
+    B, S, C, r = 2, 9, 3, 4
+    idx = lt.gpt_sample_tokens(r, S, B, 1)[0][0]
+    for batch_first in (True, False):
+        shape = (B, S, C) if batch_first else (S, B, C)
+        h = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        w = torch.randn(C, C, dtype=torch.float64, requires_grad=True)
+
+        def wrapped(x, w, bf=batch_first):
+            passthrough, part = lt.GatherTokens.apply(x, idx, bf)
+            return lt.ScatterTokens.apply(passthrough, torch.tanh(part @ w), idx, bf)
+
+        gathered = lt.GatherTokens.apply(h, idx, batch_first)[1]
+        assert gathered.dtype == torch.float64
+        assert torch.equal(gathered, ref_gather(h, idx, batch_first))
+        gather = lambda x, bf=batch_first: lt.GatherTokens.apply(x, idx, bf)[1]  # noqa: E731
+        assert torch.autograd.gradcheck(gather, (h,), atol=1e-8, rtol=1e-6)
+        assert torch.autograd.gradcheck(wrapped, (h, w), atol=1e-8, rtol=1e-6)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_bad_arguments_raise_value_error(device):
     idx = lt.gpt_sample_tokens(4, 8, 2, 1, device)[0][0]
-    with pytest.raises(ValueError, match="float64"):
-        lt.GatherTokens.apply(torch.zeros(2, 8, 4, dtype=torch.float64, device=device), idx, True)
+    with pytest.raises(ValueError, match="int32"):
+        lt.GatherTokens.apply(torch.zeros(2, 8, 4, dtype=torch.int32, device=device), idx, True)
+    if device == "cuda":
+        with pytest.raises(ValueError, match="float64 runs on the CPU"):
+            lt.GatherTokens.apply(torch.zeros(2, 8, 4, dtype=torch.float64, device=device), idx, True)
     with pytest.raises(ValueError, match="shape"):
         lt.GatherTokens.apply(torch.zeros(2, 8, device=device), idx, True)
     with pytest.raises(ValueError, match="batch"):

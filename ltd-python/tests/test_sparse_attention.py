@@ -14,6 +14,7 @@ TOL = {
     torch.float32: ((2e-5, 1e-4), (5e-5, 1e-3)),
     torch.float16: ((2e-3, 3e-2), (1e-2, 5e-2)),
     torch.bfloat16: ((2e-2, 5e-2), (6e-2, 1e-1)),
+    torch.float64: ((1e-12, 1e-10), (1e-12, 1e-10)),
 }
 
 
@@ -55,7 +56,7 @@ def run_both(attn, cfg, q, k, v, causal=False, kpm_ref=None, bias_ref=None, **kw
     ref = dense_attention(q64, k64, v64, cfg.make_layout(L), cfg.block, kpm=kpm_ref, bias=bias_ref, causal=causal)
     ref.backward(dout.double())
     lows = [None] * 4
-    if q.dtype != torch.float32:
+    if q.dtype not in (torch.float32, torch.float64):
         ql, kl, vl = (t.detach().clone().requires_grad_() for t in (q, k, v))
         low = dense_attention(ql, kl, vl, cfg.make_layout(L), cfg.block, kpm=kpm_ref, bias=bias_ref, causal=causal, dtype=q.dtype)
         low.backward(dout)
@@ -165,10 +166,14 @@ def test_key_given_transposed(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_unsupported_dtypes_raise_value_error(device):
     attn = lt.SparseSelfAttention(lt.FixedSparsityConfig(num_heads=2))
-    bad = [torch.float64, torch.int32] + ([torch.float32] if device == "cuda" else [])
+    bad = [torch.int32, torch.int64] + ([torch.float64, torch.float32] if device == "cuda" else [])
     for dtype in bad:
         q = torch.ones(1, 2, 32, 64, device=device).to(dtype)
         with pytest.raises(ValueError, match="dtype"):
+            attn(q, q, q)
+    if device == "cuda":
+        q = torch.ones(1, 2, 32, 64, device=device, dtype=torch.float64)
+        with pytest.raises(ValueError, match="float64 runs on the CPU"):
             attn(q, q, q)
 
 
@@ -251,3 +256,87 @@ def test_upstream_softmax_cases(device, block, width, dtype):
     attn_ref = torch.zeros(width, width, device=device).masked_fill(attn_mask == 0, float("-inf"))
     q, k, v = [torch.rand(Z, H, width, 64, device=device).to(dtype).requires_grad_() for _ in range(3)]
     run_both(attn, cfg, q, k, v, kpm_ref=kp_mask, bias_ref=attn_ref.expand(Z, H, width, width), key_padding_mask=kp_mask, attn_mask=attn_mask)
+
+
+# torch.autograd.gradcheck of the fused op in float64 (CPU): q, k, v (and rpe, which gets a
+# gradient) against finite differences of the op itself, on blocks of 16 with L = 32 and with
+# a partial last block (L = 40), with and without each mask. Tiny heads (D = 2) keep the full
+# Jacobians cheap; ``fast`` (gradcheck's fast mode: a random projection of the Jacobian, with a
+# looser tolerance) only where the full one is checked by another case.
+def _gradcheck_case(L, causal=False, rpe=False, kpm=None, attn_mask=None, family="fixed", fast=False):
+    B, H, D = (2 if kpm else 1), 2, 2
+    if family == "fixed":
+        cfg = lt.FixedSparsityConfig(num_heads=H, block=16, num_local_blocks=2, attention="unidirectional" if causal else "bidirectional")
+    else:
+        cfg = lt.BigBirdSparsityConfig(num_heads=H, block=16, num_random_blocks=1, num_sliding_window_blocks=1, different_layout_per_head=True, seed=4)
+    attn = lt.SparseSelfAttention(cfg, key_padding_mask_mode=kpm or "add", attn_mask_mode=attn_mask or "mul")
+    q, k, v = (torch.randn(B, H, L, D, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    tensors = [q, k, v]
+    if rpe:
+        tensors.append((torch.randn(B, H, L, L, dtype=torch.float64) * 0.5).requires_grad_())
+    kw = {}
+    if kpm is not None:
+        keep = torch.rand(B, L) > 0.25
+        keep[1] = False  # every key of batch 1 padded: its rows are zero, and so are their gradients
+        kw["key_padding_mask"] = (
+            torch.zeros(B, L, dtype=torch.float64).masked_fill(~keep, float("-inf")) if kpm == "add" else keep.double()
+        )
+    if causal:
+        kw["attn_mask"] = torch.ones(L, L).tril()  # mul mode: runs as the causal flag
+    elif attn_mask is not None:
+        allowed = (torch.rand(L, L) > 0.3) | torch.eye(L, dtype=torch.bool)
+        kw["attn_mask"] = torch.zeros(L, L).masked_fill(~allowed, float("-inf")) if attn_mask == "add" else allowed.double()
+
+    def f(*xs):
+        return attn(xs[0], xs[1], xs[2], rpe=xs[3] if rpe else None, **kw)
+
+    assert f(*tensors).dtype == torch.float64
+    # Tolerances far below gradcheck's defaults: central differences in float64 are good to
+    # about 1e-10 here, so a gradient off by 1e-4 relative fails.
+    assert torch.autograd.gradcheck(f, tuple(tensors), atol=1e-8, rtol=1e-6, fast_mode=fast)
+
+
+@pytest.mark.parametrize("L", [32, 40])
+@pytest.mark.parametrize("family", ["fixed", "bigbird"])
+def test_gradcheck_float64(L, family):
+    _gradcheck_case(L, family=family)
+
+
+@pytest.mark.parametrize("L", [32, 40])
+def test_gradcheck_float64_causal(L):
+    _gradcheck_case(L, causal=True)
+
+
+@pytest.mark.parametrize("L", [32, 40])
+def test_gradcheck_float64_rpe(L):
+    _gradcheck_case(L, rpe=True, family="bigbird")
+
+
+@pytest.mark.parametrize("L", [32, 40])
+@pytest.mark.parametrize("mode", ["add", "mul"])
+def test_gradcheck_float64_key_padding_mask(L, mode):
+    _gradcheck_case(L, kpm=mode)
+
+
+@pytest.mark.parametrize("L", [32, 40])
+@pytest.mark.parametrize("mode", ["add", "mul"])
+def test_gradcheck_float64_attn_mask(L, mode):
+    _gradcheck_case(L, attn_mask=mode)
+
+
+@pytest.mark.parametrize("L", [32, 40])
+def test_gradcheck_float64_everything(L):
+    _gradcheck_case(L, causal=True, rpe=True, kpm="add", fast=True)
+
+
+def test_float64_log_sum_exp_is_float64_and_matches_torch():
+    cfg = lt.FixedSparsityConfig(num_heads=2, block=16, num_local_blocks=2)
+    attn = lt.SparseSelfAttention(cfg)
+    q, k, v = (torch.randn(1, 2, 40, 8, dtype=torch.float64) for _ in range(3))
+    out = attn(q, k, v)
+    ref = dense_attention(q, k, v, cfg.make_layout(40), cfg.block)
+    torch.testing.assert_close(out, ref, atol=1e-13, rtol=1e-12)
+    # A float32 lse with float64 inputs is refused by the native op.
+    b, h, l, _ = q.shape
+    with pytest.raises(ValueError, match="float64"):
+        attn._op.forward(*(t.__dlpack__() for t in (q, k, v, torch.empty_like(q), torch.empty(b, h, l))))

@@ -1,17 +1,19 @@
-//! [`RefElement`]: the element types the oracles accept (`f32`, `half::f16`, `half::bf16`).
+//! [`RefElement`]: the element types the oracles accept (`f32`, `half::f16`, `half::bf16`, `f64`).
 
 use half::{bf16, f16};
 
 mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
+    impl Sealed for f64 {}
     impl Sealed for half::f16 {}
     impl Sealed for half::bf16 {}
 }
 
-/// An element type the oracles read and write: exactly `f32`, `half::f16` and `half::bf16`.
+/// An element type the oracles read and write: exactly `f32`, `half::f16`, `half::bf16` and
+/// `f64`.
 ///
-/// Oracles convert every input to `f64` with [`RefElement::to_f64`] (exact for all three types),
+/// Oracles convert every input to `f64` with [`RefElement::to_f64`] (exact for all four types),
 /// compute in `f64`, and round each output once with [`RefElement::from_f64`] (round to nearest,
 /// ties to even). The trait is sealed and deliberately independent of `ltd-core`'s `Element`, so
 /// the oracle shares no code with what it checks.
@@ -22,14 +24,15 @@ mod sealed {
 /// assert_eq!(f16::from_f64(1.0 / 3.0).to_f64(), 0.333251953125);
 /// assert_eq!(bf16::from_f64(1.0 + 1.0 / 256.0).to_f64(), 1.0); // tie, rounds to even
 /// assert_eq!(<f32 as RefElement>::NAME, "f32");
+/// assert_eq!(<f64 as RefElement>::from_f64(0.1), 0.1); // f64 in, f64 out: no rounding
 /// ```
 pub trait RefElement:
     sealed::Sealed + Copy + Default + PartialEq + Send + Sync + std::fmt::Debug + 'static
 {
-    /// Lower-case type name (`"f32"`, `"f16"`, `"bf16"`), for messages.
+    /// Lower-case type name (`"f32"`, `"f16"`, `"bf16"`, `"f64"`), for messages.
     const NAME: &'static str;
 
-    /// Widens to `f64`; exact for all three types.
+    /// Widens to `f64`; exact for all four types.
     ///
     /// ```
     /// use ltd_reference::RefElement;
@@ -57,6 +60,16 @@ impl RefElement for f32 {
     fn from_f64(x: f64) -> Self {
         // `as` rounds to nearest, ties to even.
         x as f32
+    }
+}
+
+impl RefElement for f64 {
+    const NAME: &'static str = "f64";
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(x: f64) -> Self {
+        x
     }
 }
 

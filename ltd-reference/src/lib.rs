@@ -8,7 +8,8 @@
 //! - **Tensors** are flat, contiguous, row-major slices; their dimensions are passed explicitly
 //!   (grouped in small `Copy` structs such as [`Hidden`], [`AttnDims`], [`MatmulDims`],
 //!   [`Layout`]).
-//! - **Element types** are `f32`, `half::f16` and `half::bf16` ([`RefElement`]). Ops that only
+//! - **Element types** are `f32`, `half::f16`, `half::bf16` and `f64` ([`RefElement`]); `f64`
+//!   results are the `f64` computation itself, unrounded. Ops that only
 //!   move data (gathers, scatters, mask gathers, [`dense_to_sparse`], [`sparse_to_dense`]) accept
 //!   any `T: Copy`.
 //! - **Hidden states** are `[B, S, C]` ([`HiddenOrder::BatchSeq`]) or `[S, B, C]`

@@ -6,7 +6,9 @@
 //! and the per-row logsumexp `lse = m + ln(Σ exp(s - m))` of the scaled, biased, masked scores.
 //! Backward recomputes the scores from `lse`: dQ (and dbias) in parallel over query block-rows
 //! with the CSR table, dK and dV in parallel over key block-columns with the CSC table, so every
-//! output element has one writer (no atomics, no races). All arithmetic is `f32`.
+//! output element has one writer (no atomics, no races). All arithmetic is in the element type's
+//! accumulator ([`CpuElement::Acc`]): `f32` for `f32`, `f16` and `bf16`, `f64` for `f64` (whose
+//! logsumexp is then `f64` too).
 //!
 //! Scores: `s[i,j] = scale * q_i·k_j + bias[i,j] + kpm[j]`, restricted to the layout's active
 //! tiles, to `j <= i` when `causal`, and to `j < L`. A row with no admissible key (all masked)
@@ -22,7 +24,7 @@ use crate::cache::LayoutCache;
 use crate::error::{Result, SparseAttnError};
 use crate::layout::{Layout, SparsityConfig};
 use crate::ops::{axpy, check_len, dot, widen};
-use ltd_core::Element;
+use ltd_core::{Accumulator, CpuElement};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -30,25 +32,25 @@ pub use crate::attention_args::{
     AttentionGrads, AttentionInputs, AttentionOptions, AttentionShape, KeyPaddingMask,
 };
 
-/// Everything the kernels read, validated and widened to f32.
-struct Prepared {
+/// Everything the kernels read, validated and widened to the accumulator type `A`.
+struct Prepared<A> {
     b: usize,
     h: usize,
     l: usize,
     d: usize,
     blk: usize,
     nb: usize,
-    scale: f32,
+    scale: A,
     causal: bool,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    kpm: Option<Vec<f32>>,
-    bias: Option<Vec<f32>>,
+    q: Vec<A>,
+    k: Vec<A>,
+    v: Vec<A>,
+    kpm: Option<Vec<A>>,
+    bias: Option<Vec<A>>,
 }
 
-impl Prepared {
-    fn new<T: Element>(
+impl<A: Accumulator> Prepared<A> {
+    fn new<T: CpuElement<Acc = A>>(
         layout: &Layout,
         shape: AttentionShape,
         inputs: &AttentionInputs<'_, T>,
@@ -86,7 +88,7 @@ impl Prepared {
             kpm: options
                 .key_padding_mask
                 .as_ref()
-                .map(KeyPaddingMask::additive),
+                .map(KeyPaddingMask::additive::<A>),
             bias: options.bias.map(widen),
         })
     }
@@ -98,9 +100,9 @@ impl Prepared {
 
     /// The score of query `qi` and key `kj` of `(batch, head) = bh`, or `-inf` if masked.
     #[inline]
-    fn score(&self, bh: usize, qi: usize, kj: usize) -> f32 {
+    fn score(&self, bh: usize, qi: usize, kj: usize) -> A {
         if self.causal && kj > qi {
-            return f32::NEG_INFINITY;
+            return A::NEG_INFINITY;
         }
         let (l, d) = (self.l, self.d);
         let mut s = self.scale
@@ -127,11 +129,11 @@ impl Prepared {
 /// Checks `head_dim`, the lengths of `q`, `k`, `v`, the mask and the bias against `shape`, and the
 /// scale; returns the scale. Needs no layout, so callers that build one run it first (a huge
 /// `seq_len` with short buffers is then a length error, not a huge allocation).
-pub(crate) fn check_inputs<T: Element>(
+pub(crate) fn check_inputs<T: CpuElement>(
     shape: AttentionShape,
     inputs: &AttentionInputs<'_, T>,
     options: &AttentionOptions<'_, T>,
-) -> Result<f32> {
+) -> Result<T::Acc> {
     if shape.head_dim == 0 {
         return Err(SparseAttnError::InvalidArgument {
             what: "head_dim".into(),
@@ -149,7 +151,10 @@ pub(crate) fn check_inputs<T: Element>(
     if let Some(bias) = options.bias {
         check_len("bias", bias.len(), &[b, h, l, l], "[B,H,L,L]")?;
     }
-    let scale = options.scale.unwrap_or(1.0 / (d as f32).sqrt());
+    let scale = match options.scale {
+        Some(s) => T::Acc::from_f32(s),
+        None => T::Acc::ONE / T::Acc::from_usize(d).sqrt(),
+    };
     if !scale.is_finite() {
         return Err(SparseAttnError::InvalidArgument {
             what: "scale".into(),
@@ -190,6 +195,7 @@ fn block_pieces<T>(buf: &mut [T], bh: usize, l: usize, blk: usize, width: usize)
 /// Fused block-sparse attention forward on a given layout: writes `out` (`[B, H, L, D]`) and
 /// `lse` (`[B, H, L]`, natural-log logsumexp of each row's scores; `-inf` for a fully masked
 /// row, whose output is zero; NaN, with a NaN output, for a row with a NaN or `+inf` score).
+/// `lse` is of the accumulator type: `f32` for `f32`, `f16` and `bf16` inputs, `f64` for `f64`.
 ///
 /// Errors: head count different from the layout's, a layout with a block count other than
 /// `ceil(L / b)`, `D = 0`, a buffer or mask of the wrong length, a non-finite scale.
@@ -206,14 +212,21 @@ fn block_pieces<T>(buf: &mut [T], bh: usize, l: usize, blk: usize, width: usize)
 /// attention_forward(&layout, shape, &inputs, &AttentionOptions::new(), &mut out, &mut lse).unwrap();
 /// assert!((out[5] - 1.0).abs() < 1e-6); // uniform average of the 20 values of column 1
 /// assert!((lse[0] - (20.0f32).ln()).abs() < 1e-6);
+///
+/// // f64 inputs compute in f64 and give an f64 logsumexp.
+/// let (q, v): (Vec<f64>, Vec<f64>) = (q.iter().map(|&x| x.into()).collect(), v.iter().map(|&x| x.into()).collect());
+/// let (mut out, mut lse) = (vec![f64::NAN; shape.qkv_len()], vec![f64::NAN; shape.lse_len()]);
+/// let inputs = AttentionInputs { q: &q, k: &q, v: &v };
+/// attention_forward(&layout, shape, &inputs, &AttentionOptions::new(), &mut out, &mut lse).unwrap();
+/// assert!((lse[0] - 20f64.ln()).abs() < 1e-15);
 /// ```
-pub fn attention_forward<T: Element>(
+pub fn attention_forward<T: CpuElement>(
     layout: &Layout,
     shape: AttentionShape,
     inputs: &AttentionInputs<'_, T>,
     options: &AttentionOptions<'_, T>,
     out: &mut [T],
-    lse: &mut [f32],
+    lse: &mut [T::Acc],
 ) -> Result<()> {
     let p = Prepared::new(layout, shape, inputs, options)?;
     check_len("out", out.len(), &[p.b, p.h, p.l, p.d], "[B,H,L,D]")?;
@@ -233,11 +246,11 @@ pub fn attention_forward<T: Element>(
             let (start, end) = layout.row_range(head, i);
             let cols = &layout.row_columns()[start..end];
             let d = p.d;
-            let mut acc = vec![0.0f32; d];
-            let mut scores = vec![0.0f32; p.blk];
+            let mut acc = vec![T::Acc::ZERO; d];
+            let mut scores = vec![T::Acc::ZERO; p.blk];
             for (r, qi) in p.rows(i).enumerate() {
-                acc.fill(0.0);
-                let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+                acc.fill(T::Acc::ZERO);
+                let (mut m, mut sum) = (T::Acc::NEG_INFINITY, T::Acc::ZERO);
                 // A NaN or +inf score makes the whole softmax row NaN (f32::max skips NaN, so
                 // it must be caught explicitly, not left to the running maximum).
                 let mut poisoned = false;
@@ -248,32 +261,32 @@ pub fn attention_forward<T: Element>(
                     }
                     let keys = p.rows(j);
                     let n = keys.len();
-                    let mut block_max = f32::NEG_INFINITY;
+                    let mut block_max = T::Acc::NEG_INFINITY;
                     for (c, kj) in keys.clone().enumerate() {
                         let s = p.score(bh, qi, kj);
                         scores[c] = s;
                         block_max = block_max.max(s);
-                        poisoned |= s.is_nan() || s == f32::INFINITY;
+                        poisoned |= s.is_nan() || s == T::Acc::INFINITY;
                     }
                     if poisoned {
                         break;
                     }
-                    if block_max == f32::NEG_INFINITY {
+                    if block_max == T::Acc::NEG_INFINITY {
                         continue;
                     }
                     let m_new = m.max(block_max);
-                    let alpha = if m == f32::NEG_INFINITY {
-                        0.0
+                    let alpha = if m == T::Acc::NEG_INFINITY {
+                        T::Acc::ZERO
                     } else {
                         (m - m_new).exp()
                     };
-                    if alpha != 1.0 {
+                    if alpha != T::Acc::ONE {
                         sum *= alpha;
                         acc.iter_mut().for_each(|a| *a *= alpha);
                     }
                     for (c, kj) in keys.enumerate().take(n) {
                         let e = (scores[c] - m_new).exp();
-                        if e != 0.0 {
+                        if e != T::Acc::ZERO {
                             sum += e;
                             axpy(e, &p.v[(bh * p.l + kj) * d..][..d], &mut acc);
                         }
@@ -282,17 +295,17 @@ pub fn attention_forward<T: Element>(
                 }
                 let orow = &mut o[r * d..(r + 1) * d];
                 if poisoned {
-                    orow.fill(T::from_f32_lossy(f32::NAN));
-                    ls[r] = f32::NAN;
-                } else if sum > 0.0 {
-                    let inv = 1.0 / sum;
-                    for (x, a) in orow.iter_mut().zip(&acc) {
-                        *x = T::from_f32_lossy(a * inv);
+                    orow.fill(T::from_acc(T::Acc::NAN));
+                    ls[r] = T::Acc::NAN;
+                } else if sum > T::Acc::ZERO {
+                    let inv = T::Acc::ONE / sum;
+                    for (x, &a) in orow.iter_mut().zip(&acc) {
+                        *x = T::from_acc(a * inv);
                     }
                     ls[r] = m + sum.ln();
                 } else {
-                    orow.fill(T::from_f32_lossy(0.0));
-                    ls[r] = f32::NEG_INFINITY;
+                    orow.fill(T::from_acc(T::Acc::ZERO));
+                    ls[r] = T::Acc::NEG_INFINITY;
                 }
             }
         });
@@ -300,9 +313,9 @@ pub fn attention_forward<T: Element>(
 }
 
 /// Fused block-sparse attention backward on a given layout. Needs the forward's `out` and `lse`
-/// and the output gradient `dout`; writes dq, dk, dv and (if given) dbias. Fully masked rows
-/// contribute nothing. Errors as [`attention_forward`], plus wrong lengths of `out`, `dout`,
-/// `lse` or any gradient buffer.
+/// and the output gradient `dout`; writes dq, dk, dv and (if given) dbias, computing in the
+/// accumulator type as the forward does. Fully masked rows contribute nothing. Errors as
+/// [`attention_forward`], plus wrong lengths of `out`, `dout`, `lse` or any gradient buffer.
 ///
 /// ```
 /// use ltd_sparse_attn::*;
@@ -323,14 +336,14 @@ pub fn attention_forward<T: Element>(
 /// assert!(dq.iter().all(|g| g.is_finite()));
 /// ```
 #[allow(clippy::too_many_arguments)]
-pub fn attention_backward<T: Element>(
+pub fn attention_backward<T: CpuElement>(
     layout: &Layout,
     shape: AttentionShape,
     inputs: &AttentionInputs<'_, T>,
     options: &AttentionOptions<'_, T>,
     out: &[T],
     dout: &[T],
-    lse: &[f32],
+    lse: &[T::Acc],
     grads: AttentionGrads<'_, T>,
 ) -> Result<()> {
     let p = Prepared::new(layout, shape, inputs, options)?;
@@ -349,10 +362,10 @@ pub fn attention_backward<T: Element>(
     }
     let dout = widen(dout);
     // delta_i = dO_i · O_i (rows with lse = -inf have O = 0).
-    let delta: Vec<f32> = out
+    let delta: Vec<T::Acc> = out
         .chunks(d)
         .zip(dout.chunks(d))
-        .map(|(o, g)| o.iter().zip(g).map(|(x, y)| x.to_f32() * y).sum())
+        .map(|(o, g)| o.iter().zip(g).map(|(x, &y)| x.to_acc() * y).sum())
         .collect();
     let bhn = b * h;
 
@@ -374,13 +387,13 @@ pub fn attention_backward<T: Element>(
             let head = bh % h;
             let (start, end) = layout.row_range(head, i);
             let cols = &layout.row_columns()[start..end];
-            let mut acc = vec![0.0f32; d];
-            let mut ds_row = vec![0.0f32; if dbias.is_some() { l } else { 0 }];
+            let mut acc = vec![T::Acc::ZERO; d];
+            let mut ds_row = vec![T::Acc::ZERO; if dbias.is_some() { l } else { 0 }];
             for (r, qi) in p.rows(i).enumerate() {
-                acc.fill(0.0);
-                ds_row.fill(0.0);
+                acc.fill(T::Acc::ZERO);
+                ds_row.fill(T::Acc::ZERO);
                 let row_lse = lse[bh * l + qi];
-                if row_lse != f32::NEG_INFINITY {
+                if row_lse != T::Acc::NEG_INFINITY {
                     let go = &dout[(bh * l + qi) * d..][..d];
                     let di = delta[bh * l + qi];
                     for &j in cols {
@@ -390,7 +403,7 @@ pub fn attention_backward<T: Element>(
                         }
                         for kj in p.rows(j) {
                             let s = p.score(bh, qi, kj);
-                            if s == f32::NEG_INFINITY {
+                            if s == T::Acc::NEG_INFINITY {
                                 continue;
                             }
                             let prob = (s - row_lse).exp();
@@ -404,11 +417,11 @@ pub fn attention_backward<T: Element>(
                     }
                 }
                 for (x, a) in dq[r * d..(r + 1) * d].iter_mut().zip(&acc) {
-                    *x = T::from_f32_lossy(*a);
+                    *x = T::from_acc(*a);
                 }
                 if let Some(db) = dbias.as_deref_mut() {
                     for (x, g) in db[r * l..(r + 1) * l].iter_mut().zip(&ds_row) {
-                        *x = T::from_f32_lossy(*g);
+                        *x = T::from_acc(*g);
                     }
                 }
             }
@@ -428,8 +441,8 @@ pub fn attention_backward<T: Element>(
             let qblocks = &layout.column_rows()[start..end];
             let keys = p.rows(j);
             let n = keys.len();
-            let mut gk = vec![0.0f32; n * d];
-            let mut gv = vec![0.0f32; n * d];
+            let mut gk = vec![T::Acc::ZERO; n * d];
+            let mut gv = vec![T::Acc::ZERO; n * d];
             for &i in qblocks {
                 let i = i as usize;
                 if !p.causally_visible(i, j) {
@@ -437,7 +450,7 @@ pub fn attention_backward<T: Element>(
                 }
                 for qi in p.rows(i) {
                     let row_lse = lse[bh * l + qi];
-                    if row_lse == f32::NEG_INFINITY {
+                    if row_lse == T::Acc::NEG_INFINITY {
                         continue;
                     }
                     let go = &dout[(bh * l + qi) * d..][..d];
@@ -445,7 +458,7 @@ pub fn attention_backward<T: Element>(
                     let di = delta[bh * l + qi];
                     for (c, kj) in keys.clone().enumerate() {
                         let s = p.score(bh, qi, kj);
-                        if s == f32::NEG_INFINITY {
+                        if s == T::Acc::NEG_INFINITY {
                             continue;
                         }
                         let prob = (s - row_lse).exp();
@@ -457,10 +470,10 @@ pub fn attention_backward<T: Element>(
                 }
             }
             for (x, g) in dk.iter_mut().zip(&gk) {
-                *x = T::from_f32_lossy(*g);
+                *x = T::from_acc(*g);
             }
             for (x, g) in dv.iter_mut().zip(&gv) {
-                *x = T::from_f32_lossy(*g);
+                *x = T::from_acc(*g);
             }
         });
     Ok(())
@@ -472,8 +485,8 @@ pub fn attention_backward<T: Element>(
 /// The layout for each sequence length is built for that length (not cropped) and cached in this
 /// instance only. Inputs are `[B, H, L, D]` with `H` equal to the config's `num_heads` (checked;
 /// upstream does not check). Unlike upstream: any `L` (padded internally), f32/f16/bf16 (f32
-/// compute), token-level causal option, additive bias with gradient, zero output for fully
-/// masked rows, no dropout.
+/// compute) and, on the CPU, f64 (f64 compute), token-level causal option, additive bias with
+/// gradient, zero output for fully masked rows, no dropout.
 ///
 /// ```
 /// use ltd_sparse_attn::*;
@@ -556,13 +569,13 @@ impl SparseSelfAttention {
     /// let err = a.forward(shape, &AttentionInputs { q: &x, k: &x, v: &x }, &AttentionOptions::new(), &mut o, &mut l);
     /// assert!(matches!(err, Err(SparseAttnError::HeadMismatch { expected: 2, actual: 3 })));
     /// ```
-    pub fn forward<T: Element>(
+    pub fn forward<T: CpuElement>(
         &self,
         shape: AttentionShape,
         inputs: &AttentionInputs<'_, T>,
         options: &AttentionOptions<'_, T>,
         out: &mut [T],
-        lse: &mut [f32],
+        lse: &mut [T::Acc],
     ) -> Result<()> {
         self.check_heads(shape)?;
         // Every length before the layout: a huge seq_len with short buffers must not build one.
@@ -591,14 +604,14 @@ impl SparseSelfAttention {
     /// assert!(dq.iter().all(|v| v.abs() < 1e-6)); // all scores equal: no gradient to q
     /// ```
     #[allow(clippy::too_many_arguments)]
-    pub fn backward<T: Element>(
+    pub fn backward<T: CpuElement>(
         &self,
         shape: AttentionShape,
         inputs: &AttentionInputs<'_, T>,
         options: &AttentionOptions<'_, T>,
         out: &[T],
         dout: &[T],
-        lse: &[f32],
+        lse: &[T::Acc],
         grads: AttentionGrads<'_, T>,
     ) -> Result<()> {
         self.check_heads(shape)?;

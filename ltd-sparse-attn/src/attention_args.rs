@@ -1,5 +1,7 @@
 //! The argument types of the fused attention: shapes, masks, options, inputs and gradients.
 
+use ltd_core::Accumulator;
+
 /// Sizes of the `[B, H, L, D]` query, key, value and output tensors.
 ///
 /// ```
@@ -91,13 +93,13 @@ impl KeyPaddingMask<'_> {
         self.len() == 0
     }
 
-    /// The mask as additive terms (`0` keeps a key, `-inf` drops it).
-    pub(crate) fn additive(&self) -> Vec<f32> {
+    /// The mask as additive terms (`0` keeps a key, `-inf` drops it), widened to `A`.
+    pub(crate) fn additive<A: Accumulator>(&self) -> Vec<A> {
         match self {
-            KeyPaddingMask::Additive(m) => m.to_vec(),
+            KeyPaddingMask::Additive(m) => m.iter().map(|&x| A::from_f32(x)).collect(),
             KeyPaddingMask::Keep(m) => m
                 .iter()
-                .map(|&k| if k { 0.0 } else { f32::NEG_INFINITY })
+                .map(|&k| if k { A::ZERO } else { A::NEG_INFINITY })
                 .collect(),
         }
     }
@@ -112,7 +114,8 @@ impl KeyPaddingMask<'_> {
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionOptions<'a, T> {
-    /// Score scale; `None` means `1 / sqrt(D)`.
+    /// Score scale; `None` means `1 / sqrt(D)`, computed in the accumulator type (`f64` for
+    /// `f64` inputs, which widen a given scale exactly).
     pub scale: Option<f32>,
     /// Token-level causality: query `i` sees keys `j <= i` only (on top of the layout).
     pub causal: bool,

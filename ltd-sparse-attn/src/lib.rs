@@ -24,7 +24,8 @@
 //! - Layouts are built for each length and cached per instance (upstream crops one
 //!   max-length layout and shares its ops cache between all instances).
 //! - A row whose keys are all masked gives zeros (output and gradients), not NaN.
-//! - bf16 everywhere; f32 accumulation for every dtype.
+//! - bf16 everywhere; f32 accumulation for f32, f16 and bf16, and an f64 CPU path (f64
+//!   accumulation) for f64.
 //! - Variable's random blocks are causal when unidirectional (upstream leaks the future).
 //! - Random blocks come from a documented seeded ChaCha8 generator, not Python's `random`.
 //! - Proper errors where upstream crashes: `num_global_blocks = 0`, empty or zero local
@@ -32,9 +33,11 @@
 //! - The fused attention has a token-level causal flag and a bias with a gradient; the
 //!   primitives keep upstream's semantics (no gradient to rpe or masks) and square layouts only.
 //!
-//! All ops take slices (`[B, H, L, D]` row-major), compute in `f32` for `f32`, `f16` and `bf16`,
-//! and return [`SparseAttnError`] on bad input. The CUDA path will take device buffers through
-//! the same layouts (the CSR/CSC tables are plain `i32` vectors ready to upload).
+//! All CPU ops take slices (`[B, H, L, D]` row-major) of any [`ltd_core::CpuElement`]: they
+//! compute in `f32` for `f32`, `f16` and `bf16`, and in `f64` for `f64` (the attention's
+//! logsumexp is then `f64` too, so `torch.autograd.gradcheck` can run on it); they return
+//! [`SparseAttnError`] on bad input. The CUDA ops take `f32`/`f16`/`bf16` device buffers
+//! ([`ltd_core::Element`]) through the same layouts.
 //!
 //! ```
 //! use ltd_sparse_attn::*;
@@ -45,6 +48,12 @@
 //! attn.forward(shape, &AttentionInputs { q: &x, k: &x, v: &x }, &AttentionOptions::new(), &mut out, &mut lse).unwrap();
 //! assert!((out[0] - 0.25).abs() < 1e-6);
 //! println!("{}", render_text(&attn.layout(50).unwrap()));
+//!
+//! // The same call in f64: f64 arithmetic and an f64 logsumexp.
+//! let x = vec![0.25f64; shape.qkv_len()];
+//! let (mut out, mut lse) = (vec![0.0f64; shape.qkv_len()], vec![0.0f64; shape.lse_len()]);
+//! attn.forward(shape, &AttentionInputs { q: &x, k: &x, v: &x }, &AttentionOptions::new(), &mut out, &mut lse).unwrap();
+//! assert!((out[0] - 0.25).abs() < 1e-15);
 //! ```
 
 #![deny(missing_docs)]

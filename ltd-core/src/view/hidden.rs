@@ -2,7 +2,7 @@
 
 use super::layout::check_buffer;
 use super::{HiddenLayout, HiddenOrder};
-use crate::{Element, Result};
+use crate::{CpuElement, Result};
 
 /// A read-only hidden-state view: a [`HiddenLayout`] over a borrowed CPU buffer.
 ///
@@ -22,7 +22,7 @@ pub struct HiddenView<'a, T> {
     pub(super) data: &'a [T],
 }
 
-impl<'a, T: Element> HiddenView<'a, T> {
+impl<'a, T: CpuElement> HiddenView<'a, T> {
     /// A contiguous view of `data` with shape `order.shape(batch, seq, channels)`.
     ///
     /// # Errors
@@ -129,7 +129,7 @@ pub struct HiddenViewMut<'a, T> {
     pub(super) batch_outer: bool,
 }
 
-impl<'a, T: Element> HiddenViewMut<'a, T> {
+impl<'a, T: CpuElement> HiddenViewMut<'a, T> {
     /// A contiguous mutable view of `data`.
     ///
     /// # Errors

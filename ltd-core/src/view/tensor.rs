@@ -1,7 +1,7 @@
 //! [`HiddenTensor`]: an owned contiguous hidden-state tensor.
 
 use super::{HiddenLayout, HiddenOrder, HiddenView, HiddenViewMut};
-use crate::{CoreError, Element, Result};
+use crate::{Accumulator, CoreError, CpuElement, Result};
 
 /// An owned, contiguous hidden-state tensor (what the allocating ops and the router return).
 ///
@@ -18,7 +18,7 @@ pub struct HiddenTensor<T> {
     pub(super) data: Vec<T>,
 }
 
-impl<T: Element> HiddenTensor<T> {
+impl<T: CpuElement> HiddenTensor<T> {
     /// A tensor filled with `value`.
     ///
     /// # Errors
@@ -55,7 +55,7 @@ impl<T: Element> HiddenTensor<T> {
     /// # Ok::<(), ltd_core::CoreError>(())
     /// ```
     pub fn zeros(order: HiddenOrder, batch: usize, seq: usize, channels: usize) -> Result<Self> {
-        HiddenTensor::full(T::from_f32_lossy(0.0), order, batch, seq, channels)
+        HiddenTensor::full(T::from_acc(T::Acc::ZERO), order, batch, seq, channels)
     }
 
     /// Wraps a vector holding a contiguous tensor of the given shape.

@@ -3,7 +3,7 @@
 use super::{axpy, check_len, dot, narrow_into, widen};
 use crate::error::{Result, SparseAttnError};
 use crate::layout::Layout;
-use ltd_core::Element;
+use ltd_core::{Accumulator, CpuElement};
 use rayon::prelude::*;
 
 /// Which operand is sparse (upstream's mode string: output, A, B; `s` sparse, `d` dense).
@@ -58,7 +58,8 @@ impl MatMulMode {
 /// A dense operand with its trans flag is stored transposed (`[Z,H,cols,rows]` of `op`). A
 /// transposed sparse operand means each tile is transposed and the layout read transposed.
 /// Results equal the dense product of the densified operands (zeros outside the layout);
-/// rows or columns of a dense output with no blocks are zero. `f32` accumulation.
+/// rows or columns of a dense output with no blocks are zero. `f32` accumulation for `f32`,
+/// `f16` and `bf16`, `f64` for `f64`.
 ///
 /// ```
 /// use ltd_sparse_attn::{BlockSparseMatMul, Layout};
@@ -79,7 +80,7 @@ pub struct BlockSparseMatMul {
     pub trans_b: bool,
 }
 
-/// Shapes of one product on f32 buffers.
+/// Shapes of one product on accumulator buffers.
 #[derive(Clone, Copy)]
 struct Dims {
     z: usize,
@@ -222,7 +223,7 @@ impl BlockSparseMatMul {
     /// BlockSparseMatMul::dsd(false, false).forward(&layout, &a, &b, 1, 3, &mut c).unwrap();
     /// assert!(c.iter().all(|x| x.to_f32() == 16.0));
     /// ```
-    pub fn forward<T: Element>(
+    pub fn forward<T: CpuElement>(
         &self,
         layout: &Layout,
         a: &[T],
@@ -237,7 +238,7 @@ impl BlockSparseMatMul {
             dense_dim,
             [("a", a.len()), ("b", b.len()), ("c", c.len())],
         )?;
-        let out = self.forward_f32(layout, &widen(a), &widen(b), batch, dense_dim);
+        let out = self.forward_acc(layout, &widen(a), &widen(b), batch, dense_dim);
         narrow_into(&out, c);
         Ok(())
     }
@@ -259,7 +260,7 @@ impl BlockSparseMatMul {
     /// assert!(db.iter().all(|&x| x == 16.0));
     /// ```
     #[allow(clippy::too_many_arguments)]
-    pub fn backward<T: Element>(
+    pub fn backward<T: CpuElement>(
         &self,
         layout: &Layout,
         a: &[T],
@@ -277,21 +278,21 @@ impl BlockSparseMatMul {
             [a.len(), b.len(), dc.len(), da.len(), db.len()],
         )?;
         let (a, b, dc) = (widen(a), widen(b), widen(dc));
-        let (ga, gb) = self.backward_f32(layout, &a, &b, &dc, batch, dense_dim);
+        let (ga, gb) = self.backward_acc(layout, &a, &b, &dc, batch, dense_dim);
         narrow_into(&ga, da);
         narrow_into(&gb, db);
         Ok(())
     }
 
-    /// Forward on f32 buffers of the right sizes.
-    pub(crate) fn forward_f32(
+    /// Forward on accumulator buffers of the right sizes.
+    fn forward_acc<A: Accumulator>(
         &self,
         layout: &Layout,
-        a: &[f32],
-        b: &[f32],
+        a: &[A],
+        b: &[A],
         batch: usize,
         f: usize,
-    ) -> Vec<f32> {
+    ) -> Vec<A> {
         let d = Dims::of(layout, batch);
         match self.mode {
             MatMulMode::Sdd => sdd(layout, d, a, b, f, self.trans_a, self.trans_b),
@@ -345,16 +346,16 @@ impl BlockSparseMatMul {
         ]
     }
 
-    /// Backward on f32 buffers; returns `(dA, dB)`.
-    pub(crate) fn backward_f32(
+    /// Backward on accumulator buffers; returns `(dA, dB)`.
+    fn backward_acc<A: Accumulator>(
         &self,
         layout: &Layout,
-        a: &[f32],
-        b: &[f32],
-        dc: &[f32],
+        a: &[A],
+        b: &[A],
+        dc: &[A],
         batch: usize,
         f: usize,
-    ) -> (Vec<f32>, Vec<f32>) {
+    ) -> (Vec<A>, Vec<A>) {
         let pick = |o: Operand| match o {
             Operand::A => a,
             Operand::B => b,
@@ -362,7 +363,7 @@ impl BlockSparseMatMul {
         };
         let [da, db] = self
             .backward_products()
-            .map(|(op, x, y)| op.forward_f32(layout, pick(x), pick(y), batch, f));
+            .map(|(op, x, y)| op.forward_acc(layout, pick(x), pick(y), batch, f));
         (da, db)
     }
 }
@@ -378,11 +379,17 @@ pub(crate) enum Operand {
 /// Copies a `[G, rows, cols]` stack of matrices, transposing each when `transpose`, so that the
 /// result is `[G, rows', cols']` of the *requested* orientation. `rows`/`cols` describe the
 /// stored matrices.
-fn oriented(x: &[f32], groups: usize, rows: usize, cols: usize, transpose: bool) -> Vec<f32> {
+fn oriented<A: Accumulator>(
+    x: &[A],
+    groups: usize,
+    rows: usize,
+    cols: usize,
+    transpose: bool,
+) -> Vec<A> {
     if !transpose {
         return x.to_vec();
     }
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = vec![A::ZERO; x.len()];
     for g in 0..groups {
         let src = &x[g * rows * cols..(g + 1) * rows * cols];
         let dst = &mut out[g * rows * cols..(g + 1) * rows * cols];
@@ -411,11 +418,19 @@ fn tile_coords(layout: &Layout) -> Vec<(usize, usize, usize)> {
 }
 
 /// Sparse `[Z,nnz,b,b]` = op(A)[S,F] x op(B)[F,S] at the layout's tiles.
-fn sdd(layout: &Layout, d: Dims, a: &[f32], b: &[f32], f: usize, ta: bool, tb: bool) -> Vec<f32> {
+fn sdd<A: Accumulator>(
+    layout: &Layout,
+    d: Dims,
+    a: &[A],
+    b: &[A],
+    f: usize,
+    ta: bool,
+    tb: bool,
+) -> Vec<A> {
     let s = d.s();
     let bb = d.b * d.b;
     let nnz = layout.nnz();
-    let mut out = vec![0.0f32; d.z * nnz * bb];
+    let mut out = vec![A::ZERO; d.z * nnz * bb];
     if out.is_empty() {
         return out;
     }
@@ -450,8 +465,8 @@ fn sdd(layout: &Layout, d: Dims, a: &[f32], b: &[f32], f: usize, ta: bool, tb: b
     out
 }
 
-/// Tiles of a sparse operand as f32, each transposed when `transpose`.
-fn oriented_tiles(x: &[f32], b: usize, transpose: bool) -> Vec<f32> {
+/// Tiles of a sparse operand, each transposed when `transpose`.
+fn oriented_tiles<A: Accumulator>(x: &[A], b: usize, transpose: bool) -> Vec<A> {
     oriented(x, x.len() / (b * b).max(1), b, b, transpose)
 }
 
@@ -477,11 +492,19 @@ fn op_row_tiles(layout: &Layout, h: usize, i: usize, transposed: bool) -> Vec<(u
 }
 
 /// Dense `[Z,H,S,F]` = op(A)sparse[S,S] x op(B)[S,F].
-fn dsd(layout: &Layout, d: Dims, a: &[f32], b: &[f32], f: usize, ta: bool, tb: bool) -> Vec<f32> {
+fn dsd<A: Accumulator>(
+    layout: &Layout,
+    d: Dims,
+    a: &[A],
+    b: &[A],
+    f: usize,
+    ta: bool,
+    tb: bool,
+) -> Vec<A> {
     let s = d.s();
     let bb = d.b * d.b;
     let nnz = layout.nnz();
-    let mut out = vec![0.0f32; d.z * d.h * s * f];
+    let mut out = vec![A::ZERO; d.z * d.h * s * f];
     if out.is_empty() {
         return out;
     }
@@ -513,11 +536,19 @@ fn dsd(layout: &Layout, d: Dims, a: &[f32], b: &[f32], f: usize, ta: bool, tb: b
 }
 
 /// Dense `[Z,H,F,S]` = op(A)[F,S] x op(B)sparse[S,S].
-fn dds(layout: &Layout, d: Dims, a: &[f32], b: &[f32], f: usize, ta: bool, tb: bool) -> Vec<f32> {
+fn dds<A: Accumulator>(
+    layout: &Layout,
+    d: Dims,
+    a: &[A],
+    b: &[A],
+    f: usize,
+    ta: bool,
+    tb: bool,
+) -> Vec<A> {
     let s = d.s();
     let bb = d.b * d.b;
     let nnz = layout.nnz();
-    let mut out = vec![0.0f32; d.z * d.h * f * s];
+    let mut out = vec![A::ZERO; d.z * d.h * f * s];
     if out.is_empty() {
         return out;
     }

@@ -5,8 +5,9 @@
 //! Sparse operands use the format `[Z, nnz, b, b]`: `nnz` = the layout's active tiles over all
 //! heads, in `(head, block_row, block_col)` order, tile `k` holding the dense sub-matrix at rows
 //! `i*b..(i+1)*b` and columns `j*b..(j+1)*b` of its head. Dense operands are `[Z, H, rows, cols]`
-//! row-major with `H` = the layout's heads. All arithmetic is in `f32`, for all element types;
-//! outputs are rounded once to the element type. Every output element is written.
+//! row-major with `H` = the layout's heads. Element types are the [`CpuElement`]s: arithmetic is
+//! in `f32` for `f32`, `f16` and `bf16`, and in `f64` for `f64`; outputs are rounded once to the
+//! element type. Every output element is written.
 //!
 //! Layouts are square (`nb x nb` blocks), as attention needs; upstream's rectangular `sdd`
 //! layouts are not supported.
@@ -39,17 +40,17 @@ pub use softmax::{
 };
 
 use crate::error::{Result, SparseAttnError};
-use ltd_core::Element;
+use ltd_core::{Accumulator, CpuElement};
 
-/// Widens a slice to `f32`.
-pub(crate) fn widen<T: Element>(x: &[T]) -> Vec<f32> {
-    x.iter().map(|v| v.to_f32()).collect()
+/// Widens a slice to its accumulator type (`f32`, or `f64` for `f64`).
+pub(crate) fn widen<T: CpuElement>(x: &[T]) -> Vec<T::Acc> {
+    x.iter().map(|v| v.to_acc()).collect()
 }
 
 /// Rounds `src` into `dst` (same length).
-pub(crate) fn narrow_into<T: Element>(src: &[f32], dst: &mut [T]) {
+pub(crate) fn narrow_into<T: CpuElement>(src: &[T::Acc], dst: &mut [T]) {
     for (d, &s) in dst.iter_mut().zip(src) {
-        *d = T::from_f32_lossy(s);
+        *d = T::from_acc(s);
     }
 }
 
@@ -78,10 +79,10 @@ pub(crate) fn check_len(what: &str, len: usize, dims: &[usize], names: &str) -> 
 
 /// Dot product with eight independent accumulators (lets the compiler vectorise it).
 #[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot<A: Accumulator>(a: &[A], b: &[A]) -> A {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; 8];
+    let mut acc = [A::ZERO; 8];
     let mut ca = a.chunks_exact(8);
     let mut cb = b.chunks_exact(8);
     for (x, y) in (&mut ca).zip(&mut cb) {
@@ -91,16 +92,16 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        s += x * y;
+        s += *x * *y;
     }
     s
 }
 
 /// `y += alpha * x` over the common length.
 #[inline]
-pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+pub(crate) fn axpy<A: Accumulator>(alpha: A, x: &[A], y: &mut [A]) {
     for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
+        *yi += alpha * *xi;
     }
 }
 

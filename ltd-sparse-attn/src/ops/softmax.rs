@@ -3,16 +3,16 @@
 use super::{check_len, split_lengths};
 use crate::error::{Result, SparseAttnError};
 use crate::layout::Layout;
-use ltd_core::Element;
+use ltd_core::{Accumulator, CpuElement};
 use rayon::prelude::*;
 
 /// How a mask is applied (upstream `key_padding_mask_mode` / `attn_mask_mode`).
 ///
 /// ```
 /// use ltd_sparse_attn::MaskMode;
-/// assert_eq!(MaskMode::Mul.bias(0.0), f32::NEG_INFINITY);
-/// assert_eq!(MaskMode::Mul.bias(1.0), 0.0);
-/// assert_eq!(MaskMode::Add.bias(-2.5), -2.5);
+/// assert_eq!(MaskMode::Mul.bias(0.0f32), f32::NEG_INFINITY);
+/// assert_eq!(MaskMode::Mul.bias(1.0f32), 0.0);
+/// assert_eq!(MaskMode::Add.bias(-2.5f32), -2.5);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum MaskMode {
@@ -24,19 +24,21 @@ pub enum MaskMode {
 }
 
 impl MaskMode {
-    /// The amount a mask value `v` adds to a score.
+    /// The amount a mask value `v` adds to a score, in `v`'s type (`f32` or `f64`).
     ///
     /// ```
-    /// assert_eq!(ltd_sparse_attn::MaskMode::Add.bias(3.0), 3.0);
+    /// use ltd_sparse_attn::MaskMode;
+    /// assert_eq!(MaskMode::Add.bias(3.0f32), 3.0);
+    /// assert_eq!(MaskMode::Mul.bias(0.0f64), f64::NEG_INFINITY);
     /// ```
-    pub fn bias(self, v: f32) -> f32 {
+    pub fn bias<A: Accumulator>(self, v: A) -> A {
         match self {
             MaskMode::Add => v,
             MaskMode::Mul => {
-                if v == 0.0 {
-                    f32::NEG_INFINITY
+                if v == A::ZERO {
+                    A::NEG_INFINITY
                 } else {
-                    0.0
+                    A::ZERO
                 }
             }
         }
@@ -129,7 +131,8 @@ fn row_piece_lengths(layout: &Layout, batch: usize) -> impl Iterator<Item = usiz
 
 /// Block-sparse softmax, in place on `x` (`[Z, nnz, b, b]`, as upstream, which marks `x`
 /// dirty). For query `i` the softmax runs over the keys of the active tiles of its block-row, on
-/// `s = x * scale + rpe[z,h,i,j] + kpm[z,j] + am[i,j]` (masks per their mode), in `f32`.
+/// `s = x * scale + rpe[z,h,i,j] + kpm[z,j] + am[i,j]` (masks per their mode), in `f32` for
+/// `f32`, `f16` and `bf16` and in `f64` for `f64` (the `f32` scale widened).
 ///
 /// Unlike upstream, a row whose active keys are all masked (or a block-row with no tiles)
 /// gives zeros, not NaN; bf16 works too. A row with a NaN or `+inf` score is NaN throughout, as
@@ -142,7 +145,7 @@ fn row_piece_lengths(layout: &Layout, batch: usize) -> impl Iterator<Item = usiz
 /// softmax_forward_in_place(&layout, &mut x, 1, &SoftmaxOptions::new()).unwrap();
 /// assert!(x.iter().all(|&p| (p - 1.0 / 16.0).abs() < 1e-7));
 /// ```
-pub fn softmax_forward_in_place<T: Element>(
+pub fn softmax_forward_in_place<T: CpuElement>(
     layout: &Layout,
     x: &mut [T],
     batch: usize,
@@ -170,51 +173,55 @@ pub fn softmax_forward_in_place<T: Element>(
     let b = layout.block();
     let bb = b * b;
     let nb = layout.num_blocks();
+    let scale = T::Acc::from_f32(options.scale);
     let pieces = split_lengths(x, row_piece_lengths(layout, batch));
     pieces.into_par_iter().enumerate().for_each(|(idx, piece)| {
         let (z, hr) = (idx / (h * nb), idx % (h * nb));
         let (head, i) = (hr / nb, hr % nb);
         let start = layout.row_offsets()[hr] as usize;
         let cols = &layout.row_columns()[start..start + piece.len() / bb];
-        let mut row = vec![0.0f32; cols.len() * b];
+        let mut row = vec![T::Acc::ZERO; cols.len() * b];
         for r in 0..b {
             let q = i * b + r;
             for (n, &jb) in cols.iter().enumerate() {
                 for c in 0..b {
                     let k = jb as usize * b + c;
-                    let mut v = piece[n * bb + r * b + c].to_f32() * options.scale;
+                    let mut v = piece[n * bb + r * b + c].to_acc() * scale;
                     if let Some(rpe) = options.rpe {
-                        v += rpe[((z * h + head) * s + q) * s + k].to_f32();
+                        v += rpe[((z * h + head) * s + q) * s + k].to_acc();
                     }
                     if let Some(kpm) = options.key_padding_mask {
-                        v += options.key_padding_mask_mode.bias(kpm[z * s + k].to_f32());
+                        v += options.key_padding_mask_mode.bias(kpm[z * s + k].to_acc());
                     }
                     if let Some(am) = options.attn_mask {
-                        v += options.attn_mask_mode.bias(am[q * s + k].to_f32());
+                        v += options.attn_mask_mode.bias(am[q * s + k].to_acc());
                     }
                     row[n * b + c] = v;
                 }
             }
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            // f32::max skips NaN: a NaN or +inf score must make the row NaN, as torch.softmax.
-            if row.iter().any(|v| v.is_nan() || *v == f32::INFINITY) {
-                row.fill(f32::NAN);
-            } else if max == f32::NEG_INFINITY {
-                row.fill(0.0);
+            let max = row
+                .iter()
+                .copied()
+                .fold(T::Acc::NEG_INFINITY, Accumulator::max);
+            // max skips NaN: a NaN or +inf score must make the row NaN, as torch.softmax.
+            if row.iter().any(|v| v.is_nan() || *v == T::Acc::INFINITY) {
+                row.fill(T::Acc::NAN);
+            } else if max == T::Acc::NEG_INFINITY {
+                row.fill(T::Acc::ZERO);
             } else {
-                let mut sum = 0.0f32;
+                let mut sum = T::Acc::ZERO;
                 for v in row.iter_mut() {
                     *v = (*v - max).exp();
                     sum += *v;
                 }
-                let inv = 1.0 / sum;
+                let inv = T::Acc::ONE / sum;
                 for v in row.iter_mut() {
                     *v *= inv;
                 }
             }
             for n in 0..cols.len() {
                 for c in 0..b {
-                    piece[n * bb + r * b + c] = T::from_f32_lossy(row[n * b + c]);
+                    piece[n * bb + r * b + c] = T::from_acc(row[n * b + c]);
                 }
             }
         }
@@ -235,7 +242,7 @@ pub fn softmax_forward_in_place<T: Element>(
 /// softmax_forward(&layout, &x, 1, &opts, &mut y).unwrap();
 /// assert!(y.iter().all(|v| v.to_f32() == 0.0));
 /// ```
-pub fn softmax_forward<T: Element>(
+pub fn softmax_forward<T: CpuElement>(
     layout: &Layout,
     x: &[T],
     batch: usize,
@@ -249,8 +256,8 @@ pub fn softmax_forward<T: Element>(
 }
 
 /// Gradient of the softmax: `dx = y ⊙ (dy − Σ_j y_j dy_j) · scale`, the sum over the active keys
-/// of each row, in `f32`. No gradient flows to `rpe` or the masks (as upstream). A non-finite
-/// `scale` is an error, as in the forward.
+/// of each row, in the accumulator type (as the forward). No gradient flows to `rpe` or the masks
+/// (as upstream). A non-finite `scale` is an error, as in the forward.
 ///
 /// ```
 /// use ltd_sparse_attn::{Layout, softmax_backward};
@@ -261,7 +268,7 @@ pub fn softmax_forward<T: Element>(
 /// softmax_backward(&layout, &y, &dy, 1, 0.5, &mut dx).unwrap();
 /// assert!(dx.iter().all(|&g| g.abs() < 1e-7)); // a constant upstream gradient cancels
 /// ```
-pub fn softmax_backward<T: Element>(
+pub fn softmax_backward<T: CpuElement>(
     layout: &Layout,
     y: &[T],
     dy: &[T],
@@ -279,6 +286,7 @@ pub fn softmax_backward<T: Element>(
             expected: "a finite number (as softmax_forward requires)".into(),
         });
     }
+    let scale = T::Acc::from_f32(scale);
     let b = layout.block();
     let bb = b * b;
     let lengths: Vec<usize> = row_piece_lengths(layout, batch).collect();
@@ -296,18 +304,18 @@ pub fn softmax_backward<T: Element>(
             let ntiles = piece.len() / bb;
             let (yp, dyp) = (&y[off..off + piece.len()], &dy[off..off + piece.len()]);
             for r in 0..b {
-                let mut dot = 0.0f32;
+                let mut dot = T::Acc::ZERO;
                 for n in 0..ntiles {
                     for c in 0..b {
                         let k = n * bb + r * b + c;
-                        dot += yp[k].to_f32() * dyp[k].to_f32();
+                        dot += yp[k].to_acc() * dyp[k].to_acc();
                     }
                 }
                 for n in 0..ntiles {
                     for c in 0..b {
                         let k = n * bb + r * b + c;
-                        let g = yp[k].to_f32() * (dyp[k].to_f32() - dot) * scale;
-                        piece[k] = T::from_f32_lossy(g);
+                        let g = yp[k].to_acc() * (dyp[k].to_acc() - dot) * scale;
+                        piece[k] = T::from_acc(g);
                     }
                 }
             }

@@ -45,6 +45,13 @@ impl Data {
             .collect()
     }
 
+    /// Uniform in `[lo, hi)` with every bit of an `f64` mantissa random.
+    pub fn vec_f64(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+        (0..n)
+            .map(|_| lo + (hi - lo) * ((self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64))
+            .collect()
+    }
+
     /// `true` with probability `p`.
     pub fn coin(&mut self, p: f32) -> bool {
         self.unit() < p
@@ -122,7 +129,7 @@ macro_rules! for_dtype {
 
 /// What `ltd-reference` (f64) gives for the block-sparse matmul `mm` on `layout` with `batch`
 /// and dense dim `f`: `(C, dA, dB)` for operands `a`, `b` and upstream gradient `dc`.
-pub fn matmul_reference<T: TestElement>(
+pub fn matmul_reference<T: RefElement>(
     mm: ltd_sparse_attn::BlockSparseMatMul,
     layout: &Layout,
     batch: usize,

@@ -39,15 +39,18 @@ def check_device(t, what):
         raise ValueError(f"{what}: tensors on {t.device} are not supported; expected a CPU or CUDA tensor")
 
 
-def check_float(t, what):
-    """A ``ValueError`` naming the dtype when ``t`` is not float32, float16 or bfloat16."""
+def check_float(t, what, cpu_float64=False):
+    """A ``ValueError`` naming the dtype when ``t`` is not float32, float16 or bfloat16, or, with
+    ``cpu_float64`` (ops whose CPU path also computes in float64), a float64 CPU tensor."""
     check_device(t, what)
-    if t.dtype not in _FLOATS:
-        where = "CUDA" if t.is_cuda else "the CPU"
-        raise ValueError(
-            f"{what}: dtype {t.dtype} is not supported on {where}; expected float32, float16 or bfloat16"
-            + (" (the CUDA attention takes float16 or bfloat16)" if t.is_cuda else "")
-        )
+    if t.dtype in _FLOATS or (cpu_float64 and t.dtype == torch.float64 and not t.is_cuda):
+        return
+    where = "CUDA" if t.is_cuda else "the CPU"
+    expected = "float32, float16, bfloat16 or float64" if cpu_float64 and not t.is_cuda else "float32, float16 or bfloat16"
+    note = " (the CUDA attention takes float16 or bfloat16)" if t.is_cuda else ""
+    if cpu_float64 and t.is_cuda and t.dtype == torch.float64:
+        note += "; float64 runs on the CPU only"
+    raise ValueError(f"{what}: dtype {t.dtype} is not supported on {where}; expected {expected}{note}")
 
 
 native = _ltd

@@ -1,7 +1,8 @@
 """Random-LTD's token ops (``deepspeed.ops.random_ltd.dropping_utils``) on ltd's kernels:
 ``gpt_sample_tokens``, ``bert_sample_tokens``, ``GatherTokens`` and ``ScatterTokens``, with
 upstream's names, signatures and gradients (upstream-semantics.md §1.2, §1.4), on the CPU and
-on CUDA (float32, float16, bfloat16; upstream: CUDA only, and other dtypes silently wrong).
+on CUDA (float32, float16, bfloat16, and float64 on the CPU; upstream: CUDA only, and other
+dtypes silently wrong).
 
 Differences: the kept positions come from ltd's keyed sampler (sorted, distinct, identical on
 CPU and GPU for one seed), seeded from torch's default CPU generator, so ``torch.manual_seed``
@@ -94,7 +95,7 @@ class GatherTokens(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, activations, sorted_indices, batch_first):
-        check_float(activations, "activations")
+        check_float(activations, "activations", cpu_float64=True)
         idx = _index(sorted_indices, activations)
         ctx.save_for_backward(idx)
         ctx.batch_first = batch_first
@@ -117,8 +118,8 @@ class ScatterTokens(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, all_activations, layer_activations, sorted_indices, batch_first):
-        check_float(all_activations, "all_activations")
-        check_float(layer_activations, "layer_activations")
+        check_float(all_activations, "all_activations", cpu_float64=True)
+        check_float(layer_activations, "layer_activations", cpu_float64=True)
         idx = _index(sorted_indices, all_activations)
         ctx.save_for_backward(idx)
         ctx.batch_first = batch_first

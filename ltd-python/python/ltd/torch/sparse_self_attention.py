@@ -4,8 +4,9 @@ fused backward (``torch.autograd.Function``).
 
 Semantics follow upstream (upstream-semantics.md §2.8) with these differences (§2.12):
 
-- dtypes: float32, float16 and bfloat16 on the CPU (computed in float32); float16 and bfloat16
-  on CUDA with head dim 64 or 128 (upstream: float16 only). Anything else is a ``ValueError``.
+- dtypes: float32, float16 and bfloat16 on the CPU (computed in float32) and float64 (computed in
+  float64, so ``torch.autograd.gradcheck`` runs on it); float16 and bfloat16 on CUDA with head
+  dim 64 or 128 (upstream: float16 only). Anything else is a ``ValueError``.
 - any sequence length (no padding to the block size); the layout is built for each length
   rather than cropped from the ``max_seq_length`` one.
 - ``rpe`` gets a gradient (upstream returns none); a row whose keys are all masked gives zeros,
@@ -29,7 +30,8 @@ class _SparseAttentionFn(torch.autograd.Function):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         b, h, l, _ = q.shape
         out = torch.empty_like(q)
-        lse = torch.empty((b, h, l), dtype=torch.float32, device=q.device)
+        lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        lse = torch.empty((b, h, l), dtype=lse_dtype, device=q.device)
         op.forward(
             capsule(q), capsule(k), capsule(v), capsule(out), capsule(lse),
             kpm=capsule(kpm), bias=capsule(bias), causal=causal, stream=stream_of(q),
@@ -110,7 +112,7 @@ class SparseSelfAttention(nn.Module):
     def forward(self, query, key, value, rpe=None, key_padding_mask=None, attn_mask=None):
         """``softmax(q kᵀ / sqrt(D) + rpe + masks) v`` over the layout's blocks: ``[B, H, L, D]``."""
         for t, what in ((query, "query"), (key, "key"), (value, "value")):
-            check_float(t, what)
+            check_float(t, what, cpu_float64=True)
         if query.dim() != 4:
             raise ValueError(f"query: shape {tuple(query.shape)}; expected 4 dimensions [B, H, L, D]")
         bsz, heads, L, _ = query.shape
