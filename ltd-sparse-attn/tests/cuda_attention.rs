@@ -934,20 +934,30 @@ fn gpu_forward_kernels_agree_at_scale() {
                 &opts(CudaAttentionKernel::MmaSync),
             );
             for &kernel in &others {
-                let (got_o, got_l) = forward_with(&dev, &gl, shape, (&q, &k, &v), &opts(kernel));
+                let got = forward_with(&dev, &gl, shape, (&q, &k, &v), &opts(kernel));
                 let ctx = format!("{kernel:?}, {name}, D {d}, causal and key padding {masked}");
-                for (i, (g, w)) in got_l.iter().zip(&want_l).enumerate() {
-                    // Equal infinities (rows with no visible key) or close values.
-                    let same = g == w || (g - w).abs() <= 1e-3 * (1.0 + w.abs());
-                    assert!(same, "lse[{i}] = {g}, mma.sync {w} ({ctx})");
-                }
-                for (i, (g, w)) in got_o.iter().zip(&want_o).enumerate() {
-                    // Both round f32 sums to bf16 (8 bits); the sums differ in order only.
-                    let close = (g - w).abs() <= 2e-2 + 1e-2 * w.abs();
-                    assert!(close, "out[{i}] = {g}, mma.sync {w} ({ctx})");
-                }
+                assert_forwards_agree(&got, (&want_o[..], &want_l[..]), "mma.sync", &ctx);
             }
         }
+    }
+}
+
+/// Asserts that two forwards of one call agree: lse equal (infinities of rows with no visible
+/// key) or within 1e-3 relative, outputs within bf16 rounding (both round f32 sums to 8 bits;
+/// the sums differ in order only). `want_is` names the kernel `want` came from.
+fn assert_forwards_agree(
+    (got_o, got_l): &(Vec<f32>, Vec<f32>),
+    (want_o, want_l): (&[f32], &[f32]),
+    want_is: &str,
+    ctx: &str,
+) {
+    for (i, (g, w)) in got_l.iter().zip(want_l).enumerate() {
+        let same = g == w || (g - w).abs() <= 1e-3 * (1.0 + w.abs());
+        assert!(same, "lse[{i}] = {g}, {want_is} {w} ({ctx})");
+    }
+    for (i, (g, w)) in got_o.iter().zip(want_o).enumerate() {
+        let close = (g - w).abs() <= 2e-2 + 1e-2 * w.abs();
+        assert!(close, "out[{i}] = {g}, {want_is} {w} ({ctx})");
     }
 }
 
@@ -1780,16 +1790,9 @@ fn gpu_gathered_forward_agrees_with_plain_at_scale() {
             };
             let plain = opts(CudaAttentionKernel::Wgmma);
             let (want_o, want_l) = forward_with(&dev, &gl, shape, (&q, &k, &v), &plain);
-            let (got_o, got_l) = forward_with(&dev, &gl, shape, (&q, &k, &v), &opts(forced));
+            let got = forward_with(&dev, &gl, shape, (&q, &k, &v), &opts(forced));
             let ctx = format!("{name}, D {d}, causal and key padding {masked}");
-            for (i, (g, w)) in got_l.iter().zip(&want_l).enumerate() {
-                let same = g == w || (g - w).abs() <= 1e-3 * (1.0 + w.abs());
-                assert!(same, "lse[{i}] = {g}, plain {w} ({ctx})");
-            }
-            for (i, (g, w)) in got_o.iter().zip(&want_o).enumerate() {
-                let close = (g - w).abs() <= 2e-2 + 1e-2 * w.abs();
-                assert!(close, "out[{i}] = {g}, plain {w} ({ctx})");
-            }
+            assert_forwards_agree(&got, (&want_o[..], &want_l[..]), "plain", &ctx);
         }
     }
 }
