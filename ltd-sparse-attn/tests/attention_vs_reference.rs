@@ -5,34 +5,15 @@
 
 mod common;
 
-use common::{Data, TestElement, assert_close, assert_close_f32, poisoned, ref_layout};
+use common::{
+    AttnCase as Case, Data, Kpm, TestElement, assert_close, assert_close_f32, poisoned, ref_layout,
+};
 use ltd_reference::{AttnDims, Mask, MaskMode};
 use ltd_sparse_attn::{
     AttentionGrads, AttentionInputs, AttentionOptions, AttentionShape, KeyPaddingMask, Layout,
     attention_backward, attention_forward,
 };
 use proptest::prelude::*;
-
-#[derive(Clone, Copy, Debug)]
-enum Kpm {
-    None,
-    Additive,
-    Keep,
-}
-
-struct Case {
-    block: usize,
-    seq: usize,
-    head_dim: usize,
-    heads: usize,
-    batch: usize,
-    density: f32,
-    causal: bool,
-    kpm: Kpm,
-    bias: bool,
-    explicit_scale: bool,
-    seed: u64,
-}
 
 fn check<T: TestElement>(c: &Case) {
     let mut data = Data::new(c.seed);

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Data, matmul_reference, ref_layout};
+use common::{AttnCase as Case, Data, Kpm, matmul_reference, ref_layout};
 use ltd_reference::{AttnDims, Mask};
 use ltd_sparse_attn::{
     AttentionGrads, AttentionInputs, AttentionOptions, AttentionShape, BlockSparseMatMul,
@@ -36,13 +36,6 @@ fn assert_close(what: &str, got: &[f64], want: &[f64]) {
 
 fn nan(n: usize) -> Vec<f64> {
     vec![f64::NAN; n]
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Kpm {
-    None,
-    Additive,
-    Keep,
 }
 
 /// One attention problem: inputs, masks and options, for ours and for the oracle.
@@ -167,20 +160,6 @@ struct Outputs {
     dq: Vec<f64>,
     dk: Vec<f64>,
     dv: Vec<f64>,
-}
-
-struct Case {
-    block: usize,
-    seq: usize,
-    head_dim: usize,
-    heads: usize,
-    batch: usize,
-    density: f32,
-    causal: bool,
-    kpm: Kpm,
-    bias: bool,
-    explicit_scale: bool,
-    seed: u64,
 }
 
 fn problem(c: &Case) -> Problem {

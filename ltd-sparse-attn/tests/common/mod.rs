@@ -241,3 +241,28 @@ pub fn kernels(dev: &ltd_core::CudaDevice) -> Vec<ltd_sparse_attn::cuda::CudaAtt
     .filter(|k| k.runs_on(dev.compute_capability()))
     .collect()
 }
+
+/// Which key-padding mask an attention case passes: none, the additive `[B, L]` f32 form, or the
+/// keep/drop boolean form.
+#[derive(Clone, Copy, Debug)]
+pub enum Kpm {
+    None,
+    Additive,
+    Keep,
+}
+
+/// One randomised attention problem of the property tests against the reference: the layout's
+/// block, length, shape and density, and which options it turns on.
+pub struct AttnCase {
+    pub block: usize,
+    pub seq: usize,
+    pub head_dim: usize,
+    pub heads: usize,
+    pub batch: usize,
+    pub density: f32,
+    pub causal: bool,
+    pub kpm: Kpm,
+    pub bias: bool,
+    pub explicit_scale: bool,
+    pub seed: u64,
+}
