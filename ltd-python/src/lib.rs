@@ -5,12 +5,15 @@
 //! calls in `torch.autograd.Function`s.
 //!
 //! - [`attention`]: `SparseAttention`, a sparsity config and the fused attention's forward
-//!   and backward (CPU: float32 / float16 / bfloat16; CUDA: float16 / bfloat16, head dim 64 or
-//!   128).
-//! - [`tokens`]: `sample_tokens`, `gather`, `route` (CPU and CUDA, float32 / float16 / bfloat16).
+//!   and backward (CPU: float32 / float16 / bfloat16 / float64; CUDA: float16 / bfloat16, head
+//!   dim 64 or 128).
+//! - [`tokens`]: `sample_tokens`, `gather`, `route` (CPU and CUDA, float32 / float16 / bfloat16;
+//!   float64 on the CPU).
 //! - [`scheduler`]: `Scheduler`, the reserved-length schedule of a DeepSpeed `random_ltd` section.
 //! - [`matmul`], [`softmax`]: `BlockSparseMatMul` and `BlockSparseSoftmax`, upstream's `MatMul`
-//!   and `Softmax` primitives (CPU and CUDA, float32 / float16 / bfloat16).
+//!   and `Softmax` primitives (CPU and CUDA, float32 / float16 / bfloat16; float64 on the CPU).
+//!
+//! float64 runs on the CPU only, computed in float64 (so `torch.autograd.gradcheck` applies).
 //!
 //! CUDA work (feature `cuda`) is queued on the stream the caller passes, torch's current
 //! stream; the driver is loaded at run time, so the same wheel imports and runs its CPU paths

@@ -7,22 +7,24 @@
 //! operand with its trans flag stored transposed): `sdd`: op(A) `[Z, H, S, F]`, op(B)
 //! `[Z, H, F, S]`, C `[Z, nnz, b, b]`; `dsd`: A `[Z, nnz, b, b]`, op(B) `[Z, H, S, F]`, C
 //! `[Z, H, S, F]`; `dds`: op(A) `[Z, H, F, S]`, B `[Z, nnz, b, b]`, C `[Z, H, F, S]`.
-//! float32 / float16 / bfloat16 on the CPU and on CUDA.
+//! float32 / float16 / bfloat16 on the CPU (accumulating in float32) and on CUDA; float64 on the
+//! CPU only (accumulating in float64). Anything else is a `ValueError`.
 
 use ltd_sparse_attn::{BlockSparseMatMul, Layout, MatMulMode};
 use pyo3::prelude::*;
 
-use crate::dlpack::{Device, Tensor, check_disjoint, float_dispatch};
+use crate::dlpack::{Device, Tensor, check_disjoint, cpu_float_dispatch};
 use crate::error::{BindingError, Result};
 
-const DTYPES: &str = "float32, float16 or bfloat16";
+/// The dtypes of the CPU path (float64 computed in float64).
+const CPU_DTYPES: &str = "float32, float16, bfloat16 or float64";
 
-/// The error for a dtype the matmul does not take on `device`.
-fn unsupported(t: &Tensor, device: &str) -> BindingError {
+/// The error for a dtype the matmul does not take on `device`, which takes `expected`.
+fn unsupported(t: &Tensor, device: &str, expected: &str) -> BindingError {
     BindingError::tensor(
         t.what,
         format!("dtype {} is not supported on {device}", t.dtype.name()),
-        DTYPES,
+        expected,
     )
 }
 
@@ -107,7 +109,7 @@ impl PyMatMul {
         check_disjoint(&[&c], &[&call.a, &call.b])?;
         // The tensors stay alive in the caller's frame (their capsules are borrowed above).
         py.detach(|| match call.a.device {
-            Device::Cpu => float_dispatch!(call.a, T => forward_cpu::<T>(self, &call, &c), else unsupported(&call.a, "the CPU")),
+            Device::Cpu => cpu_float_dispatch!(call.a, T => forward_cpu::<T>(self, &call, &c), else unsupported(&call.a, "the CPU", CPU_DTYPES)),
             Device::Cuda(_) => gpu::forward(self, &call, &c),
         })?;
         Ok(())
@@ -135,7 +137,7 @@ impl PyMatMul {
         call.like_a(&grads[1], &call.b.shape, "the shape of b")?;
         check_disjoint(&[&grads[0], &grads[1]], &[&call.a, &call.b, &dc])?;
         py.detach(|| match call.a.device {
-            Device::Cpu => float_dispatch!(call.a, T => backward_cpu::<T>(self, &call, &dc, &grads), else unsupported(&call.a, "the CPU")),
+            Device::Cpu => cpu_float_dispatch!(call.a, T => backward_cpu::<T>(self, &call, &dc, &grads), else unsupported(&call.a, "the CPU", CPU_DTYPES)),
             Device::Cuda(_) => gpu::backward(self, &call, &dc, &grads),
         })?;
         Ok(())
@@ -212,14 +214,14 @@ impl Call {
     }
 }
 
-fn forward_cpu<T: ltd_core::Element>(m: &PyMatMul, call: &Call, c: &Tensor) -> Result<()> {
+fn forward_cpu<T: ltd_core::CpuElement>(m: &PyMatMul, call: &Call, c: &Tensor) -> Result<()> {
     // SAFETY: CPU tensors of the dtype `T` selects (b and c checked equal to a), alive for the
     // call; `c` is disjoint from the inputs.
     let (a, b, c) = unsafe { (call.a.host::<T>(), call.b.host::<T>(), c.host_mut::<T>()) };
     Ok(m.op.forward(&m.layout, a, b, call.batch, call.dense_dim, c)?)
 }
 
-fn backward_cpu<T: ltd_core::Element>(
+fn backward_cpu<T: ltd_core::CpuElement>(
     m: &PyMatMul,
     call: &Call,
     dc: &Tensor,
@@ -275,6 +277,8 @@ mod gpu {
     use crate::dlpack::{Tensor, float_dispatch};
     use crate::error::Result;
 
+    const GPU_DTYPES: &str = "float32, float16 or bfloat16 (float64 runs on the CPU only)";
+
     /// The device of the call and the layout's tables on it (uploaded on first use).
     fn setup(m: &PyMatMul, call: &Call) -> Result<(CudaDevice, Arc<CudaMatMulLayout>)> {
         let dev = device(cuda_ordinal(&call.a)?, call.stream)?;
@@ -285,7 +289,7 @@ mod gpu {
     }
 
     pub(super) fn forward(m: &PyMatMul, call: &Call, c: &Tensor) -> Result<()> {
-        float_dispatch!(call.a, T => forward_t::<T>(m, call, c), else unsupported(&call.a, "CUDA"))
+        float_dispatch!(call.a, T => forward_t::<T>(m, call, c), else unsupported(&call.a, "CUDA", GPU_DTYPES))
     }
 
     fn forward_t<T: ltd_core::Element + DeviceRepr>(
@@ -307,7 +311,7 @@ mod gpu {
         dc: &Tensor,
         grads: &[Tensor; 2],
     ) -> Result<()> {
-        float_dispatch!(call.a, T => backward_t::<T>(m, call, dc, grads), else unsupported(&call.a, "CUDA"))
+        float_dispatch!(call.a, T => backward_t::<T>(m, call, dc, grads), else unsupported(&call.a, "CUDA", GPU_DTYPES))
     }
 
     fn backward_t<T: ltd_core::Element + DeviceRepr>(

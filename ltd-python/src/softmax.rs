@@ -6,22 +6,25 @@
 //!
 //! Shapes (square layout of `nb` blocks of `b` over `H` heads, `S = nb * b`): scores `x`, `y`,
 //! `dy`, `dx` `[Z, nnz, b, b]`; `rpe` `[Z, H, S, S]`, `key_padding_mask` `[Z, S]`, `attn_mask`
-//! `[S, S]`, all in x's dtype. float32 / float16 / bfloat16 on the CPU and on CUDA.
+//! `[S, S]`, all in x's dtype. float32 / float16 / bfloat16 on the CPU (computed in float32) and
+//! on CUDA; float64 on the CPU only (computed in float64, the float32 `scale` widened). Anything
+//! else is a `ValueError`.
 
 use ltd_sparse_attn::{Layout, MaskMode};
 use pyo3::prelude::*;
 
-use crate::dlpack::{Device, Tensor, check_disjoint, float_dispatch};
+use crate::dlpack::{Device, Tensor, check_disjoint, cpu_float_dispatch};
 use crate::error::{BindingError, Result};
 
-const DTYPES: &str = "float32, float16 or bfloat16";
+/// The dtypes of the CPU path (float64 computed in float64).
+const CPU_DTYPES: &str = "float32, float16, bfloat16 or float64";
 
-/// The error for a dtype the softmax does not take on `device`.
-fn unsupported(t: &Tensor, device: &str) -> BindingError {
+/// The error for a dtype the softmax does not take on `device`, which takes `expected`.
+fn unsupported(t: &Tensor, device: &str, expected: &str) -> BindingError {
     BindingError::tensor(
         t.what,
         format!("dtype {} is not supported on {device}", t.dtype.name()),
-        DTYPES,
+        expected,
     )
 }
 
@@ -111,7 +114,7 @@ impl PySoftmax {
         inputs.extend(extras.rpe.iter().chain(&extras.kpm).chain(&extras.am));
         check_disjoint(&[&y], &inputs)?;
         py.detach(|| match x.device {
-            Device::Cpu => float_dispatch!(x, T => forward_cpu::<T>(&self.layout, z, scale, &x, &extras, &y), else unsupported(&x, "the CPU")),
+            Device::Cpu => cpu_float_dispatch!(x, T => forward_cpu::<T>(&self.layout, z, scale, &x, &extras, &y), else unsupported(&x, "the CPU", CPU_DTYPES)),
             Device::Cuda(_) => gpu::forward(self, z, scale, &x, &extras, &y, stream),
         })?;
         Ok(())
@@ -138,7 +141,7 @@ impl PySoftmax {
         like(&dx, &y, &y.shape, "the shape of y")?;
         check_disjoint(&[&dx], &[&y, &dy])?;
         py.detach(|| match y.device {
-            Device::Cpu => float_dispatch!(y, T => backward_cpu::<T>(&self.layout, z, scale, &y, &dy, &dx), else unsupported(&y, "the CPU")),
+            Device::Cpu => cpu_float_dispatch!(y, T => backward_cpu::<T>(&self.layout, z, scale, &y, &dy, &dx), else unsupported(&y, "the CPU", CPU_DTYPES)),
             Device::Cuda(_) => gpu::backward(self, z, scale, [&y, &dy, &dx], stream),
         })?;
         Ok(())
@@ -173,7 +176,7 @@ fn mode(what: &'static str, s: &str) -> Result<MaskMode> {
         .map_err(|_| BindingError::tensor(what, format!("{s:?}"), "\"add\" or \"mul\""))
 }
 
-fn forward_cpu<T: ltd_core::Element>(
+fn forward_cpu<T: ltd_core::CpuElement>(
     layout: &Layout,
     z: usize,
     scale: f32,
@@ -205,7 +208,7 @@ fn forward_cpu<T: ltd_core::Element>(
     )?)
 }
 
-fn backward_cpu<T: ltd_core::Element>(
+fn backward_cpu<T: ltd_core::CpuElement>(
     layout: &Layout,
     z: usize,
     scale: f32,
@@ -266,6 +269,8 @@ mod gpu {
     use crate::dlpack::{Tensor, float_dispatch};
     use crate::error::Result;
 
+    const GPU_DTYPES: &str = "float32, float16 or bfloat16 (float64 runs on the CPU only)";
+
     /// The device of the call and the layout's tables on it (uploaded on first use).
     fn setup(
         sm: &PySoftmax,
@@ -288,7 +293,7 @@ mod gpu {
         y: &Tensor,
         stream: u64,
     ) -> Result<()> {
-        float_dispatch!(x, T => forward_t::<T>(sm, z, scale, x, e, y, stream), else unsupported(x, "CUDA"))
+        float_dispatch!(x, T => forward_t::<T>(sm, z, scale, x, e, y, stream), else unsupported(x, "CUDA", GPU_DTYPES))
     }
 
     fn forward_t<T: ltd_core::Element + DeviceRepr>(
@@ -325,7 +330,7 @@ mod gpu {
         t: [&Tensor; 3],
         stream: u64,
     ) -> Result<()> {
-        float_dispatch!(t[0], T => backward_t::<T>(sm, z, scale, t, stream), else unsupported(t[0], "CUDA"))
+        float_dispatch!(t[0], T => backward_t::<T>(sm, z, scale, t, stream), else unsupported(t[0], "CUDA", GPU_DTYPES))
     }
 
     fn backward_t<T: ltd_core::Element + DeviceRepr>(

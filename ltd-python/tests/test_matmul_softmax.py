@@ -1,9 +1,11 @@
 """ltd.torch.MatMul and ltd.torch.Softmax (DeepSpeed's block-sparse primitives) against dense
 torch references in float64, forward and gradients: the cases of DeepSpeed's
 ``tests/unit/ops/sparse_attention/test_sparse_attention.py`` (``test_matmul``, ``test_softmax``),
-every mode and trans flag on square and rectangular layouts, gradcheck, upstream's argument
-errors, and the three primitives chained into attention against ``SparseSelfAttention``."""
+every mode and trans flag on square and rectangular layouts, gradcheck (float64 on the CPU, and
+float32), upstream's argument errors, and the three primitives chained into attention against
+``SparseSelfAttention``."""
 
+import types
 import warnings
 
 import pytest
@@ -11,15 +13,22 @@ import torch
 
 import ltd.torch as lt
 from conftest import CUDA, DEVICES
+from ltd.torch._blocksparse import check_operand
 
 FLOATS = [torch.float32, torch.float16, torch.bfloat16]
 
-# (rtol, atol) against float64; float32 and float16 are upstream's ``allclose`` tolerances.
+# (rtol, atol) against float64; float32 and float16 are upstream's ``allclose`` tolerances;
+# float64 (CPU only, computed in float64) differs from torch's float64 by summation order only.
 TOL = {
     torch.float32: (5e-4, 5e-5),
     torch.float16: (3e-2, 2e-3),
     torch.bfloat16: (3e-2, 2e-2),
+    torch.float64: (1e-12, 1e-12),
 }
+
+# gradcheck's tolerances in float64, far below its defaults (atol 1e-5, rtol 1e-3): central
+# differences of these smooth ops in float64 are accurate well beyond them.
+GRADCHECK_TOL = dict(atol=1e-8, rtol=1e-6)
 
 
 def allclose(ours, ref):
@@ -182,9 +191,9 @@ def test_matmul_with_empty_sizes(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_matmul_gradcheck_on_exact_values(device):
-    """gradcheck of every mode: the product is bilinear, so finite differences are exact on
-    values and a step that float32 represents exactly (multiples of 1/8, step 1/16): no
-    rounding slack, though the ops take no float64."""
+    """float32 gradcheck of every mode: the product is bilinear, so finite differences are exact
+    on values and a step that float32 represents exactly (multiples of 1/8, step 1/16): no
+    rounding slack, on the CPU and CUDA (float64 runs on the CPU only)."""
     block = 16
     layout = torch.tensor([[[1, 0, 1], [0, 1, 1]]])  # 2 x 3 blocks
 
@@ -207,6 +216,27 @@ def test_matmul_gradcheck_on_exact_values(device):
             assert torch.autograd.gradcheck(op, (a, b), eps=1 / 16, atol=0, rtol=0), (mode, ta, tb)
 
 
+# gradcheck in float64 (CPU): a square layout of 2 x 2 blocks of 16 (the smallest block) with a
+# block row and a block column of two tiles, Z = H = 1 and a free size of 2: small Jacobians.
+@pytest.mark.parametrize("mode", ["sdd", "dsd", "dds"])
+@pytest.mark.parametrize("trans_a", [False, True], ids=["ta0", "ta1"])
+@pytest.mark.parametrize("trans_b", [False, True], ids=["tb0", "tb1"])
+def test_matmul_gradcheck_float64(mode, trans_a, trans_b):
+    """Every mode and trans pair in float64: forward and gradients equal torch's float64 dense
+    product to 1e-12, and gradcheck passes with tolerances far below its defaults."""
+    block, F = 16, 2
+    layout = torch.tensor([[[1, 0], [1, 1]]])
+    M, N, K = {"sdd": (32, 32, F), "dsd": (32, F, 32), "dds": (F, 32, 32)}[mode]
+    args = (1, 1, M, N, K, None, mode, trans_a, trans_b, block, torch.float64, "cpu", layout)
+    check_matmul(*args)
+    x, w, _, _ = matmul_inputs(*args)
+    a = (dense_to_sparse(x, layout, block) if mode == "dsd" else x).requires_grad_()
+    b = (dense_to_sparse(w, layout, block) if mode == "dds" else w).requires_grad_()
+    op = lt.MatMul(layout, block, mode, trans_a=trans_a, trans_b=trans_b)
+    assert op(a, b).dtype == torch.float64
+    assert torch.autograd.gradcheck(op, (a, b), **GRADCHECK_TOL)
+
+
 def test_matmul_errors_follow_upstream():
     layout = torch.tensor([[[1, 0], [1, 1]]])
     with pytest.raises(NotImplementedError, match="Supported modes"):
@@ -221,9 +251,7 @@ def test_matmul_errors_follow_upstream():
     a, b = torch.randn(1, 1, 32, 8), torch.randn(1, 1, 8, 32)
     with pytest.raises(ValueError, match="same dtype"):
         sdd(a, b.half())
-    with pytest.raises(ValueError, match="float64"):
-        sdd(a.double(), b.double())
-    with pytest.raises(ValueError, match="int32"):
+    with pytest.raises(ValueError, match="int32 is not supported on the CPU; expected float32, float16, bfloat16 or float64"):
         sdd(a.int(), b.int())
     with pytest.raises(ValueError, match="more than 4 dimensions"):
         sdd(a[None], b[None])
@@ -322,8 +350,9 @@ def test_softmax_rpe_masks_and_fully_masked_rows(device, dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_softmax_gradcheck(device):
-    """float32 gradcheck with finite-difference slack (the ops take no float64): scale, rpe
-    and a ``mul`` key-padding mask, on a non-leaf (the op works in place)."""
+    """float32 gradcheck with finite-difference slack (on the CPU and CUDA; the tight one is in
+    float64 below): scale, rpe and a ``mul`` key-padding mask, on a non-leaf (the op works in
+    place)."""
     block, H, nb = 16, 1, 2
     layout = torch.tensor([[[1, 0], [1, 1]]])
     S = nb * block
@@ -339,6 +368,58 @@ def test_softmax_gradcheck(device):
         )
 
 
+@pytest.mark.parametrize("kpm_mode, am_mode", [("add", "mul"), ("mul", "add")])
+def test_softmax_gradcheck_float64(kpm_mode, am_mode):
+    """float64 (CPU) with scale, rpe, a key-padding mask and an attention mask, each mode of
+    both, and a query that sees no key: forward and gradient equal torch's float64 dense softmax
+    to 1e-12, and gradcheck passes with tolerances far below its defaults. Layout and sizes as
+    the matmul's float64 gradcheck."""
+    block = 16
+    layout = torch.tensor([[[1, 0], [1, 1]]])
+    S, scale = 2 * block, 0.625  # a scale float32 holds exactly: the op takes it as float32
+    x, dy, rpe = (torch.randn(1, 1, S, S, dtype=torch.float64) for _ in range(3))
+    hidden = torch.zeros(1, S, dtype=torch.bool)
+    hidden[0, [3, 17, 30]] = True
+    blocked = torch.rand(S, S) < 0.2
+    blocked[5] = True  # query 5 sees no key: zeros, and no gradient
+
+    def mask(off, mode):
+        zeros = torch.zeros(off.shape, dtype=torch.float64)
+        return zeros.masked_fill(off, float("-inf")) if mode == "add" else (~off).double()
+
+    kpm, am = mask(hidden, kpm_mode), mask(blocked, am_mode)
+    ref_y, ref_dx = softmax_reference(x, scale, dy, mask(hidden, "add"), mask(blocked, "mul"), layout, block, rpe=rpe)
+    sm = lt.Softmax(layout, block)
+
+    def f(t):
+        return sm(t.clone(), scale, rpe, kpm, am, key_padding_mask_mode=kpm_mode, attn_mask_mode=am_mode)
+
+    xs = dense_to_sparse(x, layout, block).detach().requires_grad_()
+    y = f(xs)
+    y.backward(dense_to_sparse(dy, layout, block))
+    allclose(y, ref_y)
+    allclose(xs.grad, ref_dx)
+    assert y.dtype == torch.float64 and not y[0, 0, 5].any() and not xs.grad[0, 0, 5].any()
+    assert torch.autograd.gradcheck(f, (xs.detach().requires_grad_(),), **GRADCHECK_TOL)
+
+
+def test_float64_runs_on_the_cpu_only():
+    """CUDA float64 is a ``ValueError`` naming float64 and the CPU: the operand check on a
+    stand-in for a CUDA tensor, and, with a GPU, both ops."""
+    cuda64 = types.SimpleNamespace(device=torch.device("cuda", 0), is_cuda=True, dtype=torch.float64)
+    with pytest.raises(ValueError, match="a: dtype torch.float64 is not supported on CUDA; .*float64 runs on the CPU only"):
+        check_operand(cuda64, "a")
+    check_operand(torch.zeros(1, dtype=torch.float64), "a")
+    if not CUDA:
+        return
+    layout = torch.tensor([[[1, 0], [1, 1]]])
+    a, b = (torch.randn(1, 1, 32, 32, dtype=torch.float64, device="cuda") for _ in range(2))
+    with pytest.raises(ValueError, match="float64 runs on the CPU only"):
+        lt.MatMul(layout, 16, "sdd")(a, b)
+    with pytest.raises(ValueError, match="float64 runs on the CPU only"):
+        lt.Softmax(layout, 16)(torch.randn(1, 3, 16, 16, dtype=torch.float64, device="cuda"))
+
+
 def test_softmax_errors_follow_upstream():
     layout = torch.tensor([[[1, 0], [1, 1]]])
     sm = lt.Softmax(layout, 16)
@@ -351,8 +432,8 @@ def test_softmax_errors_follow_upstream():
         sm(x, key_padding_mask=torch.zeros(1, 32, dtype=torch.float16))
     with pytest.raises(ValueError, match="attn_mask_mode"):
         sm(x, attn_mask=torch.zeros(32, 32), attn_mask_mode="xor")
-    with pytest.raises(ValueError, match="float64"):
-        sm(x.double())
+    with pytest.raises(ValueError, match="int32 is not supported on the CPU; expected float32, float16, bfloat16 or float64"):
+        sm(x.int())
     with pytest.raises(ValueError, match=r"\[Z, 3, 16, 16\]"):
         sm(torch.randn(1, 2, 16, 16))
     with pytest.raises(ValueError, match="key_padding_mask: shape"):

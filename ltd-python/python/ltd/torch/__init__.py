@@ -3,9 +3,9 @@ signatures, running ltd's CPU and CUDA kernels through DLPack (zero-copy, on tor
 CUDA stream).
 
 Supported: sparse attention on CPU float32 / float16 / bfloat16 / float64 and CUDA float16 /
-bfloat16 (head dim 64 or 128); the block-sparse ``MatMul`` and ``Softmax`` primitives on CPU and
-CUDA float32 / float16 / bfloat16; the Random-LTD token ops on CPU and CUDA float32 / float16 /
-bfloat16, and CPU float64. Other dtypes and devices raise ``ValueError``.
+bfloat16 (head dim 64 or 128); the block-sparse ``MatMul`` and ``Softmax`` primitives and the
+Random-LTD token ops on CPU and CUDA float32 / float16 / bfloat16, and CPU float64 (computed in
+float64). Other dtypes and devices (CUDA float64 included) raise ``ValueError``.
 """
 
 from .basic_layer import (

@@ -24,9 +24,12 @@ def layout_mask(layout):
 
 
 def check_operand(t, what):
-    """A ``ValueError`` naming the device or dtype when ``t`` is not a CPU or CUDA tensor of
-    float32, float16 or bfloat16 (the primitives' dtypes on both devices)."""
+    """A ``ValueError`` naming the device or dtype unless ``t`` is a CPU or CUDA tensor of
+    float32, float16 or bfloat16, or a CPU tensor of float64 (computed in float64)."""
     check_device(t, what)
-    if t.dtype not in _FLOATS:
-        where = "CUDA" if t.is_cuda else "the CPU"
-        raise ValueError(f"{what}: dtype {t.dtype} is not supported on {where}; expected float32, float16 or bfloat16")
+    if t.dtype in _FLOATS or (t.dtype == torch.float64 and not t.is_cuda):
+        return
+    if t.is_cuda:
+        note = "; float64 runs on the CPU only" if t.dtype == torch.float64 else ""
+        raise ValueError(f"{what}: dtype {t.dtype} is not supported on CUDA; expected float32, float16 or bfloat16{note}")
+    raise ValueError(f"{what}: dtype {t.dtype} is not supported on the CPU; expected float32, float16, bfloat16 or float64")

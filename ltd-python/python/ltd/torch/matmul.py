@@ -11,9 +11,11 @@ is passed as stored, ``[Z, H, cols, rows]`` of ``op``):
 
 Results equal ``torch.matmul`` of the densified operands (zeros outside the layout); the
 gradient of a sparse operand holds the layout's tiles only. Differences from upstream: CPU and
-CUDA, float32 / float16 / bfloat16 on both; any K (upstream: ``sdd``'s K a multiple of 16);
-blocks 16, 32, 64 or 128; a rectangular layout runs as the square one it is the top-left
-corner of, the dense operands zero-padded (a copy; square layouts are zero-copy).
+CUDA, float32 / float16 / bfloat16 on both (accumulated in float32) and float64 on the CPU
+(accumulated in float64, so ``torch.autograd.gradcheck`` runs on it); any K (upstream:
+``sdd``'s K a multiple of 16); blocks 16, 32, 64 or 128; a rectangular layout runs as the
+square one it is the top-left corner of, the dense operands zero-padded (a copy; square layouts
+are zero-copy).
 
 Example::
 

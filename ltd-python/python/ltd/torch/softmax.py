@@ -6,9 +6,11 @@ block row: ``softmax(x * scale + rpe[z, h, i, j] + kpm[z, j] + attn_mask[i, j])`
 added (``"add"``) or turned into ``-inf`` where it is 0 (``"mul"``). As upstream, the result is
 written into ``x`` (marked dirty) and returned, and no gradient flows to ``rpe`` or the masks.
 
-Differences from upstream: CPU and CUDA, float32 / float16 / bfloat16 on both; a row whose keys
-are all masked gives zeros, not NaN; the result is computed into a new tensor and copied into
-``x``; the layout must be square (rows and keys are one sequence).
+Differences from upstream: CPU and CUDA, float32 / float16 / bfloat16 on both (computed in
+float32) and float64 on the CPU (computed in float64, so ``torch.autograd.gradcheck`` runs on it;
+``scale`` is taken as a float32 in every dtype); a row whose keys are all masked gives zeros, not
+NaN; the result is computed into a new tensor and copied into ``x``; the layout must be square
+(rows and keys are one sequence).
 
 Example::
 
