@@ -22,15 +22,15 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader |
 "$ncu" --version | tail -1 | tee -a "$log"
 
 # Metrics: the wanted ones this ncu knows for this GPU (a name it does not know fails the run).
+# The raw page adds the launch__ ones (grid, registers, occupancy limits) by itself; on the H100
+# the hmma tensor-pipe metric also counts the warpgroup (wgmma) products.
 "$ncu" --query-metrics > /tmp/ncu-metrics.txt 2>&1
 want=(gpu__time_duration.sum sm__throughput.avg.pct_of_peak_sustained_elapsed
   gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed
   dram__throughput.avg.pct_of_peak_sustained_elapsed
   l1tex__throughput.avg.pct_of_peak_sustained_active lts__throughput.avg.pct_of_peak_sustained_elapsed
   sm__inst_issued.avg.pct_of_peak_sustained_active sm__warps_active.avg.pct_of_peak_sustained_active
-  launch__registers_per_thread launch__occupancy_limit_registers launch__occupancy_limit_shared_mem
-  launch__grid_size smsp__average_warp_latency_per_inst_issued.ratio
-  sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active
+  smsp__average_warp_latency_per_inst_issued.ratio
   sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
   sm__pipe_fma_cycles_active.avg.pct_of_peak_sustained_active
   sm__pipe_alu_cycles_active.avg.pct_of_peak_sustained_active

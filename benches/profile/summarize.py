@@ -13,8 +13,7 @@ import sys
 from collections import OrderedDict
 
 DUR = "gpu__time_duration.sum"
-TENSOR = ("sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active",
-          "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active")
+TENSOR = ("sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",)
 ISSUE = "sm__inst_issued.avg.pct_of_peak_sustained_active"
 OCC = "sm__warps_active.avg.pct_of_peak_sustained_active"
 STALL_PREFIX = "smsp__average_warps_issue_stalled_"
