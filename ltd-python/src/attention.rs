@@ -14,7 +14,7 @@ use ltd_sparse_attn::{
 };
 use pyo3::prelude::*;
 
-use crate::dlpack::{Device, Dt, Tensor, check_disjoint, cpu_float_dispatch};
+use crate::dlpack::{Device, Dt, Tensor, check_disjoint, cpu_float_dispatch, unsupported};
 use crate::error::{BindingError, Result};
 
 /// The tensors of one call, read and checked.
@@ -115,14 +115,6 @@ impl Call {
         v.extend(self.kpm.iter().chain(self.bias.iter()));
         v
     }
-}
-
-fn unsupported(t: &Tensor, device: &str, expected: &str) -> BindingError {
-    BindingError::tensor(
-        t.what,
-        format!("dtype {} is not supported on {device}", t.dtype.name()),
-        expected,
-    )
 }
 
 const CPU_DTYPES: &str = "float32, float16, bfloat16 or float64 on the CPU";
@@ -341,22 +333,16 @@ fn backward_cpu<T: CpuElement>(
 }
 
 #[cfg(not(feature = "cuda"))]
-fn no_cuda(call: &Call) -> BindingError {
-    BindingError::tensor(
-        call.q.what,
-        "is a CUDA tensor, and this build of ltd has no CUDA support",
-        "a CPU tensor, or a wheel built with the `cuda` feature",
-    )
-}
+use crate::dlpack::no_cuda;
 
 #[cfg(not(feature = "cuda"))]
 fn forward_gpu(_: &SparseSelfAttention, call: &Call, _: &Tensor, _: &Tensor) -> Result<()> {
-    Err(no_cuda(call))
+    Err(no_cuda(&call.q))
 }
 
 #[cfg(not(feature = "cuda"))]
 fn backward_gpu(_: &SparseSelfAttention, call: &Call, _: &Backward<'_>) -> Result<()> {
-    Err(no_cuda(call))
+    Err(no_cuda(&call.q))
 }
 
 #[cfg(feature = "cuda")]
@@ -368,9 +354,9 @@ mod gpu {
     use ltd_sparse_attn::SparseSelfAttention;
     use ltd_sparse_attn::cuda::{CudaAttentionGrads, CudaAttentionOptions};
 
-    use super::{Backward, Call, unsupported};
+    use super::{Backward, Call};
     use crate::cuda::{buf, buf_mut, cuda_ordinal, device};
-    use crate::dlpack::{Dt, Tensor};
+    use crate::dlpack::{Dt, Tensor, unsupported};
     use crate::error::Result;
 
     const GPU_DTYPES: &str =

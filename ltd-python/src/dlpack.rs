@@ -387,6 +387,42 @@ pub fn check_disjoint(outputs: &[&Tensor], inputs: &[&Tensor]) -> Result<()> {
     Ok(())
 }
 
+/// The dtypes the matmul, softmax and token ops take on the CPU (float64 computed in float64).
+pub const CPU_DTYPES: &str = "float32, float16, bfloat16 or float64";
+
+/// The dtypes the matmul, softmax and token ops take on CUDA.
+#[cfg(feature = "cuda")]
+pub const GPU_DTYPES: &str = "float32, float16 or bfloat16 (float64 runs on the CPU only)";
+
+/// The error for a dtype an op does not take on `device`, which takes `expected`.
+///
+/// ```text
+/// unsupported(&x, "CUDA", GPU_DTYPES)
+/// // x: dtype float64 is not supported on CUDA; expected float32, float16 or bfloat16 (...)
+/// ```
+pub fn unsupported(t: &Tensor, device: &str, expected: &str) -> BindingError {
+    BindingError::tensor(
+        t.what,
+        format!("dtype {} is not supported on {device}", t.dtype.name()),
+        expected,
+    )
+}
+
+/// The error for a CUDA tensor given to a build without the `cuda` feature.
+///
+/// ```text
+/// no_cuda(&q)
+/// // q: is a CUDA tensor, and this build of ltd has no CUDA support; expected a CPU tensor, ...
+/// ```
+#[cfg(not(feature = "cuda"))]
+pub fn no_cuda(t: &Tensor) -> BindingError {
+    BindingError::tensor(
+        t.what,
+        "is a CUDA tensor, and this build of ltd has no CUDA support",
+        "a CPU tensor, or a wheel built with the `cuda` feature",
+    )
+}
+
 /// Runs `$body` with `$t` the element type of `$x.dtype` (f32, f16 or bf16), or returns
 /// `Err($unsupported)` for any other dtype: the one dtype `match` of the bindings.
 macro_rules! float_dispatch {

@@ -13,20 +13,8 @@
 use ltd_sparse_attn::{BlockSparseMatMul, Layout, MatMulMode};
 use pyo3::prelude::*;
 
-use crate::dlpack::{Device, Tensor, check_disjoint, cpu_float_dispatch};
+use crate::dlpack::{CPU_DTYPES, Device, Tensor, check_disjoint, cpu_float_dispatch, unsupported};
 use crate::error::{BindingError, Result};
-
-/// The dtypes of the CPU path (float64 computed in float64).
-const CPU_DTYPES: &str = "float32, float16, bfloat16 or float64";
-
-/// The error for a dtype the matmul does not take on `device`, which takes `expected`.
-fn unsupported(t: &Tensor, device: &str, expected: &str) -> BindingError {
-    BindingError::tensor(
-        t.what,
-        format!("dtype {} is not supported on {device}", t.dtype.name()),
-        expected,
-    )
-}
 
 /// The checked operands of one call, with the sizes the layout does not fix.
 struct Call {
@@ -244,16 +232,8 @@ fn backward_cpu<T: ltd_core::CpuElement>(
 #[cfg(not(feature = "cuda"))]
 mod gpu {
     use super::{Call, PyMatMul};
-    use crate::dlpack::Tensor;
-    use crate::error::{BindingError, Result};
-
-    fn no_cuda(t: &Tensor) -> BindingError {
-        BindingError::tensor(
-            t.what,
-            "is a CUDA tensor, and this build of ltd has no CUDA support",
-            "a CPU tensor, or a wheel built with the `cuda` feature",
-        )
-    }
+    use crate::dlpack::{Tensor, no_cuda};
+    use crate::error::Result;
 
     pub(super) fn forward(_: &PyMatMul, call: &Call, _: &Tensor) -> Result<()> {
         Err(no_cuda(&call.a))
@@ -272,12 +252,10 @@ mod gpu {
     use ltd_core::CudaDevice;
     use ltd_sparse_attn::{CudaMatMulLayout, matmul_backward_cuda, matmul_forward_cuda};
 
-    use super::{Call, PyMatMul, unsupported};
+    use super::{Call, PyMatMul};
     use crate::cuda::{buf, buf_mut, cuda_ordinal, device};
-    use crate::dlpack::{Tensor, float_dispatch};
+    use crate::dlpack::{GPU_DTYPES, Tensor, float_dispatch, unsupported};
     use crate::error::Result;
-
-    const GPU_DTYPES: &str = "float32, float16 or bfloat16 (float64 runs on the CPU only)";
 
     /// The device of the call and the layout's tables on it (uploaded on first use).
     fn setup(m: &PyMatMul, call: &Call) -> Result<(CudaDevice, Arc<CudaMatMulLayout>)> {

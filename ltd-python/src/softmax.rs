@@ -13,20 +13,8 @@
 use ltd_sparse_attn::{Layout, MaskMode};
 use pyo3::prelude::*;
 
-use crate::dlpack::{Device, Tensor, check_disjoint, cpu_float_dispatch};
+use crate::dlpack::{CPU_DTYPES, Device, Tensor, check_disjoint, cpu_float_dispatch, unsupported};
 use crate::error::{BindingError, Result};
-
-/// The dtypes of the CPU path (float64 computed in float64).
-const CPU_DTYPES: &str = "float32, float16, bfloat16 or float64";
-
-/// The error for a dtype the softmax does not take on `device`, which takes `expected`.
-fn unsupported(t: &Tensor, device: &str, expected: &str) -> BindingError {
-    BindingError::tensor(
-        t.what,
-        format!("dtype {} is not supported on {device}", t.dtype.name()),
-        expected,
-    )
-}
 
 /// The forward's optional inputs, read and checked.
 struct Extras {
@@ -226,16 +214,8 @@ fn backward_cpu<T: ltd_core::CpuElement>(
 #[cfg(not(feature = "cuda"))]
 mod gpu {
     use super::{Extras, PySoftmax};
-    use crate::dlpack::Tensor;
-    use crate::error::{BindingError, Result};
-
-    fn no_cuda(t: &Tensor) -> BindingError {
-        BindingError::tensor(
-            t.what,
-            "is a CUDA tensor, and this build of ltd has no CUDA support",
-            "a CPU tensor, or a wheel built with the `cuda` feature",
-        )
-    }
+    use crate::dlpack::{Tensor, no_cuda};
+    use crate::error::Result;
 
     pub(super) fn forward(
         _: &PySoftmax,
@@ -264,12 +244,10 @@ mod gpu {
         CudaAttentionLayout, CudaSoftmaxOptions, softmax_backward_cuda, softmax_forward_cuda,
     };
 
-    use super::{Extras, PySoftmax, unsupported};
+    use super::{Extras, PySoftmax};
     use crate::cuda::{buf, buf_mut, cuda_ordinal, device};
-    use crate::dlpack::{Tensor, float_dispatch};
+    use crate::dlpack::{GPU_DTYPES, Tensor, float_dispatch, unsupported};
     use crate::error::Result;
-
-    const GPU_DTYPES: &str = "float32, float16 or bfloat16 (float64 runs on the CPU only)";
 
     /// The device of the call and the layout's tables on it (uploaded on first use).
     fn setup(

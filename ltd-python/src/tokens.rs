@@ -9,19 +9,10 @@
 use ltd_core::{HiddenOrder, HiddenView, HiddenViewMut, IndexView};
 use pyo3::prelude::*;
 
-use crate::dlpack::{Device, Dt, Tensor, check_disjoint, cpu_float_dispatch};
+use crate::dlpack::{
+    CPU_DTYPES, Device, Dt, Tensor, check_disjoint, cpu_float_dispatch, unsupported,
+};
 use crate::error::{BindingError, Result};
-
-const CPU_DTYPES: &str = "float32, float16, bfloat16 or float64";
-
-/// The error for a dtype the token ops do not take on `device`, which takes `expected`.
-fn unsupported_dtype(x: &Tensor, device: &str, expected: &str) -> BindingError {
-    BindingError::tensor(
-        x.what,
-        format!("dtype {} is not supported on {}", x.dtype.name(), device),
-        expected,
-    )
-}
 
 /// The shape of a hidden-state tensor: `(B, S, C)`.
 fn dims(t: &Tensor, order: HiddenOrder) -> Result<(usize, usize, usize)> {
@@ -127,7 +118,7 @@ pub fn gather(
     )?;
     check_disjoint(&[&part], &[&h, &m.idx])?;
     py.detach(|| match h.device {
-        Device::Cpu => cpu_float_dispatch!(h, T => gather_cpu::<T>(&m, &h, &part), else unsupported_dtype(&h, "the CPU", CPU_DTYPES)),
+        Device::Cpu => cpu_float_dispatch!(h, T => gather_cpu::<T>(&m, &h, &part), else unsupported(&h, "the CPU", CPU_DTYPES)),
         Device::Cuda(_) => gpu::gather(&m, &h, &part),
     })?;
     Ok(())
@@ -165,7 +156,7 @@ pub fn route(
     out.expect_device(h.device)?;
     check_disjoint(&[&out], &[&h, &part, &m.idx])?;
     py.detach(|| match h.device {
-        Device::Cpu => cpu_float_dispatch!(h, T => route_cpu::<T>(&m, &h, &part, &out), else unsupported_dtype(&h, "the CPU", CPU_DTYPES)),
+        Device::Cpu => cpu_float_dispatch!(h, T => route_cpu::<T>(&m, &h, &part, &out), else unsupported(&h, "the CPU", CPU_DTYPES)),
         Device::Cuda(_) => gpu::route(&m, &h, &part, &out),
     })?;
     Ok(())
@@ -245,16 +236,8 @@ fn route_cpu<T: ltd_core::CpuElement>(
 #[cfg(not(feature = "cuda"))]
 mod gpu {
     use super::Moves;
-    use crate::dlpack::Tensor;
-    use crate::error::{BindingError, Result};
-
-    fn no_cuda(t: &Tensor) -> BindingError {
-        BindingError::tensor(
-            t.what,
-            "is a CUDA tensor, and this build of ltd has no CUDA support",
-            "a CPU tensor, or a wheel built with the `cuda` feature",
-        )
-    }
+    use crate::dlpack::{Tensor, no_cuda};
+    use crate::error::Result;
 
     pub(super) fn gather(_: &Moves, h: &Tensor, _: &Tensor) -> Result<()> {
         Err(no_cuda(h))
@@ -275,12 +258,10 @@ mod gpu {
     use ltd_core::HiddenLayout;
     use ltd_core::cuda::{CudaHidden, CudaHiddenMut, CudaIndices, IndexBuf};
 
-    use super::{Moves, unsupported_dtype};
+    use super::Moves;
     use crate::cuda::{buf, buf_mut, cuda_ordinal, device};
-    use crate::dlpack::{Tensor, float_dispatch};
+    use crate::dlpack::{GPU_DTYPES, Tensor, float_dispatch, unsupported};
     use crate::error::Result;
-
-    const GPU_DTYPES: &str = "float32, float16 or bfloat16 (float64 runs on the CPU only)";
 
     /// One layer's `[B, r]` indices as the GPU ops' `[1, B, r]`.
     fn indices<'a>(m: &Moves, idx: &Tensor) -> Result<CudaIndices<'a>> {
@@ -290,7 +271,7 @@ mod gpu {
     }
 
     pub(super) fn gather(m: &Moves, h: &Tensor, part: &Tensor) -> Result<()> {
-        float_dispatch!(h, T => gather_t::<T>(m, h, part), else unsupported_dtype(h, "CUDA", GPU_DTYPES))
+        float_dispatch!(h, T => gather_t::<T>(m, h, part), else unsupported(h, "CUDA", GPU_DTYPES))
     }
 
     fn gather_t<T: ltd_core::Element + DeviceRepr>(
@@ -315,7 +296,7 @@ mod gpu {
     }
 
     pub(super) fn route(m: &Moves, h: &Tensor, part: &Tensor, out: &Tensor) -> Result<()> {
-        float_dispatch!(h, T => route_t::<T>(m, h, part, out), else unsupported_dtype(h, "CUDA", GPU_DTYPES))
+        float_dispatch!(h, T => route_t::<T>(m, h, part, out), else unsupported(h, "CUDA", GPU_DTYPES))
     }
 
     fn route_t<T: ltd_core::Element + DeviceRepr>(

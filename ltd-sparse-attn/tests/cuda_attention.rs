@@ -1676,17 +1676,25 @@ fn runs_gathered(dev: &CudaDevice, layout: &Layout, kernel: CudaAttentionKernel)
     kernel.forward_gathered(dev.compute_capability(), &gl, false)
 }
 
+/// The device when it runs the gathered forward (compute capability 9.0), else `None` after a
+/// note that the test has nothing to check.
+fn gathered_gpu() -> Option<CudaDevice> {
+    let dev = gpu();
+    if CudaAttentionKernel::WgmmaGathered.runs_on(dev.compute_capability()) {
+        Some(dev)
+    } else {
+        eprintln!("the gathered forward runs on compute capability 9.0 only: nothing to check");
+        None
+    }
+}
+
 #[test]
 fn gpu_gathered_forward_matches_reference() {
     // The gathered Hopper forward (forced, so it cannot pass on the plain path) against the
     // reference, and the backward after it: every gathered layout, lengths that are not
     // multiples of 64 or 16, D 64 and 128, bf16 and f16, causal and key padding each on and off.
-    let dev = gpu();
+    let Some(dev) = gathered_gpu() else { return };
     let forced = CudaAttentionKernel::WgmmaGathered;
-    if !forced.runs_on(dev.compute_capability()) {
-        eprintln!("the gathered forward runs on compute capability 9.0 only: nothing to check");
-        return;
-    }
     let cases = [
         (1000usize, 64usize, false, true, true),
         (777, 128, true, false, false),
@@ -1724,12 +1732,8 @@ fn gpu_gathered_forward_matches_reference() {
 fn gpu_gathered_forward_split_rows_match_reference() {
     // Rows of the stripes layout hold more gathered chunks than a piece (16 entries) at
     // L = 4500, so they are split and combined; forward and backward against the reference.
-    let dev = gpu();
+    let Some(dev) = gathered_gpu() else { return };
     let forced = CudaAttentionKernel::WgmmaGathered;
-    if !forced.runs_on(dev.compute_capability()) {
-        eprintln!("the gathered forward runs on compute capability 9.0 only: nothing to check");
-        return;
-    }
     let seq = 4500;
     let layout = stripes(1, seq);
     let g = GatheredTables::new(&CoarseTables::new(&layout));
@@ -1750,12 +1754,8 @@ fn gpu_gathered_forward_agrees_with_plain_at_scale() {
     // The bench's Fixed block-16 layout (16 local blocks) at L = 16384 (rows of 20 entries, 16
     // of them gathered) and BigBird block 16 at L = 4096 (global rows split): the
     // gathered forward against the plain Hopper one, causal and key padding on half the cases.
-    let dev = gpu();
+    let Some(dev) = gathered_gpu() else { return };
     let forced = CudaAttentionKernel::WgmmaGathered;
-    if !forced.runs_on(dev.compute_capability()) {
-        eprintln!("the gathered forward runs on compute capability 9.0 only: nothing to check");
-        return;
-    }
     let mut fixed = FixedConfig::new(4);
     fixed.num_local_blocks = 16;
     let mut bigbird = BigBirdConfig::new(4);
@@ -1804,12 +1804,8 @@ fn gpu_gathered_forward_nan_key_poisons_exactly_the_rows_that_see_it() {
     // block of window 3 (a gathered slice of every other window's tiles), key 1000 in window 3
     // only (its slice is in no gathered chunk; the plain kernel loads it with the summary slice
     // and masks it). Every other row is finite and equals the plain forward's.
-    let dev = gpu();
+    let Some(dev) = gathered_gpu() else { return };
     let forced = CudaAttentionKernel::WgmmaGathered;
-    if !forced.runs_on(dev.compute_capability()) {
-        eprintln!("the gathered forward runs on compute capability 9.0 only: nothing to check");
-        return;
-    }
     let seq = 2000;
     let mut c = FixedConfig::new(1);
     c.num_local_blocks = 16; // windows of 256 keys, block 16

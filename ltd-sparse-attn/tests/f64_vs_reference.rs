@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{AttnCase as Case, Data, Kpm, matmul_reference, ref_layout};
+use common::{AttnCase as Case, Data, Kpm, mask_values, matmul_reference, mode_ref, ref_layout};
 use ltd_reference::{AttnDims, Mask};
 use ltd_sparse_attn::{
     AttentionGrads, AttentionInputs, AttentionOptions, AttentionShape, BlockSparseMatMul,
@@ -436,28 +436,6 @@ proptest! {
     }
 }
 
-fn mode_ref(m: MaskMode) -> ltd_reference::MaskMode {
-    match m {
-        MaskMode::Add => ltd_reference::MaskMode::Add,
-        MaskMode::Mul => ltd_reference::MaskMode::Mul,
-    }
-}
-
-/// Mask values: in add mode a mix of 0, -inf and small negatives; in mul mode 0/1.
-fn mask_values(data: &mut Data, n: usize, mode: MaskMode) -> Vec<f64> {
-    (0..n)
-        .map(|_| {
-            let u = f64::from(data.unit());
-            match mode {
-                MaskMode::Add if u < 0.3 => f64::NEG_INFINITY,
-                MaskMode::Add if u < 0.6 => -0.5 * u,
-                MaskMode::Add => 0.0,
-                MaskMode::Mul => (u >= 0.3) as u8 as f64,
-            }
-        })
-        .collect()
-}
-
 #[allow(clippy::too_many_arguments)]
 fn check_softmax(
     block: usize,
@@ -478,8 +456,8 @@ fn check_softmax(
     let n = batch * layout.nnz() * block * block;
     let x = data.vec_f64(n, -2.0, 2.0);
     let rpe = rpe.then(|| data.vec_f64(batch * heads * s * s, -1.0, 1.0));
-    let kpm_v = kpm.map(|m| mask_values(&mut data, batch * s, m));
-    let am_v = am.map(|m| mask_values(&mut data, s * s, m));
+    let kpm_v = kpm.map(|m| mask_values(&mut data, batch * s, m, f64::from));
+    let am_v = am.map(|m| mask_values(&mut data, s * s, m, f64::from));
     let opts = SoftmaxOptions {
         scale,
         rpe: rpe.as_deref(),

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Data, TestElement, assert_close, matmul_reference, poisoned, ref_layout};
+use common::{
+    Data, TestElement, assert_close, mask_values, matmul_reference, mode_ref, poisoned, ref_layout,
+};
 use ltd_reference::Mask;
 use ltd_sparse_attn::{BlockSparseMatMul, MaskMode, MatMulMode, SoftmaxOptions};
 use proptest::prelude::*;
@@ -86,29 +88,6 @@ struct SoftmaxCase {
     seed: u64,
 }
 
-fn mode_ref(m: MaskMode) -> ltd_reference::MaskMode {
-    match m {
-        MaskMode::Add => ltd_reference::MaskMode::Add,
-        MaskMode::Mul => ltd_reference::MaskMode::Mul,
-    }
-}
-
-/// Mask values: in add mode a mix of 0, -inf and small negatives; in mul mode 0/1.
-fn mask_values<T: TestElement>(data: &mut Data, n: usize, mode: MaskMode) -> Vec<T> {
-    (0..n)
-        .map(|_| {
-            let u = data.unit();
-            let v = match mode {
-                MaskMode::Add if u < 0.3 => f32::NEG_INFINITY,
-                MaskMode::Add if u < 0.6 => -0.5 * u,
-                MaskMode::Add => 0.0,
-                MaskMode::Mul => (u >= 0.3) as u8 as f32,
-            };
-            T::from_f32_lossy(v)
-        })
-        .collect()
-}
-
 fn check_softmax<T: TestElement>(c: &SoftmaxCase) {
     let mut data = Data::new(c.seed);
     let layout = data.layout(c.heads, c.nb, c.block, c.density);
@@ -119,8 +98,11 @@ fn check_softmax<T: TestElement>(c: &SoftmaxCase) {
     let rpe: Option<Vec<T>> = c
         .rpe
         .then(|| data.vec(c.batch * c.heads * s * s, -1.0, 1.0));
-    let kpm: Option<Vec<T>> = c.kpm.map(|m| mask_values(&mut data, c.batch * s, m));
-    let am: Option<Vec<T>> = c.am.map(|m| mask_values(&mut data, s * s, m));
+    let kpm: Option<Vec<T>> = c
+        .kpm
+        .map(|m| mask_values(&mut data, c.batch * s, m, T::from_f32_lossy));
+    let am: Option<Vec<T>> =
+        c.am.map(|m| mask_values(&mut data, s * s, m, T::from_f32_lossy));
     let opts = SoftmaxOptions {
         scale: c.scale,
         rpe: rpe.as_deref(),

@@ -402,6 +402,23 @@ fn oriented<A: Accumulator>(
     out
 }
 
+/// The `[G, rows, cols]` stack op(x), rows contiguous, from `x` stored as op(x) or, when
+/// `transposed`, as op(x)ᵀ (`[G, cols, rows]`).
+fn op_rows<A: Accumulator>(
+    x: &[A],
+    groups: usize,
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+) -> Vec<A> {
+    let (stored_rows, stored_cols) = if transposed {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
+    oriented(x, groups, stored_rows, stored_cols, transposed)
+}
+
 /// `(head, block_row, block_col)` of every tile.
 fn tile_coords(layout: &Layout) -> Vec<(usize, usize, usize)> {
     let nb = layout.num_blocks();
@@ -435,20 +452,8 @@ fn sdd<A: Accumulator>(
         return out;
     }
     // Rows of op(A) ([S,F]) and rows of op(B)ᵀ ([S,F]), contiguous over F.
-    let a_rows = oriented(
-        a,
-        d.z * d.h,
-        if ta { f } else { s },
-        if ta { s } else { f },
-        ta,
-    );
-    let b_cols = oriented(
-        b,
-        d.z * d.h,
-        if tb { s } else { f },
-        if tb { f } else { s },
-        !tb,
-    );
+    let a_rows = op_rows(a, d.z * d.h, s, f, ta);
+    let b_cols = op_rows(b, d.z * d.h, s, f, !tb);
     let coords = tile_coords(layout);
     out.par_chunks_mut(bb).enumerate().for_each(|(idx, tile)| {
         let (z, t) = (idx / nnz, idx % nnz);
@@ -509,13 +514,7 @@ fn dsd<A: Accumulator>(
         return out;
     }
     let tiles = oriented_tiles(a, d.b, ta);
-    let b_rows = oriented(
-        b,
-        d.z * d.h,
-        if tb { f } else { s },
-        if tb { s } else { f },
-        tb,
-    );
+    let b_rows = op_rows(b, d.z * d.h, s, f, tb);
     out.par_chunks_mut(d.b * f)
         .enumerate()
         .for_each(|(idx, rows)| {
@@ -552,13 +551,7 @@ fn dds<A: Accumulator>(
     if out.is_empty() {
         return out;
     }
-    let a_rows = oriented(
-        a,
-        d.z * d.h,
-        if ta { s } else { f },
-        if ta { f } else { s },
-        ta,
-    );
+    let a_rows = op_rows(a, d.z * d.h, f, s, ta);
     let tiles = oriented_tiles(b, d.b, tb);
     // Output block-column j of op(B) gathers op(B)'s column j: the CSC column of B, or the CSR
     // row of B when transposed.

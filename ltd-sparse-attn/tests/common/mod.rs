@@ -5,7 +5,8 @@ use half::{bf16, f16};
 use ltd_core::Element;
 use ltd_reference::RefElement;
 use ltd_sparse_attn::{
-    BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout, VariableConfig,
+    BSLongformerConfig, BigBirdConfig, DenseConfig, Direction, FixedConfig, Layout, MaskMode,
+    VariableConfig,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
@@ -73,6 +74,35 @@ impl Data {
 /// The reference's view of our layout.
 pub fn ref_layout(l: &Layout) -> ltd_reference::Layout<'_> {
     ltd_reference::Layout::square(l.mask(), l.num_heads(), l.num_blocks(), l.block())
+}
+
+/// `m` as the reference's mask mode.
+pub fn mode_ref(m: MaskMode) -> ltd_reference::MaskMode {
+    match m {
+        MaskMode::Add => ltd_reference::MaskMode::Add,
+        MaskMode::Mul => ltd_reference::MaskMode::Mul,
+    }
+}
+
+/// `n` mask values, each made by `from_f32`: in add mode a mix of 0, -inf and small negatives; in
+/// mul mode 0/1.
+pub fn mask_values<T>(
+    data: &mut Data,
+    n: usize,
+    mode: MaskMode,
+    from_f32: impl Fn(f32) -> T,
+) -> Vec<T> {
+    (0..n)
+        .map(|_| {
+            let u = data.unit();
+            from_f32(match mode {
+                MaskMode::Add if u < 0.3 => f32::NEG_INFINITY,
+                MaskMode::Add if u < 0.6 => -0.5 * u,
+                MaskMode::Add => 0.0,
+                MaskMode::Mul => (u >= 0.3) as u8 as f32,
+            })
+        })
+        .collect()
 }
 
 /// A buffer full of NaN, so an unwritten element fails the comparison.
