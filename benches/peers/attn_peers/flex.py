@@ -4,11 +4,14 @@ with a per-token `mask_mod` on the partial ones), then forward and backward kern
 tuned on the fastest tile; every configuration is checked against the masked dense reference
 before it is timed, and every one timed is written (the table keeps the fastest).
 
-Passes: (0) with `prior`, an earlier run's fastest configurations of each cell; (1) the first
-tile candidate of every cell with Flex's own H100 defaults fitted to the tile (its block sizes
-alone if those fail; always, unless pass 0 gave the cell a number), then while the budget lasts
-(2) the other tile candidates likewise and (3) forward and backward kernel options on each
-cell's fastest tile (`flex_configs` lists them and the constraints torch puts on them).
+Passes: (0) with `prior`, an earlier run's fastest configurations of each cell (a cell the
+prior lacks starts from its nearest sibling's: same layout and head dim, another sequence
+length; `search.py`); (1) the first tile candidate of every cell with Flex's own H100 defaults
+fitted to the tile (its block sizes alone if those fail; always, unless pass 0 gave the cell a
+number for both passes), then while the budget lasts (2) the other tile candidates likewise and
+(3) forward and backward kernel options on each cell's fastest tile (`flex_configs` lists them
+and the constraints torch puts on them), round-robin over the cells, a sibling's winning options
+first.
 
 Every compile runs with `TileGateChoices`: torch 2.11 gates its backward on its heuristic
 config dividing the tile, whatever `bwd_` options are passed, which refuses every backward at
@@ -29,6 +32,7 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from .common import load_layout, median_us
 from .flex_configs import bwd_candidates, default_blocks, fwd_candidates, gate_bwd_configs
 from .reference import compare, make_inputs, reference_rows, sample_rows
+from .search import preferred_first, round_robin, siblings, with_borrowed
 from .tiles import pack, tile_layout
 
 
@@ -259,26 +263,39 @@ def run_flex(bench_dir, cells, out, budget, mode=None, prior=None):
         todo = ["fwd", "fwdbwd"]
         d = fc.cell.head_dim
         for opts in (base_options(*tile, d), default_blocks(*tile, d)):
-            todo = [p for p in todo if p not in guarded(fc, tile, opts, todo, required)]
+            ran = guarded(fc, tile, opts, todo, required)  # once: a repeat would find it tried
+            todo = [p for p in todo if p not in ran]
             if not todo:
                 break
 
-    prior = prior or {}
+    keys = [fc.cell.key for fc in state]
+    prior, borrowed = with_borrowed(prior or {}, keys)
     for fc in state:
         for p, (tile, opts) in sorted(prior.get(fc.cell.key, {}).items()):
             guarded(fc, tile, opts, [p], required=True)
     for fc in state:
-        first_working(fc, tile_candidates(fc.cell.block)[0], fc.cell.key not in prior)
+        missing = any(fc.best[p][1] is None for p in ("fwd", "fwdbwd"))
+        first_working(fc, tile_candidates(fc.cell.block)[0], missing)
     for fc in state:
         for tile in tile_candidates(fc.cell.block)[1:]:
             first_working(fc, tile, False)
-    for fc in state:
+
+    def sibling_options(fc, p, part):
+        """The `part` ("fwd" or "bwd") options with which the cell's siblings' pass `p` won."""
+        won = [prior[s][p][1] for s in siblings(fc.cell.key, list(prior)) if p in prior[s]]
+        return [{k: v for k, v in o.items() if k.startswith("bwd_") == (part == "bwd")} for o in won]
+
+    def option_candidates(fc):
+        """The cell's kernel-option candidates, lazily: forward options on its fastest forward
+        tile, then backward options on its fastest forward + backward tile (read after the
+        forward ones ran); options that won for a sibling cell first."""
         best_fwd = fc.best["fwd"][1]
         if best_fwd:
             tile, opts = best_fwd
             bwd_part = {k: v for k, v in opts.items() if k.startswith("bwd_")}
-            for fo in fwd_options(*tile, fc.cell.head_dim):
-                guarded(fc, tile, {**bwd_part, **fo}, ["fwd"])
+            for fo in preferred_first(fwd_options(*tile, fc.cell.head_dim),
+                                      sibling_options(fc, "fwd", "fwd")):
+                yield fc, tile, {**bwd_part, **fo}, ["fwd"]
         best_fb = fc.best["fwdbwd"][1]
         if best_fb:
             tile, opts = best_fb
@@ -286,8 +303,16 @@ def run_flex(bench_dir, cells, out, budget, mode=None, prior=None):
             fwd_part = ({k: v for k, v in fwd_best[1].items() if not k.startswith("bwd_")}
                         if fwd_best and fwd_best[0] == tile else
                         {k: v for k, v in opts.items() if not k.startswith("bwd_")})
-            for bo in bwd_options(*tile, fc.cell.head_dim):
-                guarded(fc, tile, {**fwd_part, **bo}, ["fwdbwd"])
+            for bo in preferred_first(bwd_options(*tile, fc.cell.head_dim),
+                                      sibling_options(fc, "fwdbwd", "bwd")):
+                yield fc, tile, {**fwd_part, **bo}, ["fwdbwd"]
+
+    # Round-robin over the cells, so a spent budget cuts every cell's least likely options.
+    for fc, tile, opts, passes in round_robin([option_candidates(fc) for fc in state]):
+        guarded(fc, tile, opts, passes)
+    if borrowed:
+        print(f"flex: started {len(borrowed)} (cell, pass) searches from a sibling cell's fastest "
+              "configuration (same layout and head dim, another sequence length)")
     for fc in state:
         for p in ("fwd", "fwdbwd"):
             us, conf = fc.best[p]
