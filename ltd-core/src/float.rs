@@ -6,9 +6,10 @@
 //! generic over `Element` calls the CPU ops unchanged.
 
 use half::{bf16, f16};
+use num_traits::{ConstOne, ConstZero, Float};
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
-use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
+use std::ops::{AddAssign, MulAssign, SubAssign};
 
 mod sealed {
     pub trait Sealed {}
@@ -18,76 +19,54 @@ mod sealed {
     impl Sealed for half::bf16 {}
 }
 
-/// The float type a CPU op computes in: `f32` or `f64`, with the few operations the ops need.
+/// The float type a CPU op computes in: `f32` or `f64`.
 ///
-/// `max` is the standard library's (a NaN operand is ignored), so the ops test NaN explicitly.
+/// The arithmetic comes from [`Float`] (`exp`, `ln`, `sqrt`, `max`, `is_nan`, `neg_infinity()`,
+/// ...) and [`ConstZero`] / [`ConstOne`] (`ZERO`, `ONE`); with num-traits' `std` feature each
+/// forwards to the standard library's method of the same name, so results are those of `f32` /
+/// `f64`. `max` is the standard library's (a NaN operand is ignored), so the ops test NaN
+/// explicitly. Code that reaches the type as `T::Acc` (an associated type) needs these traits in
+/// scope; ltd-core re-exports them.
 ///
 /// ```
-/// use ltd_core::Accumulator;
+/// use ltd_core::{Accumulator, ConstZero, CpuElement, Float};
 /// fn logsumexp<A: Accumulator>(xs: &[A]) -> A {
-///     let m = xs.iter().copied().fold(A::NEG_INFINITY, A::max);
+///     let m = xs.iter().copied().fold(A::neg_infinity(), A::max);
 ///     m + xs.iter().map(|&x| (x - m).exp()).sum::<A>().ln()
 /// }
 /// assert!((logsumexp(&[0.0f64, 0.0]) - 2f64.ln()).abs() < 1e-15);
 /// assert_eq!(<f32 as Accumulator>::from_f32(0.1), 0.1f32);
+///
+/// fn positive_max<T: CpuElement>(xs: &[T]) -> T::Acc {
+///     xs.iter().map(|x| x.to_acc()).fold(T::Acc::ZERO, T::Acc::max)
+/// }
+/// assert_eq!(positive_max(&[half::bf16::from_f32(-1.0), half::bf16::NAN]), 0.0f32);
 /// ```
 pub trait Accumulator:
     sealed::Sealed
-    + Copy
+    + Float
+    + ConstZero
+    + ConstOne
     + Default
-    + PartialEq
-    + PartialOrd
     + Send
     + Sync
     + Debug
     + Display
     + 'static
-    + Add<Output = Self>
-    + Sub<Output = Self>
-    + Mul<Output = Self>
-    + Div<Output = Self>
-    + Neg<Output = Self>
     + AddAssign
     + SubAssign
     + MulAssign
     + Sum
 {
-    /// `0`.
-    const ZERO: Self;
-    /// `1`.
-    const ONE: Self;
-    /// `+inf`.
-    const INFINITY: Self;
-    /// `-inf`.
-    const NEG_INFINITY: Self;
-    /// A quiet NaN.
-    const NAN: Self;
     /// Widens an `f32` (exact).
     fn from_f32(v: f32) -> Self;
     /// Converts a count, as `n as f32` / `n as f64` does.
     fn from_usize(n: usize) -> Self;
-    /// `e^self`.
-    fn exp(self) -> Self;
-    /// Natural logarithm.
-    fn ln(self) -> Self;
-    /// Square root.
-    fn sqrt(self) -> Self;
-    /// The larger of the two; a NaN operand is ignored (as `f32::max`).
-    fn max(self, other: Self) -> Self;
-    /// Whether this is NaN.
-    fn is_nan(self) -> bool;
-    /// Whether this is neither infinite nor NaN.
-    fn is_finite(self) -> bool;
 }
 
 macro_rules! accumulator {
     ($t:ident) => {
         impl Accumulator for $t {
-            const ZERO: Self = 0.0;
-            const ONE: Self = 1.0;
-            const INFINITY: Self = $t::INFINITY;
-            const NEG_INFINITY: Self = $t::NEG_INFINITY;
-            const NAN: Self = $t::NAN;
             #[inline]
             fn from_f32(v: f32) -> Self {
                 v as $t
@@ -95,30 +74,6 @@ macro_rules! accumulator {
             #[inline]
             fn from_usize(n: usize) -> Self {
                 n as $t
-            }
-            #[inline]
-            fn exp(self) -> Self {
-                $t::exp(self)
-            }
-            #[inline]
-            fn ln(self) -> Self {
-                $t::ln(self)
-            }
-            #[inline]
-            fn sqrt(self) -> Self {
-                $t::sqrt(self)
-            }
-            #[inline]
-            fn max(self, other: Self) -> Self {
-                $t::max(self, other)
-            }
-            #[inline]
-            fn is_nan(self) -> bool {
-                $t::is_nan(self)
-            }
-            #[inline]
-            fn is_finite(self) -> bool {
-                $t::is_finite(self)
             }
         }
     };
@@ -229,12 +184,24 @@ mod tests {
 
     #[test]
     fn accumulator_operations() {
+        // Through the trait, as generic ops call them.
+        fn max<A: Accumulator>(a: A, b: A) -> A {
+            a.max(b)
+        }
+        fn round_trip<A: Accumulator>(x: A) -> A {
+            x.exp().ln()
+        }
         assert_eq!(<f64 as Accumulator>::from_f32(0.1), f64::from(0.1f32));
         assert_eq!(<f32 as Accumulator>::from_usize(3), 3.0);
-        assert_eq!(Accumulator::max(f64::NAN, 1.0), 1.0);
-        assert!(Accumulator::is_nan(<f64 as Accumulator>::NAN));
-        assert!(!Accumulator::is_finite(<f32 as Accumulator>::NEG_INFINITY));
-        assert_eq!(Accumulator::ln(Accumulator::exp(2.0f64)), 2.0);
-        assert_eq!(Accumulator::sqrt(4.0f32), 2.0);
+        assert_eq!(max(f64::NAN, 1.0), 1.0);
+        assert_eq!(max(1.0f32, f32::NAN), 1.0);
+        assert!(<f64 as Float>::nan().is_nan());
+        assert!(!<f32 as Float>::neg_infinity().is_finite());
+        assert_eq!(
+            (<f32 as ConstZero>::ZERO, <f64 as ConstOne>::ONE),
+            (0.0, 1.0)
+        );
+        assert_eq!(round_trip(2.0f64), 2.0);
+        assert_eq!(Float::sqrt(4.0f32), 2.0);
     }
 }

@@ -68,6 +68,10 @@ pub use mask::{
     DecoderMask, GatheredDecoderMask, MaskElement, MaskTensor, MaskView, gather_decoder_masks,
     gather_mask, gather_masks, gather_masks_into,
 };
+// `Accumulator`'s supertraits: code that names `T::Acc` needs them in scope to call their methods,
+// and takes them from here rather than from a num-traits dependency of its own.
+#[doc(no_inline)]
+pub use num_traits::{ConstOne, ConstZero, Float};
 pub use rank::ParallelRank;
 pub use router::{
     Layer, LayerInput, LayerMask, LayerOutput, ModelKind, ModelMask, RouterConfig, TokenDropRouter,

@@ -24,7 +24,7 @@ use crate::cache::LayoutCache;
 use crate::error::{Result, SparseAttnError};
 use crate::layout::{Layout, SparsityConfig};
 use crate::ops::{axpy, check_len, dot, widen};
-use ltd_core::{Accumulator, CpuElement};
+use ltd_core::{Accumulator, ConstOne, ConstZero, CpuElement, Float};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -102,7 +102,7 @@ impl<A: Accumulator> Prepared<A> {
     #[inline]
     fn score(&self, bh: usize, qi: usize, kj: usize) -> A {
         if self.causal && kj > qi {
-            return A::NEG_INFINITY;
+            return A::neg_infinity();
         }
         let (l, d) = (self.l, self.d);
         let mut s = self.scale
@@ -250,7 +250,7 @@ pub fn attention_forward<T: CpuElement>(
             let mut scores = vec![T::Acc::ZERO; p.blk];
             for (r, qi) in p.rows(i).enumerate() {
                 acc.fill(T::Acc::ZERO);
-                let (mut m, mut sum) = (T::Acc::NEG_INFINITY, T::Acc::ZERO);
+                let (mut m, mut sum) = (T::Acc::neg_infinity(), T::Acc::ZERO);
                 // A NaN or +inf score makes the whole softmax row NaN (f32::max skips NaN, so
                 // it must be caught explicitly, not left to the running maximum).
                 let mut poisoned = false;
@@ -261,21 +261,21 @@ pub fn attention_forward<T: CpuElement>(
                     }
                     let keys = p.rows(j);
                     let n = keys.len();
-                    let mut block_max = T::Acc::NEG_INFINITY;
+                    let mut block_max = T::Acc::neg_infinity();
                     for (c, kj) in keys.clone().enumerate() {
                         let s = p.score(bh, qi, kj);
                         scores[c] = s;
                         block_max = block_max.max(s);
-                        poisoned |= s.is_nan() || s == T::Acc::INFINITY;
+                        poisoned |= s.is_nan() || s == T::Acc::infinity();
                     }
                     if poisoned {
                         break;
                     }
-                    if block_max == T::Acc::NEG_INFINITY {
+                    if block_max == T::Acc::neg_infinity() {
                         continue;
                     }
                     let m_new = m.max(block_max);
-                    let alpha = if m == T::Acc::NEG_INFINITY {
+                    let alpha = if m == T::Acc::neg_infinity() {
                         T::Acc::ZERO
                     } else {
                         (m - m_new).exp()
@@ -295,8 +295,8 @@ pub fn attention_forward<T: CpuElement>(
                 }
                 let orow = &mut o[r * d..(r + 1) * d];
                 if poisoned {
-                    orow.fill(T::from_acc(T::Acc::NAN));
-                    ls[r] = T::Acc::NAN;
+                    orow.fill(T::from_acc(T::Acc::nan()));
+                    ls[r] = T::Acc::nan();
                 } else if sum > T::Acc::ZERO {
                     let inv = T::Acc::ONE / sum;
                     for (x, &a) in orow.iter_mut().zip(&acc) {
@@ -305,7 +305,7 @@ pub fn attention_forward<T: CpuElement>(
                     ls[r] = m + sum.ln();
                 } else {
                     orow.fill(T::from_acc(T::Acc::ZERO));
-                    ls[r] = T::Acc::NEG_INFINITY;
+                    ls[r] = T::Acc::neg_infinity();
                 }
             }
         });
@@ -393,7 +393,7 @@ pub fn attention_backward<T: CpuElement>(
                 acc.fill(T::Acc::ZERO);
                 ds_row.fill(T::Acc::ZERO);
                 let row_lse = lse[bh * l + qi];
-                if row_lse != T::Acc::NEG_INFINITY {
+                if row_lse != T::Acc::neg_infinity() {
                     let go = &dout[(bh * l + qi) * d..][..d];
                     let di = delta[bh * l + qi];
                     for &j in cols {
@@ -403,7 +403,7 @@ pub fn attention_backward<T: CpuElement>(
                         }
                         for kj in p.rows(j) {
                             let s = p.score(bh, qi, kj);
-                            if s == T::Acc::NEG_INFINITY {
+                            if s == T::Acc::neg_infinity() {
                                 continue;
                             }
                             let prob = (s - row_lse).exp();
@@ -450,7 +450,7 @@ pub fn attention_backward<T: CpuElement>(
                 }
                 for qi in p.rows(i) {
                     let row_lse = lse[bh * l + qi];
-                    if row_lse == T::Acc::NEG_INFINITY {
+                    if row_lse == T::Acc::neg_infinity() {
                         continue;
                     }
                     let go = &dout[(bh * l + qi) * d..][..d];
@@ -458,7 +458,7 @@ pub fn attention_backward<T: CpuElement>(
                     let di = delta[bh * l + qi];
                     for (c, kj) in keys.clone().enumerate() {
                         let s = p.score(bh, qi, kj);
-                        if s == T::Acc::NEG_INFINITY {
+                        if s == T::Acc::neg_infinity() {
                             continue;
                         }
                         let prob = (s - row_lse).exp();

@@ -99,7 +99,7 @@ impl KeyPaddingMask<'_> {
             KeyPaddingMask::Additive(m) => m.iter().map(|&x| A::from_f32(x)).collect(),
             KeyPaddingMask::Keep(m) => m
                 .iter()
-                .map(|&k| if k { A::ZERO } else { A::NEG_INFINITY })
+                .map(|&k| if k { A::ZERO } else { A::neg_infinity() })
                 .collect(),
         }
     }

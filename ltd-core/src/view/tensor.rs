@@ -1,7 +1,7 @@
 //! [`HiddenTensor`]: an owned contiguous hidden-state tensor.
 
 use super::{HiddenLayout, HiddenOrder, HiddenView, HiddenViewMut};
-use crate::{Accumulator, CoreError, CpuElement, Result};
+use crate::{ConstZero, CoreError, CpuElement, Result};
 
 /// An owned, contiguous hidden-state tensor (what the allocating ops and the router return).
 ///

@@ -3,7 +3,7 @@
 use super::{check_len, split_lengths};
 use crate::error::{Result, SparseAttnError};
 use crate::layout::Layout;
-use ltd_core::{Accumulator, CpuElement};
+use ltd_core::{Accumulator, ConstOne, ConstZero, CpuElement, Float};
 use rayon::prelude::*;
 
 /// How a mask is applied (upstream `key_padding_mask_mode` / `attn_mask_mode`).
@@ -36,7 +36,7 @@ impl MaskMode {
             MaskMode::Add => v,
             MaskMode::Mul => {
                 if v == A::ZERO {
-                    A::NEG_INFINITY
+                    A::neg_infinity()
                 } else {
                     A::ZERO
                 }
@@ -202,11 +202,11 @@ pub fn softmax_forward_in_place<T: CpuElement>(
             let max = row
                 .iter()
                 .copied()
-                .fold(T::Acc::NEG_INFINITY, Accumulator::max);
+                .fold(T::Acc::neg_infinity(), T::Acc::max);
             // max skips NaN: a NaN or +inf score must make the row NaN, as torch.softmax.
-            if row.iter().any(|v| v.is_nan() || *v == T::Acc::INFINITY) {
-                row.fill(T::Acc::NAN);
-            } else if max == T::Acc::NEG_INFINITY {
+            if row.iter().any(|v| v.is_nan() || *v == T::Acc::infinity()) {
+                row.fill(T::Acc::nan());
+            } else if max == T::Acc::neg_infinity() {
                 row.fill(T::Acc::ZERO);
             } else {
                 let mut sum = T::Acc::ZERO;
