@@ -1,7 +1,8 @@
 //! The host-side work planner of the fused GPU attention: a layout's coarse tables (its 64 x 64
 //! kernel tiles, [`CoarseTables`]), the Hopper forward's gathered table (the active 16-key slices
-//! of sparse chunks packed four to a chunk, [`GatheredTables`]) and the work items the kernels'
-//! CTAs take from them ([`WorkPlan`]). Plain host code with no GPU dependency, so it is built and unit-tested
+//! of sparse chunks packed four to a chunk, [`GatheredTables`]), its planned mirror for the
+//! backward ([`GatheredColumns`]; no kernel runs it yet) and the work items the kernels' CTAs
+//! take from them ([`WorkPlan`]). Plain host code with no GPU dependency, so it is built and unit-tested
 //! without the `cuda` feature; the `cuda` module uploads what it builds.
 //!
 //! # The 64 x 64 tile is fixed
@@ -15,10 +16,12 @@
 //! sub-block masks".
 
 mod gather;
+mod gather_bwd;
 mod tables;
 mod work;
 
 pub use gather::{GATHER_MAX_SLICES, GatheredTables};
+pub use gather_bwd::{GatheredBackwardPlan, GatheredColumns};
 pub use tables::CoarseTables;
 pub use work::WorkPlan;
 

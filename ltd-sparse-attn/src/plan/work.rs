@@ -176,6 +176,18 @@ impl CoarseTables {
 /// The work items over a CSR of `heads * per_head` rows (`ptr`): rows cut into pieces of at most
 /// `max_chunks` entries (`0` is read as 1), longest first by powers of two.
 pub(super) fn plan_rows(heads: usize, ptr: &[i32], per_head: usize, max_chunks: usize) -> WorkPlan {
+    plan_rows_forced(heads, ptr, per_head, max_chunks, &|_, _| false)
+}
+
+/// [`plan_rows`], with the rows `(head, tile)` for which `force` holds written as partial slots
+/// (listed in `split`) even when they need no cutting: their results are combined with others.
+pub(super) fn plan_rows_forced(
+    heads: usize,
+    ptr: &[i32],
+    per_head: usize,
+    max_chunks: usize,
+    force: &dyn Fn(usize, usize) -> bool,
+) -> WorkPlan {
     let max_chunks = max_chunks.max(1);
     let mut items = Vec::with_capacity(heads * per_head);
     let mut slots = Vec::with_capacity(heads * per_head);
@@ -186,12 +198,12 @@ pub(super) fn plan_rows(heads: usize, ptr: &[i32], per_head: usize, max_chunks: 
             let idx = h * per_head + tile;
             let (first, end) = (ptr[idx], ptr[idx + 1]);
             let n = (end - first) as usize;
-            if n <= max_chunks {
+            if n <= max_chunks && !force(h, tile) {
                 items.push([h as i32, tile as i32, first, end]);
                 slots.push(-1);
                 continue;
             }
-            let pieces = n.div_ceil(max_chunks);
+            let pieces = n.div_ceil(max_chunks).max(1);
             split.push([h as i32, tile as i32, num_slots as i32, pieces as i32]);
             for i in 0..pieces {
                 let a = first + (n * i / pieces) as i32;
