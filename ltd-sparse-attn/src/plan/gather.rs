@@ -49,12 +49,12 @@ pub struct GatheredTables {
 }
 
 /// The active 16-key slices of a chunk (bit j: slice j, for some row group).
-fn slice_bits(mask: u32) -> u32 {
+pub(super) fn slice_bits(mask: u32) -> u32 {
     (mask | (mask >> 4) | (mask >> 8) | (mask >> 12)) & 0xF
 }
 
 /// Row-group bits of slice `j` of `mask`, as bits 0..4.
-fn row_groups(mask: u32, j: usize) -> u32 {
+pub(super) fn row_groups(mask: u32, j: usize) -> u32 {
     (0..SUBS_PER_TILE)
         .map(|i| ((mask >> (SUBS_PER_TILE * i + j)) & 1) << i)
         .sum()

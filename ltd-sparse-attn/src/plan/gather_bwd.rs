@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use super::gather::{row_groups, slice_bits};
 use super::{CoarseTables, GATHER_MAX_SLICES, SUBS_PER_TILE, WorkPlan, work::plan_rows_forced};
 
 /// Slots of a gathered key set: one 16-key slice each, the 64 keys of a backward CTA.
@@ -66,18 +67,6 @@ pub struct GatheredColumns {
     pub set_masks: Vec<i32>,
     /// `[4 per set]`: each slot's key slice in 16-key units within the head.
     pub set_slots: Vec<i32>,
-}
-
-/// The active 16-key slices of an entry (bit j: slice j, for some row group).
-fn slice_bits(mask: u32) -> u32 {
-    (mask | (mask >> 4) | (mask >> 8) | (mask >> 12)) & 0xF
-}
-
-/// Row-group bits of slice `j` of `mask`, as bits 0..4.
-fn row_groups(mask: u32, j: usize) -> u32 {
-    (0..SUBS_PER_TILE)
-        .map(|i| ((mask >> (SUBS_PER_TILE * i + j)) & 1) << i)
-        .sum()
 }
 
 /// One head's sparse key slices: slice -> its (query tile, row-group bits), ascending tiles.
@@ -326,36 +315,42 @@ mod tests {
         ]
     }
 
-    /// Every (query 16-row group, key 16-slice) sub-block of a head, from the coarse table.
-    fn coarse_subblocks(t: &CoarseTables, h: usize) -> BTreeMap<(i32, i32), u32> {
-        let mut out = BTreeMap::new();
-        for c in 0..t.num_qtiles {
-            let idx = h * t.num_qtiles + c;
-            for e in t.col_ptr[idx] as usize..t.col_ptr[idx + 1] as usize {
-                let m = t.col_masks[e] as u32;
+    /// Counts every (query 16-row group, key 16-slice) sub-block of head `h` of a transposed
+    /// table (`ptr` per (head, chunk) into `rows` / `masks`) into `out`; returns the masks seen.
+    fn column_subblocks(
+        (num_chunks, h): (usize, usize),
+        (ptr, rows, masks): (&[i32], &[i32], &[i32]),
+        out: &mut BTreeMap<(i32, i32), u32>,
+    ) -> Vec<u32> {
+        let mut seen = Vec::new();
+        for c in 0..num_chunks {
+            let idx = h * num_chunks + c;
+            for e in ptr[idx] as usize..ptr[idx + 1] as usize {
+                let m = masks[e] as u32;
+                seen.push(m);
                 for b in (0..16).filter(|b| (m >> b) & 1 == 1) {
-                    let (i, j) = (b / 4, b % 4);
-                    let key = (t.col_rows[e] * 4 + i as i32, (c * 4 + j) as i32);
+                    let key = (rows[e] * 4 + (b / 4) as i32, (c * 4 + b % 4) as i32);
                     *out.entry(key).or_insert(0) += 1;
                 }
             }
         }
+        seen
+    }
+
+    /// Every sub-block of a head, from the coarse table.
+    fn coarse_subblocks(t: &CoarseTables, h: usize) -> BTreeMap<(i32, i32), u32> {
+        let mut out = BTreeMap::new();
+        let table = (&t.col_ptr[..], &t.col_rows[..], &t.col_masks[..]);
+        column_subblocks((t.num_qtiles, h), table, &mut out);
         out
     }
 
     /// The same from the gathered table: plain entries plus set entries (slot -> its slice).
     fn gathered_subblocks(g: &GatheredColumns, h: usize) -> BTreeMap<(i32, i32), u32> {
         let mut out = BTreeMap::new();
-        for c in 0..g.num_chunks {
-            let idx = h * g.num_chunks + c;
-            for e in g.col_ptr[idx] as usize..g.col_ptr[idx + 1] as usize {
-                let m = g.col_masks[e] as u32;
-                assert!(slice_bits(m).count_ones() > GATHER_MAX_SLICES);
-                for b in (0..16).filter(|b| (m >> b) & 1 == 1) {
-                    let key = (g.col_rows[e] * 4 + (b / 4) as i32, (c * 4 + b % 4) as i32);
-                    *out.entry(key).or_insert(0) += 1;
-                }
-            }
+        let table = (&g.col_ptr[..], &g.col_rows[..], &g.col_masks[..]);
+        for m in column_subblocks((g.num_chunks, h), table, &mut out) {
+            assert!(slice_bits(m).count_ones() > GATHER_MAX_SLICES);
         }
         for s in (0..g.num_sets()).filter(|&s| g.set_heads[s] as usize == h) {
             let rows = &g.set_rows[g.set_ptr[s] as usize..g.set_ptr[s + 1] as usize];
