@@ -327,6 +327,8 @@ impl<'a> BackwardLaunch<'a> {
             split_cols: b.read(&kernel.plan.split),
             part_dk: b.write_opt(bufs.part_dk),
             part_dv: b.write_opt(bufs.part_dv),
+            // Read by the gathered-set kernels only (ltd_kernels.h), which no plan runs yet.
+            gather_slots: 0,
             batch: shape.batch as i64,
             heads: shape.heads as i64,
             seq: shape.seq_len as i64,
