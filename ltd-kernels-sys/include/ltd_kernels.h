@@ -430,7 +430,6 @@ typedef struct LtdSparseAttnBwdParams {
     ltd_devptr_t split_cols;
     ltd_devptr_t part_dk;
     ltd_devptr_t part_dv;
-    ltd_devptr_t gather_slots;
     long long batch;
     long long heads;
     long long seq;
@@ -439,6 +438,7 @@ typedef struct LtdSparseAttnBwdParams {
     float scale_log2;
     int causal;
     int pad_;
+    ltd_devptr_t gather_slots; /* last, so the other kernels' parameter offsets are unchanged */
 } LtdSparseAttnBwdParams;
 
 /**

@@ -424,7 +424,6 @@ pub struct LtdSparseAttnBwdParams {
     pub split_cols: ltd_devptr_t,
     pub part_dk: ltd_devptr_t,
     pub part_dv: ltd_devptr_t,
-    pub gather_slots: ltd_devptr_t,
     pub batch: ::std::os::raw::c_longlong,
     pub heads: ::std::os::raw::c_longlong,
     pub seq: ::std::os::raw::c_longlong,
@@ -433,6 +432,7 @@ pub struct LtdSparseAttnBwdParams {
     pub scale_log2: f32,
     pub causal: ::std::os::raw::c_int,
     pub pad_: ::std::os::raw::c_int,
+    pub gather_slots: ltd_devptr_t,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -481,24 +481,24 @@ const _: () = {
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dk) - 152usize];
     ["Offset of field: LtdSparseAttnBwdParams::part_dv"]
         [::std::mem::offset_of!(LtdSparseAttnBwdParams, part_dv) - 160usize];
-    ["Offset of field: LtdSparseAttnBwdParams::gather_slots"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, gather_slots) - 168usize];
     ["Offset of field: LtdSparseAttnBwdParams::batch"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 176usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, batch) - 168usize];
     ["Offset of field: LtdSparseAttnBwdParams::heads"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 184usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, heads) - 176usize];
     ["Offset of field: LtdSparseAttnBwdParams::seq"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 192usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, seq) - 184usize];
     ["Offset of field: LtdSparseAttnBwdParams::num_slots"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_slots) - 200usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, num_slots) - 192usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 208usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale) - 200usize];
     ["Offset of field: LtdSparseAttnBwdParams::scale_log2"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 212usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, scale_log2) - 204usize];
     ["Offset of field: LtdSparseAttnBwdParams::causal"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 216usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, causal) - 208usize];
     ["Offset of field: LtdSparseAttnBwdParams::pad_"]
-        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 220usize];
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, pad_) - 212usize];
+    ["Offset of field: LtdSparseAttnBwdParams::gather_slots"]
+        [::std::mem::offset_of!(LtdSparseAttnBwdParams, gather_slots) - 216usize];
 };
 #[doc = " Block-sparse softmax over the layout's active tiles (upstream's `Softmax`), forward and\n backward. Sparse tensors are [Z, nnz, b, b] with tiles in (head, block_row, block_col) order;\n row_offsets (`[H * nb + 1]`) / row_columns (`[nnz]`) are the layout's CSR (CSR position =\n tile).\n Forward (`ltd_sparse_softmax_fwd_{f32,f16,bf16}`): for query q = i*b + r and key = j*b + c,\n s = x * scale (+ `rpe[z,h,q,key]`) (+ kpm term `[z,key]`) (+ attn-mask term `[q,key]`); a term is\n the value (mode 0, add) or -inf where the value is 0 and 0 elsewhere (mode 1, mul); y =\n softmax over the row's active keys, 0 for a row with no finite score. rpe/kpm/am: input dtype,\n `[Z,H,S,S]` / `[Z,S]` / `[S,S]` with S = nb * b, 0 = none.\n Backward (`ltd_sparse_softmax_bwd_{...}`): dx = y * (dy - sum_row(y * dy)) * scale.\n Launch: one warp per (z, h, query row): grid ceil(Z*H*S / 4), 128 threads."]
 #[repr(C)]

@@ -327,8 +327,6 @@ impl<'a> BackwardLaunch<'a> {
             split_cols: b.read(&kernel.plan.split),
             part_dk: b.write_opt(bufs.part_dk),
             part_dv: b.write_opt(bufs.part_dv),
-            // Read by the gathered-set kernels only (ltd_kernels.h), which no plan runs yet.
-            gather_slots: 0,
             batch: shape.batch as i64,
             heads: shape.heads as i64,
             seq: shape.seq_len as i64,
@@ -337,6 +335,8 @@ impl<'a> BackwardLaunch<'a> {
             scale_log2: call.scale() * std::f32::consts::LOG2_E,
             causal: i32::from(options.causal),
             pad_: 0,
+            // Read by the gathered-set kernels only (ltd_kernels.h), which no plan runs yet.
+            gather_slots: 0,
         };
         let maps = if hopper {
             let tma = TmaBuffers {
