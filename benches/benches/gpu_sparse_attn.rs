@@ -13,8 +13,8 @@
 //! Besides `Auto` (forward and forward + backward) each cell times the `mma.sync` kernels and
 //! forward + backward with each Hopper choice forced (`Wgmma`: single-chunk backward;
 //! `WgmmaPairs`: pair backward), the plain Hopper forward (`Wgmma`, never the gathered one), and
-//! says whether `Auto`'s backward ran the pair kernel and its forward the gathered one, so kernel
-//! variants compare within one run.
+//! says whether `Auto`'s backward ran the pair kernel or the gathered-set one and its forward the
+//! gathered one, so kernel variants compare within one run (`Wgmma` never runs a gathered kernel).
 
 #[cfg(not(feature = "cuda"))]
 fn main() {
@@ -161,6 +161,8 @@ mod gpu {
         bwd_pairs: bool,
         /// Whether `Auto`'s forward runs the gathered kernel.
         fwd_gathered: bool,
+        /// Whether `Auto`'s backward runs the gathered-set kernel.
+        bwd_gathered: bool,
         /// The kernel family `Auto` resolves to on the device.
         fwd_kernel: CudaAttentionKernel,
     }
@@ -322,6 +324,9 @@ mod gpu {
             fwd_gathered: auto
                 .kernel
                 .forward_gathered(cc, cell.gl, auto.bias.is_some()),
+            bwd_gathered: auto
+                .kernel
+                .backward_gathered(cc, cell.gl, auto.bias.is_some()),
             fwd_kernel: auto.kernel.resolve(cc),
         })
     }
@@ -358,7 +363,7 @@ mod gpu {
     /// The column headers of the table.
     fn print_header() {
         println!(
-            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9} {:>12} {:>10}",
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9} {:>12} {:>10} {:>10}",
             "layout",
             "S",
             "B",
@@ -376,14 +381,15 @@ mod gpu {
             "pairs f+b us",
             "bwd pair",
             "Wgmma fwd us",
-            "fwd gather"
+            "fwd gather",
+            "bwd gather"
         );
     }
 
     /// One line of the table.
     fn print_row(cell: &Cell<'_>, t: &CellTimes) {
         println!(
-            "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9} {:>12.1} {:>10}",
+            "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9} {:>12.1} {:>10} {:>10}",
             cell.name,
             cell.shape.seq_len,
             cell.shape.batch,
@@ -401,7 +407,8 @@ mod gpu {
             t.pairs_fwd_bwd,
             t.bwd_pairs,
             t.wgmma_fwd,
-            t.fwd_gathered
+            t.fwd_gathered,
+            t.bwd_gathered
         );
     }
 
@@ -411,7 +418,7 @@ mod gpu {
         let (seq, batch, d) = (shape.seq_len, shape.batch, shape.head_dim);
         let tflops = fwd_tflops(cell, t.fwd);
         format!(
-            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}, \"fwd_wgmma_us\": {:.3}, \"fwd_gathered\": {}}}",
+            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}, \"fwd_wgmma_us\": {:.3}, \"fwd_gathered\": {}, \"bwd_gathered\": {}}}",
             layout.block(),
             layout.num_blocks(),
             layout.nnz(),
@@ -428,7 +435,8 @@ mod gpu {
             t.pairs_fwd_bwd,
             t.bwd_pairs,
             t.wgmma_fwd,
-            t.fwd_gathered
+            t.fwd_gathered,
+            t.bwd_gathered
         )
     }
 }

@@ -381,6 +381,18 @@ typedef struct LtdSparseAttnFwdParams {
  *       LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D{64,128}. Partial results come in
  *       two banks: an item with slot s writes chunk 2c's to slot s and 2c + 1's to
  *       s + num_slots / 2 (num_slots counts both banks; split_cols lists 64-key chunks).
+ *   `ltd_sparse_attn_bwd_gather_sm90_{bf16,f16}_d{64,128}` (no bias; same file and parameters as
+ *       the single-chunk kernel, same shared memory): one CTA per work item over a gathered key
+ *       set (the item's tile = set g; tile_rows / tile_col_masks = the set's query tiles and
+ *       masks, bit 4i + j: query row group i sees slot j), whose CTA key row r is key
+ *       16 * gather_slots[4g + r / 16] + r % 16 (int32 `[4 per set]`; docs/kernels.md,
+ *       "Gathered key sets, for the backward"). Every item writes its 64 partial rows to its
+ *       slot (slot >= 0 always).
+ *   `ltd_sparse_attn_bwd_combine_gather_{bf16,f16}_d{64,128}` (attn/common; grid and threads
+ *       as the combine): split_cols rows of 12 int32, (head, key chunk, first slot, count) then
+ *       per 16-key slice j of the chunk (set first slot or -1, set slot count << 2 | slot):
+ *       key 16j + x of the chunk sums row 16j + x of its own slots and row 16 slot + x of the
+ *       set's.
  *   `ltd_sparse_attn_bwd_dq_{bf16,f16}` (attn/common): dq = dq_acc rounded,
  *       LTD_SPARSE_ATTN_BWD_DQ_ELEMS_PER_THREAD elements per thread and grid step (dq_acc and dq
  *       16- and 8-byte aligned); any grid (the launcher's: LTD_SPARSE_ATTN_BWD_DQ_THREADS threads).
@@ -426,6 +438,7 @@ typedef struct LtdSparseAttnBwdParams {
     float scale_log2;
     int causal;
     int pad_;
+    ltd_devptr_t gather_slots; /* last, so the other kernels' parameter offsets are unchanged */
 } LtdSparseAttnBwdParams;
 
 /**

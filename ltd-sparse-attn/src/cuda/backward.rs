@@ -14,10 +14,10 @@ use super::check::{AttentionCall, check_dbias};
 use super::config::{self, BackwardSmem};
 use super::kernels::{
     AttnKernel, BWD, BWD_BIAS, BWD_BIAS_SM90, BWD_BIAS_TILES, BWD_BIAS_TMA_SM90, BWD_COMBINE,
-    BWD_DQ, BWD_PRE, BWD_SM90, BWD_SM90_PAIR,
+    BWD_COMBINE_GATHER, BWD_DQ, BWD_GATHER_SM90, BWD_PRE, BWD_SM90, BWD_SM90_PAIR,
 };
 use super::launch::{Borrows, TmaBuffers, partial_buffer, tma_maps};
-use super::upload::GpuPlan;
+use super::upload::{GpuGatheredBwd, GpuPlan};
 use super::{CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions};
 use crate::plan::TILE;
 use crate::{AttentionShape, Result, SparseAttnError};
@@ -129,9 +129,16 @@ pub fn attention_backward_cuda<'b, T: Element + DeviceRepr + ValidAsZeroBits>(
         None => io,
     };
     let with_bias = io.bias.is_some() || want_dbias;
-    let pairs = options
-        .kernel
-        .backward_pairs(cc, layout, shape.head_dim, with_bias);
+    // The gathered key sets where the choice runs them (docs/kernels.md, "Gathered key sets,
+    // for the backward"); they take precedence over the pair kernel.
+    let gathered = layout
+        .gathered_bwd
+        .as_ref()
+        .filter(|_| options.kernel.backward_gathered(cc, layout, with_bias));
+    let pairs = gathered.is_none()
+        && options
+            .kernel
+            .backward_pairs(cc, layout, shape.head_dim, with_bias);
     let variant = BackwardSmem {
         hopper: call.kernel().is_hopper(),
         pairs,
@@ -139,7 +146,7 @@ pub fn attention_backward_cuda<'b, T: Element + DeviceRepr + ValidAsZeroBits>(
             && io.bias.is_some_and(bias_tiles_aligned)
             && config::bias_tiles_fit(shape.seq_len),
     };
-    let kernel = BackwardKernel::choose(dev, &call, layout, variant, with_bias)?;
+    let kernel = BackwardKernel::choose(dev, &call, layout, variant, with_bias, gathered)?;
     let n = shape.qkv_len();
     // SAFETY: uninitialised device memory of B*H*L*D f32; the pre-pass (the first launch, on
     // the same stream, over all B*H*L rows) zeroes every element before the main kernel adds
@@ -150,11 +157,11 @@ pub fn attention_backward_cuda<'b, T: Element + DeviceRepr + ValidAsZeroBits>(
     // row, padding rows included) writes every element before the main kernel reads any.
     let mut stats = unsafe { stream.alloc::<f32>(kernel.stats_len) }
         .map_err(SparseAttnError::driver("allocating the row statistics"))?;
-    // Partial dK / dV of the pieces of split key columns (f32 [B, slots, 64, D] each), only
-    // for layouts that have split columns.
-    let parts = shape.batch * kernel.plan.num_slots * TILE * shape.head_dim;
-    let mut part_dk = partial_buffer(stream, kernel.plan, parts)?;
-    let mut part_dv = partial_buffer(stream, kernel.plan, parts)?;
+    // Partial dK / dV of the pieces of split key columns and of gathered key sets (f32 [B,
+    // slots, 64, D] each), only for calls that have slots.
+    let parts = shape.batch * kernel.num_slots * TILE * shape.head_dim;
+    let mut part_dk = partial_buffer(stream, kernel.num_slots, parts)?;
+    let mut part_dv = partial_buffer(stream, kernel.num_slots, parts)?;
     let buffers = BackwardBuffers {
         io,
         stats: &mut stats,
@@ -194,8 +201,22 @@ struct BackwardKernel<'a> {
     plan: &'a GpuPlan,
     rows: &'a CudaSlice<i32>,
     row_masks: &'a CudaSlice<i32>,
+    /// The gathered-set kernel and its tables, launched after the main kernel.
+    sets: Option<SetsKernel<'a>>,
+    /// What the combine reads (`split_cols`): 4 int32 per split column, or 12 per row of the
+    /// gathered combine; and the rows.
+    combine_rows: &'a CudaSlice<i32>,
+    num_combine: usize,
+    /// Partial slots of the call (split columns, and gathered key sets).
+    num_slots: usize,
     stats_rows: usize,
     stats_len: usize,
+}
+
+/// The gathered-set kernel of a call and what it walks.
+struct SetsKernel<'a> {
+    func: CudaFunction,
+    tables: &'a GpuGatheredBwd,
 }
 
 impl<'a> BackwardKernel<'a> {
@@ -207,12 +228,15 @@ impl<'a> BackwardKernel<'a> {
         layout: &'a CudaAttentionLayout,
         smem: BackwardSmem,
         with_bias: bool,
+        gathered: Option<&'a GpuGatheredBwd>,
     ) -> Result<BackwardKernel<'a>> {
         let shape = call.shape();
         let (dtype, d) = (call.dtype(), shape.head_dim);
         let hopper = smem.hopper;
         let family = main_family(smem, with_bias);
-        let (plan, rows, row_masks) = if smem.pairs {
+        let (plan, rows, row_masks) = if let Some(g) = gathered {
+            (&g.plain, &g.col_rows, &g.col_masks)
+        } else if smem.pairs {
             (
                 &layout.bwd_pair_plan,
                 &layout.col_pair_rows,
@@ -221,6 +245,10 @@ impl<'a> BackwardKernel<'a> {
         } else {
             (&layout.bwd_plan, &layout.col_rows, &layout.col_masks)
         };
+        let (combine_rows, num_combine, num_slots) = match gathered {
+            Some(g) => (&g.combine, g.num_combine, g.num_slots),
+            None => (&plan.split, plan.num_split, plan.num_slots),
+        };
         // Hopper statistics hold each query tile's lse and dvec side by side.
         let stats_rows = config::stats_rows(shape.batch * shape.heads, shape.seq_len, hopper);
         let plain = |family: &AttnKernel| family.load_plain(dev, dtype, d);
@@ -228,15 +256,26 @@ impl<'a> BackwardKernel<'a> {
             pre: plain(&BWD_PRE)?,
             main: family.load(dev, dtype, d, smem.bytes(d))?,
             post: plain(&BWD_DQ)?,
-            combine: if plan.num_split > 0 {
-                Some(plain(&BWD_COMBINE)?)
-            } else {
-                None
+            combine: match (gathered, num_combine) {
+                (_, 0) => None,
+                (Some(_), _) => Some(plain(&BWD_COMBINE_GATHER)?),
+                (None, _) => Some(plain(&BWD_COMBINE)?),
             },
+            sets: gathered
+                .map(|tables| -> Result<SetsKernel<'a>> {
+                    Ok(SetsKernel {
+                        func: BWD_GATHER_SM90.load(dev, dtype, d, smem.bytes(d))?,
+                        tables,
+                    })
+                })
+                .transpose()?,
             smem,
             plan,
             rows,
             row_masks,
+            combine_rows,
+            num_combine,
+            num_slots,
             stats_rows,
             stats_len: if hopper { 2 * stats_rows } else { stats_rows },
         })
@@ -271,6 +310,8 @@ struct BackwardBuffers<'a> {
 struct BackwardLaunch<'a> {
     kernel: BackwardKernel<'a>,
     params: LtdSparseAttnBwdParams,
+    /// The gathered-set kernel's parameters and launch (its items, tables and slots).
+    sets: Option<(LtdSparseAttnBwdParams, LaunchConfig)>,
     maps: Option<LtdSparseAttnTmaMaps>,
     head_dim: i64,
     configs: [LaunchConfig; 4],
@@ -324,17 +365,19 @@ impl<'a> BackwardLaunch<'a> {
             bias,
             dbias,
             work_items: b.read(&kernel.plan.items),
-            split_cols: b.read(&kernel.plan.split),
+            split_cols: b.read(kernel.combine_rows),
             part_dk: b.write_opt(bufs.part_dk),
             part_dv: b.write_opt(bufs.part_dv),
             batch: shape.batch as i64,
             heads: shape.heads as i64,
             seq: shape.seq_len as i64,
-            num_slots: kernel.plan.num_slots as i64,
+            num_slots: kernel.num_slots as i64,
             scale: call.scale(),
             scale_log2: call.scale() * std::f32::consts::LOG2_E,
             causal: i32::from(options.causal),
             pad_: 0,
+            // Read by the gathered-set kernel only, whose launch sets it.
+            gather_slots: 0,
         };
         let maps = if hopper {
             let tma = TmaBuffers {
@@ -342,7 +385,7 @@ impl<'a> BackwardLaunch<'a> {
                 out: None,
                 backward: Some([dout, dq_acc, dk, dv]),
                 bias: kernel.smem.bias_tiles.then_some(bias),
-                gather: false,
+                gather: kernel.sets.is_some(),
             };
             Some(tma_maps(&tma, shape)?)
         } else {
@@ -352,11 +395,31 @@ impl<'a> BackwardLaunch<'a> {
             config::backward_pre(kernel.stats_rows),
             kernel.smem.launch(items, shape.head_dim),
             config::dq_convert(shape.qkv_len()),
-            config::backward_combine(kernel.plan.num_split * shape.batch),
+            config::backward_combine(kernel.num_combine * shape.batch),
         ];
+        let sets = match &kernel.sets {
+            Some(sk) => {
+                let g = sk.tables;
+                let set_params = LtdSparseAttnBwdParams {
+                    work_items: b.read(&g.sets.items),
+                    tile_rows: b.read(&g.set_rows),
+                    tile_col_masks: b.read(&g.set_masks),
+                    gather_slots: b.read(&g.slots),
+                    ..params
+                };
+                Some((
+                    set_params,
+                    kernel
+                        .smem
+                        .launch(g.sets.grid(shape.batch)?, shape.head_dim),
+                ))
+            }
+            None => None,
+        };
         Ok(BackwardLaunch {
             kernel,
             params,
+            sets,
             maps,
             head_dim: shape.head_dim as i64,
             configs,
@@ -390,6 +453,20 @@ impl<'a> BackwardLaunch<'a> {
         unsafe { launch.launch(main) }.map_err(SparseAttnError::driver(
             "launching the attention backward kernel",
         ))?;
+        if let (Some(sk), Some((set_params, set_config))) = (&self.kernel.sets, &self.sets) {
+            let mut launch = stream.launch_builder(&sk.func);
+            launch.arg(set_params);
+            if let Some(maps) = &self.maps {
+                launch.arg(maps);
+            }
+            // SAFETY: as the main kernel, over the gathered key sets' own tables (set indices
+            // below the uploaded slot table's sets, slices below the padded length's, every item
+            // writing its slot below num_slots, which the partial buffers are sized for), with
+            // the 16-row k / v maps `tma_maps` built for it; after the pre-pass on this stream.
+            unsafe { launch.launch(*set_config) }.map_err(SparseAttnError::driver(
+                "launching the attention backward gathered-set kernel",
+            ))?;
+        }
         let mut launch = stream.launch_builder(&self.kernel.post);
         launch.arg(&self.params).arg(&self.head_dim);
         // SAFETY: the dq conversion reads the accumulator (complete: after the main kernel on
@@ -401,8 +478,9 @@ impl<'a> BackwardLaunch<'a> {
         };
         let mut launch = stream.launch_builder(func);
         launch.arg(&self.params);
-        // SAFETY: the combine reads the partial dK / dV the main kernel wrote (same stream, so
-        // after it) at the split columns' slots, and writes dk / dv keys < L of those columns.
+        // SAFETY: the combine reads the partial dK / dV the main (and gathered-set) kernels
+        // wrote (same stream, so after them) at the slots its rows name, and writes dk / dv
+        // keys < L of those columns.
         unsafe { launch.launch(combine) }
             .map_err(SparseAttnError::driver("launching the dk/dv combine"))?;
         Ok(())

@@ -8,8 +8,9 @@
 //! saved loads do not pay for the union of the two chunks' work. The Hopper forward runs its
 //! gathered kernel (the active 16-key slices of sparse chunks packed four to a chunk) without a
 //! bias on layouts where that leaves markedly fewer chunk iterations than the plain table
-//! (small layout blocks: only a block of 16 or 32 leaves a chunk partly empty). See
-//! `docs/kernels.md`, "Which variant runs when".
+//! (small layout blocks: only a block of 16 or 32 leaves a chunk partly empty), and its backward
+//! the gathered-set kernel (sparse columns' active 16-key slices packed four to a CTA) where that
+//! leaves markedly fewer tile visits. See `docs/kernels.md`, "Which variant runs when".
 
 use super::CudaAttentionLayout;
 
@@ -45,9 +46,11 @@ pub enum CudaAttentionKernel {
     /// `Wgmma`'s; with a bias the backward is `Wgmma`'s too (no pair variant of the bias kernel).
     WgmmaPairs,
     /// [`Wgmma`](Self::Wgmma) with the forward on the gathered kernel wherever the layout has
-    /// gathered chunks ([`CudaAttentionLayout::forward_gather_ratio`]) and there is no bias,
-    /// where `Auto` picks it only where [`forward_gathered`](Self::forward_gathered) says. The
-    /// backward is `Wgmma`'s (it walks its own tables).
+    /// gathered chunks ([`CudaAttentionLayout::forward_gather_ratio`]) and the backward on the
+    /// gathered-set kernel wherever it has gathered key sets
+    /// ([`CudaAttentionLayout::backward_gather_ratio`]), without a bias; `Auto` picks them only
+    /// where [`forward_gathered`](Self::forward_gathered) and
+    /// [`backward_gathered`](Self::backward_gathered) say.
     WgmmaGathered,
 }
 
@@ -179,7 +182,51 @@ impl CudaAttentionKernel {
                 _ => false,
             }
     }
+
+    /// Whether the backward of this choice runs the Hopper gathered-set kernel (with the plain
+    /// one on the rest of the columns) on a device of compute capability `cc`: never with a bias
+    /// or dbias, or on a layout without gathered key sets
+    /// ([`CudaAttentionLayout::backward_gather_ratio`] is `None`); otherwise always for
+    /// [`WgmmaGathered`](Self::WgmmaGathered) and for `Auto` on 9.0 where the gathered walk
+    /// visits at most [`AUTO_BACKWARD_GATHER_RATIO`] of the plain walk's tiles. It takes
+    /// precedence over [`backward_pairs`](Self::backward_pairs).
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_sparse_attn::{FixedConfig, cuda::{CudaAttentionKernel, CudaAttentionLayout}};
+    /// let dev = CudaDevice::new(0)?; // an H100
+    /// let mut c = FixedConfig::new(4); // block 16
+    /// c.num_local_blocks = 16;
+    /// let layout = CudaAttentionLayout::new(&dev, &c.make_layout(16384)?)?;
+    /// assert!(CudaAttentionKernel::Auto.backward_gathered((9, 0), &layout, false));
+    /// assert!(!CudaAttentionKernel::Auto.backward_gathered((9, 0), &layout, true));
+    /// assert!(!CudaAttentionKernel::Wgmma.backward_gathered((9, 0), &layout, false));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn backward_gathered(
+        self,
+        cc: (i32, i32),
+        layout: &CudaAttentionLayout,
+        with_bias: bool,
+    ) -> bool {
+        let Some(ratio) = layout.backward_gather_ratio() else {
+            return false;
+        };
+        !with_bias
+            && cc == (9, 0)
+            && match self {
+                CudaAttentionKernel::WgmmaGathered => true,
+                CudaAttentionKernel::Auto => ratio <= AUTO_BACKWARD_GATHER_RATIO,
+                _ => false,
+            }
+    }
 }
+
+/// `Auto` runs the backward's gathered-set kernel on layouts whose
+/// [`CudaAttentionLayout::backward_gather_ratio`] (tile visits of the gathered walk per visit of
+/// the plain one) is at most this: the sets' chunks pay four copies and partial dK / dV slots
+/// with a combine, as the forward's gathered chunks pay their copies.
+pub const AUTO_BACKWARD_GATHER_RATIO: f64 = 0.75;
 
 /// `Auto` runs the forward's gathered kernel on layouts whose
 /// [`CudaAttentionLayout::forward_gather_ratio`] (entries of the gathered table per entry of the

@@ -121,8 +121,8 @@ pub fn attention_forward_cuda<'b, T: Element + DeviceRepr>(
     // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots,
     // rows]), only for layouts that have split rows.
     let rows = shape.batch * plan.num_slots * config::FWD_ITEM_ROWS;
-    let mut part_o = partial_buffer(stream, plan, rows * shape.head_dim)?;
-    let mut part_lse = partial_buffer(stream, plan, rows)?;
+    let mut part_o = partial_buffer(stream, plan.num_slots, rows * shape.head_dim)?;
+    let mut part_lse = partial_buffer(stream, plan.num_slots, rows)?;
     let buffers = ForwardBuffers {
         io,
         part_o: part_o.as_mut(),

@@ -120,8 +120,14 @@ pub(crate) static BWD_BIAS_TMA_SM90: AttnKernel =
 /// Backward, Hopper, a pair of key chunks per CTA (no bias).
 pub(crate) static BWD_SM90_PAIR: AttnKernel =
     family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_sm90_pair");
+/// Backward, Hopper, one gathered key set per CTA (no bias; `plan::GatheredColumns`).
+pub(crate) static BWD_GATHER_SM90: AttnKernel =
+    family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_gather_sm90");
 /// Sums the partial dK / dV of split key columns.
 pub(crate) static BWD_COMBINE: AttnKernel = family!(SPARSE_ATTN_AUX, "ltd_sparse_attn_bwd_combine");
+/// Sums the partial dK / dV of key chunks and of the gathered key sets holding their slices.
+pub(crate) static BWD_COMBINE_GATHER: AttnKernel =
+    family!(SPARSE_ATTN_AUX, "ltd_sparse_attn_bwd_combine_gather");
 /// Rounds the f32 dq accumulator to dq (one entry point per element type).
 pub(crate) static BWD_DQ: AttnKernel = AttnKernel {
     module: &SPARSE_ATTN_AUX,

@@ -9,7 +9,6 @@ use ltd_core::cuda::{DeviceBuf, DeviceBufMut, TensorMapElement, tensor_map_3d};
 use ltd_kernels_sys::LtdSparseAttnTmaMaps;
 
 use super::align::Align;
-use super::upload::GpuPlan;
 use crate::{AttentionShape, Result, SparseAttnError};
 
 /// The device addresses of a call's buffers, each buffer borrowed (and its stream guard held)
@@ -101,10 +100,10 @@ fn check_address(what: &str, ptr: u64, len: usize, align: Align, elem: usize) ->
 /// too) before the combine, launched after it on the same stream, reads any.
 pub(super) fn partial_buffer(
     stream: &Arc<CudaStream>,
-    plan: &GpuPlan,
+    num_slots: usize,
     len: usize,
 ) -> Result<Option<CudaSlice<f32>>> {
-    if plan.num_slots == 0 {
+    if num_slots == 0 {
         return Ok(None);
     }
     // SAFETY: uninitialised device memory of `len` f32; only kernels touch it, and (above) each
@@ -126,13 +125,14 @@ pub(super) struct TmaBuffers {
     pub backward: Option<[u64; 4]>,
     /// The additive bias `[B*H][L][L]`, when the kernel reads it by TMA.
     pub bias: Option<u64>,
-    /// The gathered forward: k and v also with 16-row boxes (one 16-key slice each).
+    /// The gathered kernels (forward chunks, backward key sets): k and v also with 16-row boxes
+    /// (one 16-key slice each).
     pub gather: bool,
 }
 
 /// The tensor maps of a Hopper attention launch over `B*H` `[L][D]` matrices: 64 x 64
 /// boxes of 2-byte elements (64 x 32 of f32 for the dq accumulator; 64 x 64 boxes of the
-/// `[L][L]` bias; 64 x 16 boxes of k and v for the gathered forward). Maps a call does not use
+/// `[L][L]` bias; 64 x 16 boxes of k and v for the gathered kernels). Maps a call does not use
 /// repeat q's (encoded once).
 pub(super) fn tma_maps(bufs: &TmaBuffers, shape: AttentionShape) -> Result<LtdSparseAttnTmaMaps> {
     use TensorMapElement::{F32, U16};

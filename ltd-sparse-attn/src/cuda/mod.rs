@@ -71,7 +71,10 @@ pub(crate) use config::{MATMUL_TILE, matmul_dense, matmul_sdd, matmul_tiles_per_
 pub use crate::plan::{CoarseTables, WorkPlan};
 pub use align::ATTENTION_TENSOR_ALIGN;
 pub use backward::attention_backward_cuda;
-pub use choice::{AUTO_BACKWARD_PAIR_SHARING, AUTO_FORWARD_GATHER_RATIO, CudaAttentionKernel};
+pub use choice::{
+    AUTO_BACKWARD_GATHER_RATIO, AUTO_BACKWARD_PAIR_SHARING, AUTO_FORWARD_GATHER_RATIO,
+    CudaAttentionKernel,
+};
 pub use forward::attention_forward_cuda;
 pub use options::{CudaAttentionGrads, CudaAttentionOptions};
 pub use softmax::{CudaSoftmaxOptions, softmax_backward_cuda, softmax_forward_cuda};

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use cudarc::driver::CudaSlice;
 use ltd_core::CudaDevice;
 
-use crate::plan::{CoarseTables, GatheredTables, WorkPlan};
+use crate::plan::{CoarseTables, GatheredColumns, GatheredTables, WorkPlan};
 use crate::{Layout, Result, SparseAttnError, SparseSelfAttention};
 
 /// A layout's kernel tables in GPU memory. Build once per layout (and device) and reuse for
@@ -50,6 +50,57 @@ pub struct CudaAttentionLayout {
     /// The Hopper gathered forward's table and plan, on compute capability 9.0 where the layout
     /// has gathered chunks.
     pub(super) gathered: Option<GpuGathered>,
+    /// The Hopper gathered backward's tables and plans, on compute capability 9.0 where the
+    /// layout has gathered key sets.
+    pub(super) gathered_bwd: Option<GpuGatheredBwd>,
+}
+
+/// The gathered backward's tables ([`GatheredColumns`]), work plans and combine rows in GPU
+/// memory: the plain columns' (every chunk that lost a slice to a set writes partial slots) and
+/// the sets', whose slots follow the plain ones (`num_slots` counts both).
+pub(super) struct GpuGatheredBwd {
+    pub(super) col_rows: CudaSlice<i32>,
+    pub(super) col_masks: CudaSlice<i32>,
+    pub(super) plain: GpuPlan,
+    pub(super) set_rows: CudaSlice<i32>,
+    pub(super) set_masks: CudaSlice<i32>,
+    pub(super) slots: CudaSlice<i32>,
+    pub(super) sets: GpuPlan,
+    /// `[12 per row]`: `GatheredBackwardPlan::combine`.
+    pub(super) combine: CudaSlice<i32>,
+    pub(super) num_combine: usize,
+    pub(super) num_slots: usize,
+    /// Tile visits of the gathered walk per visit of the plain one.
+    ratio: f64,
+}
+
+impl GpuGatheredBwd {
+    /// The gathered columns of `t` and their plans (pieces of at most `limit` query tiles),
+    /// uploaded on a device of compute capability 9.0 when some slice was gathered.
+    fn upload(dev: &CudaDevice, t: &CoarseTables, limit: usize) -> Result<Option<GpuGatheredBwd>> {
+        if dev.compute_capability() != (9, 0) {
+            return Ok(None);
+        }
+        let g = GatheredColumns::new(t);
+        if g.num_sets() == 0 {
+            return Ok(None);
+        }
+        let plan = g.backward_plan(limit);
+        let combine: Vec<i32> = plan.combine.iter().flatten().copied().collect();
+        Ok(Some(GpuGatheredBwd {
+            plain: GpuPlan::upload(dev, &plan.plain, (&g.col_rows, &g.col_masks))?,
+            sets: GpuPlan::upload(dev, &plan.sets, (&g.set_rows, &g.set_masks))?,
+            col_rows: upload_table(dev, &g.col_rows)?,
+            col_masks: upload_table(dev, &g.col_masks)?,
+            set_rows: upload_table(dev, &g.set_rows)?,
+            set_masks: upload_table(dev, &g.set_masks)?,
+            slots: upload_table(dev, &g.set_slots)?,
+            combine: upload_table(dev, &combine)?,
+            num_combine: plan.combine.len(),
+            num_slots: plan.num_slots,
+            ratio: g.tile_visits() as f64 / t.col_rows.len().max(1) as f64,
+        }))
+    }
 }
 
 /// The gathered forward's tables ([`GatheredTables`]) and work plan in GPU memory.
@@ -157,6 +208,7 @@ impl CudaAttentionLayout {
             bwd_plan: GpuPlan::upload(dev, &t.backward_plan(bwd_limit), columns)?,
             bwd_pair_plan: GpuPlan::upload(dev, &t.backward_pair_plan(bwd_limit), column_pairs)?,
             gathered: GpuGathered::upload(dev, &t)?,
+            gathered_bwd: GpuGatheredBwd::upload(dev, &t, bwd_limit)?,
             col_pair_rows: upload_table(dev, &t.col_pair_rows)?,
             col_pair_tiles: t.col_pair_rows.len(),
             col_pair_masks: upload_table(dev, &t.col_pair_masks)?,
@@ -237,6 +289,24 @@ impl CudaAttentionLayout {
     /// ```
     pub fn forward_gather_ratio(&self) -> Option<f64> {
         self.gathered.as_ref().map(|g| g.ratio)
+    }
+
+    /// The gathered backward's tile visits per visit of the plain backward (its gathered key
+    /// sets, `plan::GatheredColumns`), or `None` where the backward has no gathered table (the
+    /// device is not compute capability 9.0, or no key slice was gathered).
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_sparse_attn::{FixedConfig, cuda::CudaAttentionLayout};
+    /// let dev = CudaDevice::new(0)?; // an H100
+    /// let mut c = FixedConfig::new(2); // block 16, a global block per window
+    /// c.num_local_blocks = 16;
+    /// let l = CudaAttentionLayout::new(&dev, &c.make_layout(4096)?)?;
+    /// assert!(l.backward_gather_ratio().unwrap() < 0.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn backward_gather_ratio(&self) -> Option<f64> {
+        self.gathered_bwd.as_ref().map(|g| g.ratio)
     }
 }
 

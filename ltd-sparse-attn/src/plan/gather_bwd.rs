@@ -1,8 +1,8 @@
 //! [`GatheredColumns`]: the backward's transposed table with the active 16-key slices of sparse
 //! (key chunk, query tile) entries regrouped four at a time into gathered key sets, the mirror of
 //! the forward's [`GatheredTables`](super::GatheredTables), and [`GatheredBackwardPlan`], the
-//! work items and the dK / dV combine over it. No kernel runs this plan yet: see
-//! `docs/kernels.md`, "Gathered key sets, for the backward".
+//! work items and the dK / dV combine over it (`docs/kernels.md`, "Gathered key sets, for the
+//! backward").
 
 use std::collections::BTreeMap;
 

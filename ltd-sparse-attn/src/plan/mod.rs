@@ -1,7 +1,7 @@
 //! The host-side work planner of the fused GPU attention: a layout's coarse tables (its 64 x 64
 //! kernel tiles, [`CoarseTables`]), the Hopper forward's gathered table (the active 16-key slices
-//! of sparse chunks packed four to a chunk, [`GatheredTables`]), its planned mirror for the
-//! backward ([`GatheredColumns`]; no kernel runs it yet) and the work items the kernels' CTAs
+//! of sparse chunks packed four to a chunk, [`GatheredTables`]), its mirror for the
+//! backward ([`GatheredColumns`]) and the work items the kernels' CTAs
 //! take from them ([`WorkPlan`]). Plain host code with no GPU dependency, so it is built and unit-tested
 //! without the `cuda` feature; the `cuda` module uploads what it builds.
 //!

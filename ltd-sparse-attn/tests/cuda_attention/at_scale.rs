@@ -2,7 +2,9 @@
 
 use crate::common::{Data, kernels, poisoned};
 use crate::gpu_support::gpu;
-use crate::{assert_forwards_agree, download_f32, drop_last_keys_of_row_1, forward_with};
+use crate::{
+    assert_forwards_agree, assert_grads_agree, download_f32, drop_last_keys_of_row_1, forward_with,
+};
 use half::bf16;
 use ltd_core::CudaDevice;
 use ltd_sparse_attn::cuda::{
@@ -194,26 +196,7 @@ fn gpu_backward_kernels_agree_at_scale() {
                 let ctx = format!(
                     "{kernel:?} (pair backward {pairs}), {name}, D {d}, causal and key padding {masked}"
                 );
-                for (what, g, w) in [
-                    ("dq", &got[0], &want[0]),
-                    ("dk", &got[1], &want[1]),
-                    ("dv", &got[2], &want[2]),
-                ] {
-                    // Both round f32 sums to bf16; the sums differ in order (dQ's reductions
-                    // arrive in any order), so compare against the tensor's scale.
-                    let max = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-                    let (mut num, mut den) = (0.0f64, 0.0f64);
-                    for (i, (g, w)) in g.iter().zip(w).enumerate() {
-                        assert!(
-                            g.is_finite() && (g - w).abs() <= 2e-2 * max + 1e-2 * w.abs(),
-                            "{what}[{i}] = {g}, mma.sync {w} (max {max}) ({ctx})"
-                        );
-                        num += ((g - w) as f64).powi(2);
-                        den += (*w as f64).powi(2);
-                    }
-                    let rel = (num / den.max(f64::MIN_POSITIVE)).sqrt();
-                    assert!(rel <= 1e-2, "{what} relative difference {rel} ({ctx})");
-                }
+                assert_grads_agree(&got, &want, "mma.sync", &ctx);
             }
         }
     }

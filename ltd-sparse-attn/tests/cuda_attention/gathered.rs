@@ -1,13 +1,17 @@
-//! The gathered Hopper forward against the CPU reference, with split rows, at scale, with NaN keys.
+//! The gathered Hopper kernels: the forward against the CPU reference (and the backward after
+//! it), with split rows, at scale, with NaN keys; the gathered-set backward at scale.
 
-use crate::common::{Data, make_layout};
+use crate::common::{Data, make_layout, poisoned};
 use crate::gpu_support::gpu;
 use crate::reference::check;
-use crate::{assert_forwards_agree, drop_last_keys_of_row_1, forward_with};
+use crate::{
+    assert_forwards_agree, assert_grads_agree, download_f32, drop_last_keys_of_row_1, forward_with,
+};
 use half::{bf16, f16};
 use ltd_core::CudaDevice;
 use ltd_sparse_attn::cuda::{
-    CoarseTables, CudaAttentionKernel, CudaAttentionLayout, CudaAttentionOptions,
+    CoarseTables, CudaAttentionGrads, CudaAttentionKernel, CudaAttentionLayout,
+    CudaAttentionOptions, attention_backward_cuda,
 };
 use ltd_sparse_attn::plan::GatheredTables;
 use ltd_sparse_attn::{AttentionShape, BigBirdConfig, Direction, FixedConfig, Layout};
@@ -173,6 +177,82 @@ fn gpu_gathered_forward_agrees_with_plain_at_scale() {
             let got = forward_with(&dev, &gl, shape, (&q, &k, &v), &opts(forced));
             let ctx = format!("{name}, D {d}, causal and key padding {masked}");
             assert_forwards_agree(&got, (&want_o[..], &want_l[..]), "plain", &ctx);
+        }
+    }
+}
+
+#[test]
+fn gpu_gathered_backward_agrees_with_plain_at_scale() {
+    // The gathered-set backward (forced) against the plain Hopper one from the same forward
+    // output: the bench's Fixed block-16 layout (a global slice per window in every column) at
+    // L = 4000 (a partial last chunk), BigBird block 16 with a layout per head, and stripes
+    // (long set columns, split into pieces); causal and key padding on half the cases.
+    let Some(dev) = gathered_gpu() else { return };
+    let forced = CudaAttentionKernel::WgmmaGathered;
+    let (batch, heads, seq) = (2usize, 4usize, 4000usize);
+    let mut fixed = FixedConfig::new(heads);
+    fixed.num_local_blocks = 16;
+    let mut bigbird = BigBirdConfig::new(heads);
+    bigbird.block = 16;
+    bigbird.different_layout_per_head = true;
+    let mut data = Data::new(0x6a7b);
+    for (li, (name, layout)) in [
+        ("fixed b16", fixed.make_layout(seq).unwrap()),
+        ("bigbird b16", bigbird.make_layout(seq).unwrap()),
+        ("stripes b16", stripes(heads, seq)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let gl = CudaAttentionLayout::new(&dev, &layout).unwrap();
+        assert!(
+            forced.backward_gathered(dev.compute_capability(), &gl, false),
+            "{name}"
+        );
+        for d in [64usize, 128] {
+            let shape = AttentionShape {
+                batch,
+                heads,
+                seq_len: seq,
+                head_dim: d,
+            };
+            let n = shape.qkv_len();
+            let q = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+            let k = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+            let v = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+            let dout = dev.upload(&data.vec::<bf16>(n, -1.0, 1.0)).unwrap();
+            let kpm = drop_last_keys_of_row_1(&dev, batch, seq, seq / 3);
+            let masked = (li + d / 64) % 2 == 1;
+            let opts = |kernel| CudaAttentionOptions {
+                causal: masked,
+                key_padding_mask: masked.then_some((&kpm).into()),
+                kernel,
+                ..Default::default()
+            };
+            let plain = opts(CudaAttentionKernel::Wgmma);
+            let (out, lse) = forward_with(&dev, &gl, shape, (&q, &k, &v), &plain);
+            // The output came from bf16, so it converts back exactly.
+            let out: Vec<bf16> = out.iter().map(|&x| bf16::from_f32(x)).collect();
+            let (out, lse) = (dev.upload(&out).unwrap(), dev.upload(&lse).unwrap());
+            let grads = |opts: &CudaAttentionOptions<bf16>| -> [Vec<f32>; 3] {
+                let poison = || dev.upload(&poisoned::<bf16>(n)).unwrap();
+                let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
+                let g = CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv);
+                attention_backward_cuda(
+                    &dev,
+                    &gl,
+                    shape,
+                    (&q, &k, &v),
+                    (&out, &lse),
+                    &dout,
+                    opts,
+                    g,
+                )
+                .unwrap();
+                [gq, gk, gv].map(|x| download_f32(&dev, &x))
+            };
+            let ctx = format!("{name}, D {d}, causal and key padding {masked}");
+            assert_grads_agree(&grads(&opts(forced)), &grads(&plain), "plain", &ctx);
         }
     }
 }

@@ -94,6 +94,31 @@ fn assert_forwards_agree(
     }
 }
 
+/// dQ, dK and dV of two backward kernels (bf16, from the same forward output) agree: both round
+/// f32 sums to bf16 and their sums differ in order (dQ's reductions arrive in any order), so
+/// each element within 2% of the tensor's largest plus 1% of itself, and the whole tensor within
+/// 1% (relative root-mean-square).
+fn assert_grads_agree(got: &[Vec<f32>; 3], want: &[Vec<f32>; 3], other: &str, ctx: &str) {
+    for (what, g, w) in [
+        ("dq", &got[0], &want[0]),
+        ("dk", &got[1], &want[1]),
+        ("dv", &got[2], &want[2]),
+    ] {
+        let max = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for (i, (g, w)) in g.iter().zip(w).enumerate() {
+            assert!(
+                g.is_finite() && (g - w).abs() <= 2e-2 * max + 1e-2 * w.abs(),
+                "{what}[{i}] = {g}, {other} {w} (max {max}) ({ctx})"
+            );
+            num += ((g - w) as f64).powi(2);
+            den += (*w as f64).powi(2);
+        }
+        let rel = (num / den.max(f64::MIN_POSITIVE)).sqrt();
+        assert!(rel <= 1e-2, "{what} relative difference {rel} ({ctx})");
+    }
+}
+
 /// `[pad zeros | parts...]` in one device buffer: the parts then start at `pad`, `pad + len`, ...
 fn packed<T: Element + cudarc::driver::DeviceRepr>(
     dev: &CudaDevice,

@@ -146,27 +146,14 @@ __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams
     else *reinterpret_cast<float4*>(acc_row) = make_float4(0.f, 0.f, 0.f, 0.f);
 }
 
-// Sums the pieces of a split key column into dk / dv (keys < seq). One warp per key (key
-// 4 blockIdx.y + warp of the split column blockIdx.x / B); lanes own columns lane + 32 j, and
-// the loads of 4 pieces are in flight at once.
-template <typename T, int D>
-__device__ __forceinline__ void sparse_attn_bwd_combine(const LtdSparseAttnBwdParams& p) {
-    const long long item = blockIdx.x / p.batch;
-    const int b = (int)(blockIdx.x % p.batch);
-    const int* sc = reinterpret_cast<const int*>(p.split_cols) + item * 4;
-    const int h = sc[0], kc = sc[1], s0 = sc[2], cnt = sc[3];
-    const int lane = threadIdx.x & 31;
-    const int local = blockIdx.y * kRowsPerCta + (threadIdx.x >> 5);
-    const long long seq = p.seq;
-    const long long key = (long long)kc * kTile + local;
-    if (local >= kTile || key >= seq) return;  // the whole warp
-    const long long bh = (long long)b * p.heads + h;
-    const long long at0 = (((long long)b * p.num_slots + s0) * kTile + local) * D + lane;
+// Adds `cnt` partial slots from `s0`, row `row` of each, into ak / av (lanes own columns
+// lane + 32 j; the loads of 4 pieces are in flight at once).
+template <int D>
+__device__ __forceinline__ void bwd_combine_add(const LtdSparseAttnBwdParams& p, int b, int s0, int cnt, int row, int lane,
+                                                float (&ak)[D / 32], float (&av)[D / 32]) {
+    const long long at0 = (((long long)b * p.num_slots + s0) * kTile + row) * D + lane;
     const float* pk = reinterpret_cast<const float*>(p.part_dk) + at0;
     const float* pv = reinterpret_cast<const float*>(p.part_dv) + at0;
-    float ak[D / 32], av[D / 32];
-#pragma unroll
-    for (int j = 0; j < D / 32; ++j) ak[j] = av[j] = 0.f;
 #pragma unroll 4
     for (int i = 0; i < cnt; ++i) {
         const long long at = (long long)i * kTile * D;
@@ -175,6 +162,32 @@ __device__ __forceinline__ void sparse_attn_bwd_combine(const LtdSparseAttnBwdPa
             ak[j] += pk[at + 32 * j];
             av[j] += pv[at + 32 * j];
         }
+    }
+}
+
+// Sums the pieces of a split key column into dk / dv (keys < seq). One warp per key (key
+// 4 blockIdx.y + warp of the split column blockIdx.x / B). GATHER (`_gather_`): rows of 12
+// (ltd_kernels.h), and a key whose 16-key slice sits in a gathered set also adds the set's
+// slots at the slice's slot row.
+template <typename T, int D, bool GATHER = false>
+__device__ __forceinline__ void sparse_attn_bwd_combine(const LtdSparseAttnBwdParams& p) {
+    const long long item = blockIdx.x / p.batch;
+    const int b = (int)(blockIdx.x % p.batch);
+    const int* sc = reinterpret_cast<const int*>(p.split_cols) + item * (GATHER ? 12 : 4);
+    const int h = sc[0], kc = sc[1], s0 = sc[2], cnt = sc[3];
+    const int lane = threadIdx.x & 31;
+    const int local = blockIdx.y * kRowsPerCta + (threadIdx.x >> 5);
+    const long long seq = p.seq;
+    const long long key = (long long)kc * kTile + local;
+    if (local >= kTile || key >= seq) return;  // the whole warp
+    const long long bh = (long long)b * p.heads + h;
+    float ak[D / 32], av[D / 32];
+#pragma unroll
+    for (int j = 0; j < D / 32; ++j) ak[j] = av[j] = 0.f;
+    bwd_combine_add<D>(p, b, s0, cnt, local, lane, ak, av);
+    if constexpr (GATHER) {
+        const int slice = local / 16, set_first = sc[4 + 2 * slice], code = sc[5 + 2 * slice];
+        if (set_first >= 0) bwd_combine_add<D>(p, b, set_first, code >> 2, 16 * (code & 3) + local % 16, lane, ak, av);
     }
     T* dk = reinterpret_cast<T*>(p.dk) + (bh * seq + key) * D + lane;
     T* dv = reinterpret_cast<T*>(p.dv) + (bh * seq + key) * D + lane;
@@ -213,6 +226,9 @@ LTD_SPARSE_FWD_COMBINE(ltd_sparse_attn_fwd_combine_f16_d128, __half, 128)
     }                                                                                                            \
     extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_combine_##SUFFIX(const LtdSparseAttnBwdParams p) { \
         sparse_attn_bwd_combine<T, D>(p);                                                                        \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(kThreads) ltd_sparse_attn_bwd_combine_gather_##SUFFIX(const LtdSparseAttnBwdParams p) { \
+        sparse_attn_bwd_combine<T, D, true>(p);                                                                  \
     }
 LTD_SPARSE_BWD_AUX(bf16_d64, __nv_bfloat16, 64)
 LTD_SPARSE_BWD_AUX(bf16_d128, __nv_bfloat16, 128)

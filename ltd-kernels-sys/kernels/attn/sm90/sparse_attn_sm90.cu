@@ -364,9 +364,11 @@ struct BwdSm90Smem {
 };
 
 // Thread 0: the backward's tensor maps into the constant cache before their first use.
-template <bool TBIAS>
+template <bool TBIAS, bool GATHER>
 __device__ __forceinline__ void bwd_sm90_prefetch_maps(const LtdSparseAttnTmaMaps& maps) {
     if (threadIdx.x == 0) {
+        if (GATHER) prefetch_map(&maps.k16);
+        if (GATHER) prefetch_map(&maps.v16);
         prefetch_map(&maps.q);
         prefetch_map(&maps.k);
         prefetch_map(&maps.v);
@@ -617,9 +619,12 @@ __device__ __forceinline__ void bwd_sm90_reduce_dq(const LtdSparseAttnTmaMaps& m
 // TBIAS (`_bias_tma_` kernels; BIAS, single-chunk only): the bias tile of each (query tile,
 // chunk) arrives by TMA with the tile's Q / dO (an 8 KB buffer per stage) instead of per-element
 // global loads, which here are transposed (lanes step queries: L elements apart).
-template <typename T, int D, bool BIAS, bool PAIR, bool TBIAS>
+// GATHER (`_gather_` kernels; no bias, single): the item is a gathered key set, its K / V
+// loaded as four 16-row boxes and warp w's keys from slot w; every item writes its slot.
+template <typename T, int D, bool BIAS, bool PAIR, bool TBIAS, bool GATHER = false>
 __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParams& p, const LtdSparseAttnTmaMaps& maps) {
     static_assert(!TBIAS || (BIAS && !PAIR), "bias tiles: the single-chunk bias kernel only");
+    static_assert(!GATHER || (!BIAS && !PAIR), "gathered key sets: the single-chunk kernel without bias only");
     using Cfg = BwdSm90Config<T, D, PAIR, TBIAS>;
     constexpr int kGroups = Cfg::kGroups, kStages = Cfg::kStages, kN = Cfg::kN;
     constexpr uint32_t kTileBytes = Cfg::kTileBytes;
@@ -627,7 +632,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const BwdSm90Addrs sm = bwd_sm90_addrs<Cfg>(smem_raw);
     const float* sStats = reinterpret_cast<const float*>(sm.base + (sm.stats - sm.k));
 
-    bwd_sm90_prefetch_maps<TBIAS>(maps);
+    bwd_sm90_prefetch_maps<TBIAS, GATHER>(maps);
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
     const int wg = PAIR ? threadIdx.x >> 7 : 0;  // this warpgroup's chunk: kGroups * tile + wg
     const int h = work.h, begin = work.begin, end = work.end, b = work.b;
@@ -647,7 +652,11 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const T* bias = BIAS && !TBIAS && p.bias ? reinterpret_cast<const T*>(p.bias) + bh * seq * seq : nullptr;
     T* dbias = BIAS && p.dbias ? reinterpret_cast<T*>(p.dbias) + bh * seq * seq : nullptr;
     const long long k0 = (long long)kc * kTile;
-    const long long key_g[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
+    // GATHER: the set's four slice bases (16-key units); warp w's keys are slice w's.
+    const int4 slots = GATHER ? reinterpret_cast<const int4*>(p.gather_slots)[work.tile] : int4{};
+    const int slot_w = warp == 0 ? slots.x : warp == 1 ? slots.y : warp == 2 ? slots.z : slots.w;  // selects, not a local array
+    const long long key0 = GATHER ? 16ll * slot_w : k0 + warp * 16;
+    const long long key_g[2] = {key0 + g, key0 + g + 8};
     float kpm_l2[2] = {0.f, 0.f};
     if (kpm) {
 #pragma unroll
@@ -661,7 +670,13 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 
     mbar_init_all<1 + kStages>(sm.bar_kv);
     if (threadIdx.x == 0) {
-        bwd_sm90_load_kv<D, kGroups>(maps, sm.k, sm.v, work.tile, mat, sm.bar_kv);
+        if constexpr (GATHER) {
+            mbar_expect(sm.bar_kv, 2 * kTileBytes);
+            fwd_sm90_load_chunk<D, true>(sm.k, &maps.k, &maps.k16, -1, slots, mat, sm.bar_kv);
+            fwd_sm90_load_chunk<D, true>(sm.v, &maps.v, &maps.v16, -1, slots, mat, sm.bar_kv);
+        } else {
+            bwd_sm90_load_kv<D, kGroups>(maps, sm.k, sm.v, work.tile, mat, sm.bar_kv);
+        }
         if (begin < end) bwd_sm90_load_query_tile<Cfg>(maps, sm, stats, k0, mat, 0, qt);
     }
     mbar_wait(sm.bar_kv, 0);
@@ -757,6 +772,13 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 // memory, allow no second one); the single ones 3 (D 64 without bias) or 1-2 CTAs of 128 threads.
 constexpr int kPairThreads = LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS;
 static_assert(kPairThreads == 2 * kThreads, "one warpgroup per key chunk of the pair");
+#define LTD_SPARSE_BWD_GATHER_SM90(NAME, T, D) \
+    extern "C" __global__ void __launch_bounds__(kThreads, D == 64 ? 3 : 1) \
+        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_sm90<T, D, false, false, false, true>(p, maps); }
+LTD_SPARSE_BWD_GATHER_SM90(ltd_sparse_attn_bwd_gather_sm90_bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_BWD_GATHER_SM90(ltd_sparse_attn_bwd_gather_sm90_bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_BWD_GATHER_SM90(ltd_sparse_attn_bwd_gather_sm90_f16_d64, __half, 64)
+LTD_SPARSE_BWD_GATHER_SM90(ltd_sparse_attn_bwd_gather_sm90_f16_d128, __half, 128)
 #define LTD_SPARSE_BWD_SM90(NAME, T, D, BIAS, PAIR, TBIAS) \
     extern "C" __global__ void __launch_bounds__(PAIR ? kPairThreads : kThreads, PAIR || !(D == 64 && !BIAS) ? 1 : 3) \
         NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_sm90<T, D, BIAS, PAIR, TBIAS>(p, maps); }
