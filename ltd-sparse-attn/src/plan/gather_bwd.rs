@@ -305,10 +305,18 @@ impl GatheredBackwardPlan {
     /// ```
     pub fn one_grid(&self, plain_entries: usize) -> WorkPlan {
         let offset = plain_entries as i32;
-        let sets = self.sets.items.iter().zip(&self.sets.slots).map(|(&[h, set, a, b], &slot)| {
-            ([h, -1 - set, a + offset, b + offset], slot)
-        });
-        let plain = self.plain.items.iter().copied().zip(self.plain.slots.iter().copied());
+        let sets = self
+            .sets
+            .items
+            .iter()
+            .zip(&self.sets.slots)
+            .map(|(&[h, set, a, b], &slot)| ([h, -1 - set, a + offset, b + offset], slot));
+        let plain = self
+            .plain
+            .items
+            .iter()
+            .copied()
+            .zip(self.plain.slots.iter().copied());
         let mut all: Vec<([i32; 4], i32)> = sets.chain(plain).collect();
         let band = |i: &[i32; 4]| u32::BITS - ((i[3] - i[2]) as u32).leading_zeros();
         all.sort_by_key(|(i, _)| std::cmp::Reverse(band(i)));
@@ -546,7 +554,11 @@ mod tests {
                 }
             }
             let pairs = |p: &WorkPlan| -> Vec<([i32; 4], i32)> {
-                p.items.iter().copied().zip(p.slots.iter().copied()).collect()
+                p.items
+                    .iter()
+                    .copied()
+                    .zip(p.slots.iter().copied())
+                    .collect()
             };
             plain.sort();
             sets.sort();
