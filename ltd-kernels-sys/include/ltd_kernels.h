@@ -382,11 +382,13 @@ typedef struct LtdSparseAttnFwdParams {
  *       two banks: an item with slot s writes chunk 2c's to slot s and 2c + 1's to
  *       s + num_slots / 2 (num_slots counts both banks; split_cols lists 64-key chunks).
  *   `ltd_sparse_attn_bwd_gather_sm90_{bf16,f16}_d{64,128}` (no bias; same file and parameters as
- *       the single-chunk kernel, same shared memory): one CTA per work item over a gathered key
- *       set (the item's tile = set g; tile_rows / tile_col_masks = the set's query tiles and
- *       masks, bit 4i + j: query row group i sees slot j), whose CTA key row r is key
+ *       the single-chunk kernel, same shared memory): one CTA per work item of one grid over
+ *       the plain columns and the gathered key sets. An item with tile >= 0 is a plain chunk,
+ *       as in the single-chunk kernel; an item with tile = -1 - g is gathered key set g
+ *       (its tile_rows / tile_col_masks entries are the set's query tiles and masks, bit
+ *       4i + j: query row group i sees slot j), whose CTA key row r is key
  *       16 * gather_slots[4g + r / 16] + r % 16 (int32 `[4 per set]`; docs/kernels.md,
- *       "Gathered key sets, for the backward"). Every item writes its 64 partial rows to its
+ *       "Gathered key sets, for the backward"), and which writes its 64 partial rows to its
  *       slot (slot >= 0 always).
  *   `ltd_sparse_attn_bwd_combine_gather_{bf16,f16}_d{64,128}` (attn/common; grid and threads
  *       as the combine): split_cols rows of 12 int32, (head, key chunk, first slot, count) then

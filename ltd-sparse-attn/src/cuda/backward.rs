@@ -201,8 +201,8 @@ struct BackwardKernel<'a> {
     plan: &'a GpuPlan,
     rows: &'a CudaSlice<i32>,
     row_masks: &'a CudaSlice<i32>,
-    /// The gathered-set kernel and its tables, launched after the main kernel.
-    sets: Option<SetsKernel<'a>>,
+    /// The gathered key sets' slices (`gather_slots`) when the main kernel is the gathered one.
+    gather_slots: Option<&'a CudaSlice<i32>>,
     /// What the combine reads (`split_cols`): 4 int32 per split column, or 12 per row of the
     /// gathered combine; and the rows.
     combine_rows: &'a CudaSlice<i32>,
@@ -211,12 +211,6 @@ struct BackwardKernel<'a> {
     num_slots: usize,
     stats_rows: usize,
     stats_len: usize,
-}
-
-/// The gathered-set kernel of a call and what it walks.
-struct SetsKernel<'a> {
-    func: CudaFunction,
-    tables: &'a GpuGatheredBwd,
 }
 
 impl<'a> BackwardKernel<'a> {
@@ -235,7 +229,7 @@ impl<'a> BackwardKernel<'a> {
         let hopper = smem.hopper;
         let family = main_family(smem, with_bias);
         let (plan, rows, row_masks) = if let Some(g) = gathered {
-            (&g.plain, &g.col_rows, &g.col_masks)
+            (&g.plan, &g.rows, &g.masks)
         } else if smem.pairs {
             (
                 &layout.bwd_pair_plan,
@@ -254,21 +248,18 @@ impl<'a> BackwardKernel<'a> {
         let plain = |family: &AttnKernel| family.load_plain(dev, dtype, d);
         Ok(BackwardKernel {
             pre: plain(&BWD_PRE)?,
-            main: family.load(dev, dtype, d, smem.bytes(d))?,
+            main: match gathered {
+                // Plain columns and gathered key sets in one grid.
+                Some(_) => BWD_GATHER_SM90.load(dev, dtype, d, smem.bytes(d))?,
+                None => family.load(dev, dtype, d, smem.bytes(d))?,
+            },
             post: plain(&BWD_DQ)?,
             combine: match (gathered, num_combine) {
                 (_, 0) => None,
                 (Some(_), _) => Some(plain(&BWD_COMBINE_GATHER)?),
                 (None, _) => Some(plain(&BWD_COMBINE)?),
             },
-            sets: gathered
-                .map(|tables| -> Result<SetsKernel<'a>> {
-                    Ok(SetsKernel {
-                        func: BWD_GATHER_SM90.load(dev, dtype, d, smem.bytes(d))?,
-                        tables,
-                    })
-                })
-                .transpose()?,
+            gather_slots: gathered.map(|g| &g.slots),
             smem,
             plan,
             rows,
@@ -310,8 +301,6 @@ struct BackwardBuffers<'a> {
 struct BackwardLaunch<'a> {
     kernel: BackwardKernel<'a>,
     params: LtdSparseAttnBwdParams,
-    /// The gathered-set kernel's parameters and launch (its items, tables and slots).
-    sets: Option<(LtdSparseAttnBwdParams, LaunchConfig)>,
     maps: Option<LtdSparseAttnTmaMaps>,
     head_dim: i64,
     configs: [LaunchConfig; 4],
@@ -376,8 +365,8 @@ impl<'a> BackwardLaunch<'a> {
             scale_log2: call.scale() * std::f32::consts::LOG2_E,
             causal: i32::from(options.causal),
             pad_: 0,
-            // Read by the gathered-set kernel only, whose launch sets it.
-            gather_slots: 0,
+            // Read by the gathered kernel only.
+            gather_slots: kernel.gather_slots.map_or(0, |s| b.read(s)),
         };
         let maps = if hopper {
             let tma = TmaBuffers {
@@ -385,7 +374,7 @@ impl<'a> BackwardLaunch<'a> {
                 out: None,
                 backward: Some([dout, dq_acc, dk, dv]),
                 bias: kernel.smem.bias_tiles.then_some(bias),
-                gather: kernel.sets.is_some(),
+                gather: kernel.gather_slots.is_some(),
             };
             Some(tma_maps(&tma, shape)?)
         } else {
@@ -397,29 +386,9 @@ impl<'a> BackwardLaunch<'a> {
             config::dq_convert(shape.qkv_len()),
             config::backward_combine(kernel.num_combine * shape.batch),
         ];
-        let sets = match &kernel.sets {
-            Some(sk) => {
-                let g = sk.tables;
-                let set_params = LtdSparseAttnBwdParams {
-                    work_items: b.read(&g.sets.items),
-                    tile_rows: b.read(&g.set_rows),
-                    tile_col_masks: b.read(&g.set_masks),
-                    gather_slots: b.read(&g.slots),
-                    ..params
-                };
-                Some((
-                    set_params,
-                    kernel
-                        .smem
-                        .launch(g.sets.grid(shape.batch)?, shape.head_dim),
-                ))
-            }
-            None => None,
-        };
         Ok(BackwardLaunch {
             kernel,
             params,
-            sets,
             maps,
             head_dim: shape.head_dim as i64,
             configs,
@@ -450,23 +419,12 @@ impl<'a> BackwardLaunch<'a> {
         // < L only (TMA boxes over exactly these buffers zero-fill the rest), after the
         // pre-pass on the same stream; grid = items x B (checked), shared memory and threads
         // from `config::BackwardSmem` of this variant; bias / dbias reads only at positions < L.
+        // The gathered kernel's set items (tile < 0) read their slices from `gather_slots` (set
+        // indices below its sets, slices below the padded length's) through the 16-row k / v
+        // maps `tma_maps` built for it, and every one writes its slot.
         unsafe { launch.launch(main) }.map_err(SparseAttnError::driver(
             "launching the attention backward kernel",
         ))?;
-        if let (Some(sk), Some((set_params, set_config))) = (&self.kernel.sets, &self.sets) {
-            let mut launch = stream.launch_builder(&sk.func);
-            launch.arg(set_params);
-            if let Some(maps) = &self.maps {
-                launch.arg(maps);
-            }
-            // SAFETY: as the main kernel, over the gathered key sets' own tables (set indices
-            // below the uploaded slot table's sets, slices below the padded length's, every item
-            // writing its slot below num_slots, which the partial buffers are sized for), with
-            // the 16-row k / v maps `tma_maps` built for it; after the pre-pass on this stream.
-            unsafe { launch.launch(*set_config) }.map_err(SparseAttnError::driver(
-                "launching the attention backward gathered-set kernel",
-            ))?;
-        }
         let mut launch = stream.launch_builder(&self.kernel.post);
         launch.arg(&self.params).arg(&self.head_dim);
         // SAFETY: the dq conversion reads the accumulator (complete: after the main kernel on

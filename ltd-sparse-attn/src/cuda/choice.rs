@@ -183,8 +183,8 @@ impl CudaAttentionKernel {
             }
     }
 
-    /// Whether the backward of this choice runs the Hopper gathered-set kernel (with the plain
-    /// one on the rest of the columns) on a device of compute capability `cc`: never with a bias
+    /// Whether the backward of this choice runs the Hopper gathered-set kernel (one grid over
+    /// the gathered key sets and the plain columns) on a device of compute capability `cc`: never with a bias
     /// or dbias, or on a layout without gathered key sets
     /// ([`CudaAttentionLayout::backward_gather_ratio`] is `None`); otherwise always for
     /// [`WgmmaGathered`](Self::WgmmaGathered) and for `Auto` on 9.0 where the gathered walk

@@ -55,17 +55,16 @@ pub struct CudaAttentionLayout {
     pub(super) gathered_bwd: Option<GpuGatheredBwd>,
 }
 
-/// The gathered backward's tables ([`GatheredColumns`]), work plans and combine rows in GPU
-/// memory: the plain columns' (every chunk that lost a slice to a set writes partial slots) and
-/// the sets', whose slots follow the plain ones (`num_slots` counts both).
+/// The gathered backward's tables ([`GatheredColumns`]), work plan and combine rows in GPU
+/// memory: the plain columns (every chunk that lost a slice to a set writes partial slots) and
+/// the sets, whose slots follow the plain ones (`num_slots` counts both), in one grid.
 pub(super) struct GpuGatheredBwd {
-    pub(super) col_rows: CudaSlice<i32>,
-    pub(super) col_masks: CudaSlice<i32>,
-    pub(super) plain: GpuPlan,
-    pub(super) set_rows: CudaSlice<i32>,
-    pub(super) set_masks: CudaSlice<i32>,
+    /// The plain columns' entries followed by the sets' (`GatheredBackwardPlan::one_grid`).
+    pub(super) rows: CudaSlice<i32>,
+    pub(super) masks: CudaSlice<i32>,
+    /// Plain and set items in one grid.
+    pub(super) plan: GpuPlan,
     pub(super) slots: CudaSlice<i32>,
-    pub(super) sets: GpuPlan,
     /// `[12 per row]`: `GatheredBackwardPlan::combine`.
     pub(super) combine: CudaSlice<i32>,
     pub(super) num_combine: usize,
@@ -87,13 +86,13 @@ impl GpuGatheredBwd {
         }
         let plan = g.backward_plan(limit);
         let combine: Vec<i32> = plan.combine.iter().flatten().copied().collect();
+        let rows = [&g.col_rows[..], &g.set_rows[..]].concat();
+        let masks = [&g.col_masks[..], &g.set_masks[..]].concat();
+        let grid = plan.one_grid(g.col_rows.len());
         Ok(Some(GpuGatheredBwd {
-            plain: GpuPlan::upload(dev, &plan.plain, (&g.col_rows, &g.col_masks))?,
-            sets: GpuPlan::upload(dev, &plan.sets, (&g.set_rows, &g.set_masks))?,
-            col_rows: upload_table(dev, &g.col_rows)?,
-            col_masks: upload_table(dev, &g.col_masks)?,
-            set_rows: upload_table(dev, &g.set_rows)?,
-            set_masks: upload_table(dev, &g.set_masks)?,
+            plan: GpuPlan::upload(dev, &grid, (&rows, &masks))?,
+            rows: upload_table(dev, &rows)?,
+            masks: upload_table(dev, &masks)?,
             slots: upload_table(dev, &g.set_slots)?,
             combine: upload_table(dev, &combine)?,
             num_combine: plan.combine.len(),

@@ -285,6 +285,50 @@ pub struct GatheredBackwardPlan {
     pub num_slots: usize,
 }
 
+impl GatheredBackwardPlan {
+    /// Both item lists as one grid (`ltd_kernels.h`, the `_gather_` backward kernel): the plain
+    /// items as they are, then each set item as `[head, -1 - set, first, end]` with its range
+    /// moved past the `plain_entries` entries of the plain columns (the kernel's tables are the
+    /// plain columns' followed by the sets'), all ordered longest first by powers of two as
+    /// [`WorkPlan::items`] (sets before plain items of the same power). One launch lets the
+    /// long set columns and the many short plain ones share the machine, instead of a set
+    /// launch of a few long CTAs after the plain one. `split` is the plain plan's (the
+    /// combine reads [`GatheredBackwardPlan::combine`]); `num_slots` counts both.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::{FixedConfig, plan::{CoarseTables, GatheredColumns}};
+    /// let g = GatheredColumns::new(&CoarseTables::new(&FixedConfig::new(1).make_layout(1024).unwrap()));
+    /// let plan = g.backward_plan(16);
+    /// let grid = plan.one_grid(g.col_rows.len());
+    /// assert_eq!(grid.items.len(), plan.plain.items.len() + plan.sets.items.len());
+    /// assert!(grid.items.iter().filter(|i| i[1] < 0).all(|i| i[2] as usize >= g.col_rows.len()));
+    /// ```
+    pub fn one_grid(&self, plain_entries: usize) -> WorkPlan {
+        let offset = plain_entries as i32;
+        let sets = self
+            .sets
+            .items
+            .iter()
+            .zip(&self.sets.slots)
+            .map(|(&[h, set, a, b], &slot)| ([h, -1 - set, a + offset, b + offset], slot));
+        let plain = self
+            .plain
+            .items
+            .iter()
+            .copied()
+            .zip(self.plain.slots.iter().copied());
+        let mut all: Vec<([i32; 4], i32)> = sets.chain(plain).collect();
+        let band = |i: &[i32; 4]| u32::BITS - ((i[3] - i[2]) as u32).leading_zeros();
+        all.sort_by_key(|(i, _)| std::cmp::Reverse(band(i)));
+        WorkPlan {
+            items: all.iter().map(|(i, _)| *i).collect(),
+            slots: all.iter().map(|(_, s)| *s).collect(),
+            split: self.plain.split.clone(),
+            num_slots: self.num_slots,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,6 +530,47 @@ mod tests {
             let covered: usize = plan.sets.items.iter().map(|i| (i[3] - i[2]) as usize).sum();
             assert_eq!(covered, g.set_rows.len(), "{name}");
             assert!(plan.sets.items.iter().all(|i| i[3] - i[2] <= 8), "{name}");
+        }
+    }
+
+    #[test]
+    fn one_grid_keeps_every_item_and_its_slot_longest_first() {
+        for (name, layout) in layouts() {
+            let g = GatheredColumns::new(&CoarseTables::new(&layout));
+            let plan = g.backward_plan(8);
+            let grid = plan.one_grid(g.col_rows.len());
+            let n = g.col_rows.len() as i32;
+            let mut plain = Vec::new();
+            let mut sets = Vec::new();
+            for (item, &slot) in grid.items.iter().zip(&grid.slots) {
+                if item[1] >= 0 {
+                    assert!(item[3] <= n, "{name}: a plain item past the plain columns");
+                    plain.push((*item, slot));
+                } else {
+                    assert!(item[2] >= n, "{name}: a set item inside the plain columns");
+                    assert!(slot >= 0, "{name}: a set item without a slot");
+                    let [h, t, a, b] = *item;
+                    sets.push(([h, -1 - t, a - n, b - n], slot));
+                }
+            }
+            let pairs = |p: &WorkPlan| -> Vec<([i32; 4], i32)> {
+                p.items
+                    .iter()
+                    .copied()
+                    .zip(p.slots.iter().copied())
+                    .collect()
+            };
+            plain.sort();
+            sets.sort();
+            let (mut want_plain, mut want_sets) = (pairs(&plan.plain), pairs(&plan.sets));
+            want_plain.sort();
+            want_sets.sort();
+            assert_eq!(plain, want_plain, "{name}");
+            assert_eq!(sets, want_sets, "{name}");
+            let lens: Vec<i32> = grid.items.iter().map(|i| i[3] - i[2]).collect();
+            let band = |l: i32| u32::BITS - (l as u32).leading_zeros();
+            assert!(lens.windows(2).all(|w| band(w[0]) >= band(w[1])), "{name}");
+            assert_eq!(grid.num_slots, plan.num_slots, "{name}");
         }
     }
 }

@@ -3,13 +3,12 @@
 use crate::common::{Data, kernels, poisoned};
 use crate::gpu_support::gpu;
 use crate::{
-    assert_forwards_agree, assert_grads_agree, download_f32, drop_last_keys_of_row_1, forward_with,
+    assert_forwards_agree, assert_grads_agree, backward_with, drop_last_keys_of_row_1, forward_with,
 };
 use half::bf16;
 use ltd_core::CudaDevice;
 use ltd_sparse_attn::cuda::{
-    CudaAttentionGrads, CudaAttentionKernel, CudaAttentionLayout, CudaAttentionOptions,
-    attention_backward_cuda, attention_forward_cuda,
+    CudaAttentionKernel, CudaAttentionLayout, CudaAttentionOptions, attention_forward_cuda,
 };
 use ltd_sparse_attn::{AttentionShape, BSLongformerConfig, BigBirdConfig, Layout};
 
@@ -172,22 +171,8 @@ fn gpu_backward_kernels_agree_at_scale() {
             let mma = opts(CudaAttentionKernel::MmaSync);
             attention_forward_cuda(&dev, &gl, shape, (&q, &k, &v), &mma, &mut out, &mut lse)
                 .unwrap();
-            let grads = |opts: &CudaAttentionOptions<bf16>| -> [Vec<f32>; 3] {
-                let poison = || dev.upload(&poisoned::<bf16>(n)).unwrap();
-                let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
-                let g = CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv);
-                attention_backward_cuda(
-                    &dev,
-                    &gl,
-                    shape,
-                    (&q, &k, &v),
-                    (&out, &lse),
-                    &dout,
-                    opts,
-                    g,
-                )
-                .unwrap();
-                [gq, gk, gv].map(|x| download_f32(&dev, &x))
+            let grads = |opts: &CudaAttentionOptions<bf16>| {
+                backward_with(&dev, &gl, shape, (&q, &k, &v), (&out, &lse), &dout, opts)
             };
             let want = grads(&mma);
             for &kernel in &others {

@@ -1,17 +1,16 @@
 //! The gathered Hopper kernels: the forward against the CPU reference (and the backward after
 //! it), with split rows, at scale, with NaN keys; the gathered-set backward at scale.
 
-use crate::common::{Data, make_layout, poisoned};
+use crate::common::{Data, make_layout};
 use crate::gpu_support::gpu;
 use crate::reference::check;
 use crate::{
-    assert_forwards_agree, assert_grads_agree, download_f32, drop_last_keys_of_row_1, forward_with,
+    assert_forwards_agree, assert_grads_agree, backward_with, drop_last_keys_of_row_1, forward_with,
 };
 use half::{bf16, f16};
 use ltd_core::CudaDevice;
 use ltd_sparse_attn::cuda::{
-    CoarseTables, CudaAttentionGrads, CudaAttentionKernel, CudaAttentionLayout,
-    CudaAttentionOptions, attention_backward_cuda,
+    CoarseTables, CudaAttentionKernel, CudaAttentionLayout, CudaAttentionOptions,
 };
 use ltd_sparse_attn::plan::GatheredTables;
 use ltd_sparse_attn::{AttentionShape, BigBirdConfig, Direction, FixedConfig, Layout};
@@ -234,22 +233,8 @@ fn gpu_gathered_backward_agrees_with_plain_at_scale() {
             // The output came from bf16, so it converts back exactly.
             let out: Vec<bf16> = out.iter().map(|&x| bf16::from_f32(x)).collect();
             let (out, lse) = (dev.upload(&out).unwrap(), dev.upload(&lse).unwrap());
-            let grads = |opts: &CudaAttentionOptions<bf16>| -> [Vec<f32>; 3] {
-                let poison = || dev.upload(&poisoned::<bf16>(n)).unwrap();
-                let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
-                let g = CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv);
-                attention_backward_cuda(
-                    &dev,
-                    &gl,
-                    shape,
-                    (&q, &k, &v),
-                    (&out, &lse),
-                    &dout,
-                    opts,
-                    g,
-                )
-                .unwrap();
-                [gq, gk, gv].map(|x| download_f32(&dev, &x))
+            let grads = |opts: &CudaAttentionOptions<bf16>| {
+                backward_with(&dev, &gl, shape, (&q, &k, &v), (&out, &lse), &dout, opts)
             };
             let ctx = format!("{name}, D {d}, causal and key padding {masked}");
             assert_grads_agree(&grads(&opts(forced)), &grads(&plain), "plain", &ctx);

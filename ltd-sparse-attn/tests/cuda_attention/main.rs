@@ -26,7 +26,10 @@ mod views;
 use half::bf16;
 use ltd_core::{CudaDevice, Element};
 use ltd_sparse_attn::AttentionShape;
-use ltd_sparse_attn::cuda::{CudaAttentionLayout, CudaAttentionOptions, attention_forward_cuda};
+use ltd_sparse_attn::cuda::{
+    CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions, attention_backward_cuda,
+    attention_forward_cuda,
+};
 
 /// An additive key-padding mask `[batch, seq]` on the device that drops the last `dropped`
 /// keys of batch row 1 and keeps everything else.
@@ -73,6 +76,32 @@ fn forward_with(
     let mut lse = dev.upload(&vec![f32::NAN; shape.lse_len()]).unwrap();
     attention_forward_cuda(dev, gl, shape, qkv, opts, &mut out, &mut lse).unwrap();
     (download_f32(dev, &out), dev.download(&lse).unwrap())
+}
+
+/// dQ, dK and dV of one backward kernel on `layout` from a given forward output, the gradients
+/// poisoned first.
+fn backward_with(
+    dev: &CudaDevice,
+    gl: &CudaAttentionLayout,
+    shape: AttentionShape,
+    qkv: (
+        &cudarc::driver::CudaSlice<bf16>,
+        &cudarc::driver::CudaSlice<bf16>,
+        &cudarc::driver::CudaSlice<bf16>,
+    ),
+    (out, lse): (
+        &cudarc::driver::CudaSlice<bf16>,
+        &cudarc::driver::CudaSlice<f32>,
+    ),
+    dout: &cudarc::driver::CudaSlice<bf16>,
+    opts: &CudaAttentionOptions<bf16>,
+) -> [Vec<f32>; 3] {
+    let n = shape.qkv_len();
+    let poison = || dev.upload(&common::poisoned::<bf16>(n)).unwrap();
+    let (mut gq, mut gk, mut gv) = (poison(), poison(), poison());
+    let g = CudaAttentionGrads::new(&mut gq, &mut gk, &mut gv);
+    attention_backward_cuda(dev, gl, shape, qkv, (out, lse), dout, opts, g).unwrap();
+    [gq, gk, gv].map(|x| download_f32(dev, &x))
 }
 
 /// Asserts that two forwards of one call agree: lse equal (infinities of rows with no visible

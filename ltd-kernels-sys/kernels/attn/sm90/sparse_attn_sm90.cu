@@ -619,8 +619,10 @@ __device__ __forceinline__ void bwd_sm90_reduce_dq(const LtdSparseAttnTmaMaps& m
 // TBIAS (`_bias_tma_` kernels; BIAS, single-chunk only): the bias tile of each (query tile,
 // chunk) arrives by TMA with the tile's Q / dO (an 8 KB buffer per stage) instead of per-element
 // global loads, which here are transposed (lanes step queries: L elements apart).
-// GATHER (`_gather_` kernels; no bias, single): the item is a gathered key set, its K / V
-// loaded as four 16-row boxes and warp w's keys from slot w; every item writes its slot.
+// GATHER (`_gather_` kernels; no bias, single): one grid over the plain columns and the
+// gathered key sets, so the long set items and the short plain ones share the machine, longest
+// first. An item with tile < 0 is set -1 - tile: its K / V load as four 16-row boxes, warp w's
+// keys come from slot w, and it writes its slot; an item with tile >= 0 is a plain chunk.
 template <typename T, int D, bool BIAS, bool PAIR, bool TBIAS, bool GATHER = false>
 __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParams& p, const LtdSparseAttnTmaMaps& maps) {
     static_assert(!TBIAS || (BIAS && !PAIR), "bias tiles: the single-chunk bias kernel only");
@@ -636,7 +638,9 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     const ltd_attn::WorkItem work = ltd_attn::work_item(p);
     const int wg = PAIR ? threadIdx.x >> 7 : 0;  // this warpgroup's chunk: kGroups * tile + wg
     const int h = work.h, begin = work.begin, end = work.end, b = work.b;
-    const int kc = kGroups * work.tile + wg;
+    // GATHER: uniform over the CTA (one item), so no wgmma sits under a divergent branch.
+    const bool is_set = GATHER && work.tile < 0;
+    const int kc = is_set ? 0 : kGroups * work.tile + wg;
     const int warp = (threadIdx.x & 127) >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
     const uint32_t tK = sm.k + wg * kTileBytes, tV = sm.v + wg * kTileBytes;  // this warpgroup's keys
@@ -653,9 +657,9 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     T* dbias = BIAS && p.dbias ? reinterpret_cast<T*>(p.dbias) + bh * seq * seq : nullptr;
     const long long k0 = (long long)kc * kTile;
     // GATHER: the set's four slice bases (16-key units); warp w's keys are slice w's.
-    const int4 slots = GATHER ? reinterpret_cast<const int4*>(p.gather_slots)[work.tile] : int4{};
+    const int4 slots = is_set ? reinterpret_cast<const int4*>(p.gather_slots)[-1 - work.tile] : int4{};
     const int slot_w = warp == 0 ? slots.x : warp == 1 ? slots.y : warp == 2 ? slots.z : slots.w;  // selects, not a local array
-    const long long key0 = GATHER ? 16ll * slot_w : k0 + warp * 16;
+    const long long key0 = is_set ? 16ll * slot_w : k0 + warp * 16;
     const long long key_g[2] = {key0 + g, key0 + g + 8};
     float kpm_l2[2] = {0.f, 0.f};
     if (kpm) {
@@ -670,7 +674,7 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
 
     mbar_init_all<1 + kStages>(sm.bar_kv);
     if (threadIdx.x == 0) {
-        if constexpr (GATHER) {
+        if (is_set) {
             mbar_expect(sm.bar_kv, 2 * kTileBytes);
             fwd_sm90_load_chunk<D, true>(sm.k, &maps.k, &maps.k16, -1, slots, mat, sm.bar_kv);
             fwd_sm90_load_chunk<D, true>(sm.v, &maps.v, &maps.v16, -1, slots, mat, sm.bar_kv);
