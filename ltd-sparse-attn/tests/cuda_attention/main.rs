@@ -60,16 +60,19 @@ fn download_f32(dev: &CudaDevice, x: &cudarc::driver::CudaSlice<bf16>) -> Vec<f3
         .collect()
 }
 
+/// Q, K and V of a bf16 call on the device.
+type Qkv<'a> = (
+    &'a cudarc::driver::CudaSlice<bf16>,
+    &'a cudarc::driver::CudaSlice<bf16>,
+    &'a cudarc::driver::CudaSlice<bf16>,
+);
+
 /// Forward output and lse of one kernel on `layout`, outputs poisoned with NaN first.
 fn forward_with(
     dev: &CudaDevice,
     gl: &CudaAttentionLayout,
     shape: AttentionShape,
-    qkv: (
-        &cudarc::driver::CudaSlice<bf16>,
-        &cudarc::driver::CudaSlice<bf16>,
-        &cudarc::driver::CudaSlice<bf16>,
-    ),
+    qkv: Qkv<'_>,
     opts: &CudaAttentionOptions<bf16>,
 ) -> (Vec<f32>, Vec<f32>) {
     let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
@@ -84,11 +87,7 @@ fn backward_with(
     dev: &CudaDevice,
     gl: &CudaAttentionLayout,
     shape: AttentionShape,
-    qkv: (
-        &cudarc::driver::CudaSlice<bf16>,
-        &cudarc::driver::CudaSlice<bf16>,
-        &cudarc::driver::CudaSlice<bf16>,
-    ),
+    qkv: Qkv<'_>,
     (out, lse): (
         &cudarc::driver::CudaSlice<bf16>,
         &cudarc::driver::CudaSlice<f32>,
