@@ -3,7 +3,8 @@
 use crate::common::{Data, kernels, poisoned};
 use crate::gpu_support::gpu;
 use crate::{
-    assert_forwards_agree, assert_grads_agree, backward_with, drop_last_keys_of_row_1, forward_with,
+    assert_forwards_agree, assert_grads_agree, backward_with, drop_last_keys_of_row_1,
+    forward_with, random_qkv,
 };
 use half::bf16;
 use ltd_core::CudaDevice;
@@ -76,9 +77,7 @@ fn gpu_forward_kernels_agree_at_scale() {
             head_dim: d,
         };
         let n = shape.qkv_len();
-        let q = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
-        let k = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
-        let v = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+        let [q, k, v] = random_qkv(&dev, &mut data, n);
         let kpm = drop_last_keys_of_row_1(&dev, 4, seq, 1000);
         for (li, (name, layout)) in layouts.iter().enumerate() {
             let gl = CudaAttentionLayout::new(&dev, layout).unwrap();
@@ -152,9 +151,7 @@ fn gpu_backward_kernels_agree_at_scale() {
             head_dim: d,
         };
         let n = shape.qkv_len();
-        let q = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
-        let k = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
-        let v = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+        let [q, k, v] = random_qkv(&dev, &mut data, n);
         let dout = dev.upload(&data.vec::<bf16>(n, -1.0, 1.0)).unwrap();
         let kpm = drop_last_keys_of_row_1(&dev, batch, seq, 900);
         for (li, (name, layout)) in layouts.iter().enumerate() {

@@ -5,7 +5,8 @@ use crate::common::{Data, make_layout};
 use crate::gpu_support::gpu;
 use crate::reference::check;
 use crate::{
-    assert_forwards_agree, assert_grads_agree, backward_with, drop_last_keys_of_row_1, forward_with,
+    assert_forwards_agree, assert_grads_agree, backward_with, drop_last_keys_of_row_1,
+    forward_with, random_qkv,
 };
 use half::{bf16, f16};
 use ltd_core::CudaDevice;
@@ -160,9 +161,7 @@ fn gpu_gathered_forward_agrees_with_plain_at_scale() {
                 head_dim: d,
             };
             let n = shape.qkv_len();
-            let q = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
-            let k = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
-            let v = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+            let [q, k, v] = random_qkv(&dev, &mut data, n);
             let kpm = drop_last_keys_of_row_1(&dev, 2, seq, seq / 3);
             let masked = d == 128;
             let opts = |kernel| CudaAttentionOptions {
@@ -216,9 +215,7 @@ fn gpu_gathered_backward_agrees_with_plain_at_scale() {
                 head_dim: d,
             };
             let n = shape.qkv_len();
-            let q = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
-            let k = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
-            let v = dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap();
+            let [q, k, v] = random_qkv(&dev, &mut data, n);
             let dout = dev.upload(&data.vec::<bf16>(n, -1.0, 1.0)).unwrap();
             let kpm = drop_last_keys_of_row_1(&dev, batch, seq, seq / 3);
             let masked = (li + d / 64) % 2 == 1;

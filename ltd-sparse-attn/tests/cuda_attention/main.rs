@@ -67,6 +67,16 @@ type Qkv<'a> = (
     &'a cudarc::driver::CudaSlice<bf16>,
 );
 
+/// Q, K and V of `n` elements each, uniform in [-2, 2], drawn from `data` in that order and
+/// uploaded.
+fn random_qkv(
+    dev: &CudaDevice,
+    data: &mut common::Data,
+    n: usize,
+) -> [cudarc::driver::CudaSlice<bf16>; 3] {
+    [(); 3].map(|_| dev.upload(&data.vec::<bf16>(n, -2.0, 2.0)).unwrap())
+}
+
 /// Forward output and lse of one kernel on `layout`, outputs poisoned with NaN first.
 fn forward_with(
     dev: &CudaDevice,
