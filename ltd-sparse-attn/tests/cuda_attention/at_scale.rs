@@ -4,7 +4,7 @@ use crate::common::{Data, kernels, poisoned};
 use crate::gpu_support::gpu;
 use crate::{
     assert_forwards_agree, assert_grads_agree, backward_with, drop_last_keys_of_row_1,
-    forward_with, random_qkv,
+    forward_with, masked_options, random_qkv,
 };
 use half::bf16;
 use ltd_core::CudaDevice;
@@ -82,12 +82,7 @@ fn gpu_forward_kernels_agree_at_scale() {
         for (li, (name, layout)) in layouts.iter().enumerate() {
             let gl = CudaAttentionLayout::new(&dev, layout).unwrap();
             let masked = (li + d / 64) % 2 == 0;
-            let opts = |kernel| CudaAttentionOptions {
-                causal: masked,
-                key_padding_mask: masked.then_some((&kpm).into()),
-                kernel,
-                ..Default::default()
-            };
+            let opts = |kernel| masked_options(masked, &kpm, kernel);
             let (want_o, want_l) = forward_with(
                 &dev,
                 &gl,
@@ -157,12 +152,7 @@ fn gpu_backward_kernels_agree_at_scale() {
         for (li, (name, layout)) in layouts.iter().enumerate() {
             let gl = CudaAttentionLayout::new(&dev, layout).unwrap();
             let masked = (li + d / 64) % 2 == 1;
-            let opts = |kernel| CudaAttentionOptions {
-                causal: masked,
-                key_padding_mask: masked.then_some((&kpm).into()),
-                kernel,
-                ..Default::default()
-            };
+            let opts = |kernel| masked_options(masked, &kpm, kernel);
             let mut out = dev.upload(&poisoned::<bf16>(n)).unwrap();
             let mut lse = dev.upload(&vec![f32::NAN; shape.lse_len()]).unwrap();
             let mma = opts(CudaAttentionKernel::MmaSync);

@@ -6,7 +6,7 @@ use crate::gpu_support::gpu;
 use crate::reference::check;
 use crate::{
     assert_forwards_agree, assert_grads_agree, backward_with, drop_last_keys_of_row_1,
-    forward_with, random_qkv,
+    forward_with, masked_options, random_qkv,
 };
 use half::{bf16, f16};
 use ltd_core::CudaDevice;
@@ -164,12 +164,7 @@ fn gpu_gathered_forward_agrees_with_plain_at_scale() {
             let [q, k, v] = random_qkv(&dev, &mut data, n);
             let kpm = drop_last_keys_of_row_1(&dev, 2, seq, seq / 3);
             let masked = d == 128;
-            let opts = |kernel| CudaAttentionOptions {
-                causal: masked,
-                key_padding_mask: masked.then_some((&kpm).into()),
-                kernel,
-                ..Default::default()
-            };
+            let opts = |kernel| masked_options(masked, &kpm, kernel);
             let plain = opts(CudaAttentionKernel::Wgmma);
             let (want_o, want_l) = forward_with(&dev, &gl, shape, (&q, &k, &v), &plain);
             let got = forward_with(&dev, &gl, shape, (&q, &k, &v), &opts(forced));
@@ -219,12 +214,7 @@ fn gpu_gathered_backward_agrees_with_plain_at_scale() {
             let dout = dev.upload(&data.vec::<bf16>(n, -1.0, 1.0)).unwrap();
             let kpm = drop_last_keys_of_row_1(&dev, batch, seq, seq / 3);
             let masked = (li + d / 64) % 2 == 1;
-            let opts = |kernel| CudaAttentionOptions {
-                causal: masked,
-                key_padding_mask: masked.then_some((&kpm).into()),
-                kernel,
-                ..Default::default()
-            };
+            let opts = |kernel| masked_options(masked, &kpm, kernel);
             let plain = opts(CudaAttentionKernel::Wgmma);
             let (out, lse) = forward_with(&dev, &gl, shape, (&q, &k, &v), &plain);
             // The output came from bf16, so it converts back exactly.

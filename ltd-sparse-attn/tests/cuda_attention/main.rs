@@ -27,8 +27,8 @@ use half::bf16;
 use ltd_core::{CudaDevice, Element};
 use ltd_sparse_attn::AttentionShape;
 use ltd_sparse_attn::cuda::{
-    CudaAttentionGrads, CudaAttentionLayout, CudaAttentionOptions, attention_backward_cuda,
-    attention_forward_cuda,
+    CudaAttentionGrads, CudaAttentionKernel, CudaAttentionLayout, CudaAttentionOptions,
+    attention_backward_cuda, attention_forward_cuda,
 };
 
 /// An additive key-padding mask `[batch, seq]` on the device that drops the last `dropped`
@@ -49,6 +49,21 @@ fn drop_last_keys_of_row_1(
         })
         .collect();
     dev.upload(&kpm).unwrap()
+}
+
+/// The options of the at-scale comparisons: `kernel`, with (`masked`) or without causal masking
+/// and the key-padding mask `kpm`.
+fn masked_options(
+    masked: bool,
+    kpm: &cudarc::driver::CudaSlice<f32>,
+    kernel: CudaAttentionKernel,
+) -> CudaAttentionOptions<'_, bf16> {
+    CudaAttentionOptions {
+        causal: masked,
+        key_padding_mask: masked.then_some(kpm.into()),
+        kernel,
+        ..Default::default()
+    }
 }
 
 /// A bf16 device buffer, downloaded as f32.
