@@ -6,7 +6,7 @@ profile's summary.md, from summarize.py), one markdown table, for the performanc
 
 TABLE.md is benches/peers/run-all.sh's table (its "Targets" list names the misses); SUMMARY.md
 is benches/profile/summarize.py's output for the same bench cells. A cell the profile lacks is
-reported with its profile columns empty, never dropped; a table without a "Targets" list is an
+reported with "(not profiled)" in its profile columns, never dropped; a table without a "Targets" list is an
 error.
 """
 import re
