@@ -6,8 +6,8 @@ profile's summary.md, from summarize.py), one markdown table, for the performanc
 
 TABLE.md is benches/peers/run-all.sh's table (its "Targets" list names the misses); SUMMARY.md
 is benches/profile/summarize.py's output for the same bench cells. A cell the profile lacks is
-reported with "(not profiled)" in its profile columns, never dropped; a table without a "Targets" list is an
-error.
+reported with "(not profiled)" in its profile columns, never dropped; a table without a
+"Targets" list or a "Backward" table is an error.
 """
 import re
 import sys
@@ -59,7 +59,9 @@ def main():
     missed = misses(table)
     key = lambda r: cell_key(r["layout"], r["S"], r["D"])  # noqa: E731
     fwd = {key(r): r for r in rows(table, "layout")}
-    bwd = {key(r): r for r in rows(table.split("\nBackward", 1)[-1], "layout")}
+    if "\nBackward" not in table:
+        sys.exit("per_cell.py: TABLE.md has no 'Backward' table (is it run-all.sh's table.md?)")
+    bwd = {key(r): r for r in rows(table.split("\nBackward", 1)[1], "layout")}
     prof = {r["cell"]: r for r in rows(summary, "cell")}
     print("| cell | misses | fwd eff | bwd eff | fwd main µs (tensor / issue / occupancy %) | fwd top stalls "
           "| bwd main µs + aux µs (tensor / issue / occupancy %) | bwd top stalls |")

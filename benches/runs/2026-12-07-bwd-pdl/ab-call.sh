@@ -10,7 +10,8 @@
 # and cuda_hardening, memcheck on the at-scale backward tests, a second A/B round, racecheck on
 # the several-items-per-CTA test (counter and combo only). ab_table.py of
 # ../2026-12-06-persistent-bwd makes the A/B table from ab.log.
-V=${1:?usage: ab-call.sh counter|pdl|combo}
+V=${1:-}
+case $V in counter|pdl|combo) ;; *) echo "usage: ab-call.sh counter|pdl|combo (got '$V')" >&2; exit 2;; esac
 O=${OUT:-/tmp/out}; mkdir -p $O
 for n in cuda_attention cuda_hardening; do xz -dc .gpu-ab/$n-$V.xz > /tmp/$n && chmod +x /tmp/$n || exit 1; done
 xz -dc .gpu-ab/bench-old.xz > /tmp/bench-old && xz -dc .gpu-ab/bench-$V.xz > /tmp/bench-new && chmod +x /tmp/bench-old /tmp/bench-new || exit 1
