@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One device call timing every backward variant against main's kernels: two A/B rounds of
+# gpu_sparse_attn over all cells (old, pdl, combo, counter, then the reverse order, so a drift
+# in clocks over the call falls on both sides), then the at-scale and gathered tests of pdl and
+# combo while time is left. Carry .gpu-ab (bench-V.xz, cuda_attention-V.xz; see README.md):
+#
+#   bash benches/runs/2026-12-07-bwd-pdl/ab-all.sh
+#
+# The winner's full tests and sanitizers are ab-call.sh's. The table:
+#   python3 benches/runs/2026-12-06-persistent-bwd/ab_table.py ab.log
+O=${OUT:-/tmp/out}; mkdir -p $O
+for v in old pdl combo counter; do xz -dc .gpu-ab/bench-$v.xz > /tmp/bench-$v && chmod +x /tmp/bench-$v || exit 1; done
+for v in pdl combo; do xz -dc .gpu-ab/cuda_attention-$v.xz > /tmp/cuda_attention-$v && chmod +x /tmp/cuda_attention-$v || exit 1; done
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee $O/machine.txt
+round() { r=$1; shift; for v in "$@"; do
+  echo "== round $r $v" | tee -a $O/ab.log
+  timeout 45 /tmp/bench-$v --bench 2>&1 | tee -a $O/ab.log | tail -20 | cut -c1-72
+done; }
+round 1 old pdl combo counter
+round 2 counter combo pdl old
+for v in pdl combo; do
+  echo "== tests $v" | tee -a $O/tests.log
+  (cd ltd-sparse-attn && timeout 80 /tmp/cuda_attention-$v at_scale gathered more_items --test-threads 1 2>&1) | tee -a $O/tests.log | grep -E "test result|panicked|FAILED" | tail -6
+done
