@@ -6,6 +6,7 @@
 #
 #   bash benches/runs/2026-12-07-bwd-pdl/ab-all.sh
 #
+# ROUNDS=1 keeps only the first A/B round (a call on less device time).
 # The winner's full tests and sanitizers are ab-call.sh's. The table:
 #   python3 benches/runs/2026-12-06-persistent-bwd/ab_table.py ab.log
 O=${OUT:-/tmp/out}; mkdir -p $O
@@ -17,7 +18,7 @@ round() { r=$1; shift; for v in "$@"; do
   timeout 45 /tmp/bench-$v --bench 2>&1 | tee -a $O/ab.log | tail -20 | cut -c1-72
 done; }
 round 1 old pdl combo counter
-round 2 counter combo pdl old
+[ "${ROUNDS:-2}" = 1 ] || round 2 counter combo pdl old
 for v in pdl combo; do
   echo "== tests $v" | tee -a $O/tests.log
   (cd ltd-sparse-attn && timeout 80 /tmp/cuda_attention-$v at_scale gathered more_items --test-threads 1 2>&1) | tee -a $O/tests.log | grep -E "test result|panicked|FAILED" | tail -6
