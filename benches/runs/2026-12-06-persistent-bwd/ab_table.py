@@ -17,6 +17,9 @@ for line in open(sys.argv[1]):
         if version not in names:
             names.append(version)
         continue
+    if line.startswith("== "):  # another section (tests): no table until the next round
+        version = None
+        continue
     f = line.split()
     if version and len(f) > 8 and re.match(r"[a-z]", f[0]) and f[1].isdigit():
         fwd, fb = float(f[5]), float(f[7])

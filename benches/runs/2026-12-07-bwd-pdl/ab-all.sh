@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One device call timing every backward variant against main's kernels: two A/B rounds of
-# gpu_sparse_attn over all cells (old, pdl, combo, counter, then the reverse order, so a drift
-# in clocks over the call falls on both sides), then the at-scale and gathered tests of pdl and
-# combo while time is left. Carry .gpu-ab (bench-V.xz, cuda_attention-V.xz; see README.md):
+# One device call timing every backward variant against main's kernels: an A/B round of
+# gpu_sparse_attn over all cells (old, pdl, combo, counter), the at-scale and gathered tests of
+# pdl and combo, then a second round in the reverse order (a clock drift over the call falls on
+# both sides). Carry .gpu-ab (bench-V.xz, cuda_attention-V.xz; see README.md):
 #
 #   bash benches/runs/2026-12-07-bwd-pdl/ab-all.sh
 #
@@ -18,8 +18,8 @@ round() { r=$1; shift; for v in "$@"; do
   timeout 45 /tmp/bench-$v --bench 2>&1 | tee -a $O/ab.log | tail -20 | cut -c1-72
 done; }
 round 1 old pdl combo counter
-[ "${ROUNDS:-2}" = 1 ] || round 2 counter combo pdl old
 for v in pdl combo; do
   echo "== tests $v" | tee -a $O/tests.log
   (cd ltd-sparse-attn && timeout 80 /tmp/cuda_attention-$v at_scale gathered more_items --test-threads 1 2>&1) | tee -a $O/tests.log | grep -E "test result|panicked|FAILED" | tail -6
 done
+[ "${ROUNDS:-2}" = 1 ] || round 2 counter combo pdl old
