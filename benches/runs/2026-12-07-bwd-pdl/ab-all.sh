@@ -20,6 +20,6 @@ done; }
 round 1 old pdl combo counter
 for v in pdl combo; do
   echo "== tests $v" | tee -a $O/tests.log
-  (cd ltd-sparse-attn && timeout 80 /tmp/cuda_attention-$v at_scale gathered more_items --test-threads 1 2>&1) | tee -a $O/tests.log | grep -E "test result|panicked|FAILED" | tail -6
+  (cd ltd-sparse-attn && timeout 90 /tmp/cuda_attention-$v at_scale gathered more_items --test-threads 1 2>&1) | tee -a $O/tests.log | grep -E "test result|panicked|FAILED" | tail -6
 done
 [ "${ROUNDS:-2}" = 1 ] || round 2 counter combo pdl old
