@@ -32,11 +32,12 @@ head += [f"{v} / old f+b" for v in variants]
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 mean = lambda xs, i: sum(x[i] for x in xs) / len(xs)
-fmt = lambda xs: ", ".join(f"{x[0]:.1f}" for x in xs)
+fmt = lambda xs: ", ".join(f"{x[0]:.1f}" for x in xs) or "-"
 ratio = lambda v, old, i: f"{mean(v, i) / mean(old, i):.3f}" if v else "-"
 for cell, r in runs.items():
     old = r["old"]
     if not old:
+        print(f"ab_table.py: {cell} has no `old` row; left out", file=sys.stderr)
         continue
     row = [cell, fmt(old)] + [fmt(r[v]) for v in variants]
     row += [ratio(r[v], old, 0) for v in variants] + [ratio(r[v], old, 1) for v in variants]
