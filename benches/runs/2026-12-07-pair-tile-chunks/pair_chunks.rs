@@ -11,7 +11,10 @@ fn chunks(l: &Layout, h: usize, qt: usize) -> Vec<usize> {
     for c in 0..ntiles {
         let rows = (qt * 64 / b)..=((qt * 64 + 63) / b);
         let cols = (c * 64 / b)..=((c * 64 + 63) / b);
-        if rows.clone().any(|r| cols.clone().any(|cc| l.is_active(h, r, cc))) {
+        if rows
+            .clone()
+            .any(|r| cols.clone().any(|cc| l.is_active(h, r, cc)))
+        {
             out.push(c);
         }
     }
