@@ -9,14 +9,9 @@
 # ROUNDS=1 keeps only the first A/B round (a call on less device time).
 # The winner's full tests and sanitizers are ab-call.sh's. The table:
 #   python3 benches/runs/2026-12-06-persistent-bwd/ab_table.py ab.log
-O=${OUT:-/tmp/out}; mkdir -p $O
-for v in old pdl combo counter; do xz -dc .gpu-ab/bench-$v.xz > /tmp/bench-$v && chmod +x /tmp/bench-$v || exit 1; done
-for v in pdl combo; do xz -dc .gpu-ab/cuda_attention-$v.xz > /tmp/cuda_attention-$v && chmod +x /tmp/cuda_attention-$v || exit 1; done
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee $O/machine.txt
-round() { r=$1; shift; for v in "$@"; do
-  echo "== round $r $v" | tee -a $O/ab.log
-  timeout 45 /tmp/bench-$v --bench 2>&1 | tee -a $O/ab.log | tail -20 | cut -c1-72
-done; }
+source "$(dirname "$0")/common.sh"
+unpack bench-old bench-pdl bench-combo bench-counter cuda_attention-pdl cuda_attention-combo
+machine
 round 1 old pdl combo counter
 for v in pdl combo; do
   echo "== tests $v" | tee -a $O/tests.log
