@@ -9,15 +9,12 @@
 # Most important first, each step under its own timeout (a cut call keeps what ran); they add up
 # to 530 s. The table: python3 benches/runs/2026-12-07-fwd-pair/pair_table.py bench.log
 source "$(dirname "$0")/../2026-12-07-bwd-pdl/common.sh"
+source "$(dirname "$0")/pair-steps.sh"
 unpack cuda_attention-fpair cuda_hardening-fpair bench-fpair
 machine
-T=/tmp/cuda_attention-fpair
-(cd ltd-sparse-attn && timeout 90 $T at_scale split_rows --test-threads 1 2>&1) | tee $O/tests_first.log | grep -E "test result|panicked|FAILED" | tail -6
-echo "== run 1" | tee -a $O/bench.log
-timeout 45 /tmp/bench-fpair --bench 2>&1 | tee -a $O/bench.log | tail -22 | cut -c1-72
+pair_first_tests
+pair_bench 1
 (cd ltd-sparse-attn && timeout 100 $T --skip at_scale --test-threads 1 2>&1) | tee $O/tests_rest.log | grep -E "^test .*FAILED|test result|panicked" | tail -6
 (cd ltd-sparse-attn && timeout 60 /tmp/cuda_hardening-fpair --test-threads 1 2>&1) | tee -a $O/tests_rest.log | grep -E "test result|panicked|FAILED" | tail -4
-(cd ltd-sparse-attn && LTD_GPU_CASES=1 timeout 90 compute-sanitizer --tool memcheck $T split_rows query_tile_past_the_end fully_masked --test-threads 1 2>&1) | tee $O/memcheck.log | grep -E "ERROR SUMMARY|test result" | tail -3
-(cd ltd-sparse-attn && LTD_GPU_CASES=1 timeout 100 compute-sanitizer --tool racecheck $T split_rows --test-threads 1 2>&1) | tee $O/racecheck.log | grep -E "RACECHECK SUMMARY|test result" | tail -3
-echo "== run 2" | tee -a $O/bench.log
-timeout 45 /tmp/bench-fpair --bench 2>&1 | tee -a $O/bench.log | tail -22 | cut -c1-72
+pair_sanitizers
+pair_bench 2
