@@ -24,9 +24,9 @@ for line in open(sys.argv[1]):
         cells[key]["pair"].append(float(f[19]))
 if not cells:
     sys.exit("pair_table.py: no 21-column gpu_sparse_attn rows under a `== run N` header")
+mean = lambda xs: sum(xs) / len(xs)
+fmt = lambda xs: ", ".join(f"{x:.1f}" for x in xs)
 print("| cell | single fwd µs | pair fwd µs | pair / single | Auto runs the pair |")
 print("|---|---|---|---|---|")
 for key, c in cells.items():
-    mean = lambda xs: sum(xs) / len(xs)
-    fmt = lambda xs: ", ".join(f"{x:.1f}" for x in xs)
     print(f"| {key} | {fmt(c['single'])} | {fmt(c['pair'])} | {mean(c['pair']) / mean(c['single']):.3f} | {c['auto']} |")
