@@ -167,6 +167,8 @@ typedef struct LtdMaskGatherParams {
 #define LTD_SPARSE_ATTN_THREADS 128
 /** Threads per CTA of `ltd_sparse_attn_bwd_sm90_pair_*`: one warpgroup per key chunk of the pair. */
 #define LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS 256
+/** Threads per CTA of `ltd_sparse_attn_fwd_sm90_pair_*`: one warpgroup per query tile of the pair. */
+#define LTD_SPARSE_ATTN_FWD_SM90_PAIR_THREADS 256
 /** Rows per CTA of the combine kernels and the backward pre-pass: one warp per row. */
 #define LTD_SPARSE_ATTN_ROWS_PER_CTA 4
 /** Threads per CTA of `ltd_sparse_attn_bwd_dq_*`. */
@@ -199,6 +201,9 @@ typedef struct LtdMaskGatherParams {
  */
 #define LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D64 LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64
 #define LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D128 LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128
+/** `ltd_sparse_attn_fwd_sm90_pair_*`: a Q tile per query tile of the pair, two K and two V tiles, the extra. */
+#define LTD_SPARSE_ATTN_FWD_SM90_PAIR_SMEM_D64 (6 * 64 * 64 * 2 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA)
+#define LTD_SPARSE_ATTN_FWD_SM90_PAIR_SMEM_D128 (6 * 64 * 128 * 2 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA)
 /** `ltd_sparse_attn_fwd_bias_tma_sm90_*`: the sm90 forward's and two 64 x 64 bias tiles. */
 #define LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D64 (LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64 + 2 * 64 * 64 * 2)
 #define LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D128 (LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128 + 2 * 64 * 64 * 2)
@@ -310,6 +315,14 @@ typedef struct LtdSparseAttnTmaMaps {
  * work items' first / second columns are entries of this table too. K and V of a gathered chunk
  * come through the k16 / v16 tensor maps; dynamic shared memory
  * LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D{64,128}. The other forward kernels ignore gather_slots.
+ * `ltd_sparse_attn_fwd_sm90_pair_{bf16,f16}_d{64,128}` (same file and parameters, no bias: p.bias
+ * must be 0) run one CTA of LTD_SPARSE_ATTN_FWD_SM90_PAIR_THREADS threads (two warpgroups) per
+ * work item of the row pair tables: query tiles 2p and 2p + 1 (p = the item's tile; the second
+ * may be the one past the last), tile_cols / tile_masks = the sorted union of their chunks with
+ * tile 2p's mask in bits 0..16 and 2p + 1's in bits 16..32; dynamic shared memory
+ * LTD_SPARSE_ATTN_FWD_SM90_PAIR_SMEM_D{64,128}. Partial results come in two banks: an item with
+ * slot s writes tile 2p's to slot s and 2p + 1's to s + num_slots / 2 (num_slots counts both
+ * banks; split_rows lists 64-row query tiles).
  * `ltd_sparse_attn_fwd_combine_{bf16,f16}_d{64,128}` (attn/common) then merges the pieces of
  * every split row: split_rows is int32 `[split][4]` = (head, query tile, first slot, slot count),
  * each covering item_rows rows; grid (split * B, item_rows / LTD_SPARSE_ATTN_ROWS_PER_CTA) with

@@ -185,6 +185,8 @@ fn the_constants_have_the_values_the_launchers_used() {
         (LTD_SPARSE_ATTN_FWD_BIAS_TILES_SMEM_D128, 98_304),
         (LTD_SPARSE_ATTN_FWD_SM90_SMEM_D64, 42_048),
         (LTD_SPARSE_ATTN_FWD_SM90_SMEM_D128, 66_624),
+        (LTD_SPARSE_ATTN_FWD_SM90_PAIR_SMEM_D64, 50_240),
+        (LTD_SPARSE_ATTN_FWD_SM90_PAIR_SMEM_D128, 99_392),
         (LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D64, 58_432),
         (LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D128, 83_008),
         (LTD_SPARSE_ATTN_BWD_SMEM_D64, 58_368),
@@ -205,12 +207,13 @@ fn the_constants_have_the_values_the_launchers_used() {
     assert!(bytes.iter().all(|&(b, _)| b <= 227 * 1024));
     assert_eq!(LTD_SPARSE_ATTN_SM90_SMEM_EXTRA as usize, SM90_SMEM_EXTRA);
     assert_eq!(LTD_SPARSE_ATTN_STATS_ROWS_ALIGN as usize, STATS_ROWS_ALIGN);
-    // Threads: 128 per CTA (4 warps of 16 rows of a 64-row tile), 256 for the pair backward
-    // (`128 * chunks`), one warp per row in the combines and the pre-pass (`item_rows / 4`,
+    // Threads: 128 per CTA (4 warps of 16 rows of a 64-row tile), 256 for the pair kernels
+    // (`128 * chunks` / `128 * tiles`), one warp per row in the combines and the pre-pass (`item_rows / 4`,
     // `KERNEL_TILE / 4`, `stats_rows.div_ceil(4)`), and the dq conversion's 256 threads of 4
     // elements (`(n / 4).div_ceil(256)`).
     assert_eq!(LTD_SPARSE_ATTN_THREADS, 128);
     assert_eq!(LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS, 2 * 128);
+    assert_eq!(LTD_SPARSE_ATTN_FWD_SM90_PAIR_THREADS, 2 * 128);
     assert_eq!(LTD_SPARSE_ATTN_ROWS_PER_CTA, LTD_SPARSE_ATTN_THREADS / 32);
     assert_eq!(LTD_SPARSE_ATTN_BWD_DQ_THREADS, 256);
     assert_eq!(LTD_SPARSE_ATTN_BWD_DQ_ELEMS_PER_THREAD, 4);

@@ -73,11 +73,12 @@ __device__ __forceinline__ void fwd_sm90_load_first(const LtdSparseAttnTmaMaps& 
 }
 
 // A whole row's epilogue: O normalised and staged in the Q tile, out by one TMA store, and the
-// row lse.
+// row lse. Every thread of the CTA calls it (a CTA barrier); `issuer` (one thread per staged
+// tile) issues the store.
 template <typename T, int D>
 __device__ __forceinline__ void fwd_sm90_store_rows(const LtdSparseAttnFwdParams& p, const LtdSparseAttnTmaMaps& maps, uint32_t sQ,
                                                     const float (&o)[D / 2], const float (&m)[2], const float (&l)[2], long long q0,
-                                                    long long bh, long long seq, int mat, int warp, int g, int t) {
+                                                    long long bh, long long seq, int mat, int warp, int g, int t, bool issuer) {
     // A whole row: O goes through the Q tile (free: the last S product has retired) and
     // out by TMA, 16-byte-coalesced (the 4-byte stores of an m64 accumulator fill half of
     // each 32-byte sector they touch); rows past seq are skipped by the TMA.
@@ -90,7 +91,7 @@ __device__ __forceinline__ void fwd_sm90_store_rows(const LtdSparseAttnFwdParams
     }
     fence_proxy_async();
     __syncthreads();
-    if (threadIdx.x == 0) {
+    if (issuer) {
         tma_store_tile<D>(&maps.o, sQ, (int)q0, mat);
         bulk_commit();
         bulk_wait_read();  // the shared memory must outlive the copy's reads
@@ -245,7 +246,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
     if (work.slot >= 0) {
         ltd_attn::fwd_store<T, D>(p, work, qt, 0, warp, g, t, o, m, l);
     } else {
-        fwd_sm90_store_rows<T, D>(p, maps, sQ, o, m, l, q0, bh, seq, mat, warp, g, t);
+        fwd_sm90_store_rows<T, D>(p, maps, sQ, o, m, l, q0, bh, seq, mat, warp, g, t, threadIdx.x == 0);
     }
 }
 

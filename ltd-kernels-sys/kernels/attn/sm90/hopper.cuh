@@ -157,6 +157,16 @@ __device__ __forceinline__ void mbar_init_all(uint32_t first) {
     }
     __syncthreads();
 }
+// Thread 0 initialises one barrier whose phases complete after `arrivals` arrivals (no CTA
+// barrier: the caller publishes it with the fence below and one of its own).
+__device__ __forceinline__ void mbar_init(uint32_t bar, unsigned arrivals) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
+}
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+// This thread's arrival on a barrier counting threads (mbar_init's `arrivals`).
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
 // The issuing thread's arrival: the phase completes once `bytes` of copies have landed.
 __device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");

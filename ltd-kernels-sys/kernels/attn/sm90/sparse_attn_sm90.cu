@@ -11,6 +11,7 @@
 // fwd_sm90.cuh, the backward's in bwd_sm90.cuh, what both use in sm90_common.cuh; the combine,
 // pre-pass and dq kernels are in attn/common/sparse_attn_aux.cu.
 #include "attn/sm90/fwd_sm90.cuh"
+#include "attn/sm90/fwd_pair_sm90.cuh"
 #include "attn/sm90/bwd_sm90.cuh"
 
 // Held to 4 (D 64) / 3 (D 128) CTAs per SM: without the bound ptxas takes enough registers for
@@ -34,9 +35,19 @@ LTD_SPARSE_FWD_GATHER_SM90(ltd_sparse_attn_fwd_gather_sm90_bf16_d64, __nv_bfloat
 LTD_SPARSE_FWD_GATHER_SM90(ltd_sparse_attn_fwd_gather_sm90_bf16_d128, __nv_bfloat16, 128)
 LTD_SPARSE_FWD_GATHER_SM90(ltd_sparse_attn_fwd_gather_sm90_f16_d64, __half, 64)
 LTD_SPARSE_FWD_GATHER_SM90(ltd_sparse_attn_fwd_gather_sm90_f16_d128, __half, 128)
+// The pair forward (two query tiles per CTA, no bias), held to 2 CTAs per SM: four warpgroups at
+// both head dims (the single forward holds three at D 128).
+#define LTD_SPARSE_FWD_PAIR_SM90(NAME, T, D) \
+    extern "C" __global__ void __launch_bounds__(kFwdPairThreads, 2) \
+        NAME(const LtdSparseAttnFwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_fwd_pair_sm90<T, D>(p, maps); }
+LTD_SPARSE_FWD_PAIR_SM90(ltd_sparse_attn_fwd_sm90_pair_bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_FWD_PAIR_SM90(ltd_sparse_attn_fwd_sm90_pair_bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_FWD_PAIR_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d64, __half, 64)
+LTD_SPARSE_FWD_PAIR_SM90(ltd_sparse_attn_fwd_sm90_pair_f16_d128, __half, 128)
 
-// The pair kernels run one CTA of 256 threads per SM (their registers, and at D 128 their shared
-// memory, allow no second one); the single ones 3 (D 64 without bias) or 1-2 CTAs of 128 threads.
+// The pair backward kernels run one CTA of 256 threads per SM (their registers, and at D 128
+// their shared memory, allow no second one); the single ones 3 (D 64 without bias) or 1-2 CTAs of
+// 128 threads.
 constexpr int kPairThreads = LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS;
 static_assert(kPairThreads == 2 * kThreads, "one warpgroup per key chunk of the pair");
 #define LTD_SPARSE_BWD_GATHER_SM90(NAME, T, D) \
