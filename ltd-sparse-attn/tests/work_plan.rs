@@ -11,7 +11,7 @@ fn work_plans_cover_every_row_and_column_exactly_once() {
     // CPU-only check of the work split: per (head, query tile) in the forward and (head, key
     // chunk) in the backward (or pair of chunks) the items' ranges tile the row's or column's
     // table range, pieces respect the limit, whole rows have slot -1, split rows own disjoint
-    // slot ranges covering 0..num_slots (in the backward pair plan one range per chunk of the
+    // slot ranges covering 0..num_slots (in the pair plans one range per tile or chunk of the
     // pair, in two banks), and items come longest first (by powers of two).
     for block in [16, 64, 128] {
         for family in 0u8..5 {
@@ -19,23 +19,30 @@ fn work_plans_cover_every_row_and_column_exactly_once() {
             let t = CoarseTables::new(&layout);
             for (max_chunks, which) in [1usize, 2, 3, 7, 16, 1000]
                 .into_iter()
-                .flat_map(|m| [(m, 0), (m, 1), (m, 2)])
+                .flat_map(|m| [(m, 0), (m, 1), (m, 2), (m, 3)])
             {
                 let (plan, ptr, per_head) = match which {
                     0 => (t.forward_plan(max_chunks), &t.row_ptr, t.num_qtiles),
                     1 => (t.backward_plan(max_chunks), &t.col_ptr, t.num_qtiles),
-                    _ => (
+                    2 => (
                         t.backward_pair_plan(max_chunks),
                         &t.col_pair_ptr,
                         t.num_qtiles.div_ceil(2),
                     ),
+                    _ => (
+                        t.forward_pair_plan(max_chunks),
+                        &t.row_pair_ptr,
+                        t.num_qtiles.div_ceil(2),
+                    ),
                 };
+                let pairs = which >= 2;
                 assert_eq!(plan.items.len(), plan.slots.len());
                 // The kernels' rows repeat the first two entries and the first mask.
                 let (entries, masks) = match which {
                     0 => (&t.cols, &t.masks),
                     1 => (&t.col_rows, &t.col_masks),
-                    _ => (&t.col_pair_rows, &t.col_pair_masks),
+                    2 => (&t.col_pair_rows, &t.col_pair_masks),
+                    _ => (&t.row_pair_cols, &t.row_pair_masks),
                 };
                 let rows = plan.kernel_rows(entries, masks);
                 assert_eq!(rows.len(), plan.items.len());
@@ -69,8 +76,9 @@ fn work_plans_cover_every_row_and_column_exactly_once() {
                     }
                     assert!(cnt >= 2, "a split row of one piece ({h}, {qt})");
                 }
-                if which == 2 {
-                    // Bank 1 of a pair whose second chunk is past the last is written, never read.
+                if pairs {
+                    // Bank 1 of a pair whose second tile or chunk is past the last is written,
+                    // never read.
                     let odd_tail = plan
                         .split
                         .iter()
@@ -104,9 +112,9 @@ fn work_plans_cover_every_row_and_column_exactly_once() {
                         } else {
                             let mut slots: Vec<i32> = mine.iter().map(|m| m.2).collect();
                             slots.sort();
-                            // The combine's rows: this row, or the pair's two chunks (bank 0
-                            // for 2c, bank 1 for 2c + 1 where that chunk exists).
-                            let listed: Vec<(usize, i32)> = if which == 2 {
+                            // The combine's rows: this row, or the pair's two tiles or chunks
+                            // (bank 0 for 2c, bank 1 for 2c + 1 where it exists).
+                            let listed: Vec<(usize, i32)> = if pairs {
                                 [(2 * qt, 0), (2 * qt + 1, plan.num_slots as i32 / 2)]
                                     .into_iter()
                                     .filter(|&(chunk, _)| chunk < t.num_qtiles)
@@ -139,13 +147,20 @@ fn coarse_tables_cover_exactly_the_layout() {
         for family in 0u8..5 {
             let layout = make_layout(family, 3, block, 700, family % 2 == 0, 9);
             let t = CoarseTables::new(&layout);
-            // Pair tables of the transpose (backward): the sorted union of the two chunks'
-            // entries, each chunk's mask in its half.
+            // Pair tables of the transpose (backward) and of the rows (forward): the sorted
+            // union of the two chunks' (tiles') entries, each one's mask in its half.
             let pairs = t.num_qtiles.div_ceil(2);
-            let (ptr, entries, masks) = (&t.col_ptr, &t.col_rows, &t.col_masks);
-            let (pair_ptr, pair_entries, pair_masks) =
-                (&t.col_pair_ptr, &t.col_pair_rows, &t.col_pair_masks);
-            {
+            let tables = [
+                (
+                    (&t.col_ptr, &t.col_rows, &t.col_masks),
+                    (&t.col_pair_ptr, &t.col_pair_rows, &t.col_pair_masks),
+                ),
+                (
+                    (&t.row_ptr, &t.cols, &t.masks),
+                    (&t.row_pair_ptr, &t.row_pair_cols, &t.row_pair_masks),
+                ),
+            ];
+            for ((ptr, entries, masks), (pair_ptr, pair_entries, pair_masks)) in tables {
                 assert_eq!(pair_ptr.len(), t.heads * pairs + 1);
                 for h in 0..t.heads {
                     for pair in 0..pairs {

@@ -45,6 +45,15 @@ pub struct CoarseTables {
     /// Sub-block masks of the pair: bits 0..16 chunk 2c, bits 16..32 chunk 2c + 1 (0 where that
     /// chunk does not see the tile).
     pub col_pair_masks: Vec<i32>,
+    /// The rows in pairs of query tiles (2p, 2p + 1), for the Hopper forward's pair kernel, whose
+    /// two warpgroups share the K / V copy of every chunk: `[heads * num_pairs + 1]` offsets into
+    /// `row_pair_cols` / `row_pair_masks`, `num_pairs = ceil(num_qtiles / 2)`.
+    pub row_pair_ptr: Vec<i32>,
+    /// Key chunks active in either query tile of the pair (sorted union).
+    pub row_pair_cols: Vec<i32>,
+    /// Sub-block masks of the pair: bits 0..16 tile 2p, bits 16..32 tile 2p + 1 (0 where that
+    /// tile does not see the chunk).
+    pub row_pair_masks: Vec<i32>,
 }
 
 /// A CSR-like table: `ptr` offsets (`num` rows per head) into `entries` / `masks`.
@@ -151,6 +160,12 @@ impl CoarseTables {
             masks: &col_masks,
         };
         let (col_pair_ptr, col_pair_rows, col_pair_masks) = pair_rows(heads, num_qtiles, columns);
+        let rows = Csr {
+            ptr: &row_ptr,
+            entries: &cols,
+            masks: &masks,
+        };
+        let (row_pair_ptr, row_pair_cols, row_pair_masks) = pair_rows(heads, num_qtiles, rows);
         CoarseTables {
             heads,
             num_qtiles,
@@ -163,6 +178,9 @@ impl CoarseTables {
             col_pair_ptr,
             col_pair_rows,
             col_pair_masks,
+            row_pair_ptr,
+            row_pair_cols,
+            row_pair_masks,
         }
     }
 }

@@ -120,12 +120,35 @@ impl CoarseTables {
     /// assert_eq!(plan.split, vec![[0, 0, 0, 2], [0, 1, 4, 2], [0, 2, 2, 2], [0, 3, 6, 2]]);
     /// ```
     pub fn backward_pair_plan(&self, max_tiles: usize) -> WorkPlan {
-        let mut plan = plan_rows(
-            self.heads,
-            &self.col_pair_ptr,
-            self.num_qtiles.div_ceil(2),
-            max_tiles,
-        );
+        self.pair_plan(&self.col_pair_ptr, max_tiles)
+    }
+
+    /// The work items of the Hopper forward's pair kernel: pairs of query tiles (tile = pair
+    /// index p, ranges of `row_pair_cols`), pieces of at most `max_chunks` chunks. Partial
+    /// results come in two banks, one per tile of the pair, as in
+    /// [`backward_pair_plan`](Self::backward_pair_plan): an item with slot `s` writes tile 2p's
+    /// partial output to slot `s` and tile 2p + 1's to `s + num_slots / 2`; `split` lists 64-row
+    /// query tiles, as the combine kernel reads them (a tile past the last is left out).
+    ///
+    /// ```
+    /// use ltd_sparse_attn::{DenseConfig, plan::CoarseTables};
+    /// let t = CoarseTables::new(&DenseConfig::new(1).make_layout(192).unwrap()); // 3 x 3 tiles
+    /// let whole = t.forward_pair_plan(3);
+    /// // Pairs (0, 1) and (2, past the last), whole rows.
+    /// assert_eq!((whole.items, whole.num_slots), (vec![[0, 0, 0, 3], [0, 1, 3, 6]], 0));
+    /// let split = t.forward_pair_plan(2);
+    /// // Each pair's 3 chunks in 2 pieces: 4 slots per bank; tile 3 does not exist.
+    /// assert_eq!((split.items.len(), split.num_slots), (4, 8));
+    /// assert_eq!(split.split, vec![[0, 0, 0, 2], [0, 1, 4, 2], [0, 2, 2, 2]]);
+    /// ```
+    pub fn forward_pair_plan(&self, max_chunks: usize) -> WorkPlan {
+        self.pair_plan(&self.row_pair_ptr, max_chunks)
+    }
+
+    /// The plan over a pair table's `ptr` (pairs of tiles or chunks): items per pair, two banks
+    /// of partial slots, `split` per 64-wide tile or chunk that exists.
+    fn pair_plan(&self, ptr: &[i32], max_entries: usize) -> WorkPlan {
+        let mut plan = plan_rows(self.heads, ptr, self.num_qtiles.div_ceil(2), max_entries);
         let bank = plan.num_slots as i32;
         plan.split = plan
             .split
@@ -136,7 +159,7 @@ impl CoarseTables {
                     [h, 2 * pair + 1, bank + first, count],
                 ]
             })
-            .filter(|&[_, chunk, _, _]| (chunk as usize) < self.num_qtiles)
+            .filter(|&[_, tile, _, _]| (tile as usize) < self.num_qtiles)
             .collect();
         plan.num_slots *= 2;
         plan
@@ -156,6 +179,24 @@ impl CoarseTables {
     /// ```
     pub fn forward_split_chunks(&self, sm_count: usize) -> usize {
         self.cols.len().div_ceil(4 * sm_count.max(1)).max(16)
+    }
+
+    /// The pair forward's piece length (chunks per piece of a pair of query rows) on a GPU with
+    /// `sm_count` multiprocessors: [`forward_split_chunks`](Self::forward_split_chunks)'s rule
+    /// for the pair kernel's two CTAs per multiprocessor, over the pair table's entries: about
+    /// one CTA slot's work when one batch row is spread over `2 * sm_count` CTAs, never below
+    /// 16.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::{BigBirdConfig, plan::CoarseTables};
+    /// let mut c = BigBirdConfig::new(16);
+    /// c.block = 128;
+    /// let t = CoarseTables::new(&c.make_layout(16384).unwrap());
+    /// let n = t.forward_pair_split_chunks(132);
+    /// assert_eq!(n, t.row_pair_cols.len().div_ceil(2 * 132).max(16));
+    /// ```
+    pub fn forward_pair_split_chunks(&self, sm_count: usize) -> usize {
+        self.row_pair_cols.len().div_ceil(2 * sm_count.max(1)).max(16)
     }
 
     /// The backward's piece length (query tiles per piece of a key column) on a GPU with
