@@ -149,10 +149,12 @@ mod gpu {
         mma_sync_fwd_bwd: f64,
         /// `Wgmma` (single-chunk backward) forward + backward.
         wgmma_fwd_bwd: f64,
-        /// `WgmmaPairs` (pair backward) forward + backward.
+        /// `WgmmaPairs` (pair forward and pair backward) forward + backward.
         pairs_fwd_bwd: f64,
         /// `Wgmma` forward: the plain Hopper forward (no gathered chunks).
         wgmma_fwd: f64,
+        /// `WgmmaPairs` forward: the pair forward (two query tiles per CTA).
+        pairs_fwd: f64,
         /// Host time to enqueue an `Auto` forward.
         host_fwd: f64,
         /// Host time to enqueue an `Auto` forward + backward.
@@ -289,9 +291,9 @@ mod gpu {
         let mma_sync_fwd = time(false, &sm80)?;
         let mma_sync_fwd_bwd = time(true, &sm80)?;
         let cc = dev.compute_capability();
-        // On Hopper, forward + backward with each Hopper choice forced (the backward of `Wgmma`
-        // runs one warpgroup per key chunk, that of `WgmmaPairs` two per pair of chunks; `Auto`
-        // picks per layout).
+        // On Hopper, forward + backward with each Hopper choice forced (`Wgmma` runs one
+        // warpgroup per query tile or key chunk, `WgmmaPairs` two per pair of them; `Auto` picks
+        // per layout).
         let mut hopper = |with_backward: bool, kernel: CudaAttentionKernel| -> Res<f64> {
             if kernel.runs_on(cc) {
                 time(
@@ -308,6 +310,7 @@ mod gpu {
         let wgmma_fwd_bwd = hopper(true, CudaAttentionKernel::Wgmma)?;
         let pairs_fwd_bwd = hopper(true, CudaAttentionKernel::WgmmaPairs)?;
         let wgmma_fwd = hopper(false, CudaAttentionKernel::Wgmma)?;
+        let pairs_fwd = hopper(false, CudaAttentionKernel::WgmmaPairs)?;
         let host_fwd = enqueue_median_us(dev, || bufs.call(dev, cell, false, &auto))?;
         let host_fwd_bwd = enqueue_median_us(dev, || bufs.call(dev, cell, true, &auto))?;
         Ok(CellTimes {
@@ -318,6 +321,7 @@ mod gpu {
             wgmma_fwd_bwd,
             pairs_fwd_bwd,
             wgmma_fwd,
+            pairs_fwd,
             host_fwd,
             host_fwd_bwd,
             bwd_pairs: auto.kernel.backward_pairs(cc, cell.gl, d, false),
@@ -363,7 +367,7 @@ mod gpu {
     /// The column headers of the table.
     fn print_header() {
         println!(
-            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9} {:>12} {:>10} {:>10}",
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9} {:>12} {:>10} {:>10} {:>12} {:>10}",
             "layout",
             "S",
             "B",
@@ -382,14 +386,16 @@ mod gpu {
             "bwd pair",
             "Wgmma fwd us",
             "fwd gather",
-            "bwd gather"
+            "bwd gather",
+            "pairs fwd us",
+            "pair share"
         );
     }
 
     /// One line of the table.
     fn print_row(cell: &Cell<'_>, t: &CellTimes) {
         println!(
-            "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9} {:>12.1} {:>10} {:>10}",
+            "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9} {:>12.1} {:>10} {:>10} {:>12.1} {:>10.3}",
             cell.name,
             cell.shape.seq_len,
             cell.shape.batch,
@@ -408,7 +414,9 @@ mod gpu {
             t.bwd_pairs,
             t.wgmma_fwd,
             t.fwd_gathered,
-            t.bwd_gathered
+            t.bwd_gathered,
+            t.pairs_fwd,
+            cell.gl.row_pair_sharing()
         );
     }
 
@@ -418,7 +426,7 @@ mod gpu {
         let (seq, batch, d) = (shape.seq_len, shape.batch, shape.head_dim);
         let tflops = fwd_tflops(cell, t.fwd);
         format!(
-            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}, \"fwd_wgmma_us\": {:.3}, \"fwd_gathered\": {}, \"bwd_gathered\": {}}}",
+            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}, \"fwd_wgmma_us\": {:.3}, \"fwd_gathered\": {}, \"bwd_gathered\": {}, \"fwd_wgmma_pairs_us\": {:.3}, \"row_pair_sharing\": {:.4}}}",
             layout.block(),
             layout.num_blocks(),
             layout.nnz(),
@@ -436,7 +444,9 @@ mod gpu {
             t.bwd_pairs,
             t.wgmma_fwd,
             t.fwd_gathered,
-            t.bwd_gathered
+            t.bwd_gathered,
+            t.pairs_fwd,
+            cell.gl.row_pair_sharing()
         )
     }
 }

@@ -29,7 +29,8 @@ use super::CudaAttentionLayout;
 pub enum CudaAttentionKernel {
     /// On compute capability 9.0 (H100/H200) [`Wgmma`](Self::Wgmma), except for a backward
     /// [`backward_pairs`](Self::backward_pairs) gives to the pair kernel and a forward
-    /// [`forward_gathered`](Self::forward_gathered) gives to the gathered kernel;
+    /// [`forward_gathered`](Self::forward_gathered) gives to the gathered kernel (`Auto`
+    /// never runs the pair forward, [`forward_pairs`](Self::forward_pairs));
     /// [`MmaSync`](Self::MmaSync) elsewhere.
     #[default]
     Auto,
@@ -42,8 +43,11 @@ pub enum CudaAttentionKernel {
     /// [`Wgmma`](Self::Wgmma) with the backward always on the pair kernel (two warpgroups per
     /// CTA on a pair of adjacent 64-key chunks, sharing the Q / dO tiles of every query tile and
     /// adding one dQ tile for both, [`CudaAttentionLayout::column_pair_sharing`]), where `Auto`
-    /// picks it only where [`backward_pairs`](Self::backward_pairs) says. The forward is
-    /// `Wgmma`'s; with a bias the backward is `Wgmma`'s too (no pair variant of the bias kernel).
+    /// picks it only where [`backward_pairs`](Self::backward_pairs) says, and the forward always
+    /// on the pair forward (two warpgroups per CTA on a pair of adjacent 64-row query tiles,
+    /// sharing the K / V copy of every chunk, [`CudaAttentionLayout::row_pair_sharing`]), which
+    /// `Auto` does not pick ([`forward_pairs`](Self::forward_pairs)). With a bias both are
+    /// `Wgmma`'s (no pair variant of the bias kernels).
     WgmmaPairs,
     /// [`Wgmma`](Self::Wgmma) with the forward on the gathered kernel wherever the layout has
     /// gathered chunks ([`CudaAttentionLayout::forward_gather_ratio`]) and the backward on the
@@ -143,6 +147,37 @@ impl CudaAttentionKernel {
                 }
                 _ => false,
             }
+    }
+
+    /// Whether the forward of this choice runs the Hopper pair forward (two warpgroups on two
+    /// adjacent query tiles, walking the union of their chunks) on a device of compute
+    /// capability `cc`: for [`WgmmaPairs`](Self::WgmmaPairs) on 9.0 without a bias (no pair
+    /// variant of the bias kernel); never for the other choices. `Auto` keeps the single-tile
+    /// forward: the pair forward's speed against it is not yet established
+    /// (`docs/kernels.md`, "Which variant runs when").
+    ///
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_sparse_attn::{BigBirdConfig, cuda::{CudaAttentionKernel, CudaAttentionLayout}};
+    /// let dev = CudaDevice::new(0)?; // an H100
+    /// let mut c = BigBirdConfig::new(4);
+    /// c.block = 128;
+    /// let layout = CudaAttentionLayout::new(&dev, &c.make_layout(4096)?)?;
+    /// assert!(CudaAttentionKernel::WgmmaPairs.forward_pairs((9, 0), &layout, false));
+    /// assert!(!CudaAttentionKernel::WgmmaPairs.forward_pairs((9, 0), &layout, true));
+    /// assert!(!CudaAttentionKernel::Auto.forward_pairs((9, 0), &layout, false));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn forward_pairs(
+        self,
+        cc: (i32, i32),
+        layout: &CudaAttentionLayout,
+        with_bias: bool,
+    ) -> bool {
+        self == CudaAttentionKernel::WgmmaPairs
+            && cc == (9, 0)
+            && !with_bias
+            && layout.fwd_pairs.is_some()
     }
 
     /// Whether the forward of this choice runs the Hopper gathered kernel on a device of compute

@@ -17,6 +17,9 @@ const ROWS_PER_CTA: usize = sys::LTD_SPARSE_ATTN_ROWS_PER_CTA as usize;
 /// Threads of a forward CTA: 4 warps x 16 query rows (`mma.sync`), or one warpgroup (Hopper).
 pub(super) const FWD_THREADS: u32 = sys::LTD_SPARSE_ATTN_THREADS;
 
+/// Threads of a Hopper pair forward CTA: one warpgroup per query tile of the pair.
+const FWD_PAIR_THREADS: u32 = sys::LTD_SPARSE_ATTN_FWD_SM90_PAIR_THREADS;
+
 /// Rows per `[B*H]` matrix of the Hopper backward's tiled row statistics are L rounded up to
 /// this: a multiple of every layout block, so the tables' last query tile (the layout's padded
 /// length) has its pair.
@@ -52,6 +55,19 @@ pub(super) enum ForwardSmem {
     Sm90,
     /// The Hopper gathered forward: `Sm90`'s layout (no bias tiles).
     Sm90Gather,
+    /// The Hopper pair forward: a Q tile per query tile of the pair, two K and two V buffers
+    /// (no bias tiles).
+    Sm90Pair,
+}
+
+impl ForwardSmem {
+    /// Threads per CTA of this variant's kernels.
+    pub(super) fn threads(self) -> u32 {
+        match self {
+            ForwardSmem::Sm90Pair => FWD_PAIR_THREADS,
+            _ => FWD_THREADS,
+        }
+    }
 }
 
 /// Dynamic shared memory of a forward kernel, with two 64 x 64 bias buffers when
@@ -79,6 +95,11 @@ pub(super) fn forward_smem(variant: ForwardSmem, head_dim: usize, bias_tiles: bo
             LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D64,
             LTD_SPARSE_ATTN_FWD_GATHER_SM90_SMEM_D128,
         ),
+        (ForwardSmem::Sm90Pair, _) => by_head_dim(
+            head_dim,
+            LTD_SPARSE_ATTN_FWD_SM90_PAIR_SMEM_D64,
+            LTD_SPARSE_ATTN_FWD_SM90_PAIR_SMEM_D128,
+        ),
         (ForwardSmem::Sm90, true) => by_head_dim(
             head_dim,
             LTD_SPARSE_ATTN_FWD_BIAS_TMA_SM90_SMEM_D64,
@@ -87,11 +108,11 @@ pub(super) fn forward_smem(variant: ForwardSmem, head_dim: usize, bias_tiles: bo
     }
 }
 
-/// The forward's main launch: one CTA per work item.
-pub(super) fn forward_main(items: u32, smem: usize) -> LaunchConfig {
+/// The forward's main launch of `variant`: one CTA per work item.
+pub(super) fn forward_main(variant: ForwardSmem, items: u32, smem: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (items, 1, 1),
-        block_dim: (FWD_THREADS, 1, 1),
+        block_dim: (variant.threads(), 1, 1),
         shared_mem_bytes: smem as u32,
     }
 }

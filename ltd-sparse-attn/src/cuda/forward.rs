@@ -13,10 +13,10 @@ use super::check::AttentionCall;
 use super::config::{self, ForwardSmem};
 use super::kernels::{
     AttnKernel, FWD, FWD_BIAS_SM90, FWD_BIAS_TILES, FWD_COMBINE, FWD_GATHER_SM90, FWD_SM90,
-    LoadKernel,
+    FWD_SM90_PAIR, LoadKernel,
 };
 use super::launch::{Borrows, TmaBuffers, partial_buffer, tma_maps};
-use super::upload::{GpuGathered, GpuPlan};
+use super::upload::{GpuForwardPairs, GpuGathered, GpuPlan};
 use super::{CudaAttentionLayout, CudaAttentionOptions};
 use crate::{AttentionShape, Result, SparseAttnError};
 
@@ -111,13 +111,19 @@ pub fn attention_forward_cuda<'b, T: Element + DeviceRepr>(
     };
     // The gathered table where the choice runs the gathered kernel (docs/kernels.md, "Which
     // variant runs when").
-    let gathered = layout.gathered.as_ref().filter(|_| {
-        options
-            .kernel
-            .forward_gathered(dev.compute_capability(), layout, io.bias.is_some())
+    let cc = dev.compute_capability();
+    let with_bias = io.bias.is_some();
+    let gathered = layout
+        .gathered
+        .as_ref()
+        .filter(|_| options.kernel.forward_gathered(cc, layout, with_bias));
+    // The pair forward's tables where the choice runs it (never with the gathered kernel).
+    let pairs = layout.fwd_pairs.as_ref().filter(|_| {
+        gathered.is_none() && options.kernel.forward_pairs(cc, layout, with_bias)
     });
-    let kernel = ForwardKernel::choose(dev, &call, io.bias, gathered.is_some())?;
-    let plan = gathered.map_or(&layout.fwd_plan, |g| &g.plan);
+    let tables = ForwardTables::new(layout, gathered, pairs);
+    let kernel = ForwardKernel::choose(dev, &call, io.bias, tables.variant)?;
+    let plan = tables.plan;
     // Partial outputs of the pieces of split rows (f32 [B, slots, rows, D] and [B, slots,
     // rows]), only for layouts that have split rows.
     let rows = shape.batch * plan.num_slots * config::FWD_ITEM_ROWS;
@@ -128,7 +134,6 @@ pub fn attention_forward_cuda<'b, T: Element + DeviceRepr>(
         part_o: part_o.as_mut(),
         part_lse: part_lse.as_mut(),
     };
-    let tables = ForwardTables::new(layout, gathered);
     ForwardLaunch::new(dev, tables, &call, kernel, buffers, options)?.enqueue(stream)?;
     drop(user);
     Ok(())
@@ -154,31 +159,50 @@ struct ForwardKernel {
     bias_tiles: bool,
     /// The Hopper gathered kernel, on the gathered table.
     gather: bool,
+    /// The variant's shared-memory layout, which also sets its threads per CTA.
+    variant: ForwardSmem,
 }
 
-/// The table a forward walks and its plan: the layout's plain one, or its gathered one with the
-/// slots of the gathered chunks.
+/// The table a forward walks and its plan: the layout's plain one, its gathered one with the
+/// slots of the gathered chunks, or its row pair tables; and the kernel variant that walks it
+/// (`Sm90Gather`, `Sm90Pair`, or `Sm90` for the plain table, which `ForwardKernel::choose`
+/// refines by device and bias).
 struct ForwardTables<'a> {
     cols: &'a CudaSlice<i32>,
     masks: &'a CudaSlice<i32>,
     slots: Option<&'a CudaSlice<i32>>,
     plan: &'a GpuPlan,
+    variant: ForwardSmem,
 }
 
 impl<'a> ForwardTables<'a> {
-    fn new(layout: &'a CudaAttentionLayout, gathered: Option<&'a GpuGathered>) -> Self {
-        match gathered {
-            Some(g) => ForwardTables {
+    /// At most one of `gathered` and `pairs` is given.
+    fn new(
+        layout: &'a CudaAttentionLayout,
+        gathered: Option<&'a GpuGathered>,
+        pairs: Option<&'a GpuForwardPairs>,
+    ) -> Self {
+        match (gathered, pairs) {
+            (Some(g), _) => ForwardTables {
                 cols: &g.entries,
                 masks: &g.masks,
                 slots: Some(&g.slots),
                 plan: &g.plan,
+                variant: ForwardSmem::Sm90Gather,
             },
-            None => ForwardTables {
+            (None, Some(p)) => ForwardTables {
+                cols: &p.cols,
+                masks: &p.masks,
+                slots: None,
+                plan: &p.plan,
+                variant: ForwardSmem::Sm90Pair,
+            },
+            (None, None) => ForwardTables {
                 cols: &layout.cols,
                 masks: &layout.masks,
                 slots: None,
                 plan: &layout.fwd_plan,
+                variant: ForwardSmem::Sm90,
             },
         }
     }
@@ -188,25 +212,32 @@ impl ForwardKernel {
     /// The Hopper kernels on Hopper; elsewhere `mma.sync`, with a bias the bias-tile kernel where
     /// its two extra tiles keep as many CTAs per SM as the per-element kernel (not on an A100,
     /// whose smaller shared memory would halve them). The device caches both occupancies.
-    /// `bias` is the bias's address: tiles only for a 16-byte aligned one. `gather`: the
-    /// gathered kernel (Hopper, no bias), which the caller has chosen.
+    /// `bias` is the bias's address: tiles only for a 16-byte aligned one. `tables`: the
+    /// variant of the tables the caller has chosen; the gathered and the pair kernel (Hopper,
+    /// no bias) run as chosen.
     fn choose(
         dev: &CudaDevice,
         call: &AttentionCall,
         bias: Option<u64>,
-        gather: bool,
+        tables: ForwardSmem,
     ) -> Result<ForwardKernel> {
         let (dtype, d) = (call.dtype(), call.shape().head_dim);
         let bias_tiles =
             bias.is_some_and(bias_tiles_aligned) && config::bias_tiles_fit(call.shape().seq_len);
-        if gather {
-            let smem = config::forward_smem(ForwardSmem::Sm90Gather, d, false);
+        if matches!(tables, ForwardSmem::Sm90Gather | ForwardSmem::Sm90Pair) {
+            let family = if tables == ForwardSmem::Sm90Pair {
+                &FWD_SM90_PAIR
+            } else {
+                &FWD_GATHER_SM90
+            };
+            let smem = config::forward_smem(tables, d, false);
             return Ok(ForwardKernel {
-                func: FWD_GATHER_SM90.load(dev, dtype, d, smem)?,
+                func: family.load(dev, dtype, d, smem)?,
                 smem,
                 hopper: true,
                 bias_tiles: false,
-                gather: true,
+                gather: tables == ForwardSmem::Sm90Gather,
+                variant: tables,
             });
         }
         if call.kernel().is_hopper() {
@@ -223,6 +254,7 @@ impl ForwardKernel {
                 hopper: true,
                 bias_tiles,
                 gather: false,
+                variant: ForwardSmem::Sm90,
             });
         }
         let smem = config::forward_smem(ForwardSmem::MmaSync, d, false);
@@ -233,7 +265,7 @@ impl ForwardKernel {
                 let name = family.entry(dtype, d)?;
                 family
                     .module
-                    .blocks_per_multiprocessor(dev, name, config::FWD_THREADS, bytes)
+                    .blocks_per_multiprocessor(dev, name, ForwardSmem::MmaSync.threads(), bytes)
             };
             if ctas(&FWD_BIAS_TILES, tiled_smem)? >= ctas(&FWD, smem)? {
                 return Ok(ForwardKernel {
@@ -242,6 +274,7 @@ impl ForwardKernel {
                     hopper: false,
                     bias_tiles: true,
                     gather: false,
+                    variant: ForwardSmem::MmaSync,
                 });
             }
         }
@@ -251,6 +284,7 @@ impl ForwardKernel {
             hopper: false,
             bias_tiles: false,
             gather: false,
+            variant: ForwardSmem::MmaSync,
         })
     }
 }
@@ -338,7 +372,7 @@ impl<'a> ForwardLaunch<'a> {
             None
         };
         Ok(ForwardLaunch {
-            main: config::forward_main(items, kernel.smem),
+            main: config::forward_main(kernel.variant, items, kernel.smem),
             kernel,
             params,
             maps,
@@ -358,13 +392,15 @@ impl<'a> ForwardLaunch<'a> {
         // SAFETY: `new` built the params from a checked call (every buffer of its shape's
         // length, lse and masks included, each starting at the alignment its loads need:
         // `align::Align`, bias tiles only from a 16-byte aligned bias; raw pointers hold the
-        // promise of `DeviceBuf::from_raw`) over the layout's own tables and forward plan, plain
-        // or gathered (items with head < H, tile and chunk indices below the padded length's
-        // tiles, gathered codes below the uploaded slot table's chunks and its slots below the
-        // padded length's 16-key slices, slots below num_slots, partial buffers sized for them;
-        // the gathered kernel only where there is no bias); the kernel reads and writes rows < L only
-        // (TMA boxes over exactly these buffers zero-fill the rest), its grid is the plan's items
-        // times B (checked) and its shared memory is `config::forward_smem` of this variant.
+        // promise of `DeviceBuf::from_raw`) over the layout's own tables and forward plan,
+        // plain, gathered or in row pairs (items with head < H, tile and chunk indices below the
+        // padded length's tiles, pair indices below half of them rounded up, gathered codes
+        // below the uploaded slot table's chunks and its slots below the padded length's 16-key
+        // slices, slots below num_slots, partial buffers sized for them; the gathered and pair
+        // kernels only where there is no bias); the kernel reads and writes rows < L only (TMA
+        // boxes over exactly these buffers zero-fill the rest and skip rows >= L on stores), its
+        // grid is the plan's items times B (checked), its block and shared memory are
+        // `config::forward_main` / `config::forward_smem` of this variant.
         unsafe { launch.launch(self.main) }.map_err(SparseAttnError::driver(
             "launching the sparse attention kernel",
         ))?;

@@ -95,6 +95,9 @@ pub(crate) static FWD_SM90: AttnKernel = family!(SPARSE_ATTN_SM90, "ltd_sparse_a
 /// Forward, Hopper, on the gathered table (no bias).
 pub(crate) static FWD_GATHER_SM90: AttnKernel =
     family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_fwd_gather_sm90");
+/// Forward, Hopper, a pair of query tiles per CTA (no bias).
+pub(crate) static FWD_SM90_PAIR: AttnKernel =
+    family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_fwd_sm90_pair");
 /// Forward, Hopper, bias read in 64 x 64 tiles by TMA.
 pub(crate) static FWD_BIAS_SM90: AttnKernel =
     family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_fwd_bias_tma_sm90");

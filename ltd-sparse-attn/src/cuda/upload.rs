@@ -37,6 +37,10 @@ pub struct CudaAttentionLayout {
     pub(super) col_pair_rows: CudaSlice<i32>,
     pub(super) col_pair_masks: CudaSlice<i32>,
     col_pair_tiles: usize,
+    /// Entries of the row pair tables ([`CoarseTables::row_pair_cols`]), for the sharing ratio.
+    row_pair_chunks: usize,
+    /// The Hopper pair forward's tables and plan, on compute capability 9.0.
+    pub(super) fwd_pairs: Option<GpuForwardPairs>,
     /// The layout's own CSR (per block-row: active tile columns; position = tile index), for the
     /// block-sparse softmax.
     pub(super) csr_offsets: CudaSlice<i32>,
@@ -98,6 +102,30 @@ impl GpuGatheredBwd {
             num_combine: plan.combine.len(),
             num_slots: plan.num_slots,
             ratio: g.tile_visits() as f64 / t.col_rows.len().max(1) as f64,
+        }))
+    }
+}
+
+/// The pair forward's row pair tables ([`CoarseTables::row_pair_cols`] /
+/// [`CoarseTables::row_pair_masks`]) and work plan in GPU memory.
+pub(super) struct GpuForwardPairs {
+    pub(super) cols: CudaSlice<i32>,
+    pub(super) masks: CudaSlice<i32>,
+    pub(super) plan: GpuPlan,
+}
+
+impl GpuForwardPairs {
+    /// The row pair tables of `t` and their plan, uploaded on a device of compute capability 9.0
+    /// (the only one with the pair forward); `None` elsewhere.
+    fn upload(dev: &CudaDevice, t: &CoarseTables) -> Result<Option<GpuForwardPairs>> {
+        if dev.compute_capability() != (9, 0) {
+            return Ok(None);
+        }
+        let plan = t.forward_pair_plan(t.forward_pair_split_chunks(dev.sm_count()));
+        Ok(Some(GpuForwardPairs {
+            plan: GpuPlan::upload(dev, &plan, (&t.row_pair_cols, &t.row_pair_masks))?,
+            cols: upload_table(dev, &t.row_pair_cols)?,
+            masks: upload_table(dev, &t.row_pair_masks)?,
         }))
     }
 }
@@ -207,6 +235,8 @@ impl CudaAttentionLayout {
             bwd_plan: GpuPlan::upload(dev, &t.backward_plan(bwd_limit), columns)?,
             bwd_pair_plan: GpuPlan::upload(dev, &t.backward_pair_plan(bwd_limit), column_pairs)?,
             gathered: GpuGathered::upload(dev, &t)?,
+            fwd_pairs: GpuForwardPairs::upload(dev, &t)?,
+            row_pair_chunks: t.row_pair_cols.len(),
             gathered_bwd: GpuGatheredBwd::upload(dev, &t, bwd_limit)?,
             col_pair_rows: upload_table(dev, &t.col_pair_rows)?,
             col_pair_tiles: t.col_pair_rows.len(),
@@ -268,6 +298,30 @@ impl CudaAttentionLayout {
             1.0
         } else {
             self.col_pair_tiles as f64 / self.active_tiles as f64
+        }
+    }
+
+    /// K / V chunk copies of the Hopper pair forward per one of the single-tile forward: entries
+    /// of the row pair tables (union over two adjacent query tiles) / active 64 x 64 tiles. 0.5
+    /// when adjacent query tiles always see the same chunks (every layout of block 128; Fixed
+    /// at block 64 with an even local window), 1 when they never share (1 for no tiles). Each warpgroup of the pair
+    /// kernel also computes the products of the chunks only the other tile sees, so its products
+    /// per single-kernel product are twice this.
+    ///
+    /// ```no_run
+    /// # use ltd_core::CudaDevice; use ltd_sparse_attn::{BigBirdConfig, cuda::CudaAttentionLayout};
+    /// # let dev = CudaDevice::new(0)?;
+    /// let mut c = BigBirdConfig::new(2);
+    /// c.block = 128;
+    /// let l = CudaAttentionLayout::new(&dev, &c.make_layout(2048)?)?;
+    /// assert_eq!(l.row_pair_sharing(), 0.5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn row_pair_sharing(&self) -> f64 {
+        if self.active_tiles == 0 {
+            1.0
+        } else {
+            self.row_pair_chunks as f64 / self.active_tiles as f64
         }
     }
 

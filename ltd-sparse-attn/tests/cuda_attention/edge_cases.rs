@@ -123,8 +123,9 @@ fn gpu_fully_masked_rows_are_zero() {
 #[test]
 fn gpu_split_rows_match_whole_rows() {
     // BigBird's global rows and columns (19 chunks at L = 1200, pieces of at most 16) are split
-    // on a GPU of any size: compare with the reference through the regular check (forward and
-    // backward, every kernel the device runs), causal, key padding and bias included.
+    // on a GPU of any size (also the pair forward's pairs of rows): compare with the reference
+    // through the regular check (forward and backward, every kernel the device runs), causal,
+    // key padding and bias included.
     let dev = gpu();
     let mut c = BigBirdConfig::new(2);
     c.block = 64;
@@ -138,6 +139,10 @@ fn gpu_split_rows_match_whole_rows() {
     assert!(!t.forward_plan(fwd).split.is_empty());
     assert!(!t.backward_plan(bwd).split.is_empty());
     assert!(!t.backward_pair_plan(bwd).split.is_empty());
+    // The pair forward (WgmmaPairs): 19 tiles, so the last pair has no second tile.
+    let pair_plan = t.forward_pair_plan(t.forward_pair_split_chunks(dev.sm_count()));
+    assert!(!pair_plan.split.is_empty());
+    assert_eq!(t.num_qtiles % 2, 1);
     for kernel in kernels(&dev) {
         check::<bf16>(
             &dev, &layout, 2, 2, 1200, 64, false, true, false, 11, kernel,
