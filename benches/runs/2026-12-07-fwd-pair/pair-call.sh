@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# One device call for the Hopper pair forward (branch fwd-pair): its tests, sanitizers and two
+# One device call for the Hopper pair forward (on main, `WgmmaPairs`): its tests, sanitizers and two
 # runs of gpu_sparse_attn, whose table times the single-tile forward (`Wgmma fwd us`) and the
 # pair forward (`pairs fwd us`) of every cell in the same run. Carry .gpu-ab with
-# cuda_attention-fpair.xz, cuda_hardening-fpair.xz and bench-fpair.xz (see README.md):
+# cuda_attention-fpair.xz, cuda_hardening-fpair.xz and bench-fpair.xz, built from main (README.md):
 #
 #   bash benches/runs/2026-12-07-fwd-pair/pair-call.sh
 #
 # Most important first, each step under its own timeout (a cut call keeps what ran); they add up
-# to 530 s. The table: python3 benches/runs/2026-12-07-fwd-pair/pair_table.py bench.log
+# to 550 s. The table: python3 benches/runs/2026-12-07-fwd-pair/pair_table.py bench.log
 source "$(dirname "$0")/../2026-12-07-bwd-pdl/common.sh"
 source "$(dirname "$0")/pair-steps.sh"
 unpack cuda_attention-fpair cuda_hardening-fpair bench-fpair
