@@ -163,6 +163,8 @@ mod gpu {
         bwd_pairs: bool,
         /// Whether `Auto`'s forward runs the gathered kernel.
         fwd_gathered: bool,
+        /// Whether `Auto`'s forward runs the pair forward.
+        fwd_pairs: bool,
         /// Whether `Auto`'s backward runs the gathered-set kernel.
         bwd_gathered: bool,
         /// The kernel family `Auto` resolves to on the device.
@@ -328,6 +330,9 @@ mod gpu {
             fwd_gathered: auto
                 .kernel
                 .forward_gathered(cc, cell.gl, auto.bias.is_some()),
+            fwd_pairs: auto
+                .kernel
+                .forward_pairs(cc, cell.gl, d, auto.bias.is_some()),
             bwd_gathered: auto
                 .kernel
                 .backward_gathered(cc, cell.gl, auto.bias.is_some()),
@@ -426,7 +431,7 @@ mod gpu {
         let (seq, batch, d) = (shape.seq_len, shape.batch, shape.head_dim);
         let tflops = fwd_tflops(cell, t.fwd);
         format!(
-            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}, \"fwd_wgmma_us\": {:.3}, \"fwd_gathered\": {}, \"bwd_gathered\": {}, \"fwd_wgmma_pairs_us\": {:.3}, \"row_pair_sharing\": {:.4}}}",
+            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}, \"fwd_wgmma_us\": {:.3}, \"fwd_gathered\": {}, \"bwd_gathered\": {}, \"fwd_wgmma_pairs_us\": {:.3}, \"row_pair_sharing\": {:.4}, \"fwd_pairs\": {}}}",
             layout.block(),
             layout.num_blocks(),
             layout.nnz(),
@@ -446,7 +451,8 @@ mod gpu {
             t.fwd_gathered,
             t.bwd_gathered,
             t.pairs_fwd,
-            cell.gl.row_pair_sharing()
+            cell.gl.row_pair_sharing(),
+            t.fwd_pairs
         )
     }
 }

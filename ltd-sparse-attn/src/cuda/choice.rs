@@ -10,7 +10,11 @@
 //! bias on layouts where that leaves markedly fewer chunk iterations than the plain table
 //! (small layout blocks: only a block of 16 or 32 leaves a chunk partly empty), and its backward
 //! the gathered-set kernel (sparse columns' active 16-key slices packed four to a CTA) where that
-//! leaves markedly fewer tile visits. See `docs/kernels.md`, "Which variant runs when".
+//! leaves markedly fewer tile visits. The Hopper forward runs its pair kernel (two warpgroups on
+//! two adjacent query tiles sharing every K / V copy) at head dim 128 without a bias on layouts
+//! whose adjacent query tiles see the same chunks; at head dim 64 the single-tile kernel already
+//! holds as many warpgroups per SM and the pair's coupling cost more than the copies it saves.
+//! See `docs/kernels.md`, "Which variant runs when".
 
 use super::CudaAttentionLayout;
 
@@ -29,8 +33,8 @@ use super::CudaAttentionLayout;
 pub enum CudaAttentionKernel {
     /// On compute capability 9.0 (H100/H200) [`Wgmma`](Self::Wgmma), except for a backward
     /// [`backward_pairs`](Self::backward_pairs) gives to the pair kernel and a forward
-    /// [`forward_gathered`](Self::forward_gathered) gives to the gathered kernel (`Auto`
-    /// never runs the pair forward, [`forward_pairs`](Self::forward_pairs));
+    /// [`forward_gathered`](Self::forward_gathered) gives to the gathered kernel or
+    /// [`forward_pairs`](Self::forward_pairs) to the pair forward;
     /// [`MmaSync`](Self::MmaSync) elsewhere.
     #[default]
     Auto,
@@ -45,9 +49,9 @@ pub enum CudaAttentionKernel {
     /// adding one dQ tile for both, [`CudaAttentionLayout::column_pair_sharing`]), where `Auto`
     /// picks it only where [`backward_pairs`](Self::backward_pairs) says, and the forward always
     /// on the pair forward (two warpgroups per CTA on a pair of adjacent 64-row query tiles,
-    /// sharing the K / V copy of every chunk, [`CudaAttentionLayout::row_pair_sharing`]), which
-    /// `Auto` does not pick ([`forward_pairs`](Self::forward_pairs)). With a bias both are
-    /// `Wgmma`'s (no pair variant of the bias kernels).
+    /// sharing the K / V copy of every chunk, [`CudaAttentionLayout::row_pair_sharing`]), where
+    /// `Auto` picks it only where [`forward_pairs`](Self::forward_pairs) says. With a bias both
+    /// are `Wgmma`'s (no pair variant of the bias kernels).
     WgmmaPairs,
     /// [`Wgmma`](Self::Wgmma) with the forward on the gathered kernel wherever the layout has
     /// gathered chunks ([`CudaAttentionLayout::forward_gather_ratio`]) and the backward on the
@@ -151,10 +155,12 @@ impl CudaAttentionKernel {
 
     /// Whether the forward of this choice runs the Hopper pair forward (two warpgroups on two
     /// adjacent query tiles, walking the union of their chunks) on a device of compute
-    /// capability `cc`: for [`WgmmaPairs`](Self::WgmmaPairs) on 9.0 without a bias (no pair
-    /// variant of the bias kernel); never for the other choices. `Auto` keeps the single-tile
-    /// forward: the pair forward's speed against it is not yet established
-    /// (`docs/kernels.md`, "Which variant runs when").
+    /// capability `cc`: never with a bias (no pair variant of the bias kernel) or off 9.0;
+    /// otherwise always for [`WgmmaPairs`](Self::WgmmaPairs), and for `Auto` at head dim 128
+    /// where adjacent query tiles see the same chunks
+    /// ([`CudaAttentionLayout::row_pair_sharing`] at most [`AUTO_FORWARD_PAIR_SHARING`]) and
+    /// [`forward_gathered`](Self::forward_gathered) does not take the call; never for the other
+    /// choices. The module docs give the reasons.
     ///
     /// ```no_run
     /// use ltd_core::CudaDevice;
@@ -163,21 +169,32 @@ impl CudaAttentionKernel {
     /// let mut c = BigBirdConfig::new(4);
     /// c.block = 128;
     /// let layout = CudaAttentionLayout::new(&dev, &c.make_layout(4096)?)?;
-    /// assert!(CudaAttentionKernel::WgmmaPairs.forward_pairs((9, 0), &layout, false));
-    /// assert!(!CudaAttentionKernel::WgmmaPairs.forward_pairs((9, 0), &layout, true));
-    /// assert!(!CudaAttentionKernel::Auto.forward_pairs((9, 0), &layout, false));
+    /// assert!(CudaAttentionKernel::Auto.forward_pairs((9, 0), &layout, 128, false));
+    /// assert!(!CudaAttentionKernel::Auto.forward_pairs((9, 0), &layout, 64, false));
+    /// assert!(CudaAttentionKernel::WgmmaPairs.forward_pairs((9, 0), &layout, 64, false));
+    /// assert!(!CudaAttentionKernel::WgmmaPairs.forward_pairs((9, 0), &layout, 128, true));
+    /// assert!(!CudaAttentionKernel::Wgmma.forward_pairs((9, 0), &layout, 128, false));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn forward_pairs(
         self,
         cc: (i32, i32),
         layout: &CudaAttentionLayout,
+        head_dim: usize,
         with_bias: bool,
     ) -> bool {
-        self == CudaAttentionKernel::WgmmaPairs
+        !with_bias
             && cc == (9, 0)
-            && !with_bias
             && layout.fwd_pairs.is_some()
+            && match self {
+                CudaAttentionKernel::WgmmaPairs => true,
+                CudaAttentionKernel::Auto => {
+                    head_dim == 128
+                        && layout.row_pair_sharing() <= AUTO_FORWARD_PAIR_SHARING
+                        && !self.forward_gathered(cc, layout, with_bias)
+                }
+                _ => false,
+            }
     }
 
     /// Whether the forward of this choice runs the Hopper gathered kernel on a device of compute
@@ -268,6 +285,13 @@ pub const AUTO_BACKWARD_GATHER_RATIO: f64 = 0.75;
 /// plain one) is at most this: the gathered kernel pays four copies per gathered chunk and a
 /// slot read per entry, so it needs markedly fewer chunk iterations to win.
 pub const AUTO_FORWARD_GATHER_RATIO: f64 = 0.75;
+
+/// `Auto` runs the pair forward (head dim 128) on layouts whose
+/// [`CudaAttentionLayout::row_pair_sharing`] is at most this: layouts whose adjacent query tiles
+/// see the same chunks (0.5: block 128, Fixed at block 64), where the pair forward copies each
+/// chunk once for 128 rows; the block-64 BigBird and BSLongformer layouts share less (0.69 and
+/// up), and there the products of chunks only one tile sees cost more than the saved copies.
+pub const AUTO_FORWARD_PAIR_SHARING: f64 = 0.55;
 
 /// `Auto` runs the backward's pair kernel (head dim 128) on layouts whose
 /// [`CudaAttentionLayout::column_pair_sharing`] is at most this: block-128 layouts (0.5), where

@@ -118,9 +118,11 @@ pub fn attention_forward_cuda<'b, T: Element + DeviceRepr>(
         .as_ref()
         .filter(|_| options.kernel.forward_gathered(cc, layout, with_bias));
     // The pair forward's tables where the choice runs it (never with the gathered kernel).
-    let pairs = layout.fwd_pairs.as_ref().filter(|_| {
-        gathered.is_none() && options.kernel.forward_pairs(cc, layout, with_bias)
-    });
+    let d = shape.head_dim;
+    let pairs = layout
+        .fwd_pairs
+        .as_ref()
+        .filter(|_| gathered.is_none() && options.kernel.forward_pairs(cc, layout, d, with_bias));
     let tables = ForwardTables::new(layout, gathered, pairs);
     let kernel = ForwardKernel::choose(dev, &call, io.bias, tables.variant)?;
     let plan = tables.plan;
@@ -263,9 +265,12 @@ impl ForwardKernel {
             let tiled_smem = config::forward_smem(ForwardSmem::MmaSync, d, true);
             let ctas = |family: &AttnKernel, bytes| {
                 let name = family.entry(dtype, d)?;
-                family
-                    .module
-                    .blocks_per_multiprocessor(dev, name, ForwardSmem::MmaSync.threads(), bytes)
+                family.module.blocks_per_multiprocessor(
+                    dev,
+                    name,
+                    ForwardSmem::MmaSync.threads(),
+                    bytes,
+                )
             };
             if ctas(&FWD_BIAS_TILES, tiled_smem)? >= ctas(&FWD, smem)? {
                 return Ok(ForwardKernel {

@@ -17,9 +17,11 @@
 //! Two kernel families ([`CudaAttentionKernel`]): `mma.sync` (sm_80 and newer) and, on compute
 //! capability 9.0, warpgroup MMAs (`wgmma`) fed by the tensor memory accelerator; the Hopper
 //! backward also has a pair kernel whose two warpgroups share the Q / dO tiles of two adjacent
-//! key chunks, and the Hopper forward a gathered kernel that packs the active 16-key slices of
+//! key chunks, and the Hopper forward a pair kernel whose two warpgroups share the K / V copies
+//! of two adjacent query tiles and a gathered kernel that packs the active 16-key slices of
 //! sparse chunks four to a chunk. `Auto` picks per device and layout
-//! ([`CudaAttentionKernel::backward_pairs`], [`CudaAttentionKernel::forward_gathered`]).
+//! ([`CudaAttentionKernel::backward_pairs`], [`CudaAttentionKernel::forward_pairs`],
+//! [`CudaAttentionKernel::forward_gathered`]).
 //!
 //! # Buffers and the layouts the kernels read
 //!
@@ -73,7 +75,7 @@ pub use align::ATTENTION_TENSOR_ALIGN;
 pub use backward::attention_backward_cuda;
 pub use choice::{
     AUTO_BACKWARD_GATHER_RATIO, AUTO_BACKWARD_PAIR_SHARING, AUTO_FORWARD_GATHER_RATIO,
-    CudaAttentionKernel,
+    AUTO_FORWARD_PAIR_SHARING, CudaAttentionKernel,
 };
 pub use forward::attention_forward_cuda;
 pub use options::{CudaAttentionGrads, CudaAttentionOptions};

@@ -196,7 +196,10 @@ impl CoarseTables {
     /// assert_eq!(n, t.row_pair_cols.len().div_ceil(2 * 132).max(16));
     /// ```
     pub fn forward_pair_split_chunks(&self, sm_count: usize) -> usize {
-        self.row_pair_cols.len().div_ceil(2 * sm_count.max(1)).max(16)
+        self.row_pair_cols
+            .len()
+            .div_ceil(2 * sm_count.max(1))
+            .max(16)
     }
 
     /// The backward's piece length (query tiles per piece of a key column) on a GPU with

@@ -84,9 +84,12 @@ fn gpu_forward_kernels_agree_at_scale() {
             // On an H100, WgmmaPairs runs the pair forward: here the two tiles of a pair often
             // see different chunks, and one of them may be empty.
             if dev.compute_capability() == (9, 0) {
-                let pairs = CudaAttentionKernel::WgmmaPairs.forward_pairs((9, 0), &gl, false);
+                let pairs = CudaAttentionKernel::WgmmaPairs.forward_pairs((9, 0), &gl, d, false);
                 assert!(pairs, "{name}: WgmmaPairs should run the pair forward");
-                assert!(gl.row_pair_sharing() > 0.5, "{name}: the pairs share only part");
+                assert!(
+                    gl.row_pair_sharing() > 0.5,
+                    "{name}: the pairs share only part"
+                );
             }
             let masked = (li + d / 64) % 2 == 0;
             let opts = |kernel| masked_options(masked, &kpm, kernel);
