@@ -15,7 +15,7 @@ round() {
   shift
   for v in "$@"; do
     echo "== round $r $v" | tee -a "$O/ab.log"
-    timeout 45 "/tmp/bench-$v" --bench 2>&1 | tee -a "$O/ab.log" | tail -20 | cut -c1-72
+    timeout 55 "/tmp/bench-$v" --bench 2>&1 | tee -a "$O/ab.log" | tail -20 | cut -c1-72
   done
 }
 # machine: the GPU and its clocks, appended to machine.txt.
