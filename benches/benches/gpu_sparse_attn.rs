@@ -11,10 +11,12 @@
 //! peer script does not make with a bias). `LTD_BENCH_PROFILE=1` makes one untimed `Auto`
 //! forward + backward per cell instead, for ncu (`benches/profile/profile-cells.sh`).
 //! Besides `Auto` (forward and forward + backward) each cell times the `mma.sync` kernels and
-//! forward + backward with each Hopper choice forced (`Wgmma`: single-chunk backward;
-//! `WgmmaPairs`: pair backward), the plain Hopper forward (`Wgmma`, never the gathered one), and
+//! forward + backward with each Hopper choice forced (`Wgmma`: single-tile forward, single-chunk
+//! backward; `WgmmaPairs`: pair forward, pair backward), the plain Hopper forward (`Wgmma`, never
+//! the gathered one) and the pair forward (`WgmmaPairs`) with the layout's row pair sharing, and
 //! says whether `Auto`'s backward ran the pair kernel or the gathered-set one and its forward the
-//! gathered one, so kernel variants compare within one run (`Wgmma` never runs a gathered kernel).
+//! gathered one (`ours.json` also whether it ran the pair forward), so kernel variants compare
+//! within one run (`Wgmma` never runs a gathered or pair kernel).
 
 #[cfg(not(feature = "cuda"))]
 fn main() {
