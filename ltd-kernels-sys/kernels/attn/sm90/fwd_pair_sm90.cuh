@@ -84,12 +84,8 @@ __device__ __forceinline__ void sparse_attn_fwd_pair_sm90(const LtdSparseAttnFwd
 
     // Running softmax state for rows g and g + 8 of this warp (log2 domain).
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    float o[D / 2];  // O accumulator, wgmma layout (as the single forward's)
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-    float s[32];
-#pragma unroll
-    for (int i = 0; i < 32; ++i) s[i] = 0.f;
+    float o[D / 2], s[32];  // O and S accumulators (fwd_sm90_zero)
+    fwd_sm90_zero<D>(o, s);
 
     for (int it = begin; it < end; ++it) {
         const int step = it - begin;
@@ -100,13 +96,9 @@ __device__ __forceinline__ void sparse_attn_fwd_pair_sm90(const LtdSparseAttnFwd
         const unsigned bits = (mask >> (16 * wg + 4 * warp)) & 0xFu;  // this warp's 16 rows
         const uint32_t tK = sK + buf * kTileBytes;
         const uint32_t tV = sV + buf * kTileBytes;
-        // S = Q K^T for every chunk of the union: a wgmma under a branch on this warpgroup's half
-        // of the mask serialises all of them (C7520), and a warp with no block gets P = 0.
-        fence_regs(s);
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(s, desc_kmajor(sQ, kk), desc_kmajor(tK, kk), kk > 0);
-        wg_commit();
+        // S for every chunk of the union: a wgmma under a branch on this warpgroup's half of the
+        // mask serialises all of them (C7520), and a warp with no block gets P = 0.
+        fwd_sm90_issue_scores<T, D>(s, sQ, tK);
         // Chunk it + 1 into the other buffer once every thread has released it (its P V product
         // of chunk it - 1 retired); issued behind this S product, as in the single forward.
         if (threadIdx.x == 0 && it + 1 < end) {
@@ -126,13 +118,7 @@ __device__ __forceinline__ void sparse_attn_fwd_pair_sm90(const LtdSparseAttnFwd
         // this warpgroup's rows where only the other tile sees the slice).
         const unsigned both = (mask | (mask >> 16)) & 0xFFFFu;
         const unsigned colbits = (both | (both >> 4) | (both >> 8) | (both >> 12)) & 0xFu;
-        fence_regs(o);
-        wg_fence();
-        wgmma_slices<4>(colbits, [&](int ks) {
-            if constexpr (D == 64) Wgmma<T>::rs_n64(o, pf[ks], desc_mnmajor(tV, ks));
-            else Wgmma<T>::rs_n128(o, pf[ks], desc_mnmajor(tV, ks));
-        });
-        fence_regs(o);
+        fwd_sm90_pv<T, D>(o, pf, tV, colbits);
         mbar_arrive(bar_free + 8 * buf);  // this thread's last read of the buffer has retired
         kc = next_kc;
         next_kc = after_kc;

@@ -98,6 +98,41 @@ __device__ __forceinline__ void fwd_sm90_store_rows(const LtdSparseAttnFwdParams
     }
 }
 
+// Both Hopper forwards' accumulators, zeroed: O (wgmma layout, o[4i + e] = column 8i + 2t +
+// (e & 1), row g + 8 (e >> 1)) and the scores S.
+template <int D>
+__device__ __forceinline__ void fwd_sm90_zero(float (&o)[D / 2], float (&s)[32]) {
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) s[i] = 0.f;
+}
+
+// Issues S = Q K^T (the whole warpgroup, 64 x 64) and commits it; the caller waits. For every
+// warp: a wgmma under a branch ptxas cannot prove uniform makes it serialise all of them (C7520).
+template <typename T, int D>
+__device__ __forceinline__ void fwd_sm90_issue_scores(float (&s)[32], uint32_t tQ, uint32_t tK) {
+    fence_regs(s);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(s, desc_kmajor(tQ, kk), desc_kmajor(tK, kk), kk > 0);
+    wg_commit();
+}
+
+// O += P V over the 16-key slices in `colbits` (uniform over the warpgroup; P is 0 elsewhere in
+// them), committed and waited for. A whole chunk (every chunk of a block-64 / 128 layout) takes
+// the path without a branch per product.
+template <typename T, int D>
+__device__ __forceinline__ void fwd_sm90_pv(float (&o)[D / 2], const uint32_t (&pf)[4][4], uint32_t tV, unsigned colbits) {
+    fence_regs(o);
+    wg_fence();
+    wgmma_slices<4>(colbits, [&](int ks) {
+        if constexpr (D == 64) Wgmma<T>::rs_n64(o, pf[ks], desc_mnmajor(tV, ks));
+        else Wgmma<T>::rs_n128(o, pf[ks], desc_mnmajor(tV, ks));
+    });
+    fence_regs(o);
+}
+
 // TBIAS (`_bias_tma_` kernels): the bias tile of each (query tile, chunk) arrives by TMA with the
 // chunk's K / V (two 8 KB buffers) instead of per-element global loads. GATHER (`_gather_`
 // kernels, no bias): the table's entries may be gathered chunks of four 16-key slices
@@ -166,12 +201,8 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
 
     // Running softmax state for rows g and g + 8 of this warp (log2 domain).
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    float o[D / 2];  // O accumulator, wgmma layout: o[4i + e], columns 8i + 2t + (e & 1), row g + 8 (e >> 1)
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-    float s[32];
-#pragma unroll
-    for (int i = 0; i < 32; ++i) s[i] = 0.f;
+    float o[D / 2], s[32];  // O and S accumulators (fwd_sm90_zero)
+    fwd_sm90_zero<D>(o, s);
 
     for (int it = begin; it < end; ++it) {
         const int buf = (it - begin) & 1;
@@ -194,13 +225,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         const unsigned bits = (mask >> (4 * warp)) & 0xFu;  // this warp's 16 rows
         const uint32_t tK = sK + buf * kTileBytes;
         const uint32_t tV = sV + (kOneV ? 0 : buf) * kTileBytes;
-        // S = Q K^T (the whole warpgroup, 64 x 64), for every warp: a wgmma under a branch ptxas
-        // cannot prove uniform makes it serialise all of them (C7520).
-        fence_regs(s);
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) Wgmma<T>::ss_n64(s, desc_kmajor(sQ, kk), desc_kmajor(tK, kk), kk > 0);
-        wg_commit();
+        fwd_sm90_issue_scores<T, D>(s, sQ, tK);
         prefetch();
         wg_wait<0>();
         fence_regs(s);
@@ -218,14 +243,7 @@ __device__ __forceinline__ void sparse_attn_fwd_sm90(const LtdSparseAttnFwdParam
         // slices are uniform over the warpgroup).
         const unsigned colbits = (mask | (mask >> 4) | (mask >> 8) | (mask >> 12)) & 0xFu;
         if constexpr (kOneV) mbar_wait(bar_v, (it - begin) & 1);
-        fence_regs(o);
-        wg_fence();
-        // A whole chunk (every chunk of a block-64 / 128 layout) without a branch per product.
-        wgmma_slices<4>(colbits, [&](int ks) {
-            if constexpr (D == 64) Wgmma<T>::rs_n64(o, pf[ks], desc_mnmajor(tV, ks));
-            else Wgmma<T>::rs_n128(o, pf[ks], desc_mnmajor(tV, ks));
-        });
-        fence_regs(o);
+        fwd_sm90_pv<T, D>(o, pf, tV, colbits);
         __syncthreads();  // the buffer is overwritten by the next iteration's prefetch
         if constexpr (kOneV) {
             if (threadIdx.x == 0 && it + 1 < end) {
