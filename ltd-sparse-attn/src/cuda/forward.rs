@@ -117,12 +117,13 @@ pub fn attention_forward_cuda<'b, T: Element + DeviceRepr>(
         .gathered
         .as_ref()
         .filter(|_| options.kernel.forward_gathered(cc, layout, with_bias));
-    // The pair forward's tables where the choice runs it (never with the gathered kernel).
+    // The pair forward's tables where the choice runs it (`forward_pairs` never overlaps
+    // `forward_gathered`).
     let d = shape.head_dim;
     let pairs = layout
         .fwd_pairs
         .as_ref()
-        .filter(|_| gathered.is_none() && options.kernel.forward_pairs(cc, layout, d, with_bias));
+        .filter(|_| options.kernel.forward_pairs(cc, layout, d, with_bias));
     let tables = ForwardTables::new(layout, gathered, pairs);
     let kernel = ForwardKernel::choose(dev, &call, io.bias, tables.variant)?;
     let plan = tables.plan;
@@ -156,13 +157,19 @@ struct ForwardIo {
 struct ForwardKernel {
     func: CudaFunction,
     smem: usize,
-    hopper: bool,
     /// The kernel reads the bias in 64 x 64 tiles (by TMA on Hopper).
     bias_tiles: bool,
-    /// The Hopper gathered kernel, on the gathered table.
-    gather: bool,
-    /// The variant's shared-memory layout, which also sets its threads per CTA.
+    /// The variant's shared-memory layout, which also sets its threads per CTA and says whether
+    /// it is a Hopper kernel (every variant but `MmaSync`).
     variant: ForwardSmem,
+}
+
+impl ForwardKernel {
+    /// A Hopper kernel: it takes the tensor maps, and the combine behind it is a programmatic
+    /// launch.
+    fn hopper(&self) -> bool {
+        self.variant != ForwardSmem::MmaSync
+    }
 }
 
 /// The table a forward walks and its plan: the layout's plain one, its gathered one with the
@@ -236,9 +243,7 @@ impl ForwardKernel {
             return Ok(ForwardKernel {
                 func: family.load(dev, dtype, d, smem)?,
                 smem,
-                hopper: true,
                 bias_tiles: false,
-                gather: tables == ForwardSmem::Sm90Gather,
                 variant: tables,
             });
         }
@@ -253,9 +258,7 @@ impl ForwardKernel {
             return Ok(ForwardKernel {
                 func,
                 smem,
-                hopper: true,
                 bias_tiles,
-                gather: false,
                 variant: ForwardSmem::Sm90,
             });
         }
@@ -276,9 +279,7 @@ impl ForwardKernel {
                 return Ok(ForwardKernel {
                     func: FWD_BIAS_TILES.load(dev, dtype, d, tiled_smem)?,
                     smem: tiled_smem,
-                    hopper: false,
                     bias_tiles: true,
-                    gather: false,
                     variant: ForwardSmem::MmaSync,
                 });
             }
@@ -286,9 +287,7 @@ impl ForwardKernel {
         Ok(ForwardKernel {
             func: plain,
             smem,
-            hopper: false,
             bias_tiles: false,
-            gather: false,
             variant: ForwardSmem::MmaSync,
         })
     }
@@ -358,13 +357,13 @@ impl<'a> ForwardLaunch<'a> {
             item_rows: config::FWD_ITEM_ROWS as i32,
             gather_slots: tables.slots.map_or(0, |s| b.read(s)),
         };
-        let maps = if kernel.hopper {
+        let maps = if kernel.hopper() {
             let tma = TmaBuffers {
                 qkv: [q, k, v],
                 out: Some(o),
                 backward: None,
                 bias: kernel.bias_tiles.then_some(bias),
-                gather: kernel.gather,
+                gather: kernel.variant == ForwardSmem::Sm90Gather,
             };
             Some(tma_maps(&tma, shape)?)
         } else {
@@ -414,7 +413,7 @@ impl<'a> ForwardLaunch<'a> {
         };
         // SAFETY: the same params; the combine reads the partial buffers the main kernel wrote
         // (same stream, so after it) at the split rows' slots and writes out / lse rows < L.
-        if self.kernel.hopper {
+        if self.kernel.hopper() {
             unsafe { launch_programmatic(stream, combine, *cfg, &mut [kernel_arg(&self.params)]) }
         } else {
             let mut launch = stream.launch_builder(combine);

@@ -146,23 +146,23 @@ __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t tile, int ks) {
 // ---- TMA and mbarriers ----------------------------------------------------------------------
 // Tiles come from the tensor memory accelerator: one thread posts the expected bytes on a
 // barrier and issues the copies; every consumer waits on the barrier's phase.
+// Thread 0 initialises one barrier whose phases complete after `arrivals` arrivals (no CTA
+// barrier: the caller publishes it with mbar_init_fence() and one of its own).
+__device__ __forceinline__ void mbar_init(uint32_t bar, unsigned arrivals) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
+}
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
 // Thread 0 initialises `count` consecutive barriers (8 bytes each, one arrival per phase) at
 // `first`; the CTA barrier after it publishes them. Every thread of the CTA must call it.
 template <int count>
 __device__ __forceinline__ void mbar_init_all(uint32_t first) {
     if (threadIdx.x == 0) {
 #pragma unroll
-        for (int i = 0; i < count; ++i) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(first + 8 * i) : "memory");
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        for (int i = 0; i < count; ++i) mbar_init(first + 8 * i, 1);
+        mbar_init_fence();
     }
     __syncthreads();
 }
-// Thread 0 initialises one barrier whose phases complete after `arrivals` arrivals (no CTA
-// barrier: the caller publishes it with the fence below and one of its own).
-__device__ __forceinline__ void mbar_init(uint32_t bar, unsigned arrivals) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
-}
-__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
 // This thread's arrival on a barrier counting threads (mbar_init's `arrivals`).
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
