@@ -304,9 +304,9 @@ impl CudaAttentionLayout {
     /// K / V chunk copies of the Hopper pair forward per one of the single-tile forward: entries
     /// of the row pair tables (union over two adjacent query tiles) / active 64 x 64 tiles. 0.5
     /// when adjacent query tiles always see the same chunks (every layout of block 128; Fixed
-    /// at block 64 with an even local window), 1 when they never share (1 for no tiles). Each warpgroup of the pair
-    /// kernel also computes the products of the chunks only the other tile sees, so its products
-    /// per single-kernel product are twice this.
+    /// at block 64 with an even local window), 1 when they never share (1 for no tiles). Each
+    /// warpgroup of the pair kernel also computes the products of the chunks only the other
+    /// tile sees, so its products per single-kernel product are twice this.
     ///
     /// ```no_run
     /// # use ltd_core::CudaDevice; use ltd_sparse_attn::{BigBirdConfig, cuda::CudaAttentionLayout};

@@ -193,7 +193,13 @@ impl CoarseTables {
     /// c.block = 128;
     /// let t = CoarseTables::new(&c.make_layout(16384).unwrap());
     /// let n = t.forward_pair_split_chunks(132);
-    /// assert_eq!(n, t.row_pair_cols.len().div_ceil(2 * 132).max(16));
+    /// // Block 128: both tiles of a pair see the same chunks, so a pair's piece is as long as a
+    /// // single tile's.
+    /// assert_eq!(n, t.forward_split_chunks(132));
+    /// // The global rows (every chunk) are cut into pieces of at most n.
+    /// let plan = t.forward_pair_plan(n);
+    /// assert!(!plan.split.is_empty());
+    /// assert!(plan.items.iter().all(|i| i[3] - i[2] <= n as i32));
     /// ```
     pub fn forward_pair_split_chunks(&self, sm_count: usize) -> usize {
         self.row_pair_cols
