@@ -12,9 +12,9 @@
 //! the gathered-set kernel (sparse columns' active 16-key slices packed four to a CTA) where that
 //! leaves markedly fewer tile visits. The Hopper forward runs its pair kernel (two warpgroups on
 //! two adjacent query tiles sharing every K / V copy) at head dim 128 without a bias on layouts
-//! whose adjacent query tiles see the same chunks; at head dim 64 the single-tile kernel already
-//! holds as many warpgroups per SM and the pair's coupling cost more than the copies it saves.
-//! See `docs/kernels.md`, "Which variant runs when".
+//! whose adjacent query tiles see the same chunks; at head dim 64, where the single-tile kernel
+//! already holds as many warpgroups per SM, the pair kernel was the slower one (the performance
+//! log). See `docs/kernels.md`, "Which variant runs when".
 
 use super::CudaAttentionLayout;
 
