@@ -12,7 +12,8 @@
 //! forward + backward per cell instead, for ncu (`benches/profile/profile-cells.sh`).
 //! Besides `Auto` (forward and forward + backward) each cell times the `mma.sync` kernels and
 //! forward + backward with each Hopper choice forced (`Wgmma`: single-tile forward, single-chunk
-//! backward; `WgmmaPairs`: pair forward, pair backward), the plain Hopper forward (`Wgmma`, never
+//! backward; `WgmmaPairs`: pair forward, pair backward; `WgmmaWarpSpecialized`: single-tile
+//! forward, warp-specialised single-chunk backward), the plain Hopper forward (`Wgmma`, never
 //! the gathered one) and the pair forward (`WgmmaPairs`) with the layout's row pair sharing, and
 //! says whether `Auto`'s backward ran the pair kernel or the gathered-set one and its forward the
 //! gathered one (`ours.json` also whether it ran the pair forward), so kernel variants compare
@@ -157,6 +158,9 @@ mod gpu {
         wgmma_fwd: f64,
         /// `WgmmaPairs` forward: the pair forward (two query tiles per CTA).
         pairs_fwd: f64,
+        /// `WgmmaWarpSpecialized` forward + backward: `Wgmma`'s forward, the warp-specialised
+        /// single-chunk backward.
+        ws_fwd_bwd: f64,
         /// Host time to enqueue an `Auto` forward.
         host_fwd: f64,
         /// Host time to enqueue an `Auto` forward + backward.
@@ -315,6 +319,7 @@ mod gpu {
         let pairs_fwd_bwd = hopper(true, CudaAttentionKernel::WgmmaPairs)?;
         let wgmma_fwd = hopper(false, CudaAttentionKernel::Wgmma)?;
         let pairs_fwd = hopper(false, CudaAttentionKernel::WgmmaPairs)?;
+        let ws_fwd_bwd = hopper(true, CudaAttentionKernel::WgmmaWarpSpecialized)?;
         let host_fwd = enqueue_median_us(dev, || bufs.call(dev, cell, false, &auto))?;
         let host_fwd_bwd = enqueue_median_us(dev, || bufs.call(dev, cell, true, &auto))?;
         Ok(CellTimes {
@@ -326,6 +331,7 @@ mod gpu {
             pairs_fwd_bwd,
             wgmma_fwd,
             pairs_fwd,
+            ws_fwd_bwd,
             host_fwd,
             host_fwd_bwd,
             bwd_pairs: auto.kernel.backward_pairs(cc, cell.gl, d, false),
@@ -374,7 +380,7 @@ mod gpu {
     /// The column headers of the table.
     fn print_header() {
         println!(
-            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9} {:>12} {:>10} {:>10} {:>12} {:>10}",
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9} {:>12} {:>10} {:>10} {:>12} {:>10} {:>12}",
             "layout",
             "S",
             "B",
@@ -395,14 +401,15 @@ mod gpu {
             "fwd gather",
             "bwd gather",
             "pairs fwd us",
-            "pair share"
+            "pair share",
+            "WS f+b us"
         );
     }
 
     /// One line of the table.
     fn print_row(cell: &Cell<'_>, t: &CellTimes) {
         println!(
-            "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9} {:>12.1} {:>10} {:>10} {:>12.1} {:>10.3}",
+            "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9} {:>12.1} {:>10} {:>10} {:>12.1} {:>10.3} {:>12.1}",
             cell.name,
             cell.shape.seq_len,
             cell.shape.batch,
@@ -423,7 +430,8 @@ mod gpu {
             t.fwd_gathered,
             t.bwd_gathered,
             t.pairs_fwd,
-            cell.gl.row_pair_sharing()
+            cell.gl.row_pair_sharing(),
+            t.ws_fwd_bwd
         );
     }
 
@@ -433,7 +441,7 @@ mod gpu {
         let (seq, batch, d) = (shape.seq_len, shape.batch, shape.head_dim);
         let tflops = fwd_tflops(cell, t.fwd);
         format!(
-            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}, \"fwd_wgmma_us\": {:.3}, \"fwd_gathered\": {}, \"bwd_gathered\": {}, \"fwd_wgmma_pairs_us\": {:.3}, \"row_pair_sharing\": {:.4}, \"fwd_pairs\": {}}}",
+            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}, \"fwd_wgmma_us\": {:.3}, \"fwd_gathered\": {}, \"bwd_gathered\": {}, \"fwd_wgmma_pairs_us\": {:.3}, \"row_pair_sharing\": {:.4}, \"fwd_pairs\": {}, \"fwdbwd_wgmma_ws_us\": {:.3}}}",
             layout.block(),
             layout.num_blocks(),
             layout.nnz(),
@@ -454,7 +462,8 @@ mod gpu {
             t.bwd_gathered,
             t.pairs_fwd,
             cell.gl.row_pair_sharing(),
-            t.fwd_pairs
+            t.fwd_pairs,
+            t.ws_fwd_bwd
         )
     }
 }

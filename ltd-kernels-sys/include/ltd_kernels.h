@@ -167,6 +167,8 @@ typedef struct LtdMaskGatherParams {
 #define LTD_SPARSE_ATTN_THREADS 128
 /** Threads per CTA of `ltd_sparse_attn_bwd_sm90_pair_*`: one warpgroup per key chunk of the pair. */
 #define LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS 256
+/** Threads per CTA of `ltd_sparse_attn_bwd_sm90_ws_*`: a producer and a consumer warpgroup. */
+#define LTD_SPARSE_ATTN_BWD_SM90_WS_THREADS 256
 /** Threads per CTA of `ltd_sparse_attn_fwd_sm90_pair_*`: one warpgroup per query tile of the pair. */
 #define LTD_SPARSE_ATTN_FWD_SM90_PAIR_THREADS 256
 /** Rows per CTA of the combine kernels and the backward pre-pass: one warp per row. */
@@ -231,6 +233,15 @@ typedef struct LtdMaskGatherParams {
 #define LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D128 \
     ((10 * 64 * 128 + 4 * 64 * 64) * 2 + 3 * 2 * 64 * 4 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA)
 
+/**
+ * `ltd_sparse_attn_bwd_sm90_ws_*`: a K and a V tile; three stages (D 64) or two (D 128) of a Q and
+ * a dO tile and 2 x 64 statistics floats; a 64 x 64 dS tile; the extra; each stage's table entry
+ * (two int32).
+ */
+#define LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D64 \
+    ((8 * 64 * 64 + 64 * 64) * 2 + 3 * 2 * 64 * 4 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA + 3 * 8)
+#define LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D128 \
+    ((6 * 64 * 128 + 64 * 64) * 2 + 2 * 2 * 64 * 4 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA + 2 * 8)
 /**
  * An encoded CUDA tensor map (the driver's CUtensorMap: 128 opaque bytes, 64-byte aligned),
  * built on the host by cuTensorMapEncodeTiled.
@@ -394,6 +405,11 @@ typedef struct LtdSparseAttnFwdParams {
  *       LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D{64,128}. Partial results come in
  *       two banks: an item with slot s writes chunk 2c's to slot s and 2c + 1's to
  *       s + num_slots / 2 (num_slots counts both banks; split_cols lists 64-key chunks).
+ *   `ltd_sparse_attn_bwd_sm90_ws_{bf16,f16}_d{64,128}` (no bias; same file, parameters, tables
+ *       and work items as `ltd_sparse_attn_bwd_sm90_*`): the single-chunk kernel warp-specialised,
+ *       one CTA of LTD_SPARSE_ATTN_BWD_SM90_WS_THREADS threads (a producer warpgroup issuing
+ *       every copy and dQ reduction, a consumer warpgroup computing) per work item, dynamic
+ *       shared memory LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D{64,128}.
  *   `ltd_sparse_attn_bwd_gather_sm90_{bf16,f16}_d{64,128}` (no bias; same file and parameters as
  *       the single-chunk kernel, same shared memory): one CTA per work item of one grid over
  *       the plain columns and the gathered key sets. An item with tile >= 0 is a plain chunk,

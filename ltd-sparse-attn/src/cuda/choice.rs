@@ -60,6 +60,12 @@ pub enum CudaAttentionKernel {
     /// where [`forward_gathered`](Self::forward_gathered) and
     /// [`backward_gathered`](Self::backward_gathered) say.
     WgmmaGathered,
+    /// [`Wgmma`](Self::Wgmma) with the backward on the warp-specialised single-chunk kernel
+    /// wherever `Wgmma` runs the single-chunk kernel without a bias: a producer warpgroup
+    /// issues every copy and dQ reduction ahead of a consumer warpgroup that only computes
+    /// ([`backward_warp_specialized`](Self::backward_warp_specialized)). The forward is
+    /// `Wgmma`'s.
+    WgmmaWarpSpecialized,
 }
 
 impl CudaAttentionKernel {
@@ -75,7 +81,8 @@ impl CudaAttentionKernel {
             CudaAttentionKernel::Auto | CudaAttentionKernel::MmaSync => major >= 8,
             CudaAttentionKernel::Wgmma
             | CudaAttentionKernel::WgmmaPairs
-            | CudaAttentionKernel::WgmmaGathered => (major, minor) == (9, 0),
+            | CudaAttentionKernel::WgmmaGathered
+            | CudaAttentionKernel::WgmmaWarpSpecialized => (major, minor) == (9, 0),
         }
     }
 
@@ -92,6 +99,7 @@ impl CudaAttentionKernel {
             CudaAttentionKernel::Wgmma
                 | CudaAttentionKernel::WgmmaPairs
                 | CudaAttentionKernel::WgmmaGathered
+                | CudaAttentionKernel::WgmmaWarpSpecialized
         )
     }
 
@@ -271,6 +279,23 @@ impl CudaAttentionKernel {
                 CudaAttentionKernel::Auto => ratio <= AUTO_BACKWARD_GATHER_RATIO,
                 _ => false,
             }
+    }
+
+    /// Whether the backward of this choice runs the Hopper warp-specialised single-chunk kernel
+    /// on a device of compute capability `cc`, where neither the gathered-set kernel
+    /// ([`backward_gathered`](Self::backward_gathered)) nor the pair kernel
+    /// ([`backward_pairs`](Self::backward_pairs)) takes the call: only for
+    /// [`WgmmaWarpSpecialized`](Self::WgmmaWarpSpecialized), on 9.0, without a bias or dbias
+    /// (no bias variant). `Auto` does not run it.
+    ///
+    /// ```
+    /// use ltd_sparse_attn::cuda::CudaAttentionKernel;
+    /// assert!(CudaAttentionKernel::WgmmaWarpSpecialized.backward_warp_specialized((9, 0), false));
+    /// assert!(!CudaAttentionKernel::WgmmaWarpSpecialized.backward_warp_specialized((9, 0), true));
+    /// assert!(!CudaAttentionKernel::Auto.backward_warp_specialized((9, 0), false));
+    /// ```
+    pub fn backward_warp_specialized(self, cc: (i32, i32), with_bias: bool) -> bool {
+        self == CudaAttentionKernel::WgmmaWarpSpecialized && cc == (9, 0) && !with_bias
     }
 }
 

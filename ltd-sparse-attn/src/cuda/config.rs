@@ -138,12 +138,23 @@ pub(super) struct BackwardSmem {
     pub pairs: bool,
     /// A 64 x 64 bias tile per stage.
     pub bias_tiles: bool,
+    /// The warp-specialised single-chunk kernel (Hopper, no bias tiles, not the pair kernel):
+    /// a producer and a consumer warpgroup, three stages at head dim 64.
+    pub warp_specialized: bool,
 }
 
 impl BackwardSmem {
-    /// Dynamic shared memory of this variant (the pair kernel reads no bias tiles).
+    /// Dynamic shared memory of this variant (the pair and the warp-specialised kernels read no
+    /// bias tiles).
     pub(super) fn bytes(self, head_dim: usize) -> usize {
         use sys::*;
+        if self.warp_specialized {
+            return by_head_dim(
+                head_dim,
+                LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D64,
+                LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D128,
+            );
+        }
         let (d64, d128) = match (self.hopper, self.pairs, self.bias_tiles) {
             (false, _, false) => (LTD_SPARSE_ATTN_BWD_SMEM_D64, LTD_SPARSE_ATTN_BWD_SMEM_D128),
             (false, _, true) => (
@@ -170,6 +181,8 @@ impl BackwardSmem {
     pub(super) fn launch(self, items: u32, head_dim: usize) -> LaunchConfig {
         let threads = if self.pairs {
             sys::LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS
+        } else if self.warp_specialized {
+            sys::LTD_SPARSE_ATTN_BWD_SM90_WS_THREADS
         } else {
             sys::LTD_SPARSE_ATTN_THREADS
         };
@@ -293,15 +306,27 @@ mod tests {
             hopper: false,
             pairs: false,
             bias_tiles: false,
+            warp_specialized: false,
         };
         assert_eq!(single.bytes(64), 6 * 8192 + 8192 + 1024);
         let pair = BackwardSmem {
             hopper: true,
             pairs: true,
             bias_tiles: false,
+            warp_specialized: false,
         };
         assert_eq!(pair.bytes(128), 10 * 16_384 + 4 * 8192 + 1536 + 1088);
         assert_eq!(pair.launch(7, 128).block_dim, (256, 1, 1));
+        let ws = BackwardSmem {
+            hopper: true,
+            pairs: false,
+            bias_tiles: false,
+            warp_specialized: true,
+        };
+        // Three stages of Q, dO and statistics at head dim 64, two at 128; a stage's table entry.
+        assert_eq!(ws.bytes(64), 8 * 8192 + 8192 + 3 * 512 + 1088 + 3 * 8);
+        assert_eq!(ws.bytes(128), 6 * 16_384 + 8192 + 2 * 512 + 1088 + 2 * 8);
+        assert_eq!(ws.launch(7, 64).block_dim, (256, 1, 1));
         assert_eq!(stats_rows(3, 130, true), 3 * 256);
         assert_eq!(stats_rows(3, 130, false), 3 * 130);
     }

@@ -123,6 +123,10 @@ pub(crate) static BWD_BIAS_TMA_SM90: AttnKernel =
 /// Backward, Hopper, a pair of key chunks per CTA (no bias).
 pub(crate) static BWD_SM90_PAIR: AttnKernel =
     family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_sm90_pair");
+/// Backward, Hopper, one key chunk per CTA, warp-specialised: a producer warpgroup issuing every
+/// copy and dQ reduction, a consumer warpgroup computing (no bias).
+pub(crate) static BWD_SM90_WS: AttnKernel =
+    family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_sm90_ws");
 /// Backward, Hopper, one gathered key set per CTA (no bias; `plan::GatheredColumns`).
 pub(crate) static BWD_GATHER_SM90: AttnKernel =
     family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_gather_sm90");
@@ -222,6 +226,7 @@ mod tests {
             &FWD_SM90,
             &FWD_BIAS_SM90,
             &FWD_GATHER_SM90,
+            &FWD_SM90_PAIR,
             &FWD_COMBINE,
             &BWD_PRE,
             &BWD,
@@ -231,7 +236,10 @@ mod tests {
             &BWD_BIAS_SM90,
             &BWD_BIAS_TMA_SM90,
             &BWD_SM90_PAIR,
+            &BWD_SM90_WS,
+            &BWD_GATHER_SM90,
             &BWD_COMBINE,
+            &BWD_COMBINE_GATHER,
             &BWD_DQ,
         ];
         for family in families {

@@ -255,8 +255,9 @@ pub fn make_layout(
     }
 }
 
-/// The GPU attention kernel choices `dev` runs (all five on an H100: `MmaSync` is the sm_80
-/// path, `Wgmma` / `WgmmaPairs` / `WgmmaGathered` the sm_90 one, `Auto` the default).
+/// The GPU attention kernel choices `dev` runs (all six on an H100: `MmaSync` is the sm_80
+/// path, `Wgmma` / `WgmmaPairs` / `WgmmaGathered` / `WgmmaWarpSpecialized` the sm_90 one, `Auto`
+/// the default).
 #[cfg(feature = "cuda")]
 pub fn kernels(dev: &ltd_core::CudaDevice) -> Vec<ltd_sparse_attn::cuda::CudaAttentionKernel> {
     use ltd_sparse_attn::cuda::CudaAttentionKernel as K;
@@ -266,6 +267,7 @@ pub fn kernels(dev: &ltd_core::CudaDevice) -> Vec<ltd_sparse_attn::cuda::CudaAtt
         K::Wgmma,
         K::WgmmaPairs,
         K::WgmmaGathered,
+        K::WgmmaWarpSpecialized,
     ]
     .into_iter()
     .filter(|k| k.runs_on(dev.compute_capability()))

@@ -129,6 +129,7 @@ fn gpu_wgmma_kernel_only_where_it_runs() {
         CudaAttentionKernel::Wgmma,
         CudaAttentionKernel::WgmmaPairs,
         CudaAttentionKernel::WgmmaGathered,
+        CudaAttentionKernel::WgmmaWarpSpecialized,
     ] {
         let mut out = dev.upload(&vec![bf16::NAN; shape.qkv_len()]).unwrap();
         let mut lse = dev.upload(&[f32::NAN; 64]).unwrap();

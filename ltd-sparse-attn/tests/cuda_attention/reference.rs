@@ -275,7 +275,7 @@ proptest! {
         seq_blocks in 1usize..6, ragged in 0usize..128, batch in 1usize..3, heads in 1usize..4,
         d in prop_oneof![Just(64usize), Just(128)], causal in any::<bool>(), uni in any::<bool>(),
         kpm in any::<bool>(), bias in any::<bool>(), bf in any::<bool>(), seed in any::<u64>(),
-        which in 0usize..5,
+        which in 0usize..6,
     ) {
         let dev = gpu();
         // Any remainder: with block 128 and L % 128 in 1..=64, the layout's padded length holds
@@ -289,6 +289,7 @@ proptest! {
             CudaAttentionKernel::Wgmma,
             CudaAttentionKernel::WgmmaPairs,
             CudaAttentionKernel::WgmmaGathered,
+            CudaAttentionKernel::WgmmaWarpSpecialized,
         ][which];
         let kernel = if kernel.runs_on(dev.compute_capability()) { kernel } else { CudaAttentionKernel::Auto };
         if bf {

@@ -13,6 +13,7 @@
 #include "attn/sm90/fwd_sm90.cuh"
 #include "attn/sm90/fwd_pair_sm90.cuh"
 #include "attn/sm90/bwd_sm90.cuh"
+#include "attn/sm90/bwd_ws_sm90.cuh"
 
 // Held to 4 (D 64) / 3 (D 128) CTAs per SM: without the bound ptxas takes enough registers for
 // one CTA per SM fewer. The bias-tile kernels (TBIAS, two more tiles) are held to 3 / 2.
@@ -76,3 +77,13 @@ LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d64, __nv_bfloat16, 6
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d128, __nv_bfloat16, 128, true, false, true)
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d64, __half, 64, true, false, true)
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d128, __half, 128, true, false, true)
+// The warp-specialised backward (no bias), held to ws_ctas_per_sm CTAs per SM: the consumer
+// warpgroup takes the producer's registers by setmaxnreg, so each SM holds as many consumers as
+// the single-chunk kernel holds CTAs.
+#define LTD_SPARSE_BWD_WS_SM90(NAME, T, D) \
+    extern "C" __global__ void __launch_bounds__(kWsThreads, ws_ctas_per_sm<D>()) \
+        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_ws_sm90<T, D>(p, maps); }
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_bf16_d64, __nv_bfloat16, 64)
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_bf16_d128, __nv_bfloat16, 128)
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_f16_d64, __half, 64)
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_f16_d128, __half, 128)
