@@ -7,9 +7,12 @@
 #   bash benches/profile/source-stalls.sh CELL KERNEL_REGEX NAME
 #   bash benches/profile/source-stalls.sh bigbird_b64_s16384_d64 '^ltd_sparse_attn_bwd_sm90_bf16_d64$' bigbird-bwd
 #
-# Inputs: BENCH as in profile-cells.sh. Outputs in $OUT (or /tmp/profile): NAME.csv.xz (the
-# whole source page: every SASS instruction with its samples per stall reason), NAME-top.md (the
-# 40 instructions with the most samples, and the totals per stall reason), NAME.log.
+# Inputs: BENCH as in profile-cells.sh; PROFILE=0 runs the cell's timed bench instead of the
+# untimed `Auto` call (for a kernel only a forced choice runs: the first launch the regex
+# matches is profiled). Outputs in $OUT (or /tmp/profile): NAME.csv.xz (the whole source page:
+# every SASS instruction with its samples per stall reason), NAME-top.md (the 40 instructions
+# with the most samples, and the totals per stall reason), NAME-details.txt (duration,
+# throughputs, warp states), NAME.log.
 set -uo pipefail
 [ $# -eq 3 ] || { echo "usage: source-stalls.sh CELL KERNEL_REGEX NAME" >&2; exit 2; }
 cell=$1 kernel=$2 name=$3
@@ -22,10 +25,14 @@ chmod +x "$b"
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
 [ -n "$ncu" ] || { echo "source-stalls: no ncu" | tee -a "$log"; exit 1; }
 rep=/tmp/stalls-$name
-LTD_BENCH_PROFILE=1 LTD_BENCH_FILTER="$cell" timeout 300 "$ncu" --clock-control none \
+profile=()
+[ "${PROFILE:-1}" = 0 ] || profile=(LTD_BENCH_PROFILE=1)
+env "${profile[@]}" LTD_BENCH_FILTER="$cell" timeout 300 "$ncu" --clock-control none \
   --kernel-name "regex:$kernel" --launch-count 1 --section SourceCounters --section WarpStateStats \
+  --section SpeedOfLight --section Occupancy --section LaunchStats \
   --force-overwrite -o "$rep" "$b" --bench >> "$log" 2>&1
 echo "profile rc=$?" | tee -a "$log"
+"$ncu" -i "$rep.ncu-rep" --page details > "$out/$name-details.txt" 2>> "$log"
 "$ncu" -i "$rep.ncu-rep" --page source --csv --print-source sass > "/tmp/$name.csv" 2>> "$log"
 echo "source page rc=$? lines=$(wc -l < "/tmp/$name.csv")" | tee -a "$log"
 xz -9 -c "/tmp/$name.csv" > "$out/$name.csv.xz"
