@@ -15,9 +15,10 @@
 //! backward; `WgmmaPairs`: pair forward, pair backward; `WgmmaWarpSpecialized`: single-tile
 //! forward, warp-specialised single-chunk backward), the plain Hopper forward (`Wgmma`, never
 //! the gathered one) and the pair forward (`WgmmaPairs`) with the layout's row pair sharing, and
-//! says whether `Auto`'s backward ran the pair kernel or the gathered-set one and its forward the
-//! gathered one (`ours.json` also whether it ran the pair forward), so kernel variants compare
-//! within one run (`Wgmma` never runs a gathered or pair kernel).
+//! says whether `Auto`'s backward ran the pair kernel, the gathered-set one or the
+//! warp-specialised one and its forward the gathered one (`ours.json` also whether it ran the
+//! pair forward), so kernel variants compare within one run (`Wgmma` never runs a gathered, pair
+//! or warp-specialised kernel).
 
 #[cfg(not(feature = "cuda"))]
 fn main() {
@@ -173,6 +174,8 @@ mod gpu {
         fwd_pairs: bool,
         /// Whether `Auto`'s backward runs the gathered-set kernel.
         bwd_gathered: bool,
+        /// Whether `Auto`'s backward runs the warp-specialised kernel.
+        bwd_ws: bool,
         /// The kernel family `Auto` resolves to on the device.
         fwd_kernel: CudaAttentionKernel,
     }
@@ -344,8 +347,23 @@ mod gpu {
             bwd_gathered: auto
                 .kernel
                 .backward_gathered(cc, cell.gl, auto.bias.is_some()),
+            bwd_ws: auto_backward_ws(&auto, cc, cell.gl, d),
             fwd_kernel: auto.kernel.resolve(cc),
         })
+    }
+
+    /// Whether `Auto`'s backward runs the warp-specialised kernel: where neither the gathered-set
+    /// nor the pair kernel takes it (the launcher's order).
+    fn auto_backward_ws(
+        auto: &CudaAttentionOptions<'_, bf16>,
+        cc: (i32, i32),
+        gl: &CudaAttentionLayout,
+        d: usize,
+    ) -> bool {
+        let bias = auto.bias.is_some();
+        !auto.kernel.backward_gathered(cc, gl, bias)
+            && !auto.kernel.backward_pairs(cc, gl, d, bias)
+            && auto.kernel.backward_warp_specialized(cc, d, bias)
     }
 
     /// Host time to enqueue one call (the GPU is not waited for; the queue absorbs the calls): a
@@ -380,7 +398,7 @@ mod gpu {
     /// The column headers of the table.
     fn print_header() {
         println!(
-            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9} {:>12} {:>10} {:>10} {:>12} {:>10} {:>12}",
+            "\n{:<18} {:>6} {:>4} {:>4} {:>8} {:>10} {:>10} {:>12} {:>12} {:>16} {:>14} {:>10} {:>12} {:>14} {:>14} {:>9} {:>12} {:>10} {:>10} {:>12} {:>10} {:>12} {:>8}",
             "layout",
             "S",
             "B",
@@ -402,14 +420,15 @@ mod gpu {
             "bwd gather",
             "pairs fwd us",
             "pair share",
-            "WS f+b us"
+            "WS f+b us",
+            "bwd ws"
         );
     }
 
     /// One line of the table.
     fn print_row(cell: &Cell<'_>, t: &CellTimes) {
         println!(
-            "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9} {:>12.1} {:>10} {:>10} {:>12.1} {:>10.3} {:>12.1}",
+            "{:<18} {:>6} {:>4} {:>4} {:>8.3} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>16.1} {:>14} {:>10.1} {:>12.1} {:>14.1} {:>14.1} {:>9} {:>12.1} {:>10} {:>10} {:>12.1} {:>10.3} {:>12.1} {:>8}",
             cell.name,
             cell.shape.seq_len,
             cell.shape.batch,
@@ -431,7 +450,8 @@ mod gpu {
             t.bwd_gathered,
             t.pairs_fwd,
             cell.gl.row_pair_sharing(),
-            t.ws_fwd_bwd
+            t.ws_fwd_bwd,
+            t.bwd_ws
         );
     }
 
@@ -441,7 +461,7 @@ mod gpu {
         let (seq, batch, d) = (shape.seq_len, shape.batch, shape.head_dim);
         let tflops = fwd_tflops(cell, t.fwd);
         format!(
-            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}, \"fwd_wgmma_us\": {:.3}, \"fwd_gathered\": {}, \"bwd_gathered\": {}, \"fwd_wgmma_pairs_us\": {:.3}, \"row_pair_sharing\": {:.4}, \"fwd_pairs\": {}, \"fwdbwd_wgmma_ws_us\": {:.3}}}",
+            "  {{\"layout\": {name:?}, \"seq\": {seq}, \"batch\": {batch}, \"heads\": 16, \"head_dim\": {d}, \"block\": {}, \"nb\": {}, \"nnz\": {}, \"density\": {:.5}, \"fwd_us\": {:.3}, \"fwd_tflops\": {tflops:.3}, \"fwdbwd_us\": {:.3}, \"fwd_mma_sync_us\": {:.3}, \"fwdbwd_mma_sync_us\": {:.3}, \"fwd_kernel\": \"{:?}\", \"kernel_tiles\": {}, \"host_fwd_us\": {:.3}, \"host_fwdbwd_us\": {:.3}, \"fwdbwd_wgmma_us\": {:.3}, \"fwdbwd_wgmma_pairs_us\": {:.3}, \"bwd_pairs\": {}, \"fwd_wgmma_us\": {:.3}, \"fwd_gathered\": {}, \"bwd_gathered\": {}, \"fwd_wgmma_pairs_us\": {:.3}, \"row_pair_sharing\": {:.4}, \"fwd_pairs\": {}, \"fwdbwd_wgmma_ws_us\": {:.3}, \"bwd_ws\": {}}}",
             layout.block(),
             layout.num_blocks(),
             layout.nnz(),
@@ -463,7 +483,8 @@ mod gpu {
             t.pairs_fwd,
             cell.gl.row_pair_sharing(),
             t.fwd_pairs,
-            t.ws_fwd_bwd
+            t.ws_fwd_bwd,
+            t.bwd_ws
         )
     }
 }

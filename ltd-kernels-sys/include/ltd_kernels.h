@@ -236,12 +236,12 @@ typedef struct LtdMaskGatherParams {
 /**
  * `ltd_sparse_attn_bwd_sm90_ws_*`: a K and a V tile; three stages (D 64) or two (D 128) of a Q and
  * a dO tile and 2 x 64 statistics floats; a 64 x 64 dS tile; the extra; each stage's table entry
- * (four int32) and two work items (72 bytes, 80 with the alignment).
+ * (two int32).
  */
 #define LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D64 \
-    ((8 * 64 * 64 + 64 * 64) * 2 + 3 * 2 * 64 * 4 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA + 3 * 16 + 80)
+    ((8 * 64 * 64 + 64 * 64) * 2 + 3 * 2 * 64 * 4 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA + 3 * 8)
 #define LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D128 \
-    ((6 * 64 * 128 + 64 * 64) * 2 + 2 * 2 * 64 * 4 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA + 2 * 16 + 80)
+    ((6 * 64 * 128 + 64 * 64) * 2 + 2 * 2 * 64 * 4 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA + 2 * 8)
 /**
  * An encoded CUDA tensor map (the driver's CUtensorMap: 128 opaque bytes, 64-byte aligned),
  * built on the host by cuTensorMapEncodeTiled.
@@ -406,13 +406,10 @@ typedef struct LtdSparseAttnFwdParams {
  *       two banks: an item with slot s writes chunk 2c's to slot s and 2c + 1's to
  *       s + num_slots / 2 (num_slots counts both banks; split_cols lists 64-key chunks).
  *   `ltd_sparse_attn_bwd_sm90_ws_{bf16,f16}_d{64,128}` (no bias; same file, parameters, tables
- *       and work items as `ltd_sparse_attn_bwd_sm90_*`): the single-chunk kernel warp-specialised
- *       and persistent. CTAs of LTD_SPARSE_ATTN_BWD_SM90_WS_THREADS threads (a producer warpgroup
- *       issuing every copy and dQ reduction, a consumer warpgroup computing), dynamic shared
- *       memory LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D{64,128}, any grid of at most work_total CTAs
- *       (the launcher's: as many as stay resident): CTA c takes grid index c, then
- *       gridDim.x + the value of an atomic add on work_counter (which the pre-pass zeroes) until
- *       that reaches work_total; grid index i is work item i / B, batch row i % B as above.
+ *       and work items as `ltd_sparse_attn_bwd_sm90_*`): the single-chunk kernel warp-specialised,
+ *       one CTA of LTD_SPARSE_ATTN_BWD_SM90_WS_THREADS threads (a producer warpgroup issuing
+ *       every copy and dQ reduction, a consumer warpgroup computing) per work item, dynamic
+ *       shared memory LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D{64,128}.
  *   `ltd_sparse_attn_bwd_gather_sm90_{bf16,f16}_d{64,128}` (no bias; same file and parameters as
  *       the single-chunk kernel, same shared memory): one CTA per work item of one grid over
  *       the plain columns and the gathered key sets. An item with tile >= 0 is a plain chunk,
@@ -472,13 +469,7 @@ typedef struct LtdSparseAttnBwdParams {
     float scale_log2;
     int causal;
     int pad_;
-    ltd_devptr_t gather_slots; /* after the rest, so the other kernels' parameter offsets are unchanged */
-    /*
-     * The warp-specialised kernel's work counter (one uint32, zeroed by the pre-pass when not 0)
-     * and its number of grid indices (work items x B); the other kernels ignore both.
-     */
-    ltd_devptr_t work_counter;
-    long long work_total;
+    ltd_devptr_t gather_slots; /* last, so the other kernels' parameter offsets are unchanged */
 } LtdSparseAttnBwdParams;
 
 /**

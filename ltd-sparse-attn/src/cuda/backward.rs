@@ -15,7 +15,6 @@ use super::config::{self, BackwardSmem};
 use super::kernels::{
     AttnKernel, BWD, BWD_BIAS, BWD_BIAS_SM90, BWD_BIAS_TILES, BWD_BIAS_TMA_SM90, BWD_COMBINE,
     BWD_COMBINE_GATHER, BWD_DQ, BWD_GATHER_SM90, BWD_PRE, BWD_SM90, BWD_SM90_PAIR, BWD_SM90_WS,
-    LoadKernel,
 };
 use super::launch::{Borrows, TmaBuffers, partial_buffer, tma_maps};
 use super::upload::{GpuGatheredBwd, GpuPlan};
@@ -140,8 +139,11 @@ pub fn attention_backward_cuda<'b, T: Element + DeviceRepr + ValidAsZeroBits>(
         && options
             .kernel
             .backward_pairs(cc, layout, shape.head_dim, with_bias);
-    let warp_specialized =
-        gathered.is_none() && !pairs && options.kernel.backward_warp_specialized(cc, with_bias);
+    let warp_specialized = gathered.is_none()
+        && !pairs
+        && options
+            .kernel
+            .backward_warp_specialized(cc, shape.head_dim, with_bias);
     let variant = BackwardSmem {
         hopper: call.kernel().is_hopper(),
         pairs,
@@ -158,9 +160,8 @@ pub fn attention_backward_cuda<'b, T: Element + DeviceRepr + ValidAsZeroBits>(
     let mut dq_acc = unsafe { stream.alloc::<f32>(n) }
         .map_err(SparseAttnError::driver("allocating the dq accumulator"))?;
     // SAFETY: uninitialised device memory; the pre-pass (first, same stream, every statistics
-    // row, padding rows included, and the work counter after them) writes every element before
-    // the main kernel reads any.
-    let mut stats = unsafe { stream.alloc::<f32>(kernel.stats_len + kernel.counter_len()) }
+    // row, padding rows included) writes every element before the main kernel reads any.
+    let mut stats = unsafe { stream.alloc::<f32>(kernel.stats_len) }
         .map_err(SparseAttnError::driver("allocating the row statistics"))?;
     // Partial dK / dV of the pieces of split key columns and of gathered key sets (f32 [B,
     // slots, 64, D] each), only for calls that have slots.
@@ -216,8 +217,6 @@ struct BackwardKernel<'a> {
     num_slots: usize,
     stats_rows: usize,
     stats_len: usize,
-    /// The warp-specialised kernel's CTAs resident on the device at once (its grid's bound).
-    resident: Option<u32>,
 }
 
 impl<'a> BackwardKernel<'a> {
@@ -253,18 +252,6 @@ impl<'a> BackwardKernel<'a> {
         // Hopper statistics hold each query tile's lse and dvec side by side.
         let stats_rows = config::stats_rows(shape.batch * shape.heads, shape.seq_len, hopper);
         let plain = |family: &AttnKernel| family.load_plain(dev, dtype, d);
-        let resident = if smem.warp_specialized {
-            let per_sm = family.module.blocks_per_multiprocessor(
-                dev,
-                family.entry(dtype, d)?,
-                smem.launch(1, d).block_dim.0,
-                smem.bytes(d),
-            )?;
-            // At least one CTA, so a device the occupancy query undercounts still makes progress.
-            Some(u32::try_from((per_sm * dev.sm_count()).max(1)).unwrap_or(u32::MAX))
-        } else {
-            None
-        };
         Ok(BackwardKernel {
             pre: plain(&BWD_PRE)?,
             main: match gathered {
@@ -288,14 +275,7 @@ impl<'a> BackwardKernel<'a> {
             num_slots,
             stats_rows,
             stats_len: if hopper { 2 * stats_rows } else { stats_rows },
-            resident,
         })
-    }
-
-    /// f32 elements after the statistics that hold the warp-specialised kernel's work counter
-    /// (a 16-byte slot; none for the other kernels).
-    fn counter_len(&self) -> usize {
-        if self.resident.is_some() { 4 } else { 0 }
     }
 }
 
@@ -364,13 +344,6 @@ impl<'a> BackwardLaunch<'a> {
             dbias,
         } = bufs.io;
         let (dq_acc, stats) = (b.write(bufs.dq_acc), b.write(bufs.stats));
-        // The warp-specialised kernel walks all `items` grid indices on its resident CTAs,
-        // taking them from the counter behind the statistics.
-        let work_counter = match kernel.resident {
-            Some(_) => stats + (kernel.stats_len * std::mem::size_of::<f32>()) as u64,
-            None => 0,
-        };
-        let main_grid = kernel.resident.map_or(items, |r| items.min(r));
         let bias = bias.unwrap_or(0);
         let params = LtdSparseAttnBwdParams {
             q,
@@ -404,8 +377,6 @@ impl<'a> BackwardLaunch<'a> {
             pad_: 0,
             // Read by the gathered kernel only.
             gather_slots: kernel.gather_slots.map_or(0, |s| b.read(s)),
-            work_counter,
-            work_total: i64::from(items),
         };
         let maps = if hopper {
             let tma = TmaBuffers {
@@ -421,7 +392,7 @@ impl<'a> BackwardLaunch<'a> {
         };
         let configs = [
             config::backward_pre(kernel.stats_rows),
-            kernel.smem.launch(main_grid, shape.head_dim),
+            kernel.smem.launch(items, shape.head_dim),
             config::dq_convert(shape.qkv_len()),
             config::backward_combine(kernel.num_combine * shape.batch),
         ];
@@ -440,9 +411,8 @@ impl<'a> BackwardLaunch<'a> {
         let mut launch = stream.launch_builder(&self.kernel.pre);
         launch.arg(&self.params);
         // SAFETY: `new` built the params from a checked call; the pre-pass writes every row of
-        // the statistics buffer (sized by `config::stats_rows` for this family), zeroes the
-        // dq accumulator (B*H*L*D f32), one warp per row, and the work counter where there is
-        // one (inside the statistics allocation, `counter_len`).
+        // the statistics buffer (sized by `config::stats_rows` for this family) and zeroes the
+        // dq accumulator (B*H*L*D f32), one warp per row.
         unsafe { launch.launch(pre) }.map_err(SparseAttnError::driver(
             "launching the attention backward pre-pass",
         ))?;
@@ -457,11 +427,8 @@ impl<'a> BackwardLaunch<'a> {
         // transposed tables through its plan (head < H, chunk and tile indices below the padded
         // length's tiles, slots below num_slots, partial buffers sized for them), touches rows
         // < L only (TMA boxes over exactly these buffers zero-fill the rest), after the
-        // pre-pass on the same stream; grid = items x B (checked; the warp-specialised kernel:
-        // at most that, its CTAs taking every index below `work_total` = items x B from the
-        // counter the pre-pass zeroed, 4 bytes inside the statistics allocation), shared memory
-        // and threads from `config::BackwardSmem` of this variant; bias / dbias reads only at
-        // positions < L.
+        // pre-pass on the same stream; grid = items x B (checked), shared memory and threads
+        // from `config::BackwardSmem` of this variant; bias / dbias reads only at positions < L.
         // The gathered kernel's set items (tile < 0) read their slices from `gather_slots` (set
         // indices below its sets, slices below the padded length's) through the 16-row k / v
         // maps `tma_maps` built for it, and every one writes its slot.

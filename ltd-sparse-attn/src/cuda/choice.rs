@@ -14,7 +14,11 @@
 //! two adjacent query tiles sharing every K / V copy) at head dim 128 without a bias on layouts
 //! whose adjacent query tiles see the same chunks; at head dim 64, where the single-tile kernel
 //! already holds as many warpgroups per SM, the pair kernel was the slower one (the performance
-//! log). See `docs/kernels.md`, "Which variant runs when".
+//! log). Where none of those takes a backward at head dim 128, it runs the warp-specialised
+//! single-chunk kernel (a producer warpgroup issuing every copy and dQ reduction, a consumer
+//! warpgroup computing): as fast on short columns, faster on long ones; at head dim 64 it holds
+//! two CTAs per SM where the single kernel holds three, and measured slower. See
+//! `docs/kernels.md`, "Which variant runs when".
 
 use super::CudaAttentionLayout;
 
@@ -32,7 +36,10 @@ use super::CudaAttentionLayout;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CudaAttentionKernel {
     /// On compute capability 9.0 (H100/H200) [`Wgmma`](Self::Wgmma), except for a backward
-    /// [`backward_pairs`](Self::backward_pairs) gives to the pair kernel and a forward
+    /// [`backward_gathered`](Self::backward_gathered) gives to the gathered-set kernel,
+    /// [`backward_pairs`](Self::backward_pairs) to the pair kernel or
+    /// [`backward_warp_specialized`](Self::backward_warp_specialized) to the warp-specialised
+    /// kernel, and a forward
     /// [`forward_gathered`](Self::forward_gathered) gives to the gathered kernel or
     /// [`forward_pairs`](Self::forward_pairs) to the pair forward;
     /// [`MmaSync`](Self::MmaSync) elsewhere.
@@ -61,10 +68,10 @@ pub enum CudaAttentionKernel {
     /// [`backward_gathered`](Self::backward_gathered) say.
     WgmmaGathered,
     /// [`Wgmma`](Self::Wgmma) with the backward on the warp-specialised single-chunk kernel
-    /// wherever `Wgmma` runs the single-chunk kernel without a bias: a producer warpgroup
-    /// issues every copy and dQ reduction ahead of a consumer warpgroup that only computes
-    /// ([`backward_warp_specialized`](Self::backward_warp_specialized)). The forward is
-    /// `Wgmma`'s.
+    /// wherever `Wgmma` runs the single-chunk kernel without a bias, at both head dims: a
+    /// producer warpgroup issues every copy and dQ reduction ahead of a consumer warpgroup that
+    /// only computes ([`backward_warp_specialized`](Self::backward_warp_specialized); `Auto`
+    /// runs it at head dim 128 only). The forward is `Wgmma`'s.
     WgmmaWarpSpecialized,
 }
 
@@ -284,18 +291,34 @@ impl CudaAttentionKernel {
     /// Whether the backward of this choice runs the Hopper warp-specialised single-chunk kernel
     /// on a device of compute capability `cc`, where neither the gathered-set kernel
     /// ([`backward_gathered`](Self::backward_gathered)) nor the pair kernel
-    /// ([`backward_pairs`](Self::backward_pairs)) takes the call: only for
-    /// [`WgmmaWarpSpecialized`](Self::WgmmaWarpSpecialized), on 9.0, without a bias or dbias
-    /// (no bias variant). `Auto` does not run it.
+    /// ([`backward_pairs`](Self::backward_pairs)) takes the call: never with a bias or dbias
+    /// (no bias variant) or off 9.0; otherwise always for
+    /// [`WgmmaWarpSpecialized`](Self::WgmmaWarpSpecialized), and for `Auto` at head dim 128
+    /// (at 64 its two CTAs per SM hold fewer warpgroups than the single kernel's three); never
+    /// for the other choices. The module docs give the reasons.
     ///
     /// ```
-    /// use ltd_sparse_attn::cuda::CudaAttentionKernel;
-    /// assert!(CudaAttentionKernel::WgmmaWarpSpecialized.backward_warp_specialized((9, 0), false));
-    /// assert!(!CudaAttentionKernel::WgmmaWarpSpecialized.backward_warp_specialized((9, 0), true));
-    /// assert!(!CudaAttentionKernel::Auto.backward_warp_specialized((9, 0), false));
+    /// use ltd_sparse_attn::cuda::CudaAttentionKernel as K;
+    /// assert!(K::WgmmaWarpSpecialized.backward_warp_specialized((9, 0), 64, false));
+    /// assert!(!K::WgmmaWarpSpecialized.backward_warp_specialized((9, 0), 128, true));
+    /// assert!(K::Auto.backward_warp_specialized((9, 0), 128, false));
+    /// assert!(!K::Auto.backward_warp_specialized((9, 0), 64, false));
+    /// assert!(!K::Auto.backward_warp_specialized((8, 0), 128, false));
+    /// assert!(!K::Wgmma.backward_warp_specialized((9, 0), 128, false));
     /// ```
-    pub fn backward_warp_specialized(self, cc: (i32, i32), with_bias: bool) -> bool {
-        self == CudaAttentionKernel::WgmmaWarpSpecialized && cc == (9, 0) && !with_bias
+    pub fn backward_warp_specialized(
+        self,
+        cc: (i32, i32),
+        head_dim: usize,
+        with_bias: bool,
+    ) -> bool {
+        !with_bias
+            && cc == (9, 0)
+            && match self {
+                CudaAttentionKernel::WgmmaWarpSpecialized => true,
+                CudaAttentionKernel::Auto => head_dim == 128,
+                _ => false,
+            }
     }
 }
 

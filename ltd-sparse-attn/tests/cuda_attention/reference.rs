@@ -10,7 +10,7 @@ use ltd_sparse_attn::cuda::{
     CudaAttentionGrads, CudaAttentionKernel, CudaAttentionLayout, CudaAttentionOptions,
     attention_backward_cuda, attention_forward_cuda,
 };
-use ltd_sparse_attn::{AttentionShape, BigBirdConfig, Layout};
+use ltd_sparse_attn::{AttentionShape, Layout};
 use proptest::prelude::*;
 
 /// The host inputs of one [`check`] case, drawn from its seed in a fixed order.
@@ -297,32 +297,5 @@ proptest! {
         } else {
             check::<f16>(&dev, &layout, batch, heads, seq, d, causal, kpm, bias, seed, kernel);
         }
-    }
-}
-
-/// The warp-specialised backward keeps its CTAs resident (two per SM) and takes grid indices
-/// from a counter; the proptest's shapes have fewer indices than resident CTAs, so there every
-/// CTA works on one item. Here BigBird (block 64, a layout per head, L not a multiple of 64)
-/// has more indices than an H100 keeps resident: CTAs walk several items, whose Q / dO stages
-/// and K / V tiles run on from one item into the next, and the global columns' pieces write
-/// slots. Checked against the CPU reference (on devices without the kernel, `Auto`).
-#[test]
-fn gpu_warp_specialized_backward_walks_several_items_per_cta() {
-    let dev = gpu();
-    let (batch, heads, seq) = (2usize, 8usize, 2000usize);
-    // At least one item per key chunk of every head and batch row, against two CTAs per SM.
-    assert!(batch * heads * seq.div_ceil(64) > 2 * dev.sm_count());
-    let mut c = BigBirdConfig::new(heads);
-    c.block = 64;
-    c.different_layout_per_head = true;
-    let layout = c.make_layout(seq).unwrap();
-    let kernel = match CudaAttentionKernel::WgmmaWarpSpecialized {
-        k if k.runs_on(dev.compute_capability()) => k,
-        _ => CudaAttentionKernel::Auto,
-    };
-    for (d, causal, kpm, seed) in [(64, false, true, 7), (128, true, false, 8)] {
-        check::<bf16>(
-            &dev, &layout, batch, heads, seq, d, causal, kpm, false, seed, kernel,
-        );
     }
 }

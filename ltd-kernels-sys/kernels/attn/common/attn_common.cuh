@@ -113,10 +113,9 @@ struct WorkItem {
     int h, tile, begin, end, slot, first, first_mask, second, b;
 };
 
-// Grid index `index`'s work item: item index / B, batch row index % B.
 template <typename P>
-__device__ __forceinline__ WorkItem work_item_at(const P& p, long long index) {
-    const long long item = index / p.batch;
+__device__ __forceinline__ WorkItem work_item(const P& p) {
+    const long long item = blockIdx.x / p.batch;
     const int* w = reinterpret_cast<const int*>(p.work_items) + item * 8;
     WorkItem r;
     r.h = w[0];
@@ -127,12 +126,8 @@ __device__ __forceinline__ WorkItem work_item_at(const P& p, long long index) {
     r.first = w[5];
     r.first_mask = w[6];
     r.second = w[7];
-    r.b = (int)(index % p.batch);
+    r.b = (int)(blockIdx.x % p.batch);
     return r;
-}
-template <typename P>
-__device__ __forceinline__ WorkItem work_item(const P& p) {
-    return work_item_at(p, blockIdx.x);
 }
 
 // The online-softmax step of one 64-key chunk for rows g and g + 8 of a warp, shared by the

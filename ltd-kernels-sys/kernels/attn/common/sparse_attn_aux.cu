@@ -92,8 +92,7 @@ __device__ __forceinline__ void sparse_attn_fwd_combine(const LtdSparseAttnFwdPa
         reinterpret_cast<float*>(p.lse)[bh * seq + row] = nan_row ? NAN : total > 0.f ? mx + logf(total) : -INFINITY;
 }
 
-// Per row: dvec = rowsum(dO * O), and the row of dq_acc zeroed (the main kernel adds into it);
-// the warp-specialised kernel's work counter zeroed.
+// Per row: dvec = rowsum(dO * O), and the row of dq_acc zeroed (the main kernel adds into it).
 // Lane l owns the D / 32 contiguous columns from l D / 32, read with one vector load per tensor.
 // With row_stats (the Hopper kernel's input), the row's lse and dvec go to its query tile's
 // [lse x 64][dvec x 64] pair instead, and the warps cover the padded rows of every matrix
@@ -103,7 +102,6 @@ __device__ __forceinline__ void sparse_attn_bwd_pre(const LtdSparseAttnBwdParams
     const long long seq = p.seq;
     const long long per_matrix = p.row_stats ? ltd_attn::stats_rows(seq) : seq;
     const long long padded_row = (long long)blockIdx.x * kRowsPerCta + (threadIdx.x >> 5);
-    if (p.work_counter && blockIdx.x == 0 && threadIdx.x == 0) *reinterpret_cast<unsigned*>(p.work_counter) = 0u;
     if (padded_row >= p.batch * p.heads * per_matrix) return;
     const int lane = threadIdx.x & 31;
     // This row's lse in row_stats (per_matrix is a multiple of 64, so the padded row index
