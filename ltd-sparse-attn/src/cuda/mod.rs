@@ -17,11 +17,12 @@
 //! Two kernel families ([`CudaAttentionKernel`]): `mma.sync` (sm_80 and newer) and, on compute
 //! capability 9.0, warpgroup MMAs (`wgmma`) fed by the tensor memory accelerator; the Hopper
 //! backward also has a pair kernel whose two warpgroups share the Q / dO tiles of two adjacent
-//! key chunks, and the Hopper forward a pair kernel whose two warpgroups share the K / V copies
-//! of two adjacent query tiles and a gathered kernel that packs the active 16-key slices of
-//! sparse chunks four to a chunk. `Auto` picks per device and layout
-//! ([`CudaAttentionKernel::backward_pairs`], [`CudaAttentionKernel::forward_pairs`],
-//! [`CudaAttentionKernel::forward_gathered`]).
+//! key chunks and a warp-specialised kernel whose producer warpgroup issues every copy and dQ
+//! reduction for a computing consumer warpgroup, and the Hopper forward a pair kernel whose two
+//! warpgroups share the K / V copies of two adjacent query tiles and a gathered kernel that packs
+//! the active 16-key slices of sparse chunks four to a chunk. `Auto` picks per device and layout
+//! ([`CudaAttentionKernel::backward_pairs`], [`CudaAttentionKernel::backward_warp_specialized`],
+//! [`CudaAttentionKernel::forward_pairs`], [`CudaAttentionKernel::forward_gathered`]).
 //!
 //! # Buffers and the layouts the kernels read
 //!
