@@ -12,9 +12,10 @@
 //! forward + backward per cell instead, for ncu (`benches/profile/profile-cells.sh`).
 //! Besides `Auto` (forward and forward + backward) each cell times the `mma.sync` kernels and
 //! forward + backward with each Hopper choice forced (`Wgmma`: single-tile forward, single-chunk
-//! backward; `WgmmaPairs`: pair forward, pair backward; `WgmmaWarpSpecialized`: single-tile
-//! forward, warp-specialised single-chunk backward), the plain Hopper forward (`Wgmma`, never
-//! the gathered one) and the pair forward (`WgmmaPairs`) with the layout's row pair sharing, and
+//! backward; `WgmmaPairs`: pair forward, pair backward; `WgmmaWarpSpecialized`: `Auto`'s
+//! kernels with every backward but the gathered-set one warp-specialised), the plain Hopper
+//! forward (`Wgmma`, never the gathered one) and the pair forward (`WgmmaPairs`) with the
+//! layout's row pair sharing, and
 //! says whether `Auto`'s backward ran the pair kernel, the gathered-set one or the
 //! warp-specialised one and its forward the gathered one (`ours.json` also whether it ran the
 //! pair forward), so kernel variants compare within one run (`Wgmma` never runs a gathered, pair
@@ -159,8 +160,8 @@ mod gpu {
         wgmma_fwd: f64,
         /// `WgmmaPairs` forward: the pair forward (two query tiles per CTA).
         pairs_fwd: f64,
-        /// `WgmmaWarpSpecialized` forward + backward: `Wgmma`'s forward, the warp-specialised
-        /// single-chunk backward.
+        /// `WgmmaWarpSpecialized` forward + backward: `Auto`'s kernels with the backward
+        /// warp-specialised (single-chunk or pair) where it is not the gathered-set one.
         ws_fwd_bwd: f64,
         /// Host time to enqueue an `Auto` forward.
         host_fwd: f64,
@@ -347,23 +348,11 @@ mod gpu {
             bwd_gathered: auto
                 .kernel
                 .backward_gathered(cc, cell.gl, auto.bias.is_some()),
-            bwd_ws: auto_backward_ws(&auto, cc, cell.gl, d),
+            bwd_ws: auto
+                .kernel
+                .backward_warp_specialized(cc, cell.gl, d, auto.bias.is_some()),
             fwd_kernel: auto.kernel.resolve(cc),
         })
-    }
-
-    /// Whether `Auto`'s backward runs the warp-specialised kernel: where neither the gathered-set
-    /// nor the pair kernel takes it (the launcher's order).
-    fn auto_backward_ws(
-        auto: &CudaAttentionOptions<'_, bf16>,
-        cc: (i32, i32),
-        gl: &CudaAttentionLayout,
-        d: usize,
-    ) -> bool {
-        let bias = auto.bias.is_some();
-        !auto.kernel.backward_gathered(cc, gl, bias)
-            && !auto.kernel.backward_pairs(cc, gl, d, bias)
-            && auto.kernel.backward_warp_specialized(cc, d, bias)
     }
 
     /// Host time to enqueue one call (the GPU is not waited for; the queue absorbs the calls): a

@@ -169,6 +169,8 @@ typedef struct LtdMaskGatherParams {
 #define LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS 256
 /** Threads per CTA of `ltd_sparse_attn_bwd_sm90_ws_*`: a producer and a consumer warpgroup. */
 #define LTD_SPARSE_ATTN_BWD_SM90_WS_THREADS 256
+/** Threads per CTA of `ltd_sparse_attn_bwd_sm90_ws_pair_*`: a producer and a consumer warpgroup per chunk. */
+#define LTD_SPARSE_ATTN_BWD_SM90_WS_PAIR_THREADS 384
 /** Threads per CTA of `ltd_sparse_attn_fwd_sm90_pair_*`: one warpgroup per query tile of the pair. */
 #define LTD_SPARSE_ATTN_FWD_SM90_PAIR_THREADS 256
 /** Rows per CTA of the combine kernels and the backward pre-pass: one warp per row. */
@@ -242,6 +244,9 @@ typedef struct LtdMaskGatherParams {
     ((8 * 64 * 64 + 64 * 64) * 2 + 3 * 2 * 64 * 4 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA + 3 * 8)
 #define LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D128 \
     ((6 * 64 * 128 + 64 * 64) * 2 + 2 * 2 * 64 * 4 + LTD_SPARSE_ATTN_SM90_SMEM_EXTRA + 2 * 8)
+/** `ltd_sparse_attn_bwd_sm90_ws_pair_*`: the pair backward's and each of its three stages' table entry. */
+#define LTD_SPARSE_ATTN_BWD_SM90_WS_PAIR_SMEM_D64 (LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D64 + 3 * 8)
+#define LTD_SPARSE_ATTN_BWD_SM90_WS_PAIR_SMEM_D128 (LTD_SPARSE_ATTN_BWD_SM90_PAIR_SMEM_D128 + 3 * 8)
 /**
  * An encoded CUDA tensor map (the driver's CUtensorMap: 128 opaque bytes, 64-byte aligned),
  * built on the host by cuTensorMapEncodeTiled.
@@ -410,6 +415,10 @@ typedef struct LtdSparseAttnFwdParams {
  *       one CTA of LTD_SPARSE_ATTN_BWD_SM90_WS_THREADS threads (a producer warpgroup issuing
  *       every copy and dQ reduction, a consumer warpgroup computing) per work item, dynamic
  *       shared memory LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D{64,128}.
+ *       `ltd_sparse_attn_bwd_sm90_ws_pair_{bf16,f16}_d{64,128}` (no bias): the pair kernel's
+ *       items and tables (above) the same way, one CTA of LTD_SPARSE_ATTN_BWD_SM90_WS_PAIR_THREADS
+ *       threads (a producer warpgroup, a consumer warpgroup per chunk of the pair), dynamic shared
+ *       memory LTD_SPARSE_ATTN_BWD_SM90_WS_PAIR_SMEM_D{64,128}.
  *   `ltd_sparse_attn_bwd_gather_sm90_{bf16,f16}_d{64,128}` (no bias; same file and parameters as
  *       the single-chunk kernel, same shared memory): one CTA per work item of one grid over
  *       the plain columns and the gathered key sets. An item with tile >= 0 is a plain chunk,

@@ -15,6 +15,7 @@ use super::config::{self, BackwardSmem};
 use super::kernels::{
     AttnKernel, BWD, BWD_BIAS, BWD_BIAS_SM90, BWD_BIAS_TILES, BWD_BIAS_TMA_SM90, BWD_COMBINE,
     BWD_COMBINE_GATHER, BWD_DQ, BWD_GATHER_SM90, BWD_PRE, BWD_SM90, BWD_SM90_PAIR, BWD_SM90_WS,
+    BWD_SM90_WS_PAIR,
 };
 use super::launch::{Borrows, TmaBuffers, partial_buffer, tma_maps};
 use super::upload::{GpuGatheredBwd, GpuPlan};
@@ -140,10 +141,9 @@ pub fn attention_backward_cuda<'b, T: Element + DeviceRepr + ValidAsZeroBits>(
             .kernel
             .backward_pairs(cc, layout, shape.head_dim, with_bias);
     let warp_specialized = gathered.is_none()
-        && !pairs
         && options
             .kernel
-            .backward_warp_specialized(cc, shape.head_dim, with_bias);
+            .backward_warp_specialized(cc, layout, shape.head_dim, with_bias);
     let variant = BackwardSmem {
         hopper: call.kernel().is_hopper(),
         pairs,
@@ -279,12 +279,16 @@ impl<'a> BackwardKernel<'a> {
     }
 }
 
-/// The main kernel of a variant: the warp-specialised kernel where chosen (never with a bias),
+/// The main kernel of a variant: the warp-specialised kernels where chosen (never with a bias),
 /// the bias-tile kernels where the bias is read in tiles, the pair kernel (never with a bias),
 /// else the kernel with or without the bias code.
 fn main_family(smem: BackwardSmem, with_bias: bool) -> &'static AttnKernel {
     if smem.warp_specialized {
-        return &BWD_SM90_WS;
+        return if smem.pairs {
+            &BWD_SM90_WS_PAIR
+        } else {
+            &BWD_SM90_WS
+        };
     }
     match (smem.hopper, smem.bias_tiles, smem.pairs, with_bias) {
         (true, true, _, _) => &BWD_BIAS_TMA_SM90,

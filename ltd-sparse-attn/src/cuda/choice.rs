@@ -67,11 +67,12 @@ pub enum CudaAttentionKernel {
     /// where [`forward_gathered`](Self::forward_gathered) and
     /// [`backward_gathered`](Self::backward_gathered) say.
     WgmmaGathered,
-    /// [`Wgmma`](Self::Wgmma) with the backward on the warp-specialised single-chunk kernel
-    /// wherever `Wgmma` runs the single-chunk kernel without a bias, at both head dims: a
-    /// producer warpgroup issues every copy and dQ reduction ahead of a consumer warpgroup that
-    /// only computes ([`backward_warp_specialized`](Self::backward_warp_specialized); `Auto`
-    /// runs it at head dim 128 only). The forward is `Wgmma`'s.
+    /// `Auto`'s choices on 9.0 (gathered, pair or single-tile forward; gathered-set, pair or
+    /// single-chunk backward), with every backward that is not the gathered-set one
+    /// warp-specialised, without a bias and at both head dims: a producer warpgroup issues every
+    /// copy and dQ reduction ahead of consumer warpgroups that only compute
+    /// ([`backward_warp_specialized`](Self::backward_warp_specialized); `Auto` runs the
+    /// warp-specialised single-chunk kernel at head dim 128 only). With a bias, `Wgmma`'s.
     WgmmaWarpSpecialized,
 }
 
@@ -159,7 +160,7 @@ impl CudaAttentionKernel {
         !with_bias
             && match self {
                 CudaAttentionKernel::WgmmaPairs => true,
-                CudaAttentionKernel::Auto => {
+                CudaAttentionKernel::Auto | CudaAttentionKernel::WgmmaWarpSpecialized => {
                     cc == (9, 0)
                         && head_dim == 128
                         && layout.column_pair_sharing() <= AUTO_BACKWARD_PAIR_SHARING
@@ -203,7 +204,7 @@ impl CudaAttentionKernel {
             && layout.fwd_pairs.is_some()
             && match self {
                 CudaAttentionKernel::WgmmaPairs => true,
-                CudaAttentionKernel::Auto => {
+                CudaAttentionKernel::Auto | CudaAttentionKernel::WgmmaWarpSpecialized => {
                     head_dim == 128
                         && layout.row_pair_sharing() <= AUTO_FORWARD_PAIR_SHARING
                         && !self.forward_gathered(cc, layout, with_bias)
@@ -245,7 +246,9 @@ impl CudaAttentionKernel {
             && cc == (9, 0)
             && match self {
                 CudaAttentionKernel::WgmmaGathered => true,
-                CudaAttentionKernel::Auto => ratio <= AUTO_FORWARD_GATHER_RATIO,
+                CudaAttentionKernel::Auto | CudaAttentionKernel::WgmmaWarpSpecialized => {
+                    ratio <= AUTO_FORWARD_GATHER_RATIO
+                }
                 _ => false,
             }
     }
@@ -283,40 +286,53 @@ impl CudaAttentionKernel {
             && cc == (9, 0)
             && match self {
                 CudaAttentionKernel::WgmmaGathered => true,
-                CudaAttentionKernel::Auto => ratio <= AUTO_BACKWARD_GATHER_RATIO,
+                CudaAttentionKernel::Auto | CudaAttentionKernel::WgmmaWarpSpecialized => {
+                    ratio <= AUTO_BACKWARD_GATHER_RATIO
+                }
                 _ => false,
             }
     }
 
-    /// Whether the backward of this choice runs the Hopper warp-specialised single-chunk kernel
-    /// on a device of compute capability `cc`, where neither the gathered-set kernel
-    /// ([`backward_gathered`](Self::backward_gathered)) nor the pair kernel
-    /// ([`backward_pairs`](Self::backward_pairs)) takes the call: never with a bias or dbias
-    /// (no bias variant) or off 9.0; otherwise always for
-    /// [`WgmmaWarpSpecialized`](Self::WgmmaWarpSpecialized), and for `Auto` at head dim 128
-    /// (at 64 its two CTAs per SM hold fewer warpgroups than the single kernel's three); never
-    /// for the other choices. The module docs give the reasons.
+    /// Whether the backward of this choice runs a Hopper warp-specialised kernel (a producer
+    /// warpgroup issuing every copy and dQ reduction for computing consumer warpgroups) on a
+    /// device of compute capability `cc`: the warp-specialised pair kernel where
+    /// [`backward_pairs`](Self::backward_pairs) picks the pair kernel, else the
+    /// warp-specialised single-chunk kernel. Never with a bias or dbias (no bias variant), off
+    /// 9.0, or where [`backward_gathered`](Self::backward_gathered) takes the call (no gathered
+    /// variant); otherwise always for [`WgmmaWarpSpecialized`](Self::WgmmaWarpSpecialized), and
+    /// for `Auto` the single-chunk kernel at head dim 128 (at 64 its two CTAs per SM hold fewer
+    /// warpgroups than the single kernel's three); never for the other choices. The module
+    /// docs give the reasons.
     ///
-    /// ```
-    /// use ltd_sparse_attn::cuda::CudaAttentionKernel as K;
-    /// assert!(K::WgmmaWarpSpecialized.backward_warp_specialized((9, 0), 64, false));
-    /// assert!(!K::WgmmaWarpSpecialized.backward_warp_specialized((9, 0), 128, true));
-    /// assert!(K::Auto.backward_warp_specialized((9, 0), 128, false));
-    /// assert!(!K::Auto.backward_warp_specialized((9, 0), 64, false));
-    /// assert!(!K::Auto.backward_warp_specialized((8, 0), 128, false));
-    /// assert!(!K::Wgmma.backward_warp_specialized((9, 0), 128, false));
+    /// ```no_run
+    /// use ltd_core::CudaDevice;
+    /// use ltd_sparse_attn::{BigBirdConfig, cuda::{CudaAttentionKernel as K, CudaAttentionLayout}};
+    /// let dev = CudaDevice::new(0)?; // an H100
+    /// let mut c = BigBirdConfig::new(4);
+    /// c.block = 64;
+    /// let layout = CudaAttentionLayout::new(&dev, &c.make_layout(4096)?)?;
+    /// assert!(K::WgmmaWarpSpecialized.backward_warp_specialized((9, 0), &layout, 64, false));
+    /// assert!(!K::WgmmaWarpSpecialized.backward_warp_specialized((9, 0), &layout, 128, true));
+    /// assert!(K::Auto.backward_warp_specialized((9, 0), &layout, 128, false));
+    /// assert!(!K::Auto.backward_warp_specialized((9, 0), &layout, 64, false));
+    /// assert!(!K::Wgmma.backward_warp_specialized((9, 0), &layout, 128, false));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn backward_warp_specialized(
         self,
         cc: (i32, i32),
+        layout: &CudaAttentionLayout,
         head_dim: usize,
         with_bias: bool,
     ) -> bool {
         !with_bias
             && cc == (9, 0)
+            && !self.backward_gathered(cc, layout, with_bias)
             && match self {
                 CudaAttentionKernel::WgmmaWarpSpecialized => true,
-                CudaAttentionKernel::Auto => head_dim == 128,
+                CudaAttentionKernel::Auto => {
+                    head_dim == 128 && !self.backward_pairs(cc, layout, head_dim, with_bias)
+                }
                 _ => false,
             }
     }

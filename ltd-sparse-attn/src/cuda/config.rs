@@ -149,11 +149,18 @@ impl BackwardSmem {
     pub(super) fn bytes(self, head_dim: usize) -> usize {
         use sys::*;
         if self.warp_specialized {
-            return by_head_dim(
-                head_dim,
-                LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D64,
-                LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D128,
-            );
+            let (d64, d128) = if self.pairs {
+                (
+                    LTD_SPARSE_ATTN_BWD_SM90_WS_PAIR_SMEM_D64,
+                    LTD_SPARSE_ATTN_BWD_SM90_WS_PAIR_SMEM_D128,
+                )
+            } else {
+                (
+                    LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D64,
+                    LTD_SPARSE_ATTN_BWD_SM90_WS_SMEM_D128,
+                )
+            };
+            return by_head_dim(head_dim, d64, d128);
         }
         let (d64, d128) = match (self.hopper, self.pairs, self.bias_tiles) {
             (false, _, false) => (LTD_SPARSE_ATTN_BWD_SMEM_D64, LTD_SPARSE_ATTN_BWD_SMEM_D128),
@@ -179,12 +186,11 @@ impl BackwardSmem {
 
     /// The main launch: one CTA per work item.
     pub(super) fn launch(self, items: u32, head_dim: usize) -> LaunchConfig {
-        let threads = if self.pairs {
-            sys::LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS
-        } else if self.warp_specialized {
-            sys::LTD_SPARSE_ATTN_BWD_SM90_WS_THREADS
-        } else {
-            sys::LTD_SPARSE_ATTN_THREADS
+        let threads = match (self.pairs, self.warp_specialized) {
+            (true, true) => sys::LTD_SPARSE_ATTN_BWD_SM90_WS_PAIR_THREADS,
+            (true, false) => sys::LTD_SPARSE_ATTN_BWD_SM90_PAIR_THREADS,
+            (false, true) => sys::LTD_SPARSE_ATTN_BWD_SM90_WS_THREADS,
+            (false, false) => sys::LTD_SPARSE_ATTN_THREADS,
         };
         LaunchConfig {
             grid_dim: (items, 1, 1),
@@ -327,6 +333,10 @@ mod tests {
         assert_eq!(ws.bytes(64), 8 * 8192 + 8192 + 3 * 512 + 1088 + 3 * 8);
         assert_eq!(ws.bytes(128), 6 * 16_384 + 8192 + 2 * 512 + 1088 + 2 * 8);
         assert_eq!(ws.launch(7, 64).block_dim, (256, 1, 1));
+        let ws_pair = BackwardSmem { pairs: true, ..ws };
+        // The pair kernel's map and a table entry per stage (three).
+        assert_eq!(ws_pair.bytes(128), pair.bytes(128) + 3 * 8);
+        assert_eq!(ws_pair.launch(7, 128).block_dim, (384, 1, 1));
         assert_eq!(stats_rows(3, 130, true), 3 * 256);
         assert_eq!(stats_rows(3, 130, false), 3 * 130);
     }

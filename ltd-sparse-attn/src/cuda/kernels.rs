@@ -127,6 +127,10 @@ pub(crate) static BWD_SM90_PAIR: AttnKernel =
 /// copy and dQ reduction, a consumer warpgroup computing (no bias).
 pub(crate) static BWD_SM90_WS: AttnKernel =
     family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_sm90_ws");
+/// Backward, Hopper, a pair of key chunks per CTA, warp-specialised: a producer warpgroup and a
+/// consumer warpgroup per chunk (no bias).
+pub(crate) static BWD_SM90_WS_PAIR: AttnKernel =
+    family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_sm90_ws_pair");
 /// Backward, Hopper, one gathered key set per CTA (no bias; `plan::GatheredColumns`).
 pub(crate) static BWD_GATHER_SM90: AttnKernel =
     family!(SPARSE_ATTN_SM90, "ltd_sparse_attn_bwd_gather_sm90");
@@ -237,6 +241,7 @@ mod tests {
             &BWD_BIAS_TMA_SM90,
             &BWD_SM90_PAIR,
             &BWD_SM90_WS,
+            &BWD_SM90_WS_PAIR,
             &BWD_GATHER_SM90,
             &BWD_COMBINE,
             &BWD_COMBINE_GATHER,

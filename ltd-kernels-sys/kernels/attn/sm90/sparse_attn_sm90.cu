@@ -77,13 +77,18 @@ LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d64, __nv_bfloat16, 6
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_bf16_d128, __nv_bfloat16, 128, true, false, true)
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d64, __half, 64, true, false, true)
 LTD_SPARSE_BWD_SM90(ltd_sparse_attn_bwd_bias_tma_sm90_f16_d128, __half, 128, true, false, true)
-// The warp-specialised backward (no bias), held to ws_ctas_per_sm CTAs per SM: the consumer
-// warpgroup takes the producer's registers by setmaxnreg, so each SM holds as many consumers as
-// the single-chunk kernel holds CTAs.
-#define LTD_SPARSE_BWD_WS_SM90(NAME, T, D) \
-    extern "C" __global__ void __launch_bounds__(kWsThreads, ws_ctas_per_sm<D>()) \
-        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_ws_sm90<T, D>(p, maps); }
-LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_bf16_d64, __nv_bfloat16, 64)
-LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_bf16_d128, __nv_bfloat16, 128)
-LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_f16_d64, __half, 64)
-LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_f16_d128, __half, 128)
+// The warp-specialised backwards (no bias), held to BwdWsSm90Config's CTAs per SM: the consumers
+// take the producer's registers by setmaxnreg, so an SM holds as many consumer warpgroups as
+// the single-chunk kernel (D 128) or the pair kernel holds.
+#define LTD_SPARSE_BWD_WS_SM90(NAME, T, D, PAIR)                                                                    \
+    extern "C" __global__ void __launch_bounds__(BwdWsSm90Config<T, D, PAIR>::kThreadsCta,                       \
+                                                 BwdWsSm90Config<T, D, PAIR>::kCtasPerSm)                       \
+        NAME(const LtdSparseAttnBwdParams p, const __grid_constant__ LtdSparseAttnTmaMaps maps) { sparse_attn_bwd_ws_sm90<T, D, PAIR>(p, maps); }
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_bf16_d64, __nv_bfloat16, 64, false)
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_bf16_d128, __nv_bfloat16, 128, false)
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_f16_d64, __half, 64, false)
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_f16_d128, __half, 128, false)
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_pair_bf16_d64, __nv_bfloat16, 64, true)
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_pair_bf16_d128, __nv_bfloat16, 128, true)
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_pair_f16_d64, __half, 64, true)
+LTD_SPARSE_BWD_WS_SM90(ltd_sparse_attn_bwd_sm90_ws_pair_f16_d128, __half, 128, true)
