@@ -17,7 +17,8 @@
 //! log). Where none of those takes a backward at head dim 128, it runs the warp-specialised
 //! single-chunk kernel (a producer warpgroup issuing every copy and dQ reduction, a consumer
 //! warpgroup computing): as fast on short columns, faster on long ones; at head dim 64 it holds
-//! two CTAs per SM where the single kernel holds three, and measured slower. See
+//! two CTAs per SM where the single kernel holds three, and measured slower; the
+//! warp-specialised pair kernel measured even with the pair kernel, which `Auto` keeps. See
 //! `docs/kernels.md`, "Which variant runs when".
 
 use super::CudaAttentionLayout;
