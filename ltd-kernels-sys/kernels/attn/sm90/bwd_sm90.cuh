@@ -102,6 +102,16 @@ __device__ __forceinline__ BwdSm90Slices bwd_sm90_slices(unsigned mask, int wg, 
     return s;
 }
 
+// Every Hopper backward's accumulators, zeroed: dK and dV (wgmma layout: rows = keys 16w + g
+// (+8), columns = d) and the scores S^T and dP^T (rows = keys, columns = queries 8j + 2t (+1)).
+template <int D>
+__device__ __forceinline__ void bwd_sm90_zero(float (&dk)[D / 2], float (&dv)[D / 2], float (&st)[32], float (&dpt)[32]) {
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) dk[i] = dv[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) st[i] = dpt[i] = 0.f;
+}
+
 // Issues S^T = K Q^T and dP^T = V dO^T (both operands K-major in shared memory) and commits them
 // as one wgmma group.
 template <typename T, int D>
@@ -370,12 +380,8 @@ __device__ __forceinline__ void sparse_attn_bwd_sm90(const LtdSparseAttnBwdParam
     }
     mbar_wait(sm.bar_kv, 0);
 
-    float dk[D / 2], dv[D / 2];  // wgmma layout: rows = keys 16w + g (+8), columns = d
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) dk[i] = dv[i] = 0.f;
-    float st[32], dpt[32];  // S^T and dP^T: rows = keys, columns = queries 8j + 2t (+1)
-#pragma unroll
-    for (int i = 0; i < 32; ++i) st[i] = dpt[i] = 0.f;
+    float dk[D / 2], dv[D / 2], st[32], dpt[32];  // accumulators (bwd_sm90_zero)
+    bwd_sm90_zero<D>(dk, dv, st, dpt);
     const int c0 = wg * kN;   // dQ columns of this warpgroup: [c0, c0 + kN)
     long long staged_q0 = 0;  // kDefer: the previous tile's rows, whose dQ is staged
 

@@ -161,12 +161,8 @@ __device__ __forceinline__ void sparse_attn_bwd_ws_sm90(const LtdSparseAttnBwdPa
     }
     mbar_wait(sm.bar_kv, 0);
 
-    float dk[D / 2], dv[D / 2];  // wgmma layout: rows = keys 16w + g (+8), columns = d
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) dk[i] = dv[i] = 0.f;
-    float st[32], dpt[32];  // S^T and dP^T: rows = keys, columns = queries 8j + 2t (+1)
-#pragma unroll
-    for (int i = 0; i < 32; ++i) st[i] = dpt[i] = 0.f;
+    float dk[D / 2], dv[D / 2], st[32], dpt[32];  // accumulators (bwd_sm90_zero)
+    bwd_sm90_zero<D>(dk, dv, st, dpt);
     const int c0 = wg * kN;  // dQ columns of this warpgroup: [c0, c0 + kN)
 
     const int n = work.end - work.begin;
