@@ -15,11 +15,10 @@
 //! backward; `WgmmaPairs`: pair forward, pair backward; `WgmmaWarpSpecialized`: `Auto`'s
 //! kernels with every backward but the gathered-set one warp-specialised), the plain Hopper
 //! forward (`Wgmma`, never the gathered one) and the pair forward (`WgmmaPairs`) with the
-//! layout's row pair sharing, and
-//! says whether `Auto`'s backward ran the pair kernel, the gathered-set one or the
-//! warp-specialised one and its forward the gathered one (`ours.json` also whether it ran the
-//! pair forward), so kernel variants compare within one run (`Wgmma` never runs a gathered, pair
-//! or warp-specialised kernel).
+//! layout's row pair sharing, and says whether `Auto`'s backward ran the pair kernel, the
+//! gathered-set one or the warp-specialised one and its forward the gathered one (`ours.json`
+//! also whether it ran the pair forward), so kernel variants compare within one run (`Wgmma`
+//! never runs a gathered, pair or warp-specialised kernel).
 
 #[cfg(not(feature = "cuda"))]
 fn main() {

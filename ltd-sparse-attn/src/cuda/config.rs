@@ -138,8 +138,9 @@ pub(super) struct BackwardSmem {
     pub pairs: bool,
     /// A 64 x 64 bias tile per stage.
     pub bias_tiles: bool,
-    /// The warp-specialised single-chunk kernel (Hopper, no bias tiles, not the pair kernel):
-    /// a producer and a consumer warpgroup, three stages at head dim 64.
+    /// A warp-specialised kernel (Hopper, no bias tiles): a producer warpgroup and a consumer
+    /// warpgroup per chunk; with `pairs` the pair kernel's layout, else three stages at head dim
+    /// 64 and two at 128.
     pub warp_specialized: bool,
 }
 
