@@ -140,8 +140,9 @@ pub fn attention_backward_cuda<'b, T: Element + DeviceRepr + ValidAsZeroBits>(
         && options
             .kernel
             .backward_pairs(cc, layout, shape.head_dim, with_bias);
-    let warp_specialized = gathered.is_none()
-        && options
+    // Never where the gathered-set kernel runs: the rule excludes it.
+    let warp_specialized =
+        options
             .kernel
             .backward_warp_specialized(cc, layout, shape.head_dim, with_bias);
     let variant = BackwardSmem {

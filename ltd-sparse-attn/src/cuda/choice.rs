@@ -135,8 +135,9 @@ impl CudaAttentionKernel {
     /// adjacent key chunks) on a device of compute capability `cc`: always for
     /// [`WgmmaPairs`](Self::WgmmaPairs); for `Auto` on 9.0 at head dim 128 where adjacent
     /// chunks see the same query tiles ([`CudaAttentionLayout::column_pair_sharing`] at most
-    /// [`AUTO_BACKWARD_PAIR_SHARING`]); never with a bias or dbias (no pair variant of the bias
-    /// kernel) and never for the other choices. The module docs give the reasons.
+    /// [`AUTO_BACKWARD_PAIR_SHARING`]; [`WgmmaWarpSpecialized`](Self::WgmmaWarpSpecialized)
+    /// follows the same rule); never with a bias or dbias (no pair variant of the bias kernel)
+    /// and never for the other choices. The module docs give the reasons.
     ///
     /// ```no_run
     /// use ltd_core::CudaDevice;
@@ -176,8 +177,9 @@ impl CudaAttentionKernel {
     /// otherwise always for [`WgmmaPairs`](Self::WgmmaPairs), and for `Auto` at head dim 128
     /// where adjacent query tiles see the same chunks
     /// ([`CudaAttentionLayout::row_pair_sharing`] at most [`AUTO_FORWARD_PAIR_SHARING`]) and
-    /// [`forward_gathered`](Self::forward_gathered) does not take the call; never for the other
-    /// choices. The module docs give the reasons.
+    /// [`forward_gathered`](Self::forward_gathered) does not take the call (so does
+    /// [`WgmmaWarpSpecialized`](Self::WgmmaWarpSpecialized)); never for the other choices. The
+    /// module docs give the reasons.
     ///
     /// ```no_run
     /// use ltd_core::CudaDevice;
@@ -218,7 +220,8 @@ impl CudaAttentionKernel {
     /// capability `cc`: never with a bias (no gathered bias kernel) or on a layout without
     /// gathered chunks ([`CudaAttentionLayout::forward_gather_ratio`] is `None`: the device is
     /// not 9.0, or no chunk has few enough active slices); otherwise always for
-    /// [`WgmmaGathered`](Self::WgmmaGathered) and for `Auto` on 9.0 where the gathered table has
+    /// [`WgmmaGathered`](Self::WgmmaGathered) and for `Auto` (and
+    /// [`WgmmaWarpSpecialized`](Self::WgmmaWarpSpecialized)) on 9.0 where the gathered table has
     /// at most [`AUTO_FORWARD_GATHER_RATIO`] of the plain table's entries, never for the other
     /// choices.
     ///
@@ -258,9 +261,11 @@ impl CudaAttentionKernel {
     /// the gathered key sets and the plain columns) on a device of compute capability `cc`: never with a bias
     /// or dbias, or on a layout without gathered key sets
     /// ([`CudaAttentionLayout::backward_gather_ratio`] is `None`); otherwise always for
-    /// [`WgmmaGathered`](Self::WgmmaGathered) and for `Auto` on 9.0 where the gathered walk
+    /// [`WgmmaGathered`](Self::WgmmaGathered) and for `Auto` (and
+    /// [`WgmmaWarpSpecialized`](Self::WgmmaWarpSpecialized)) on 9.0 where the gathered walk
     /// visits at most [`AUTO_BACKWARD_GATHER_RATIO`] of the plain walk's tiles. It takes
-    /// precedence over [`backward_pairs`](Self::backward_pairs).
+    /// precedence over [`backward_pairs`](Self::backward_pairs) and
+    /// [`backward_warp_specialized`](Self::backward_warp_specialized).
     ///
     /// ```no_run
     /// use ltd_core::CudaDevice;
