@@ -154,6 +154,45 @@ fn gpu_split_rows_match_whole_rows() {
 }
 
 #[test]
+fn gpu_split_rows_of_the_pair_backward_match_whole_rows() {
+    // Block 128: adjacent key chunks see the same query tiles, so at head dim 128 the pair
+    // backward runs (`Auto` and `WgmmaPairs` the pair kernel, `WgmmaWarpSpecialized` its
+    // warp-specialised variant). BigBird's two global columns (38 query tiles at L = 2400, pieces
+    // of at most 16) are split: compare with the reference, with and without causal and key
+    // padding. Named `split_rows` so that the sanitizer runs of the split-row tests cover it.
+    let dev = gpu();
+    let mut c = BigBirdConfig::new(2);
+    c.block = 128;
+    c.num_global_blocks = 2;
+    let layout = c.make_layout(2400).unwrap();
+    let t = CoarseTables::new(&layout);
+    let bwd = t.backward_split_chunks(dev.sm_count());
+    assert!(!t.backward_pair_plan(bwd).split.is_empty());
+    let gpu_layout = CudaAttentionLayout::new(&dev, &layout).unwrap();
+    let cc = dev.compute_capability();
+    let pair_kernels: Vec<_> = kernels(&dev)
+        .into_iter()
+        .filter(|k| k.backward_pairs(cc, &gpu_layout, 128, false))
+        .collect();
+    if cc == (9, 0) {
+        assert_eq!(pair_kernels.len(), 3, "{pair_kernels:?}");
+        assert!(
+            pair_kernels
+                .iter()
+                .any(|k| { k.backward_warp_specialized(cc, &gpu_layout, 128, false) })
+        );
+    }
+    for kernel in pair_kernels {
+        check::<bf16>(
+            &dev, &layout, 1, 2, 2400, 128, false, true, false, 13, kernel,
+        );
+        check::<f16>(
+            &dev, &layout, 1, 2, 2400, 128, true, false, false, 14, kernel,
+        );
+    }
+}
+
+#[test]
 fn gpu_bias_tiles_and_per_element_bias_match_the_reference() {
     // The kernels read a bias one 64 x 64 tile per (query tile, chunk) (TMA on Hopper,
     // cp.async in the mma.sync ones, whose forward takes the tiles only where they keep its
