@@ -2,12 +2,13 @@
 """Per missed cell: the targets it misses (a peer run's table.md) beside where its time goes (a
 profile's summary.md, from summarize.py), one markdown table, for the performance log.
 
-    python3 benches/profile/per_cell.py TABLE.md SUMMARY.md > per-cell.md
+    python3 benches/profile/per_cell.py TABLE.md SUMMARY.md [SUMMARY.md ...] > per-cell.md
 
-TABLE.md is benches/peers/run-all.sh's table (its "Targets" list names the misses); SUMMARY.md
-is benches/profile/summarize.py's output for the same bench cells. A cell the profile lacks is
-reported with "(not profiled)" in its profile columns, never dropped; a table without a
-"Targets" list or a "Backward" table is an error.
+TABLE.md is benches/peers/run-all.sh's table (its "Targets" list names the misses); each
+SUMMARY.md is benches/profile/summarize.py's output for some of the same bench cells. A cell
+takes its profile from the first SUMMARY.md that has it; with more than one, a last column names
+that file as given. A cell no profile has is reported with "(not profiled)" in its profile
+columns, never dropped; a table without a "Targets" list or a "Backward" table is an error.
 """
 import re
 import sys
@@ -53,19 +54,25 @@ def misses(table):
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) < 3:
         sys.exit(__doc__.strip().splitlines()[3].strip())
-    table, summary = (open(p, encoding="utf-8").read() for p in sys.argv[1:])
+    table = open(sys.argv[1], encoding="utf-8").read()
+    summaries = sys.argv[2:]
     missed = misses(table)
     key = lambda r: cell_key(r["layout"], r["S"], r["D"])  # noqa: E731
     fwd = {key(r): r for r in rows(table, "layout")}
     if "\nBackward" not in table:
         sys.exit("per_cell.py: TABLE.md has no 'Backward' table (is it run-all.sh's table.md?)")
     bwd = {key(r): r for r in rows(table.split("\nBackward", 1)[1], "layout")}
-    prof = {r["cell"]: r for r in rows(summary, "cell")}
+    prof, source = {}, {}
+    for path in summaries:
+        for r in rows(open(path, encoding="utf-8").read(), "cell"):
+            if r["cell"] not in prof:
+                prof[r["cell"]], source[r["cell"]] = r, path
+    many = len(summaries) > 1
     print("| cell | misses | fwd eff | bwd eff | fwd main µs (tensor / issue / occupancy %) | fwd top stalls "
-          "| bwd main µs + aux µs (tensor / issue / occupancy %) | bwd top stalls |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| bwd main µs + aux µs (tensor / issue / occupancy %) | bwd top stalls |" + (" profile |" if many else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if many else ""))
     for k in fwd:
         if k not in missed:
             continue
@@ -77,7 +84,8 @@ def main():
             fst, bst = p["fwd top stalls"], p["bwd top stalls"]
         else:
             fcol = bcol = fst = bst = "(not profiled)"
-        print(f"| {k} | {missed[k]} | {feff} | {beff} | {fcol} | {fst} | {bcol} | {bst} |")
+        tail = f" {source.get(k, '')} |" if many else ""
+        print(f"| {k} | {missed[k]} | {feff} | {beff} | {fcol} | {fst} | {bcol} | {bst} |{tail}")
     met = [k for k in fwd if k not in missed]
     print()
     print(f"Cells meeting every target: {len(met)} of {len(fwd)}" + (f" ({', '.join(met)})." if met else "."))
