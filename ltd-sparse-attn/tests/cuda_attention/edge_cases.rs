@@ -160,6 +160,7 @@ fn gpu_split_rows_of_the_pair_backward_match_whole_rows() {
     // warp-specialised variant). BigBird's two global columns (38 query tiles at L = 2400, pieces
     // of at most 16) are split: compare with the reference, with and without causal and key
     // padding. Named `split_rows` so that the sanitizer runs of the split-row tests cover it.
+    // Off compute capability 9.0 no pair backward runs: the test says so and checks nothing.
     let dev = gpu();
     let mut c = BigBirdConfig::new(2);
     c.block = 128;
@@ -168,20 +169,22 @@ fn gpu_split_rows_of_the_pair_backward_match_whole_rows() {
     let t = CoarseTables::new(&layout);
     let bwd = t.backward_split_chunks(dev.sm_count());
     assert!(!t.backward_pair_plan(bwd).split.is_empty());
-    let gpu_layout = CudaAttentionLayout::new(&dev, &layout).unwrap();
     let cc = dev.compute_capability();
+    if cc != (9, 0) {
+        eprintln!("the pair backward runs on compute capability 9.0 only: nothing to check");
+        return;
+    }
+    let gpu_layout = CudaAttentionLayout::new(&dev, &layout).unwrap();
     let pair_kernels: Vec<_> = kernels(&dev)
         .into_iter()
         .filter(|k| k.backward_pairs(cc, &gpu_layout, 128, false))
         .collect();
-    if cc == (9, 0) {
-        assert_eq!(pair_kernels.len(), 3, "{pair_kernels:?}");
-        assert!(
-            pair_kernels
-                .iter()
-                .any(|k| { k.backward_warp_specialized(cc, &gpu_layout, 128, false) })
-        );
-    }
+    assert_eq!(pair_kernels.len(), 3, "{pair_kernels:?}");
+    assert!(
+        pair_kernels
+            .iter()
+            .any(|k| k.backward_warp_specialized(cc, &gpu_layout, 128, false))
+    );
     for kernel in pair_kernels {
         check::<bf16>(
             &dev, &layout, 1, 2, 2400, 128, false, true, false, 13, kernel,
